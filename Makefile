@@ -1,0 +1,67 @@
+# Makefile targets mirror the stage4 CLI. `make demo` and `make test` are the two
+# commands of the README; both work on a fresh Debian 12 machine.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAGE4  := $(BIN)/stage4
+TO      ?= head
+FEATURES ?= 251
+PG_PKGS := postgresql-15 postgresql-15-postgis-3 postgresql-15-cron
+
+.PHONY: setup system-packages demo test lint format upgrade downgrade status plan bench baseline compare report refresh seed db-start db-stop clean
+
+$(BIN)/stage4: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+system-packages:
+	@if [ ! -f /usr/share/postgresql/15/extension/postgis.control ] || \
+	    [ ! -f /usr/share/postgresql/15/extension/pg_cron.control ]; then \
+	  echo "installing $(PG_PKGS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PG_PKGS) >/dev/null; \
+	fi
+
+setup: system-packages $(BIN)/stage4  ## venv + dependencies (+ PostgreSQL/PostGIS/pg_cron when missing)
+
+demo: setup  ## embedded cluster -> seed -> gated upgrade to opt5 -> report
+	$(STAGE4) db start
+	$(STAGE4) seed --features $(FEATURES) --if-empty
+	$(STAGE4) upgrade --to head
+
+test: setup  ## the whole test suite against a real PostgreSQL + PostGIS
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check src alembic tests benchmarks
+	$(BIN)/ruff format --check src alembic tests benchmarks
+
+format: setup
+	$(BIN)/ruff format src alembic tests benchmarks
+	$(BIN)/ruff check --fix src alembic tests benchmarks
+
+upgrade: setup  ## make upgrade TO=opt3
+	$(STAGE4) upgrade --to $(TO)
+
+downgrade: setup  ## one step back (make downgrade TO=schema to go further)
+	@if [ "$(TO)" = "head" ]; then $(STAGE4) downgrade -1; else $(STAGE4) downgrade --to $(TO); fi
+
+status: setup
+	$(STAGE4) status
+
+plan: setup
+	$(STAGE4) plan --to $(TO)
+
+seed: setup
+	$(STAGE4) seed --features $(FEATURES)
+
+db-start: setup
+	$(STAGE4) db start
+
+db-stop: setup
+	$(STAGE4) db stop
+
+clean:
+	-$(STAGE4) db stop
+	rm -rf .stage4 reports

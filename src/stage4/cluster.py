@@ -1,0 +1,261 @@
+"""The embedded PostgreSQL cluster: initdb + pg_ctl under ``.stage4/``.
+
+stage4 works on any database you point it at; when you point it at nothing it
+creates, starts and uses this local cluster (PostGIS available, pg_cron
+preloaded when installed), so the demo and the tests need no service of their own.
+PostgreSQL refuses to run as root, so as root the server runs as ``postgres``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stage4.config import Settings
+from stage4.errors import ClusterError
+
+PG_MAJOR = "15"
+PACKAGES = f"postgresql-{PG_MAJOR} postgresql-{PG_MAJOR}-postgis-3 postgresql-{PG_MAJOR}-cron"
+
+# Sized for a 2-core, 24 GiB machine; honest defaults otherwise (fsync stays on).
+SERVER_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "shared_buffers": "'1GB'",
+    "work_mem": "'32MB'",
+    "maintenance_work_mem": "'512MB'",
+    "max_wal_size": "'4GB'",
+    "checkpoint_timeout": "'15min'",
+    "effective_cache_size": "'8GB'",
+    "random_page_cost": "1.1",
+    "jit": "off",
+    "max_connections": "100",
+    "log_min_messages": "warning",
+}
+
+
+def bindir() -> Path:
+    """The PostgreSQL server binaries (``STAGE4_PG_BIN`` overrides)."""
+    candidates = [os.environ.get("STAGE4_PG_BIN", ""), f"/usr/lib/postgresql/{PG_MAJOR}/bin"]
+    candidates += sorted(str(p) for p in Path("/usr/lib/postgresql").glob("*/bin"))[::-1]
+    for c in candidates:
+        if c and (Path(c) / "initdb").is_file() and (Path(c) / "pg_ctl").is_file():
+            return Path(c)
+    raise ClusterError(
+        f"PostgreSQL server binaries not found (initdb, pg_ctl): apt-get install {PACKAGES}"
+    )
+
+
+def sharedir(bin_path: Path) -> Path:
+    out = subprocess.run(
+        [str(bin_path / "pg_config"), "--sharedir"], capture_output=True, text=True, check=False
+    )
+    if out.returncode == 0 and out.stdout.strip():
+        return Path(out.stdout.strip())
+    return Path("/usr/share/postgresql") / bin_path.parent.name
+
+
+def has_extension(bin_path: Path, name: str) -> bool:
+    return (sharedir(bin_path) / "extension" / f"{name}.control").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    """One local cluster living in ``home`` (data/, run/, postgres.log)."""
+
+    home: Path
+    database: str = "biblioteca"
+    cron_database: str | None = None
+    extra_settings: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Cluster:
+        return cls(home=s.home_path, database=s.database)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log(self) -> Path:
+        return self.home / "postgres.log"
+
+    @property
+    def conf(self) -> Path:
+        return self.data / "stage4.conf"
+
+    # --------------------------------------------------------------- commands
+    def _as_server_user(self, args: list[str], **kw) -> subprocess.CompletedProcess:
+        if os.geteuid() == 0:
+            args = ["runuser", "-u", "postgres", "--", *args]
+        return subprocess.run(args, capture_output=True, text=True, check=False, **kw)
+
+    def _chown(self, *paths: Path) -> None:
+        if os.geteuid() != 0:
+            return
+        pw = pwd.getpwnam("postgres")
+        for p in paths:
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+
+    def initialized(self) -> bool:
+        return (self.data / "PG_VERSION").is_file()
+
+    def port(self) -> int | None:
+        if not self.conf.is_file():
+            return None
+        for line in self.conf.read_text().splitlines():
+            if line.startswith("port ="):
+                return int(line.split("=")[1])
+        return None
+
+    def init(self) -> None:
+        """Create the cluster (idempotent)."""
+        if self.initialized():
+            return
+        binp = bindir()
+        if not has_extension(binp, "postgis"):
+            raise ClusterError(
+                f"PostGIS is not installed for PostgreSQL {binp.parent.name}: "
+                f"apt-get install postgresql-{binp.parent.name}-postgis-3"
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(exist_ok=True)
+        self._chown(self.home, self.run_dir)
+        _check_traversable(self.home)
+        out = self._as_server_user(
+            [str(binp / "initdb"), "-D", str(self.data), "-U", "postgres", "-E", "UTF8",
+             "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256"]
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise ClusterError(f"initdb failed in {self.data}: {out.stderr.strip()[-500:]}")
+        # The superuser may connect over loopback without a password; other roles
+        # (tests make some) authenticate with scram.
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(
+            "local all all trust\n"
+            "host all postgres 127.0.0.1/32 trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        with (self.data / "postgresql.conf").open("a") as f:
+            f.write("\ninclude = 'stage4.conf'\n")
+        self._write_conf(free_port(), cron=has_extension(binp, "pg_cron"))
+        self._chown(hba, self.data / "postgresql.conf", self.conf)
+
+    def _write_conf(self, port: int, cron: bool) -> None:
+        lines = [f"port = {port}", f"unix_socket_directories = '{self.run_dir}'"]
+        lines += [f"{k} = {v}" for k, v in {**SERVER_SETTINGS, **self.extra_settings}.items()]
+        if cron:
+            lines += [
+                "shared_preload_libraries = 'pg_cron'",
+                f"cron.database_name = '{self.cron_database or self.database}'",
+                "cron.use_background_workers = on",
+                "max_worker_processes = 16",
+            ]
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def running(self) -> bool:
+        if not self.initialized():
+            return False
+        out = self._as_server_user([str(bindir() / "pg_ctl"), "status", "-D", str(self.data)])
+        return out.returncode == 0
+
+    def start(self) -> None:
+        """Start the server (idempotent); a port taken meanwhile is replaced by a free one."""
+        self.init()
+        if self.running():
+            return
+        port = self.port() or free_port()
+        if not _port_free(port):
+            text = self.conf.read_text().replace(f"port = {port}", f"port = {free_port()}")
+            self.conf.write_text(text)
+        out = self._as_server_user(
+            [str(bindir() / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
+             "-l", str(self.log)]
+        )  # fmt: skip
+        if out.returncode != 0:
+            tail = self.log.read_text()[-800:] if self.log.exists() else out.stderr
+            raise ClusterError(f"the embedded cluster did not start: {tail.strip()}")
+
+    def stop(self) -> None:
+        if self.running():
+            out = self._as_server_user(
+                [str(bindir() / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data)]
+            )
+            if out.returncode != 0:
+                raise ClusterError(f"pg_ctl stop failed: {out.stderr.strip()}")
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def url(self, database: str | None = None) -> str:
+        port = self.port()
+        if port is None:
+            raise ClusterError(f"no embedded cluster in {self.home}: run `stage4 db start`")
+        return f"postgresql://postgres@127.0.0.1:{port}/{database or self.database}"
+
+    def ensure_started(self) -> None:
+        """Init, start and create the database if any of these is missing."""
+        self.start()
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+                    exists = conn.execute(
+                        "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+                    ).fetchone()
+                    if not exists:
+                        conn.execute(f'CREATE DATABASE "{self.database}"')
+                return
+            except psycopg.OperationalError as e:
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"the embedded cluster does not answer: {e}") from e
+                time.sleep(0.2)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "home": str(self.home),
+            "initialized": self.initialized(),
+            "running": self.running(),
+            "port": self.port(),
+            "url": self.url() if self.port() else None,
+        }
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _check_traversable(path: Path) -> None:
+    """As root, the server user must reach ``path``: fail early with the fix."""
+    if os.geteuid() != 0:
+        return
+    for parent in [path, *path.parents]:
+        if parent.exists() and not (parent.stat().st_mode & 0o001):
+            raise ClusterError(
+                f"user postgres cannot enter {parent}; set STAGE4_HOME to a folder it can "
+                f"reach (e.g. /tmp/stage4) or run `chmod o+x {parent}`"
+            )

@@ -1,0 +1,167 @@
+"""Real-database fixtures: a PostGIS + pg_cron server for the session, a fresh database per test.
+
+The server is a testcontainers container when a Docker engine answers (and
+``STAGE4_TEST_DOCKER`` is not ``0``), otherwise a throwaway local cluster
+(initdb + pg_ctl in a temporary folder). The header of the run says which.
+Nothing is mocked and nothing is skipped: when no server can be had, every
+test that needs one fails with the way to get one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from stage4.cluster import PACKAGES, Cluster
+from stage4.config import settings
+
+TEMPLATE = "stage4_template"
+SEEDED = "stage4_seeded"
+CRON_DB = "stage4_cron"
+SEED_FEATURES = 2000
+_counter = itertools.count()
+
+
+@dataclass
+class Server:
+    """Where the tests' databases live; ``url(db)`` connects as the superuser."""
+
+    kind: str
+    base_url: str
+    cron: bool
+    stop: object = None
+
+    def url(self, database: str) -> str:
+        return self.base_url.rsplit("/", 1)[0] + "/" + database
+
+    def admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.url("postgres"), autocommit=True)
+
+
+def _docker_answers() -> bool:
+    if os.environ.get("STAGE4_TEST_DOCKER") == "0":
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _container_server() -> Server:
+    from testcontainers.postgres import PostgresContainer
+
+    image = os.environ.get("STAGE4_TEST_IMAGE", "supabase/postgres:15.8.1.085")
+    pg = PostgresContainer(image, username="postgres", password="postgres", dbname="postgres")
+    pg.start()
+    url = pg.get_connection_url().replace("postgresql+psycopg2://", "postgresql://")
+    return Server("testcontainers " + image, url, cron=True, stop=pg.stop)
+
+
+def _local_server(tmp: Path) -> Server:
+    cluster = Cluster(home=tmp / "cluster", database="postgres", cron_database=CRON_DB)
+    cluster.ensure_started()
+    cron = "pg_cron" in (cluster.conf.read_text() if cluster.conf.exists() else "")
+    return Server(f"local cluster {cluster.home} (initdb + pg_ctl)", cluster.url(), cron,
+                  stop=cluster.destroy)  # fmt: skip
+
+
+def _create_db(server: Server, name: str, template: str = "template0") -> None:
+    with server.admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The session's PostgreSQL server, with a PostGIS template and a seeded template."""
+    try:
+        srv = (
+            _container_server()
+            if _docker_answers()
+            else _local_server(tmp_path_factory.mktemp("pg"))
+        )
+    except Exception as e:  # no silent skip: say how to get a database
+        pytest.fail(
+            f"no PostgreSQL + PostGIS server for the tests ({e}). Install the server packages "
+            f"(apt-get install {PACKAGES}) or start a Docker engine.",
+            pytrace=False,
+        )
+    print(f"\n[stage4 tests] database server: {srv.kind}")
+    _create_db(srv, TEMPLATE)
+    with psycopg.connect(srv.url(TEMPLATE), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+    _create_db(srv, SEEDED, TEMPLATE)
+    from stage4 import migrations, seed
+
+    migrations.upgrade(srv.url(SEEDED), "schema")
+    with psycopg.connect(srv.url(SEEDED)) as conn:
+        seed.seed(conn, settings(), features=SEED_FEATURES, seed=42)
+    yield srv
+    if callable(srv.stop):
+        srv.stop()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    kind = "testcontainers (Docker engine answers)" if _docker_answers() else "local cluster"
+    return f"stage4 database fixture: {kind}"
+
+
+@pytest.fixture
+def db_url(server: Server) -> Iterator[str]:
+    """A fresh, empty database with PostGIS available (not yet at any revision)."""
+    name = f"t{next(_counter)}_{os.getpid()}"
+    _create_db(server, name, TEMPLATE)
+    yield server.url(name)
+    with server.admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def seeded_url(server: Server) -> Iterator[str]:
+    """A fresh database at revision ``schema`` holding SEED_FEATURES seeded rows."""
+    name = f"s{next(_counter)}_{os.getpid()}"
+    _create_db(server, name, SEEDED)
+    yield server.url(name)
+    with server.admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def cron_url(server: Server) -> Iterator[str]:
+    """The one database where pg_cron runs (cron.database_name), fresh, seeded, at ``schema``."""
+    if not server.cron:
+        pytest.fail("pg_cron is not preloaded in the test server: apt-get install "
+                    "postgresql-15-cron", pytrace=False)  # fmt: skip
+    _create_db(server, CRON_DB, SEEDED)
+    with psycopg.connect(server.url(CRON_DB), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+    yield server.url(CRON_DB)
+
+
+@pytest.fixture
+def alembic_config():
+    """pytest-alembic: our alembic.ini and script folder."""
+    from stage4 import migrations
+
+    return migrations.config()
+
+
+@pytest.fixture
+def alembic_engine(seeded_url: str):
+    """pytest-alembic: an engine on a fresh seeded database (it runs from base)."""
+    from stage4.db import engine
+
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE alembic_version")
+    eng = engine(seeded_url)
+    yield eng
+    eng.dispose()

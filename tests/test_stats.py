@@ -1,0 +1,249 @@
+"""The gate's statistics: summaries, the per-query decision rule and the GO/NO-GO verdict.
+
+No database: latencies come from seeded lognormal generators, which have the long
+right tail real query timings have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stage4.errors import ConfigError
+from stage4.stats import (
+    FASTER,
+    NO_CHANGE,
+    SLOWER,
+    GateDecision,
+    QueryComparison,
+    compare_query,
+    compare_runs,
+    gate_verdict,
+    geometric_mean,
+    speedup_table,
+    summarize,
+)
+
+QUERIES = [f"Q{i}" for i in range(1, 11)]
+# Typical medians (ms) of the ten workload queries, from sub-millisecond to a tile.
+MEDIANS = dict(zip(QUERIES, [0.4, 3.0, 8.0, 5.0, 19.0, 1.2, 2.5, 12.0, 40.0, 25.0], strict=True))
+
+
+def run(seed: int, n: int = 60, sigma: float = 0.3, factor: float = 1.0) -> dict[str, list[float]]:
+    """One benchmark run: ``n`` latencies per query, every median scaled by ``factor``."""
+    rng = np.random.default_rng(seed)
+    return {q: list(rng.lognormal(np.log(m * factor), sigma, size=n)) for q, m in MEDIANS.items()}
+
+
+def comparison(verdict: str = NO_CHANGE, ratio: float = 1.0) -> QueryComparison:
+    return QueryComparison(
+        baseline_median=5.1,
+        candidate_median=5.1 * ratio,
+        ratio=ratio,
+        ci_low=ratio * 0.9,
+        ci_high=ratio * 1.1,
+        verdict=verdict,
+    )
+
+
+class TestSummarize:
+    def test_known_values(self) -> None:
+        s = summarize([1.0, 2.0, 3.0, 4.0, 5.0])
+        assert s == {
+            "n": 5.0,
+            "mean": 3.0,
+            "p50": 3.0,
+            "p95": pytest.approx(4.8),
+            "p99": pytest.approx(4.96),
+            "min": 1.0,
+            "max": 5.0,
+            "stdev": pytest.approx(1.5811388),
+        }
+
+    def test_single_sample_has_zero_spread(self) -> None:
+        s = summarize([7.5])
+        assert (s["p50"], s["p99"], s["stdev"]) == (7.5, 7.5, 0.0)
+
+    def test_empty_is_refused(self) -> None:
+        with pytest.raises(ConfigError, match=r"^latencies has no samples; need at least one$"):
+            summarize([])
+
+
+class TestDecisionRule:
+    def test_identical_distributions_do_not_false_alarm(self) -> None:
+        clean = 0
+        for rep in range(20):
+            result = compare_runs(run(2 * rep), run(2 * rep + 1), seed=rep)
+            clean += all(c.verdict == NO_CHANGE for c in result.values())
+        assert clean >= 19
+
+    @pytest.mark.parametrize(("factor", "verdict"), [(2.0, SLOWER), (0.5, FASTER)])
+    def test_large_shift_is_always_flagged(self, factor: float, verdict: str) -> None:
+        for rep in range(20):
+            result = compare_runs(run(2 * rep), run(2 * rep + 1, factor=factor), seed=rep)
+            assert {c.verdict for c in result.values()} == {verdict}
+            for c in result.values():
+                assert c.ci_low <= c.ratio <= c.ci_high
+
+    def test_fifteen_percent_with_low_noise_is_detected(self) -> None:
+        result = compare_runs(run(1, n=200, sigma=0.05), run(2, n=200, sigma=0.05, factor=1.15))
+        assert {c.verdict for c in result.values()} == {SLOWER}
+
+    def test_fifteen_percent_in_heavy_noise_is_not_claimed(self) -> None:
+        # Too few, too noisy samples to be sure it clears the 10% margin: no verdict.
+        c = compare_query(run(1, n=20, sigma=0.8)["Q5"], run(2, n=20, sigma=0.8, factor=1.15)["Q5"])
+        assert c.verdict == NO_CHANGE
+        assert c.ci_low < 1.10 < c.ci_high
+
+    def test_margin_is_symmetric_in_log_space(self) -> None:
+        base = run(1, n=200, sigma=0.05)["Q3"]
+        up = compare_query(base, [x * 1.05 for x in base])
+        down = compare_query(base, [x / 1.05 for x in base])
+        assert up.verdict == down.verdict == NO_CHANGE
+        assert compare_query(base, [x / 1.2 for x in base]).verdict == FASTER
+
+    def test_medians_and_ratio(self) -> None:
+        c = compare_query([1.0, 2.0, 3.0], [2.0, 4.0, 6.0, 100.0])
+        assert (c.baseline_median, c.candidate_median, c.ratio) == (2.0, 5.0, 2.5)
+
+    def test_same_seed_gives_same_interval(self) -> None:
+        base, cand = run(1)["Q4"], run(2)["Q4"]
+        first = compare_query(base, cand, seed=7)
+        assert compare_query(base, cand, seed=7) == first
+        assert compare_query(base, cand, seed=8).ci_low != first.ci_low
+
+    def test_query_interval_does_not_depend_on_other_queries(self) -> None:
+        base, cand = run(1), run(2)
+        alone = compare_runs({"Q4": base["Q4"]}, {"Q4": cand["Q4"]})
+        assert alone["Q4"] == compare_runs(base, cand)["Q4"]
+
+    def test_to_dict(self) -> None:
+        assert comparison(SLOWER, 2.0).to_dict() == {
+            "baseline_median": 5.1,
+            "candidate_median": 10.2,
+            "ratio": 2.0,
+            "ci_low": 1.8,
+            "ci_high": 2.2,
+            "verdict": "slower",
+            "confidence": 0.95,
+            "threshold": 0.10,
+        }
+
+
+CONFIDENCE = "confidence must be strictly between 0 and 1 (e.g. 0.95), got"
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"threshold": 0}, "threshold must be > 0 (e.g. 0.10 for 10%), got 0"),
+            ({"threshold": -0.1}, "threshold must be > 0 (e.g. 0.10 for 10%), got -0.1"),
+            ({"confidence": 1.0}, f"{CONFIDENCE} 1.0"),
+            ({"confidence": 0}, f"{CONFIDENCE} 0"),
+            ({"confidence": 95}, f"{CONFIDENCE} 95"),
+            ({"resamples": 10}, "resamples must be at least 100, got 10"),
+        ],
+    )
+    def test_bad_options(self, kwargs: dict[str, float], message: str) -> None:
+        with pytest.raises(ConfigError) as e:
+            compare_query([1.0], [1.0], **kwargs)
+        assert str(e.value) == message
+
+    @pytest.mark.parametrize(
+        ("baseline", "candidate", "message"),
+        [
+            ([], [1.0], "baseline has no samples; need at least one"),
+            ([1.0], [], "candidate has no samples; need at least one"),
+            (
+                [1.0],
+                [2.0, 0.0, -1.0],
+                "candidate has 2 value(s) that are not finite and > 0 (first: 0.0); "
+                "latencies in ms must be positive numbers",
+            ),
+            (
+                [float("nan")],
+                [1.0],
+                "baseline has 1 value(s) that are not finite and > 0 (first: nan); "
+                "latencies in ms must be positive numbers",
+            ),
+        ],
+    )
+    def test_bad_samples(self, baseline: list[float], candidate: list[float], message: str) -> None:
+        with pytest.raises(ConfigError) as e:
+            compare_query(baseline, candidate)
+        assert str(e.value) == message
+
+    def test_bad_samples_in_a_run_name_the_query(self) -> None:
+        with pytest.raises(ConfigError) as e:
+            compare_runs({"Q1": [1.0], "Q2": [1.0]}, {"Q1": [1.0], "Q2": []})
+        assert str(e.value) == "Q2: candidate has no samples; need at least one"
+
+    def test_query_missing_from_candidate(self) -> None:
+        with pytest.raises(ConfigError) as e:
+            compare_runs({"Q1": [1.0], "Q4": [1.0], "Q5": [1.0]}, {"Q1": [1.0]})
+        assert str(e.value) == (
+            "candidate run has no latencies for Q4, Q5; "
+            "measure every baseline query before comparing"
+        )
+
+    def test_query_without_baseline_is_left_out(self) -> None:
+        assert list(compare_runs({"Q1": [1.0]}, {"Q1": [1.0], "Q11": [1.0]})) == ["Q1"]
+
+
+class TestGateVerdict:
+    def test_go_when_nothing_is_slower(self) -> None:
+        decision = gate_verdict({"Q1": comparison(), "Q2": comparison(FASTER, 0.5)})
+        assert decision == GateDecision(go=True, reasons=[])
+        assert decision.to_dict() == {"go": True, "verdict": "GO", "reasons": []}
+
+    def test_no_go_names_the_slower_query_with_figures(self) -> None:
+        slow = QueryComparison(5.1, 12.3, 12.3 / 5.1, 2.2, 2.65, SLOWER)
+        decision = gate_verdict({"Q1": comparison(), "Q5": slow})
+        assert decision.go is False
+        assert decision.reasons == [
+            "Q5 slower: median 12.3 ms vs baseline 5.1 ms (x2.41, 95% CI x2.20–x2.65)"
+        ]
+        assert decision.to_dict()["verdict"] == "NO-GO"
+
+    def test_no_go_on_changed_result_even_when_faster(self) -> None:
+        decision = gate_verdict(
+            {"Q3": comparison(), "Q4": comparison(FASTER, 0.3)},
+            fingerprints_ok={"Q3": True, "Q4": False},
+        )
+        assert decision == GateDecision(
+            go=False, reasons=["Q4 result changed: fingerprint differs from baseline"]
+        )
+
+    def test_fingerprint_without_timing_still_counts(self) -> None:
+        decision = gate_verdict({"Q1": comparison()}, fingerprints_ok={"Q9": False})
+        assert decision.reasons == ["Q9 result changed: fingerprint differs from baseline"]
+
+    def test_end_to_end_regression_is_no_go(self) -> None:
+        base, cand = run(1), run(2)
+        cand["Q5"] = [x * 2 for x in cand["Q5"]]
+        decision = gate_verdict(compare_runs(base, cand))
+        assert not decision.go
+        assert len(decision.reasons) == 1
+        assert decision.reasons[0].startswith("Q5 slower: median ")
+
+
+class TestHelpers:
+    def test_geometric_mean_of_ratios(self) -> None:
+        assert geometric_mean([2.0, 0.5]) == pytest.approx(1.0)
+        assert geometric_mean([1.0, 4.0, 16.0]) == pytest.approx(4.0)
+
+    def test_geometric_mean_refuses_non_positive(self) -> None:
+        with pytest.raises(ConfigError) as e:
+            geometric_mean([1.0, 0.0])
+        assert str(e.value) == (
+            "values has 1 value(s) that are not finite and > 0 (first: 0.0); "
+            "ratios must be positive numbers"
+        )
+
+    def test_speedup_table(self) -> None:
+        rows = speedup_table({"Q1": comparison(FASTER, 0.5), "Q2": comparison()})
+        assert [(r["query"], r["verdict"], r["change_pct"]) for r in rows] == [
+            ("Q1", FASTER, -50.0),
+            ("Q2", NO_CHANGE, 0.0),
+        ]
