@@ -13,10 +13,38 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from stage4.errors import Stage4Error
 
+
+class _Stage4Group(TyperGroup):
+    """Errors become one ``FAILED: …`` line and an exit code here, inside the app, so
+    ``CliRunner`` and the console script behave the same (``--debug`` re-raises)."""
+
+    def invoke(self, ctx):
+        import psycopg
+
+        try:
+            return super().invoke(ctx)
+        except (Stage4Error, psycopg.Error) as e:
+            if _state["debug"]:
+                raise
+            _fail(e)
+            raise typer.Exit(getattr(e, "exit_code", 1)) from None
+
+
+def _fail(e: BaseException) -> None:
+    from stage4.config import redact
+
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if not isinstance(e, Stage4Error):
+        text = f"database error: {text}"
+    err.print(f"FAILED: {redact(text)}", markup=False, highlight=False, soft_wrap=True)
+
+
 app = typer.Typer(
+    cls=_Stage4Group,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -35,6 +63,14 @@ UrlOpt = Annotated[
         envvar="DATABASE_URL",
         show_envvar=True,
         help="postgresql://user:pass@host:port/db. Default: the embedded cluster.",
+    ),
+]
+LockTimeoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lock-timeout",
+        help="How long each step may wait for a table lock (e.g. 5s, 500ms); "
+        "default: [tool.stage4] lock_timeout.",
     ),
 ]
 
@@ -175,18 +211,22 @@ def upgrade(
     expect_features: Annotated[
         int | None, typer.Option(help="Refuse unless the table holds exactly this many rows.")
     ] = None,
+    lock_timeout: LockTimeoutOpt = None,
 ) -> None:
     """Upgrade one revision at a time to --to, benchmarking each step against the baseline.
 
     GO keeps the step; NO-GO rolls it back and stops (exit code 3).
     Example: stage4 upgrade --to opt3
     """
-    from stage4 import gate
+    from stage4 import gate, migrations
 
+    if lock_timeout is not None:
+        lock_timeout = migrations.check_timeout(lock_timeout)
     opts = gate.GateOptions(
         threshold=threshold, confidence=confidence, iterations=iterations,
         concurrency=concurrency, duration=duration, gate=gate_, backup=backup,
         backup_dir=backup_dir, reports_dir=reports_dir, expect_features=expect_features,
+        lock_timeout=lock_timeout,
     )  # fmt: skip
     url = _url()
     with _live() as (phase, progress):
@@ -238,6 +278,7 @@ def _live() -> _Live:
 def downgrade(
     relative: Annotated[str | None, typer.Argument(help="-1 (one step, the default).")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Revision to go back to.")] = None,
+    lock_timeout: LockTimeoutOpt = None,
 ) -> None:
     """Roll back: one revision (default, or -1), or down to --to.
 
@@ -246,6 +287,9 @@ def downgrade(
     from stage4 import migrations
     from stage4.errors import ConfigError
 
+    locking = (
+        {} if lock_timeout is None else {"lock_timeout": migrations.check_timeout(lock_timeout)}
+    )
     url = _url()
     now = migrations.current(url)
     if now is None:
@@ -258,7 +302,7 @@ def downgrade(
     for rev in migrations.down_steps(url, to):
         t0 = time.perf_counter()
         err.print(f"rolling back {rev} …")
-        migrations.downgrade(url, migrations.previous(rev))
+        migrations.downgrade(url, migrations.previous(rev), **locking)
         out.print(f"{rev}: rolled back in {time.perf_counter() - t0:.2f} s")
     _summary(url)
 
@@ -331,12 +375,10 @@ def main() -> None:
     """Console-script entry: one line per error, exit code from the error class."""
     try:
         app(standalone_mode=True)
-    except Stage4Error as e:
+    except Stage4Error as e:  # raised outside a command (the group translates the rest)
         if _state["debug"]:
             raise
-        from stage4.config import redact
-
-        err.print(f"FAILED: {redact(str(e))}", markup=False, highlight=False, soft_wrap=True)
+        _fail(e)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("FAILED: interrupted")

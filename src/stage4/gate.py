@@ -39,6 +39,7 @@ class GateOptions:
     backup_dir: Path = Path("backups")
     reports_dir: Path = Path("reports")
     expect_features: int | None = None
+    lock_timeout: str | None = None  # each step's lock_timeout (None: [tool.stage4] lock_timeout)
 
 
 @dataclass
@@ -85,7 +86,7 @@ def upgrade(
     progress: Progress | None = None,
 ) -> Rollout:
     """Upgrade to ``target`` one revision at a time under the benchmark gate."""
-    from stage4 import backup, bench, preflight, report, snapshot, stats, store, verify
+    from stage4 import backup, preflight, report, snapshot, stats, verify
 
     opts = opts or GateOptions()
     s = settings()
@@ -115,10 +116,12 @@ def upgrade(
 
     if todo[0] == "schema":  # the reference schema itself is not gated: nothing to compare yet
         say("schema", "creating the reference schema")
-        rec = _timed_upgrade(url, "schema", progress)
+        rec = _timed_upgrade(url, "schema", progress, opts.lock_timeout)
         rec.verdict = "GO (reference schema, not gated)"
         rollout.steps.append(rec)
         todo = todo[1:]
+
+    from stage4 import bench, store  # after pre-flight and backup: bad input is refused first
 
     bench_kw = {k: getattr(opts, k) for k in ("iterations", "concurrency", "duration")
                 if getattr(opts, k) is not None}  # fmt: skip
@@ -139,7 +142,7 @@ def upgrade(
         with connect(url) as conn:
             before = snapshot.take(conn, s.bench_schema)
         say(rev, "upgrading")
-        rec = _timed_upgrade(url, rev, progress)
+        rec = _timed_upgrade(url, rev, progress, opts.lock_timeout)
         rollout.steps.append(rec)
         say(rev, "verifying")
         rec.verified, broken = verify.revision(url, s, rev)
@@ -165,7 +168,7 @@ def upgrade(
             continue
         say(rev, "NO-GO: rolling back")
         t0 = time.perf_counter()
-        migrations.downgrade(url, migrations.previous(rev))
+        migrations.downgrade(url, migrations.previous(rev), **_lock_kw(opts.lock_timeout))
         rec.rollback_seconds = time.perf_counter() - t0
         with connect(url) as conn:
             after = snapshot.take(conn, s.bench_schema)
@@ -183,12 +186,18 @@ def upgrade(
     return rollout
 
 
-def _timed_upgrade(url: str, rev: str, progress: Progress | None) -> StepRecord:
+def _lock_kw(lock_timeout: str | None) -> dict[str, str]:
+    return {} if lock_timeout is None else {"lock_timeout": lock_timeout}
+
+
+def _timed_upgrade(
+    url: str, rev: str, progress: Progress | None, lock_timeout: str | None = None
+) -> StepRecord:
     rec = StepRecord(rev)
     metrics: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
-        migrations.upgrade(url, rev, progress=progress, metrics=metrics)
+        migrations.upgrade(url, rev, progress=progress, metrics=metrics, **_lock_kw(lock_timeout))
     except MigrationError:
         rec.verdict = "FAILED"
         raise

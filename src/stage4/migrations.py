@@ -7,6 +7,7 @@ the actions (``upgrade``, ``downgrade``), the way sqlite-utils' migrations.py do
 from __future__ import annotations
 
 import io
+import re
 from contextlib import redirect_stdout
 from functools import cache
 from pathlib import Path
@@ -122,6 +123,8 @@ def _run(verb: str, url: str, revision: str, **attributes) -> None:
 
     from stage4.errors import Stage4Error
 
+    if attributes.get("lock_timeout") is not None:
+        attributes["lock_timeout"] = check_timeout(str(attributes["lock_timeout"]))
     cfg = config(url, **attributes)
     try:
         getattr(alembic_command, verb)(cfg, revision)
@@ -131,6 +134,29 @@ def _run(verb: str, url: str, revision: str, **attributes) -> None:
         from stage4.config import redact
 
         reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e).splitlines()[0]
+        if _is_lock_timeout(e):
+            from stage4 import locks
+
+            reason = locks.explain_timeout(url, attributes.get("lock_timeout"), e.statement)
         raise MigrationError(
             f"{verb} to {revision} failed and was rolled back: {redact(reason)}"
         ) from e
+
+
+_DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
+
+
+def check_timeout(value: str) -> str:
+    """A PostgreSQL duration (``5s``, ``500ms``, ``2min``, ``0`` = wait forever), else ConfigError."""
+    value = value.strip()
+    if not _DURATION.match(value):
+        raise ConfigError(
+            f"lock timeout {value!r} is not a duration: use e.g. 5s, 500ms, 2min (0 waits forever)"
+        )
+    return value
+
+
+def _is_lock_timeout(e) -> bool:
+    import psycopg
+
+    return isinstance(e.orig, psycopg.errors.LockNotAvailable)
