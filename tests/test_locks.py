@@ -1,0 +1,156 @@
+"""Lock contention: a step that cannot get its lock fails fast, names the blocker, leaves
+nothing half-done, and succeeds when retried after the blocker is gone."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from stage4 import migrations, snapshot
+from stage4.cli import app
+from stage4.errors import MigrationError
+
+INSERT = ("INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
+          "VALUES ('b', 'escola', '2023-01-01', 'SRID=4326;POINT(0 0)')")  # fmt: skip
+# An app write in an open transaction (no nextval: the snapshot after its rollback is exact).
+UPDATE = "UPDATE geometrias SET descricao = 'blocked' WHERE id = 7"
+RETRY = ("retry when it has finished, or raise the lock timeout "
+         "(stage4 --lock-timeout, alembic -x lock_timeout=…)")  # fmt: skip
+
+
+def _snap(url: str) -> dict:
+    # A snapshot must never queue behind a blocker: fail the test instead of hanging it.
+    with psycopg.connect(url, options="-c lock_timeout=10s") as conn:
+        return snapshot.take(conn)
+
+
+def _blocker(url: str, sql: str) -> psycopg.Connection:
+    """A session with an open transaction, named so the message can be checked."""
+    conn = psycopg.connect(url, application_name="blocking-app")
+    conn.execute(sql)
+    return conn
+
+
+def _expected(verb: str, target: str, pid: int, state: str, mode: str) -> re.Pattern:
+    head = (f"{verb} to {target} failed and was rolled back: lock timeout (1s) waiting for a "
+            f"lock on public.geometrias, held by pid {pid} (blocking-app, {state} for ")  # fmt: skip
+    return re.compile(re.escape(head) + r"\d+" + re.escape(f" s, holds {mode}); {RETRY}"))
+
+
+class TestUpgradeBlocked:
+    @pytest.mark.parametrize(
+        ("sql", "mode"),
+        [
+            (UPDATE, "RowExclusiveLock"),
+            ("LOCK TABLE geometrias IN ACCESS EXCLUSIVE MODE", "AccessExclusiveLock"),
+        ],
+        ids=["row-exclusive", "access-exclusive"],
+    )
+    def test_fails_fast_names_pid_then_succeeds(self, seeded_url: str, sql: str, mode: str):
+        before = _snap(seeded_url)
+        blocker = _blocker(seeded_url, sql)
+        pid = blocker.info.backend_pid
+        try:
+            started = time.monotonic()
+            with pytest.raises(MigrationError) as e:
+                migrations.upgrade(seeded_url, "opt1", lock_timeout="1s")
+            took = time.monotonic() - started
+            assert _expected("upgrade", "opt1", pid, "idle in transaction", mode).fullmatch(
+                str(e.value)
+            ), str(e.value)
+            assert 1.0 <= took < 8, took
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert migrations.current(seeded_url) == "schema"
+        after = _snap(seeded_url)
+        assert after == before, "\n".join(snapshot.diff(before, after))
+        migrations.upgrade(seeded_url, "opt1", lock_timeout="1s")
+        assert migrations.current(seeded_url) == "opt1"
+
+    def test_blocker_already_gone_says_retry(self, seeded_url: str) -> None:
+        """A lock timeout whose holder has finished by the time we look: say so, no pid."""
+        from stage4 import locks
+
+        assert locks.explain_timeout(seeded_url, "1s", "LOCK TABLE public.geometrias") == (
+            "lock timeout (1s) waiting for a lock on public.geometrias; the session that held "
+            "it has finished since: retry"
+        )
+
+    def test_active_holder_shows_its_state(self, seeded_url: str) -> None:
+        """A blocker running a long statement (not idle) is reported as active."""
+        from stage4 import locks
+
+        conn = psycopg.connect(seeded_url, application_name="blocking-app", autocommit=True)
+        try:
+            conn.execute("SET statement_timeout = '20s'")
+            t = threading.Thread(
+                target=lambda: _swallow(conn, "SELECT pg_sleep(3) FROM geometrias LIMIT 1")
+            )
+            t.start()
+            deadline = time.monotonic() + 10
+            with psycopg.connect(seeded_url, autocommit=True) as probe:
+                while time.monotonic() < deadline:
+                    found = locks.holders(probe, ["public.geometrias"])
+                    if found and found[0][2] == "active":
+                        break
+                    time.sleep(0.05)
+            assert found[0][0] == conn.info.backend_pid
+            assert found[0][1:3] == ("blocking-app", "active")
+            assert "AccessShareLock" in found[0][4]
+            t.join()
+        finally:
+            conn.close()
+
+
+def _swallow(conn: psycopg.Connection, sql: str) -> None:
+    conn.execute(sql)
+
+
+class TestDowngradeBlocked:
+    def test_cli_downgrade_names_pid_then_succeeds(self, seeded_url: str) -> None:
+        migrations.upgrade(seeded_url, "opt1")
+        blocker = _blocker(seeded_url, INSERT)  # locks the parent and the 2023 partition
+        pid = blocker.info.backend_pid
+        before = _snap(seeded_url)
+        runner = CliRunner()
+        try:
+            result = runner.invoke(
+                app, ["--database-url", seeded_url, "downgrade", "--lock-timeout", "1s"]
+            )
+            assert result.exit_code == 1, result.output
+            failed = [line for line in result.stderr.splitlines() if line.startswith("FAILED")]
+            assert len(failed) == 1, result.stderr
+            assert _expected(
+                "downgrade", "schema", pid, "idle in transaction", "RowExclusiveLock"
+            ).fullmatch(failed[0].removeprefix("FAILED: ")), failed[0]
+            assert "Traceback" not in result.stderr
+            assert migrations.current(seeded_url) == "opt1"
+            after = _snap(seeded_url)
+            assert after == before, "\n".join(snapshot.diff(before, after))
+        finally:
+            blocker.commit()
+            blocker.close()
+        result = runner.invoke(
+            app, ["--database-url", seeded_url, "downgrade", "--lock-timeout", "1s"]
+        )
+        assert result.exit_code == 0, result.output
+        assert "opt1: rolled back in " in result.stdout
+        assert migrations.current(seeded_url) == "schema"
+
+    def test_bad_lock_timeout_is_refused_before_connecting(self) -> None:
+        result = CliRunner().invoke(
+            app,
+            ["--database-url", "postgresql://nobody@127.0.0.1:1/none", "downgrade",
+             "--lock-timeout", "soon"],
+        )  # fmt: skip
+        assert result.exit_code == 2
+        assert result.stderr == (
+            "FAILED: lock timeout 'soon' is not a duration: use e.g. 5s, 500ms, 2min "
+            "(0 waits forever)\n"
+        )
