@@ -28,7 +28,7 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -308,7 +308,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
-        },  # fmt: skip
+        },
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "features": args.features,
         "steps": results,
