@@ -42,10 +42,9 @@ class Preflight:
         return [c for c in self.checks if not c.ok and c.fatal]
 
     def raise_for_failures(self) -> None:
-        if self.failures:
-            first = self.failures[0]
-            more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
-            raise PreflightError(f"pre-flight refused: {first.name}: {first.detail}{more}")
+        if self.failures:  # every reason on the one line: fixing one should not reveal another
+            reasons = "; ".join(f"{c.name}: {c.detail}" for c in self.failures)
+            raise PreflightError(f"pre-flight refused (nothing was changed): {reasons}")
 
 
 def run(conn, s: Settings, *, steps: list[str], expect_features: int | None = None) -> Preflight:
@@ -130,8 +129,9 @@ def _table_checks(p: Preflight, conn, s: Settings, one, expect_features: int | N
     ).fetchone()
     nulls, invalid, example, srids, insane, lo, hi = bad
     p.add("geometries", not (nulls or invalid),
-          f"{nulls} NULL and {invalid} invalid geometries (first id {example}); fix them "
-          f"(e.g. UPDATE … SET {g} = ST_MakeValid({g})) before migrating"
+          f"{nulls} NULL and {invalid} invalid geometries (first id {example}): fill or delete "
+          f"the NULL ones and repair the invalid ones (UPDATE … SET {g} = ST_MakeValid({g}) "
+          f"WHERE NOT ST_IsValid({g})) before migrating"
           if nulls or invalid else "all valid")  # fmt: skip
     srids = sorted(srids or [])
     p.add("SRID", srids in ([], [s.srid]),
@@ -173,7 +173,10 @@ def _disk(p: Preflight, conn, s: Settings, one) -> None:
               "(remote server)", fatal=False)  # fmt: skip
         return
     p.facts["free_bytes"] = free
-    p.add("disk", free > need * 1.2, f"copy needs ~{_mb(need)}, {_mb(free)} free")
+    ok = free > need * 1.2
+    p.add("disk", ok, f"copy needs ~{_mb(need)}, {_mb(free)} free" if ok else
+          f"the migration copies the table ({_mb(need)}) and needs ~{_mb(int(need * 1.2))} free "
+          f"on the database server's disk, which has {_mb(free)}: free space first")  # fmt: skip
 
 
 def free_bytes(conn) -> int | None:
@@ -192,4 +195,6 @@ def free_bytes(conn) -> int | None:
 
 
 def _mb(n: int) -> str:
+    if n < 1e3:
+        return f"{n} bytes"
     return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
