@@ -17,6 +17,10 @@ def test_chain_is_linear_with_the_mission_ids() -> None:
     assert chain == ["schema", "opt1", "opt2", "opt3", "opt4", "opt5"][: len(chain)]
 
 
+def test_fast_chain_agrees_with_alembic() -> None:
+    assert migrations.chain() == migrations.alembic_chain()
+
+
 def test_every_revision_renders_offline_sql() -> None:
     sql = migrations.offline_sql("upgrade", f"base:{migrations.chain()[-1]}")
     for rev in migrations.chain():
