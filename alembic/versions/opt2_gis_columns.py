@@ -32,7 +32,6 @@ depends_on = None
 def upgrade() -> None:
     """Add the derived columns (one table rewrite), comment them, set lz4 on wide columns."""
     s = settings()
-    previous = dict.fromkeys(gis_columns.WIDE_COLUMNS, ("x", ""))
     if not context.is_offline_mode():
         bind = op.get_bind()
         clash = [r[0] for r in bind.exec_driver_sql(gis_columns.existing_columns_sql(s))]
@@ -41,25 +40,15 @@ def upgrade() -> None:
                 f"{s.qualified_table} already has column(s) {', '.join(clash)}: "
                 "rename or drop them before opt2 (it will not adopt columns it did not create)"
             )
-        previous = {
-            name: (storage, compression)
-            for name, storage, compression in bind.exec_driver_sql(gis_columns.storage_sql(s))
-        }
     op.execute(gis_columns.add_columns_sql(s))
-    for statement in gis_columns.comments(s, previous):
+    for statement in gis_columns.comments(s):
         op.execute(statement)
-    for column in previous:
-        op.execute(gis_columns.set_storage_sql(s, column, "x", "l"))
+    op.execute(gis_columns.set_storage_sql(s))
     op.execute(f"ANALYZE {s.qualified_table}")
 
 
 def downgrade() -> None:
     """Restore the wide columns' storage/compression, then drop the derived columns."""
     s = settings()
-    comment = None
-    if not context.is_offline_mode():
-        row = op.get_bind().exec_driver_sql(gis_columns.area_comment_sql(s)).first()
-        comment = row[0] if row else None
-    for column, (storage, compression) in gis_columns.decode_previous(comment).items():
-        op.execute(gis_columns.set_storage_sql(s, column, storage, compression))
+    op.execute(gis_columns.restore_storage_sql(s))
     op.execute(gis_columns.drop_columns_sql(s))

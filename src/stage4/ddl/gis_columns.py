@@ -22,13 +22,13 @@ area and the exact bbox once per row turns those into reads of 8-byte columns.
   bloats the table, for a gain limited to decompression speed of columns Q1–Q3 never
   read. Old values keep pglz until the app next writes them.
 
-The settings found before the upgrade are kept in the comment of ``area_m2`` (a column
-this revision owns), so the downgrade restores exactly what was there.
+The settings found before the upgrade (per relation: on a partitioned table SET
+COMPRESSION does not recurse, so every partition is set and restored by itself; partitions
+created later inherit the parent's) are kept in the comment of ``area_m2`` (a column this
+revision owns), so the downgrade restores exactly what was there.
 """
 
 from __future__ import annotations
-
-import re
 
 from stage4.config import Settings
 
@@ -59,18 +59,8 @@ def existing_columns_sql(s: Settings) -> str:
     )
 
 
-def storage_sql(s: Settings) -> str:
-    """attname, attstorage, attcompression of the wide columns, as they are now."""
-    names = ", ".join(f"'{n}'" for n in WIDE_COLUMNS)
-    return (
-        "SELECT attname, attstorage::text, coalesce(attcompression::text, '') "
-        f"FROM pg_attribute WHERE attrelid = '{s.qualified_table}'::regclass "
-        f"AND attnum > 0 AND NOT attisdropped AND attname IN ({names}) ORDER BY attname"
-    )
-
-
 def add_columns_sql(s: Settings) -> str:
-    """One ALTER TABLE (one rewrite) adding every derived column."""
+    """One ALTER TABLE (one rewrite, cascading to partitions) adding every derived column."""
     adds = ",\n  ".join(
         f"ADD COLUMN {name} double precision GENERATED ALWAYS AS ({expr}) STORED"
         for name, expr in derived(s).items()
@@ -83,47 +73,78 @@ def drop_columns_sql(s: Settings) -> str:
     return f"ALTER TABLE {s.qualified_table} {drops}"
 
 
-def comments(s: Settings, previous: dict[str, tuple[str, str]]) -> list[str]:
-    """COMMENT statements for the derived columns; ``area_m2`` carries ``previous``."""
-    saved = ",".join(f"{c}={st}:{co}" for c, (st, co) in sorted(previous.items()))
-    text = {
-        "area_m2": f"Geodesic area in m2 of {s.geometry_column} (ST_Area on geography); "
-        f"{_MARK}{saved}",
-        **{
-            f"bbox_{k}": f"Exact {k} of the bounding box of {s.geometry_column}"
-            for k in ("xmin", "ymin", "xmax", "ymax")
-        },
-    }
-    return [f"COMMENT ON COLUMN {s.qualified_table}.{col} IS '{t}'" for col, t in text.items()]
+def _tree(s: Settings) -> str:
+    """The table and, when partitioned, every partition (SET COMPRESSION never recurses
+    in PostgreSQL 15, so each relation is set, and restored, on its own)."""
+    q = s.qualified_table
+    return f"(SELECT '{q}'::regclass AS relid UNION SELECT relid FROM pg_partition_tree('{q}'))"
 
 
-def decode_previous(comment: str | None) -> dict[str, tuple[str, str]]:
-    """The settings saved by ``comments``; the PostgreSQL defaults when none are found."""
-    found = re.search(re.escape(_MARK) + r"(\S*)", comment or "")
-    if not found:
-        return dict.fromkeys(WIDE_COLUMNS, ("x", ""))
-    pairs: dict[str, tuple[str, str]] = {}
-    if found.group(1):
-        for item in found.group(1).split(","):
-            column, _, rest = item.partition("=")
-            storage, _, compression = rest.partition(":")
-            pairs[column] = (storage, compression)
-    return pairs
+def comments(s: Settings) -> list[str]:
+    """Comments on the bbox columns (``area_m2``'s is written by ``set_storage_sql``)."""
+    return [
+        f"COMMENT ON COLUMN {s.qualified_table}.bbox_{k} IS "
+        f"'Exact {k} of the bounding box of {s.geometry_column}'"
+        for k in ("xmin", "ymin", "xmax", "ymax")
+    ]
 
 
-def area_comment_sql(s: Settings) -> str:
-    return (
-        f"SELECT col_description('{s.qualified_table}'::regclass, attnum) FROM pg_attribute "
-        f"WHERE attrelid = '{s.qualified_table}'::regclass AND attname = 'area_m2'"
-    )
+def set_storage_sql(s: Settings) -> str:
+    """Save each relation's storage/compression of the wide columns in the comment of
+    ``area_m2``, then set EXTENDED + lz4 with ``ALTER TABLE ONLY`` on each (catalog only,
+    no rewrite). One DO block: offline ``--sql`` renders the same statement."""
+    cols = ", ".join(f"'{c}'" for c in WIDE_COLUMNS)
+    head = f"Geodesic area in m2 of {s.geometry_column} (ST_Area on geography); {_MARK}"
+    return f"""DO $do$
+DECLARE
+  r record;
+  saved text[] := '{{}}';
+BEGIN
+  FOR r IN SELECT a.attrelid::regclass::text AS rel, a.attname, a.attstorage::text AS st,
+                  coalesce(a.attcompression::text, '') AS co
+           FROM {_tree(s)} t JOIN pg_attribute a ON a.attrelid = t.relid
+           WHERE a.attname IN ({cols}) AND NOT a.attisdropped ORDER BY 1, 2
+  LOOP
+    saved := saved || (r.rel || '.' || r.attname || '=' || r.st || ':' || r.co);
+    EXECUTE 'ALTER TABLE ONLY ' || r.rel || ' ALTER COLUMN ' || quote_ident(r.attname)
+      || ' SET STORAGE EXTENDED, ALTER COLUMN ' || quote_ident(r.attname) || ' SET COMPRESSION lz4';
+  END LOOP;
+  EXECUTE 'COMMENT ON COLUMN {s.qualified_table}.area_m2 IS '
+    || quote_literal('{head}' || array_to_string(saved, ','));
+END
+$do$"""
 
 
-def set_storage_sql(s: Settings, column: str, storage: str, compression: str) -> str:
-    """ALTER … SET STORAGE / SET COMPRESSION (catalog only: no rewrite, cascades to partitions)."""
-    return (
-        f"ALTER TABLE {s.qualified_table} ALTER COLUMN {column} SET STORAGE {STORAGE[storage]}, "
-        f"ALTER COLUMN {column} SET COMPRESSION {COMPRESSION[compression]}"
-    )
+def restore_storage_sql(s: Settings) -> str:
+    """Put back what ``set_storage_sql`` saved; EXTENDED + default compression if unsaved."""
+    cols = ", ".join(f"'{c}'" for c in WIDE_COLUMNS)
+    store = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in STORAGE.items())
+    comp = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in COMPRESSION.items())
+    return f"""DO $do$
+DECLARE
+  r record;
+  note text := (SELECT col_description(attrelid, attnum) FROM pg_attribute
+                WHERE attrelid = '{s.qualified_table}'::regclass AND attname = 'area_m2');
+BEGIN
+  FOR r IN
+    WITH saved AS (
+      SELECT split_part(item, '=', 1) AS relcol, split_part(split_part(item, '=', 2), ':', 1) AS st,
+             split_part(split_part(item, '=', 2), ':', 2) AS co
+      FROM unnest(string_to_array(split_part(note, '{_MARK}', 2), ',')) AS item
+      WHERE position('{_MARK}' IN coalesce(note, '')) > 0 AND item <> '')
+    SELECT a.attrelid::regclass::text AS rel, a.attname,
+           coalesce(sv.st, 'x') AS st, coalesce(sv.co, '') AS co
+    FROM {_tree(s)} t JOIN pg_attribute a ON a.attrelid = t.relid
+    LEFT JOIN saved sv ON sv.relcol = a.attrelid::regclass::text || '.' || a.attname
+    WHERE a.attname IN ({cols}) AND NOT a.attisdropped ORDER BY 1, 2
+  LOOP
+    EXECUTE 'ALTER TABLE ONLY ' || r.rel || ' ALTER COLUMN ' || quote_ident(r.attname)
+      || ' SET STORAGE ' || CASE r.st {store} END
+      || ', ALTER COLUMN ' || quote_ident(r.attname)
+      || ' SET COMPRESSION ' || CASE r.co {comp} END;
+  END LOOP;
+END
+$do$"""
 
 
 # ------------------------------------------------------------------ query variants
