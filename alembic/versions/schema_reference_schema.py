@@ -51,7 +51,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Drop the functions and the table; refuse while the table holds rows unless forced."""
     s = settings()
-    forced = context.get_x_argument(as_dictionary=True).get("force") in {"1", "true", "yes"}
+    flag = context.get_x_argument(as_dictionary=True).get("force")
+    forced = flag in {"1", "true", "yes"} or bool(context.config.attributes.get("force"))
     if not context.is_offline_mode() and not forced:
         bind = op.get_bind()
         if table.exists(bind, s):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -152,24 +153,85 @@ def upgrade(
     to: Annotated[
         str, typer.Option("--to", help="Target revision (schema, opt1 … opt5, head).")
     ] = "head",
+    gate_: Annotated[
+        bool, typer.Option("--gate/--no-gate", help="--no-gate: keep steps even when NO-GO.")
+    ] = True,
+    backup: Annotated[bool, typer.Option("--backup/--no-backup", help="pg_dump first.")] = True,
+    backup_dir: Annotated[Path, typer.Option(help="Where the pg_dump file goes.")] = Path(
+        "backups"
+    ),
+    reports_dir: Annotated[Path, typer.Option(help="A folder per run goes here.")] = Path(
+        "reports"
+    ),
+    threshold: Annotated[
+        float, typer.Option(min=0.001, help="Slower by more than this fraction = regression.")
+    ] = 0.10,
+    confidence: Annotated[
+        float, typer.Option(min=0.5, max=0.999, help="Confidence of the bootstrap interval.")
+    ] = 0.95,
+    iterations: Annotated[int | None, typer.Option(min=1, help="Latency iterations.")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Throughput clients.")] = None,
+    duration: Annotated[float | None, typer.Option(min=0.5, help="Throughput seconds.")] = None,
+    expect_features: Annotated[
+        int | None, typer.Option(help="Refuse unless the table holds exactly this many rows.")
+    ] = None,
 ) -> None:
-    """Upgrade one revision at a time up to --to, with a summary.
+    """Upgrade one revision at a time to --to, benchmarking each step against the baseline.
 
+    GO keeps the step; NO-GO rolls it back and stops (exit code 3).
     Example: stage4 upgrade --to opt3
     """
-    from stage4 import migrations
+    from stage4 import gate
 
+    opts = gate.GateOptions(
+        threshold=threshold, confidence=confidence, iterations=iterations,
+        concurrency=concurrency, duration=duration, gate=gate_, backup=backup,
+        backup_dir=backup_dir, reports_dir=reports_dir, expect_features=expect_features,
+    )  # fmt: skip
     url = _url()
-    todo = migrations.steps(url, to)
-    if not todo:
-        out.print(f"already at {migrations.current(url)}: nothing to do")
-        return
-    for rev in todo:
-        t0 = time.perf_counter()
-        err.print(f"upgrading to {rev} …")
-        migrations.upgrade(url, rev)
-        out.print(f"{rev}: upgraded in {time.perf_counter() - t0:.2f} s")
-    _summary(url)
+    with _live() as (phase, progress):
+        rollout = gate.upgrade(url, to, opts, phase=phase, progress=progress)
+    for line in rollout.preflight:
+        err.print(line, markup=False, highlight=False)
+    for step in rollout.steps:
+        secs = f"{step.upgrade_seconds:.1f} s" if step.upgrade_seconds is not None else "–"
+        out.print(f"{step.revision}: {step.verdict} (upgrade {secs})", markup=False)
+    if rollout.backup:
+        out.print(f"backup: {rollout.backup}")
+    if rollout.folder:
+        out.print(f"report: {Path(rollout.folder) / 'REPORT.md'}")
+    out.print(rollout.outcome, markup=False)
+
+
+class _Live:
+    """Rich progress for the gate: one line per phase, a bar for long work."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                            TextColumn("{task.completed}/{task.total}"), console=err,
+                            transient=True)  # fmt: skip
+        self.bar.__enter__()
+        self.tasks: dict[str, object] = {}
+        return self.phase, self.progress
+
+    def phase(self, step: str, text: str) -> None:
+        self.bar.console.print(f"[bold]{step}[/bold] {text}")
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        if what not in self.tasks:
+            self.tasks[what] = self.bar.add_task(what, total=total)
+        self.bar.update(self.tasks[what], completed=done, total=total)
+        if done >= total:
+            self.bar.remove_task(self.tasks.pop(what))
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+
+def _live() -> _Live:
+    return _Live()
 
 
 @app.command(context_settings={"ignore_unknown_options": True})

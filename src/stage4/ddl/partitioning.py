@@ -1,0 +1,398 @@
+"""Rebuild ``geometrias`` as a yearly range-partitioned table and back, in one transaction.
+
+Why one transaction: a kill at any point (SIGKILL, ``pg_terminate_backend``, a lock
+timeout) rolls back to exactly the previous state, and re-running starts clean; a
+multi-transaction design leaves shadow tables and triggers behind.
+
+Why readers and writers go on: the copy runs in batches while the old table is only
+under ACCESS SHARE. Rows written meanwhile are found by their ``xmin`` (not visible in
+the snapshot taken before the copy) and re-copied: once without a lock (catch-up),
+then under EXCLUSIVE (writers wait, readers do not) for what changed during the
+catch-up. Only the final swap (drop, renames, carry-over) takes ACCESS EXCLUSIVE.
+
+The same ``Rebuild`` runs both ways: plain -> partitioned (opt1 upgrade) and
+partitioned -> plain (downgrade, copying from the parent whatever partitions exist,
+including those opt4 created later).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from stage4.config import Settings
+from stage4.ddl import privileges
+from stage4.errors import MigrationError
+
+NEW_SUFFIX = "__stage4_new"
+Progress = Callable[[str, int, int], None]
+
+
+def partition_name(s: Settings, year: int | None = None) -> str:
+    """``{table}_p{year}``, or ``{table}_default`` (names shared with opt4)."""
+    return f"{s.table}_p{year}" if year is not None else f"{s.table}_default"
+
+
+def partitions_sql(s: Settings, parent: str) -> list[str]:
+    """One partition per year first_year..last_year, [year-01-01, year+1-01-01), and a default."""
+    out = [
+        f"CREATE TABLE {s.schema}.{partition_name(s, y)} PARTITION OF {parent} "
+        f"FOR VALUES FROM ('{y}-01-01') TO ('{y + 1}-01-01')"
+        for y in range(s.first_year, s.last_year + 1)
+    ]
+    out.append(f"CREATE TABLE {s.schema}.{partition_name(s)} PARTITION OF {parent} DEFAULT")
+    return out
+
+
+# ---------------------------------------------------------------- pre-checks
+
+
+def blockers(bind, s: Settings) -> list[str]:
+    """Objects that would stop (or be silently lost by) dropping the table: one name each."""
+    rel = s.qualified_table
+    rows = bind.exec_driver_sql(
+        """
+        SELECT DISTINCT 'view ' || r.ev_class::regclass::text
+        FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+        WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+          AND d.refobjid = %(t)s::regclass AND r.ev_class <> %(t)s::regclass
+        UNION
+        SELECT 'foreign key ' || quote_ident(conname) || ' on ' || conrelid::regclass::text
+        FROM pg_constraint WHERE contype = 'f' AND confrelid = %(t)s::regclass
+          AND conparentid = 0
+        UNION
+        SELECT 'function ' || d.objid::regprocedure::text FROM pg_depend d
+        WHERE d.classid = 'pg_proc'::regclass AND d.refclassid = 'pg_class'::regclass
+          AND d.refobjid = %(t)s::regclass
+        UNION
+        SELECT 'constraint ' || quote_ident(conname) || ' (' || contype::text || ') on the table'
+        FROM pg_constraint WHERE conrelid = %(t)s::regclass AND contype NOT IN ('p', 'c')
+          AND conparentid = 0
+        UNION
+        SELECT 'unique index ' || i.indexrelid::regclass::text FROM pg_index i
+        WHERE i.indrelid = %(t)s::regclass AND i.indisunique AND NOT i.indisprimary
+        UNION
+        SELECT 'storage parameters ' || array_to_string(reloptions, ',') FROM pg_class
+        WHERE oid = %(t)s::regclass AND reloptions IS NOT NULL
+        UNION
+        SELECT 'replica identity using an index' FROM pg_class
+        WHERE oid = %(t)s::regclass AND relreplident = 'i'
+        UNION
+        SELECT 'inheritance from ' || inhparent::regclass::text FROM pg_inherits
+        WHERE inhrelid = %(t)s::regclass
+        ORDER BY 1""",
+        {"t": rel},
+    ).all()
+    return [r[0] for r in rows]
+
+
+def refuse_if_blocked(bind, s: Settings, verb: str) -> None:
+    found = blockers(bind, s)
+    if found:
+        raise MigrationError(
+            f"refusing to {verb} {s.qualified_table}: {'; '.join(found)} "
+            "depend(s) on it or cannot be carried over. Drop them, run the migration, and "
+            "recreate them (nothing was changed)"
+        )
+
+
+def relkind(bind, s: Settings) -> str | None:
+    return bind.exec_driver_sql(
+        "SELECT relkind::text FROM pg_class WHERE oid = to_regclass(%(t)s)",
+        {"t": s.qualified_table},
+    ).scalar()
+
+
+# ---------------------------------------------------------------- the rebuild
+
+
+@dataclass
+class Rebuild:
+    """One table swap: ``partitioned`` says which shape the new table has."""
+
+    s: Settings
+    bind: object  # SQLAlchemy Connection, or None offline
+    execute: Callable[[str], None]
+    partitioned: bool
+    progress: Progress | None = None
+    batch_rows: int = 50_000
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def old(self) -> str:
+        return self.s.qualified_table
+
+    @property
+    def new(self) -> str:
+        return f"{self.s.schema}.{self.s.table}{NEW_SUFFIX}"
+
+    def _scalar(self, sql: str, **params):
+        return self.bind.exec_driver_sql(sql, params).scalar()
+
+    def _tell(self, phase: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(phase, done, total)
+
+    # -- shape ---------------------------------------------------------------
+
+    def pk(self) -> tuple[str, list[str]]:
+        """Name and columns of the old table's primary key (offline: the contract's)."""
+        if self.bind is None:
+            cols = ["id"] if self.partitioned else ["id", self.s.time_column]
+            return f"{self.s.table}_pkey", cols
+        row = self.bind.exec_driver_sql(
+            """SELECT conname, ARRAY(SELECT quote_ident(a.attname) FROM unnest(conkey)
+                      WITH ORDINALITY k(n, o) JOIN pg_attribute a ON a.attrelid = conrelid
+                      AND a.attnum = k.n ORDER BY k.o)
+               FROM pg_constraint WHERE conrelid = %(t)s::regclass AND contype = 'p'""",
+            {"t": self.old},
+        ).first()
+        if row is None:
+            raise MigrationError(f"{self.old} has no primary key: add one before opt1")
+        return row[0], list(row[1])
+
+    def indexes(self) -> list[tuple[str, str]]:
+        """(name, ``USING ...`` tail) of the old table's non-PK indexes, kept by name."""
+        if self.bind is None:
+            from stage4.ddl.table import baseline_indexes, geometrias_table
+
+            out = []
+            for ix in baseline_indexes(self.s, geometrias_table(self.s)):
+                col = next(iter(ix.columns)).name
+                method = ix.dialect_options["postgresql"]["using"] or "btree"
+                out.append((ix.name, f"USING {method} ({col})"))
+            return out
+        rows = self.bind.exec_driver_sql(
+            """SELECT quote_ident(c.relname), pg_get_indexdef(i.indexrelid)
+               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               WHERE i.indrelid = %(t)s::regclass AND NOT i.indisprimary ORDER BY c.relname""",
+            {"t": self.old},
+        ).all()
+        return [(name, re.sub(r"^.*? ON (ONLY )?\S+ (USING .*)$", r"\2", d)) for name, d in rows]
+
+    def columns(self) -> list[str]:
+        """Stored, non-generated columns in table order (what the copy moves)."""
+        if self.bind is None:
+            from stage4.ddl.table import geometrias_table
+
+            return [c.name for c in geometrias_table(self.s).columns]
+        return list(
+            self.bind.exec_driver_sql(
+                """SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = %(t)s::regclass
+                   AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum""",
+                {"t": self.old},
+            ).scalars()
+        )
+
+    def sequence(self) -> str | None:
+        if self.bind is None:
+            return f"{self.s.schema}.{self.s.table}_id_seq"
+        return self._scalar("SELECT pg_get_serial_sequence(%(t)s, 'id')", t=self.old)
+
+    # -- steps ---------------------------------------------------------------
+
+    def create(self) -> None:
+        """The new table, same columns/defaults/identity/storage; partitions when partitioned."""
+        pk_name, pk_cols = self.pk()
+        if self.partitioned and self.s.time_column not in pk_cols:
+            pk_cols = [*pk_cols, self.s.time_column]
+        if not self.partitioned:
+            pk_cols = [c for c in pk_cols if c != self.s.time_column]
+        self.pk_name = pk_name
+        like = ("INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING GENERATED INCLUDING STORAGE "
+                "INCLUDING COMPRESSION INCLUDING CONSTRAINTS")  # fmt: skip
+        tail = f" PARTITION BY RANGE ({self.s.time_column})" if self.partitioned else ""
+        self.execute(f"CREATE TABLE {self.new} (LIKE {self.old} {like}){tail}")
+        self.execute(
+            f"ALTER TABLE {self.new} ADD CONSTRAINT {self.s.table}{NEW_SUFFIX}_pkey "
+            f"PRIMARY KEY ({', '.join(pk_cols)})"
+        )
+        if self.partitioned:
+            for sql in partitions_sql(self.s, self.new):
+                self.execute(sql)
+
+    def copy(self) -> None:
+        """Batches by id range under ACCESS SHARE on the old table; progress after each."""
+        cols = ", ".join(self.columns())
+        insert = (f"INSERT INTO {self.new} ({cols}) OVERRIDING SYSTEM VALUE "
+                  f"SELECT {cols} FROM {self.old}")  # fmt: skip
+        if self.bind is None:
+            self.execute(
+                "-- online: copied in batches of id ranges, then the rows written meanwhile\n"
+                "-- (xmin not visible in the snapshot taken before the copy) are re-copied\n"
+                + insert
+            )
+            return
+        # Our xid first: age(xmin) below is measured from it for the whole transaction.
+        self.xid = int(self._scalar("SELECT pg_current_xact_id()::text"))
+        self.snap0 = self._scalar("SELECT pg_current_snapshot()::text")
+        lo, hi, total = self.bind.exec_driver_sql(
+            f"SELECT min(id), max(id), count(*) FROM {self.old}"
+        ).first()
+        done = 0
+        self._tell("copy", 0, total)
+        if lo is not None:
+            for a in range(lo, hi + 1, self.batch_rows):
+                n = self.bind.exec_driver_sql(
+                    f"{insert} WHERE id >= {a} AND id < {a + self.batch_rows}"
+                ).rowcount
+                done += max(n, 0)
+                self._tell("copy", min(done, total), total)
+
+    def build_indexes(self) -> None:
+        """The old table's indexes on the new one, under temporary names (after the copy)."""
+        self.index_names = []
+        for name, tail in self.indexes():
+            temp = _temp_index_name(name)
+            self.index_names.append((temp, name))
+            self.execute(f"CREATE INDEX {temp} ON {self.new} {tail}")
+
+    def _delta(self, snapshot: str, deletions: bool) -> int:
+        """Re-copy rows changed since ``snapshot``; drop copied rows deleted since."""
+        cols = ", ".join(self.columns())
+        changed = (
+            f"NOT pg_visible_in_snapshot(({self.xid} - age(xmin)::bigint)::text::xid8, "
+            f"'{snapshot}'::pg_snapshot)"
+        )
+        b = self.bind
+        b.exec_driver_sql(
+            f"CREATE TEMP TABLE stage4_delta ON COMMIT DROP AS SELECT {cols} FROM {self.old} "
+            f"WHERE {changed}"
+        )
+        b.exec_driver_sql(f"DELETE FROM {self.new} n USING stage4_delta d WHERE n.id = d.id")
+        n = b.exec_driver_sql(
+            f"INSERT INTO {self.new} ({cols}) OVERRIDING SYSTEM VALUE "
+            f"SELECT {cols} FROM stage4_delta"
+        ).rowcount
+        b.exec_driver_sql("DROP TABLE stage4_delta")
+        if deletions:
+            b.exec_driver_sql(
+                f"DELETE FROM {self.new} n WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {self.old} o WHERE o.id = n.id)"
+            )
+        return n
+
+    def catch_up(self) -> None:
+        """Writes during the copy, re-copied without blocking anyone; then block writers.
+
+        The writer block starts at ``LOCK ... IN EXCLUSIVE MODE`` (writers queue behind
+        it, readers do not) and lasts until commit.
+        """
+        if self.bind is None:
+            self.execute(f"LOCK TABLE {self.old} IN EXCLUSIVE MODE")
+            return
+        snap1 = self._scalar("SELECT pg_current_snapshot()::text")
+        n = self._delta(self.snap0, deletions=True)
+        self._tell("catch-up", n, n)
+        self.t_writers = time.perf_counter()
+        self.execute(f"LOCK TABLE {self.old} IN EXCLUSIVE MODE")
+        self._delta(snap1, deletions=False)
+        extra = self._scalar(
+            f"SELECT (SELECT count(*) FROM {self.new}) - (SELECT count(*) FROM {self.old})"
+        )
+        if extra:  # rows deleted during the catch-up: only then pay for the anti-join
+            self.bind.exec_driver_sql(
+                f"DELETE FROM {self.new} n WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {self.old} o WHERE o.id = n.id)"
+            )
+        have, want = self.bind.exec_driver_sql(
+            f"SELECT (SELECT count(*) FROM {self.new}), (SELECT count(*) FROM {self.old})"
+        ).first()
+        if have != want:  # cannot happen; if it does, roll back rather than lose a row
+            raise MigrationError(
+                f"copy of {self.old} has {have} rows, the table {want}: rolled back"
+            )
+        self._tell("catch-up", want, want)
+
+    def swap(self) -> None:
+        """ACCESS EXCLUSIVE (readers wait from here), then drop old, rename, carry over."""
+        offline = self.bind is None
+        t_readers = time.perf_counter()
+        self.execute(f"LOCK TABLE {self.old} IN ACCESS EXCLUSIVE MODE")
+        seq = self.sequence()
+        new_seq = f"{self.s.schema}.{self.s.table}{NEW_SUFFIX}_id_seq"
+        self.execute(f"SELECT setval('{new_seq}', last_value, is_called) FROM {seq}")
+        carry = None if offline else privileges.capture(self.bind, self.old, seq)
+        pubs = [] if offline else privileges.publications_of(self.bind, self.old)
+        self.execute(f"DROP TABLE {self.old}")
+        self.execute(f"ALTER TABLE {self.new} RENAME TO {self.s.table}")
+        self.execute(f"ALTER SEQUENCE {new_seq} RENAME TO {seq.split('.', 1)[1]}")
+        self.execute(
+            f"ALTER TABLE {self.old} RENAME CONSTRAINT {self.s.table}{NEW_SUFFIX}_pkey "
+            f"TO {getattr(self, 'pk_name', self.s.table + '_pkey')}"
+        )
+        for temp, name in self.index_names:
+            self.execute(f"ALTER INDEX {self.s.schema}.{temp} RENAME TO {name}")
+        if offline:
+            self.execute(privileges.OFFLINE_NOTE)
+        else:
+            for sql in privileges.replay(carry, self.bind, self.old, seq):
+                self.execute(sql)
+            for part in self._partitions():
+                self.execute(f"ALTER TABLE {part} OWNER TO {carry.owner}")
+                if carry.replica_identity == "f":
+                    self.execute(f"ALTER TABLE {part} REPLICA IDENTITY FULL")
+            self.publications = pubs
+        now = time.perf_counter()
+        if not offline:
+            self.metrics["writers_blocked_s"] = round(now - self.t_writers, 4)
+            self.metrics["readers_blocked_s"] = round(now - t_readers, 4)
+        self._tell("swap", 1, 1)
+
+    def _partitions(self) -> list[str]:
+        return list(
+            self.bind.exec_driver_sql(
+                "SELECT inhrelid::regclass::text FROM pg_inherits "
+                "WHERE inhparent = %(t)s::regclass ORDER BY 1",
+                {"t": self.old},
+            ).scalars()
+        )
+
+
+# ---------------------------------------------------------------- publications
+
+MEMO = "stage4 opt1: publish_via_partition_root was false before opt1 on: "
+
+
+def publications_up(r: Rebuild) -> None:
+    """Publications of a partitioned table must publish via the root (Supabase realtime
+    reads changes as ``public.geometrias``, not its partitions): set it, and remember on
+    the default partition's comment which ones were false, for the downgrade."""
+    if r.bind is None:
+        r.execute(
+            "-- online: every publication that publishes the table gets\n"
+            "-- publish_via_partition_root = true; the ones that had false are listed in\n"
+            f"-- COMMENT ON TABLE {r.s.schema}.{partition_name(r.s)} for the downgrade"
+        )
+        return
+    flipped = [name for name, via_root in r.publications if not via_root]
+    for sql in privileges.via_root_sql(flipped, True):
+        r.execute(sql)
+    if flipped:
+        memo = (MEMO + ", ".join(flipped)).replace("'", "''")
+        r.execute(f"COMMENT ON TABLE {r.s.schema}.{partition_name(r.s)} IS '{memo}'")
+
+
+def publications_down(r: Rebuild) -> list[str]:
+    """The publications opt1 flipped (read from the memo before the partitions go)."""
+    if r.bind is None:
+        r.execute(
+            "-- online: publications listed in the default partition's comment get\n"
+            "-- publish_via_partition_root = false again"
+        )
+        return []
+    memo = r.bind.exec_driver_sql(
+        "SELECT obj_description(to_regclass(%(p)s), 'pg_class')",
+        {"p": f"{r.s.schema}.{partition_name(r.s)}"},
+    ).scalar()
+    if not memo or not memo.startswith(MEMO):
+        return []
+    return [n.strip() for n in memo[len(MEMO) :].split(",") if n.strip()]
+
+
+def _temp_index_name(name: str) -> str:
+    bare = name.strip('"')
+    temp = f"{bare[: 63 - len(NEW_SUFFIX)]}{NEW_SUFFIX}"
+    return f'"{temp}"' if name.startswith('"') else temp

@@ -1,0 +1,205 @@
+"""The gated rollout: one revision at a time, each one benchmarked and kept only if it pays.
+
+pre-flight → backup → baseline (taken now if the database has none) → for each
+pending revision: upgrade → verify → benchmark → compare (decision rule in
+``stats``) → GO, or NO-GO: downgrade that step, prove the database is back
+exactly as before (catalog snapshot + data fingerprint), stop with the reasons.
+Every decision is recorded in the run's folder (``rollout.json``) and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stage4 import migrations
+from stage4.config import redact, settings
+from stage4.db import connect, where
+from stage4.errors import GateError, MigrationError
+
+Phase = Callable[[str, str], None]  # (step, phase text)
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+@dataclass
+class GateOptions:
+    """What the user chose; recorded in the run so a decision can be audited later."""
+
+    threshold: float = 0.10
+    confidence: float = 0.95
+    iterations: int | None = None
+    concurrency: int | None = None
+    duration: float | None = None
+    gate: bool = True
+    backup: bool = True
+    backup_dir: Path = Path("backups")
+    reports_dir: Path = Path("reports")
+    expect_features: int | None = None
+
+
+@dataclass
+class StepRecord:
+    revision: str
+    verdict: str = "pending"  # GO, NO-GO, GO (gate disabled), FAILED
+    upgrade_seconds: float | None = None
+    rollback_seconds: float | None = None
+    run_id: int | None = None
+    reasons: list[str] = field(default_factory=list)
+    comparisons: dict[str, Any] = field(default_factory=dict)
+    vs_previous: dict[str, Any] = field(default_factory=dict)
+    verified: list[str] = field(default_factory=list)
+    restored_exactly: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Rollout:
+    database: str
+    target: str
+    started: str
+    options: dict[str, Any]
+    preflight: list[str] = field(default_factory=list)
+    backup: str | None = None
+    baseline_run_id: int | None = None
+    baseline_taken_now: bool = False
+    steps: list[StepRecord] = field(default_factory=list)
+    folder: str = ""
+    outcome: str = "running"
+
+    def save(self) -> Path:
+        path = Path(self.folder) / "rollout.json"
+        path.write_text(redact(json.dumps(asdict(self), indent=2, default=str)))
+        return path
+
+
+def upgrade(
+    url: str,
+    target: str,
+    opts: GateOptions | None = None,
+    *,
+    phase: Phase | None = None,
+    progress: Progress | None = None,
+) -> Rollout:
+    """Upgrade to ``target`` one revision at a time under the benchmark gate."""
+    from stage4 import backup, bench, preflight, report, snapshot, stats, store, verify
+
+    opts = opts or GateOptions()
+    s = settings()
+    say = phase or (lambda step, text: None)
+    target = migrations.check_target(target)
+    todo = migrations.steps(url, target)
+    rollout = Rollout(where(url), target, time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      {k: str(v) for k, v in asdict(opts).items()})  # fmt: skip
+    if not todo:
+        rollout.outcome = f"already at {migrations.current(url)}: nothing to do"
+        return rollout
+
+    say("pre-flight", "checking the database")
+    with connect(url) as conn:
+        pf = preflight.run(conn, s, steps=todo, expect_features=opts.expect_features)
+    rollout.preflight = [c.line() for c in pf.checks]
+    pf.raise_for_failures()
+
+    folder = opts.reports_dir / time.strftime("%Y%m%d-%H%M%S")
+    folder.mkdir(parents=True, exist_ok=True)
+    rollout.folder = str(folder)
+    if opts.backup and pf.facts.get("features") is not None:
+        say("backup", "pg_dump -Fc")
+        rollout.backup = str(
+            backup.dump(url, s, opts.backup_dir, migrations.current(url) or "base")
+        )
+
+    if todo[0] == "schema":  # the reference schema itself is not gated: nothing to compare yet
+        say("schema", "creating the reference schema")
+        rec = _timed_upgrade(url, "schema", progress)
+        rec.verdict = "GO (reference schema, not gated)"
+        rollout.steps.append(rec)
+        todo = todo[1:]
+
+    bench_kw = {k: getattr(opts, k) for k in ("iterations", "concurrency", "duration")
+                if getattr(opts, k) is not None}  # fmt: skip
+    with connect(url, autocommit=True) as conn:
+        store.ensure(conn, s)
+        base = store.load_baseline(conn, s)
+    if base is None:
+        say("baseline", f"no stored baseline: measuring one at {migrations.current(url)}")
+        base = bench.run(url, label="BASELINE", progress=progress, **bench_kw)
+        with connect(url, autocommit=True) as conn:
+            store.set_baseline(conn, s, base.run_id)
+        rollout.baseline_taken_now = True
+    rollout.baseline_run_id = base.run_id
+    report.write_metrics(folder, "BASELINE", base)
+    previous = base
+
+    for rev in todo:
+        with connect(url) as conn:
+            before = snapshot.take(conn, s.bench_schema)
+        say(rev, "upgrading")
+        rec = _timed_upgrade(url, rev, progress)
+        rollout.steps.append(rec)
+        say(rev, "verifying")
+        rec.verified, broken = verify.revision(url, s, rev)
+        say(rev, "benchmarking")
+        run = bench.run(url, label=rev.upper(), progress=progress, **bench_kw)
+        rec.run_id = run.run_id
+        report.write_metrics(folder, rev.upper(), run)
+        kw = {"threshold": opts.threshold, "confidence": opts.confidence}
+        vs_base = stats.compare_runs(base.samples, run.samples, **kw)
+        vs_prev = stats.compare_runs(previous.samples, run.samples, **kw)
+        same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
+        decision = stats.gate_verdict(vs_base, same)
+        step_back = stats.gate_verdict(vs_prev)
+        rec.comparisons = {q: c.to_dict() for q, c in vs_base.items()}
+        rec.vs_previous = {q: c.to_dict() for q, c in vs_prev.items()}
+        rec.reasons = [f"promise broken: {b}" for b in broken] + decision.reasons
+        rec.reasons += [f"vs {previous.label}: {r}" for r in step_back.reasons]
+        go = decision.go and step_back.go and not broken
+        if go or not opts.gate:
+            rec.verdict = "GO" if go else "GO (gate disabled with --no-gate)"
+            previous = run
+            rollout.save()
+            continue
+        say(rev, "NO-GO: rolling back")
+        t0 = time.perf_counter()
+        migrations.downgrade(url, migrations.previous(rev))
+        rec.rollback_seconds = time.perf_counter() - t0
+        with connect(url) as conn:
+            after = snapshot.take(conn, s.bench_schema)
+        differences = snapshot.diff(before, after)
+        rec.restored_exactly = not differences
+        rec.notes += [f"after rollback: {d}" for d in differences]
+        rec.verdict = "NO-GO"
+        rollout.outcome = f"NO-GO at {rev}: rolled back to {migrations.current(url)}"
+        rollout.save()
+        report.write(folder)
+        raise GateError(_no_go_message(rev, rec, folder))
+    rollout.outcome = f"GO: at {migrations.current(url)}"
+    rollout.save()
+    report.write(folder)
+    return rollout
+
+
+def _timed_upgrade(url: str, rev: str, progress: Progress | None) -> StepRecord:
+    rec = StepRecord(rev)
+    metrics: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    try:
+        migrations.upgrade(url, rev, progress=progress, metrics=metrics)
+    except MigrationError:
+        rec.verdict = "FAILED"
+        raise
+    rec.upgrade_seconds = time.perf_counter() - t0
+    rec.notes += [f"{k}: {v}" for k, v in metrics.items()]
+    return rec
+
+
+def _no_go_message(rev: str, rec: StepRecord, folder: Path) -> str:
+    state = ("the database is back exactly as before"
+             if rec.restored_exactly else "WARNING: the rollback left differences (see report)")  # fmt: skip
+    reasons = "; ".join(rec.reasons) or "no reason recorded"
+    return (f"NO-GO at {rev}: {reasons}. {rev} was rolled back in {rec.rollback_seconds:.1f} s; "
+            f"{state}. Report: {folder / 'REPORT.md'}")  # fmt: skip

@@ -1,0 +1,195 @@
+"""Pre-flight: everything the runbook checked by hand before touching the database.
+
+Read-only. Each check yields one line; a failing check refuses the upgrade
+with that line (PreflightError) before anything is changed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from stage4.config import Settings
+from stage4.errors import PreflightError
+
+# Years outside this window are data errors, not history: refuse them.
+SANE_YEARS = (1900, 2200)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fatal: bool = True
+
+    def line(self) -> str:
+        mark = "ok" if self.ok else ("FAIL" if self.fatal else "warn")
+        return f"[{mark}] {self.name}: {self.detail}"
+
+
+@dataclass
+class Preflight:
+    checks: list[Check] = field(default_factory=list)
+    facts: dict[str, object] = field(default_factory=dict)
+
+    def add(self, name: str, ok: bool, detail: str, fatal: bool = True) -> None:
+        self.checks.append(Check(name, ok, detail, fatal))
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok and c.fatal]
+
+    def raise_for_failures(self) -> None:
+        if self.failures:
+            first = self.failures[0]
+            more = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+            raise PreflightError(f"pre-flight refused: {first.name}: {first.detail}{more}")
+
+
+def run(conn, s: Settings, *, steps: list[str], expect_features: int | None = None) -> Preflight:
+    """Run every check on an open psycopg connection; ``steps`` are the revisions to apply."""
+    p = Preflight()
+    one = lambda sql, *a: conn.execute(sql, a or None).fetchone()[0]  # noqa: E731
+    p.facts["postgres"] = one("SHOW server_version")
+    postgis = conn.execute(
+        "SELECT installed_version, default_version FROM pg_available_extensions "
+        "WHERE name = 'postgis'"
+    ).fetchone()
+    if postgis is None:
+        p.add("postgis", False, "PostGIS is not available on the server "
+              "(install postgresql-15-postgis-3 there)")  # fmt: skip
+    elif postgis[0] is None and "schema" not in steps:
+        p.add("postgis", False, "the postgis extension is not installed in this database "
+              "(CREATE EXTENSION postgis)")  # fmt: skip
+    else:
+        p.facts["postgis"] = postgis[0] or f"{postgis[1]} (available)"
+        p.add("postgis", True, str(p.facts["postgis"]))
+    preload = one("SHOW shared_preload_libraries")
+    cron = "pg_cron" in preload
+    p.facts["pg_cron"] = cron
+    p.add("pg_cron", True, "preloaded: scheduled refreshes" if cron
+          else "not preloaded: refresh will be manual (stage4 refresh)", fatal=False)  # fmt: skip
+    table_exists = one("SELECT to_regclass(%s) IS NOT NULL", s.qualified_table)
+    if table_exists:
+        _table_checks(p, conn, s, one, expect_features)
+        if "opt1" in steps:
+            _blockers(p, conn, s)
+    elif "schema" not in steps:
+        p.add("table", False, f"{s.qualified_table} does not exist")
+    privileged = one(
+        "SELECT rolsuper OR has_schema_privilege(%s, 'CREATE') FROM pg_roles "
+        "WHERE rolname = current_user",
+        s.schema,
+    )
+    p.add("privileges", bool(privileged),
+          "may create objects" if privileged else f"current user may not CREATE in {s.schema}")  # fmt: skip
+    if table_exists:
+        _disk(p, conn, s, one)
+    return p
+
+
+def _table_checks(p: Preflight, conn, s: Settings, one, expect_features: int | None) -> None:
+    from stage4.ddl.table import contract
+
+    cols = dict(conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+        (s.qualified_table,),
+    ).fetchall())  # fmt: skip
+    problems = []
+    for column, accepted in contract(s).items():
+        if column not in cols:
+            problems.append(f"column {column} is missing")
+        elif not any(cols[column].startswith(a) for a in accepted):
+            problems.append(
+                f"column {column} is {cols[column]}, expected {' or '.join(sorted(accepted))}"
+            )
+    p.add("table contract", not problems, "; ".join(problems) or f"{s.qualified_table} matches")
+    if problems:
+        return
+    n = one(f"SELECT count(*) FROM {s.qualified_table}")
+    p.facts["features"] = n
+    if expect_features is not None and n != expect_features:
+        p.add("feature count", False, f"{n} features, expected {expect_features}")
+    elif n == 0:
+        p.add("feature count", False, "the table is empty: the benchmark will measure an "
+              "empty workload", fatal=False)  # fmt: skip
+    else:
+        p.add("feature count", True, f"{n} features")
+    g, t = s.geometry_column, s.time_column
+    bad = conn.execute(
+        f"SELECT count(*) FILTER (WHERE {g} IS NULL), "
+        f"count(*) FILTER (WHERE {g} IS NOT NULL AND NOT ST_IsValid({g})), "
+        f"min(id) FILTER (WHERE {g} IS NULL OR NOT ST_IsValid({g})), "
+        f"array_agg(DISTINCT ST_SRID({g})) FILTER (WHERE {g} IS NOT NULL), "
+        f"count(*) FILTER (WHERE {t} < make_date(%s, 1, 1) OR {t} >= make_date(%s, 1, 1)), "
+        f"min({t}), max({t}) FROM {s.qualified_table}",
+        SANE_YEARS,
+    ).fetchone()
+    nulls, invalid, example, srids, insane, lo, hi = bad
+    p.add("geometries", not (nulls or invalid),
+          f"{nulls} NULL and {invalid} invalid geometries (first id {example}); fix them "
+          f"(e.g. UPDATE … SET {g} = ST_MakeValid({g})) before migrating"
+          if nulls or invalid else "all valid")  # fmt: skip
+    srids = sorted(srids or [])
+    p.add("SRID", srids in ([], [s.srid]),
+          f"mixed SRIDs {srids}; every geometry must be SRID {s.srid}"
+          if srids not in ([], [s.srid]) else f"all {s.srid}")  # fmt: skip
+    p.add("dates", not insane,
+          f"{insane} rows dated outside {SANE_YEARS[0]}–{SANE_YEARS[1] - 1} (from {lo} to {hi}): "
+          "fix the data first" if insane else f"from {lo} to {hi}")  # fmt: skip
+
+
+def _blockers(p: Preflight, conn, s: Settings) -> None:
+    """Dependent views and inbound foreign keys stop opt1 (it recreates the table)."""
+    views = [r[0] for r in conn.execute(
+        "SELECT DISTINCT dv.oid::regclass::text FROM pg_depend d "
+        "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class dv ON dv.oid = r.ev_class "
+        "WHERE d.refobjid = %s::regclass AND dv.oid <> d.refobjid ORDER BY 1",
+        (s.qualified_table,),
+    ).fetchall()]  # fmt: skip
+    fks = [r[0] for r in conn.execute(
+        "SELECT conname || ' on ' || conrelid::regclass::text FROM pg_constraint "
+        "WHERE contype = 'f' AND confrelid = %s::regclass AND conrelid <> confrelid ORDER BY 1",
+        (s.qualified_table,),
+    ).fetchall()]  # fmt: skip
+    if views:
+        p.add("dependent views", False, f"opt1 recreates {s.qualified_table}; drop or "
+              f"recreate these views around it: {', '.join(views)}")  # fmt: skip
+    if fks:
+        p.add("inbound foreign keys", False, f"opt1 recreates {s.qualified_table}; these "
+              f"foreign keys reference it: {', '.join(fks)}")  # fmt: skip
+
+
+def _disk(p: Preflight, conn, s: Settings, one) -> None:
+    """The copy needs about the table's total size again; check where we can see the disk."""
+    need = one("SELECT pg_total_relation_size(%s::regclass)", s.qualified_table)
+    p.facts["table_bytes"] = need
+    free = free_bytes(conn)
+    if free is None:
+        p.add("disk", True, f"copy needs ~{_mb(need)}; free space not visible from here "
+              "(remote server)", fatal=False)  # fmt: skip
+        return
+    p.facts["free_bytes"] = free
+    p.add("disk", free > need * 1.2, f"copy needs ~{_mb(need)}, {_mb(free)} free")
+
+
+def free_bytes(conn) -> int | None:
+    """Free bytes on the data directory's disk, when the server is on this machine."""
+    override = os.environ.get("STAGE4_FREE_BYTES")  # lets tests and dry runs simulate a full disk
+    if override:
+        return int(override)
+    import psycopg
+
+    try:
+        with conn.transaction():  # a savepoint: SHOW may be refused to non-superusers
+            data_dir = conn.execute("SHOW data_directory").fetchone()[0]
+        return shutil.disk_usage(data_dir).free
+    except (psycopg.Error, OSError):
+        return None
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"

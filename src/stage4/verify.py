@@ -1,0 +1,40 @@
+"""What each revision promises, checked on the live database after it is applied.
+
+One list per revision of (promise, SQL returning a boolean). The gate treats a
+broken promise like a regression: NO-GO, roll the step back.
+"""
+
+from __future__ import annotations
+
+from stage4.config import Settings
+from stage4.db import connect
+
+
+def promises(s: Settings, rev: str) -> list[tuple[str, str]]:
+    t, q = s.table, s.qualified_table
+    years = range(s.first_year, s.last_year + 1)
+    partitions = ", ".join(f"'{s.schema}.{t}_p{y}'" for y in years)
+    catalog: dict[str, list[tuple[str, str]]] = {
+        "schema": [
+            (f"{q} exists", f"SELECT to_regclass('{q}') IS NOT NULL"),
+        ],
+        "opt1": [
+            (f"{q} is partitioned by range", f"SELECT relkind = 'p' FROM pg_class WHERE oid = '{q}'::regclass"),
+            (f"yearly partitions {s.first_year}–{s.last_year} and a default exist",
+             f"SELECT bool_and(to_regclass(p) IS NOT NULL) AND to_regclass('{s.schema}.{t}_default') IS NOT NULL "
+             f"FROM unnest(ARRAY[{partitions}]) p"),
+            ("GiST index on the geometry of the parent",
+             f"SELECT count(*) > 0 FROM pg_indexes WHERE schemaname = '{s.schema}' AND tablename = '{t}' "
+             f"AND indexdef ILIKE '%USING gist ({s.geometry_column})%'"),
+        ],
+    }  # fmt: skip
+    return catalog.get(rev, [])
+
+
+def revision(url: str, s: Settings, rev: str) -> tuple[list[str], list[str]]:
+    """(kept promises, broken promises) of ``rev`` on the database at ``url``."""
+    kept, broken = [], []
+    with connect(url) as conn:
+        for text, sql in promises(s, rev):
+            (kept if conn.execute(sql).fetchone()[0] else broken).append(text)
+    return kept, broken

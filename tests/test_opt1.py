@@ -1,0 +1,234 @@
+"""opt1: yearly partitioning of geometrias, its round trip, refusals and lock behaviour."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from stage4 import migrations, snapshot
+from stage4.errors import MigrationError
+
+T = "public.geometrias"
+YEARS = range(2020, 2029)
+
+SUPABASE_LIKE = """
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
+    CREATE ROLE authenticated NOLOGIN; END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+    CREATE ROLE service_role NOLOGIN; END IF;
+END $$;
+GRANT SELECT ON public.geometrias TO anon;
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.geometrias TO authenticated;
+GRANT ALL ON public.geometrias TO service_role WITH GRANT OPTION;
+GRANT UPDATE (nome, descricao) ON public.geometrias TO anon;
+GRANT USAGE, SELECT ON SEQUENCE public.geometrias_id_seq TO authenticated;
+ALTER TABLE public.geometrias ENABLE ROW LEVEL SECURITY;
+CREATE POLICY leitura_publica ON public.geometrias FOR SELECT TO anon, authenticated USING (true);
+CREATE POLICY escrita_autenticada ON public.geometrias AS PERMISSIVE FOR INSERT
+  TO authenticated WITH CHECK (categoria <> 'proibida');
+COMMENT ON POLICY leitura_publica ON public.geometrias IS 'qualquer um lê';
+COMMENT ON TABLE public.geometrias IS 'feições GIS da BIBLIOTECA';
+COMMENT ON COLUMN public.geometrias.nome IS 'nome da feição';
+COMMENT ON INDEX public.geometrias_geom_gist IS 'viewport';
+CREATE FUNCTION public.touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS
+  $f$ BEGIN NEW.updated_at := now(); RETURN NEW; END $f$;
+CREATE TRIGGER geometrias_touch BEFORE UPDATE ON public.geometrias
+  FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
+COMMENT ON TRIGGER geometrias_touch ON public.geometrias IS 'carimbo';
+CREATE PUBLICATION supabase_realtime FOR TABLE public.geometrias;
+"""
+
+
+def _snap(url: str) -> dict:
+    with psycopg.connect(url) as conn:
+        return snapshot.take(conn)
+
+
+def _one(url: str, sql: str, *params):
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params).fetchone()
+
+
+@pytest.fixture
+def supabase_url(seeded_url: str) -> str:
+    """The seeded database dressed like a Supabase project: roles, grants, RLS, publication."""
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(SUPABASE_LIKE)
+    return seeded_url
+
+
+class TestUpgrade:
+    def test_partitions_rows_keys_and_ids(self, seeded_url: str) -> None:
+        before = _snap(seeded_url)
+        seen: list[tuple[str, int, int]] = []
+        metrics: dict = {}
+        migrations.upgrade(seeded_url, "opt1", progress=lambda *a: seen.append(a),
+                           metrics=metrics, batch_rows=700)  # fmt: skip
+        after = _snap(seeded_url)
+        assert after["data"] == before["data"], snapshot.diff(before, after)
+        with psycopg.connect(seeded_url) as conn:
+            kind = conn.execute("SELECT relkind::text FROM pg_class WHERE oid = %s::regclass",
+                                (T,)).fetchone()[0]  # fmt: skip
+            parts = {r[0] for r in conn.execute(
+                "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass",
+                (T,))}  # fmt: skip
+            pk = conn.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                              "WHERE conname = 'geometrias_pkey'").fetchone()[0]  # fmt: skip
+            idx = {r[0] for r in conn.execute(
+                "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass",
+                (T,))}  # fmt: skip
+            outside = conn.execute(
+                "SELECT count(*) FILTER (WHERE tableoid <> 'geometrias_default'::regclass), "
+                "count(*) FROM geometrias WHERE data_referencia < '2020-01-01' "
+                "OR data_referencia >= '2029-01-01'"
+            ).fetchone()
+            top = conn.execute("SELECT max(id) FROM geometrias").fetchone()[0]
+            new_id = conn.execute(
+                "INSERT INTO geometrias (nome, categoria, data_referencia, geom) VALUES "
+                "('x', 'escola', '2024-05-01', 'SRID=4326;POINT(-46.6 -23.5)') RETURNING id"
+            ).fetchone()[0]
+        assert kind == "p"
+        assert parts == {f"geometrias_p{y}" for y in YEARS} | {"geometrias_default"}
+        assert pk == "PRIMARY KEY (id, data_referencia)"
+        assert idx == {"geometrias_pkey", "geometrias_geom_gist",
+                       "geometrias_data_referencia_idx", "geometrias_categoria_idx"}  # fmt: skip
+        assert outside[1] > 0 and outside[0] == 0
+        assert new_id == top + 1
+        assert seen[0] == ("copy", 0, 2000) and ("copy", 2000, 2000) in seen
+        assert seen[-1] == ("swap", 1, 1)
+        assert metrics["writers_blocked_s"] >= metrics["readers_blocked_s"] > 0
+
+    def test_offline_sql_renders_without_a_database(self) -> None:
+        sql = migrations.offline_sql("upgrade", "schema:opt1")
+        assert "PARTITION BY RANGE (data_referencia)" in sql
+        assert "CREATE TABLE public.geometrias_default PARTITION OF" in sql
+        down = migrations.offline_sql("downgrade", "opt1:schema")
+        assert "CREATE TABLE public.geometrias__stage4_new (LIKE public.geometrias" in down
+
+
+class TestRoundTrip:
+    def test_everything_carried_over_and_back(self, supabase_url: str) -> None:
+        before = _snap(supabase_url)
+        migrations.upgrade(supabase_url, "opt1")
+        mid = _snap(supabase_url)
+        for section in ("policies", "triggers"):
+            assert {tuple(r[2:]) for r in before["catalog"][section]} <= {
+                tuple(r[2:]) for r in mid["catalog"][section]
+            }, section
+        rel = {r[1]: r for r in mid["catalog"]["relations"]}
+        old = {r[1]: r for r in before["catalog"]["relations"]}
+        assert rel["geometrias"][9:12] == old["geometrias"][9:12]  # acl, comment, owner
+        assert rel["geometrias"][4:6] == old["geometrias"][4:6]  # RLS flags
+        assert rel["geometrias_id_seq"][9] == old["geometrias_id_seq"][9]
+        pub = {r[0]: r for r in mid["catalog"]["publications"]}["supabase_realtime"]
+        assert pub[1] is True and pub[5] == T
+        migrations.downgrade(supabase_url, "schema")
+        after = _snap(supabase_url)
+        assert after == before, "\n".join(snapshot.diff(before, after))
+        migrations.upgrade(supabase_url, "opt1")
+        assert _one(supabase_url, "SELECT count(*) FROM geometrias")[0] == 2000
+
+    def test_downgrade_copies_rows_of_later_partitions(self, seeded_url: str) -> None:
+        migrations.upgrade(seeded_url, "opt1")
+        with psycopg.connect(seeded_url) as conn:
+            n = conn.execute("SELECT count(*) FROM geometrias_default "
+                             "WHERE data_referencia >= '2029-01-01' "
+                             "AND data_referencia < '2030-01-01'").fetchone()[0]  # fmt: skip
+            conn.execute("CREATE TEMP TABLE moved AS SELECT * FROM geometrias_default "
+                         "WHERE data_referencia >= '2029-01-01' "
+                         "AND data_referencia < '2030-01-01'")  # fmt: skip
+            conn.execute("DELETE FROM geometrias_default WHERE data_referencia >= '2029-01-01' "
+                         "AND data_referencia < '2030-01-01'")  # fmt: skip
+            conn.execute("CREATE TABLE geometrias_p2029 PARTITION OF geometrias "
+                         "FOR VALUES FROM ('2029-01-01') TO ('2030-01-01')")  # fmt: skip
+            conn.execute("INSERT INTO geometrias SELECT * FROM moved")
+        total = _one(seeded_url, "SELECT count(*) FROM geometrias")[0]
+        migrations.downgrade(seeded_url, "schema")
+        assert n > 0 and total == 2000
+        assert _one(seeded_url, "SELECT count(*), bool_and(true) FROM geometrias")[0] == 2000
+
+
+class TestRefusal:
+    @pytest.mark.parametrize(
+        ("ddl", "named"),
+        [
+            ("CREATE VIEW public.v_escolas AS SELECT id, nome FROM public.geometrias "
+             "WHERE categoria = 'escola'", "view v_escolas"),
+            ("CREATE TABLE public.visitas (id int PRIMARY KEY, geometria_id bigint "
+             "REFERENCES public.geometrias (id))",
+             "foreign key visitas_geometria_id_fkey on visitas"),
+        ],
+    )  # fmt: skip
+    def test_dependents_refuse_before_any_change(self, seeded_url, ddl, named) -> None:
+        with psycopg.connect(seeded_url, autocommit=True) as conn:
+            conn.execute(ddl)
+        before = _snap(seeded_url)
+        with pytest.raises(MigrationError) as e:
+            migrations.upgrade(seeded_url, "opt1")
+        assert str(e.value) == (
+            f"refusing to partition public.geometrias: {named} depend(s) on it or cannot be "
+            "carried over. Drop them, run the migration, and recreate them (nothing was changed)"
+        )
+        assert _snap(seeded_url) == before
+        assert migrations.current(seeded_url) == "schema"
+
+
+class TestLocks:
+    def test_lock_timeout_fails_fast_then_succeeds(self, seeded_url: str) -> None:
+        blocker = psycopg.connect(seeded_url)
+        blocker.execute("INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
+                        "VALUES ('b', 'escola', '2023-01-01', 'SRID=4326;POINT(0 0)')")  # fmt: skip
+        before = _snap(seeded_url)  # after the blocker's nextval
+        try:
+            started = time.monotonic()
+            with pytest.raises(MigrationError, match="lock timeout"):
+                migrations.upgrade(seeded_url, "opt1", lock_timeout="1s")
+            assert time.monotonic() - started < 10
+            after = _snap(seeded_url)
+            assert after == before, "\n".join(snapshot.diff(before, after))
+        finally:
+            blocker.commit()
+            blocker.close()
+        migrations.upgrade(seeded_url, "opt1", lock_timeout="1s")
+        assert _one(seeded_url, "SELECT count(*) FROM geometrias WHERE nome = 'b'")[0] == 1
+
+    def test_concurrent_writes_survive(self, seeded_url: str) -> None:
+        stop = threading.Event()
+        log: list[str] = []
+
+        def writer() -> None:
+            with psycopg.connect(seeded_url, autocommit=True) as conn:
+                i = 0
+                while not stop.is_set() and i < 400:
+                    i += 1
+                    conn.execute(
+                        "INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
+                        "VALUES (%s, 'escola', '2025-03-01', 'SRID=4326;POINT(0 0)')",
+                        (f"w{i}",),
+                    )
+                    conn.execute("UPDATE geometrias SET descricao = %s WHERE id = %s",
+                                 (f"u{i}", i))  # fmt: skip
+                    conn.execute("DELETE FROM geometrias WHERE id = %s", (1000 + i,))
+                    log.append(f"w{i}")
+
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(0.05)
+        migrations.upgrade(seeded_url, "opt1", batch_rows=200)
+        stop.set()
+        t.join()
+        n = len(log)
+        with psycopg.connect(seeded_url) as conn:
+            ins = conn.execute("SELECT count(*) FROM geometrias WHERE nome LIKE 'w%'").fetchone()
+            upd = conn.execute("SELECT count(*) FROM geometrias WHERE id <= %s "
+                               "AND descricao = 'u' || id", (n,)).fetchone()  # fmt: skip
+            gone = conn.execute("SELECT count(*) FROM geometrias WHERE id > 1000 "
+                                "AND id <= 1000 + %s", (n,)).fetchone()  # fmt: skip
+            total = conn.execute("SELECT count(*) FROM geometrias").fetchone()[0]
+        assert n > 0
+        assert (ins[0], upd[0], gone[0], total) == (n, n, 0, 2000)
