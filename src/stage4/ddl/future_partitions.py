@@ -49,7 +49,6 @@ RETURNS TABLE(partition_name text, rows_moved bigint)
 LANGUAGE plpgsql VOLATILE
 SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
-SET lock_timeout = {_lit(s.lock_timeout)}
 AS $fn$
 DECLARE
   parent regclass := {_lit(s.qualified_table)}::regclass;
@@ -67,6 +66,11 @@ BEGIN
     RAISE EXCEPTION 'years_ahead must be 0 or more, not %', years_ahead;
   END IF;
   horizon := {horizon_sql(s)};
+  -- A pg_cron run has no lock_timeout: fail fast (and retry tomorrow) rather than queue
+  -- the app's queries behind ours. A caller's own lock_timeout (the migration's) wins.
+  IF current_setting('lock_timeout') IN ('0', '0ms') THEN
+    PERFORM set_config('lock_timeout', {_lit(s.lock_timeout)}, true);
+  END IF;
   FOR y IN {first_future_year(s)} .. horizon LOOP
     part := {_lit(table)} || '_p' || y;
     CONTINUE WHEN to_regclass(format('%I.%I', {_lit(schema)}, part)) IS NOT NULL;
