@@ -250,6 +250,14 @@ class TestRoundTrip:
         with psycopg.connect(at_opt4) as conn:
             assert snapshot.diff(before, snapshot.take(conn)) == []
 
+    def test_whole_chain_down_to_schema_keeps_every_row(self, seeded_url):
+        with psycopg.connect(seeded_url) as conn:
+            before = snapshot.take(conn)
+        migrations.upgrade(seeded_url, "opt5")
+        migrations.downgrade(seeded_url, "schema")
+        with psycopg.connect(seeded_url) as conn:
+            assert snapshot.diff(before, snapshot.take(conn)) == []
+
     def test_jobs_are_scheduled_and_removed_with_pg_cron(self, cron_url):
         migrations.upgrade(cron_url, "opt4")
         with psycopg.connect(cron_url) as conn:
