@@ -353,6 +353,22 @@ def plan(
               highlight=False)  # fmt: skip
 
 
+@app.command()
+def refresh() -> None:
+    """Refresh every materialized view of the app schema (CONCURRENTLY where it can).
+
+    What pg_cron does on a schedule after opt3/opt5; run it by hand where pg_cron is absent.
+    Example: stage4 refresh
+    """
+    from stage4.refresh import refresh_all
+
+    done = refresh_all(_url())
+    if not done:
+        out.print("no materialized views to refresh")
+    for name, seconds in done:
+        out.print(f"{name}: refreshed in {seconds:.2f} s")
+
+
 def _summary(url: str) -> None:
     from stage4 import migrations
     from stage4.config import settings

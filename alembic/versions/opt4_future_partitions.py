@@ -1,0 +1,64 @@
+"""Future yearly partitions (2029 and beyond), created ahead of time by a scheduled routine.
+
+Adds ``{schema}.stage4_ensure_partitions(years_ahead)``, runs it once (partitions
+up to ``last_year + years_ahead``, rows of those years moved out of the default
+partition) and schedules it daily with pg_cron where pg_cron runs in this
+database; elsewhere it says once that the routine must be run by hand.
+Downgrade removes the job and the routine and keeps every partition and row.
+
+Revision ID: opt4
+Revises: opt3
+"""
+
+from __future__ import annotations
+
+from alembic import context, op
+
+from stage4.config import settings
+from stage4.ddl import cron
+from stage4.ddl import future_partitions as fp
+from stage4.errors import MigrationError
+
+revision: str = "opt4"
+down_revision: str | None = "opt3"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    """Create the routine, run it once, schedule it."""
+    s = settings()
+    attributes = context.config.attributes
+    progress = attributes.get("progress")
+    offline = context.is_offline_mode()
+    bind = None if offline else op.get_bind()
+    if bind is not None:
+        problem = fp.partitioning_problem(bind, s)
+        if problem:
+            raise MigrationError(f"opt4 cannot apply: {problem}")
+    op.execute(fp.create_function_sql(s))
+    op.execute(fp.restrict_sql(s))
+    if progress:
+        progress("future partitions", 0, 1)
+    if bind is None:
+        op.execute(fp.run_sql(s))
+    else:
+        for name, moved in bind.exec_driver_sql(fp.run_sql(s)).all():
+            cron.log.info("created %s.%s (%d rows moved out of the default partition)",
+                          s.schema, name, moved)  # fmt: skip
+    if progress:
+        progress("future partitions", 1, 1)
+    manual = f"run `SELECT {s.schema}.{fp.FUNCTION}()` at least once a year"
+    op.execute(cron.schedule_sql([cron.Job(fp.JOB, fp.SCHEDULE, fp.command(s))], manual))
+    if bind is not None:
+        state = cron.status(bind)
+        if not state.runs:
+            cron.note(attributes, f"opt4: {state.reason}; future partitions are not "
+                                  f"created automatically: {manual}")  # fmt: skip
+
+
+def downgrade() -> None:
+    """Remove the job and the routine; every partition and row stays."""
+    s = settings()
+    op.execute(cron.unschedule_sql([fp.JOB]))
+    op.execute(fp.drop_function_sql(s))

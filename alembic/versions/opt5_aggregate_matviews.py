@@ -1,0 +1,92 @@
+"""Materialized views for Q8–Q10, refreshed CONCURRENTLY on a pg_cron schedule.
+
+Creates three views with unique indexes (monthly counts, tile-ready geometry,
+point-in-feature pairs), gives them the table's SELECT grants, re-points
+``contagem_mensal`` and ``tile_mvt`` at them (same signatures, same results after
+a refresh) and schedules one refresh job per view. Without pg_cron it says once
+that refresh is manual: ``stage4 refresh``.
+
+With row level security enabled on the table the views are created for their
+owner only and the RPCs keep reading the table: a view would show every row to
+every caller, whatever the policies say.
+
+Downgrade unschedules the jobs, restores the previous function bodies exactly
+and drops the views.
+
+Revision ID: opt5
+Revises: opt4
+"""
+
+from __future__ import annotations
+
+from alembic import context, op
+
+from stage4.config import settings
+from stage4.ddl import aggregates as agg
+from stage4.ddl import cron, functions
+from stage4.errors import MigrationError
+
+revision: str = "opt5"
+down_revision: str | None = "opt4"
+branch_labels = None
+depends_on = None
+
+
+def _repointed(s):
+    """(previous definition, opt5 definition) of each re-pointed RPC."""
+    return [
+        (functions.monthly_counts(s), functions.monthly_counts(s, agg.monthly_counts_body(s))),
+        (functions.tile(s), functions.tile(s, agg.tile_body(s))),
+    ]
+
+
+def upgrade() -> None:
+    """Views, indexes, grants, RPC bodies, refresh jobs."""
+    s = settings()
+    attributes = context.config.attributes
+    progress = attributes.get("progress")
+    bind = None if context.is_offline_mode() else op.get_bind()
+    pairs = _repointed(s)
+    if bind is not None:
+        for old, new in pairs:
+            live = agg.live_body(bind, old.identity)
+            if live not in (old.body.strip(), new.body.strip()):
+                raise MigrationError(
+                    f"opt5 cannot re-point {old.identity}: its body is not the one stage4 "
+                    "created (revision schema), so the view-backed body might not return the "
+                    "same results; compare it with `stage4 plan --to schema --since base`"
+                )
+    views = agg.views(s)
+    for i, view in enumerate(views):
+        if progress:
+            progress("materialized views", i, len(views))
+        for stmt in view.create_sql():
+            op.execute(stmt)
+        op.execute(agg.grants_sql(s, view))
+    if progress:
+        progress("materialized views", len(views), len(views))
+    if bind is not None and agg.rls_enabled(bind, s):
+        cron.note(attributes, f"opt5: {s.qualified_table} has row level security enabled; "
+                              "materialized views ignore it, so the RPCs keep reading the table "
+                              "and the views are readable by their owner only")  # fmt: skip
+    else:
+        for _, new in pairs:
+            op.execute(new.create_sql())
+    op.execute(cron.schedule_sql(agg.jobs(s), "refresh is manual: run `stage4 refresh`"))
+    if bind is not None:
+        state = cron.status(bind)
+        if not state.runs:
+            cron.note(attributes, f"opt5: {state.reason}; the materialized views are not "
+                                  "refreshed automatically: run `stage4 refresh`")  # fmt: skip
+
+
+def downgrade() -> None:
+    """Unschedule, restore the previous RPC bodies, drop the views."""
+    s = settings()
+    bind = None if context.is_offline_mode() else op.get_bind()
+    op.execute(cron.unschedule_sql(j.name for j in agg.jobs(s)))
+    for old, new in _repointed(s):
+        if bind is None or agg.live_body(bind, old.identity) == new.body.strip():
+            op.execute(old.create_sql())
+    for view in reversed(agg.views(s)):
+        op.execute(view.drop_sql())

@@ -1,0 +1,208 @@
+"""Materialized views behind the aggregate and tile queries (opt5): Q8, Q9, Q10.
+
+Each view answers one query from precomputed rows and has a unique index, so
+``REFRESH MATERIALIZED VIEW CONCURRENTLY`` can rebuild it without blocking
+readers. The RPC bodies that read them (``monthly_counts_body``, ``tile_body``)
+return exactly what the baseline bodies return once the views are fresh: same
+rows, same order, byte-identical tiles (the tile view keeps the 4326 geometry
+for the same ``&&`` filter and stores the EPSG:3857 copy so a tile skips the
+per-row ST_Transform).
+
+Views ignore row level security: whoever may SELECT a view sees every row. So
+the views get the table's SELECT grants only while the table has RLS disabled;
+with RLS on, they are readable by their owner only and the RPCs keep reading
+the table (see ``rls_enabled``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stage4.config import Settings
+from stage4.ddl.cron import Job
+
+SCHEDULES = ("*/15 * * * *", "5-59/15 * * * *", "10-59/15 * * * *")  # staggered: 2 cores
+
+
+@dataclass(frozen=True)
+class MatView:
+    """A materialized view with its unique index (for CONCURRENTLY) and extra indexes."""
+
+    schema: str
+    name: str
+    query: str
+    unique: tuple[str, ...]
+    indexes: tuple[str, ...] = ()  # "using_and_columns", e.g. "USING gist (geom)"
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def create_sql(self) -> list[str]:
+        stmts = [
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.qualified} AS\n{self.query.strip()}\nWITH DATA",
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {self.name}_key ON {self.qualified} "
+            f"({', '.join(self.unique)})",
+        ]
+        for i, spec in enumerate(self.indexes, 1):
+            stmts.append(
+                f"CREATE INDEX IF NOT EXISTS {self.name}_idx{i} ON {self.qualified} {spec}"
+            )
+        return stmts
+
+    def drop_sql(self) -> str:
+        return f"DROP MATERIALIZED VIEW IF EXISTS {self.qualified}"
+
+    def refresh_sql(self) -> str:
+        return f"REFRESH MATERIALIZED VIEW CONCURRENTLY {self.qualified}"
+
+    def job(self, schedule: str) -> Job:
+        return Job(f"stage4_refresh_{self.name}", schedule, self.refresh_sql())
+
+
+def monthly(s: Settings) -> MatView:
+    """Q8: features per (month, category), every year."""
+    t = s.time_column
+    return MatView(s.schema, f"{s.table}_mensal_mv", f"""
+SELECT date_trunc('month', g.{t})::date AS mes, g.categoria, count(*) AS total
+FROM {s.qualified_table} g
+GROUP BY 1, 2""", ("mes", "categoria"))  # fmt: skip
+
+
+def tiles(s: Settings) -> MatView:
+    """Q10: the tile attributes with the geometry already in EPSG:3857 (and the original)."""
+    t, gc = s.time_column, s.geometry_column
+    return MatView(s.schema, f"{s.table}_tile_mv", f"""
+SELECT g.id, g.{t}, g.nome, g.categoria, g.{gc}, ST_Transform(g.{gc}, 3857) AS geom_3857
+FROM {s.qualified_table} g""", ("id", t), (f"USING gist ({gc})",))  # fmt: skip
+
+
+def containment(s: Settings) -> MatView:
+    """Q9: every (point, feature containing it) pair, whatever the categories.
+
+    Any geometry type may contain a point (a point contains itself), as in the
+    base query, so nothing is filtered on the container's type.
+    """
+    t, gc = s.time_column, s.geometry_column
+    return MatView(s.schema, f"{s.table}_contencao_mv", f"""
+SELECT pt.id AS point_id, pt.{t} AS point_data, pt.categoria AS point_categoria,
+       pg.id AS polygon_id, pg.{t} AS polygon_data, pg.categoria AS polygon_categoria,
+       pg.{gc} AS polygon_geom
+FROM {s.qualified_table} pt
+JOIN {s.qualified_table} pg ON ST_Contains(pg.{gc}, pt.{gc})
+WHERE GeometryType(pt.{gc}) = 'POINT'""",
+        ("point_id", "point_data", "polygon_id", "polygon_data"),
+        ("(point_categoria, polygon_categoria)", "USING gist (polygon_geom)"),
+    )  # fmt: skip
+
+
+def views(s: Settings) -> list[MatView]:
+    return [monthly(s), tiles(s), containment(s)]
+
+
+def jobs(s: Settings) -> list[Job]:
+    """One named refresh job per view, staggered."""
+    return [v.job(SCHEDULES[i % len(SCHEDULES)]) for i, v in enumerate(views(s))]
+
+
+def monthly_counts_body(s: Settings) -> str:
+    """Q8 from the monthly view: same columns, rows and order as the baseline body."""
+    return f"""
+SELECT m.mes, m.categoria, m.total
+FROM {monthly(s).qualified} m
+WHERE m.mes >= make_date(ano, 1, 1) AND m.mes < make_date(ano + 1, 1, 1)
+ORDER BY 1, 2"""
+
+
+def tile_body(s: Settings) -> str:
+    """Q10 from the tile view: the baseline's filter, attributes and ORDER BY id."""
+    gc = s.geometry_column
+    return f"""
+SELECT ST_AsMVT(m.*, 'geometrias', 4096, 'geom', 'id')
+FROM (
+  SELECT g.id, g.nome, g.categoria,
+         ST_AsMVTGeom(g.geom_3857, ST_TileEnvelope(z, x, y), 4096, 64, true) AS geom
+  FROM {tiles(s).qualified} g
+  WHERE g.{gc} && ST_Transform(ST_TileEnvelope(z, x, y), {s.srid})
+  ORDER BY g.id
+) m
+WHERE m.geom IS NOT NULL"""
+
+
+def grants_sql(s: Settings, view: MatView) -> str:
+    """Give the view exactly the table's SELECT grants (none while the table has RLS on).
+
+    First removes whatever default privileges gave the new view (Supabase grants
+    anon/authenticated ALL on new relations in public), then copies SELECT.
+    """
+    grantee = (
+        "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END"
+    )
+    return f"""DO $acl$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT DISTINCT {grantee} AS who FROM pg_class c,
+             aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+           WHERE c.oid = '{view.qualified}'::regclass AND a.grantee <> c.relowner LOOP
+    EXECUTE format('REVOKE ALL ON {view.qualified} FROM %s', r.who);
+  END LOOP;
+  IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = '{s.qualified_table}'::regclass) THEN
+    FOR r IN SELECT {grantee} AS who, a.is_grantable FROM pg_class c,
+               aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+             WHERE c.oid = '{s.qualified_table}'::regclass AND a.privilege_type = 'SELECT'
+               AND a.grantee <> (SELECT relowner FROM pg_class WHERE oid = '{view.qualified}'::regclass) LOOP
+      EXECUTE format('GRANT SELECT ON {view.qualified} TO %s%s', r.who,
+                     CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+  END IF;
+END
+$acl$"""
+
+
+def rls_enabled(bind, s: Settings) -> bool:
+    return bool(bind.exec_driver_sql(
+        f"SELECT relrowsecurity FROM pg_class WHERE oid = '{s.qualified_table}'::regclass"
+    ).scalar())  # fmt: skip
+
+
+def live_body(bind, identity: str) -> str | None:
+    """The body (prosrc) of a function by identity, stripped; None when it does not exist."""
+    src = bind.exec_driver_sql(
+        f"SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure('{identity}')"
+    ).scalar()
+    return None if src is None else src.strip()
+
+
+def _populated(name: str) -> str:
+    return f"EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass('{name}') AND relispopulated)"
+
+
+def _variants(s: Settings) -> dict[str, dict[str, str]]:
+    view = containment(s)
+    no_rls = (
+        f"NOT (SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass('{s.qualified_table}'))"
+    )
+    return {
+        "Q9": {
+            "requires": f"{_populated(view.qualified)} AND {no_rls}",
+            "sql": f"""SELECT c.point_id, c.polygon_id
+FROM {view.qualified} c
+WHERE c.point_categoria = %(cat_point)s AND c.polygon_categoria = %(cat_poly)s
+  AND c.polygon_geom && ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326)
+ORDER BY 1, 2""",
+        }
+    }
+
+
+def variants(s: Settings) -> dict[str, dict[str, str]]:
+    """Query variants for the workload (plain dicts until ``stage4.workload.Variant`` lands)."""
+    return _variants(s)
+
+
+def __getattr__(name: str):
+    # VARIANTS follows the configured names, computed when first read.
+    if name == "VARIANTS":
+        from stage4.config import settings
+
+        return _variants(settings())
+    raise AttributeError(name)

@@ -1,0 +1,197 @@
+"""Yearly partitions ahead of time (opt4): a self-contained plpgsql routine, run daily.
+
+Why a routine of our own rather than pg_partman: it works on any PostgreSQL 12+
+(Supabase included) with nothing to install, and it keeps opt1's naming
+(``{table}_p{year}``, default partition ``{table}_default``).
+
+A new partition cannot be created while the default partition holds rows in its
+range, so for each missing year the routine, in one transaction, locks the parent
+then the default partition (the order queries take them), moves that year's rows
+out of the default into a temporary table, creates the partition and re-inserts
+them through the parent. The new partition gets the parent's indexes
+automatically; its privileges, owner and RLS flags are copied from the default
+partition (or the newest yearly one) so that direct access to a partition stays
+what it is for its siblings, whatever default privileges the schema has. Access
+through the parent is checked on the parent only and needs nothing.
+
+Moved rows are a DELETE then an INSERT: row triggers on the table fire for them,
+and the routine refuses to move rows of a table that foreign keys reference.
+"""
+
+from __future__ import annotations
+
+from stage4.config import Settings
+
+FUNCTION = "stage4_ensure_partitions"
+JOB = "stage4_ensure_partitions"
+SCHEDULE = "17 3 * * *"  # daily at 03:17, away from the hour when other jobs pile up
+
+
+def identity(s: Settings) -> str:
+    return f"{s.schema}.{FUNCTION}(integer)"
+
+
+def first_future_year(s: Settings) -> int:
+    """The first year opt1 did not create a partition for."""
+    return s.last_year + 1
+
+
+def horizon_sql(s: Settings, years_ahead: str = "years_ahead") -> str:
+    """The last year kept ready: N years past the later of this year and ``last_year``."""
+    return f"greatest(extract(year FROM current_date)::integer, {s.last_year}) + {years_ahead}"
+
+
+def create_function_sql(s: Settings) -> str:
+    """``{schema}.stage4_ensure_partitions(years_ahead)``: returns one row per partition it made."""
+    schema, table, t = s.schema, s.table, s.time_column
+    return f"""CREATE OR REPLACE FUNCTION {schema}.{FUNCTION}(years_ahead integer DEFAULT {s.years_ahead})
+RETURNS TABLE(partition_name text, rows_moved bigint)
+LANGUAGE plpgsql VOLATILE
+SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+  parent regclass := {_lit(s.qualified_table)}::regclass;
+  horizon integer;
+  deflt regclass;
+  sibling regclass;
+  created regclass;
+  cols text;
+  part text;
+  y integer;
+  moved bigint;
+  r record;
+BEGIN
+  IF years_ahead IS NULL OR years_ahead < 0 THEN
+    RAISE EXCEPTION 'years_ahead must be 0 or more, not %', years_ahead;
+  END IF;
+  horizon := {horizon_sql(s)};
+  -- A pg_cron run has no lock_timeout: fail fast (and retry tomorrow) rather than queue
+  -- the app's queries behind ours. A caller's own lock_timeout (the migration's) wins.
+  IF current_setting('lock_timeout') IN ('0', '0ms') THEN
+    PERFORM set_config('lock_timeout', {_lit(s.lock_timeout)}, true);
+  END IF;
+  FOR y IN {first_future_year(s)} .. horizon LOOP
+    part := {_lit(table)} || '_p' || y;
+    CONTINUE WHEN to_regclass(format('%I.%I', {_lit(schema)}, part)) IS NOT NULL;
+    -- Parent first, then the default partition: the order every query locks them in.
+    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', parent);
+    SELECT nullif(p.partdefid, 0)::regclass INTO deflt
+      FROM pg_partitioned_table p WHERE p.partrelid = parent;
+    IF deflt IS NULL AND NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = parent) THEN
+      RAISE EXCEPTION '% is not partitioned: apply revision opt1 first', parent;
+    END IF;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+      FROM pg_attribute a
+     WHERE a.attrelid = parent AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+    moved := 0;
+    IF deflt IS NOT NULL THEN
+      EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', deflt);
+      EXECUTE format('SELECT count(*) FROM %s WHERE {t} >= %L AND {t} < %L',
+                     deflt, make_date(y, 1, 1), make_date(y + 1, 1, 1)) INTO moved;
+      IF moved > 0 AND EXISTS (SELECT 1 FROM pg_constraint WHERE confrelid = parent AND contype = 'f') THEN
+        RAISE EXCEPTION 'cannot move % rows of year % out of %: foreign keys reference %; move them by hand',
+          moved, y, deflt, parent;
+      END IF;
+      IF moved > 0 THEN
+        EXECUTE format('CREATE TEMP TABLE stage4_moving ON COMMIT DROP AS SELECT %s FROM %s WITH NO DATA',
+                       cols, deflt);
+        EXECUTE format('WITH gone AS (DELETE FROM %s WHERE {t} >= %L AND {t} < %L RETURNING %s) '
+                       'INSERT INTO stage4_moving SELECT * FROM gone',
+                       deflt, make_date(y, 1, 1), make_date(y + 1, 1, 1), cols);
+      END IF;
+    END IF;
+    EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
+                   {_lit(schema)}, part, parent, make_date(y, 1, 1), make_date(y + 1, 1, 1));
+    created := format('%I.%I', {_lit(schema)}, part)::regclass;
+    IF moved > 0 THEN
+      EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM stage4_moving',
+                     parent, cols, cols);
+      DROP TABLE stage4_moving;
+    END IF;
+    -- Direct access to a partition: mirror a sibling (privileges, owner, RLS flags).
+    sibling := coalesce(deflt, (SELECT i.inhrelid::regclass FROM pg_inherits i
+                                 WHERE i.inhparent = parent AND i.inhrelid <> created
+                                 ORDER BY i.inhrelid DESC LIMIT 1));
+    IF sibling IS NOT NULL THEN
+      FOR r IN SELECT DISTINCT a.grantee FROM pg_class c,
+                 aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+               WHERE c.oid = created AND a.grantee <> c.relowner LOOP
+        EXECUTE format('REVOKE ALL ON %s FROM %s', created,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END);
+      END LOOP;
+      FOR r IN SELECT a.grantee, a.privilege_type, a.is_grantable FROM pg_class c,
+                 aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+               WHERE c.oid = sibling AND a.grantee <> c.relowner LOOP
+        EXECUTE format('GRANT %s ON %s TO %s%s', r.privilege_type, created,
+                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,
+                       CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+      END LOOP;
+      FOR r IN SELECT c.relowner, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c
+               WHERE c.oid = sibling LOOP
+        IF r.relowner <> (SELECT relowner FROM pg_class WHERE oid = created) THEN
+          EXECUTE format('ALTER TABLE %s OWNER TO %I', created, pg_get_userbyid(r.relowner));
+        END IF;
+        IF r.relrowsecurity THEN
+          EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', created);
+        END IF;
+        IF r.relforcerowsecurity THEN
+          EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', created);
+        END IF;
+      END LOOP;
+    END IF;
+    EXECUTE format('ANALYZE %s', created);
+    partition_name := part;
+    rows_moved := moved;
+    RETURN NEXT;
+  END LOOP;
+END
+$fn$"""
+
+
+def restrict_sql(s: Settings) -> str:
+    """Only the owner runs the routine: not PUBLIC, not roles that default privileges named.
+
+    In Supabase every function in ``public`` is an RPC endpoint; this one must not be.
+    """
+    return f"""DO $acl$
+DECLARE r record;
+BEGIN
+  REVOKE ALL ON FUNCTION {identity(s)} FROM PUBLIC;
+  FOR r IN SELECT DISTINCT a.grantee FROM pg_proc p, aclexplode(p.proacl) a
+           WHERE p.oid = {_lit(identity(s))}::regprocedure AND a.grantee NOT IN (0, p.proowner) LOOP
+    EXECUTE format('REVOKE ALL ON FUNCTION {identity(s)} FROM %I', pg_get_userbyid(r.grantee));
+  END LOOP;
+END
+$acl$"""
+
+
+def run_sql(s: Settings) -> str:
+    """Run the routine once with its default horizon; one row per partition created."""
+    return f"SELECT partition_name, rows_moved FROM {s.schema}.{FUNCTION}()"
+
+
+def command(s: Settings) -> str:
+    """What the pg_cron job runs."""
+    return f"SELECT {s.schema}.{FUNCTION}()"
+
+
+def drop_function_sql(s: Settings) -> str:
+    return f"DROP FUNCTION IF EXISTS {identity(s)}"
+
+
+def partitioning_problem(bind, s: Settings) -> str | None:
+    """Why the table cannot take future partitions (not partitioned by range on the time column)."""
+    key = bind.exec_driver_sql(
+        "SELECT pg_get_partkeydef(c.oid) FROM pg_class c WHERE c.oid = to_regclass(%(t)s)",
+        {"t": s.qualified_table},
+    ).scalar()
+    if key is None:
+        return f"{s.qualified_table} is not partitioned: apply revision opt1 first"
+    if key != f"RANGE ({s.time_column})":
+        return f"{s.qualified_table} is partitioned by {key}, not RANGE ({s.time_column})"
+    return None
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,216 @@
+"""opt4: future yearly partitions, the routine that keeps them ahead, its pg_cron job.
+
+Real databases from conftest: ``seeded_url`` (pg_cron preloaded for another
+database, so jobs cannot run here) and ``cron_url`` (the one where they do).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+
+import psycopg
+import pytest
+
+from stage4 import migrations, snapshot
+from stage4.config import settings
+from stage4.db import engine
+from stage4.ddl import cron
+from stage4.ddl import future_partitions as fp
+from stage4.errors import MigrationError
+
+S = settings()
+HORIZON = max(date.today().year, S.last_year) + S.years_ahead
+FUTURE = range(S.last_year + 1, HORIZON + 1)
+MANUAL = (
+    f"future partitions are not created automatically: run "
+    f"`SELECT {S.schema}.{fp.FUNCTION}()` at least once a year"
+)
+
+
+def _partitions(conn: psycopg.Connection) -> set[str]:
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = %s::regclass",
+            (S.qualified_table,),
+        )
+    }
+
+
+def _default_rows(conn: psycopg.Connection, first: int, last: int) -> int:
+    return conn.execute(
+        f"SELECT count(*) FROM {S.schema}.{S.table}_default "
+        f"WHERE {S.time_column} >= make_date(%s, 1, 1) AND {S.time_column} < make_date(%s, 1, 1)",
+        (first, last + 1),
+    ).fetchone()[0]
+
+
+def _function_exists(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (fp.identity(S),)).fetchone()[0]
+
+
+class TestUpgrade:
+    def test_creates_future_partitions_and_moves_their_rows(self, seeded_url):
+        migrations.upgrade(seeded_url, "opt3")
+        with psycopg.connect(seeded_url) as conn:
+            waiting = _default_rows(conn, FUTURE[0], FUTURE[-1])
+            data_before = snapshot.data(conn)
+        assert waiting > 0, "the seed puts ~1 % of rows in 2029-2032"
+        migrations.upgrade(seeded_url, "opt4")
+        with psycopg.connect(seeded_url) as conn:
+            assert {f"{S.table}_p{y}" for y in FUTURE} <= _partitions(conn)
+            assert HORIZON >= 2031
+            assert _default_rows(conn, FUTURE[0], FUTURE[-1]) == 0
+            misplaced = conn.execute(
+                f"SELECT count(*) FROM {S.qualified_table} WHERE {S.time_column} >= %s "
+                f"AND {S.time_column} < %s AND tableoid::regclass::text <> "
+                f"%s || '_p' || extract(year FROM {S.time_column})",
+                (date(FUTURE[0], 1, 1), date(HORIZON + 1, 1, 1), S.table),
+            ).fetchone()[0]
+            assert misplaced == 0
+            assert snapshot.data(conn) == data_before  # every row kept, unchanged
+
+    def test_routine_is_idempotent(self, seeded_url):
+        migrations.upgrade(seeded_url, "opt4")
+        with psycopg.connect(seeded_url) as conn:
+            before = snapshot.take(conn)
+            assert conn.execute(fp.run_sql(S)).fetchall() == []
+            assert snapshot.diff(before, snapshot.take(conn)) == []
+
+    def test_a_row_dated_2031_lands_in_its_own_partition(self, seeded_url):
+        migrations.upgrade(seeded_url, "opt4")
+        with psycopg.connect(seeded_url) as conn:
+            where = conn.execute(
+                f"INSERT INTO {S.qualified_table} (nome, categoria, {S.time_column}, "
+                f"{S.geometry_column}) VALUES ('Escola Futura', 'escola', '2031-06-01', "
+                "ST_SetSRID(ST_MakePoint(-46.63, -23.55), 4326)) RETURNING tableoid::regclass::text"
+            ).fetchone()[0]
+        assert where == f"{S.table}_p2031"
+
+    def test_one_more_year_moves_that_years_rows(self, seeded_url):
+        migrations.upgrade(seeded_url, "opt4")
+        year = HORIZON + 1
+        with psycopg.connect(seeded_url) as conn:
+            waiting = _default_rows(conn, year, year)
+            made = conn.execute(f"SELECT * FROM {S.schema}.{fp.FUNCTION}({S.years_ahead + 1})")
+            assert made.fetchall() == [(f"{S.table}_p{year}", waiting)]
+            assert _default_rows(conn, year, year) == 0
+
+    def test_new_partition_mirrors_the_default_partitions_access(self, seeded_url):
+        migrations.upgrade(seeded_url, "opt4")
+        reader, stranger = f"reader_{os.getpid()}", f"stranger_{os.getpid()}"
+        with psycopg.connect(seeded_url, autocommit=True) as conn:
+            for role in (reader, stranger):
+                conn.execute(f"DROP ROLE IF EXISTS {role}")
+                conn.execute(f"CREATE ROLE {role}")
+            try:
+                conn.execute(f"GRANT SELECT ON {S.schema}.{S.table}_default TO {reader}")
+                conn.execute(f"ALTER TABLE {S.schema}.{S.table}_default ENABLE ROW LEVEL SECURITY")
+                conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {S.schema} "
+                             f"GRANT ALL ON TABLES TO {stranger}")  # fmt: skip
+                conn.execute(f"SELECT * FROM {S.schema}.{fp.FUNCTION}({S.years_ahead + 1})")
+                acl, rls = conn.execute(
+                    "SELECT relacl::text, relrowsecurity FROM pg_class WHERE oid = %s::regclass",
+                    (f"{S.schema}.{S.table}_p{HORIZON + 1}",),
+                ).fetchone()
+                assert f"{reader}=r/" in acl
+                assert stranger not in acl
+                assert rls is True
+            finally:
+                for role in (reader, stranger):
+                    conn.execute(f"DROP OWNED BY {role}")
+                    conn.execute(f"DROP ROLE {role}")
+
+    def test_without_pg_cron_it_applies_and_says_the_routine_is_manual(self, seeded_url):
+        notes: list[str] = []
+        migrations.upgrade(seeded_url, "opt4", notes=notes)
+        with psycopg.connect(seeded_url) as conn:
+            state = cron.status(conn)
+            assert cron.jobs(conn, [fp.JOB]) == []
+            assert _function_exists(conn)
+        assert not state.runs
+        assert notes == [f"opt4: {state.reason}; {MANUAL}"]
+
+    def test_routine_is_not_callable_by_public(self, seeded_url):
+        migrations.upgrade(seeded_url, "opt4")
+        with psycopg.connect(seeded_url) as conn:
+            public = conn.execute(
+                "SELECT has_function_privilege('public', %s, 'EXECUTE')", (fp.identity(S),)
+            )
+            assert public.fetchone()[0] is False
+
+
+class TestRefusals:
+    def test_unpartitioned_table_is_refused(self, seeded_url):
+        eng = engine(seeded_url)
+        try:
+            with eng.connect() as bind:
+                assert fp.partitioning_problem(bind, S) == (
+                    f"{S.qualified_table} is not partitioned: apply revision opt1 first"
+                )
+        finally:
+            eng.dispose()
+
+    def test_negative_years_ahead_is_refused(self, seeded_url):
+        migrations.upgrade(seeded_url, "opt4")
+        with (
+            psycopg.connect(seeded_url) as conn,
+            pytest.raises(psycopg.errors.RaiseException) as refused,
+        ):
+            conn.execute(f"SELECT * FROM {S.schema}.{fp.FUNCTION}(-1)")
+        assert refused.value.diag.message_primary == "years_ahead must be 0 or more, not -1"
+
+    def test_lock_timeout_fails_fast_and_leaves_nothing(self, seeded_url):
+        migrations.upgrade(seeded_url, "opt3")
+        with psycopg.connect(seeded_url) as blocker:
+            blocker.execute(f"LOCK TABLE {S.schema}.{S.table}_default IN ACCESS SHARE MODE")
+            with pytest.raises(MigrationError, match="canceling statement due to lock timeout"):
+                migrations.upgrade(seeded_url, "opt4", lock_timeout="200ms")
+        assert migrations.current(seeded_url) == "opt3"
+        with psycopg.connect(seeded_url) as conn:
+            assert not _function_exists(conn)
+            assert f"{S.table}_p{FUTURE[0]}" not in _partitions(conn)
+        migrations.upgrade(seeded_url, "opt4")  # re-runnable once the lock is gone
+        assert migrations.current(seeded_url) == "opt4"
+
+
+class TestCron:
+    def test_job_is_scheduled_and_downgrade_removes_it(self, cron_url):
+        notes: list[str] = []
+        migrations.upgrade(cron_url, "opt4", notes=notes)
+        assert notes == []
+        with psycopg.connect(cron_url) as conn:
+            assert cron.status(conn).runs
+            assert cron.jobs(conn, [fp.JOB]) == [(fp.JOB, fp.SCHEDULE, fp.command(S))]
+        migrations.downgrade(cron_url, "opt3")
+        with psycopg.connect(cron_url) as conn:
+            assert cron.jobs(conn, [fp.JOB]) == []
+            assert not _function_exists(conn)
+
+
+class TestDowngrade:
+    def test_keeps_every_partition_and_row_and_removes_the_routine(self, seeded_url):
+        migrations.upgrade(seeded_url, "opt3")
+        with psycopg.connect(seeded_url) as conn:
+            before = snapshot.take(conn)
+        migrations.upgrade(seeded_url, "opt4")
+        migrations.downgrade(seeded_url, "opt3")
+        with psycopg.connect(seeded_url) as conn:
+            after = snapshot.take(conn)
+            assert {f"{S.table}_p{y}" for y in FUTURE} <= _partitions(conn)
+            assert not _function_exists(conn)
+        assert after["data"] == before["data"]
+        changes = snapshot.diff(before, after, limit=10_000)
+        assert changes, "the created partitions stay"
+        created = tuple(f"{S.table}_p{y}" for y in FUTURE)
+        assert [c for c in changes if ": + " not in c or not any(p in c for p in created)] == []
+
+
+def test_offline_sql_renders_without_a_database():
+    up = migrations.offline_sql("upgrade", "opt3:opt4")
+    assert f"CREATE OR REPLACE FUNCTION {S.schema}.{fp.FUNCTION}(years_ahead integer DEFAULT" in up
+    assert f"PERFORM cron.schedule('{fp.JOB}', '{fp.SCHEDULE}'" in up
+    down = migrations.offline_sql("downgrade", "opt4:opt3")
+    assert f"DROP FUNCTION IF EXISTS {fp.identity(S)}" in down

@@ -1,0 +1,282 @@
+"""opt5: materialized views for Q8–Q10, re-pointed RPCs, refresh jobs and ``stage4 refresh``."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from stage4 import migrations, snapshot
+from stage4.cli import app
+from stage4.config import settings
+from stage4.ddl import aggregates as agg
+from stage4.ddl import cron, functions
+from stage4.errors import MigrationError, Stage4Error
+from stage4.refresh import refresh_all
+
+S = settings()
+YEARS = [2016, 2020, 2024, 2028, 2030, 2040]
+SE = (-46.6339, -23.5505)  # the densest centre of the seed
+
+
+def _tile(lon: float, lat: float, z: int) -> tuple[int, int, int]:
+    n = 2**z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    return z, x, y
+
+
+TILES = [(0, 0, 0), _tile(*SE, 10), _tile(*SE, 12), _tile(*SE, 14), _tile(*SE, 16),
+         _tile(-46.40, -23.95, 13), (12, 0, 0)]  # fmt: skip
+Q9_BASE = """SELECT pt.id AS point_id, pg.id AS polygon_id FROM geometrias pt JOIN geometrias pg
+ON ST_Contains(pg.geom, pt.geom) WHERE pt.categoria = %(cat_point)s AND pg.categoria = %(cat_poly)s
+AND pg.geom && ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326)
+AND GeometryType(pt.geom) = 'POINT' ORDER BY 1, 2"""
+MANUAL = "the materialized views are not refreshed automatically: run `stage4 refresh`"
+
+
+def _answers(conn: psycopg.Connection) -> dict:
+    out = {}
+    for year in YEARS:
+        out[("Q8", year)] = conn.execute(
+            f"SELECT * FROM {S.schema}.contagem_mensal(%s)", (year,)
+        ).fetchall()
+    for z, x, y in TILES:
+        out[("Q10", z, x, y)] = bytes(
+            conn.execute(f"SELECT {S.schema}.tile_mvt(%s, %s, %s)", (z, x, y)).fetchone()[0]
+        )
+    return out
+
+
+def _body(conn: psycopg.Connection, fn: functions.Function) -> str:
+    return conn.execute("SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)",
+                        (fn.identity,)).fetchone()[0].strip()  # fmt: skip
+
+
+@pytest.fixture
+def at_opt4(seeded_url: str) -> str:
+    migrations.upgrade(seeded_url, "opt4")
+    return seeded_url
+
+
+class TestUpgrade:
+    def test_views_exist_populated_with_unique_indexes(self, at_opt4):
+        migrations.upgrade(at_opt4, "opt5")
+        with psycopg.connect(at_opt4) as conn:
+            for view in agg.views(S):
+                populated, unique = conn.execute(
+                    "SELECT c.relispopulated, EXISTS (SELECT 1 FROM pg_index i "
+                    "WHERE i.indrelid = c.oid AND i.indisunique) FROM pg_class c "
+                    "WHERE c.oid = to_regclass(%s) AND c.relkind = 'm'",
+                    (view.qualified,),
+                ).fetchone()
+                assert (populated, unique) == (True, True), view.name
+
+    def test_rpc_results_are_identical_before_and_after(self, at_opt4):
+        with psycopg.connect(at_opt4) as conn:
+            before = _answers(conn)
+        assert any(before[("Q10", *TILES[1])]), "the dense tile holds features"
+        assert before[("Q10", 12, 0, 0)] == b""
+        migrations.upgrade(at_opt4, "opt5")
+        with psycopg.connect(at_opt4) as conn:
+            assert _body(conn, functions.tile(S)) == agg.tile_body(S).strip()
+            assert _answers(conn) == before
+
+    def test_after_new_rows_a_refresh_gives_the_baseline_answers_again(self, at_opt4):
+        migrations.upgrade(at_opt4, "opt5")
+        with psycopg.connect(at_opt4) as conn:
+            conn.execute(
+                f"INSERT INTO {S.qualified_table} (nome, categoria, {S.time_column}, "
+                f"{S.geometry_column}) SELECT 'Escola Nova ' || i, 'escola', "
+                "make_date(2024, 1 + i % 12, 1), ST_SetSRID(ST_MakePoint(-46.634 + i * 1e-4, "
+                "-23.55), 4326) FROM generate_series(1, 30) i"
+            )
+            conn.commit()
+            stale = _answers(conn)
+            done = refresh_all(at_opt4)
+            assert sorted(name for name, _ in done) == sorted(v.qualified for v in agg.views(S))
+            fresh = _answers(conn)
+            assert fresh != stale
+            # The baseline bodies, run directly on the table, agree with the fresh views.
+            for fn in (functions.monthly_counts(S), functions.tile(S)):
+                conn.execute(fn.create_sql())
+            assert _answers(conn) == fresh
+            conn.rollback()
+
+    def test_q9_variant_returns_what_the_base_query_returns(self, at_opt4):
+        migrations.upgrade(at_opt4, "opt5")
+        variant = agg.VARIANTS["Q9"]
+        box = {"min_lon": -46.75, "min_lat": -23.70, "max_lon": -46.50, "max_lat": -23.45}
+        seen = 0
+        with psycopg.connect(at_opt4) as conn:
+            assert conn.execute(f"SELECT {variant['requires']}").fetchone()[0] is True
+            for poly, point in [("bairro", "escola"), ("parque", "biblioteca"),
+                                ("lote", "hospital"), ("escola", "escola"), ("bairro", "rio")]:  # fmt: skip
+                params = {"cat_poly": poly, "cat_point": point, **box}
+                base = conn.execute(Q9_BASE, params).fetchall()
+                assert conn.execute(variant["sql"], params).fetchall() == base, (poly, point)
+                seen += len(base)
+        assert seen > 0
+
+    def test_without_pg_cron_it_applies_and_says_refresh_is_manual(self, at_opt4):
+        notes: list[str] = []
+        migrations.upgrade(at_opt4, "opt5", notes=notes)
+        with psycopg.connect(at_opt4) as conn:
+            state = cron.status(conn)
+            assert cron.jobs(conn, [j.name for j in agg.jobs(S)]) == []
+        assert notes == [f"opt5: {state.reason}; {MANUAL}"]
+
+    def test_schedule_sql_raises_one_notice_without_pg_cron(self, seeded_url):
+        notices: list[str] = []
+        with psycopg.connect(seeded_url) as conn:
+            conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+            conn.execute(cron.schedule_sql(agg.jobs(S), "refresh is manual: run `stage4 refresh`"))
+        assert notices == ["stage4: pg_cron is not installed in this database; "
+                           "refresh is manual: run `stage4 refresh`"]  # fmt: skip
+
+
+class TestRefresh:
+    def test_refresh_is_concurrent_readers_are_not_blocked(self, at_opt4):
+        migrations.upgrade(at_opt4, "opt5")
+        view = agg.monthly(S).qualified
+        with psycopg.connect(at_opt4) as reader:
+            reader.execute(f"SELECT count(*) FROM {view}")  # holds ACCESS SHARE until rollback
+            url = at_opt4 + "?options=-c%20lock_timeout%3D1s"
+            assert len(refresh_all(url)) == 3  # a plain REFRESH would time out here
+            reader.rollback()
+
+    def test_an_unpopulated_view_gets_a_plain_refresh(self, at_opt4):
+        migrations.upgrade(at_opt4, "opt5")
+        with psycopg.connect(at_opt4, autocommit=True) as conn:
+            conn.execute(f"REFRESH MATERIALIZED VIEW {agg.tiles(S).qualified} WITH NO DATA")
+            refresh_all(at_opt4)
+            assert conn.execute("SELECT relispopulated FROM pg_class WHERE oid = %s::regclass",
+                                (agg.tiles(S).qualified,)).fetchone()[0]  # fmt: skip
+
+    def test_a_failing_refresh_says_which_view(self, at_opt4):
+        migrations.upgrade(at_opt4, "opt5")
+        view = agg.monthly(S).qualified
+        with psycopg.connect(at_opt4) as blocker:
+            blocker.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")  # lock held
+            url = at_opt4 + "?options=-c%20lock_timeout%3D200ms"
+            with pytest.raises(Stage4Error) as failed:
+                refresh_all(url)
+            blocker.rollback()
+        assert str(failed.value) == (
+            f"refreshing {view} failed: canceling statement due to lock timeout "
+            "(1 views refreshed before it)"
+        )
+
+    def test_cli_refresh(self, at_opt4):
+        migrations.upgrade(at_opt4, "opt5")
+        result = CliRunner().invoke(app, ["--database-url", at_opt4, "refresh"])
+        assert result.exit_code == 0, result.output
+        lines = result.output.strip().splitlines()
+        assert [line.split(":")[0] for line in lines] == sorted(v.qualified for v in agg.views(S))
+        assert all(line.endswith(" s") for line in lines)
+
+    def test_cli_refresh_without_views(self, seeded_url):
+        result = CliRunner().invoke(app, ["--database-url", seeded_url, "refresh"])
+        assert result.exit_code == 0, result.output
+        assert result.output == "no materialized views to refresh\n"
+
+
+class TestSafety:
+    def test_rls_keeps_the_rpcs_on_the_table_and_the_views_private(self, at_opt4):
+        role = f"app_reader_{os.getpid()}"
+        with psycopg.connect(at_opt4, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+            conn.execute(f"CREATE ROLE {role}")
+            try:
+                conn.execute(f"GRANT SELECT ON {S.qualified_table} TO {role}")
+                conn.execute(f"ALTER TABLE {S.qualified_table} ENABLE ROW LEVEL SECURITY")
+                notes: list[str] = []
+                migrations.upgrade(at_opt4, "opt5", notes=notes)
+                assert notes[0] == (
+                    f"opt5: {S.qualified_table} has row level security enabled; materialized "
+                    "views ignore it, so the RPCs keep reading the table and the views are "
+                    "readable by their owner only"
+                )
+                for fn in (functions.monthly_counts(S), functions.tile(S)):
+                    assert _body(conn, fn) == fn.body.strip()
+                for view in agg.views(S):
+                    assert not conn.execute("SELECT has_table_privilege(%s, %s, 'SELECT')",
+                                            (role, view.qualified)).fetchone()[0]  # fmt: skip
+                assert (
+                    conn.execute(f"SELECT {agg.VARIANTS['Q9']['requires']}").fetchone()[0] is False
+                )
+            finally:
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE {role}")
+
+    def test_views_get_the_tables_select_grants(self, at_opt4):
+        role = f"app_anon_{os.getpid()}"
+        with psycopg.connect(at_opt4, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+            conn.execute(f"CREATE ROLE {role}")
+            try:
+                conn.execute(f"GRANT SELECT ON {S.qualified_table} TO {role}")
+                migrations.upgrade(at_opt4, "opt5")
+                for view in agg.views(S):
+                    assert conn.execute("SELECT has_table_privilege(%s, %s, 'SELECT')",
+                                        (role, view.qualified)).fetchone()[0]  # fmt: skip
+            finally:
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE {role}")
+
+    def test_a_body_stage4_did_not_write_is_refused(self, at_opt4):
+        custom = functions.monthly_counts(S, "SELECT NULL::date, NULL::text, 0::bigint")
+        with psycopg.connect(at_opt4, autocommit=True) as conn:
+            conn.execute(custom.create_sql())
+        with pytest.raises(MigrationError) as refused:
+            migrations.upgrade(at_opt4, "opt5")
+        assert str(refused.value) == (
+            f"opt5 cannot re-point {custom.identity}: its body is not the one stage4 created "
+            "(revision schema), so the view-backed body might not return the same results; "
+            "compare it with `stage4 plan --to schema --since base`"
+        )
+        assert migrations.current(at_opt4) == "opt4"
+
+
+class TestRoundTrip:
+    def test_downgrade_restores_the_snapshot_exactly(self, at_opt4):
+        with psycopg.connect(at_opt4) as conn:
+            before = snapshot.take(conn)
+        migrations.upgrade(at_opt4, "opt5")
+        migrations.downgrade(at_opt4, "opt4")
+        with psycopg.connect(at_opt4) as conn:
+            assert snapshot.diff(before, snapshot.take(conn)) == []
+
+    def test_whole_chain_down_to_schema_keeps_every_row(self, seeded_url):
+        with psycopg.connect(seeded_url) as conn:
+            before = snapshot.take(conn)
+        migrations.upgrade(seeded_url, "opt5")
+        migrations.downgrade(seeded_url, "schema")
+        with psycopg.connect(seeded_url) as conn:
+            assert snapshot.diff(before, snapshot.take(conn)) == []
+
+    def test_jobs_are_scheduled_and_removed_with_pg_cron(self, cron_url):
+        migrations.upgrade(cron_url, "opt4")
+        with psycopg.connect(cron_url) as conn:
+            before = snapshot.take(conn)
+        notes: list[str] = []
+        migrations.upgrade(cron_url, "opt5", notes=notes)
+        assert notes == []
+        with psycopg.connect(cron_url) as conn:
+            expected = sorted((j.name, j.schedule, j.command) for j in agg.jobs(S))
+            assert cron.jobs(conn, [j.name for j in agg.jobs(S)]) == expected
+        migrations.downgrade(cron_url, "opt4")
+        with psycopg.connect(cron_url) as conn:
+            assert snapshot.diff(before, snapshot.take(conn)) == []
+
+
+def test_offline_sql_renders_without_a_database():
+    up = migrations.offline_sql("upgrade", "opt4:opt5")
+    for view in agg.views(S):
+        assert f"CREATE MATERIALIZED VIEW IF NOT EXISTS {view.qualified} AS" in up
+        assert f"PERFORM cron.schedule('stage4_refresh_{view.name}'" in up
+    down = migrations.offline_sql("downgrade", "opt5:opt4")
+    assert functions.tile(S).create_sql() in down
