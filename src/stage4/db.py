@@ -25,6 +25,7 @@ def explain(url: str, err: Exception) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     text = re.sub(r"^connection failed: ", "", text)
     text = re.sub(r'^connection to server at "[^"]*"(?: \([^)]*\))?, port \d+ failed: ', "", text)
+    text = re.sub(r"^(FATAL|ERROR):\s+", "", text)  # the server's severity adds nothing here
     return redact(f"cannot connect to {where(url)}: {text}")
 
 
