@@ -143,10 +143,11 @@ class TestDowngradeBlocked:
         assert "opt1: rolled back in " in result.stdout
         assert migrations.current(seeded_url) == "schema"
 
-    def test_bad_lock_timeout_is_refused_before_connecting(self) -> None:
+    @pytest.mark.parametrize("verb", ["downgrade", "upgrade"])
+    def test_bad_lock_timeout_is_refused_before_connecting(self, verb: str) -> None:
         result = CliRunner().invoke(
             app,
-            ["--database-url", "postgresql://nobody@127.0.0.1:1/none", "downgrade",
+            ["--database-url", "postgresql://nobody@127.0.0.1:1/none", verb,
              "--lock-timeout", "soon"],
         )  # fmt: skip
         assert result.exit_code == 2
