@@ -132,7 +132,7 @@ def upgrade(
         say("baseline", f"no stored baseline: measuring one at {migrations.current(url)}")
         base = bench.run(url, label="BASELINE", progress=progress, **bench_kw)
         with connect(url, autocommit=True) as conn:
-            store.set_baseline(conn, s, base.run_id)
+            store.set_baseline(conn, base.run_id, s=s)
         rollout.baseline_taken_now = True
     rollout.baseline_run_id = base.run_id
     report.write_metrics(folder, "BASELINE", base)

@@ -46,6 +46,28 @@ def promises(s: Settings, rev: str) -> list[tuple[str, str]]:
              f"to_regprocedure('{s.schema}.buscar_geometrias(text, double precision, double precision, "
              "double precision, double precision, integer)')"),
         ],
+        "opt4": [
+            ("partition maintenance routine exists",
+             f"SELECT to_regproc('{s.schema}.stage4_ensure_partitions') IS NOT NULL"),
+            (f"partitions {s.last_year + 1}–{s.last_year + 3} exist",
+             "SELECT bool_and(to_regclass(p) IS NOT NULL) FROM unnest(ARRAY["
+             + ", ".join(f"'{s.schema}.{t}_p{y}'" for y in range(s.last_year + 1, s.last_year + 4))
+             + "]) p"),
+            ("scheduled with pg_cron where pg_cron is installed in this database",
+             "SELECT to_regclass('cron.job') IS NULL OR EXISTS "
+             "(SELECT 1 FROM cron.job WHERE jobname = 'stage4_ensure_partitions')"),
+        ],
+        "opt5": [
+            ("aggregate/tile/containment materialized views populated with unique indexes",
+             "SELECT count(*) = 3 FROM pg_matviews m JOIN pg_class c ON c.relname = m.matviewname "
+             f"AND c.relnamespace = '{s.schema}'::regnamespace WHERE m.schemaname = '{s.schema}' "
+             f"AND m.matviewname IN ('{t}_mensal_mv', '{t}_tile_mv', '{t}_contencao_mv') "
+             "AND m.ispopulated AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
+             "AND i.indisunique)"),
+            ("refresh jobs scheduled where pg_cron is installed in this database",
+             "SELECT to_regclass('cron.job') IS NULL OR (SELECT count(*) >= 3 FROM cron.job "
+             "WHERE jobname LIKE 'stage4_refresh_%')"),
+        ],
     }  # fmt: skip
     return catalog.get(rev, [])
 
