@@ -38,7 +38,7 @@ def _blocker(url: str, sql: str) -> psycopg.Connection:
 
 def _expected(verb: str, target: str, pid: int, state: str, mode: str) -> re.Pattern:
     head = (f"{verb} to {target} failed and was rolled back: lock timeout (1s) waiting for a "
-            f"lock on public.geometrias, held by pid {pid} (blocking-app, {state} for ")  # fmt: skip
+            f"lock on public.geometrias, held by pid {pid} (blocking-app as postgres, {state} for ")  # fmt: skip
     return re.compile(re.escape(head) + r"\d+" + re.escape(f" s, holds {mode}); {RETRY}"))
 
 
@@ -101,7 +101,7 @@ class TestUpgradeBlocked:
                         break
                     time.sleep(0.05)
             assert found[0][0] == conn.info.backend_pid
-            assert found[0][1:3] == ("blocking-app", "active")
+            assert found[0][1:3] == ("blocking-app as postgres", "active")
             assert "AccessShareLock" in found[0][4]
             t.join()
         finally:

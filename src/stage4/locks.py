@@ -20,7 +20,8 @@ WITH wanted AS (
 ), rel AS (
     SELECT oid FROM wanted UNION SELECT inhrelid FROM pg_inherits JOIN wanted ON inhparent = oid
 )
-SELECT a.pid, coalesce(nullif(a.application_name, ''), a.usename::text, 'unknown client'),
+SELECT a.pid, coalesce(nullif(a.application_name, ''), 'no application_name')
+             || coalesce(' as ' || a.usename::text, ''),
        coalesce(a.state, 'state hidden'),
        extract(epoch FROM now() - coalesce(a.state_change, a.xact_start))::bigint,
        string_agg(DISTINCT l.mode, ', ' ORDER BY l.mode),
