@@ -7,11 +7,17 @@ A run, in order:
 2. fingerprint pass, which is also the warm-up: every query on ``FINGERPRINT_SETS``
    fixed parameter sets, results hashed (so "faster but different" is caught
    whatever ``iterations`` is);
-3. latency phase: ``iterations`` rounds, each running the ten queries once,
-   interleaved and rotated (round i starts at query i mod 10), so drift on a shared
-   machine spreads over every query instead of hitting one block; each sample is
-   ``time.perf_counter()`` around execute + fetch on one connection (no prepared
-   statements, like pgbench's simple protocol);
+3. latency phase: ``iterations`` rounds; each round runs every query on the same
+   ``sets`` parameter sets, queries interleaved and rotated (round i starts at query
+   i mod 10), so drift on a shared machine spreads over every query instead of
+   hitting one block. Each execution is timed with ``time.perf_counter()`` around
+   execute + fetch on one connection (no prepared statements, like pgbench's simple
+   protocol) and kept (``executions``: the latency percentiles). The gate compares
+   ``samples``: per round, the query's mean over its ``sets`` executions. Every
+   sample then measures the same work, so its spread is the machine's noise, not
+   the difference between a 50-metre and a 5-km viewport; with per-execution
+   samples that mixture made the bootstrap interval of the median span x0.3–x3 and
+   a real 2x regression went unflagged;
 4. throughput phase: pgbench, ``concurrency`` clients for ``duration`` seconds,
    one script file per (query, parameter set) with the literals inlined (pgbench
    variables cannot carry a bbox or a date), picked at random with a fixed
@@ -21,7 +27,7 @@ A run, in order:
    ``pg_statio_all_tables`` of the app schema (``pg_stat_database`` for the whole
    database is recorded beside it).
 
-Defaults (30 iterations, 4 clients, 5 s) keep a run at 100k features under a
+Defaults (20 rounds of 4 parameter sets, 4 clients, 5 s) keep a run at 100k features under a
 minute on the 2-core machine; see BENCHMARKS.md for the measured figures.
 """
 
@@ -48,9 +54,10 @@ from stage4.metrics import BenchRun, export
 
 __all__ = ["BenchRun", "export", "run"]
 
-ITERATIONS = 30
+ITERATIONS = 20
 CONCURRENCY = 4
 DURATION = 5.0
+SETS = 4  # parameter sets per query, replayed in every round
 THROUGHPUT_SETS = 12  # per query; pgbench takes at most 128 script files
 Progress = Callable[[str, int, int], None]
 _GUCS = ("shared_buffers", "work_mem", "effective_cache_size", "random_page_cost", "jit",
@@ -65,13 +72,14 @@ def run(
     concurrency: int = CONCURRENCY,
     duration: float = DURATION,
     progress: Progress | None = None,
+    sets: int = SETS,
     seed: int = 42,
     save: bool = True,
     extra_variants: Mapping[str, Mapping[str, workload.Variant]] | None = None,
 ) -> BenchRun:
     """Measure the workload on ``url``; store the run in the benchmarking schema (``save``)."""
-    if iterations < 1 or concurrency < 1 or duration <= 0:
-        raise Stage4Error("iterations and concurrency must be >= 1 and duration > 0")
+    if min(iterations, concurrency, sets) < 1 or duration <= 0:
+        raise Stage4Error("iterations, concurrency and sets must be >= 1 and duration > 0")
     s = settings()
     tick = progress or (lambda phase, done, total: None)
     t0 = time.perf_counter()
@@ -86,7 +94,7 @@ def run(
             raise Stage4Error(f"{s.qualified_table} is empty: seed it before benchmarking")
         fp_params = {q: workload.parameters(q, anchors, workload.FINGERPRINT_SETS, seed, "fp")
                      for q in catalogue}  # fmt: skip
-        lat_params = {q: workload.parameters(q, anchors, iterations, seed) for q in catalogue}
+        lat_params = {q: workload.parameters(q, anchors, sets, seed) for q in catalogue}
         env = _environment(conn, s, url)
 
         fingerprints = {}
@@ -102,12 +110,16 @@ def run(
         before = _cache_counters(conn, s)
         order = list(catalogue)
         samples: dict[str, list[float]] = {q: [] for q in order}
+        executions: dict[str, list[float]] = {q: [] for q in order}
         for i in range(iterations):
             for qid in order[i % len(order):] + order[: i % len(order)]:  # fmt: skip
-                sql, p = chosen[qid][1], lat_params[qid][i]
-                start = time.perf_counter()
-                conn.execute(sql, p).fetchall()
-                samples[qid].append((time.perf_counter() - start) * 1000.0)
+                sql, took = chosen[qid][1], []
+                for p in lat_params[qid]:
+                    start = time.perf_counter()
+                    conn.execute(sql, p).fetchall()
+                    took.append((time.perf_counter() - start) * 1000.0)
+                executions[qid] += took
+                samples[qid].append(sum(took) / len(took))
             tick("latency", i + 1, iterations)
 
         scripts = [_literal(conn, chosen[q][1], p) for q in order
@@ -125,7 +137,8 @@ def run(
             fingerprint_sets=workload.FINGERPRINT_SETS,
         )  # fmt: skip
         result = BenchRun(
-            label=label.upper(), samples=samples, fingerprints=fingerprints,
+            label=label.upper(), samples=samples, executions=executions, sets=sets,
+            fingerprints=fingerprints,
             variants={q: chosen[q][0] for q in order}, revision=env.get("revision"),
             qps=qps, cache_hit=hit, environment=env, started_at=started,
             iterations=iterations, concurrency=concurrency, duration=float(duration),

@@ -354,7 +354,7 @@ def _run_table(run) -> None:
               f"{run.duration:g} s); cache hit {hit}; run took {run.seconds:.1f} s")  # fmt: skip
 
 
-IterOpt = Annotated[int, typer.Option(min=1, help="Latency rounds (each runs Q1–Q10 once).")]
+IterOpt = Annotated[int, typer.Option(min=1, help="Latency rounds (each runs Q1–Q10 on 4 fixed parameter sets).")]
 ConcOpt = Annotated[int, typer.Option(min=1, help="Throughput phase: concurrent clients.")]
 DurOpt = Annotated[float, typer.Option(min=1, help="Throughput phase: seconds.")]
 
@@ -362,7 +362,7 @@ DurOpt = Annotated[float, typer.Option(min=1, help="Throughput phase: seconds.")
 @app.command()
 def bench(
     label: Annotated[str, typer.Option(help="Run label (METRICS_<LABEL>.json).")] = "RUN",
-    iterations: IterOpt = 30,
+    iterations: IterOpt = 20,
     concurrency: ConcOpt = 4,
     duration: DurOpt = 5.0,
     json_dir: Annotated[
@@ -388,7 +388,7 @@ def baseline(
     run_id: Annotated[
         int | None, typer.Option("--run", help="Store this run (default: the latest one).")
     ] = None,
-    iterations: IterOpt = 30,
+    iterations: IterOpt = 20,
     concurrency: ConcOpt = 4,
     duration: DurOpt = 5.0,
 ) -> None:

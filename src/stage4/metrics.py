@@ -6,7 +6,7 @@ Fields of METRICS_<LABEL>.json (all latencies in milliseconds, client-side)::
     run_id          id in <bench_schema>.runs (null if the run was not stored)
     revision        Alembic revision of the database when measured
     started_at      ISO timestamp; seconds: wall time of the whole run
-    options         iterations, concurrency, duration (s) of the throughput phase, seed
+    options         iterations (rounds), sets (parameter sets per query), concurrency, duration (s) of the throughput phase, seed
     overall         n, mean, p50, p95, p99, min, max, stdev over every sample of Q1–Q10;
                     qps (throughput phase: queries per second over `concurrency`
                     connections), cache_hit_pct (shared-buffer hits / block requests on
@@ -14,8 +14,10 @@ Fields of METRICS_<LABEL>.json (all latencies in milliseconds, client-side)::
                     cache_hit_db_pct (the same for the whole database)
     queries         per query id: title, variant (the SQL used: "base" or a revision's
                     variant), fingerprint (hash of its ordered results on fixed
-                    parameters), n, mean, p50, p95, p99, min, max, stdev, samples (all
-                    latencies in execution order)
+                    parameters), n, mean, p50, p95, p99, min, max, stdev of single
+                    executions; round_median; samples (per round, the mean over the
+                    `sets` parameter sets: what the gate compares); executions (every
+                    single latency, in execution order)
     environment     PostgreSQL and PostGIS versions, row count, server settings, git sha,
                     machine, parameter-sequence digest, throughput tool
 
@@ -29,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stage4 import stats
 from stage4.config import redact
 
@@ -41,6 +45,8 @@ class BenchRun:
     samples: dict[str, list[float]]
     fingerprints: dict[str, str]
     variants: dict[str, str]
+    executions: dict[str, list[float]] = field(default_factory=dict)
+    sets: int = 1
     run_id: int | None = None
     revision: str | None = None
     qps: float | None = None
@@ -52,15 +58,18 @@ class BenchRun:
     concurrency: int = 0
     duration: float = 0.0
 
+    def _latencies(self) -> dict[str, list[float]]:
+        return self.executions or self.samples
+
     @property
     def summary(self) -> dict[str, dict[str, float]]:
-        """Per-query statistics (``stats.summarize``)."""
-        return {q: stats.summarize(v) for q, v in self.samples.items() if v}
+        """Per-query latency statistics of single executions (``stats.summarize``)."""
+        return {q: stats.summarize(v) for q, v in self._latencies().items() if v}
 
     @property
     def overall(self) -> dict[str, float]:
-        """Statistics over every sample, plus qps and cache-hit percentages."""
-        every = [ms for v in self.samples.values() for ms in v]
+        """Statistics over every execution of Q1–Q10, plus qps and cache-hit percentages."""
+        every = [ms for v in self._latencies().values() for ms in v]
         out: dict[str, Any] = stats.summarize(every) if every else {}
         db_hit = self.environment.get("cache_hit_db")
         out["qps"] = self.qps
@@ -96,6 +105,7 @@ class BenchRun:
             "seconds": self.seconds,
             "options": {
                 "iterations": self.iterations,
+                "sets": self.sets,
                 "concurrency": self.concurrency,
                 "duration": self.duration,
                 "seed": self.environment.get("seed"),
@@ -107,7 +117,9 @@ class BenchRun:
                     "variant": self.variants.get(q, "base"),
                     "fingerprint": self.fingerprints.get(q),
                     **summary.get(q, {}),
+                    "round_median": float(np.median(v)),
                     "samples": v,
+                    "executions": self.executions.get(q, []),
                 }
                 for q, v in self.samples.items()
             },

@@ -30,6 +30,7 @@ def _v1(b: str) -> list[str]:
     started_at timestamptz NOT NULL DEFAULT now(),
     seconds double precision,
     iterations integer NOT NULL,
+    sets integer NOT NULL,
     concurrency integer NOT NULL,
     duration double precision NOT NULL,
     qps double precision,
@@ -43,6 +44,7 @@ def _v1(b: str) -> list[str]:
     run_id bigint NOT NULL REFERENCES {b}.runs ON DELETE CASCADE,
     query_id text NOT NULL,
     seq integer NOT NULL,
+    round integer NOT NULL,
     latency_ms double precision NOT NULL CHECK (latency_ms > 0),
     PRIMARY KEY (run_id, query_id, seq)
 )""",
@@ -64,10 +66,12 @@ FROM {b}.runs r JOIN {b}.samples s USING (run_id)
 GROUP BY r.run_id""",
         f"""CREATE OR REPLACE VIEW {b}.baseline_comparison AS
 WITH base AS (SELECT run_id FROM {b}.baselines ORDER BY baseline_id DESC LIMIT 1),
+rounds AS (
+  SELECT run_id, query_id, round, avg(latency_ms) AS ms
+  FROM {b}.samples GROUP BY run_id, query_id, round),
 med AS (
-  SELECT run_id, query_id,
-         percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_ms
-  FROM {b}.samples GROUP BY run_id, query_id)
+  SELECT run_id, query_id, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50_ms
+  FROM rounds GROUP BY run_id, query_id)
 SELECT r.run_id, r.label, m.query_id, base.run_id AS baseline_run_id,
        bm.p50_ms AS baseline_p50_ms, m.p50_ms,
        m.p50_ms / bm.p50_ms AS ratio, 100 * (m.p50_ms / bm.p50_ms - 1) AS change_pct,
@@ -118,19 +122,21 @@ def save_run(conn, run: BenchRun, s: Settings | None = None) -> int:
     b = (s or settings()).bench_schema
     with conn.transaction():
         run.run_id = conn.execute(
-            f"INSERT INTO {b}.runs (label, revision, seconds, iterations, concurrency, duration, "
-            "qps, cache_hit, fingerprints, variants, environment) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
-            (run.label, run.revision, run.seconds, run.iterations, run.concurrency, run.duration,
+            f"INSERT INTO {b}.runs (label, revision, seconds, iterations, sets, concurrency, "
+            "duration, qps, cache_hit, fingerprints, variants, environment) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
+            (run.label, run.revision, run.seconds, run.iterations, run.sets, run.concurrency,
+             run.duration,
              run.qps, run.cache_hit, json.dumps(run.fingerprints), json.dumps(run.variants),
              json.dumps(run.environment, default=str)),
         ).fetchone()[0]  # fmt: skip
         with conn.cursor().copy(
-            f"COPY {b}.samples (run_id, query_id, seq, latency_ms) FROM STDIN"
+            f"COPY {b}.samples (run_id, query_id, seq, round, latency_ms) FROM STDIN"
         ) as copy:
-            for qid, values in run.samples.items():
+            for qid, values in (run.executions or run.samples).items():
+                per_round = run.sets if run.executions else 1
                 for i, ms in enumerate(values):
-                    copy.write_row((run.run_id, qid, i, ms))
+                    copy.write_row((run.run_id, qid, i, i // per_round, ms))
     return run.run_id
 
 
@@ -141,25 +147,27 @@ def load_run(conn, run_id: int, s: Settings | None = None) -> BenchRun:
     b = (s or settings()).bench_schema
     row = conn.execute(
         f"SELECT run_id, label, revision, started_at, seconds, iterations, concurrency, "
-        f"duration, qps, cache_hit, fingerprints, variants, environment "
+        f"duration, qps, cache_hit, fingerprints, variants, environment, sets "
         f"FROM {b}.runs WHERE run_id = %s",
         (run_id,),
     ).fetchone()
     if row is None:
         raise ConfigError(f"no benchmark run {run_id} in {b}.runs (see `stage4 compare --help`)")
-    samples: dict[str, list[float]] = {}
-    for qid, ms in conn.execute(
-        f"SELECT query_id, latency_ms FROM {b}.samples WHERE run_id = %s ORDER BY seq",
+    executions: dict[str, list[float]] = {}
+    rounds: dict[str, dict[int, list[float]]] = {}
+    for qid, rnd, ms in conn.execute(
+        f"SELECT query_id, round, latency_ms FROM {b}.samples WHERE run_id = %s ORDER BY seq",
         (run_id,),
     ):
-        samples.setdefault(qid, []).append(ms)
-    order = list(row[10]) or sorted(samples, key=_qkey)
-    samples = {q: samples[q] for q in order if q in samples}
+        executions.setdefault(qid, []).append(ms)
+        rounds.setdefault(qid, {}).setdefault(rnd, []).append(ms)
+    order = sorted(executions, key=_qkey)
     return BenchRun(
         run_id=row[0], label=row[1], revision=row[2], started_at=row[3].isoformat(),
         seconds=row[4], iterations=row[5], concurrency=row[6], duration=row[7], qps=row[8],
         cache_hit=row[9], fingerprints=row[10], variants=row[11], environment=row[12],
-        samples=samples,
+        sets=row[13], executions={q: executions[q] for q in order},
+        samples={q: [sum(v) / len(v) for _, v in sorted(rounds[q].items())] for q in order},
     )  # fmt: skip
 
 
