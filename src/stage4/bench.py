@@ -290,6 +290,9 @@ def _environment(conn, s, url: str) -> dict:
         "row_count": one(f"SELECT count(*) FROM {s.qualified_table}"),
         "settings": gucs,
         "git_sha": _git_sha(),
-        "machine": {"python": platform.python_version(), "system": platform.platform(),
-                    "cpus": os.cpu_count()},  # fmt: skip
+        "machine": {
+            "python": platform.python_version(),
+            "system": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
     }

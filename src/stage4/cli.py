@@ -354,7 +354,9 @@ def _run_table(run) -> None:
               f"{run.duration:g} s); cache hit {hit}; run took {run.seconds:.1f} s")  # fmt: skip
 
 
-IterOpt = Annotated[int, typer.Option(min=1, help="Latency rounds (each runs Q1–Q10 on 4 fixed parameter sets).")]
+IterOpt = Annotated[
+    int, typer.Option(min=1, help="Latency rounds (each runs Q1–Q10 on 4 fixed parameter sets).")
+]
 ConcOpt = Annotated[int, typer.Option(min=1, help="Throughput phase: concurrent clients.")]
 DurOpt = Annotated[float, typer.Option(min=1, help="Throughput phase: seconds.")]
 
@@ -440,8 +442,18 @@ def compare(
     comps = stats.compare_runs(base.samples, cand.samples, threshold=threshold,
                                confidence=confidence)  # fmt: skip
     same = {q: cand.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
-    table = Table(title=f"run {cand.run_id} {cand.label} vs baseline run {base.run_id} {base.label}")
-    for col in ("query", "base p50", "run p50", "ratio", f"{confidence:.0%} CI", "verdict", "result"):
+    table = Table(
+        title=f"run {cand.run_id} {cand.label} vs baseline run {base.run_id} {base.label}"
+    )
+    for col in (
+        "query",
+        "base p50",
+        "run p50",
+        "ratio",
+        f"{confidence:.0%} CI",
+        "verdict",
+        "result",
+    ):
         table.add_column(col, justify="left" if col in ("query", "verdict") else "right")
     for qid, c in comps.items():
         table.add_row(qid, f"{c.baseline_median:.2f}", f"{c.candidate_median:.2f}",

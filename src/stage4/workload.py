@@ -163,11 +163,15 @@ def _region(rng: random.Random, an: Anchors) -> Params:
 
 
 _WORD = re.compile(r"[^\W\d_]{4,}")
+# Portuguese stop words of 4+ letters: plainto_tsquery drops them, so they match nothing.
+_STOP = {"para", "sobre", "como", "mais", "pelo", "pela", "pelos", "pelas", "entre", "quando",
+         "muito", "também", "esse", "essa", "isso", "este", "esta", "isto", "aquele", "aquela",
+         "eles", "elas", "seus", "suas", "será", "depois", "mesmo", "nossa", "nosso", "até"}  # fmt: skip
 
 
 def _search(rng: random.Random, an: Anchors) -> Params:
     a = _pick(rng, an)
-    words = _WORD.findall(a.text.lower()) or ["biblioteca"]
+    words = [w for w in _WORD.findall(a.text.lower()) if w not in _STOP] or ["biblioteca"]
     return {"termo": rng.choice(words), **_bbox(a, rng, 0.005, 0.02)}
 
 
@@ -240,7 +244,11 @@ def queries(s: Settings) -> dict[str, Query]:
 def sample_anchors(conn, s: Settings, seed: int = 42, n: int = ANCHORS) -> Anchors:
     """Anchor features by a hash of their id: the same for the same content and seed."""
     t, g, d = s.qualified_table, s.geometry_column, s.time_column
-    p = f"ST_PointOnSurface({g})" if s.srid == 4326 else f"ST_Transform(ST_PointOnSurface({g}), 4326)"
+    p = (
+        f"ST_PointOnSurface({g})"
+        if s.srid == 4326
+        else f"ST_Transform(ST_PointOnSurface({g}), 4326)"
+    )
     rows = conn.execute(
         f"SELECT id, categoria, GeometryType({g}), ST_X({p}), ST_Y({p}), {d}, "
         f"coalesce(nome, '') || ' ' || coalesce(descricao, '') FROM {t} "
@@ -265,7 +273,9 @@ def sample_anchors(conn, s: Settings, seed: int = 42, n: int = ANCHORS) -> Ancho
     return Anchors(features, containment)
 
 
-def parameters(qid: str, anchors: Anchors, count: int, seed: int = 42, stream: str = "bench") -> list[Params]:
+def parameters(
+    qid: str, anchors: Anchors, count: int, seed: int = 42, stream: str = "bench"
+) -> list[Params]:
     """``count`` parameter sets for one query: its own RNG, so queries do not shift each other."""
     rng = random.Random(zlib.crc32(f"{seed}:{stream}:{qid}".encode()))
     if not anchors.features:
