@@ -1,6 +1,6 @@
 """Does the decision rule stay quiet when nothing changed? (BENCHMARKS.md, "Noise check")
 
-Same database, default bench settings: one baseline run, then REPS more runs, each
+Same database, default bench settings: one baseline run (stored as the baseline), then REPS more runs, each
 compared with the baseline exactly as the gate does (stats.compare_runs +
 gate_verdict, fingerprints included). A repetition passes when every query is "no
 significant change" and every fingerprint equals the baseline's. Target: at least
@@ -29,7 +29,12 @@ def main() -> None:
     from stage4 import bench, stats
 
     t0 = time.perf_counter()
+    from stage4 import store
+    from stage4.db import connect
+
     base = bench.run(url, label="NOISE_BASE")
+    with connect(url, autocommit=True) as conn:  # as the gate does: later runs use its control
+        store.set_baseline(conn, base.run_id, force=True)
     reps = []
     for i in range(args.reps):
         run = bench.run(url, label=f"NOISE_{i + 1}")

@@ -100,7 +100,15 @@ def test_metrics_json_fields(seeded_url: str, tmp_path) -> None:
     data = json.loads(path.read_text())
     assert set(data) == {"label", "run_id", "revision", "started_at", "seconds", "options",
                          "overall", "queries", "environment"}  # fmt: skip
-    assert set(data["options"]) == {"iterations", "sets", "concurrency", "duration", "seed"}
+    assert set(data["options"]) == {
+        "iterations",
+        "sets",
+        "concurrency",
+        "duration",
+        "seed",
+        "control_ms",
+        "control_ref_ms",
+    }
     assert {"mean", "p50", "p95", "p99", "qps", "cache_hit_pct"} <= set(data["overall"])
     assert list(data["queries"]) == QIDS
     q1 = data["queries"]["Q1"]

@@ -13,11 +13,19 @@ A run, in order:
    hitting one block. Each execution is timed with ``time.perf_counter()`` around
    execute + fetch on one connection (no prepared statements, like pgbench's simple
    protocol) and kept (``executions``: the latency percentiles). The gate compares
-   ``samples``: per round, the query's mean over its ``sets`` executions. Every
-   sample then measures the same work, so its spread is the machine's noise, not
-   the difference between a 50-metre and a 5-km viewport; with per-execution
-   samples that mixture made the bootstrap interval of the median span x0.3–x3 and
-   a real 2x regression went unflagged;
+   ``samples``: per round, the query's mean over its ``sets`` executions, so every
+   sample measures the same work and its spread is the machine's noise, not the
+   difference between a 50-metre and a 5-km viewport (with per-execution samples
+   that mixture made the interval of the median span x0.3–x3, and a real 2x
+   regression went unflagged). Each sample is then rescaled by the machine's speed
+   in that round: before every query a CPU-bound control (``CONTROL_SQL``, no table)
+   is timed, and the sample is multiplied by ``control_ref / median(round's
+   controls)``, where ``control_ref`` is the baseline's median control (this run's
+   own for the first run). On the shared 2-core machine neighbours' load moved whole
+   runs by 15–30 %, which flagged fast queries as faster/slower with nothing
+   changed; the control moves with that load and cancels it, while a plan change
+   (a lost index) does not touch the control. Samples stay in ms "at the
+   baseline's machine speed"; the raw ms are in ``executions``;
 4. throughput phase: pgbench, ``concurrency`` clients for ``duration`` seconds,
    one script file per (query, parameter set) with the literals inlined (pgbench
    variables cannot carry a bbox or a date), picked at random with a fixed
@@ -38,6 +46,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -50,7 +59,7 @@ from stage4 import store, workload
 from stage4.config import check_url, settings
 from stage4.db import connect, where
 from stage4.errors import Stage4Error
-from stage4.metrics import BenchRun, export
+from stage4.metrics import BenchRun, export, round_samples
 
 __all__ = ["BenchRun", "export", "run"]
 
@@ -58,7 +67,9 @@ ITERATIONS = 20
 CONCURRENCY = 4
 DURATION = 5.0
 SETS = 4  # parameter sets per query, replayed in every round
-THROUGHPUT_SETS = 12  # per query; pgbench takes at most 128 script files
+THROUGHPUT_SETS = 12
+# CPU-bound, touches no table: how fast the machine is right now (see the docstring).
+CONTROL_SQL = "SELECT sum(i) FROM generate_series(1, 30000) AS i"  # per query; pgbench takes at most 128 script files
 Progress = Callable[[str, int, int], None]
 _GUCS = ("shared_buffers", "work_mem", "effective_cache_size", "random_page_cost", "jit",
          "max_parallel_workers_per_gather", "effective_io_concurrency", "plan_cache_mode")  # fmt: skip
@@ -109,18 +120,21 @@ def run(
 
         before = _cache_counters(conn, s)
         order = list(catalogue)
-        samples: dict[str, list[float]] = {q: [] for q in order}
         executions: dict[str, list[float]] = {q: [] for q in order}
+        control: list[float] = []
         for i in range(iterations):
             for qid in order[i % len(order):] + order[: i % len(order)]:  # fmt: skip
-                sql, took = chosen[qid][1], []
+                start = time.perf_counter()
+                conn.execute(CONTROL_SQL).fetchall()
+                control.append((time.perf_counter() - start) * 1000.0)
+                sql = chosen[qid][1]
                 for p in lat_params[qid]:
                     start = time.perf_counter()
                     conn.execute(sql, p).fetchall()
-                    took.append((time.perf_counter() - start) * 1000.0)
-                executions[qid] += took
-                samples[qid].append(sum(took) / len(took))
+                    executions[qid].append((time.perf_counter() - start) * 1000.0)
             tick("latency", i + 1, iterations)
+        control_ref = store.baseline_control_ms(conn, s) or statistics.median(control)
+        samples = round_samples(executions, sets, control, control_ref)
 
         scripts = [_literal(conn, chosen[q][1], p) for q in order
                    for p in workload.parameters(q, anchors, THROUGHPUT_SETS, seed, "tp")]  # fmt: skip
@@ -135,9 +149,11 @@ def run(
             matviews_refreshed=refreshed, anchors=len(anchors.features),
             params_digest=workload.params_digest(lat_params),
             fingerprint_sets=workload.FINGERPRINT_SETS,
+            control_ms=statistics.median(control), control_ref_ms=control_ref,
         )  # fmt: skip
         result = BenchRun(
             label=label.upper(), samples=samples, executions=executions, sets=sets,
+            control=control,
             fingerprints=fingerprints,
             variants={q: chosen[q][0] for q in order}, revision=env.get("revision"),
             qps=qps, cache_hit=hit, environment=env, started_at=started,

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from stage4.bench import BenchRun
 
 VERSION = 1
+CONTROL = "_control"  # query_id of the control query's timings in samples (see bench)
 _COMMENT = "stage4 benchmarking schema v{}"
 
 
@@ -63,12 +64,13 @@ SELECT r.run_id, r.label, r.revision, r.started_at, count(*) AS samples,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY s.latency_ms) AS p99_ms,
        r.qps, r.cache_hit
 FROM {b}.runs r JOIN {b}.samples s USING (run_id)
+WHERE s.query_id <> '{CONTROL}'
 GROUP BY r.run_id""",
         f"""CREATE OR REPLACE VIEW {b}.baseline_comparison AS
 WITH base AS (SELECT run_id FROM {b}.baselines ORDER BY baseline_id DESC LIMIT 1),
 rounds AS (
   SELECT run_id, query_id, round, avg(latency_ms) AS ms
-  FROM {b}.samples GROUP BY run_id, query_id, round),
+  FROM {b}.samples WHERE query_id <> '{CONTROL}' GROUP BY run_id, query_id, round),
 med AS (
   SELECT run_id, query_id, percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50_ms
   FROM rounds GROUP BY run_id, query_id)
@@ -137,12 +139,16 @@ def save_run(conn, run: BenchRun, s: Settings | None = None) -> int:
                 per_round = run.sets if run.executions else 1
                 for i, ms in enumerate(values):
                     copy.write_row((run.run_id, qid, i, i // per_round, ms))
+            per_round = len(run.control) // max(1, run.iterations)
+            for i, ms in enumerate(run.control):
+                copy.write_row((run.run_id, CONTROL, i, i // max(1, per_round), ms))
     return run.run_id
 
 
 def load_run(conn, run_id: int, s: Settings | None = None) -> BenchRun:
     """A stored run, samples included; ConfigError when there is no such run."""
     from stage4.bench import BenchRun
+    from stage4.metrics import round_samples
 
     b = (s or settings()).bench_schema
     row = conn.execute(
@@ -154,20 +160,21 @@ def load_run(conn, run_id: int, s: Settings | None = None) -> BenchRun:
     if row is None:
         raise ConfigError(f"no benchmark run {run_id} in {b}.runs (see `stage4 compare --help`)")
     executions: dict[str, list[float]] = {}
-    rounds: dict[str, dict[int, list[float]]] = {}
-    for qid, rnd, ms in conn.execute(
-        f"SELECT query_id, round, latency_ms FROM {b}.samples WHERE run_id = %s ORDER BY seq",
+    for qid, ms in conn.execute(
+        f"SELECT query_id, latency_ms FROM {b}.samples WHERE run_id = %s ORDER BY seq",
         (run_id,),
     ):
         executions.setdefault(qid, []).append(ms)
-        rounds.setdefault(qid, {}).setdefault(rnd, []).append(ms)
+    control = executions.pop(CONTROL, [])
     order = sorted(executions, key=_qkey)
+    executions = {q: executions[q] for q in order}
+    env, sets = row[12], row[13]
     return BenchRun(
         run_id=row[0], label=row[1], revision=row[2], started_at=row[3].isoformat(),
         seconds=row[4], iterations=row[5], concurrency=row[6], duration=row[7], qps=row[8],
-        cache_hit=row[9], fingerprints=row[10], variants=row[11], environment=row[12],
-        sets=row[13], executions={q: executions[q] for q in order},
-        samples={q: [sum(v) / len(v) for _, v in sorted(rounds[q].items())] for q in order},
+        cache_hit=row[9], fingerprints=row[10], variants=row[11], environment=env,
+        sets=sets, executions=executions, control=control,
+        samples=round_samples(executions, sets, control, env.get("control_ref_ms")),
     )  # fmt: skip
 
 
@@ -228,6 +235,16 @@ def set_baseline(conn, run_id, force: bool = False, *, s: Settings | None = None
                 (run_id, current is not None),
             )
     return run_id
+
+
+def baseline_control_ms(conn, s: Settings | None = None) -> float | None:
+    """The baseline's median control timing (ms): runs are rescaled to its machine speed."""
+    b = (s or settings()).bench_schema
+    row = conn.execute(
+        f"SELECT (r.environment ->> 'control_ms')::float8 FROM {b}.baselines x "
+        f"JOIN {b}.runs r USING (run_id) ORDER BY x.baseline_id DESC LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None
 
 
 def latest_run_id(conn, s: Settings | None = None) -> int | None:
