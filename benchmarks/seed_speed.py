@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", help="database to use (default: a private cluster)")
     args = ap.parse_args(argv)
 
+    load = os.getloadavg()[0]  # other work on the machine skews the figure: record it
     cluster = None
     url = args.url
     if url is None:
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rate = result.inserted / result.seconds if result.seconds else 0.0
     print(f"seeded {result.inserted:,} features in {result.seconds:.1f} s ({rate:,.0f} rows/s)")
+    if load > 1:
+        print(f"note: load average was {load:.1f} before the run; other work skews this figure")
     print(f"content_hash {digest} ({hash_seconds:.1f} s)")
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         "content_hash_seconds": round(hash_seconds, 2),
         "postgres_version": version,
         "postgis_version": postgis,
+        "load_average_1min_before": round(load, 2),
+        "cpu_count": os.cpu_count(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     RESULT.write_text(json.dumps(record, indent=2) + "\n")

@@ -27,6 +27,25 @@ def promises(s: Settings, rev: str) -> list[tuple[str, str]]:
              f"SELECT count(*) > 0 FROM pg_indexes WHERE schemaname = '{s.schema}' AND tablename = '{t}' "
              f"AND indexdef ILIKE '%USING gist ({s.geometry_column})%'"),
         ],
+        "opt2": [
+            ("stored area and bbox columns exist (generated)",
+             f"SELECT count(*) = 5 FROM pg_attribute WHERE attrelid = '{q}'::regclass "
+             "AND attgenerated = 's' AND attname IN ('area_m2', 'bbox_xmin', 'bbox_ymin', "
+             "'bbox_xmax', 'bbox_ymax')"),
+            ("wide columns compressed with lz4",
+             f"SELECT bool_and(attcompression = 'l') FROM pg_attribute WHERE attrelid = '{q}'::regclass "
+             "AND attname IN ('descricao', 'propriedades')"),
+        ],
+        "opt3": [
+            ("search materialized view populated, with a unique index",
+             f"SELECT m.ispopulated AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = "
+             f"'{s.schema}.{t}_busca'::regclass AND i.indisunique) FROM pg_matviews m "
+             f"WHERE m.schemaname = '{s.schema}' AND m.matviewname = '{t}_busca'"),
+            ("buscar_geometrias reads the materialized view",
+             f"SELECT prosrc LIKE '%{t}_busca%' FROM pg_proc WHERE oid = "
+             f"to_regprocedure('{s.schema}.buscar_geometrias(text, double precision, double precision, "
+             "double precision, double precision, integer)')"),
+        ],
     }  # fmt: skip
     return catalog.get(rev, [])
 

@@ -1,0 +1,94 @@
+"""The search index behind ``buscar_geometrias`` (opt3): one materialized view and its RPC body.
+
+The view holds, per feature, the tsvector the baseline function computes on the fly
+(``to_tsvector('portuguese', nome || ' ' || descricao)``, same expression), the bbox
+(``ST_Envelope(geom)``: ``&&`` on it matches ``&&`` on ``geom`` exactly, since both use
+the same float bbox), the centroid, the category and the year, with GIN (tsvector),
+GiST (bbox, centroid) and a unique index on the table's key (REFRESH CONCURRENTLY).
+
+RLS: a materialized view has none. The re-pointed function is SECURITY INVOKER and
+joins every candidate back to the table by its key, so the table's policies still
+decide which rows a caller gets, and ``nome``/``categoria`` are read live from the
+table; the view is only the index. The view's SELECT grants are copied from the
+table, so a role that may read the table can also read the view directly (through
+PostgREST too when the schema is exposed), and there it sees every row's id, date,
+category, bbox and lexemes regardless of policies. That is the price of an invoker
+function; when that matters, revoke the view from those roles and expose only the RPC
+through a SECURITY DEFINER wrapper, or do not apply opt3.
+
+Staleness: rows deleted since the last refresh disappear at once (the join), rows
+added or edited are found with their old text/bbox until the next REFRESH.
+"""
+
+from __future__ import annotations
+
+from stage4.config import Settings
+from stage4.ddl import functions
+from stage4.ddl.matviews import MatView, quote
+
+MARK = "-- stage4 opt3: previous definition of buscar_geometrias, restored on downgrade --\n"
+
+
+def view(s: Settings, comment: str | None = None) -> MatView:
+    t, g = s.time_column, s.geometry_column
+    return MatView(
+        schema=s.schema,
+        name=f"{s.table}_busca",
+        query=f"""
+SELECT g.id, g.{t}, g.categoria, extract(year FROM g.{t})::integer AS ano,
+       {functions._tsv(s)} AS tsv,
+       ST_Envelope(g.{g}) AS bbox,
+       ST_Centroid(g.{g}) AS centroid
+FROM {s.qualified_table} g""",
+        unique=(f"{s.table}_busca_key", f"id, {t}"),
+        indexes={
+            f"{s.table}_busca_tsv_gin": "USING gin (tsv)",
+            f"{s.table}_busca_bbox_gist": "USING gist (bbox)",
+            f"{s.table}_busca_centroid_gist": "USING gist (centroid)",
+        },
+        comment=comment,
+    )
+
+
+def search_on_view(s: Settings) -> functions.Function:
+    """Q4 on the view: same signature, same rows; RLS applies through the join."""
+    t = s.time_column
+    mv = view(s)
+    body = f"""
+SELECT g.id, g.nome, g.categoria,
+       ts_rank(m.tsv, plainto_tsquery('portuguese', termo)) AS rank
+FROM {mv.qualified} m
+JOIN {s.qualified_table} g ON g.id = m.id AND g.{t} = m.{t}
+WHERE m.bbox && ST_MakeEnvelope(min_lon, min_lat, max_lon, max_lat, {s.srid})
+  AND m.tsv @@ plainto_tsquery('portuguese', termo)
+ORDER BY rank DESC, g.id
+LIMIT limite"""
+    return functions.search(s, source=body)
+
+
+def save_previous_sql(s: Settings) -> str:
+    """Store the live definition of the search function in the view's comment (one DO block,
+    so the same statement works online and in offline ``--sql``)."""
+    fn, mv = functions.search(s), view(s)
+    return f"""DO $do$
+BEGIN
+  EXECUTE 'COMMENT ON MATERIALIZED VIEW {mv.qualified} IS '
+    || quote_literal({quote(MARK)} || pg_get_functiondef('{fn.identity}'::regprocedure));
+END
+$do$"""
+
+
+def restore_previous_sql(s: Settings) -> str:
+    """Re-create the saved definition; the baseline one if the comment is gone."""
+    fn, mv = functions.search(s), view(s)
+    return f"""DO $do$
+DECLARE
+  saved text := obj_description(to_regclass('{mv.qualified}'), 'pg_class');
+BEGIN
+  IF saved IS NOT NULL AND position({quote(MARK)} IN saved) = 1 THEN
+    EXECUTE substr(saved, length({quote(MARK)}) + 1);
+  ELSE
+    EXECUTE {quote(fn.create_sql())};
+  END IF;
+END
+$do$"""
