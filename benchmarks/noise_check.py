@@ -45,14 +45,19 @@ def main() -> None:
         reps.append({"rep": i + 1, "run_id": run.run_id, "seconds": run.seconds,
                      "pass": not flagged and all(same.values()), "flagged": flagged,
                      "go": decision.go, "reasons": decision.reasons,
+                     "load_average": run.environment.get("load_average_start"),
+                     "control_ms": run.environment.get("control_ms"),
                      "ratios": {q: [c.ratio, c.ci_low, c.ci_high] for q, c in comps.items()}})  # fmt: skip
         print(f"rep {i + 1:2d}: {'pass' if reps[-1]['pass'] else 'FLAGGED ' + ','.join(flagged)}"
-              f"  ({run.seconds:.1f} s)", flush=True)  # fmt: skip
+              f"  ({run.seconds:.1f} s, load {run.environment.get('load_average_start')})",
+              flush=True)  # fmt: skip
     passed = sum(r["pass"] for r in reps)
     result = {
         "command": f"benchmarks/noise_check.py --features {args.features} --reps {args.reps}",
         "features": args.features, "baseline_run_id": base.run_id,
         "baseline_seconds": base.seconds, "passed": passed, "reps": args.reps,
+        "baseline_load_average": base.environment.get("load_average_start"),
+        "baseline_control_ms": base.environment.get("control_ms"),
         "target": "at least 19 of 20 repetitions with every query 'no significant change'",
         "wall_seconds": time.perf_counter() - t0, "repetitions": reps,
     }  # fmt: skip

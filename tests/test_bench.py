@@ -107,7 +107,6 @@ def test_metrics_json_fields(seeded_url: str, tmp_path) -> None:
         "duration",
         "seed",
         "control_ms",
-        "control_ref_ms",
     }
     assert {"mean", "p50", "p95", "p99", "qps", "cache_hit_pct"} <= set(data["overall"])
     assert list(data["queries"]) == QIDS

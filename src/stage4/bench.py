@@ -17,15 +17,11 @@ A run, in order:
    sample measures the same work and its spread is the machine's noise, not the
    difference between a 50-metre and a 5-km viewport (with per-execution samples
    that mixture made the interval of the median span x0.3–x3, and a real 2x
-   regression went unflagged). Each sample is then rescaled by the machine's speed
-   in that round: before every query a CPU-bound control (``CONTROL_SQL``, no table)
-   is timed, and the sample is multiplied by ``control_ref / median(round's
-   controls)``, where ``control_ref`` is the baseline's median control (this run's
-   own for the first run). On the shared 2-core machine neighbours' load moved whole
-   runs by 15–30 %, which flagged fast queries as faster/slower with nothing
-   changed; the control moves with that load and cancels it, while a plan change
-   (a lost index) does not touch the control. Samples stay in ms "at the
-   baseline's machine speed"; the raw ms are in ``executions``;
+   regression went unflagged). Before every query a CPU-bound control
+   (``CONTROL_SQL``, no table) is timed and recorded (``control_ms``): it tells
+   how loaded the machine was. It is a diagnostic only: rescaling samples by it
+   was tried and over- or under-corrected by 20–40 % on the shared machine
+   (BENCHMARKS.md);
 4. throughput phase: pgbench, ``concurrency`` clients for ``duration`` seconds,
    one script file per (query, parameter set) with the literals inlined (pgbench
    variables cannot carry a bbox or a date), picked at random with a fixed
@@ -133,8 +129,7 @@ def run(
                     conn.execute(sql, p).fetchall()
                     executions[qid].append((time.perf_counter() - start) * 1000.0)
             tick("latency", i + 1, iterations)
-        control_ref = store.baseline_control_ms(conn, s) or statistics.median(control)
-        samples = round_samples(executions, sets, control, control_ref)
+        samples = round_samples(executions, sets)
 
         scripts = [_literal(conn, chosen[q][1], p) for q in order
                    for p in workload.parameters(q, anchors, THROUGHPUT_SETS, seed, "tp")]  # fmt: skip
@@ -149,7 +144,7 @@ def run(
             matviews_refreshed=refreshed, anchors=len(anchors.features),
             params_digest=workload.params_digest(lat_params),
             fingerprint_sets=workload.FINGERPRINT_SETS,
-            control_ms=statistics.median(control), control_ref_ms=control_ref,
+            control_ms=statistics.median(control), load_average_end=os.getloadavg(),
         )  # fmt: skip
         result = BenchRun(
             label=label.upper(), samples=samples, executions=executions, sets=sets,
@@ -311,4 +306,5 @@ def _environment(conn, s, url: str) -> dict:
             "system": platform.platform(),
             "cpus": os.cpu_count(),
         },
+        "load_average_start": os.getloadavg(),
     }

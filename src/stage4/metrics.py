@@ -6,9 +6,9 @@ Fields of METRICS_<LABEL>.json (all latencies in milliseconds, client-side)::
     run_id          id in <bench_schema>.runs (null if the run was not stored)
     revision        Alembic revision of the database when measured
     started_at      ISO timestamp; seconds: wall time of the whole run
-    options         iterations (rounds), sets (parameter sets per query), control_ms and
-                    control_ref_ms (median of the CPU-bound control query in this run and
-                    in the baseline), concurrency, duration (s) of the throughput phase, seed
+    options         iterations (rounds), sets (parameter sets per query), control_ms
+                    (median of a CPU-bound control query timed before every query: how
+                    loaded the machine was; diagnostic only), concurrency, duration (s) of the throughput phase, seed
     overall         n, mean, p50, p95, p99, min, max, stdev over every sample of Q1–Q10;
                     qps (throughput phase: queries per second over `concurrency`
                     connections), cache_hit_pct (shared-buffer hits / block requests on
@@ -18,8 +18,7 @@ Fields of METRICS_<LABEL>.json (all latencies in milliseconds, client-side)::
                     variant), fingerprint (hash of its ordered results on fixed
                     parameters), n, mean, p50, p95, p99, min, max, stdev of single
                     executions (raw ms); round_median; samples (per round, the mean
-                    over the `sets` parameter sets rescaled by the control query to
-                    the baseline's machine speed: what the gate compares);
+                    over the `sets` parameter sets: what the gate compares);
                     executions (every single latency, raw, in execution order)
     environment     PostgreSQL and PostGIS versions, row count, server settings, git sha,
                     machine, parameter-sequence digest, throughput tool
@@ -114,7 +113,6 @@ class BenchRun:
                 "duration": self.duration,
                 "seed": self.environment.get("seed"),
                 "control_ms": self.environment.get("control_ms"),
-                "control_ref_ms": self.environment.get("control_ref_ms"),
             },
             "overall": self.overall,
             "queries": {
@@ -136,25 +134,13 @@ class BenchRun:
         return redact(json.dumps(self.to_dict(), indent=2, default=str))
 
 
-def round_samples(
-    executions: dict[str, list[float]], sets: int, control: list[float], control_ref: float | None
-) -> dict[str, list[float]]:
-    """The gate's samples: per round, each query's mean over its ``sets`` executions,
-    rescaled by ``control_ref / median(that round's control timings)`` (see ``bench``).
-
-    Without control timings the round means are returned as they are.
-    """
-    out: dict[str, list[float]] = {}
+def round_samples(executions: dict[str, list[float]], sets: int) -> dict[str, list[float]]:
+    """The gate's samples: per round, each query's mean over its ``sets`` executions."""
     rounds = min((len(v) // sets for v in executions.values()), default=0)
-    per_round = len(control) // rounds if rounds and control else 0
-    for qid, values in executions.items():
-        out[qid] = []
-        for i in range(rounds):
-            mean = sum(values[i * sets : (i + 1) * sets]) / sets
-            if per_round and control_ref:
-                mean *= control_ref / float(np.median(control[i * per_round : (i + 1) * per_round]))
-            out[qid].append(mean)
-    return out
+    return {
+        q: [sum(v[i * sets : (i + 1) * sets]) / sets for i in range(rounds)]
+        for q, v in executions.items()
+    }
 
 
 def export(run: BenchRun, folder: Path | str) -> Path:

@@ -174,7 +174,7 @@ def load_run(conn, run_id: int, s: Settings | None = None) -> BenchRun:
         seconds=row[4], iterations=row[5], concurrency=row[6], duration=row[7], qps=row[8],
         cache_hit=row[9], fingerprints=row[10], variants=row[11], environment=env,
         sets=sets, executions=executions, control=control,
-        samples=round_samples(executions, sets, control, env.get("control_ref_ms")),
+        samples=round_samples(executions, sets),
     )  # fmt: skip
 
 
@@ -235,16 +235,6 @@ def set_baseline(conn, run_id, force: bool = False, *, s: Settings | None = None
                 (run_id, current is not None),
             )
     return run_id
-
-
-def baseline_control_ms(conn, s: Settings | None = None) -> float | None:
-    """The baseline's median control timing (ms): runs are rescaled to its machine speed."""
-    b = (s or settings()).bench_schema
-    row = conn.execute(
-        f"SELECT (r.environment ->> 'control_ms')::float8 FROM {b}.baselines x "
-        f"JOIN {b}.runs r USING (run_id) ORDER BY x.baseline_id DESC LIMIT 1"
-    ).fetchone()
-    return row[0] if row else None
 
 
 def latest_run_id(conn, s: Settings | None = None) -> int | None:
