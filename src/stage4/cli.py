@@ -369,6 +369,166 @@ def refresh() -> None:
         out.print(f"{name}: refreshed in {seconds:.2f} s")
 
 
+# ------------------------------------------------------------------ benchmark
+# bench / baseline / compare: thin wrappers over stage4.bench, stage4.store, stage4.stats.
+def _bench_progress():
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description:>12}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                    console=err, transient=True)  # fmt: skip
+
+
+def _measure(label: str, iterations: int, concurrency: int, duration: float):
+    from stage4 import bench
+
+    with _bench_progress() as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        return bench.run(_url(), label=label, iterations=iterations, concurrency=concurrency,
+                         duration=duration, progress=progress)  # fmt: skip
+
+
+def _run_table(run) -> None:
+    from rich.table import Table
+
+    from stage4.workload import TITLES
+
+    table = Table(title=f"run {run.run_id} {run.label} at {run.revision or '(no revision)'}")
+    for col in ("query", "variant", "p50 ms", "mean ms", "p95 ms", "p99 ms", "fingerprint"):
+        table.add_column(col, justify="left" if col in ("query", "variant") else "right")
+    for qid, s in run.summary.items():
+        table.add_row(f"{qid} {TITLES.get(qid, '')}", run.variants.get(qid, "base"),
+                      f"{s['p50']:.2f}", f"{s['mean']:.2f}", f"{s['p95']:.2f}", f"{s['p99']:.2f}",
+                      run.fingerprints.get(qid, "")[:12])  # fmt: skip
+    out.print(table)
+    o = run.overall
+    hit = "–" if o["cache_hit_pct"] is None else f"{o['cache_hit_pct']:.2f} %"
+    out.print(f"overall: mean {o['mean']:.2f} ms, p50 {o['p50']:.2f}, p95 {o['p95']:.2f}, "
+              f"p99 {o['p99']:.2f} ms; {o['qps']:.1f} QPS ({run.concurrency} clients, "
+              f"{run.duration:g} s); cache hit {hit}; run took {run.seconds:.1f} s")  # fmt: skip
+
+
+IterOpt = Annotated[
+    int, typer.Option(min=1, help="Latency rounds (each runs Q1–Q10 on 4 fixed parameter sets).")
+]
+ConcOpt = Annotated[int, typer.Option(min=1, help="Throughput phase: concurrent clients.")]
+DurOpt = Annotated[float, typer.Option(min=1, help="Throughput phase: seconds.")]
+
+
+@app.command()
+def bench(
+    label: Annotated[str, typer.Option(help="Run label (METRICS_<LABEL>.json).")] = "RUN",
+    iterations: IterOpt = 20,
+    concurrency: ConcOpt = 4,
+    duration: DurOpt = 5.0,
+    json_dir: Annotated[
+        Path | None, typer.Option(help="Also write METRICS_<LABEL>.json into this folder.")
+    ] = None,
+) -> None:
+    """Benchmark Q1–Q10 now and store the run in the benchmarking schema.
+
+    Warm-up + result fingerprints, interleaved latency rounds, a pgbench
+    throughput phase, cache-hit ratio. Example: stage4 bench --label opt1 --json-dir reports
+    """
+    from stage4.metrics import export
+
+    run = _measure(label, iterations, concurrency, duration)
+    _run_table(run)
+    if json_dir is not None:
+        out.print(f"metrics: {export(run, json_dir)}")
+
+
+@app.command()
+def baseline(
+    force: Annotated[bool, typer.Option(help="Replace an existing baseline.")] = False,
+    run_id: Annotated[
+        int | None, typer.Option("--run", help="Store this run (default: the latest one).")
+    ] = None,
+    iterations: IterOpt = 20,
+    concurrency: ConcOpt = 4,
+    duration: DurOpt = 5.0,
+) -> None:
+    """Store a run as the baseline: --run N, else the latest run, else measure one now.
+
+    Refuses to replace an existing baseline unless --force (old ones stay in history).
+    Example: stage4 baseline --force
+    """
+    from stage4 import store
+    from stage4.config import settings
+    from stage4.db import connect
+
+    url = _url()
+    with connect(url, autocommit=True) as conn:
+        store.ensure(conn, settings())
+        chosen = run_id or store.latest_run_id(conn)
+    if chosen is None:
+        err.print("no run stored yet: measuring one now")
+        chosen = _measure("BASELINE", iterations, concurrency, duration).run_id
+    with connect(url, autocommit=True) as conn:
+        store.set_baseline(conn, chosen, force=force)
+    out.print(f"baseline: run {chosen}")
+
+
+@app.command()
+def compare(
+    run: Annotated[int | None, typer.Argument(help="Run id (default: the latest run).")] = None,
+    threshold: Annotated[float, typer.Option(min=0.001, help="Practical margin.")] = 0.10,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="CI level.")] = 0.95,
+) -> None:
+    """Compare a run with the baseline: per-query median ratio, CI and verdict, then GO/NO-GO.
+
+    Example: stage4 compare 7
+    """
+    from rich.table import Table
+
+    from stage4 import stats, store
+    from stage4.config import settings
+    from stage4.db import connect
+    from stage4.errors import ConfigError
+
+    with connect(_url(), autocommit=True) as conn:
+        store.ensure(conn, settings())
+        base = store.load_baseline(conn)
+        if base is None:
+            raise ConfigError("no baseline stored: run `stage4 baseline` first")
+        run_id = run if run is not None else store.latest_run_id(conn)
+        cand = store.load_run(conn, run_id)
+    comps = stats.compare_runs(base.samples, cand.samples, threshold=threshold,
+                               confidence=confidence)  # fmt: skip
+    same = {q: cand.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
+    table = Table(
+        title=f"run {cand.run_id} {cand.label} vs baseline run {base.run_id} {base.label}"
+    )
+    for col in (
+        "query",
+        "base p50",
+        "run p50",
+        "ratio",
+        f"{confidence:.0%} CI",
+        "verdict",
+        "result",
+    ):
+        table.add_column(col, justify="left" if col in ("query", "verdict") else "right")
+    for qid, c in comps.items():
+        table.add_row(qid, f"{c.baseline_median:.2f}", f"{c.candidate_median:.2f}",
+                      f"x{c.ratio:.2f}", f"x{c.ci_low:.2f}–x{c.ci_high:.2f}", c.verdict,
+                      "same" if same.get(qid) else "DIFFERENT")  # fmt: skip
+    out.print(table)
+    b, o = base.overall, cand.overall
+    out.print(f"overall mean {b['mean']:.2f} -> {o['mean']:.2f} ms "
+              f"({100 * (o['mean'] / b['mean'] - 1):+.1f} %), geometric mean of ratios "
+              f"x{stats.geometric_mean([c.ratio for c in comps.values()]):.2f}; "
+              f"QPS {b['qps'] or 0:.1f} -> {o['qps'] or 0:.1f}")  # fmt: skip
+    decision = stats.gate_verdict(comps, same)
+    out.print("GO" if decision.go else "NO-GO: " + "; ".join(decision.reasons), markup=False)
+
+
 def _summary(url: str) -> None:
     from stage4 import migrations
     from stage4.config import settings

@@ -1,0 +1,47 @@
+"""A private embedded cluster for the benchmark scripts: STAGE4_HOME under /tmp, seeded once.
+
+Shared by bench_engine.py and noise_check.py so both measure the same kind of database.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def seeded_cluster(features: int, home: str | None = None) -> str:
+    """Start (creating if needed) a cluster under /tmp and return the URL of a database
+    at revision ``schema`` holding exactly ``features`` seeded rows (re-seeded if not)."""
+    os.environ["STAGE4_HOME"] = home or f"/tmp/stage4-bench-{features}"
+    from stage4 import migrations, seed
+    from stage4.cluster import Cluster
+    from stage4.config import settings
+    from stage4.db import connect
+
+    s = settings()
+    cluster = Cluster.from_settings(s)
+    cluster.ensure_started()
+    url = cluster.url()
+    if migrations.current(url) is None:
+        migrations.upgrade(url, "schema")
+    with connect(url, autocommit=True) as conn:
+        n = conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
+        if n != features:
+            conn.execute(f"TRUNCATE {s.qualified_table}")
+            conn.execute(f"DROP SCHEMA IF EXISTS {s.bench_schema} CASCADE")
+    if n != features:
+        with connect(url) as conn:
+            seed.seed(conn, s, features=features, seed=42)
+    return url
+
+
+def stop(home: str | None = None) -> None:
+    from stage4.cluster import Cluster
+    from stage4.config import settings
+
+    if home:
+        os.environ["STAGE4_HOME"] = home
+    Cluster.from_settings(settings()).stop()

@@ -1,0 +1,310 @@
+"""Run the Q1–Q10 workload: fingerprints, interleaved latency samples, throughput, cache hits.
+
+A run, in order:
+
+1. refresh every materialized view of the app schema (results must reflect the table),
+   pick each query's variant, draw the parameters (``workload``: seeded, from the data);
+2. fingerprint pass, which is also the warm-up: every query on ``FINGERPRINT_SETS``
+   fixed parameter sets, results hashed (so "faster but different" is caught
+   whatever ``iterations`` is);
+3. latency phase: ``iterations`` rounds; each round runs every query on the same
+   ``sets`` parameter sets, queries interleaved and rotated (round i starts at query
+   i mod 10), so drift on a shared machine spreads over every query instead of
+   hitting one block. Each execution is timed with ``time.perf_counter()`` around
+   execute + fetch on one connection (no prepared statements, like pgbench's simple
+   protocol) and kept (``executions``: the latency percentiles). The gate compares
+   ``samples``: per round, the query's mean over its ``sets`` executions, so every
+   sample measures the same work and its spread is the machine's noise, not the
+   difference between a 50-metre and a 5-km viewport (with per-execution samples
+   that mixture made the interval of the median span x0.3–x3, and a real 2x
+   regression went unflagged). Before every query a CPU-bound control
+   (``CONTROL_SQL``, no table) is timed and recorded (``control_ms``): it tells
+   how loaded the machine was. It is a diagnostic only: rescaling samples by it
+   was tried and over- or under-corrected by 20–40 % on the shared machine
+   (BENCHMARKS.md);
+4. throughput phase: pgbench, ``concurrency`` clients for ``duration`` seconds,
+   one script file per (query, parameter set) with the literals inlined (pgbench
+   variables cannot carry a bbox or a date), picked at random with a fixed
+   ``--random-seed``; QPS = pgbench's tps since every script is one query. Without
+   a pgbench binary the same scripts run on Python threads (recorded in the run);
+5. cache hit = shared-buffer hits / block requests over phases 3–4, from
+   ``pg_statio_all_tables`` of the app schema (``pg_stat_database`` for the whole
+   database is recorded beside it).
+
+Defaults (20 rounds of 4 parameter sets, 4 clients, 5 s) keep a run at 100k features under a
+minute on the 2-core machine; see BENCHMARKS.md for the measured figures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from stage4 import store, workload
+from stage4.config import check_url, settings
+from stage4.db import connect, where
+from stage4.errors import Stage4Error
+from stage4.metrics import BenchRun, export, round_samples
+
+__all__ = ["BenchRun", "export", "run"]
+
+ITERATIONS = 20
+CONCURRENCY = 4
+DURATION = 5.0
+SETS = 4  # parameter sets per query, replayed in every round
+THROUGHPUT_SETS = 12
+# CPU-bound, touches no table: how fast the machine is right now (see the docstring).
+CONTROL_SQL = "SELECT sum(i) FROM generate_series(1, 30000) AS i"  # per query; pgbench takes at most 128 script files
+Progress = Callable[[str, int, int], None]
+_GUCS = ("shared_buffers", "work_mem", "effective_cache_size", "random_page_cost", "jit",
+         "max_parallel_workers_per_gather", "effective_io_concurrency", "plan_cache_mode")  # fmt: skip
+
+
+def run(
+    url: str,
+    *,
+    label: str = "RUN",
+    iterations: int = ITERATIONS,
+    concurrency: int = CONCURRENCY,
+    duration: float = DURATION,
+    progress: Progress | None = None,
+    sets: int = SETS,
+    seed: int = 42,
+    save: bool = True,
+    extra_variants: Mapping[str, Mapping[str, workload.Variant]] | None = None,
+) -> BenchRun:
+    """Measure the workload on ``url``; store the run in the benchmarking schema (``save``)."""
+    if min(iterations, concurrency, sets) < 1 or duration <= 0:
+        raise Stage4Error("iterations, concurrency and sets must be >= 1 and duration > 0")
+    s = settings()
+    tick = progress or (lambda phase, done, total: None)
+    t0 = time.perf_counter()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    catalogue = workload.queries(s)
+    with connect(url, autocommit=True, prepare_threshold=None) as conn:
+        store.ensure(conn, s)
+        refreshed = workload.refresh_materialized_views(conn, s)
+        chosen = workload.choose(conn, s, extra_variants)
+        anchors = workload.sample_anchors(conn, s, seed)
+        if not anchors.features:
+            raise Stage4Error(f"{s.qualified_table} is empty: seed it before benchmarking")
+        fp_params = {q: workload.parameters(q, anchors, workload.FINGERPRINT_SETS, seed, "fp")
+                     for q in catalogue}  # fmt: skip
+        lat_params = {q: workload.parameters(q, anchors, sets, seed) for q in catalogue}
+        env = _environment(conn, s, url)
+
+        fingerprints = {}
+        total = workload.FINGERPRINT_SETS * len(catalogue)
+        for qid, q in catalogue.items():
+            fp = workload.Fingerprint()
+            for p in fp_params[qid]:
+                fp.add(conn.execute(chosen[qid][1], p).fetchall(), q.ordered)
+                tick("fingerprints", len(fingerprints) * workload.FINGERPRINT_SETS, total)
+            fingerprints[qid] = fp.hexdigest()
+        tick("fingerprints", total, total)
+
+        before = _cache_counters(conn, s)
+        order = list(catalogue)
+        executions: dict[str, list[float]] = {q: [] for q in order}
+        control: list[float] = []
+        for i in range(iterations):
+            for qid in order[i % len(order):] + order[: i % len(order)]:  # fmt: skip
+                start = time.perf_counter()
+                conn.execute(CONTROL_SQL).fetchall()
+                control.append((time.perf_counter() - start) * 1000.0)
+                sql = chosen[qid][1]
+                for p in lat_params[qid]:
+                    start = time.perf_counter()
+                    conn.execute(sql, p).fetchall()
+                    executions[qid].append((time.perf_counter() - start) * 1000.0)
+            tick("latency", i + 1, iterations)
+        samples = round_samples(executions, sets)
+
+        scripts = [_literal(conn, chosen[q][1], p) for q in order
+                   for p in workload.parameters(q, anchors, THROUGHPUT_SETS, seed, "tp")]  # fmt: skip
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("SELECT 1")
+    qps, tool = _throughput(url, scripts, concurrency, duration, seed, tick)
+    with connect(url, autocommit=True) as conn:
+        after = _wait_counters(conn, s, before)
+        hit = _ratio(before["app"], after["app"])
+        env.update(
+            cache_hit_db=_ratio(before["db"], after["db"]), throughput_tool=tool, seed=seed,
+            matviews_refreshed=refreshed, anchors=len(anchors.features),
+            params_digest=workload.params_digest(lat_params),
+            fingerprint_sets=workload.FINGERPRINT_SETS,
+            control_ms=statistics.median(control), load_average_end=os.getloadavg(),
+        )  # fmt: skip
+        result = BenchRun(
+            label=label.upper(), samples=samples, executions=executions, sets=sets,
+            control=control,
+            fingerprints=fingerprints,
+            variants={q: chosen[q][0] for q in order}, revision=env.get("revision"),
+            qps=qps, cache_hit=hit, environment=env, started_at=started,
+            iterations=iterations, concurrency=concurrency, duration=float(duration),
+        )  # fmt: skip
+        result.seconds = time.perf_counter() - t0
+        if save:
+            store.save_run(conn, result, s)
+    return result
+
+
+# ------------------------------------------------------------------ throughput
+
+
+def _literal(conn, sql: str, params: dict) -> str:
+    import psycopg
+
+    return psycopg.ClientCursor(conn).mogrify(sql, params)
+
+
+def pgbench_path() -> str | None:
+    """pgbench on PATH, else the newest one under /usr/lib/postgresql."""
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))
+    return str(candidates[-1]) if candidates else None
+
+
+def _throughput(url, scripts, concurrency, duration, seed, tick) -> tuple[float, str]:
+    tick("throughput", 0, 1)
+    binary = pgbench_path()
+    if binary:
+        qps = _pgbench(binary, url, scripts, concurrency, duration, seed)
+        tool = f"pgbench ({binary})"
+    else:
+        qps, tool = _threads(url, scripts, concurrency, duration, seed), "python threads"
+    tick("throughput", 1, 1)
+    return qps, tool
+
+
+def _pgbench(binary, url, scripts, concurrency, duration, seed) -> float:
+    """Run pgbench with one file per script; the password travels in PGPASSWORD only."""
+    parts = urlsplit(check_url(url))
+    netloc = parts.netloc.rsplit("@", 1)
+    env = dict(os.environ)
+    if len(netloc) == 2 and ":" in netloc[0]:
+        user, password = netloc[0].split(":", 1)
+        env["PGPASSWORD"] = password
+        parts = parts._replace(netloc=f"{user}@{netloc[1]}")
+    seconds = max(1, math.ceil(duration))  # pgbench -T takes whole seconds
+    with tempfile.TemporaryDirectory(prefix="stage4-pgbench-") as tmp:
+        args = [binary, "-n", "-c", str(concurrency), "-j", str(min(concurrency, os.cpu_count() or 1)),
+                "-T", str(seconds), f"--random-seed={seed}"]  # fmt: skip
+        for i, sql in enumerate(scripts):
+            path = Path(tmp) / f"s{i:03d}.sql"
+            path.write_text(sql.replace("\n", " ") + ";\n")
+            args += ["-f", str(path)]
+        args.append(urlunsplit(parts))
+        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=seconds + 120)
+    match = re.search(r"^tps = ([0-9.]+)", done.stdout, re.MULTILINE)
+    if done.returncode != 0 or match is None:
+        tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
+        raise Stage4Error(f"pgbench failed on {where(url)}: {' / '.join(tail)}")
+    return float(match.group(1))
+
+
+def _threads(url, scripts, concurrency, duration, seed) -> float:
+    """The pgbench phase on Python threads (psycopg releases the GIL while waiting)."""
+    import random
+
+    stop = time.perf_counter() + duration
+    counts = [0] * concurrency
+
+    def client(k: int) -> None:
+        rng = random.Random(seed * 1000 + k)
+        with connect(url, autocommit=True, prepare_threshold=None) as conn:
+            while time.perf_counter() < stop:
+                conn.execute(rng.choice(scripts)).fetchall()
+                counts[k] += 1
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------ cache hits, environment
+
+
+def _cache_counters(conn, s) -> dict[str, tuple[int, int]]:
+    app = conn.execute(
+        "SELECT coalesce(sum(coalesce(heap_blks_hit, 0) + coalesce(idx_blks_hit, 0) "
+        "+ coalesce(toast_blks_hit, 0) + coalesce(tidx_blks_hit, 0)), 0), "
+        "coalesce(sum(coalesce(heap_blks_read, 0) + coalesce(idx_blks_read, 0) "
+        "+ coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0)), 0) "
+        "FROM pg_statio_all_tables WHERE schemaname = %s",
+        (s.schema,),
+    ).fetchone()
+    db = conn.execute(
+        "SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()
+    return {"app": (int(app[0]), int(app[1])), "db": (int(db[0]), int(db[1]))}
+
+
+def _wait_counters(conn, s, before) -> dict[str, tuple[int, int]]:
+    """Counters after the run: backends flush their stats on exit, so poll briefly."""
+    last = None
+    for _ in range(10):
+        now = _cache_counters(conn, s)
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.2)
+    return last
+
+
+def _ratio(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    hit, read = after[0] - before[0], after[1] - before[1]
+    return hit / (hit + read) if hit + read > 0 else None
+
+
+def _git_sha() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=5)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _environment(conn, s, url: str) -> dict:
+    one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+    revision = None
+    if one("SELECT to_regclass('public.alembic_version')") is not None:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        revision = row[0] if row else None
+    gucs = dict(conn.execute(
+        "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
+        (list(_GUCS),)).fetchall())  # fmt: skip
+    return {
+        "database": where(url),
+        "revision": revision,
+        "postgresql": one("SELECT version()"),
+        "postgis": one("SELECT postgis_lib_version()"),
+        "row_count": one(f"SELECT count(*) FROM {s.qualified_table}"),
+        "settings": gucs,
+        "git_sha": _git_sha(),
+        "machine": {
+            "python": platform.python_version(),
+            "system": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+        "load_average_start": os.getloadavg(),
+    }

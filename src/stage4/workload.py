@@ -1,0 +1,388 @@
+"""The GIS workload Q1–Q10: SQL, seeded parameters drawn from the data, result fingerprints.
+
+One catalogue (``queries``) holds each query's id, title, SQL (or RPC call) and the
+parameter generator, so the baseline and every later run replay the same sequence:
+parameters depend only on the seed and on the table's *content* (anchor features
+are picked by a hash of their id), never on its physical layout, so a partitioned
+table yields the same parameters as the plain one.
+
+The SQL is what a competent team's app runs against the baseline schema (the GiST
+index on the geometry, btree on the date and category): ``&&`` bbox filters that
+use the index, KNN with ``<->``, and a geometry bbox pre-filter in front of the
+geography ``ST_DWithin`` so the index serves it too.
+
+A revision that adds a structure the app should read (a stored column, a
+materialized view) provides ``VARIANTS = {"Q1": Variant(requires=..., sql=...)}``
+in its ``stage4.ddl`` module; ``choose`` picks the first variant whose
+``requires`` is true in the database. A variant must return the same rows: the
+fingerprint proves it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import importlib
+import math
+import pkgutil
+import random
+import re
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stage4.config import Settings
+
+Params = dict[str, Any]
+# Parameter sets replayed by the fingerprint pass (fixed, so the fingerprint does not
+# depend on --iterations).
+FINGERPRINT_SETS = 6
+# Anchor features sampled from the data; every parameter is drawn around one of them.
+ANCHORS = 256
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Another SQL for a query, used when ``requires`` (a SQL boolean) is true."""
+
+    requires: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class Query:
+    """One workload query: what the app asks and how its parameters are drawn.
+
+    ``ordered`` is False where the app does not depend on row order (a GROUP BY it
+    re-sorts itself): the fingerprint then hashes the rows sorted, so a variant
+    with another (equally valid) order is not called different.
+    """
+
+    qid: str
+    title: str
+    sql: str
+    params: Callable[[random.Random, Anchors], Params]
+    rpc: bool = False
+    ordered: bool = True
+
+
+@dataclass(frozen=True)
+class Anchor:
+    id: int
+    categoria: str
+    gtype: str
+    lon: float
+    lat: float
+    day: dt.date
+    text: str
+
+
+@dataclass(frozen=True)
+class Anchors:
+    """Features sampled from the data (by id hash) and Q9's (polygon, point) category pairs."""
+
+    features: tuple[Anchor, ...]
+    containment: tuple[tuple[str, str, float, float], ...]
+
+
+# ------------------------------------------------------------------ SQL
+
+
+def _env(s: Settings) -> str:
+    env = "ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326)"
+    return env if s.srid == 4326 else f"ST_Transform({env}, {s.srid})"
+
+
+def _point(s: Settings) -> str:
+    pt = "ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)"
+    return pt if s.srid == 4326 else f"ST_Transform({pt}, {s.srid})"
+
+
+def base_sql(s: Settings) -> dict[str, str]:
+    """Q1–Q10 as the app runs them at revision ``schema`` (what every variant must match)."""
+    t, g, d, env, pt = s.qualified_table, s.geometry_column, s.time_column, _env(s), _point(s)
+    geog = f"{g}::geography" if s.srid == 4326 else f"ST_Transform({g}, 4326)::geography"
+    # Degrees of lat/lon that certainly exceed radius_m metres here: 1° of latitude is at
+    # least 110.5 km, 1° of longitude at least 110 km * cos(lat) (taken at the far edge).
+    lat_deg = "(%(radius_m)s / 110000.0)"
+    lon_deg = f"(%(radius_m)s / (110000.0 * cos(radians(least(89.0, abs(%(lat)s) + {lat_deg})))))"
+    return {
+        "Q1": f"SELECT count(*), sum(ST_Area({geog})) FROM {t} WHERE {g} && {env}",
+        "Q2": f"SELECT id, nome, categoria, ST_AsGeoJSON(ST_Simplify({g}, 0.0001)) "
+        f"FROM {t} WHERE {g} && {env} ORDER BY id LIMIT 500",
+        "Q3": f"SELECT categoria, count(*), sum(ST_Area({geog})) FROM {t} "
+        f"WHERE ST_Intersects({g}, {env}) GROUP BY categoria ORDER BY categoria",
+        "Q4": f"SELECT * FROM {s.schema}.buscar_geometrias(%(termo)s, %(min_lon)s, %(min_lat)s, "
+        "%(max_lon)s, %(max_lat)s, 20)",
+        "Q5": f"SELECT id, nome, categoria, {d} FROM {t} "
+        f"WHERE {d} >= %(d0)s AND {d} < %(d1)s AND {g} && {env} ORDER BY {d}, id",
+        # KNN by the index, then ties at the k-th distance broken by id: a bare
+        # `ORDER BY geom <-> pt LIMIT k` returns equidistant features (polygons around
+        # the point are all at 0) in index order, which partitioning changes.
+        "Q6": f"WITH knn AS (SELECT {g} <-> {pt} AS d FROM {t} ORDER BY {g} <-> {pt} LIMIT %(k)s) "
+        f"SELECT id, nome, categoria, ST_Distance({geog}, {pt}::geography) AS metros FROM {t} "
+        f"WHERE {g} && ST_Expand({pt}, (SELECT max(d) FROM knn)) "
+        f"AND {g} <-> {pt} <= (SELECT max(d) FROM knn) ORDER BY {g} <-> {pt}, id LIMIT %(k)s",
+        "Q7": f"SELECT id, nome, categoria FROM {t} "
+        f"WHERE {g} && ST_Expand({pt}, {lon_deg}, {lat_deg}) "
+        f"AND ST_DWithin({geog}, {pt}::geography, %(radius_m)s) ORDER BY id",
+        "Q8": f"SELECT * FROM {s.schema}.contagem_mensal(%(ano)s)",
+        # Points in the viewport inside polygons of another category: bounding the points
+        # (not only the polygons) keeps it a viewport query; the polygons found necessarily
+        # intersect the box.
+        "Q9": f"SELECT pt.id AS point_id, pg.id AS polygon_id FROM {t} pt "
+        f"JOIN {t} pg ON ST_Contains(pg.{g}, pt.{g}) "
+        f"WHERE pt.categoria = %(cat_point)s AND GeometryType(pt.{g}) = 'POINT' "
+        f"AND pt.{g} && {env} AND pg.categoria = %(cat_poly)s ORDER BY 1, 2",
+        "Q10": f"SELECT {s.schema}.tile_mvt(%(z)s, %(x)s, %(y)s)",
+    }
+
+
+# ------------------------------------------------------------------ parameters
+
+
+def _bbox(a: Anchor, rng: random.Random, lo: float, hi: float) -> Params:
+    half = rng.uniform(lo, hi)
+    aspect = rng.uniform(0.6, 1.0)  # screens are wider than tall
+    return {"min_lon": round(a.lon - half, 6), "min_lat": round(a.lat - half * aspect, 6),
+            "max_lon": round(a.lon + half, 6), "max_lat": round(a.lat + half * aspect, 6)}  # fmt: skip
+
+
+def _pick(rng: random.Random, anchors: Anchors) -> Anchor:
+    return anchors.features[rng.randrange(len(anchors.features))]
+
+
+def _viewport(rng: random.Random, an: Anchors) -> Params:
+    return _bbox(_pick(rng, an), rng, 0.003, 0.012)
+
+
+def _region(rng: random.Random, an: Anchors) -> Params:
+    return _bbox(_pick(rng, an), rng, 0.01, 0.03)
+
+
+_WORD = re.compile(r"[^\W\d_]{4,}")
+# Portuguese stop words of 4+ letters: plainto_tsquery drops them, so they match nothing.
+_STOP = {"para", "sobre", "como", "mais", "pelo", "pela", "pelos", "pelas", "entre", "quando",
+         "muito", "também", "esse", "essa", "isso", "este", "esta", "isto", "aquele", "aquela",
+         "eles", "elas", "seus", "suas", "será", "depois", "mesmo", "nossa", "nosso", "até"}  # fmt: skip
+
+
+def _search(rng: random.Random, an: Anchors) -> Params:
+    a = _pick(rng, an)
+    words = [w for w in _WORD.findall(a.text.lower()) if w not in _STOP] or ["biblioteca"]
+    return {"termo": rng.choice(words), **_bbox(a, rng, 0.005, 0.02)}
+
+
+def _window(rng: random.Random, an: Anchors) -> Params:
+    a = _pick(rng, an)
+    q0 = dt.date(a.day.year, 3 * ((a.day.month - 1) // 3) + 1, 1)
+    q1 = dt.date(q0.year + (q0.month == 10), (q0.month + 2) % 12 + 1, 1)
+    return {**_bbox(a, rng, 0.01, 0.04), "d0": q0, "d1": q1}
+
+
+def _nearest(rng: random.Random, an: Anchors) -> Params:
+    a = _pick(rng, an)
+    return {"lon": round(a.lon + rng.uniform(-0.002, 0.002), 6),
+            "lat": round(a.lat + rng.uniform(-0.002, 0.002), 6), "k": rng.choice([5, 10, 20])}  # fmt: skip
+
+
+def _radius(rng: random.Random, an: Anchors) -> Params:
+    a = _pick(rng, an)
+    return {"lon": a.lon, "lat": a.lat, "radius_m": rng.choice([100, 250, 500, 1000])}
+
+
+def _monthly(rng: random.Random, an: Anchors) -> Params:
+    return {"ano": _pick(rng, an).day.year}
+
+
+def _containment(rng: random.Random, an: Anchors) -> Params:
+    if not an.containment:  # no point inside any polygon: the query still runs (empty)
+        a = _pick(rng, an)
+        return {"cat_poly": a.categoria, "cat_point": a.categoria, **_bbox(a, rng, 0.001, 0.003)}
+    cat_poly, cat_point, lon, lat = an.containment[rng.randrange(len(an.containment))]
+    half = rng.uniform(0.001, 0.003)
+    return {"cat_poly": cat_poly, "cat_point": cat_point,
+            "min_lon": round(lon - half, 6), "min_lat": round(lat - half, 6),
+            "max_lon": round(lon + half, 6), "max_lat": round(lat + half, 6)}  # fmt: skip
+
+
+def _tile(rng: random.Random, an: Anchors) -> Params:
+    a = _pick(rng, an)
+    z = rng.choice([14, 15, 16])
+    n = 2**z
+    lat = math.radians(max(-85.05, min(85.05, a.lat)))
+    x = int((a.lon + 180.0) / 360.0 * n)
+    y = int((1.0 - math.asinh(math.tan(lat)) / math.pi) / 2.0 * n)
+    return {"z": z, "x": min(x, n - 1), "y": min(y, n - 1)}
+
+
+_GENERATORS = {"Q1": _viewport, "Q2": _viewport, "Q3": _region, "Q4": _search, "Q5": _window,
+               "Q6": _nearest, "Q7": _radius, "Q8": _monthly, "Q9": _containment, "Q10": _tile}  # fmt: skip
+TITLES = {
+    "Q1": "viewport count + area",
+    "Q2": "viewport fetch GeoJSON",
+    "Q3": "per-category area in region",
+    "Q4": "search RPC",
+    "Q5": "quarter window + bbox",
+    "Q6": "K nearest",
+    "Q7": "within radius (m)",
+    "Q8": "monthly counts RPC",
+    "Q9": "points in polygons",
+    "Q10": "vector tile RPC",
+}
+
+
+def queries(s: Settings) -> dict[str, Query]:
+    """The catalogue, in execution order."""
+    sql = base_sql(s)
+    return {q: Query(q, TITLES[q], sql[q], _GENERATORS[q], rpc=q in {"Q4", "Q8", "Q10"},
+                     ordered=q != "Q3") for q in sql}  # fmt: skip
+
+
+def sample_anchors(conn, s: Settings, seed: int = 42, n: int = ANCHORS) -> Anchors:
+    """Anchor features by a hash of their id: the same for the same content and seed."""
+    t, g, d = s.qualified_table, s.geometry_column, s.time_column
+    p = (
+        f"ST_PointOnSurface({g})"
+        if s.srid == 4326
+        else f"ST_Transform(ST_PointOnSurface({g}), 4326)"
+    )
+    rows = conn.execute(
+        f"SELECT id, categoria, GeometryType({g}), ST_X({p}), ST_Y({p}), {d}, "
+        f"coalesce(nome, '') || ' ' || coalesce(descricao, '') FROM {t} "
+        f"WHERE NOT ST_IsEmpty({g}) ORDER BY hashint8extended(id, %(seed)s), id LIMIT %(n)s",
+        {"seed": seed, "n": n},
+    ).fetchall()
+    features = tuple(
+        Anchor(int(i), c, gt, round(x, 6), round(y, 6), day, text)
+        for i, c, gt, x, y, day, text in rows
+    )
+    pairs = conn.execute(
+        f"SELECT pg.categoria, pt.categoria, ST_X({p.replace(g, 'pt.' + g)}), "
+        f"ST_Y({p.replace(g, 'pt.' + g)}) FROM (SELECT id, categoria, {g} FROM {t} "
+        f"WHERE GeometryType({g}) IN ('POLYGON', 'MULTIPOLYGON') "
+        f"ORDER BY hashint8extended(id, %(seed)s), id LIMIT %(n)s) pg "
+        f"CROSS JOIN LATERAL (SELECT id, categoria, {g} FROM {t} pt "
+        f"WHERE ST_Contains(pg.{g}, pt.{g}) AND GeometryType(pt.{g}) = 'POINT' "
+        f"ORDER BY id LIMIT 1) pt ORDER BY pg.id",
+        {"seed": seed, "n": n // 2},
+    ).fetchall()
+    containment = tuple((a, b, round(x, 6), round(y, 6)) for a, b, x, y in pairs)
+    return Anchors(features, containment)
+
+
+def parameters(
+    qid: str, anchors: Anchors, count: int, seed: int = 42, stream: str = "bench"
+) -> list[Params]:
+    """``count`` parameter sets for one query: its own RNG, so queries do not shift each other."""
+    rng = random.Random(zlib.crc32(f"{seed}:{stream}:{qid}".encode()))
+    if not anchors.features:
+        return []
+    return [_GENERATORS[qid](rng, anchors) for _ in range(count)]
+
+
+def params_digest(sequence: Mapping[str, Sequence[Params]]) -> str:
+    """A short hash of a whole parameter sequence (recorded so replays can be checked)."""
+    h = hashlib.sha256()
+    for qid in sorted(sequence):
+        for p in sequence[qid]:
+            h.update(repr(sorted((k, str(v)) for k, v in p.items())).encode())
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ variants
+
+
+def _as_variant(v: Variant | Mapping[str, str]) -> Variant:
+    return v if isinstance(v, Variant) else Variant(requires=v["requires"], sql=v["sql"])
+
+
+def registry() -> dict[str, dict[str, Variant]]:
+    """Every ``VARIANTS`` found in ``stage4.ddl`` modules: qid -> {variant name: Variant}.
+
+    A variant's name is its module's name (e.g. ``gis_columns``); modules are read in
+    name order, so the choice is stable.
+    """
+    import stage4.ddl as ddl
+
+    found: dict[str, dict[str, Variant]] = {}
+    for info in sorted(pkgutil.iter_modules(ddl.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"stage4.ddl.{info.name}")
+        table = getattr(module, "VARIANTS", None)
+        for qid, v in (table or {}).items():
+            found.setdefault(qid, {})[info.name] = _as_variant(v)
+    return found
+
+
+def choose(
+    conn, s: Settings, extra: Mapping[str, Mapping[str, Variant]] | None = None
+) -> dict[str, tuple[str, str]]:
+    """qid -> (variant name, SQL): the first registered variant whose ``requires`` holds.
+
+    ``extra`` variants (tests, experiments) are tried before the registered ones.
+    """
+    reg = registry()
+    chosen: dict[str, tuple[str, str]] = {}
+    for qid, q in queries(s).items():
+        chosen[qid] = ("base", q.sql)
+        candidates = {**(extra or {}).get(qid, {}), **reg.get(qid, {})}
+        for name, v in candidates.items():
+            if conn.execute(f"SELECT coalesce(({v.requires}), false)").fetchone()[0]:
+                chosen[qid] = (name, v.sql)
+                break
+    return chosen
+
+
+# ------------------------------------------------------------------ fingerprints
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else float(f"{v:.9g}")
+    if isinstance(v, decimal.Decimal):
+        return _norm(float(v)) if v != v.to_integral_value() else int(v)
+    if isinstance(v, bytes | bytearray | memoryview):
+        return "b:" + hashlib.sha256(bytes(v)).hexdigest()
+    if isinstance(v, dt.date | dt.datetime):
+        return v.isoformat()
+    if isinstance(v, list | tuple):
+        return [_norm(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in sorted(v.items())}
+    return v
+
+
+def normalise_rows(rows: Iterable[Sequence[Any]], ordered: bool = True) -> list[str]:
+    """Rows as canonical strings: floats to 9 significant digits, bytes hashed."""
+    out = [repr(_norm(list(r))) for r in rows]
+    return out if ordered else sorted(out)
+
+
+class Fingerprint:
+    """Accumulates a query's result sets (in replay order) into one hex digest."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.rows = 0
+
+    def add(self, rows: Iterable[Sequence[Any]], ordered: bool = True) -> None:
+        lines = normalise_rows(rows, ordered)
+        self.rows += len(lines)
+        self._h.update(f"#{len(lines)}\n".encode())
+        for line in lines:
+            self._h.update(line.encode() + b"\n")
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()[:32]
+
+
+def refresh_materialized_views(conn, s: Settings) -> list[str]:
+    """REFRESH every materialized view of the app schema (so results reflect the table)."""
+    names = [r[0] for r in conn.execute(
+        "SELECT format('%%I.%%I', schemaname, matviewname) FROM pg_matviews "
+        "WHERE schemaname = %s ORDER BY 1", (s.schema,)).fetchall()]  # fmt: skip
+    for name in names:
+        conn.execute(f"REFRESH MATERIALIZED VIEW {name}")
+    return names

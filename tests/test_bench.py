@@ -1,0 +1,120 @@
+"""bench.run on the seeded 2000-feature database: samples, fingerprints, variants, export.
+
+Timings at this scale say nothing (the GiST-drop slowdown is shown at 100k features
+in benchmarks/bench_engine.py); these tests check the mechanics.
+"""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+
+from stage4 import bench, stats, store, workload
+from stage4.config import settings
+from stage4.metrics import export
+from stage4.workload import Variant
+
+QIDS = [f"Q{i}" for i in range(1, 11)]
+FAST = {"iterations": 2, "concurrency": 2, "duration": 1}
+
+
+def test_run_measures_every_query_and_is_stored(seeded_url: str) -> None:
+    ticks: list[tuple[str, int, int]] = []
+    run = bench.run(seeded_url, label="t1", progress=lambda *a: ticks.append(a), **FAST)
+    assert run.label == "T1" and run.revision == "schema"
+    assert list(run.samples) == QIDS
+    assert all(len(v) == 2 for v in run.samples.values())
+    assert all(len(v) == 2 * bench.SETS for v in run.executions.values())
+    assert set(run.variants.values()) == {"base"}
+    assert run.qps > 0 and 0 < run.cache_hit <= 1
+    env = run.environment
+    assert env["row_count"] == 2000 and env["revision"] == "schema"
+    assert env["postgresql"].startswith("PostgreSQL") and env["postgis"]
+    assert {"shared_buffers", "work_mem"} <= set(env["settings"])
+    assert "git_sha" in env and env["throughput_tool"].startswith("pgbench")
+    assert {t[0] for t in ticks} == {"fingerprints", "latency", "throughput"}
+    with psycopg.connect(seeded_url) as conn:
+        back = store.load_run(conn, run.run_id)
+    assert back.samples == run.samples and back.fingerprints == run.fingerprints
+    assert run.overall["p50"] <= run.overall["p95"] <= run.overall["p99"]
+
+
+def test_fingerprints_are_stable_across_runs(seeded_url: str) -> None:
+    a = bench.run(seeded_url, label="a", **FAST)
+    b = bench.run(seeded_url, label="b", iterations=3, concurrency=1, duration=1)
+    assert a.fingerprints == b.fingerprints
+    assert len(set(a.fingerprints.values())) == 10
+
+
+def test_a_wrong_variant_is_caught_by_the_fingerprint(seeded_url: str) -> None:
+    s = settings()
+    base = bench.run(seeded_url, label="base", **FAST)
+    wrong = Variant(
+        requires="true", sql=workload.base_sql(s)["Q2"].replace("ORDER BY id", "ORDER BY id DESC")
+    )
+    # same rows in another order where the app does not care (GROUP BY): not a difference
+    same = Variant(
+        requires="true", sql=workload.base_sql(s)["Q3"].replace(" ORDER BY categoria", "")
+    )
+    run = bench.run(
+        seeded_url,
+        label="cand",
+        extra_variants={"Q2": {"wrong": wrong}, "Q3": {"same": same}},
+        **FAST,
+    )
+    assert run.variants["Q2"] == "wrong" and run.variants["Q3"] == "same"
+    ok = {q: run.fingerprints[q] == fp for q, fp in base.fingerprints.items()}
+    assert [q for q, v in ok.items() if not v] == ["Q2"]
+    decision = stats.gate_verdict(stats.compare_runs(base.samples, run.samples), ok)
+    assert not decision.go
+    assert "Q2 result changed: fingerprint differs from baseline" in decision.reasons
+
+
+def test_dropping_the_gist_index_keeps_results_and_is_compared(seeded_url: str) -> None:
+    s = settings()
+    base = bench.run(seeded_url, label="base", **FAST)
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(f"DROP INDEX {s.schema}.{s.table}_{s.geometry_column}_gist")
+    run = bench.run(seeded_url, label="nogist", **FAST)
+    assert run.fingerprints == base.fingerprints
+    comps = stats.compare_runs(base.samples, run.samples)
+    assert list(comps) == QIDS
+    assert all(c.verdict in (stats.SLOWER, stats.FASTER, stats.NO_CHANGE) for c in comps.values())
+
+
+def test_materialized_views_are_refreshed_before_fingerprinting(seeded_url: str) -> None:
+    s = settings()
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(f"CREATE MATERIALIZED VIEW {s.schema}.mv_counts AS "
+                     f"SELECT categoria, count(*) FROM {s.qualified_table} GROUP BY 1 WITH NO DATA")  # fmt: skip
+    run = bench.run(seeded_url, label="mv", save=False, **FAST)
+    assert run.environment["matviews_refreshed"] == [f"{s.schema}.mv_counts"]
+    assert run.run_id is None
+
+
+def test_metrics_json_fields(seeded_url: str, tmp_path) -> None:
+    run = bench.run(seeded_url, label="opt1", **FAST)
+    path = export(run, tmp_path)
+    assert path.name == "METRICS_OPT1.json"
+    data = json.loads(path.read_text())
+    assert set(data) == {"label", "run_id", "revision", "started_at", "seconds", "options",
+                         "overall", "queries", "environment"}  # fmt: skip
+    assert set(data["options"]) == {
+        "iterations",
+        "sets",
+        "concurrency",
+        "duration",
+        "seed",
+        "control_ms",
+    }
+    assert {"mean", "p50", "p95", "p99", "qps", "cache_hit_pct"} <= set(data["overall"])
+    assert list(data["queries"]) == QIDS
+    q1 = data["queries"]["Q1"]
+    assert {"title", "variant", "fingerprint", "mean", "p50", "p95", "p99", "round_median",
+            "samples", "executions"} <= set(q1)  # fmt: skip
+    assert q1["title"] == "viewport count + area" and len(q1["executions"]) == 2 * bench.SETS
+
+
+def test_python_threads_fallback_measures_throughput(seeded_url: str) -> None:
+    assert bench._threads(seeded_url, ["SELECT 1"], 2, 0.3, 1) > 0

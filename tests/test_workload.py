@@ -1,0 +1,108 @@
+"""The Q1–Q10 catalogue: parameters drawn from the data, rows on the seeded DB, fingerprints."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from stage4 import workload
+from stage4.config import settings
+from stage4.workload import Variant
+
+QIDS = [f"Q{i}" for i in range(1, 11)]
+
+
+@pytest.fixture
+def conn(seeded_url: str):
+    with psycopg.connect(seeded_url, autocommit=True) as c:
+        yield c
+
+
+class TestCatalogue:
+    def test_ten_queries_in_order_with_rpc_for_q4_q8_q10(self) -> None:
+        qs = workload.queries(settings())
+        assert list(qs) == QIDS
+        assert {q for q, v in qs.items() if v.rpc} == {"Q4", "Q8", "Q10"}
+        assert "buscar_geometrias(" in qs["Q4"].sql
+        assert "contagem_mensal(" in qs["Q8"].sql
+        assert "tile_mvt(" in qs["Q10"].sql
+        assert "<->" in qs["Q6"].sql and "ST_DWithin" in qs["Q7"].sql
+
+    def test_every_query_returns_rows_on_the_seeded_database(self, conn) -> None:
+        s = settings()
+        anchors = workload.sample_anchors(conn, s)
+        assert len(anchors.features) == workload.ANCHORS and anchors.containment
+        for qid, q in workload.queries(s).items():
+            for stream in ("bench", "fp"):
+                for p in workload.parameters(qid, anchors, 4, stream=stream):
+                    rows = conn.execute(q.sql, p).fetchall()
+                    assert rows, f"{qid} {p} returned no rows"
+                    if qid == "Q1":
+                        assert rows[0][0] > 0, f"Q1 {p} counted nothing"
+                    if qid == "Q10":
+                        assert rows[0][0], f"Q10 {p} returned an empty tile"
+
+    def test_parameters_replay_the_same_sequence(self, conn) -> None:
+        s = settings()
+        a1, a2 = workload.sample_anchors(conn, s), workload.sample_anchors(conn, s)
+        assert a1 == a2
+        seq = {q: workload.parameters(q, a1, 5) for q in QIDS}
+        assert seq == {q: workload.parameters(q, a2, 5) for q in QIDS}
+        assert workload.params_digest(seq) == workload.params_digest(
+            {q: workload.parameters(q, a2, 5) for q in QIDS}
+        )
+        assert workload.parameters("Q1", a1, 5, seed=7) != seq["Q1"]
+
+    def test_anchors_do_not_depend_on_physical_order(self, conn) -> None:
+        s = settings()
+        before = workload.sample_anchors(conn, s)
+        conn.execute(f"CLUSTER {s.qualified_table} USING {s.table}_categoria_idx")
+        assert workload.sample_anchors(conn, s) == before
+
+
+class TestFingerprint:
+    def test_floats_are_compared_to_nine_significant_digits(self) -> None:
+        assert workload.normalise_rows([(1, 0.1 + 0.2)]) == workload.normalise_rows([(1, 0.3)])
+        assert workload.normalise_rows([(1, 0.3001)]) != workload.normalise_rows([(1, 0.3)])
+
+    def test_order_counts_unless_the_query_is_unordered(self) -> None:
+        a, b = workload.Fingerprint(), workload.Fingerprint()
+        a.add([(1,), (2,)])
+        b.add([(2,), (1,)])
+        assert a.hexdigest() != b.hexdigest()
+        c, d = workload.Fingerprint(), workload.Fingerprint()
+        c.add([(1,), (2,)], ordered=False)
+        d.add([(2,), (1,)], ordered=False)
+        assert c.hexdigest() == d.hexdigest()
+
+    def test_bytes_and_dates_are_hashed_stably(self) -> None:
+        import datetime as dt
+
+        rows = [(b"\x00\x01", dt.date(2024, 1, 1), None, "x")]
+        assert workload.normalise_rows(rows) == workload.normalise_rows(list(rows))
+
+
+class TestVariants:
+    def test_variant_used_when_requires_is_true(self, conn) -> None:
+        s = settings()
+        alt = Variant(
+            requires="true", sql=workload.base_sql(s)["Q3"].replace(" ORDER BY categoria", "")
+        )
+        off = Variant(requires="to_regclass('public.no_such_view') IS NOT NULL", sql="SELECT 1")
+        chosen = workload.choose(conn, s, {"Q3": {"alt": alt}, "Q1": {"off": off}})
+        assert chosen["Q3"] == ("alt", alt.sql)
+        assert chosen["Q1"][0] == "base"
+
+    def test_dict_variants_from_ddl_modules_are_accepted(self) -> None:
+        v = workload._as_variant({"requires": "true", "sql": "SELECT 1"})
+        assert v == Variant(requires="true", sql="SELECT 1")
+        for qid, found in workload.registry().items():
+            assert qid in QIDS
+            assert all(isinstance(x, Variant) for x in found.values())
+
+    def test_refresh_materialized_views_of_the_app_schema(self, conn) -> None:
+        s = settings()
+        conn.execute(f"CREATE MATERIALIZED VIEW {s.schema}.mv_t AS "
+                     f"SELECT count(*) AS n FROM {s.qualified_table} WITH NO DATA")  # fmt: skip
+        assert workload.refresh_materialized_views(conn, s) == [f"{s.schema}.mv_t"]
+        assert conn.execute(f"SELECT n FROM {s.schema}.mv_t").fetchone()[0] == 2000
