@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -57,16 +56,19 @@ def downgrade() -> None:
 
 
 @pytest.fixture
-def scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A copy of alembic/ holding `schema` plus the test-only revisions."""
-    src = migrations._script_location()
-    dst = tmp_path / "alembic"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "opt*"))
-    (dst / "versions" / "slow.py").write_text(SLOW)
-    (dst / "versions" / "wrong.py").write_text(WRONG)
-    monkeypatch.setattr(migrations, "_script_location", lambda: dst)
-    migrations.chain.cache_clear()
-    yield dst
+def scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Returns install(name): a copy of alembic/ holding `schema` plus one test-only revision."""
+
+    def install(name: str) -> Path:
+        dst = tmp_path / f"alembic-{name}"
+        shutil.copytree(migrations._script_location(), dst,
+                        ignore=shutil.ignore_patterns("__pycache__", "opt*"))  # fmt: skip
+        (dst / "versions" / f"{name}.py").write_text({"slow": SLOW, "wrong": WRONG}[name])
+        monkeypatch.setattr(migrations, "_script_location", lambda: dst)
+        migrations.chain.cache_clear()
+        return dst
+
+    yield install
     migrations.chain.cache_clear()
 
 
@@ -79,7 +81,9 @@ def _no_go(url: str, target: str, tmp_path: Path) -> tuple[GateError, dict, dict
     with psycopg.connect(url) as conn:
         before = snapshot.take(conn)
     with pytest.raises(GateError) as e:
-        gate.upgrade(url, target, _opts(tmp_path))
+        # min_delta_ms=0: at 2,000 rows a lost index costs about a millisecond, which the
+        # default practical floor (2 ms) would rightly call harmless.
+        gate.upgrade(url, target, _opts(tmp_path, min_delta_ms=0.0))
     with psycopg.connect(url) as conn:
         after = snapshot.take(conn)
     assert snapshot.diff(before, after) == []
@@ -89,6 +93,7 @@ def _no_go(url: str, target: str, tmp_path: Path) -> tuple[GateError, dict, dict
 
 class TestNoGo:
     def test_a_slower_step_is_rolled_back_exactly(self, seeded_url, scripts, tmp_path) -> None:
+        scripts("slow")
         err, _, _ = _no_go(seeded_url, "slow", tmp_path)
         message = str(err)
         assert message.startswith("NO-GO at slow: ")
@@ -103,12 +108,14 @@ class TestNoGo:
         assert rollout["steps"][0]["restored_exactly"] is True
 
     def test_a_result_changing_step_is_no_go(self, seeded_url, scripts, tmp_path) -> None:
+        scripts("wrong")
         err, _, _ = _no_go(seeded_url, "wrong", tmp_path)
         assert "Q4 result changed: fingerprint differs from baseline" in str(err)
 
     def test_no_gate_keeps_the_step_and_records_the_override(
         self, seeded_url, scripts, tmp_path
     ) -> None:
+        scripts("wrong")
         rollout = gate.upgrade(seeded_url, "wrong", _opts(tmp_path, gate=False))
         assert migrations.current(seeded_url) == "wrong"
         assert rollout.steps[0].verdict == "GO (gate disabled with --no-gate)"

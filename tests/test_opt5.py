@@ -16,6 +16,7 @@ from stage4.ddl import aggregates as agg
 from stage4.ddl import cron, functions
 from stage4.errors import MigrationError, Stage4Error
 from stage4.refresh import refresh_all
+from stage4.workload import base_sql
 
 S = settings()
 YEARS = [2016, 2020, 2024, 2028, 2030, 2040]
@@ -31,10 +32,7 @@ def _tile(lon: float, lat: float, z: int) -> tuple[int, int, int]:
 
 TILES = [(0, 0, 0), _tile(*SE, 10), _tile(*SE, 12), _tile(*SE, 14), _tile(*SE, 16),
          _tile(-46.40, -23.95, 13), (12, 0, 0)]  # fmt: skip
-Q9_BASE = """SELECT pt.id AS point_id, pg.id AS polygon_id FROM geometrias pt JOIN geometrias pg
-ON ST_Contains(pg.geom, pt.geom) WHERE pt.categoria = %(cat_point)s AND pg.categoria = %(cat_poly)s
-AND pg.geom && ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326)
-AND GeometryType(pt.geom) = 'POINT' ORDER BY 1, 2"""
+Q9_BASE = base_sql(S)["Q9"]  # the workload's own text: the variant must match it
 MANUAL = "the materialized views are not refreshed automatically: run `stage4 refresh`"
 
 

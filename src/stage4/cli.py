@@ -205,6 +205,9 @@ def upgrade(
     confidence: Annotated[
         float, typer.Option(min=0.5, max=0.999, help="Confidence of the bootstrap interval.")
     ] = 0.95,
+    min_delta_ms: Annotated[
+        float, typer.Option(min=0.0, help="…and by more than this many ms (median).")
+    ] = 2.0,
     iterations: Annotated[int | None, typer.Option(min=1, help="Latency iterations.")] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Throughput clients.")] = None,
     duration: Annotated[float | None, typer.Option(min=0.5, help="Throughput seconds.")] = None,
@@ -223,7 +226,8 @@ def upgrade(
     if lock_timeout is not None:
         lock_timeout = migrations.check_timeout(lock_timeout)
     opts = gate.GateOptions(
-        threshold=threshold, confidence=confidence, iterations=iterations,
+        threshold=threshold, confidence=confidence, min_delta_ms=min_delta_ms,
+        iterations=iterations,
         concurrency=concurrency, duration=duration, gate=gate_, backup=backup,
         backup_dir=backup_dir, reports_dir=reports_dir, expect_features=expect_features,
         lock_timeout=lock_timeout,

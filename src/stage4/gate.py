@@ -31,6 +31,7 @@ class GateOptions:
 
     threshold: float = 0.10
     confidence: float = 0.95
+    min_delta_ms: float = 2.0
     iterations: int | None = None
     concurrency: int | None = None
     duration: float | None = None
@@ -150,7 +151,8 @@ def upgrade(
         run = bench.run(url, label=rev.upper(), progress=progress, **bench_kw)
         rec.run_id = run.run_id
         report.write_metrics(folder, rev.upper(), run)
-        kw = {"threshold": opts.threshold, "confidence": opts.confidence}
+        kw = {"threshold": opts.threshold, "confidence": opts.confidence,
+              "min_delta_ms": opts.min_delta_ms}  # fmt: skip
         vs_base = stats.compare_runs(base.samples, run.samples, **kw)
         vs_prev = stats.compare_runs(previous.samples, run.samples, **kw)
         same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}

@@ -17,6 +17,12 @@ percentile bootstrap confidence interval (95% by default) around that ratio.
 
 The gate says NO-GO when any query is *slower* or returns different results.
 
+The gate also passes ``min_delta_ms`` (default 2 ms, ``stage4 upgrade --min-delta-ms``):
+a change must also move the median by more than that many milliseconds to count.
+A 0.6 ms KNN lookup that becomes 1.8 ms on a partitioned table is three times
+slower, and no user of a web map behind PostgREST can see it; a 5 ms query that
+becomes 12 ms is flagged. The pure statistical rule is ``min_delta_ms=0``.
+
 Why this rule
 -------------
 The benchmarks run on a 2-core shared machine: autovacuum, the page cache and
@@ -110,6 +116,7 @@ def compare_query(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
+    min_delta_ms: float = 0.0,
 ) -> QueryComparison:
     """Apply the module's decision rule to one query's baseline and candidate latencies."""
     _check_options(threshold, confidence, resamples)
@@ -123,9 +130,12 @@ def compare_query(
 
     base_median = float(np.median(base))
     cand_median = float(np.median(cand))
-    if ci_low > 1.0 + threshold:
+    if min_delta_ms < 0:
+        raise ConfigError(f"min_delta_ms must be >= 0, got {min_delta_ms}")
+    moved = abs(cand_median - base_median) > min_delta_ms
+    if ci_low > 1.0 + threshold and moved:
         verdict = SLOWER
-    elif ci_high < 1.0 / (1.0 + threshold):
+    elif ci_high < 1.0 / (1.0 + threshold) and moved:
         verdict = FASTER
     else:
         verdict = NO_CHANGE
@@ -149,6 +159,7 @@ def compare_runs(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
+    min_delta_ms: float = 0.0,
 ) -> dict[str, QueryComparison]:
     """Compare every baseline query with the candidate run, in the baseline's order.
 
@@ -174,6 +185,7 @@ def compare_runs(
                 confidence=confidence,
                 resamples=resamples,
                 seed=_query_seed(seed, qid),
+                min_delta_ms=min_delta_ms,
             )
         except ConfigError as e:
             raise ConfigError(f"{qid}: {e}") from e

@@ -87,12 +87,12 @@ def containment(s: Settings) -> MatView:
     return MatView(s.schema, f"{s.table}_contencao_mv", f"""
 SELECT pt.id AS point_id, pt.{t} AS point_data, pt.categoria AS point_categoria,
        pg.id AS polygon_id, pg.{t} AS polygon_data, pg.categoria AS polygon_categoria,
-       pg.{gc} AS polygon_geom
+       pg.{gc} AS polygon_geom, pt.{gc} AS point_geom
 FROM {s.qualified_table} pt
 JOIN {s.qualified_table} pg ON ST_Contains(pg.{gc}, pt.{gc})
 WHERE GeometryType(pt.{gc}) = 'POINT'""",
         ("point_id", "point_data", "polygon_id", "polygon_data"),
-        ("(point_categoria, polygon_categoria)", "USING gist (polygon_geom)"),
+        ("(point_categoria, polygon_categoria)", "USING gist (point_geom)"),
     )  # fmt: skip
 
 
@@ -188,7 +188,7 @@ def _variants(s: Settings) -> dict[str, dict[str, str]]:
             "sql": f"""SELECT c.point_id, c.polygon_id
 FROM {view.qualified} c
 WHERE c.point_categoria = %(cat_point)s AND c.polygon_categoria = %(cat_poly)s
-  AND c.polygon_geom && ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326)
+  AND c.point_geom && ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326)
 ORDER BY 1, 2""",
         }
     }
