@@ -282,3 +282,13 @@ def content_hash(conn: psycopg.Connection, s: Settings) -> str:
         "::numeric), 0)) FROM {table}"
     ).format(row=row, table=sql.Identifier(s.schema, s.table))
     return conn.execute(query).fetchone()[0]
+
+
+def existing_rows(url: str, s: Settings) -> int:
+    """Rows already in the table (0 when it is absent): lets `seed --if-empty` be re-run."""
+    from stage4.db import connect
+
+    with connect(url) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (s.qualified_table,)).fetchone()[0] is None:
+            return 0
+        return conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
