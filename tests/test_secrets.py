@@ -137,3 +137,22 @@ def test_backup_file_and_its_failure(secret_url: str, tmp_path: Path) -> None:
     assert "pg_dump failed" in str(e.value)
     _clean(str(e.value))
     assert _files_clean(tmp_path) == 1  # the failed dump left no file
+
+
+def test_a_full_gated_run_never_stores_the_password(secret_url: str, tmp_path: Path) -> None:
+    """Every output of a gated rollout (stdout, stderr, report folder, backups, the
+    benchmarking tables, the server's application names) is grepped for the password."""
+    result = _cli(["--database-url", secret_url, "upgrade", "--to", "opt2",
+                   "--iterations", "3", "--concurrency", "2", "--duration", "1",
+                   "--threshold", "5", "--backup-dir", str(tmp_path / "backups"),
+                   "--reports-dir", str(tmp_path / "reports")])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "REPORT.md" in result.stdout
+    assert _files_clean(tmp_path / "reports") >= 5  # report, rollout, 3 METRICS, charts
+    assert _files_clean(tmp_path / "backups") == 1
+    with psycopg.connect(secret_url.replace(f"{ROLE}:{PASSWORD}", "postgres")) as conn:
+        tables = conn.execute(
+            "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM benchmarking.runs) t"
+        ).fetchone()[0]
+        _clean(tables)
+        assert "stage4_secret@" in tables  # the runs do record who ran them, without the secret

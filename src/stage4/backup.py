@@ -10,24 +10,14 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 from stage4.cluster import bindir
-from stage4.config import Settings, check_url, redact
+from stage4.config import Settings, redact, split_password
 from stage4.errors import Stage4Error
 
 
 class BackupError(Stage4Error):
     """The backup could not be written; nothing was migrated."""
-
-
-def _split_password(url: str) -> tuple[str, str | None]:
-    parts = urlsplit(check_url(url))
-    if parts.password is None:
-        return url, None
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + "@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=user + netloc[1])), unquote(parts.password)
 
 
 def check_writable(folder: Path) -> Path:
@@ -49,7 +39,7 @@ def dump(url: str, s: Settings, folder: Path, label: str) -> Path:
     """Dump the app schema (table, partitions, functions, views) to a timestamped file."""
     check_writable(folder)
     target = folder / f"stage4-{label}-{time.strftime('%Y%m%d-%H%M%S')}.dump"
-    clean_url, password = _split_password(url)
+    clean_url, password = split_password(url)
     env = dict(os.environ)
     if password is not None:
         env["PGPASSWORD"] = password

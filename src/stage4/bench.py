@@ -49,10 +49,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from stage4 import store, workload
-from stage4.config import check_url, settings
+from stage4.config import settings, split_password
 from stage4.db import connect, where
 from stage4.errors import Stage4Error
 from stage4.metrics import BenchRun, export, round_samples
@@ -192,13 +191,10 @@ def _throughput(url, scripts, concurrency, duration, seed, tick) -> tuple[float,
 
 def _pgbench(binary, url, scripts, concurrency, duration, seed) -> float:
     """Run pgbench with one file per script; the password travels in PGPASSWORD only."""
-    parts = urlsplit(check_url(url))
-    netloc = parts.netloc.rsplit("@", 1)
+    clean_url, password = split_password(url)
     env = dict(os.environ)
-    if len(netloc) == 2 and ":" in netloc[0]:
-        user, password = netloc[0].split(":", 1)
+    if password is not None:
         env["PGPASSWORD"] = password
-        parts = parts._replace(netloc=f"{user}@{netloc[1]}")
     seconds = max(1, math.ceil(duration))  # pgbench -T takes whole seconds
     with tempfile.TemporaryDirectory(prefix="stage4-pgbench-") as tmp:
         args = [binary, "-n", "-c", str(concurrency), "-j", str(min(concurrency, os.cpu_count() or 1)),
@@ -207,7 +203,7 @@ def _pgbench(binary, url, scripts, concurrency, duration, seed) -> float:
             path = Path(tmp) / f"s{i:03d}.sql"
             path.write_text(sql.replace("\n", " ") + ";\n")
             args += ["-f", str(path)]
-        args.append(urlunsplit(parts))
+        args.append(clean_url)
         done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=seconds + 120)
     match = re.search(r"^tps = ([0-9.]+)", done.stdout, re.MULTILINE)
     if done.returncode != 0 or match is None:

@@ -320,13 +320,68 @@ def _relative(text: str) -> int:
 
 
 @app.command()
-def status() -> None:
-    """Current revision, pending revisions and the table's row count (read-only)."""
-    from stage4 import migrations
+def status(
+    reports_dir: Annotated[Path, typer.Option(help="Where rollout reports are.")] = Path("reports"),
+) -> None:
+    """Revision, pending steps, rows, baseline, last run per step and verdicts, cron jobs.
 
-    url = _url()
-    _summary(url)
-    out.print(f"pending: {', '.join(migrations.steps(url, 'head')) or 'none'}")
+    Read-only. Example: stage4 status
+    """
+    from stage4 import status as state
+    from stage4.config import settings
+
+    info = state.collect(_url(), settings(), reports_dir)
+    s = settings()
+    out.print(f"database: {info['database']}")
+    out.print(f"revision: {info['revision'] or '(none)'}")
+    rows = info["rows"]
+    out.print(f"{s.qualified_table}: {'absent' if rows is None else f'{rows} rows'}")
+    out.print(f"pending: {', '.join(info['pending']) or 'none'}")
+    base = info["baseline"]
+    out.print(
+        f"baseline: run {base['run_id']} at {base['revision']}, {base['started_at']:%Y-%m-%d %H:%M}, "
+        f"mean {base['mean_ms']:.2f} ms"
+        if base else "baseline: none yet (the first `stage4 upgrade` or `stage4 baseline` takes it)"
+    )  # fmt: skip
+    for r in info["latest_runs"]:
+        out.print(f"  last {r['label']}: run {r['run_id']} at {r['revision']}, "
+                  f"mean {r['mean_ms']:.2f} ms, {r['qps'] or 0:.0f} QPS", markup=False)  # fmt: skip
+    roll = info["last_rollout"]
+    if roll:
+        out.print(f"last rollout ({roll['path']}): {roll['outcome']}", markup=False)
+        for step in roll["steps"]:
+            out.print(f"  {step['revision']}: {step['verdict']}", markup=False)
+    jobs = info["cron_jobs"]
+    if jobs is None:
+        out.print("pg_cron: not installed in this database (refresh: `stage4 refresh`)")
+    else:
+        out.print(f"pg_cron jobs: {', '.join(f'{j} ({sch})' for j, sch, _ in jobs) or 'none'}")
+
+
+@app.command()
+def report(
+    folder: Annotated[
+        Path | None, typer.Argument(help="A run folder (default: the newest).")
+    ] = None,
+    reports_dir: Annotated[Path, typer.Option(help="Where rollout reports are.")] = Path("reports"),
+) -> None:
+    """Regenerate REPORT.md and its charts from a run folder (no database needed).
+
+    Example: stage4 report reports/20261125-212541
+    """
+    from stage4 import report as reporting
+    from stage4.errors import ConfigError
+
+    if folder is None:
+        found = sorted(reports_dir.glob("*/rollout.json"))
+        if not found:
+            raise ConfigError(
+                f"no rollout reports under {reports_dir}/: run `stage4 upgrade` first"
+            )
+        folder = found[-1].parent
+    if not (folder / "rollout.json").is_file():
+        raise ConfigError(f"{folder} is not a run folder (no rollout.json)")
+    out.print(str(reporting.write(folder)))
 
 
 @app.command()

@@ -224,11 +224,23 @@ class Cluster:
                     ).fetchone()
                     if not exists:
                         conn.execute(f'CREATE DATABASE "{self.database}"')
+                        self._create_cron_extension()
                 return
             except psycopg.OperationalError as e:
                 if time.monotonic() > deadline:
                     raise ClusterError(f"the embedded cluster does not answer: {e}") from e
                 time.sleep(0.2)
+
+    def _create_cron_extension(self) -> None:
+        """pg_cron lives in the one database it is preloaded for: ours, on a new cluster."""
+        import psycopg
+
+        if (self.cron_database or self.database) != self.database:
+            return
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+            if "pg_cron" in preload:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
 
     def status(self) -> dict[str, object]:
         return {

@@ -117,6 +117,19 @@ def sqlalchemy_url(url: str) -> str:
     return "postgresql+psycopg://" + check_url(url).split("://", 1)[1]
 
 
+def split_password(url: str) -> tuple[str, str | None]:
+    """(URL without its password, the decoded password): hand the password to a child
+    process through PGPASSWORD, never on its command line."""
+    from urllib.parse import unquote
+
+    parts = urlsplit(check_url(url))
+    if parts.password is None:
+        return check_url(url), None
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=user + host)), unquote(parts.password)
+
+
 def redact(text: str) -> str:
     """Replace any password in URLs (``user:secret@`` or ``password=``) with ``***``."""
     text = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)

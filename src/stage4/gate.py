@@ -121,6 +121,11 @@ def upgrade(
         rec.verdict = "GO (reference schema, not gated)"
         rollout.steps.append(rec)
         todo = todo[1:]
+        if not todo:  # nothing to gate: the baseline is taken before the first optimisation
+            rollout.outcome = "GO: at schema"
+            rollout.save()
+            report.write(folder)
+            return rollout
 
     from stage4 import bench, store  # after pre-flight and backup: bad input is refused first
 

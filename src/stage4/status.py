@@ -1,0 +1,54 @@
+"""Read-only answers for `stage4 status`: where the database stands and what was decided.
+
+Kept apart from every action (sqlite-utils' ``pending()``/``applied()`` habit).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stage4 import migrations
+from stage4.config import Settings
+from stage4.db import connect, where
+
+
+def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[str, Any]:
+    """Revision, pending steps, rows, baseline, latest runs, cron jobs, last verdicts."""
+    info: dict[str, Any] = {"database": where(url), "revision": migrations.current(url)}
+    info["pending"] = migrations.steps(url, "head")
+    with connect(url) as conn:
+        one = lambda sql, *a: conn.execute(sql, a or None).fetchone()[0]  # noqa: E731
+        present = one("SELECT to_regclass(%s)", s.qualified_table)
+        info["rows"] = one(f"SELECT count(*) FROM {s.qualified_table}") if present else None
+        runs: list[dict[str, Any]] = []
+        if one("SELECT to_regclass(%s)", f"{s.bench_schema}.run_summary"):
+            from stage4 import store
+
+            runs = store.latest_runs(conn, 20, s)
+        info["baseline"] = next((r for r in runs if r["is_baseline"]), None)
+        latest: dict[str, dict[str, Any]] = {}
+        for r in runs:
+            latest.setdefault(r["label"], r)
+        info["latest_runs"] = list(latest.values())
+        info["cron_jobs"] = (
+            conn.execute(
+                "SELECT jobname, schedule, active FROM cron.job "
+                "WHERE jobname LIKE 'stage4%%' ORDER BY jobname"
+            ).fetchall()
+            if one("SELECT to_regclass('cron.job')")
+            else None
+        )
+    info["last_rollout"] = last_rollout(reports_dir)
+    return info
+
+
+def last_rollout(reports_dir: Path) -> dict[str, Any] | None:
+    """The newest rollout.json under ``reports_dir`` (its verdict per step), if any."""
+    found = sorted(Path(reports_dir).glob("*/rollout.json"))
+    if not found:
+        return None
+    data = json.loads(found[-1].read_text())
+    data["path"] = str(found[-1].parent)
+    return data
