@@ -124,10 +124,11 @@ class TestNoGo:
 
 class TestGo:
     def test_upgrade_to_head_passes_every_gate_and_reports(self, seeded_url, tmp_path) -> None:
-        # The threshold is wide on purpose: at 2,000 rows on a shared 2-core machine the
-        # mechanics are under test here; the statistics are tested in test_stats.py and the
-        # real margins measured in benchmarks/.
-        rollout = gate.upgrade(seeded_url, "head", _opts(tmp_path, threshold=1.0))
+        # Wide margins on purpose: at 2,000 rows every query takes a few ms and a shared
+        # 2-core machine moves that by more than 2 ms now and then. The mechanics (promises,
+        # fingerprints, rows kept, reports) are under test here; the statistics are tested in
+        # test_stats.py, a real regression in TestNoGo, the real margins in benchmarks/.
+        rollout = gate.upgrade(seeded_url, "head", _opts(tmp_path, threshold=1.0, min_delta_ms=25))
         assert migrations.current(seeded_url) == migrations.chain()[-1]
         assert [s.revision for s in rollout.steps] == migrations.chain()[1:]
         assert all(s.verdict == "GO" for s in rollout.steps), [s.reasons for s in rollout.steps]

@@ -7,7 +7,6 @@ with a non-zero exit code; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -52,8 +51,8 @@ app = typer.Typer(
 db_app = typer.Typer(help="The embedded PostgreSQL cluster under .stage4/.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 _state: dict[str, object] = {"url": None, "debug": False}
 
 UrlOpt = Annotated[
@@ -303,11 +302,14 @@ def downgrade(
         revs = migrations.chain()
         index = revs.index(now) - n
         to = revs[index] if index >= 0 else "base"
-    for rev in migrations.down_steps(url, to):
-        t0 = time.perf_counter()
-        err.print(f"rolling back {rev} …")
-        migrations.downgrade(url, migrations.previous(rev), **locking)
-        out.print(f"{rev}: rolled back in {time.perf_counter() - t0:.2f} s")
+    from stage4 import gate
+
+    steps = gate.downgrade(url, to, lock_timeout=locking.get("lock_timeout"),
+                           phase=lambda step, text: err.print(f"{step}: {text} …"))  # fmt: skip
+    for step in steps:
+        checks = f"; verified: {', '.join(step.verified)}" if step.verified else ""
+        out.print(f"{step.revision}: rolled back in {step.seconds:.2f} s, every row kept{checks}",
+                  markup=False)  # fmt: skip
     _summary(url)
 
 

@@ -147,11 +147,15 @@ def upgrade(
     for rev in todo:
         with connect(url) as conn:
             before = snapshot.take(conn, s.bench_schema)
+            rows_before = rows_hash(conn, s)
         say(rev, "upgrading")
         rec = _timed_upgrade(url, rev, progress, opts.lock_timeout)
         rollout.steps.append(rec)
         say(rev, "verifying")
         rec.verified, broken = verify.revision(url, s, rev)
+        with connect(url) as conn:
+            if rows_hash(conn, s) != rows_before:
+                broken.append("every row kept as it was (content hash of the reference columns)")
         say(rev, "benchmarking")
         run = bench.run(url, label=rev.upper(), progress=progress, **bench_kw)
         rec.run_id = run.run_id
@@ -219,3 +223,51 @@ def _no_go_message(rev: str, rec: StepRecord, folder: Path) -> str:
     reasons = "; ".join(rec.reasons) or "no reason recorded"
     return (f"NO-GO at {rev}: {reasons}. {rev} was rolled back in {rec.rollback_seconds:.1f} s; "
             f"{state}. Report: {folder / 'REPORT.md'}")  # fmt: skip
+
+
+def rows_hash(conn, s) -> str | None:
+    """Content hash of the table's reference columns (None when absent): equal before and
+    after a step means no row was lost, added or altered, whatever the layout."""
+    from stage4.seed import content_hash
+
+    if conn.execute("SELECT to_regclass(%s)", (s.qualified_table,)).fetchone()[0] is None:
+        return None
+    return content_hash(conn, s)
+
+
+@dataclass
+class RollbackStep:
+    revision: str
+    seconds: float
+    verified: list[str]
+
+
+def downgrade(
+    url: str, target: str, *, lock_timeout: str | None = None, phase: Phase | None = None
+) -> list[RollbackStep]:
+    """Roll back one revision at a time to ``target``, checking after each step that every
+    row is still there and that the revision we are back at keeps its promises."""
+    from stage4 import verify
+
+    s = settings()
+    say = phase or (lambda step, text: None)
+    done = []
+    for rev in migrations.down_steps(url, target):
+        back_to = migrations.previous(rev)
+        with connect(url) as conn:
+            rows_before = rows_hash(conn, s)
+        say(rev, f"rolling back to {back_to}")
+        t0 = time.perf_counter()
+        migrations.downgrade(url, back_to, **_lock_kw(lock_timeout))
+        seconds = time.perf_counter() - t0
+        kept, broken = verify.revision(url, s, back_to) if back_to != "base" else ([], [])
+        with connect(url) as conn:
+            if back_to != "base" and rows_hash(conn, s) != rows_before:
+                broken.append("every row kept (content hash of the reference columns)")
+        if broken:
+            raise MigrationError(
+                f"rollback of {rev} committed but the check failed: {'; '.join(broken)}; "
+                f"restore from the backup taken before the upgrade if rows are missing"
+            )
+        done.append(RollbackStep(rev, seconds, kept))
+    return done
