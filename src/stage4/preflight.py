@@ -90,21 +90,9 @@ def run(conn, s: Settings, *, steps: list[str], expect_features: int | None = No
 
 
 def _table_checks(p: Preflight, conn, s: Settings, one, expect_features: int | None) -> None:
-    from stage4.ddl.table import contract
+    from stage4.ddl.table import contract_violations
 
-    cols = dict(conn.execute(
-        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-        (s.qualified_table,),
-    ).fetchall())  # fmt: skip
-    problems = []
-    for column, accepted in contract(s).items():
-        if column not in cols:
-            problems.append(f"column {column} is missing")
-        elif not any(cols[column].startswith(a) for a in accepted):
-            problems.append(
-                f"column {column} is {cols[column]}, expected {' or '.join(sorted(accepted))}"
-            )
+    problems = contract_violations(conn, s)
     p.add("table contract", not problems, "; ".join(problems) or f"{s.qualified_table} matches")
     if problems:
         return

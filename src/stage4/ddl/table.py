@@ -83,14 +83,17 @@ def row_count(bind, s: Settings) -> int:
 
 
 def contract_violations(bind, s: Settings) -> list[str]:
-    """What is wrong with a live table against ``contract``: one line each, empty if fine."""
-    rows = bind.exec_driver_sql(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull "
+    """What is wrong with a live table against ``contract``: one line each, empty if fine.
+
+    ``bind`` is a SQLAlchemy connection (revisions) or a psycopg one (pre-flight).
+    """
+    sql = (
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) "
         "FROM pg_attribute a WHERE a.attrelid = %(t)s::regclass AND a.attnum > 0 "
-        "AND NOT a.attisdropped",
-        {"t": s.qualified_table},
-    ).all()
-    have = {name: typ for name, typ, _ in rows}
+        "AND NOT a.attisdropped"
+    )
+    run = getattr(bind, "exec_driver_sql", None) or bind.execute
+    have = dict(run(sql, {"t": s.qualified_table}).fetchall())
     problems = []
     for column, accepted in contract(s).items():
         if column not in have:
