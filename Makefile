@@ -56,6 +56,21 @@ status: setup
 plan: setup
 	$(STAGE4) plan --to $(TO)
 
+bench: setup  ## measure the workload now (stage4 bench)
+	$(STAGE4) bench
+
+baseline: setup  ## store the latest run as the baseline (stage4 baseline)
+	$(STAGE4) baseline
+
+compare: setup  ## latest run vs the baseline (stage4 compare)
+	$(STAGE4) compare
+
+report: setup  ## rebuild the newest rollout report (stage4 report)
+	$(STAGE4) report
+
+refresh: setup  ## refresh the materialized views by hand (stage4 refresh)
+	$(STAGE4) refresh
+
 seed: setup
 	$(STAGE4) seed --features $(FEATURES)
 
