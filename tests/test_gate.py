@@ -143,3 +143,24 @@ class TestGo:
         assert Path(rollout.backup).stat().st_size > 0
         again = gate.upgrade(seeded_url, "head", _opts(tmp_path))
         assert again.outcome == f"already at {migrations.chain()[-1]}: nothing to do"
+
+
+class TestFailure:
+    def test_a_step_that_cannot_take_its_lock_fails_cleanly_and_is_reported(
+        self, seeded_url, tmp_path
+    ) -> None:
+        from stage4.errors import MigrationError
+
+        with psycopg.connect(seeded_url) as blocker:
+            # ROW EXCLUSIVE (an open write): pre-flight, backup and baseline still read, but
+            # opt1's EXCLUSIVE lock must wait and give up after 1 s
+            blocker.execute("UPDATE public.geometrias SET nome = nome WHERE id = 1")
+            with pytest.raises(MigrationError) as e:
+                gate.upgrade(seeded_url, "opt1", _opts(tmp_path, lock_timeout="1s"))
+            blocker.rollback()
+        assert "lock timeout (1s)" in str(e.value)
+        assert migrations.current(seeded_url) == "schema"
+        rollout = json.loads(next((tmp_path / "reports").glob("*/rollout.json")).read_text())
+        assert rollout["outcome"] == "FAILED at opt1: still at schema"
+        assert rollout["steps"][0]["verdict"].startswith("FAILED")
+        assert (Path(rollout["folder"]) / "REPORT.md").is_file()

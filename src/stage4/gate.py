@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from stage4 import migrations
 from stage4.config import redact, settings
 from stage4.db import connect, where
-from stage4.errors import GateError, MigrationError
+from stage4.errors import GateError, MigrationError, PreflightError, Stage4Error
 
 Phase = Callable[[str, str], None]  # (step, phase text)
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -56,6 +56,7 @@ class StepRecord:
     verified: list[str] = field(default_factory=list)
     restored_exactly: bool | None = None
     notes: list[str] = field(default_factory=list)
+    run: Any = field(default=None, repr=False, compare=False)  # the BenchRun, not saved
 
 
 @dataclass
@@ -74,7 +75,11 @@ class Rollout:
 
     def save(self) -> Path:
         path = Path(self.folder) / "rollout.json"
-        path.write_text(redact(json.dumps(asdict(self), indent=2, default=str)))
+        plain = replace(self, steps=[replace(st, run=None) for st in self.steps])
+        data = asdict(plain)
+        for st in data["steps"]:
+            st.pop("run", None)
+        path.write_text(redact(json.dumps(data, indent=2, default=str)))
         return path
 
 
@@ -87,7 +92,7 @@ def upgrade(
     progress: Progress | None = None,
 ) -> Rollout:
     """Upgrade to ``target`` one revision at a time under the benchmark gate."""
-    from stage4 import backup, preflight, report, snapshot, stats, verify
+    from stage4 import backup, preflight, report, snapshot
 
     opts = opts or GateOptions()
     s = settings()
@@ -102,7 +107,16 @@ def upgrade(
 
     say("pre-flight", "checking the database")
     with connect(url) as conn:
-        pf = preflight.run(conn, s, steps=todo, expect_features=opts.expect_features)
+        # read-only, but it must not queue forever behind a lock either
+        conn.execute(f"SET lock_timeout = '{opts.lock_timeout or s.lock_timeout}'")
+        try:
+            pf = preflight.run(conn, s, steps=todo, expect_features=opts.expect_features)
+        except psycopg_errors().LockNotAvailable as e:
+            raise PreflightError(
+                f"pre-flight could not read {s.qualified_table} within the lock timeout "
+                f"({opts.lock_timeout or s.lock_timeout}): another session holds an exclusive "
+                "lock on it; retry when it has finished"
+            ) from e
     rollout.preflight = [c.line() for c in pf.checks]
     pf.raise_for_failures()
 
@@ -117,7 +131,8 @@ def upgrade(
 
     if todo[0] == "schema":  # the reference schema itself is not gated: nothing to compare yet
         say("schema", "creating the reference schema")
-        rec = _timed_upgrade(url, "schema", progress, opts.lock_timeout)
+        rec = StepRecord("schema")
+        _timed_upgrade(url, rec, progress, opts.lock_timeout)
         rec.verdict = "GO (reference schema, not gated)"
         rollout.steps.append(rec)
         todo = todo[1:]
@@ -129,14 +144,12 @@ def upgrade(
 
     from stage4 import bench, store  # after pre-flight and backup: bad input is refused first
 
-    bench_kw = {k: getattr(opts, k) for k in ("iterations", "concurrency", "duration")
-                if getattr(opts, k) is not None}  # fmt: skip
     with connect(url, autocommit=True) as conn:
         store.ensure(conn, s)
         base = store.load_baseline(conn, s)
     if base is None:
         say("baseline", f"no stored baseline: measuring one at {migrations.current(url)}")
-        base = bench.run(url, label="BASELINE", progress=progress, **bench_kw)
+        base = bench.run(url, label="BASELINE", progress=progress, **_bench_kw(opts))
         with connect(url, autocommit=True) as conn:
             store.set_baseline(conn, base.run_id, s=s)
         rollout.baseline_taken_now = True
@@ -149,32 +162,24 @@ def upgrade(
             before = snapshot.take(conn, s.bench_schema)
             rows_before = rows_hash(conn, s)
         say(rev, "upgrading")
-        rec = _timed_upgrade(url, rev, progress, opts.lock_timeout)
+        rec = StepRecord(rev)
         rollout.steps.append(rec)
-        say(rev, "verifying")
-        rec.verified, broken = verify.revision(url, s, rev)
-        with connect(url) as conn:
-            if rows_hash(conn, s) != rows_before:
-                broken.append("every row kept as it was (content hash of the reference columns)")
-        say(rev, "benchmarking")
-        run = bench.run(url, label=rev.upper(), progress=progress, **bench_kw)
-        rec.run_id = run.run_id
-        report.write_metrics(folder, rev.upper(), run)
-        kw = {"threshold": opts.threshold, "confidence": opts.confidence,
-              "min_delta_ms": opts.min_delta_ms}  # fmt: skip
-        vs_base = stats.compare_runs(base.samples, run.samples, **kw)
-        vs_prev = stats.compare_runs(previous.samples, run.samples, **kw)
-        same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
-        decision = stats.gate_verdict(vs_base, same)
-        step_back = stats.gate_verdict(vs_prev)
-        rec.comparisons = {q: c.to_dict() for q, c in vs_base.items()}
-        rec.vs_previous = {q: c.to_dict() for q, c in vs_prev.items()}
-        rec.reasons = [f"promise broken: {b}" for b in broken] + decision.reasons
-        rec.reasons += [f"vs {previous.label}: {r}" for r in step_back.reasons]
-        go = decision.go and step_back.go and not broken
+        try:
+            _timed_upgrade(url, rec, progress, opts.lock_timeout)
+        except Stage4Error:
+            rec.verdict = "FAILED (rolled back by PostgreSQL: nothing changed)"
+            rollout.outcome = f"FAILED at {rev}: still at {migrations.current(url)}"
+            rollout.save()
+            report.write(folder)
+            raise
+        try:
+            go = _judge(url, s, rec, base, previous, rows_before, opts, say, progress, folder)
+        except Stage4Error as e:  # the step is applied but could not be judged: undo it
+            rec.reasons.append(f"could not be measured: {e}")
+            go = False
         if go or not opts.gate:
             rec.verdict = "GO" if go else "GO (gate disabled with --no-gate)"
-            previous = run
+            previous = rec.run  # type: ignore[assignment]
             rollout.save()
             continue
         say(rev, "NO-GO: rolling back")
@@ -197,24 +202,70 @@ def upgrade(
     return rollout
 
 
+def psycopg_errors():
+    import psycopg.errors
+
+    return psycopg.errors
+
+
 def _lock_kw(lock_timeout: str | None) -> dict[str, str]:
     return {} if lock_timeout is None else {"lock_timeout": lock_timeout}
 
 
 def _timed_upgrade(
-    url: str, rev: str, progress: Progress | None, lock_timeout: str | None = None
-) -> StepRecord:
-    rec = StepRecord(rev)
+    url: str, rec: StepRecord, progress: Progress | None, lock_timeout: str | None = None
+) -> None:
+    """Apply one revision, recording its duration, its metrics and its notes."""
     metrics: dict[str, Any] = {}
+    notes: list[str] = []
     t0 = time.perf_counter()
-    try:
-        migrations.upgrade(url, rev, progress=progress, metrics=metrics, **_lock_kw(lock_timeout))
-    except MigrationError:
-        rec.verdict = "FAILED"
-        raise
+    migrations.upgrade(url, rec.revision, progress=progress, metrics=metrics, notes=notes,
+                       **_lock_kw(lock_timeout))  # fmt: skip
     rec.upgrade_seconds = time.perf_counter() - t0
-    rec.notes += [f"{k}: {v}" for k, v in metrics.items()]
-    return rec
+    rec.notes += [f"{k}: {v}" for k, v in metrics.items()] + notes
+
+
+def _judge(
+    url,
+    s,
+    rec: StepRecord,
+    base,
+    previous,
+    rows_before,
+    opts: GateOptions,
+    say,
+    progress,
+    folder: Path,
+) -> bool:
+    """Verify, benchmark and compare one applied step; fill ``rec``; True for GO."""
+    from stage4 import bench, report, stats, verify
+
+    say(rec.revision, "verifying")
+    rec.verified, broken = verify.revision(url, s, rec.revision)
+    with connect(url) as conn:
+        if rows_hash(conn, s) != rows_before:
+            broken.append("every row kept as it was (content hash of the reference columns)")
+    say(rec.revision, "benchmarking")
+    run = bench.run(url, label=rec.revision.upper(), progress=progress, **_bench_kw(opts))
+    rec.run_id, rec.run = run.run_id, run
+    report.write_metrics(folder, rec.revision.upper(), run)
+    kw = {"threshold": opts.threshold, "confidence": opts.confidence,
+          "min_delta_ms": opts.min_delta_ms}  # fmt: skip
+    vs_base = stats.compare_runs(base.samples, run.samples, **kw)
+    vs_prev = stats.compare_runs(previous.samples, run.samples, **kw)
+    same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
+    decision = stats.gate_verdict(vs_base, same)
+    step_back = stats.gate_verdict(vs_prev)
+    rec.comparisons = {q: c.to_dict() for q, c in vs_base.items()}
+    rec.vs_previous = {q: c.to_dict() for q, c in vs_prev.items()}
+    rec.reasons = [f"promise broken: {b}" for b in broken] + decision.reasons
+    rec.reasons += [f"vs {previous.label}: {r}" for r in step_back.reasons]
+    return decision.go and step_back.go and not broken
+
+
+def _bench_kw(opts: GateOptions) -> dict[str, Any]:
+    return {k: getattr(opts, k) for k in ("iterations", "concurrency", "duration")
+            if getattr(opts, k) is not None}  # fmt: skip
 
 
 def _no_go_message(rev: str, rec: StepRecord, folder: Path) -> str:
