@@ -1,7 +1,8 @@
 """Materialized views for Q8–Q10, refreshed CONCURRENTLY on a pg_cron schedule.
 
 Creates three views with unique indexes (monthly counts, tile-ready geometry,
-point-in-feature pairs), gives them the table's SELECT grants, re-points
+the POINT features for Q9's join; the earlier all-pairs containment view grew with
+the square of the density and is gone), gives them the table's SELECT grants, re-points
 ``contagem_mensal`` and ``tile_mvt`` at them (same signatures, same results after
 a refresh) and schedules one refresh job per view. Without pg_cron it says once
 that refresh is manual: ``stage4 refresh``.
@@ -84,9 +85,11 @@ def downgrade() -> None:
     """Unschedule, restore the previous RPC bodies, drop the views."""
     s = settings()
     bind = None if context.is_offline_mode() else op.get_bind()
-    op.execute(cron.unschedule_sql(j.name for j in agg.jobs(s)))
+    legacy = agg.LEGACY_VIEW.format(table=s.table)  # built by an earlier opt5
+    op.execute(cron.unschedule_sql([*(j.name for j in agg.jobs(s)), f"stage4_refresh_{legacy}"]))
     for old, new in _repointed(s):
         if bind is None or agg.live_body(bind, old.identity) == new.body.strip():
             op.execute(old.create_sql())
     for view in reversed(agg.views(s)):
         op.execute(view.drop_sql())
+    op.execute(f"DROP MATERIALIZED VIEW IF EXISTS {s.schema}.{legacy}")
