@@ -122,6 +122,22 @@ class TestUpgrade:
                 seen += len(base)
         assert seen > 0
 
+    def test_q6_variant_returns_what_the_base_query_returns(self, at_opt4):
+        migrations.upgrade(at_opt4, "opt5")
+        variant, base_q6 = agg.VARIANTS["Q6"], base_sql(S)["Q6"]
+        seen = 0
+        with psycopg.connect(at_opt4) as conn:
+            assert conn.execute(f"SELECT {variant['requires']}").fetchone()[0] is True
+            # Inside polygons (many features at distance 0: the tie-break by id decides),
+            # on the city edge, and far away (every feature equally far in index terms).
+            for lon, lat in [SE, (-46.70, -23.60), (-46.40, -23.80), (-40.0, -10.0)]:
+                for k in (1, 5, 20):
+                    params = {"lon": lon, "lat": lat, "k": k}
+                    base = conn.execute(base_q6, params).fetchall()
+                    assert conn.execute(variant["sql"], params).fetchall() == base, (lon, lat, k)
+                    seen += len(base)
+        assert seen > 0
+
     def test_without_pg_cron_it_applies_and_says_refresh_is_manual(self, at_opt4):
         notes: list[str] = []
         migrations.upgrade(at_opt4, "opt5", notes=notes)
