@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stage4.config import Settings
+from stage4.ddl import gis_columns
 from stage4.ddl.cron import Job
 
 # The all-pairs containment view of the first opt5 (dropped by the downgrade if present).
@@ -72,10 +73,16 @@ GROUP BY 1, 2""", ("mes", "categoria"))  # fmt: skip
 
 
 def tiles(s: Settings) -> MatView:
-    """Q10: the tile attributes with the geometry already in EPSG:3857 (and the original)."""
+    """Q10: the tile attributes with the geometry already in EPSG:3857 (and the original).
+
+    It also carries opt2's stored area and bbox: a non-partitioned copy with one GiST
+    on the geometry, which the viewport queries (Q1–Q3, Q6, Q7) read instead of the
+    partitioned table (see ``_variants``).
+    """
     t, gc = s.time_column, s.geometry_column
+    measures = "".join(f", g.{c}" for c in gis_columns.derived(s))
     return MatView(s.schema, f"{s.table}_tile_mv", f"""
-SELECT g.id, g.{t}, g.nome, g.categoria, g.{gc}, ST_Transform(g.{gc}, 3857) AS geom_3857
+SELECT g.id, g.{t}, g.nome, g.categoria, g.{gc}, ST_Transform(g.{gc}, 3857) AS geom_3857{measures}
 FROM {s.qualified_table} g""", ("id", t), (f"USING gist ({gc})",))  # fmt: skip
 
 
@@ -194,7 +201,12 @@ def _variants(s: Settings) -> dict[str, dict[str, str]]:
     no_rls = (
         f"NOT (SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass('{s.qualified_table}'))"
     )
+    on_view = f"{_populated(tv.qualified)} AND {no_rls}"
+    base = workload_base(s)
+    viewport = {q: {"requires": on_view, "sql": base[q].replace(s.qualified_table, tv.qualified)}
+                for q in ("Q1", "Q2", "Q3", "Q7")}  # fmt: skip
     return {
+        **viewport,
         "Q6": {
             "requires": f"{_populated(tv.qualified)} AND {no_rls}",
             "sql": f"WITH knn AS (SELECT {g} <-> {pt} AS d FROM {tv.qualified} "
@@ -213,6 +225,15 @@ WHERE pt.categoria = %(cat_point)s AND pt.{g} && {env} AND pg.categoria = %(cat_
 ORDER BY 1, 2""",
         },
     }
+
+
+def workload_base(s: Settings) -> dict[str, str]:
+    """The SQL the tile view's variants start from: opt2's Q1/Q3 (stored area and bbox),
+    the app's Q2 and Q7; only the relation changes."""
+    from stage4.workload import base_sql
+
+    stored = gis_columns.variants(s)
+    return {**base_sql(s), "Q1": stored["Q1"]["sql"], "Q3": stored["Q3"]["sql"]}
 
 
 def variants(s: Settings) -> dict[str, dict[str, str]]:
