@@ -110,8 +110,8 @@ def reference_sql(conn, s, rev: str, direction: str) -> list[str]:
     if rev == "opt5":
         views = aggregates.views(s)
         if direction == "up":
-            return [stmt for v in views for stmt in v.create_sql()]
-        return [v.drop_sql() for v in reversed(views)]
+            return [aggregates.btree_gist_sql(), *(x for v in views for x in v.create_sql())]
+        return [aggregates.btree_gist_drop_sql(s), *(v.drop_sql() for v in reversed(views))]
     raise ValueError(rev)
 
 
