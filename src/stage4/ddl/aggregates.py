@@ -77,15 +77,18 @@ def tiles(s: Settings) -> MatView:
 
     It also carries opt2's stored area and bbox: a non-partitioned copy with one GiST
     on the geometry, which the viewport queries (Q1–Q3, Q6, Q7) read instead of the
-    partitioned table (see ``_variants``); Q5 (a quarter and a bbox) reads it through
-    a GiST on (date, geom), which visits only that quarter's features in the box.
+    partitioned table (see ``_variants``). The (categoria, geom) GiST is partial on
+    ``categoria IS NOT NULL`` so that only a query filtering on a category (Q9) can
+    use it: without the predicate the planner also picked it (and a (date, geom) one,
+    since removed) for plain ``geom`` filters, scanning 30x the buffers (Q6 at 1M:
+    2.3 ms at schema, 25.9 ms on the view).
     """
     t, gc = s.time_column, s.geometry_column
     measures = "".join(f", g.{c}" for c in gis_columns.derived(s))
     return MatView(s.schema, f"{s.table}_tile_mv", f"""
 SELECT g.id, g.{t}, g.nome, g.categoria, g.{gc}, ST_Transform(g.{gc}, 3857) AS geom_3857{measures}
-FROM {s.qualified_table} g""", ("id", t), (f"USING gist ({gc})", f"USING gist (categoria, {gc})",
-                                      f"USING gist ({t}, {gc})"))  # fmt: skip
+FROM {s.qualified_table} g""", ("id", t), (f"USING gist ({gc})",
+        f"USING gist (categoria, {gc}) WHERE categoria IS NOT NULL"))  # fmt: skip
 
 
 def points(s: Settings) -> MatView:
@@ -139,7 +142,6 @@ BEGIN
   IF obj_description(to_regclass('{points(s).qualified}'), 'pg_class') = '{BTREE_GIST_MARK}' THEN
     DROP MATERIALIZED VIEW {points(s).qualified};
     DROP INDEX IF EXISTS {tiles(s).qualified}_idx2;
-    DROP INDEX IF EXISTS {tiles(s).qualified}_idx3;
     BEGIN
       DROP EXTENSION btree_gist;
     EXCEPTION WHEN dependent_objects_still_exist THEN
@@ -253,7 +255,7 @@ def _variants(s: Settings) -> dict[str, dict[str, str]]:
     on_view = f"{_populated(tv.qualified)} AND {no_rls}"
     base = workload_base(s)
     viewport = {q: {"requires": on_view, "sql": base[q].replace(s.qualified_table, tv.qualified)}
-                for q in ("Q1", "Q2", "Q3", "Q5", "Q7")}  # fmt: skip
+                for q in ("Q1", "Q2", "Q3", "Q7")}  # fmt: skip
     return {
         **viewport,
         "Q6": {
