@@ -1,7 +1,9 @@
 """Materialized views for Q8–Q10, refreshed CONCURRENTLY on a pg_cron schedule.
 
 Creates three views with unique indexes (monthly counts, tile-ready geometry,
-point-in-feature pairs), gives them the table's SELECT grants, re-points
+the POINT features for Q9's join; the earlier all-pairs containment view grew with
+the square of the density and is gone; GiST (categoria, geom) indexes need the
+btree_gist extension, created only when missing and then dropped by the downgrade), gives them the table's SELECT grants, re-points
 ``contagem_mensal`` and ``tile_mvt`` at them (same signatures, same results after
 a refresh) and schedules one refresh job per view. Without pg_cron it says once
 that refresh is manual: ``stage4 refresh``.
@@ -57,12 +59,14 @@ def upgrade() -> None:
                     "same results; compare it with `stage4 plan --to schema --since base`"
                 )
     views = agg.views(s)
+    op.execute(agg.btree_gist_sql())
     for i, view in enumerate(views):
         if progress:
             progress("materialized views", i, len(views))
         for stmt in view.create_sql():
             op.execute(stmt)
         op.execute(agg.grants_sql(s, view))
+    op.execute(agg.btree_gist_mark_sql(s))
     if progress:
         progress("materialized views", len(views), len(views))
     if bind is not None and agg.rls_enabled(bind, s):
@@ -84,9 +88,12 @@ def downgrade() -> None:
     """Unschedule, restore the previous RPC bodies, drop the views."""
     s = settings()
     bind = None if context.is_offline_mode() else op.get_bind()
-    op.execute(cron.unschedule_sql(j.name for j in agg.jobs(s)))
+    legacy = agg.LEGACY_VIEW.format(table=s.table)  # built by an earlier opt5
+    op.execute(cron.unschedule_sql([*(j.name for j in agg.jobs(s)), f"stage4_refresh_{legacy}"]))
     for old, new in _repointed(s):
         if bind is None or agg.live_body(bind, old.identity) == new.body.strip():
             op.execute(old.create_sql())
+    op.execute(agg.btree_gist_drop_sql(s))
     for view in reversed(agg.views(s)):
         op.execute(view.drop_sql())
+    op.execute(f"DROP MATERIALIZED VIEW IF EXISTS {s.schema}.{legacy}")

@@ -61,10 +61,10 @@ def promises(s: Settings, rev: str) -> list[tuple[str, ...]]:
              _CRON),
         ],
         "opt5": [
-            ("aggregate/tile/containment materialized views populated with unique indexes",
+            ("aggregate/tile/points materialized views populated with unique indexes",
              "SELECT count(*) = 3 FROM pg_matviews m JOIN pg_class c ON c.relname = m.matviewname "
              f"AND c.relnamespace = '{s.schema}'::regnamespace WHERE m.schemaname = '{s.schema}' "
-             f"AND m.matviewname IN ('{t}_mensal_mv', '{t}_tile_mv', '{t}_contencao_mv') "
+             f"AND m.matviewname IN ('{t}_mensal_mv', '{t}_tile_mv', '{t}_pontos_mv') "
              "AND m.ispopulated AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
              "AND i.indisunique)"),
             ("refresh jobs scheduled with pg_cron (pg_cron is installed in this database)",

@@ -1,0 +1,405 @@
+"""Every issue-#8 figure in one run: workload, migration speed, availability, gate cost, CLI.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/scale.py --features 1000000
+
+On a private embedded cluster (``STAGE4_HOME=/tmp/perf-pg-<N>``), seeded with
+``stage4.seed`` (seed 42) at revision ``schema``:
+
+1. default bench at ``schema`` (the baseline: GiST on geom, btree on date and category,
+   the app's queries);
+2. for each revision opt1..opt5: the physical reference of the upgrade (the bare work
+   it does, in a transaction rolled back), the timed upgrade (``metrics`` dict: opt1
+   fills writers_blocked_s / readers_blocked_s), the physical reference of its
+   downgrade (rolled back), ANALYZE, a default bench;
+3. gate cost at opt5: a default bench + ``stats.compare_runs`` against the baseline;
+4. timed downgrades of every step back to ``schema``;
+5. ``stage4 --help`` and ``stage4 status`` start-up (median of 5 subprocess runs).
+
+References (what a hand-written migration would have to do at least):
+opt1 up: INSERT…SELECT of the rows into a bare partitioned copy + the same indexes
+(PK, GiST, two btrees); opt1 down: the same into a bare plain copy; opt2..opt5: the
+bare DDL / view builds they run (``stage4.ddl`` SQL, no checks, grants or Alembic).
+
+Writes ``benchmarks/results/scale_<N>.json`` and the "Performance at scale" section of
+BENCHMARKS.md (per-query table, targets with measured figures and PASS/FAIL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+REVISIONS = ["opt1", "opt2", "opt3", "opt4", "opt5"]
+SECTION = "## Performance at scale"
+T0 = time.perf_counter()
+
+
+def say(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:7.1f} s] {msg}", flush=True)
+
+
+def _progress(label: str):
+    last = {"t": 0.0}
+
+    def tick(phase: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last["t"] > 5 or done == total:
+            last["t"] = now
+            say(f"  {label}: {phase} {done}/{total}")
+
+    return tick
+
+
+# ------------------------------------------------------------------ references
+
+
+def _columns(conn, s) -> str:
+    rows = conn.execute(
+        "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = %s::regclass "
+        "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+        (s.qualified_table,),
+    ).fetchall()
+    return ", ".join(r[0] for r in rows)
+
+
+def reference_sql(conn, s, rev: str, direction: str) -> list[str]:
+    """The bare statements the step has to run at least (executed, then rolled back)."""
+    from stage4.ddl import aggregates, gis_columns, partitioning, search_matview
+    from stage4.ddl import future_partitions as fp
+
+    t, g, d = s.qualified_table, s.geometry_column, s.time_column
+    if rev == "opt1":
+        ref = f"{s.schema}.scale_ref"
+        cols = _columns(conn, s)
+        like = "INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION INCLUDING CONSTRAINTS"
+        if direction == "up":
+            stmts = [f"CREATE TABLE {ref} (LIKE {t} {like}) PARTITION BY RANGE ({d})"]
+            stmts += partitioning.partitions_sql(s, ref)
+            pk = f"id, {d}"
+        else:
+            stmts = [f"CREATE TABLE {ref} (LIKE {t} {like})"]
+            pk = "id"
+        return [
+            *stmts,
+            f"INSERT INTO {ref} ({cols}) SELECT {cols} FROM {t}",
+            f"ALTER TABLE {ref} ADD PRIMARY KEY ({pk})",
+            f"CREATE INDEX ON {ref} USING gist ({g})",
+            f"CREATE INDEX ON {ref} ({d})",
+            f"CREATE INDEX ON {ref} (categoria)",
+        ]
+    if rev == "opt2":
+        if direction == "up":
+            return [gis_columns.add_columns_sql(s)]
+        return [gis_columns.drop_columns_sql(s)]
+    if rev == "opt3":
+        mv = search_matview.view(s)
+        return mv.create_sql() if direction == "up" else [mv.drop_sql()]
+    if rev == "opt4":
+        if direction == "up":
+            return [fp.create_function_sql(s), fp.run_sql(s)]
+        return [fp.drop_function_sql(s)]
+    if rev == "opt5":
+        views = aggregates.views(s)
+        if direction == "up":
+            return [aggregates.btree_gist_sql(), *(x for v in views for x in v.create_sql())]
+        return [aggregates.btree_gist_drop_sql(s), *(v.drop_sql() for v in reversed(views))]
+    raise ValueError(rev)
+
+
+def time_reference(url: str, s, rev: str, direction: str) -> float:
+    from stage4.db import connect
+
+    with connect(url) as conn:
+        stmts = reference_sql(conn, s, rev, direction)
+        conn.rollback()
+        t0 = time.perf_counter()
+        for stmt in stmts:
+            conn.execute(stmt).fetchall() if stmt.lstrip().upper().startswith(
+                "SELECT"
+            ) else conn.execute(stmt)
+        seconds = time.perf_counter() - t0
+        conn.rollback()
+    return seconds
+
+
+# ------------------------------------------------------------------ bench summaries
+
+
+def summary(run) -> dict:
+    per = {q: statistics.median(v) for q, v in run.executions.items()}
+    means = {q: statistics.fmean(v) for q, v in run.executions.items()}
+    return {
+        "median_ms": per,
+        "mean_ms": means,
+        "overall_mean_ms": statistics.fmean(means.values()),
+        "qps": run.qps,
+        "cache_hit": run.cache_hit,
+        "variants": run.variants,
+        "fingerprints": run.fingerprints,
+        "seconds": run.seconds,
+        "load_average_start": run.environment.get("load_average_start"),
+    }
+
+
+def cli_startup(env: dict) -> dict[str, float]:
+    exe = str(Path(sys.executable).with_name("stage4"))
+    out = {}
+    for name, args in (("--help", ["--help"]), ("status", ["status"])):
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            subprocess.run([exe, *args], env=env, capture_output=True, timeout=60)
+            times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times)
+    return out
+
+
+# ------------------------------------------------------------------ targets
+
+
+def targets(result: dict) -> list[tuple[str, str, bool | None]]:
+    base = result["bench"]["schema"]
+    last = result["bench"].get("opt5")
+    rows: list[tuple[str, str, bool | None]] = []
+    if last:
+        sp = {q: base["median_ms"][q] / last["median_ms"][q] for q in base["median_ms"]}
+        mean_ratio = base["overall_mean_ms"] / last["overall_mean_ms"]
+        geo = math.exp(statistics.fmean(math.log(v) for v in sp.values()))
+        worst = min(sp, key=sp.get)
+        qps = last["qps"] / base["qps"]
+        rows += [
+            ("mean latency Q1–Q10 ≥ 3× lower", f"×{mean_ratio:.2f} "
+             f"({base['overall_mean_ms']:.2f} → {last['overall_mean_ms']:.2f} ms)", mean_ratio >= 3),
+            ("geometric mean of per-query speedups ≥ 2×", f"×{geo:.2f}", geo >= 2),
+            ("no query slower than baseline", f"worst {worst} ×{sp[worst]:.2f}", sp[worst] >= 1),
+            ("Q5 ≥ 3× faster", f"×{sp['Q5']:.2f}", sp["Q5"] >= 3),
+            ("QPS at 4 clients ≥ 2×", f"×{qps:.2f} ({base['qps']:.0f} → {last['qps']:.0f})",
+             qps >= 2),
+            ("fingerprints equal to baseline", ", ".join(
+                q for q in base["fingerprints"] if base["fingerprints"][q] != last["fingerprints"][q]
+            ) or "all equal", base["fingerprints"] == last["fingerprints"]),
+        ]  # fmt: skip
+    for step, m in result["migrations"].items():
+        ref = m.get("reference_s")
+        if ref is not None and m.get("seconds") is not None:
+            ratio = m["seconds"] / ref if ref > 0 else math.inf
+            rows.append((f"{step} ≤ 2× reference", f"{m['seconds']:.2f} s vs {ref:.2f} s "
+                         f"(×{ratio:.2f})", ratio <= 2))  # fmt: skip
+        if step.endswith("down") and m.get("seconds") is not None:
+            rows.append((f"{step} under 60 s", f"{m['seconds']:.2f} s", m["seconds"] < 60))
+    opt1 = result["migrations"].get("opt1 up", {}).get("metrics", {})
+    if opt1:
+        r, w = opt1.get("readers_blocked_s"), opt1.get("writers_blocked_s")
+        rows.append(("opt1: readers blocked ≤ 1 s", f"{r:.3f} s", r <= 1))
+        rows.append(("opt1: longest write block < 5 s", f"{w:.3f} s", w < 5))
+    opt2 = result["migrations"].get("opt2 up")
+    if opt2:
+        rows.append(("opt2: readers/writers blocked (ACCESS EXCLUSIVE, whole step)",
+                     f"≤ {opt2['seconds']:.2f} s", None))  # fmt: skip
+    gate = result.get("gate")
+    if gate:
+        rows.append(("one full gate (bench + compare) < 90 s", f"{gate['seconds']:.1f} s "
+                     f"(bench {gate['bench_s']:.1f} + compare {gate['compare_s']:.2f})",
+                     gate["seconds"] < 90))  # fmt: skip
+    for name, sec in result.get("cli", {}).items():
+        rows.append((f"`stage4 {name}` < 1 s", f"{sec:.2f} s", sec < 1))
+    return rows
+
+
+def markdown(result: dict, command: str) -> str:
+    n = result["features"]
+    benches = result["bench"]
+    steps = ["schema", *[r for r in REVISIONS if r in benches]]
+    lines = [
+        SECTION,
+        "",
+        f"{n:,} features, one run of `benchmarks/scale.py` ({result['finished_at']}, "
+        f"load average at start {result['load_average_start'][0]:.1f}):",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        "Median ms per execution (default bench: 20 rounds × 4 parameter sets), "
+        "speedup = schema / opt5:",
+        "",
+        "| query | " + " | ".join(steps) + " | speedup | opt5 variant |",
+        "|---|" + "---|" * (len(steps) + 2),
+    ]
+    last = benches.get("opt5")
+    for q in benches["schema"]["median_ms"]:
+        cells = [f"{benches[s]['median_ms'][q]:.2f}" for s in steps]
+        sp = f"×{benches['schema']['median_ms'][q] / last['median_ms'][q]:.2f}" if last else ""
+        lines.append(f"| {q} | " + " | ".join(cells) + f" | {sp} | "
+                     f"{last['variants'][q] if last else ''} |")  # fmt: skip
+    lines.append("| mean | " + " | ".join(
+        f"{benches[s]['overall_mean_ms']:.2f}" for s in steps) + " | | |")  # fmt: skip
+    lines.append("| QPS (4 clients) | " + " | ".join(
+        f"{benches[s]['qps']:.0f}" for s in steps) + " | | |")  # fmt: skip
+    lines += ["", "| migration step | seconds | physical reference (s) |", "|---|---|---|"]
+    for step, m in result["migrations"].items():
+        ref = m.get("reference_s")
+        lines.append(f"| {step} | {m.get('seconds', float('nan')):.2f} | "
+                     f"{'' if ref is None else f'{ref:.2f}'} |")  # fmt: skip
+    lines += ["", "| target | measured | result |", "|---|---|---|"]
+    for name, figure, ok in targets(result):
+        lines.append(f"| {name} | {figure} | {'—' if ok is None else 'PASS' if ok else 'FAIL'} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(text: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    doc = path.read_text()
+    if SECTION in doc:
+        head, rest = doc.split(SECTION, 1)
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1 :] if nxt >= 0 else ""
+        doc = head + text + ("\n" + tail if tail else "")
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    path.write_text(doc)
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--features", type=int, default=1_000_000)
+    ap.add_argument("--home", default=None, help="STAGE4_HOME (default /tmp/perf-pg-<N>)")
+    ap.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
+    ap.add_argument("--until", choices=REVISIONS, help="stop after benchmarking this revision")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue a run stopped by --until (reads scale_<N>.json)")  # fmt: skip
+    args = ap.parse_args()
+    n = args.features
+    os.environ["STAGE4_HOME"] = args.home or f"/tmp/perf-pg-{n}"
+    from stage4 import bench, migrations, seed
+    from stage4.cluster import Cluster
+    from stage4.config import settings
+    from stage4.db import connect
+
+    s = settings()
+    cluster = Cluster.from_settings(s)
+    cluster.ensure_started()
+    url = cluster.url()
+    result: dict = {"features": n, "home": os.environ["STAGE4_HOME"],
+                    "load_average_start": os.getloadavg(), "bench": {}, "migrations": {}}  # fmt: skip
+    say(f"cluster {os.environ['STAGE4_HOME']}, {n:,} features")
+    rev = migrations.current(url)
+    if args.resume:
+        result = json.loads((RESULTS / f"scale_{n}.json").read_text())
+        say(f"resuming at {rev}: benches done {list(result['bench'])}")
+        _forward(url, s, result, REVISIONS[REVISIONS.index(rev) + 1 :], args.until)
+        _finish(url, s, result, n, args)
+        return
+    if rev not in (None, "schema"):
+        say(f"database at {rev}: downgrading to schema")
+        migrations.downgrade(url, "schema")
+    if rev is None:
+        migrations.upgrade(url, "schema")
+    with connect(url, autocommit=True) as conn:
+        have = conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
+        if have != n:
+            conn.execute(f"TRUNCATE {s.qualified_table}")
+            conn.execute(f"DROP SCHEMA IF EXISTS {s.bench_schema} CASCADE")
+    if have != n:
+        say("seeding")
+        with connect(url) as conn:
+            t0 = time.perf_counter()
+            seed.seed(conn, s, features=n, seed=42)
+            result["seed_s"] = time.perf_counter() - t0
+        say(f"seeded in {result['seed_s']:.1f} s")
+    with connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+
+    say("bench at schema")
+    base = bench.run(url, label="SCHEMA", progress=_progress("bench schema"), save=False)
+    result["bench"]["schema"] = summary(base)
+    result["baseline_samples"] = base.samples
+    say(f"schema: mean {result['bench']['schema']['overall_mean_ms']:.2f} ms, {base.qps:.0f} QPS")
+    _save(result, n)
+    _forward(url, s, result, REVISIONS, args.until)
+    _finish(url, s, result, n, args)
+
+
+def _forward(url, s, result: dict, revisions: list[str], until: str | None) -> None:
+    from stage4 import bench, migrations, stats
+    from stage4.db import connect
+
+    n = result["features"]
+    for rev in revisions:
+        say(f"{rev}: physical reference of the upgrade")
+        ref_up = time_reference(url, s, rev, "up")
+        metrics: dict = {}
+        say(f"{rev}: upgrade (reference {ref_up:.2f} s)")
+        t0 = time.perf_counter()
+        migrations.upgrade(url, rev, metrics=metrics, progress=_progress(f"upgrade {rev}"))
+        up = time.perf_counter() - t0
+        say(f"{rev}: upgraded in {up:.2f} s {metrics or ''}")
+        ref_down = time_reference(url, s, rev, "down")
+        result["migrations"][f"{rev} up"] = {"seconds": up, "reference_s": ref_up,
+                                             "metrics": metrics}  # fmt: skip
+        result["migrations"][f"{rev} down"] = {"reference_s": ref_down}
+        with connect(url, autocommit=True) as conn:
+            conn.execute("ANALYZE")
+        say(f"bench at {rev}")
+        t0 = time.perf_counter()
+        run = bench.run(url, label=rev, progress=_progress(f"bench {rev}"), save=False)
+        bench_s = time.perf_counter() - t0
+        result["bench"][rev] = summary(run)
+        say(f"{rev}: mean {result['bench'][rev]['overall_mean_ms']:.2f} ms, {run.qps:.0f} QPS, "
+            f"variants {run.variants}")  # fmt: skip
+        if rev == REVISIONS[-1]:
+            t0 = time.perf_counter()
+            cmp = stats.compare_runs(result["baseline_samples"], run.samples, min_delta_ms=2.0)
+            compare_s = time.perf_counter() - t0
+            result["gate"] = {"seconds": bench_s + compare_s, "bench_s": bench_s,
+                              "compare_s": compare_s,
+                              "verdicts": {q: c.verdict for q, c in cmp.items()}}  # fmt: skip
+        _save(result, n)
+        if rev == until:
+            say(f"stopped after {rev} (--until); continue with --resume")
+            raise SystemExit(0)
+
+
+def _finish(url, s, result: dict, n: int, args) -> None:
+    from stage4 import migrations
+
+    for rev in reversed(REVISIONS):
+        say(f"{rev}: downgrade")
+        t0 = time.perf_counter()
+        migrations.downgrade(url, migrations.previous(rev), progress=_progress(f"down {rev}"))
+        result["migrations"][f"{rev} down"]["seconds"] = time.perf_counter() - t0
+        say(f"{rev}: downgraded in {result['migrations'][f'{rev} down']['seconds']:.2f} s")
+        _save(result, n)
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    result["cli"] = cli_startup(env)
+    say(f"CLI start-up {result['cli']}")
+    result["finished_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    _save(result, n)
+    cmd = f"PYTHONPATH=src .venv/bin/python benchmarks/scale.py --features {n}"
+    text = markdown(result, cmd)
+    print(text)
+    if not args.no_markdown:
+        write_markdown(text)
+    say("done")
+
+
+def _save(result: dict, n: int) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"scale_{n}.json").write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
