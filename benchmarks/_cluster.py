@@ -16,10 +16,9 @@ def seeded_cluster(features: int, home: str | None = None) -> str:
     """Start (creating if needed) a cluster under /tmp and return the URL of a database
     at revision ``schema`` holding exactly ``features`` seeded rows (re-seeded if not)."""
     os.environ["STAGE4_HOME"] = home or f"/tmp/stage4-bench-{features}"
-    from stage4 import migrations, seed
+    from stage4 import migrations
     from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
 
     s = settings()
     cluster = Cluster.from_settings(s)
@@ -27,15 +26,28 @@ def seeded_cluster(features: int, home: str | None = None) -> str:
     url = cluster.url()
     if migrations.current(url) is None:
         migrations.upgrade(url, "schema")
-    with connect(url, autocommit=True) as conn:
-        n = conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
-        if n != features:
-            conn.execute(f"TRUNCATE {s.qualified_table}")
-            conn.execute(f"DROP SCHEMA IF EXISTS {s.bench_schema} CASCADE")
-    if n != features:
-        with connect(url) as conn:
-            seed.seed(conn, s, features=features, seed=42)
+    reseed(url, s, features)
     return url
+
+
+def reseed(url: str, s, features: int) -> float | None:
+    """Make the table hold exactly ``features`` seeded rows (dropping stored benchmark runs
+    when it had other data); the seconds the seed took, or None when nothing had to change."""
+    import time
+
+    from stage4 import seed
+    from stage4.db import connect
+
+    with connect(url, autocommit=True) as conn:
+        have = conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
+        if have == features:
+            return None
+        conn.execute(f"TRUNCATE {s.qualified_table}")
+        conn.execute(f"DROP SCHEMA IF EXISTS {s.bench_schema} CASCADE")
+    with connect(url) as conn:
+        t0 = time.perf_counter()
+        seed.seed(conn, s, features=features, seed=42)
+        return time.perf_counter() - t0
 
 
 def stop(home: str | None = None) -> None:

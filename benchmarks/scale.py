@@ -283,7 +283,7 @@ def main() -> None:
     args = ap.parse_args()
     n = args.features
     os.environ["STAGE4_HOME"] = args.home or f"/tmp/perf-pg-{n}"
-    from stage4 import bench, migrations, seed
+    from stage4 import bench, migrations
     from stage4.cluster import Cluster
     from stage4.config import settings
     from stage4.db import connect
@@ -307,18 +307,13 @@ def main() -> None:
         migrations.downgrade(url, "schema")
     if rev is None:
         migrations.upgrade(url, "schema")
-    with connect(url, autocommit=True) as conn:
-        have = conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
-        if have != n:
-            conn.execute(f"TRUNCATE {s.qualified_table}")
-            conn.execute(f"DROP SCHEMA IF EXISTS {s.bench_schema} CASCADE")
-    if have != n:
-        say("seeding")
-        with connect(url) as conn:
-            t0 = time.perf_counter()
-            seed.seed(conn, s, features=n, seed=42)
-            result["seed_s"] = time.perf_counter() - t0
-        say(f"seeded in {result['seed_s']:.1f} s")
+    from _cluster import reseed
+
+    say("seeding (when the table does not hold exactly that many rows)")
+    seeded = reseed(url, s, n)
+    if seeded is not None:
+        result["seed_s"] = seeded
+        say(f"seeded in {seeded:.1f} s")
     with connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
 
