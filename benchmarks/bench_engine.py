@@ -40,7 +40,7 @@ def main() -> None:
         store.set_baseline(conn, base.run_id, force=True)
     run = bench.run(url, label="BENCH")
     same = {q: run.fingerprints[q] == fp for q, fp in base.fingerprints.items()}
-    comps = stats.compare_runs(base.samples, run.samples)
+    comps = stats.compare_bench(base, run)
     print(f"baseline run {base.run_id}: {base.seconds:.1f} s; bench run {run.run_id}: "
           f"{run.seconds:.1f} s; verdicts: {_verdicts(comps)}", flush=True)  # fmt: skip
 
@@ -57,7 +57,7 @@ def main() -> None:
         finally:
             with connect(url, autocommit=True) as conn:
                 conn.execute(definition)
-        c = stats.compare_runs(base.samples, cand.samples)
+        c = stats.compare_bench(base, cand)
         ok = {q: cand.fingerprints[q] == fp for q, fp in base.fingerprints.items()}
         decision = stats.gate_verdict(c, ok)
         drops.append({"rep": i + 1, "run_id": cand.run_id, "seconds": cand.seconds,

@@ -1,10 +1,11 @@
 """Does the decision rule stay quiet when nothing changed? (BENCHMARKS.md, "Noise check")
 
-Same database, default bench settings: one baseline run (stored as the baseline), then REPS more runs, each
-compared with the baseline exactly as the gate does (stats.compare_runs +
-gate_verdict, fingerprints included). A repetition passes when every query is "no
-significant change" and every fingerprint equals the baseline's. Target: at least
-19 of 20 repetitions pass.
+Same database, default bench settings: one baseline run (stored as the baseline), then
+REPS more runs, each compared with the baseline exactly as the gate does
+(stats.compare_bench with the gate's defaults + gate_verdict, fingerprints included). A
+repetition passes when every query is "no significant change" and every fingerprint
+equals the baseline's. Target: at least 19 of 20 repetitions pass. The pure statistical
+rule (no millisecond floor) is recorded beside it.
 
     PYTHONPATH=src .venv/bin/python benchmarks/noise_check.py --features 100000 --reps 20
 
@@ -18,6 +19,10 @@ import json
 import time
 
 from _cluster import RESULTS, seeded_cluster
+
+from stage4.gate import GateOptions
+
+GATE_MIN_DELTA_MS = GateOptions().min_delta_ms
 
 
 def main() -> None:
@@ -38,12 +43,18 @@ def main() -> None:
     reps = []
     for i in range(args.reps):
         run = bench.run(url, label=f"NOISE_{i + 1}")
-        comps = stats.compare_runs(base.samples, run.samples)
         same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
+        comps = stats.compare_bench(base, run, min_delta_ms=GATE_MIN_DELTA_MS)
         decision = stats.gate_verdict(comps, same)
         flagged = [q for q, c in comps.items() if c.verdict != stats.NO_CHANGE]
+        # the pure statistical rule (no 2 ms floor), recorded beside the gate's
+        pure = stats.compare_bench(base, run)
+        pure_flagged = [q for q, c in pure.items() if c.verdict != stats.NO_CHANGE]
         reps.append({"rep": i + 1, "run_id": run.run_id, "seconds": run.seconds,
                      "pass": not flagged and all(same.values()), "flagged": flagged,
+                     "pass_pure_rule": not pure_flagged and all(same.values()),
+                     "flagged_pure_rule": pure_flagged,
+                     "widened": next(iter(comps.values())).widened,
                      "go": decision.go, "reasons": decision.reasons,
                      "load_average": run.environment.get("load_average_start"),
                      "control_ms": run.environment.get("control_ms"),
@@ -52,10 +63,12 @@ def main() -> None:
               f"  ({run.seconds:.1f} s, load {run.environment.get('load_average_start')})",
               flush=True)  # fmt: skip
     passed = sum(r["pass"] for r in reps)
+    passed_pure = sum(r["pass_pure_rule"] for r in reps)
     result = {
         "command": f"benchmarks/noise_check.py --features {args.features} --reps {args.reps}",
         "features": args.features, "baseline_run_id": base.run_id,
         "baseline_seconds": base.seconds, "passed": passed, "reps": args.reps,
+        "passed_pure_rule": passed_pure, "gate_min_delta_ms": GATE_MIN_DELTA_MS,
         "baseline_load_average": base.environment.get("load_average_start"),
         "baseline_control_ms": base.environment.get("control_ms"),
         "target": "at least 19 of 20 repetitions with every query 'no significant change'",
@@ -64,7 +77,10 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "noise_check.json").write_text(json.dumps(result, indent=2))
     _figure(reps, RESULTS / "noise_check.png", passed, args)
-    print(f"{passed}/{args.reps} repetitions: no significant change on every query")
+    print(
+        f"{passed}/{args.reps} repetitions: no significant change on every query "
+        f"(gate defaults); {passed_pure}/{args.reps} with the pure rule (no ms floor)"
+    )
 
 
 def _figure(reps, path, passed, args) -> None:

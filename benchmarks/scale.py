@@ -321,6 +321,7 @@ def main() -> None:
     base = bench.run(url, label="SCHEMA", progress=_progress("bench schema"), save=False)
     result["bench"]["schema"] = summary(base)
     result["baseline_samples"] = base.samples
+    result["baseline_control"] = base.control
     say(f"schema: mean {result['bench']['schema']['overall_mean_ms']:.2f} ms, {base.qps:.0f} QPS")
     _save(result, n)
     _forward(url, s, result, REVISIONS, args.until)
@@ -328,8 +329,11 @@ def main() -> None:
 
 
 def _forward(url, s, result: dict, revisions: list[str], until: str | None) -> None:
+    from types import SimpleNamespace
+
     from stage4 import bench, migrations, stats
     from stage4.db import connect
+    from stage4.gate import GateOptions
 
     n = result["features"]
     for rev in revisions:
@@ -356,7 +360,10 @@ def _forward(url, s, result: dict, revisions: list[str], until: str | None) -> N
             f"variants {run.variants}")  # fmt: skip
         if rev == REVISIONS[-1]:
             t0 = time.perf_counter()
-            cmp = stats.compare_runs(result["baseline_samples"], run.samples, min_delta_ms=2.0)
+            stored = SimpleNamespace(
+                samples=result["baseline_samples"], control=result.get("baseline_control", [])
+            )
+            cmp = stats.compare_bench(stored, run, min_delta_ms=GateOptions().min_delta_ms)
             compare_s = time.perf_counter() - t0
             result["gate"] = {"seconds": bench_s + compare_s, "bench_s": bench_s,
                               "compare_s": compare_s,

@@ -66,7 +66,7 @@ def test_a_wrong_variant_is_caught_by_the_fingerprint(seeded_url: str) -> None:
     assert run.variants["Q2"] == "wrong" and run.variants["Q3"] == "same"
     ok = {q: run.fingerprints[q] == fp for q, fp in base.fingerprints.items()}
     assert [q for q, v in ok.items() if not v] == ["Q2"]
-    decision = stats.gate_verdict(stats.compare_runs(base.samples, run.samples), ok)
+    decision = stats.gate_verdict(stats.compare_bench(base, run), ok)
     assert not decision.go
     assert "Q2 result changed: fingerprint differs from baseline" in decision.reasons
 
@@ -78,7 +78,7 @@ def test_dropping_the_gist_index_keeps_results_and_is_compared(seeded_url: str) 
         conn.execute(f"DROP INDEX {s.schema}.{s.table}_{s.geometry_column}_gist")
     run = bench.run(seeded_url, label="nogist", **FAST)
     assert run.fingerprints == base.fingerprints
-    comps = stats.compare_runs(base.samples, run.samples)
+    comps = stats.compare_bench(base, run)
     assert list(comps) == QIDS
     assert all(c.verdict in (stats.SLOWER, stats.FASTER, stats.NO_CHANGE) for c in comps.values())
 

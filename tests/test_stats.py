@@ -16,12 +16,15 @@ from stage4.stats import (
     SLOWER,
     GateDecision,
     QueryComparison,
+    compare_bench,
     compare_query,
     compare_runs,
+    control_drift,
     gate_verdict,
     geometric_mean,
     speedup_table,
     summarize,
+    widening,
 )
 
 QUERIES = [f"Q{i}" for i in range(1, 11)]
@@ -44,6 +47,42 @@ def comparison(verdict: str = NO_CHANGE, ratio: float = 1.0) -> QueryComparison:
         ci_high=ratio * 1.1,
         verdict=verdict,
     )
+
+
+class TestMachineDrift:
+    """The control query says the machine changed speed: margins widen, never narrow."""
+
+    def test_widening_is_symmetric_and_never_below_one(self) -> None:
+        assert widening(1.0) == 1.0
+        assert widening(1.2) == pytest.approx(1.44)
+        assert widening(1 / 1.2) == pytest.approx(1.44)
+        with pytest.raises(ConfigError, match="drift must be a positive ratio"):
+            widening(0.0)
+
+    def test_control_drift_is_the_ratio_of_medians(self) -> None:
+        assert control_drift([2.0, 3.0, 4.0], [6.0, 6.0, 9.0]) == 2.0
+        assert control_drift([], [1.0]) == 1.0  # runs stored before the control existed
+
+    def test_a_machine_slowdown_is_not_called_a_regression(self) -> None:
+        # Every query 25 % slower because the whole machine was 20 % slower.
+        base, cand = run(1, n=200, sigma=0.05), run(2, n=200, sigma=0.05, factor=1.25)
+        assert {c.verdict for c in compare_runs(base, cand).values()} == {SLOWER}
+        widened = compare_runs(base, cand, drift=1.2)
+        assert {c.verdict for c in widened.values()} == {NO_CHANGE}
+        assert [c.widened for c in widened.values()] == pytest.approx([1.44] * 10)
+
+    def test_a_real_regression_is_still_flagged_through_drift(self) -> None:
+        base, cand = run(1, n=200, sigma=0.05), run(2, n=200, sigma=0.05, factor=3.0)
+        assert {c.verdict for c in compare_runs(base, cand, drift=1.2).values()} == {SLOWER}
+
+    def test_compare_bench_reads_samples_and_control(self) -> None:
+        from types import SimpleNamespace
+
+        base = SimpleNamespace(samples=run(1, n=200, sigma=0.05), control=[5.0] * 10)
+        cand = SimpleNamespace(samples=run(2, n=200, sigma=0.05, factor=1.25), control=[6.0] * 10)
+        result = compare_bench(base, cand)
+        assert result == compare_runs(base.samples, cand.samples, drift=1.2)
+        assert {c.verdict for c in result.values()} == {NO_CHANGE}
 
 
 class TestSummarize:
@@ -127,6 +166,7 @@ class TestDecisionRule:
             "verdict": "slower",
             "confidence": 0.95,
             "threshold": 0.10,
+            "widened": 1.0,
         }
 
 

@@ -7,7 +7,14 @@ A run, in order:
 2. fingerprint pass, which is also the warm-up: every query on ``FINGERPRINT_SETS``
    fixed parameter sets, results hashed (so "faster but different" is caught
    whatever ``iterations`` is);
-3. latency phase: ``iterations`` rounds; each round runs every query on the same
+3. throughput phase: pgbench, ``concurrency`` clients for ``duration`` seconds,
+   one script file per (query, parameter set) with the literals inlined (pgbench
+   variables cannot carry a bbox or a date), picked at random with a fixed
+   ``--random-seed``; QPS = pgbench's tps since every script is one query. Without
+   a pgbench binary the same scripts run on Python threads (recorded in the run).
+   It runs before the latency phase so that every latency phase (baseline or not)
+   starts on a machine in the same state: just after a saturating load;
+4. latency phase: ``iterations`` rounds; each round runs every query on the same
    ``sets`` parameter sets, queries interleaved and rotated (round i starts at query
    i mod 10), so drift on a shared machine spreads over every query instead of
    hitting one block. Each execution is timed with ``time.perf_counter()`` around
@@ -21,12 +28,8 @@ A run, in order:
    (``CONTROL_SQL``, no table) is timed and recorded (``control_ms``): it tells
    how loaded the machine was. It is a diagnostic only: rescaling samples by it
    was tried and over- or under-corrected by 20–40 % on the shared machine
-   (BENCHMARKS.md);
-4. throughput phase: pgbench, ``concurrency`` clients for ``duration`` seconds,
-   one script file per (query, parameter set) with the literals inlined (pgbench
-   variables cannot carry a bbox or a date), picked at random with a fixed
-   ``--random-seed``; QPS = pgbench's tps since every script is one query. Without
-   a pgbench binary the same scripts run on Python threads (recorded in the run);
+   (BENCHMARKS.md); the gate uses it to widen its margins when the machine's speed
+   changed between two runs (``stats``, "Machine drift");
 5. cache hit = shared-buffer hits / block requests over phases 3–4, from
    ``pg_statio_all_tables`` of the app schema (``pg_stat_database`` for the whole
    database is recorded beside it).
@@ -113,7 +116,13 @@ def run(
             fingerprints[qid] = fp.hexdigest()
         tick("fingerprints", total, total)
 
+        scripts = [_literal(conn, chosen[q][1], p) for q in catalogue
+                   for p in workload.parameters(q, anchors, THROUGHPUT_SETS, seed, "tp")]  # fmt: skip
         before = _cache_counters(conn, s)
+        # Throughput first: every latency phase then follows the same saturating load
+        # (on a burstable VM the first minute after idling runs faster; a baseline taken
+        # on a rested machine made every later run look 10-30 % slower).
+        qps, tool = _throughput(url, scripts, concurrency, duration, seed, tick)
         order = list(catalogue)
         executions: dict[str, list[float]] = {q: [] for q in order}
         control: list[float] = []
@@ -129,12 +138,8 @@ def run(
                     executions[qid].append((time.perf_counter() - start) * 1000.0)
             tick("latency", i + 1, iterations)
         samples = round_samples(executions, sets)
-
-        scripts = [_literal(conn, chosen[q][1], p) for q in order
-                   for p in workload.parameters(q, anchors, THROUGHPUT_SETS, seed, "tp")]  # fmt: skip
         conn.execute("SELECT pg_stat_force_next_flush()")
         conn.execute("SELECT 1")
-    qps, tool = _throughput(url, scripts, concurrency, duration, seed, tick)
     with connect(url, autocommit=True) as conn:
         after = _wait_counters(conn, s, before)
         hit = _ratio(before["app"], after["app"])

@@ -560,7 +560,7 @@ def compare(
             raise ConfigError("no baseline stored: run `stage4 baseline` first")
         run_id = run if run is not None else store.latest_run_id(conn)
         cand = store.load_run(conn, run_id)
-    comps = stats.compare_runs(base.samples, cand.samples, threshold=threshold,
+    comps = stats.compare_bench(base, cand, threshold=threshold,
                                confidence=confidence)  # fmt: skip
     same = {q: cand.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
     table = Table(

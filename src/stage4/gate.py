@@ -251,8 +251,8 @@ def _judge(
     report.write_metrics(folder, rec.revision.upper(), run)
     kw = {"threshold": opts.threshold, "confidence": opts.confidence,
           "min_delta_ms": opts.min_delta_ms}  # fmt: skip
-    vs_base = stats.compare_runs(base.samples, run.samples, **kw)
-    vs_prev = stats.compare_runs(previous.samples, run.samples, **kw)
+    vs_base = stats.compare_bench(base, run, **kw)
+    vs_prev = stats.compare_bench(previous, run, **kw)
     same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
     decision = stats.gate_verdict(vs_base, same)
     step_back = stats.gate_verdict(vs_prev)
