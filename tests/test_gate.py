@@ -133,6 +133,11 @@ class TestGo:
         assert [s.revision for s in rollout.steps] == migrations.chain()[1:]
         assert all(s.verdict == "GO" for s in rollout.steps), [s.reasons for s in rollout.steps]
         assert all(s.verified for s in rollout.steps)
+        # Every view was built by this rollout on unchanged rows: none refreshed again, and
+        # the fingerprints (equal, or the step would be NO-GO) show they were right.
+        last = rollout.steps[-1].run.environment
+        assert last["matviews_refreshed"] == []
+        assert len(last["matviews_known_fresh"]) >= 4  # opt3's search view, opt5's three
         folder = Path(rollout.folder)
         names = {p.name for p in folder.iterdir()}
         assert {"REPORT.md", "rollout.json", "METRICS_BASELINE.json",
@@ -143,6 +148,13 @@ class TestGo:
         assert Path(rollout.backup).stat().st_size > 0
         again = gate.upgrade(seeded_url, "head", _opts(tmp_path))
         assert again.outcome == f"already at {migrations.chain()[-1]}: nothing to do"
+
+
+class TestViewWatch:
+    def test_only_views_built_during_the_rollout_on_unchanged_rows_are_fresh(self) -> None:
+        watch = gate.ViewWatch({"public.old_mv"}, "hash-at-start")
+        assert watch.fresh(["public.old_mv", "public.new_mv"], "hash-at-start") == {"public.new_mv"}
+        assert watch.fresh(["public.old_mv", "public.new_mv"], "another-hash") == set()
 
 
 class TestFailure:
