@@ -18,7 +18,10 @@ On a private embedded cluster (``STAGE4_HOME=/tmp/perf-pg-<N>``), seeded with
 References (what a hand-written migration would have to do at least):
 opt1 up: INSERT…SELECT of the rows into a bare partitioned copy + the same indexes
 (PK, GiST, two btrees); opt1 down: the same into a bare plain copy; opt2..opt5: the
-bare DDL / view builds they run (``stage4.ddl`` SQL, no checks, grants or Alembic).
+bare DDL / view builds they run (``stage4.ddl`` SQL, no checks, grants or Alembic),
+timed in a transaction then rolled back; except the downgrades of opt3 and opt5, whose
+DROP of views costs little until COMMIT (file unlink, eviction from shared_buffers):
+their reference is a committed DROP of same-sized copies (``time_committed_drop``).
 
 Writes ``benchmarks/results/scale_<N>.json`` and the "Performance at scale" section of
 BENCHMARKS.md (per-query table, targets with measured figures and PASS/FAIL).
@@ -115,9 +118,44 @@ def reference_sql(conn, s, rev: str, direction: str) -> list[str]:
     raise ValueError(rev)
 
 
+def dropped_views(s, rev: str) -> list:
+    """The materialized views a downgrade drops (opt3, opt5), for the committed reference."""
+    from stage4.ddl import aggregates, search_matview
+
+    return {"opt3": [search_matview.view(s)], "opt5": aggregates.views(s)}.get(rev, [])
+
+
+def time_committed_drop(url: str, s, rev: str) -> float:
+    """Reference of a downgrade that drops views: DROP of same-sized copies, *committed*.
+
+    A DROP that is rolled back costs nothing; at COMMIT PostgreSQL unlinks the files and
+    evicts the relation's pages from shared_buffers, which at 1M features is most of the
+    work. The copies are built (untimed) in a scratch schema from the same queries."""
+    from dataclasses import replace
+
+    from stage4.db import connect
+
+    copies = [replace(v, schema="scale_ref") for v in dropped_views(s, rev)]
+    with connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS scale_ref CASCADE")
+        conn.execute("CREATE SCHEMA scale_ref")
+        for v in copies:
+            for stmt in v.create_sql():
+                conn.execute(stmt)
+        t0 = time.perf_counter()
+        with conn.transaction():
+            for v in reversed(copies):
+                conn.execute(v.drop_sql())
+        seconds = time.perf_counter() - t0
+        conn.execute("DROP SCHEMA scale_ref CASCADE")
+    return seconds
+
+
 def time_reference(url: str, s, rev: str, direction: str) -> float:
     from stage4.db import connect
 
+    if direction == "down" and dropped_views(s, rev):
+        return time_committed_drop(url, s, rev)
     with connect(url) as conn:
         stmts = reference_sql(conn, s, rev, direction)
         conn.rollback()
@@ -135,19 +173,89 @@ def time_reference(url: str, s, rev: str, direction: str) -> float:
 
 
 def summary(run) -> dict:
-    per = {q: statistics.median(v) for q, v in run.executions.items()}
-    means = {q: statistics.fmean(v) for q, v in run.executions.items()}
+    return pooled([run])
+
+
+def pooled(runs: list) -> dict:
+    """Per-query median and mean over the executions of one or more runs of one database."""
+    qids = list(runs[0].executions)
+    execs = {q: [x for r in runs for x in r.executions[q]] for q in qids}
+    means = {q: statistics.fmean(v) for q, v in execs.items()}
     return {
-        "median_ms": per,
+        "median_ms": {q: statistics.median(v) for q, v in execs.items()},
         "mean_ms": means,
         "overall_mean_ms": statistics.fmean(means.values()),
-        "qps": run.qps,
-        "cache_hit": run.cache_hit,
-        "variants": run.variants,
-        "fingerprints": run.fingerprints,
-        "seconds": run.seconds,
-        "load_average_start": run.environment.get("load_average_start"),
+        "qps": statistics.fmean(r.qps for r in runs),
+        "cache_hit": runs[0].cache_hit,
+        "control_ms": statistics.median(x for r in runs for x in r.control),
+        "variants": runs[0].variants,
+        "fingerprints": runs[0].fingerprints,
+        "fingerprints_stable": all(r.fingerprints == runs[0].fingerprints for r in runs),
+        "seconds": statistics.fmean(r.seconds for r in runs),
+        "load_average_start": runs[0].environment.get("load_average_start"),
+        "runs": len(runs),
     }
+
+
+# ------------------------------------------------------------------ same-window A/B
+
+
+def clone_home(cluster, dst: Path) -> None:
+    """Copy the (stopped) cluster's home to ``dst``: same data, its own port and socket dir.
+    The clone keeps the database at ``schema`` for the same-window comparison."""
+    import shutil
+
+    from stage4.cluster import free_port
+
+    cluster.stop()
+    if dst.exists():
+        shutil.rmtree(dst)
+    subprocess.run(["cp", "-a", str(cluster.home), str(dst)], check=True)
+    conf = dst / "data" / "stage4.conf"
+    lines = [f"port = {free_port()}" if ln.startswith("port =") else
+             f"unix_socket_directories = '{dst / 'run'}'"
+             if ln.startswith("unix_socket_directories") else ln
+             for ln in conf.read_text().splitlines()]  # fmt: skip
+    conf.write_text("\n".join(lines) + "\n")
+    (dst / "data" / "postmaster.pid").unlink(missing_ok=True)
+    cluster.start()
+
+
+def ab_compare(url: str, ab_home: Path, result: dict, pairs: int) -> None:
+    """Bench the schema clone (A) and the migrated database (B) in turn, A B A B …, and
+    keep what each pair says: the machine's speed drifts by tens of per cent over
+    minutes, so ratios of runs taken a quarter of an hour apart are not evidence."""
+    from stage4 import bench, stats
+    from stage4.cluster import Cluster
+
+    clone = Cluster(home=ab_home)
+    clone.start()
+    ab_url = clone.url()
+    try:
+        say("A/B: warming the clone's caches (short bench, not kept)")
+        bench.run(ab_url, label="WARM", iterations=2, duration=1, save=False)
+        runs_a, runs_b, pair_rows = [], [], []
+        for i in range(pairs):
+            say(f"A/B pair {i + 1}/{pairs}: schema clone")
+            a = bench.run(ab_url, label=f"AB_SCHEMA_{i + 1}", save=False,
+                          progress=_progress(f"A{i + 1}"))  # fmt: skip
+            say(f"A/B pair {i + 1}/{pairs}: migrated database")
+            b = bench.run(url, label=f"AB_OPT5_{i + 1}", save=False,
+                          progress=_progress(f"B{i + 1}"))  # fmt: skip
+            runs_a.append(a)
+            runs_b.append(b)
+            cmp = stats.compare_bench(a, b)
+            pair_rows.append({"verdicts": {q: c.verdict for q, c in cmp.items()},
+                              "ratios": {q: c.ratio for q, c in cmp.items()},
+                              "widened": next(iter(cmp.values())).widened,
+                              "control_ms": [statistics.median(a.control),
+                                             statistics.median(b.control)]})  # fmt: skip
+            say(f"pair {i + 1}: mean {statistics.fmean(statistics.fmean(v) for v in a.executions.values()):.1f}"
+                f" -> {statistics.fmean(statistics.fmean(v) for v in b.executions.values()):.1f} ms")  # fmt: skip
+        result["ab"] = {"schema": pooled(runs_a), "opt5": pooled(runs_b), "pairs": pair_rows,
+                        "order": "A B " * pairs}  # fmt: skip
+    finally:
+        clone.stop()
 
 
 def cli_startup(env: dict) -> dict[str, float]:
@@ -167,8 +275,10 @@ def cli_startup(env: dict) -> dict[str, float]:
 
 
 def targets(result: dict) -> list[tuple[str, str, bool | None]]:
-    base = result["bench"]["schema"]
-    last = result["bench"].get("opt5")
+    """PASS/FAIL per issue-#8 target; the workload ones from the same-window A/B when run."""
+    ab = result.get("ab")
+    base = ab["schema"] if ab else result["bench"]["schema"]
+    last = ab["opt5"] if ab else result["bench"].get("opt5")
     rows: list[tuple[str, str, bool | None]] = []
     if last:
         sp = {q: base["median_ms"][q] / last["median_ms"][q] for q in base["median_ms"]}
@@ -245,6 +355,31 @@ def markdown(result: dict, command: str) -> str:
         f"{benches[s]['overall_mean_ms']:.2f}" for s in steps) + " | | |")  # fmt: skip
     lines.append("| QPS (4 clients) | " + " | ".join(
         f"{benches[s]['qps']:.0f}" for s in steps) + " | | |")  # fmt: skip
+    lines.append("| control query (ms) | " + " | ".join(
+        f"{benches[s].get('control_ms', float('nan')):.2f}" for s in steps) + " | | |")  # fmt: skip
+    lines += ["", "Each column above is a bench taken in turn over ~15 minutes; the control "
+              "row shows how much the machine's own speed moved meanwhile."]  # fmt: skip
+    ab = result.get("ab")
+    if ab:
+        a, b = ab["schema"], ab["opt5"]
+        lines += ["", f"**Same-window A/B** (the targets below): a copy of the cluster kept at "
+                  f"`schema` (A) and the migrated database (B), benched in turn "
+                  f"{ab['order'].strip()}; median ms per execution over the "
+                  f"{a['runs']} runs of each:", "",
+                  "| query | schema (A) | opt5 (B) | speedup | verdict per pair | opt5 variant |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for q in a["median_ms"]:
+            verdicts = " / ".join(p["verdicts"][q] for p in ab["pairs"])
+            lines.append(f"| {q} | {a['median_ms'][q]:.2f} | {b['median_ms'][q]:.2f} | "
+                         f"×{a['median_ms'][q] / b['median_ms'][q]:.2f} | {verdicts} | "
+                         f"{b['variants'][q]} |")  # fmt: skip
+        lines.append(f"| mean | {a['overall_mean_ms']:.2f} | {b['overall_mean_ms']:.2f} | "
+                     f"×{a['overall_mean_ms'] / b['overall_mean_ms']:.2f} | | |")  # fmt: skip
+        lines.append(f"| QPS (4 clients) | {a['qps']:.0f} | {b['qps']:.0f} | "
+                     f"×{b['qps'] / a['qps']:.2f} | | |")  # fmt: skip
+        lines.append(
+            f"| control query (ms) | {a['control_ms']:.2f} | {b['control_ms']:.2f} | | | |"
+        )
     lines += ["", "| migration step | seconds | physical reference (s) |", "|---|---|---|"]
     for step, m in result["migrations"].items():
         ref = m.get("reference_s")
@@ -278,6 +413,8 @@ def main() -> None:
     ap.add_argument("--home", default=None, help="STAGE4_HOME (default /tmp/perf-pg-<N>)")
     ap.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--until", choices=REVISIONS, help="stop after benchmarking this revision")
+    ap.add_argument("--ab-pairs", type=int, default=2,
+                    help="A/B pairs (schema clone, opt5) benched in turn at the end (0: none)")  # fmt: skip
     ap.add_argument("--resume", action="store_true",
                     help="continue a run stopped by --until (reads scale_<N>.json)")  # fmt: skip
     args = ap.parse_args()
@@ -299,7 +436,7 @@ def main() -> None:
     if args.resume:
         result = json.loads((RESULTS / f"scale_{n}.json").read_text())
         say(f"resuming at {rev}: benches done {list(result['bench'])}")
-        _forward(url, s, result, REVISIONS[REVISIONS.index(rev) + 1 :], args.until)
+        _forward(url, s, result, REVISIONS[REVISIONS.index(rev) + 1 :], args)
         _finish(url, s, result, n, args)
         return
     if rev not in (None, "schema"):
@@ -316,6 +453,12 @@ def main() -> None:
         say(f"seeded in {seeded:.1f} s")
     with connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
+    if args.ab_pairs:
+        ab_home = Path(os.environ["STAGE4_HOME"] + "-ab")
+        say(f"cloning the cluster at schema to {ab_home} (for the same-window A/B)")
+        clone_home(cluster, ab_home)
+        url = cluster.url()  # the restart may have moved it to another free port
+        result["ab_home"] = str(ab_home)
 
     say("bench at schema")
     base = bench.run(url, label="SCHEMA", progress=_progress("bench schema"), save=False)
@@ -324,18 +467,20 @@ def main() -> None:
     result["baseline_control"] = base.control
     say(f"schema: mean {result['bench']['schema']['overall_mean_ms']:.2f} ms, {base.qps:.0f} QPS")
     _save(result, n)
-    _forward(url, s, result, REVISIONS, args.until)
+    _forward(url, s, result, REVISIONS, args)
     _finish(url, s, result, n, args)
 
 
-def _forward(url, s, result: dict, revisions: list[str], until: str | None) -> None:
+def _forward(url, s, result: dict, revisions: list[str], args) -> None:
     from types import SimpleNamespace
 
     from stage4 import bench, migrations, stats
     from stage4.db import connect
-    from stage4.gate import GateOptions
+    from stage4.gate import GateOptions, ViewWatch, rows_hash, workload_views
 
     n = result["features"]
+    with connect(url) as conn:  # as the gate does: views built on unchanged rows are fresh
+        watch = ViewWatch(set(workload_views(conn, s)), rows_hash(conn, s))
     for rev in revisions:
         say(f"{rev}: physical reference of the upgrade")
         ref_up = time_reference(url, s, rev, "up")
@@ -351,9 +496,12 @@ def _forward(url, s, result: dict, revisions: list[str], until: str | None) -> N
         result["migrations"][f"{rev} down"] = {"reference_s": ref_down}
         with connect(url, autocommit=True) as conn:
             conn.execute("ANALYZE")
-        say(f"bench at {rev}")
+        with connect(url) as conn:
+            fresh = watch.fresh(workload_views(conn, s), rows_hash(conn, s))
+        say(f"bench at {rev} (views known fresh: {sorted(fresh) or 'none'})")
         t0 = time.perf_counter()
-        run = bench.run(url, label=rev, progress=_progress(f"bench {rev}"), save=False)
+        run = bench.run(url, label=rev, progress=_progress(f"bench {rev}"), save=False,
+                        fresh_views=fresh)  # fmt: skip
         bench_s = time.perf_counter() - t0
         result["bench"][rev] = summary(run)
         say(f"{rev}: mean {result['bench'][rev]['overall_mean_ms']:.2f} ms, {run.qps:.0f} QPS, "
@@ -367,9 +515,12 @@ def _forward(url, s, result: dict, revisions: list[str], until: str | None) -> N
             compare_s = time.perf_counter() - t0
             result["gate"] = {"seconds": bench_s + compare_s, "bench_s": bench_s,
                               "compare_s": compare_s,
+                              "views_refreshed": run.environment["matviews_refreshed"],
                               "verdicts": {q: c.verdict for q, c in cmp.items()}}  # fmt: skip
+            if args.ab_pairs and result.get("ab_home"):
+                ab_compare(url, Path(result["ab_home"]), result, args.ab_pairs)
         _save(result, n)
-        if rev == until:
+        if rev == args.until:
             say(f"stopped after {rev} (--until); continue with --resume")
             raise SystemExit(0)
 
