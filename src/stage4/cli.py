@@ -581,6 +581,10 @@ def compare(
                       f"x{c.ratio:.2f}", f"x{c.ci_low:.2f}–x{c.ci_high:.2f}", c.verdict,
                       "same" if same.get(qid) else "DIFFERENT")  # fmt: skip
     out.print(table)
+    widened = max((c.widened for c in comps.values()), default=1.0)
+    if widened > 1.0:
+        out.print(f"machine drift: the control query moved between the runs, so the margin "
+                  f"is x{(1 + threshold) * widened:.2f} instead of x{1 + threshold:.2f}")  # fmt: skip
     b, o = base.overall, cand.overall
     out.print(f"overall mean {b['mean']:.2f} -> {o['mean']:.2f} ms "
               f"({100 * (o['mean'] / b['mean'] - 1):+.1f} %), geometric mean of ratios "
