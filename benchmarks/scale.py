@@ -542,6 +542,8 @@ def _finish(url, s, result: dict, n: int, args) -> None:
     result["finished_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     _save(result, n)
     cmd = f"PYTHONPATH=src .venv/bin/python benchmarks/scale.py --features {n}"
+    if args.home:  # a fresh home seeds a fresh table: the baseline's layout is the seed's
+        cmd += f" --home {args.home}"
     text = markdown(result, cmd)
     print(text)
     if not args.no_markdown:
