@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stage4.config import Settings
-from stage4.ddl import gis_columns
 from stage4.ddl.cron import Job
 
 # The all-pairs containment view of the first opt5 (dropped by the downgrade if present).
@@ -75,18 +74,17 @@ GROUP BY 1, 2""", ("mes", "categoria"))  # fmt: skip
 def tiles(s: Settings) -> MatView:
     """Q10: the tile attributes with the geometry already in EPSG:3857 (and the original).
 
-    It also carries opt2's stored area and bbox: a non-partitioned copy with one GiST
-    on the geometry, which Q2, Q6 and Q7 read instead of the partitioned table (see
-    ``_variants``). The (categoria, geom) GiST is partial on
+    A non-partitioned copy with one GiST on the geometry, which Q2, Q6 and Q7 read
+    instead of the partitioned table (see ``_variants``); kept narrow (no opt2 measures
+    since Q1/Q3 read the table) because Q2's id-ordered walks pay per row width. The (categoria, geom) GiST is partial on
     ``categoria IS NOT NULL`` so that only a query filtering on a category (Q9) can
     use it: without the predicate the planner also picked it (and a (date, geom) one,
     since removed) for plain ``geom`` filters, scanning 30x the buffers (Q6 at 1M:
     2.3 ms at schema, 25.9 ms on the view).
     """
     t, gc = s.time_column, s.geometry_column
-    measures = "".join(f", g.{c}" for c in gis_columns.derived(s))
     return MatView(s.schema, f"{s.table}_tile_mv", f"""
-SELECT g.id, g.{t}, g.nome, g.categoria, g.{gc}, ST_Transform(g.{gc}, 3857) AS geom_3857{measures}
+SELECT g.id, g.{t}, g.nome, g.categoria, g.{gc}, ST_Transform(g.{gc}, 3857) AS geom_3857
 FROM {s.qualified_table} g""", ("id", t), (f"USING gist ({gc})",
         f"USING gist (categoria, {gc}) WHERE categoria IS NOT NULL"))  # fmt: skip
 
