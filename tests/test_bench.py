@@ -91,6 +91,12 @@ def test_materialized_views_are_refreshed_before_fingerprinting(seeded_url: str)
     run = bench.run(seeded_url, label="mv", save=False, **FAST)
     assert run.environment["matviews_refreshed"] == [f"{s.schema}.mv_counts"]
     assert run.run_id is None
+    # A view the caller vouches for (the gate: built by this rollout on unchanged rows)
+    # is not refreshed again.
+    trusted = bench.run(seeded_url, label="mv", save=False,
+                        fresh_views={f"{s.schema}.mv_counts"}, **FAST)  # fmt: skip
+    assert trusted.environment["matviews_refreshed"] == []
+    assert trusted.environment["matviews_known_fresh"] == [f"{s.schema}.mv_counts"]
 
 
 def test_metrics_json_fields(seeded_url: str, tmp_path) -> None:

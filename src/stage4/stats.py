@@ -25,7 +25,7 @@ took 2.9 ms in one run and 5.1 ms two minutes later on the same idle database, a
 every query moved with it (BENCHMARKS.md, "Noise check"). A ratio of medians taken
 across such a change says more about the machine than about the migration. So when
 the control's median moved by a factor ``drift`` between the two runs, both margins
-are widened by ``drift ** DRIFT_SENSITIVITY`` (in either direction, never narrowed):
+are widened by ``max(drift, 1/drift) ** DRIFT_SENSITIVITY`` (never narrowed):
 the rule refuses to call a change it cannot tell from the machine's own. Queries
 moved with up to ~1.3x the control's log-change in our measurements, plus a
 residual of about 10 %; sensitivity 2 covers that. The widening is reported with

@@ -1,0 +1,55 @@
+"""Time (or EXPLAIN) workload queries on an existing embedded cluster, per parameter set.
+
+The quick look behind the "what changed and why" figures of BENCHMARKS.md: for each
+query, the app's base SQL and the variant the database would use now, on the bench's
+first four parameter sets (seed 42), each timed as the mean of five executions after
+one warm-up; ``--explain`` prints EXPLAIN (ANALYZE, BUFFERS) of each instead.
+``--set`` runs session statements first (e.g. ``SET max_parallel_workers_per_gather = 0``).
+
+    STAGE4_HOME=/tmp/scale-1m PYTHONPATH=src .venv/bin/python benchmarks/query_probe.py Q2,Q5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("queries", help="comma-separated query ids, e.g. Q2,Q5")
+    ap.add_argument("--explain", action="store_true")
+    ap.add_argument("--set", action="append", default=[], help="a session statement to run first")
+    args = ap.parse_args()
+    from stage4 import workload
+    from stage4.cluster import Cluster
+    from stage4.config import settings
+    from stage4.db import connect
+
+    s = settings()
+    with connect(Cluster.from_settings(s).url(), autocommit=True, prepare_threshold=None) as conn:
+        for stmt in args.set:
+            conn.execute(stmt)
+        chosen = workload.choose(conn, s)
+        catalogue = workload.queries(s)
+        anchors = workload.sample_anchors(conn, s, 42)
+        for qid in args.queries.split(","):
+            runs = {"base": catalogue[qid].sql}
+            if chosen[qid][0] != "base":
+                runs[chosen[qid][0]] = chosen[qid][1]
+            for i, params in enumerate(workload.parameters(qid, anchors, 4, 42), 1):
+                for name, sql in runs.items():
+                    if args.explain:
+                        plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)
+                        print(f"== {qid} set {i} [{name}] {params}")
+                        print("\n".join(r[0] for r in plan.fetchall()))
+                        continue
+                    conn.execute(sql, params).fetchall()
+                    t0 = time.perf_counter()
+                    for _ in range(5):
+                        conn.execute(sql, params).fetchall()
+                    print(f"{qid} set {i} [{name}]: {(time.perf_counter() - t0) * 200:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
