@@ -463,8 +463,9 @@ def main() -> None:
     say("bench at schema")
     base = bench.run(url, label="SCHEMA", progress=_progress("bench schema"), save=False)
     result["bench"]["schema"] = summary(base)
-    result["baseline_samples"] = base.samples
-    result["baseline_control"] = base.control
+    # Integer microseconds: exact enough, and no float noise in the JSON.
+    result["baseline_samples_us"] = {q: _us(v) for q, v in base.samples.items()}
+    result["baseline_control_us"] = _us(base.control)
     say(f"schema: mean {result['bench']['schema']['overall_mean_ms']:.2f} ms, {base.qps:.0f} QPS")
     _save(result, n)
     _forward(url, s, result, REVISIONS, args)
@@ -476,11 +477,12 @@ def _forward(url, s, result: dict, revisions: list[str], args) -> None:
 
     from stage4 import bench, migrations, stats
     from stage4.db import connect
-    from stage4.gate import GateOptions, ViewWatch, rows_hash, workload_views
+    from stage4.gate import GateOptions, ViewWatch, rows_hash
+    from stage4.workload import materialized_views
 
     n = result["features"]
     with connect(url) as conn:  # as the gate does: views built on unchanged rows are fresh
-        watch = ViewWatch(set(workload_views(conn, s)), rows_hash(conn, s))
+        watch = ViewWatch(set(materialized_views(conn, s)), rows_hash(conn, s))
     for rev in revisions:
         say(f"{rev}: physical reference of the upgrade")
         ref_up = time_reference(url, s, rev, "up")
@@ -497,7 +499,7 @@ def _forward(url, s, result: dict, revisions: list[str], args) -> None:
         with connect(url, autocommit=True) as conn:
             conn.execute("ANALYZE")
         with connect(url) as conn:
-            fresh = watch.fresh(workload_views(conn, s), rows_hash(conn, s))
+            fresh = watch.fresh(materialized_views(conn, s), rows_hash(conn, s))
         say(f"bench at {rev} (views known fresh: {sorted(fresh) or 'none'})")
         t0 = time.perf_counter()
         run = bench.run(url, label=rev, progress=_progress(f"bench {rev}"), save=False,
@@ -509,7 +511,8 @@ def _forward(url, s, result: dict, revisions: list[str], args) -> None:
         if rev == REVISIONS[-1]:
             t0 = time.perf_counter()
             stored = SimpleNamespace(
-                samples=result["baseline_samples"], control=result.get("baseline_control", [])
+                samples={q: _ms(v) for q, v in result["baseline_samples_us"].items()},
+                control=_ms(result["baseline_control_us"]),
             )
             cmp = stats.compare_bench(stored, run, min_delta_ms=GateOptions().min_delta_ms)
             compare_s = time.perf_counter() - t0
@@ -549,6 +552,14 @@ def _finish(url, s, result: dict, n: int, args) -> None:
     if not args.no_markdown:
         write_markdown(text)
     say("done")
+
+
+def _us(ms: list[float]) -> list[int]:
+    return [round(x * 1000) for x in ms]
+
+
+def _ms(us: list[int]) -> list[float]:
+    return [x / 1000 for x in us]
 
 
 def _save(result: dict, n: int) -> None:

@@ -14,17 +14,13 @@ import pytest
 
 from stage4 import migrations, snapshot, workload
 from stage4.config import settings
+from supabase_roles import ROLES_SQL
 
 S = settings()
 ROLES = ("anon", "authenticated", "service_role")
-SUPABASE = """
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-    CREATE ROLE authenticated NOLOGIN; END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
-    CREATE ROLE service_role NOLOGIN BYPASSRLS; END IF;
-END $$;
+SUPABASE = (
+    ROLES_SQL
+    + """
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 GRANT SELECT ON public.geometrias TO anon;
 GRANT SELECT, INSERT, UPDATE ON public.geometrias TO authenticated;
@@ -37,6 +33,7 @@ CREATE POLICY authenticated_reads_recent ON public.geometrias FOR SELECT TO auth
 COMMENT ON TABLE public.geometrias IS 'BIBLIOTECA features';
 COMMENT ON COLUMN public.geometrias.nome IS 'display name';
 """
+)
 RPCS = ("buscar_geometrias", "contagem_mensal", "tile_mvt")
 
 

@@ -10,18 +10,14 @@ import pytest
 
 from stage4 import migrations, snapshot
 from stage4.errors import MigrationError
+from supabase_roles import ROLES_SQL
 
 T = "public.geometrias"
 YEARS = range(2020, 2029)
 
-SUPABASE_LIKE = """
-DO $$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-    CREATE ROLE authenticated NOLOGIN; END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
-    CREATE ROLE service_role NOLOGIN; END IF;
-END $$;
+SUPABASE_LIKE = (
+    ROLES_SQL
+    + """
 GRANT SELECT ON public.geometrias TO anon;
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.geometrias TO authenticated;
 GRANT ALL ON public.geometrias TO service_role WITH GRANT OPTION;
@@ -42,6 +38,7 @@ CREATE TRIGGER geometrias_touch BEFORE UPDATE ON public.geometrias
 COMMENT ON TRIGGER geometrias_touch ON public.geometrias IS 'carimbo';
 CREATE PUBLICATION supabase_realtime FOR TABLE public.geometrias;
 """
+)
 
 
 def _snap(url: str) -> dict:

@@ -20,6 +20,7 @@ from stage4 import migrations
 from stage4.config import redact, settings
 from stage4.db import connect, where
 from stage4.errors import GateError, MigrationError, PreflightError, Stage4Error
+from stage4.workload import materialized_views
 
 Phase = Callable[[str, str], None]  # (step, phase text)
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -163,7 +164,7 @@ def upgrade(
             before = snapshot.take(conn, s.bench_schema)
             rows_before = rows_hash(conn, s)
             if watch is None:  # what the rollout starts from
-                watch = ViewWatch(set(workload_views(conn, s)), rows_before)
+                watch = ViewWatch(set(materialized_views(conn, s)), rows_before)
         say(rev, "upgrading")
         rec = StepRecord(rev)
         rollout.steps.append(rec)
@@ -241,7 +242,7 @@ def _judge(
     say,
     progress,
     folder: Path,
-    watch: ViewWatch | None = None,
+    watch: ViewWatch,
 ) -> bool:
     """Verify, benchmark and compare one applied step; fill ``rec``; True for GO."""
     from stage4 import bench, report, stats, verify
@@ -252,7 +253,7 @@ def _judge(
         content = rows_hash(conn, s)
         if content != rows_before:
             broken.append("every row kept as it was (content hash of the reference columns)")
-        fresh = watch.fresh(workload_views(conn, s), content) if watch else set()
+        fresh = watch.fresh(materialized_views(conn, s), content)
     say(rec.revision, "benchmarking")
     run = bench.run(url, label=rec.revision.upper(), progress=progress,
                     fresh_views=fresh, **_bench_kw(opts))  # fmt: skip
@@ -290,12 +291,6 @@ class ViewWatch:
         if content_now != self.content_at_start:
             return set()
         return set(views_now) - self.at_start
-
-
-def workload_views(conn, s) -> list[str]:
-    from stage4.workload import materialized_views
-
-    return materialized_views(conn, s)
 
 
 def _bench_kw(opts: GateOptions) -> dict[str, Any]:

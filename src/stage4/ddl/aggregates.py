@@ -76,7 +76,8 @@ def tiles(s: Settings) -> MatView:
 
     A non-partitioned copy with one GiST on the geometry, which Q2, Q6 and Q7 read
     instead of the partitioned table (see ``_variants``); kept narrow (no opt2 measures
-    since Q1/Q3 read the table) because Q2's id-ordered walks pay per row width. The (categoria, geom) GiST is partial on
+    since Q1/Q3 read the table) because Q2's id-ordered walks pay per row width. The
+    (categoria, geom) GiST is partial on
     ``categoria IS NOT NULL`` so that only a query filtering on a category (Q9) can
     use it: without the predicate the planner also picked it (and a (date, geom) one,
     since removed) for plain ``geom`` filters, scanning 30x the buffers (Q6 at 1M:
