@@ -211,37 +211,88 @@ class Rebuild:
                 self.execute(sql)
 
     def copy(self) -> None:
-        """Batches by id range under ACCESS SHARE on the old table; progress after each."""
+        """In batches (``batches``) under ACCESS SHARE on the old table; progress after each."""
         cols = ", ".join(self.columns())
         insert = (f"INSERT INTO {self.new} ({cols}) OVERRIDING SYSTEM VALUE "
                   f"SELECT {cols} FROM {self.old}")  # fmt: skip
         if self.bind is None:
             self.execute(
-                "-- online: copied in batches of id ranges, then the rows written meanwhile\n"
-                "-- (xmin not visible in the snapshot taken before the copy) are re-copied\n"
+                "-- online: copied in batches (quarters up, id ranges down), then the rows\n"
+                "-- written meanwhile (xmin not visible in the snapshot taken before the copy)\n"
+                "-- are re-copied\n"
                 + insert
             )
             return
         # Our xid first: age(xmin) below is measured from it for the whole transaction.
         self.xid = int(self._scalar("SELECT pg_current_xact_id()::text"))
         self.snap0 = self._scalar("SELECT pg_current_snapshot()::text")
+        batches, total = self.batches()
+        done = 0
+        self._tell("copy", 0, total)
+        for where, params in batches:
+            n = self.bind.exec_driver_sql(f"{insert} WHERE {where}", params).rowcount
+            done += max(n, 0)
+            self._tell("copy", min(done, total), total)
+
+    def batches(self) -> tuple[list[tuple[str, dict]], int]:
+        """(WHERE … [ORDER BY …], params) of each copy batch, and the row count.
+
+        Downgrade: id ranges of ``batch_rows``. Upgrade: one batch per calendar quarter of
+        the time column, written in the geometry's b-tree order (a Hilbert curve in
+        PostGIS 3): a free CLUSTER, since every row is rewritten anyway. Each partition
+        then holds 4 runs of spatially sorted rows (id batches gave 20 per partition at 1M
+        features), so a quarter + bbox query (Q5) reads one run: 305 heap pages instead of
+        1,181 for its heaviest set at 1M, and a bbox-only query 4 runs instead of 20.
+        A quarter over ``batch_rows`` is split into id ranges (each still sorted).
+
+        The quarters of a year are written in the order 2, 4, 1, 3 so that the time
+        column's correlation statistic stays near 0 (0.006 instead of 0.94): in calendar
+        order the planner read Q5 by a date index scan that filters every row of the
+        quarter (20–32 ms instead of 7–12 ms by BitmapAnd of the two indexes).
+        Without an index on the time column each quarter would be a full scan: id ranges.
+        """
+        if self.partitioned and self._time_indexed():
+            return self._quarter_batches()
         lo, hi, total = self.bind.exec_driver_sql(
             f"SELECT min(id), max(id), count(*) FROM {self.old}"
         ).first()
-        done = 0
-        # Upgrade: each batch is written in the geometry's b-tree order (a Hilbert curve in
-        # PostGIS 3), so features near each other share pages in their partition: a free
-        # CLUSTER, since every row is rewritten anyway. A quarter + bbox query (Q5) at 1M
-        # features read ~3x fewer heap pages; the sort costs ~60 ms per 50k-row batch.
-        order = f" ORDER BY {self.s.geometry_column}" if self.partitioned else ""
-        self._tell("copy", 0, total)
-        if lo is not None:
-            for a in range(lo, hi + 1, self.batch_rows):
-                n = self.bind.exec_driver_sql(
-                    f"{insert} WHERE id >= {a} AND id < {a + self.batch_rows}{order}"
-                ).rowcount
-                done += max(n, 0)
-                self._tell("copy", min(done, total), total)
+        if lo is None:
+            return [], 0
+        step = self.batch_rows
+        return [("id >= %(a)s AND id < %(b)s", {"a": a, "b": a + step})
+                for a in range(lo, hi + 1, step)], total  # fmt: skip
+
+    def _time_indexed(self) -> bool:
+        return bool(self._scalar(
+            """SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
+                 ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+               WHERE i.indrelid = %(t)s::regclass AND a.attname = %(c)s)""",
+            t=self.old, c=self.s.time_column,
+        ))  # fmt: skip
+
+    def _quarter_batches(self) -> tuple[list[tuple[str, dict]], int]:
+        d, g = self.s.time_column, self.s.geometry_column
+        typ = self._scalar(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %(t)s::regclass AND attname = %(c)s", t=self.old, c=d,
+        )  # fmt: skip
+        rows = self.bind.exec_driver_sql(
+            f"SELECT date_trunc('quarter', {d})::{typ}, "
+            f"(date_trunc('quarter', {d}) + interval '3 months')::{typ}, "
+            f"min(id), max(id), count(*) FROM {self.old} GROUP BY 1, 2"
+        ).all()
+        order = {1: 2, 4: 0, 7: 3, 10: 1}  # months starting quarters 2, 4, 1, 3 come first
+        rows.sort(key=lambda r: (r[0] is None, r[0] and (r[0].year, order[r[0].month])))
+        out = []
+        for q0, q1, lo, hi, n in rows:
+            when = (f"{d} >= %(q0)s AND {d} < %(q1)s", {"q0": q0, "q1": q1}) if q0 is not None \
+                else (f"{d} IS NULL", {})  # fmt: skip
+            parts = -(-n // self.batch_rows)
+            step = -(-(hi - lo + 1) // parts)
+            for a in range(lo, hi + 1, step):
+                ids = "" if parts == 1 else f" AND id >= {a} AND id < {a + step}"
+                out.append((f"{when[0]}{ids} ORDER BY {g}", when[1]))
+        return out, sum(r[4] for r in rows)
 
     def build_indexes(self) -> None:
         """The primary key and the old table's indexes (temporary names), after the copy."""
