@@ -219,8 +219,7 @@ class Rebuild:
             self.execute(
                 "-- online: copied in batches (quarters up, id ranges down), then the rows\n"
                 "-- written meanwhile (xmin not visible in the snapshot taken before the copy)\n"
-                "-- are re-copied\n"
-                + insert
+                "-- are re-copied\n" + insert
             )
             return
         # Our xid first: age(xmin) below is measured from it for the whole transaction.
