@@ -8,6 +8,7 @@ returns fewer rows), so the real chain stays untouched.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -97,13 +98,15 @@ class TestNoGo:
         err, _, _ = _no_go(seeded_url, "slow", tmp_path)
         message = str(err)
         assert message.startswith("NO-GO at slow: ")
-        assert "Q6 slower: median" in message
+        # which GiST-served queries clear the margin depends on the machine's drift (a
+        # drifting run widens it): at least one must be named, with its figures
+        assert re.search(r"Q(1|2|3|6|7|9|10) slower: median [\d.]+ ms vs baseline", message)
         assert "slow was rolled back in" in message
         assert "the database is back exactly as before" in message
         assert err.exit_code == 3
         report = next((tmp_path / "reports").glob("*/REPORT.md")).read_text()
         assert "### slow: NO-GO" in report
-        assert "- Q6 slower: median" in report
+        assert re.search(r"- Q\d+ slower: median", report)
         rollout = json.loads(next((tmp_path / "reports").glob("*/rollout.json")).read_text())
         assert rollout["steps"][0]["restored_exactly"] is True
 

@@ -159,6 +159,42 @@ class TestUpgrade:
                     rows += len(base)
                 assert rows > 0, qid
 
+    def test_q2_takes_either_plan_and_returns_the_base_rows(self, at_opt4):
+        """Q2's variant walks the (id) INCLUDE (bbox) index for a box of many features and
+        fetches by the GiST for a few; both give the base query's rows, in order, including
+        features whose bbox only touches the box's edge (where float4 rounding matters)."""
+        migrations.upgrade(at_opt4, "opt5")
+        base, variant = base_sql(S)["Q2"], agg.VARIANTS["Q2"]["sql"]
+        walk = f"Index Only Scan using {agg.tiles(S).name}_idx3"
+        with psycopg.connect(at_opt4) as conn:
+            x0, y0, x1, y1 = conn.execute(
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+                "FROM (SELECT ST_Extent(geom)::box3d AS e FROM geometrias) s"
+            ).fetchone()
+            # a box whose west edge is exactly the east edge of a low-id polygon (its
+            # bbox only touches the box: && is true, and the row is among the first 500)
+            touching, edge = conn.execute(
+                "SELECT id, ST_XMax(geom::box3d) FROM (SELECT id, geom FROM geometrias "
+                "WHERE GeometryType(geom) = 'POLYGON' ORDER BY id LIMIT 50) s "
+                "ORDER BY 2 LIMIT 1"
+            ).fetchone()
+            boxes = {
+                "everything": (x0, y0, x1, y1, True),
+                "a corner": (x0, y0, x0 + (x1 - x0) / 50, y0 + (y1 - y0) / 50, False),
+                "an edge": (edge, y0, x1, y1, True),
+            }
+            for name, (a, b, c, d, walks) in boxes.items():
+                p = {"min_lon": a, "min_lat": b, "max_lon": c, "max_lat": d}
+                want = conn.execute(base, p).fetchall()
+                assert conn.execute(variant, p).fetchall() == want, name
+                if name == "an edge":
+                    assert touching in {r[0] for r in want}
+                plan = "\n".join(
+                    r[0] for r in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + variant, p)
+                )
+                line = next(x for x in plan.splitlines() if walk in x)
+                assert ("never executed" not in line) is walks, (name, plan)
+
     def test_without_pg_cron_it_applies_and_says_refresh_is_manual(self, at_opt4):
         notes: list[str] = []
         migrations.upgrade(at_opt4, "opt5", notes=notes)
