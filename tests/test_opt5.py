@@ -72,6 +72,14 @@ class TestUpgrade:
                     (view.qualified,),
                 ).fetchone()
                 assert (populated, unique) == (True, True), view.name
+            # vacuumed and analyzed once the step committed (stage4.migrations.settle):
+            # the visibility map is what makes Q2's walk index-only
+            settled = conn.execute(
+                "SELECT relname FROM pg_stat_all_tables WHERE relid = ANY (%s::regclass[]) "
+                "AND last_vacuum IS NOT NULL AND last_analyze IS NOT NULL ORDER BY 1",
+                ([v.qualified for v in agg.views(S)],),
+            ).fetchall()
+            assert sorted(r[0] for r in settled) == sorted(v.name for v in agg.views(S))
 
     def test_rpc_results_are_identical_before_and_after(self, at_opt4):
         with psycopg.connect(at_opt4) as conn:

@@ -106,3 +106,9 @@ class TestVariants:
                      f"SELECT count(*) AS n FROM {s.qualified_table} WITH NO DATA")  # fmt: skip
         assert workload.refresh_materialized_views(conn, s) == [f"{s.schema}.mv_t"]
         assert conn.execute(f"SELECT n FROM {s.schema}.mv_t").fetchone()[0] == 2000
+        vacuumed = conn.execute(
+            "SELECT last_vacuum IS NOT NULL AND last_analyze IS NOT NULL "
+            "FROM pg_stat_all_tables WHERE relid = %s::regclass",
+            (f"{s.schema}.mv_t",),
+        ).fetchone()[0]
+        assert vacuumed  # a plain REFRESH leaves no visibility map: index-only scans need it
