@@ -82,7 +82,8 @@ def tiles(s: Settings) -> MatView:
     2.3 ms at schema, 25.9 ms on the view).
 
     Rows are written in the geometry's b-tree (Hilbert) order, as opt1 writes the table,
-    so a viewport's rows share pages (Q9 and Q10 read ~25 % less time at 1M). That order
+    so a viewport's rows share pages (with opt1's quarter layout: Q9 ×2.12 → ×2.30 and Q10
+    ×1.29 → ×1.64 at 1M, runs 4 → 5 in BENCHMARKS.md). That order
     scatters ids, so Q2's walk in id order gets its own index: ``(id) INCLUDE`` the exact
     bbox, walked index-only (see ``q2_sql``). ``REFRESH … CONCURRENTLY`` keeps unchanged
     rows where they are and appends changed ones.
@@ -109,9 +110,9 @@ def q2_sql(s: Settings, env: str) -> str:
     * Many: walk the ``(id) INCLUDE (bbox)`` index in id order, index-only, keeping the
       rows whose exact bbox meets the box widened by 1e-6 of the coordinate (more than
       PostGIS's float4 rounding of ``&&``), then test ``&&`` on each candidate's row
-      until 500 pass. At 1M, for a box of 12.5k features: 10 ms, where the planner's own
-      walk over the view's rows (scattered) took 45–58 ms and the app's query at
-      ``schema`` 16–25 ms.
+      until 500 pass. At 1M, for a box of 12.5k features: 13.7–19.6 ms a call, where the
+      planner's own walk over the view's rows (scattered) took 45–61 ms and the app's
+      query at ``schema`` 12.7–21.9 ms (``benchmarks/query_probe.py Q2``).
 
     The planner cannot make this choice itself (it picked the row walk for every box);
     the LIMIT 1 inside the LATERAL keeps the nested loop it would otherwise turn into a
