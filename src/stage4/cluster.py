@@ -23,10 +23,22 @@ from stage4.errors import ClusterError
 PG_MAJOR = "15"
 PACKAGES = f"postgresql-{PG_MAJOR} postgresql-{PG_MAJOR}-postgis-3 postgresql-{PG_MAJOR}-cron"
 
+
+def _shared_buffers() -> str:
+    """A quarter of the machine's RAM (PostgreSQL's usual advice for a dedicated server),
+    128 MB to 8 GB. A fixed 1 GB was too small at 1M features once opt5's views exist
+    (table + views ~1.4 GB): Q5 lost ~1 ms at opt5 to buffer misses (BENCHMARKS.md)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        ram = 4 * 2**30
+    return f"'{max(128, min(8192, ram // 4 // 2**20))}MB'"
+
+
 # Sized for a 2-core, 24 GiB machine; honest defaults otherwise (fsync stays on).
 SERVER_SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
-    "shared_buffers": "'1GB'",
+    "shared_buffers": _shared_buffers(),
     "work_mem": "'32MB'",
     "maintenance_work_mem": "'512MB'",
     "max_wal_size": "'4GB'",
