@@ -19,9 +19,9 @@ References (what a hand-written migration would have to do at least):
 opt1 up: INSERT…SELECT of the rows into a bare partitioned copy + the same indexes
 (PK, GiST, two btrees); opt1 down: the same into a bare plain copy; opt2..opt5: the
 bare DDL / view builds they run (``stage4.ddl`` SQL, no checks, grants or Alembic),
-timed in a transaction then rolled back; except the downgrades of opt3 and opt5, whose
-DROP of views costs little until COMMIT (file unlink, eviction from shared_buffers):
-their reference is a committed DROP of same-sized copies (``time_committed_drop``).
+timed in a transaction then rolled back; except their downgrades: a DROP costs little
+until COMMIT (file unlink, eviction from shared_buffers, the commit record), so their
+reference is the same DROPs of same-sized copies, committed (``time_committed_down``).
 
 Writes ``benchmarks/results/scale_<N>.json`` and the "Performance at scale" section of
 BENCHMARKS.md (per-query table, targets with measured figures and PASS/FAIL).
@@ -75,7 +75,8 @@ def _columns(conn, s) -> str:
 
 
 def reference_sql(conn, s, rev: str, direction: str) -> list[str]:
-    """The bare statements the step has to run at least (executed, then rolled back)."""
+    """The bare statements the step has to run at least (executed, then rolled back): both
+    directions of opt1, the upgrades of opt2..opt5."""
     from stage4.ddl import aggregates, gis_columns, partitioning, search_matview
     from stage4.ddl import future_partitions as fp
 
@@ -99,53 +100,69 @@ def reference_sql(conn, s, rev: str, direction: str) -> list[str]:
             f"CREATE INDEX ON {ref} ({d})",
             f"CREATE INDEX ON {ref} (categoria)",
         ]
+    # opt2..opt5 up (their downgrades: ``time_committed_down``)
     if rev == "opt2":
-        if direction == "up":
-            return [gis_columns.add_columns_sql(s)]
-        return [gis_columns.drop_columns_sql(s)]
+        return [gis_columns.add_columns_sql(s)]
     if rev == "opt3":
-        mv = search_matview.view(s)
-        return mv.create_sql() if direction == "up" else [mv.drop_sql()]
+        return search_matview.view(s).create_sql()
     if rev == "opt4":
-        if direction == "up":
-            return [fp.create_function_sql(s), fp.run_sql(s)]
-        return [fp.drop_function_sql(s)]
+        return [fp.create_function_sql(s), fp.run_sql(s)]
     if rev == "opt5":
-        views = aggregates.views(s)
-        if direction == "up":
-            return [aggregates.btree_gist_sql(), *(x for v in views for x in v.create_sql())]
-        return [aggregates.btree_gist_drop_sql(s), *(v.drop_sql() for v in reversed(views))]
+        return [
+            aggregates.btree_gist_sql(),
+            *(x for v in aggregates.views(s) for x in v.create_sql()),
+        ]
     raise ValueError(rev)
 
 
-def dropped_views(s, rev: str) -> list:
-    """The materialized views a downgrade drops (opt3, opt5), for the committed reference."""
-    from stage4.ddl import aggregates, search_matview
-
-    return {"opt3": [search_matview.view(s)], "opt5": aggregates.views(s)}.get(rev, [])
-
-
-def time_committed_drop(url: str, s, rev: str) -> float:
-    """Reference of a downgrade that drops views: DROP of same-sized copies, *committed*.
-
-    A DROP that is rolled back costs nothing; at COMMIT PostgreSQL unlinks the files and
-    evicts the relation's pages from shared_buffers, which at 1M features is most of the
-    work. The copies are built (untimed) in a scratch schema from the same queries."""
+def _scratch_copies(conn, s, rev: str) -> list[str]:
+    """Build (untimed) in schema ``scale_ref`` the objects a downgrade drops; return the
+    DROP statements of the copies. opt2: a partitioned copy of the table with the same
+    generated columns and rows; opt3/opt5: the views, from the same queries; opt4: the
+    routine."""
     from dataclasses import replace
 
+    from stage4.ddl import aggregates, gis_columns, partitioning, search_matview
+    from stage4.ddl import future_partitions as fp
+
+    r = replace(s, schema="scale_ref")
+    if rev == "opt2":
+        like = ("INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION "
+                "INCLUDING CONSTRAINTS")  # fmt: skip
+        cols = _columns(conn, s)
+        conn.execute(f"CREATE TABLE {r.qualified_table} (LIKE {s.qualified_table} {like}) "
+                     f"PARTITION BY RANGE ({s.time_column})")  # fmt: skip
+        for stmt in partitioning.partitions_sql(r, r.qualified_table):
+            conn.execute(stmt)
+        conn.execute(f"INSERT INTO {r.qualified_table} ({cols}) "
+                     f"SELECT {cols} FROM {s.qualified_table}")  # fmt: skip
+        return [gis_columns.drop_columns_sql(r)]
+    if rev == "opt4":
+        conn.execute(fp.create_function_sql(r))
+        return [fp.drop_function_sql(r)]
+    views = {"opt3": [search_matview.view(r)], "opt5": aggregates.views(r)}[rev]
+    for v in views:
+        for stmt in v.create_sql():
+            conn.execute(stmt)
+    return [v.drop_sql() for v in reversed(views)]
+
+
+def time_committed_down(url: str, s, rev: str) -> float:
+    """Reference of the downgrades of opt2..opt5: their DROPs on same-sized copies, *committed*.
+
+    A DROP that is rolled back costs next to nothing; at COMMIT PostgreSQL unlinks the
+    files and evicts the relation's pages from shared_buffers (most of the work for the
+    views at 1M features) and flushes the commit record, which the tool's step pays too."""
     from stage4.db import connect
 
-    copies = [replace(v, schema="scale_ref") for v in dropped_views(s, rev)]
     with connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS scale_ref CASCADE")
         conn.execute("CREATE SCHEMA scale_ref")
-        for v in copies:
-            for stmt in v.create_sql():
-                conn.execute(stmt)
+        drops = _scratch_copies(conn, s, rev)
         t0 = time.perf_counter()
         with conn.transaction():
-            for v in reversed(copies):
-                conn.execute(v.drop_sql())
+            for stmt in drops:
+                conn.execute(stmt)
         seconds = time.perf_counter() - t0
         conn.execute("DROP SCHEMA scale_ref CASCADE")
     return seconds
@@ -154,8 +171,8 @@ def time_committed_drop(url: str, s, rev: str) -> float:
 def time_reference(url: str, s, rev: str, direction: str) -> float:
     from stage4.db import connect
 
-    if direction == "down" and dropped_views(s, rev):
-        return time_committed_drop(url, s, rev)
+    if direction == "down" and rev != "opt1":
+        return time_committed_down(url, s, rev)
     with connect(url) as conn:
         stmts = reference_sql(conn, s, rev, direction)
         conn.rollback()
@@ -483,61 +500,63 @@ def _forward(url, s, result: dict, revisions: list[str], args) -> None:
     n = result["features"]
     with connect(url) as conn:  # as the gate does: views built on unchanged rows are fresh
         watch = ViewWatch(set(materialized_views(conn, s)), rows_hash(conn, s))
-    for rev in revisions:
-        say(f"{rev}: physical reference of the upgrade")
-        ref_up = time_reference(url, s, rev, "up")
-        metrics: dict = {}
-        say(f"{rev}: upgrade (reference {ref_up:.2f} s)")
-        t0 = time.perf_counter()
-        migrations.upgrade(url, rev, metrics=metrics, progress=_progress(f"upgrade {rev}"))
-        up = time.perf_counter() - t0
-        say(f"{rev}: upgraded in {up:.2f} s {metrics or ''}")
-        ref_down = time_reference(url, s, rev, "down")
-        result["migrations"][f"{rev} up"] = {"seconds": up, "reference_s": ref_up,
-                                             "metrics": metrics}  # fmt: skip
-        result["migrations"][f"{rev} down"] = {"reference_s": ref_down}
-        with connect(url, autocommit=True) as conn:
-            conn.execute("ANALYZE")
-        with connect(url) as conn:
-            fresh = watch.fresh(materialized_views(conn, s), rows_hash(conn, s))
-        say(f"bench at {rev} (views known fresh: {sorted(fresh) or 'none'})")
-        t0 = time.perf_counter()
-        run = bench.run(url, label=rev, progress=_progress(f"bench {rev}"), save=False,
-                        fresh_views=fresh)  # fmt: skip
-        bench_s = time.perf_counter() - t0
-        result["bench"][rev] = summary(run)
-        say(f"{rev}: mean {result['bench'][rev]['overall_mean_ms']:.2f} ms, {run.qps:.0f} QPS, "
-            f"variants {run.variants}")  # fmt: skip
-        if rev == REVISIONS[-1]:
+    with migrations.session(url):  # as `stage4 upgrade`: one connection for the steps
+        for rev in revisions:
+            say(f"{rev}: physical reference of the upgrade")
+            ref_up = time_reference(url, s, rev, "up")
+            metrics: dict = {}
+            say(f"{rev}: upgrade (reference {ref_up:.2f} s)")
             t0 = time.perf_counter()
-            stored = SimpleNamespace(
-                samples={q: _ms(v) for q, v in result["baseline_samples_us"].items()},
-                control=_ms(result["baseline_control_us"]),
-            )
-            cmp = stats.compare_bench(stored, run, min_delta_ms=GateOptions().min_delta_ms)
-            compare_s = time.perf_counter() - t0
-            result["gate"] = {"seconds": bench_s + compare_s, "bench_s": bench_s,
-                              "compare_s": compare_s,
-                              "views_refreshed": run.environment["matviews_refreshed"],
-                              "verdicts": {q: c.verdict for q, c in cmp.items()}}  # fmt: skip
-            if args.ab_pairs and result.get("ab_home"):
-                ab_compare(url, Path(result["ab_home"]), result, args.ab_pairs)
-        _save(result, n)
-        if rev == args.until:
-            say(f"stopped after {rev} (--until); continue with --resume")
-            raise SystemExit(0)
+            migrations.upgrade(url, rev, metrics=metrics, progress=_progress(f"upgrade {rev}"))
+            up = time.perf_counter() - t0
+            say(f"{rev}: upgraded in {up:.2f} s {metrics or ''}")
+            ref_down = time_reference(url, s, rev, "down")
+            result["migrations"][f"{rev} up"] = {"seconds": up, "reference_s": ref_up,
+                                                 "metrics": metrics}  # fmt: skip
+            result["migrations"][f"{rev} down"] = {"reference_s": ref_down}
+            with connect(url, autocommit=True) as conn:
+                conn.execute("ANALYZE")
+            with connect(url) as conn:
+                fresh = watch.fresh(materialized_views(conn, s), rows_hash(conn, s))
+            say(f"bench at {rev} (views known fresh: {sorted(fresh) or 'none'})")
+            t0 = time.perf_counter()
+            run = bench.run(url, label=rev, progress=_progress(f"bench {rev}"), save=False,
+                            fresh_views=fresh)  # fmt: skip
+            bench_s = time.perf_counter() - t0
+            result["bench"][rev] = summary(run)
+            say(f"{rev}: mean {result['bench'][rev]['overall_mean_ms']:.2f} ms, {run.qps:.0f} QPS, "
+                f"variants {run.variants}")  # fmt: skip
+            if rev == REVISIONS[-1]:
+                t0 = time.perf_counter()
+                stored = SimpleNamespace(
+                    samples={q: _ms(v) for q, v in result["baseline_samples_us"].items()},
+                    control=_ms(result["baseline_control_us"]),
+                )
+                cmp = stats.compare_bench(stored, run, min_delta_ms=GateOptions().min_delta_ms)
+                compare_s = time.perf_counter() - t0
+                result["gate"] = {"seconds": bench_s + compare_s, "bench_s": bench_s,
+                                  "compare_s": compare_s,
+                                  "views_refreshed": run.environment["matviews_refreshed"],
+                                  "verdicts": {q: c.verdict for q, c in cmp.items()}}  # fmt: skip
+                if args.ab_pairs and result.get("ab_home"):
+                    ab_compare(url, Path(result["ab_home"]), result, args.ab_pairs)
+            _save(result, n)
+            if rev == args.until:
+                say(f"stopped after {rev} (--until); continue with --resume")
+                raise SystemExit(0)
 
 
 def _finish(url, s, result: dict, n: int, args) -> None:
     from stage4 import migrations
 
-    for rev in reversed(REVISIONS):
-        say(f"{rev}: downgrade")
-        t0 = time.perf_counter()
-        migrations.downgrade(url, migrations.previous(rev), progress=_progress(f"down {rev}"))
-        result["migrations"][f"{rev} down"]["seconds"] = time.perf_counter() - t0
-        say(f"{rev}: downgraded in {result['migrations'][f'{rev} down']['seconds']:.2f} s")
-        _save(result, n)
+    with migrations.session(url):  # as `stage4 downgrade --to schema`: one connection
+        for rev in reversed(REVISIONS):
+            say(f"{rev}: downgrade")
+            t0 = time.perf_counter()
+            migrations.downgrade(url, migrations.previous(rev), progress=_progress(f"down {rev}"))
+            result["migrations"][f"{rev} down"]["seconds"] = time.perf_counter() - t0
+            say(f"{rev}: downgraded in {result['migrations'][f'{rev} down']['seconds']:.2f} s")
+            _save(result, n)
 
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     result["cli"] = cli_startup(env)

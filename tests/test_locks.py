@@ -73,6 +73,20 @@ class TestUpgradeBlocked:
         migrations.upgrade(seeded_url, "opt1", lock_timeout="1s")
         assert migrations.current(seeded_url) == "opt1"
 
+    def test_in_a_session_the_next_step_runs_after_a_timeout(self, seeded_url: str) -> None:
+        """A failed step leaves a shared connection clean: the retry in the same session works."""
+        with migrations.session(seeded_url):
+            blocker = _blocker(seeded_url, "LOCK TABLE geometrias IN ACCESS EXCLUSIVE MODE")
+            try:
+                with pytest.raises(MigrationError, match="lock timeout"):
+                    migrations.upgrade(seeded_url, "opt1", lock_timeout="1s")
+            finally:
+                blocker.rollback()
+                blocker.close()
+            assert migrations.current(seeded_url) == "schema"
+            migrations.upgrade(seeded_url, "opt1", lock_timeout="1s")
+        assert migrations.current(seeded_url) == "opt1"
+
     def test_blocker_already_gone_says_retry(self, seeded_url: str) -> None:
         """A lock timeout whose holder has finished by the time we look: say so, no pid."""
         from stage4 import locks

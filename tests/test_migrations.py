@@ -64,3 +64,28 @@ def test_stage4_downgrade_checks_rows_and_promises(seeded_url: str) -> None:
     result = CliRunner().invoke(app, ["--database-url", seeded_url, "downgrade", "--to", "schema"])
     assert result.exit_code == 0, result.output
     assert migrations.current(seeded_url) == "schema"
+
+
+def _alembic_backends(url: str) -> list[tuple]:
+    """(pid, state, holds a snapshot or xid) of stage4's Alembic connections to ``url``."""
+    from stage4.db import connect
+
+    with connect(url) as conn:
+        return conn.execute(
+            "SELECT pid, state, backend_xid IS NOT NULL OR backend_xmin IS NOT NULL "
+            "FROM pg_stat_activity WHERE application_name = 'stage4-alembic' "
+            "AND datname = current_database()"
+        ).fetchall()
+
+
+def test_a_session_runs_every_step_on_one_idle_connection(seeded_url: str) -> None:
+    """One connection for a multi-step rollout/rollback, holding no transaction between steps."""
+    with migrations.session(seeded_url):
+        migrations.upgrade(seeded_url, "opt1")
+        first = _alembic_backends(seeded_url)
+        assert [(state, busy) for _, state, busy in first] == [("idle", False)]
+        migrations.upgrade(seeded_url, "opt2")
+        migrations.downgrade(seeded_url, "schema")
+        assert _alembic_backends(seeded_url) == first  # same pid: not reconnected
+        assert migrations.current(seeded_url) == "schema"
+    assert _alembic_backends(seeded_url) == []

@@ -159,49 +159,50 @@ def upgrade(
     previous = base
     watch: ViewWatch | None = None
 
-    for rev in todo:
-        with connect(url) as conn:
-            before = snapshot.take(conn, s.bench_schema)
-            rows_before = rows_hash(conn, s)
-            if watch is None:  # what the rollout starts from
-                watch = ViewWatch(set(materialized_views(conn, s)), rows_before)
-        say(rev, "upgrading")
-        rec = StepRecord(rev)
-        rollout.steps.append(rec)
-        try:
-            _timed_upgrade(url, rec, progress, opts.lock_timeout)
-        except Stage4Error:
-            rec.verdict = "FAILED (rolled back by PostgreSQL: nothing changed)"
-            rollout.outcome = f"FAILED at {rev}: still at {migrations.current(url)}"
+    with migrations.session(url):  # one connection for every step and rollback
+        for rev in todo:
+            with connect(url) as conn:
+                before = snapshot.take(conn, s.bench_schema)
+                rows_before = rows_hash(conn, s)
+                if watch is None:  # what the rollout starts from
+                    watch = ViewWatch(set(materialized_views(conn, s)), rows_before)
+            say(rev, "upgrading")
+            rec = StepRecord(rev)
+            rollout.steps.append(rec)
+            try:
+                _timed_upgrade(url, rec, progress, opts.lock_timeout)
+            except Stage4Error:
+                rec.verdict = "FAILED (rolled back by PostgreSQL: nothing changed)"
+                rollout.outcome = f"FAILED at {rev}: still at {migrations.current(url)}"
+                rollout.save()
+                report.write(folder)
+                raise
+            try:
+                go = _judge(
+                    url, s, rec, base, previous, rows_before, opts, say, progress, folder, watch
+                )
+            except Stage4Error as e:  # the step is applied but could not be judged: undo it
+                rec.reasons.append(f"could not be measured: {e}")
+                go = False
+            if go or not opts.gate:
+                rec.verdict = "GO" if go else "GO (gate disabled with --no-gate)"
+                previous = rec.run  # type: ignore[assignment]
+                rollout.save()
+                continue
+            say(rev, "NO-GO: rolling back")
+            t0 = time.perf_counter()
+            migrations.downgrade(url, migrations.previous(rev), **_lock_kw(opts.lock_timeout))
+            rec.rollback_seconds = time.perf_counter() - t0
+            with connect(url) as conn:
+                after = snapshot.take(conn, s.bench_schema)
+            differences = snapshot.diff(before, after)
+            rec.restored_exactly = not differences
+            rec.notes += [f"after rollback: {d}" for d in differences]
+            rec.verdict = "NO-GO"
+            rollout.outcome = f"NO-GO at {rev}: rolled back to {migrations.current(url)}"
             rollout.save()
             report.write(folder)
-            raise
-        try:
-            go = _judge(
-                url, s, rec, base, previous, rows_before, opts, say, progress, folder, watch
-            )
-        except Stage4Error as e:  # the step is applied but could not be judged: undo it
-            rec.reasons.append(f"could not be measured: {e}")
-            go = False
-        if go or not opts.gate:
-            rec.verdict = "GO" if go else "GO (gate disabled with --no-gate)"
-            previous = rec.run  # type: ignore[assignment]
-            rollout.save()
-            continue
-        say(rev, "NO-GO: rolling back")
-        t0 = time.perf_counter()
-        migrations.downgrade(url, migrations.previous(rev), **_lock_kw(opts.lock_timeout))
-        rec.rollback_seconds = time.perf_counter() - t0
-        with connect(url) as conn:
-            after = snapshot.take(conn, s.bench_schema)
-        differences = snapshot.diff(before, after)
-        rec.restored_exactly = not differences
-        rec.notes += [f"after rollback: {d}" for d in differences]
-        rec.verdict = "NO-GO"
-        rollout.outcome = f"NO-GO at {rev}: rolled back to {migrations.current(url)}"
-        rollout.save()
-        report.write(folder)
-        raise GateError(_no_go_message(rev, rec, folder))
+            raise GateError(_no_go_message(rev, rec, folder))
     rollout.outcome = f"GO: at {migrations.current(url)}"
     rollout.save()
     report.write(folder)
@@ -333,22 +334,23 @@ def downgrade(
     s = settings()
     say = phase or (lambda step, text: None)
     done = []
-    for rev in migrations.down_steps(url, target):
-        back_to = migrations.previous(rev)
-        with connect(url) as conn:
-            rows_before = rows_hash(conn, s)
-        say(rev, f"rolling back to {back_to}")
-        t0 = time.perf_counter()
-        migrations.downgrade(url, back_to, **_lock_kw(lock_timeout))
-        seconds = time.perf_counter() - t0
-        kept, broken = verify.revision(url, s, back_to) if back_to != "base" else ([], [])
-        with connect(url) as conn:
-            if back_to != "base" and rows_hash(conn, s) != rows_before:
-                broken.append("every row kept (content hash of the reference columns)")
-        if broken:
-            raise MigrationError(
-                f"rollback of {rev} committed but the check failed: {'; '.join(broken)}; "
-                f"restore from the backup taken before the upgrade if rows are missing"
-            )
-        done.append(RollbackStep(rev, seconds, kept))
+    with migrations.session(url):  # one connection for every step
+        for rev in migrations.down_steps(url, target):
+            back_to = migrations.previous(rev)
+            with connect(url) as conn:
+                rows_before = rows_hash(conn, s)
+            say(rev, f"rolling back to {back_to}")
+            t0 = time.perf_counter()
+            migrations.downgrade(url, back_to, **_lock_kw(lock_timeout))
+            seconds = time.perf_counter() - t0
+            kept, broken = verify.revision(url, s, back_to) if back_to != "base" else ([], [])
+            with connect(url) as conn:
+                if back_to != "base" and rows_hash(conn, s) != rows_before:
+                    broken.append("every row kept (content hash of the reference columns)")
+            if broken:
+                raise MigrationError(
+                    f"rollback of {rev} committed but the check failed: {'; '.join(broken)}; "
+                    f"restore from the backup taken before the upgrade if rows are missing"
+                )
+            done.append(RollbackStep(rev, seconds, kept))
     return done
