@@ -117,8 +117,9 @@ def reference_sql(conn, s, rev: str, direction: str) -> list[str]:
 
 def _scratch_copies(conn, s, rev: str) -> list[str]:
     """Build (untimed) in schema ``scale_ref`` the objects a downgrade drops; return the
-    DROP statements of the copies. opt2: a partitioned copy of the table with the same
-    generated columns and rows; opt3/opt5: the views, from the same queries; opt4: the
+    downgrade's statements on the copies. opt2: a partitioned copy of the table with the
+    same generated columns, storage and rows (its downgrade puts the wide columns' storage
+    back, then drops the columns); opt3/opt5: the views, from the same queries; opt4: the
     routine."""
     from dataclasses import replace
 
@@ -136,11 +137,12 @@ def _scratch_copies(conn, s, rev: str) -> list[str]:
             conn.execute(stmt)
         conn.execute(f"INSERT INTO {r.qualified_table} ({cols}) "
                      f"SELECT {cols} FROM {s.qualified_table}")  # fmt: skip
-        return [gis_columns.drop_columns_sql(r)]
+        return [gis_columns.restore_storage_sql(r), gis_columns.drop_columns_sql(r)]
     if rev == "opt4":
         conn.execute(fp.create_function_sql(r))
         return [fp.drop_function_sql(r)]
-    views = {"opt3": [search_matview.view(r)], "opt5": aggregates.views(r)}[rev]
+    views = {"opt3": [search_matview.view(s)], "opt5": aggregates.views(s)}[rev]
+    views = [replace(v, schema="scale_ref") for v in views]  # built from the real table
     for v in views:
         for stmt in v.create_sql():
             conn.execute(stmt)

@@ -144,7 +144,23 @@ class TestUpgrade:
                     base = conn.execute(base_q6, params).fetchall()
                     assert conn.execute(variant["sql"], params).fetchall() == base, (lon, lat, k)
                     seen += len(base)
+            # one ordered scan of the (geom, id) GiST that stops at the k-th row: no Sort
+            plan = "\n".join(r[0] for r in conn.execute(
+                f"EXPLAIN (COSTS OFF) {variant['sql']}", {"lon": SE[0], "lat": SE[1], "k": 5}))  # fmt: skip
+            assert f"Index Scan using {agg.tiles(S).name}_idx4" in plan, plan
+            assert "Sort" not in plan, plan
         assert seen > 0
+
+    def test_q6_variant_is_not_chosen_for_negative_ids(self, at_opt4):
+        """Its order by ``id::float8 <-> 0`` is the order by id only for ids >= 0."""
+        migrations.upgrade(at_opt4, "opt5")
+        tv = agg.tiles(S).qualified
+        with psycopg.connect(at_opt4, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE geometrias SET id = -id WHERE id = (SELECT min(id) FROM geometrias)"
+            )
+            conn.execute(f"REFRESH MATERIALIZED VIEW {tv}")
+            assert conn.execute(f"SELECT {agg.VARIANTS['Q6']['requires']}").fetchone()[0] is False
 
     def test_every_view_variant_returns_what_the_base_query_returns(self, at_opt4):
         from stage4 import workload

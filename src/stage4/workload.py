@@ -45,7 +45,8 @@ ANCHORS = 256
 
 @dataclass(frozen=True)
 class Variant:
-    """Another SQL for a query, used when ``requires`` (a SQL boolean) is true."""
+    """Another SQL for a query, used when ``requires`` (a SQL boolean) is true (and does
+    not fail for a missing relation: see ``_holds``)."""
 
     requires: str
     sql: str
@@ -329,10 +330,22 @@ def choose(
         chosen[qid] = ("base", q.sql)
         candidates = {**(extra or {}).get(qid, {}), **reg.get(qid, {})}
         for name, v in candidates.items():
-            if conn.execute(f"SELECT coalesce(({v.requires}), false)").fetchone()[0]:
+            if _holds(conn, v.requires):
                 chosen[qid] = (name, v.sql)
                 break
     return chosen
+
+
+def _holds(conn, requires: str) -> bool:
+    """A variant's ``requires``; one naming a relation or column that does not exist (a
+    view not built yet) does not hold."""
+    from psycopg import errors
+
+    try:
+        with conn.transaction():
+            return bool(conn.execute(f"SELECT coalesce(({requires}), false)").fetchone()[0])
+    except (errors.UndefinedTable, errors.UndefinedColumn):
+        return False
 
 
 # ------------------------------------------------------------------ fingerprints

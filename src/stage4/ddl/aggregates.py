@@ -85,8 +85,9 @@ def tiles(s: Settings) -> MatView:
     so a viewport's rows share pages (with opt1's quarter layout: Q9 ×2.12 → ×2.30 and Q10
     ×1.29 → ×1.64 at 1M, runs 4 → 5 in BENCHMARKS.md). That order
     scatters ids, so Q2's walk in id order gets its own index: ``(id) INCLUDE`` the exact
-    bbox, walked index-only (see ``q2_sql``). ``REFRESH … CONCURRENTLY`` keeps unchanged
-    rows where they are and appends changed ones.
+    bbox, walked index-only (see ``q2_sql``); Q6's nearest-by-(distance, id) order its
+    own GiST on ``(geom, id::float8)`` (see ``_variants``). ``REFRESH … CONCURRENTLY``
+    keeps unchanged rows where they are and appends changed ones.
     """
     t, gc = s.time_column, s.geometry_column
     return MatView(s.schema, f"{s.table}_tile_mv", f"""
@@ -96,7 +97,8 @@ SELECT g.id, g.{t}, g.nome, g.categoria, g.{gc}, ST_Transform(g.{gc}, 3857) AS g
 FROM {s.qualified_table} g
 ORDER BY g.{gc}""", ("id", t), (f"USING gist ({gc})",
         f"USING gist (categoria, {gc}) WHERE categoria IS NOT NULL",
-        f"(id) INCLUDE ({t}, bbox_xmin, bbox_ymin, bbox_xmax, bbox_ymax)"))  # fmt: skip
+        f"(id) INCLUDE ({t}, bbox_xmin, bbox_ymin, bbox_xmax, bbox_ymax)",
+        f"USING gist ({gc}, (id::float8))"))  # fmt: skip
 
 
 def q2_sql(s: Settings, env: str) -> str:
@@ -200,7 +202,7 @@ def btree_gist_drop_sql(s: Settings) -> str:
 BEGIN
   IF obj_description(to_regclass('{points(s).qualified}'), 'pg_class') = '{BTREE_GIST_MARK}' THEN
     DROP MATERIALIZED VIEW {points(s).qualified};
-    DROP INDEX IF EXISTS {tiles(s).qualified}_idx2;
+    DROP INDEX IF EXISTS {tiles(s).qualified}_idx2, {tiles(s).qualified}_idx4;
     BEGIN
       DROP EXTENSION btree_gist;
     EXCEPTION WHEN dependent_objects_still_exist THEN
@@ -292,13 +294,26 @@ def _populated(name: str) -> str:
     return f"EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass('{name}') AND relispopulated)"
 
 
+def _q6_ids_fit(tv: MatView) -> str:
+    """Q6's order by ``id::float8 <-> 0`` is the order by id for ids in [0, 2^53) (exact
+    in a double, distance to 0 = the id), and needs the view's (geom, id) GiST."""
+    return (f"to_regclass('{tv.qualified}_idx4') IS NOT NULL AND (SELECT coalesce(min(id) >= 0 "
+            f"AND max(id) < 2::float8 ^ 53, true) FROM {tv.qualified})")  # fmt: skip
+
+
 def _variants(s: Settings) -> dict[str, dict[str, str]]:
     """Q2, Q6, Q7 and Q9 on the views: non-partitioned relations (Q2 by ``q2_sql``).
 
-    Q6 (KNN): on the partitioned table the index order is a MergeAppend over every
-    partition's GiST; the tile view has every row and one GiST on the geometry, so the
-    same query (same tie-break by id) is one index scan. Q9: points from the points
-    view, containers (any type, as in the base query) from the tile view.
+    Q6 (the k nearest, ties by id): the app finds the k-th distance by KNN, then
+    scans its box again for every feature at most that far, to sort them by (distance,
+    id). Where polygons overlap, hundreds of features lie at distance 0 (397 and 1,161
+    candidates for one point of the 1M bench set: 1,381 buffers). The tile view's GiST
+    on ``(geom, id::float8)`` (btree_gist) orders by both keys at once, so ``ORDER BY
+    geom <-> pt, id::float8 <-> 0`` is one index scan that stops at the k-th row (40
+    buffers). Both keys must be float: PostgreSQL reorders a lossy distance (the
+    geometry's) only with float ORDER BY values; ``_q6_ids_fit`` guards the cast.
+    Q9: points from the points view, containers (any type, as in the base query) from
+    the tile view.
     """
     tv, pv = tiles(s), points(s)
     g, pt = s.geometry_column, "ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)"
@@ -321,13 +336,9 @@ def _variants(s: Settings) -> dict[str, dict[str, str]]:
         "Q2": {"requires": on_view, "sql": q2_sql(s, env)},
         "Q7": {"requires": on_view, "sql": base["Q7"].replace(s.qualified_table, tv.qualified)},
         "Q6": {
-            "requires": f"{_populated(tv.qualified)} AND {no_rls}",
-            "sql": f"WITH knn AS (SELECT {g} <-> {pt} AS d FROM {tv.qualified} "
-            f"ORDER BY {g} <-> {pt} LIMIT %(k)s) "
-            f"SELECT id, nome, categoria, ST_Distance({geog}, {pt}::geography) AS metros "
-            f"FROM {tv.qualified} WHERE {g} && ST_Expand({pt}, (SELECT max(d) FROM knn)) "
-            f"AND {g} <-> {pt} <= (SELECT max(d) FROM knn) ORDER BY {g} <-> {pt}, id "
-            "LIMIT %(k)s",
+            "requires": f"{on_view} AND {_q6_ids_fit(tv)}",
+            "sql": f"SELECT id, nome, categoria, ST_Distance({geog}, {pt}::geography) AS metros "
+            f"FROM {tv.qualified} ORDER BY {g} <-> {pt}, id::float8 <-> 0::float8 LIMIT %(k)s",
         },
         "Q9": {
             "requires": f"{_populated(pv.qualified)} AND {_populated(tv.qualified)} AND {no_rls}",
