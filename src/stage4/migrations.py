@@ -237,10 +237,10 @@ def _run(verb: str, url: str, revision: str, **attributes) -> None:
 def settle(url: str) -> None:
     """VACUUM (ANALYZE) the materialized views never vacuumed yet, once the step committed.
 
-    A view created WITH DATA has no visibility map and no statistics: until autovacuum
-    passes (minutes later), an index-only scan on it (Q2's walk on the tile view) reads
-    the heap for every entry, and the gate's bench right after the step would measure
-    that. VACUUM cannot run in the step's transaction; interrupted, it loses nothing.
+    A view created WITH DATA has no statistics and no visibility map until autovacuum
+    passes (minutes later): the gate's bench right after the step would time plans made
+    on guesses (and index-only scans reading the heap). VACUUM cannot run in the step's
+    transaction; interrupted, it loses nothing.
     """
     import psycopg
     from psycopg import sql

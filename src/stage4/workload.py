@@ -405,8 +405,8 @@ def refresh_materialized_views(conn, s: Settings, fresh: Iterable[str] = ()) -> 
 
     A plain REFRESH writes a new heap without visibility map or statistics, so on an
     autocommit connection each view is then ``VACUUM (ANALYZE)``-ed: otherwise the bench
-    would time index-only scans (Q2's walk on the tile view) reading the heap for every
-    entry, which a view kept by ``REFRESH … CONCURRENTLY`` and autovacuum never does."""
+    would time plans made on guesses (and index-only scans reading the heap), which a
+    view kept by ``REFRESH … CONCURRENTLY`` and autovacuum never sees."""
     skip = set(fresh)
     names = [n for n in materialized_views(conn, s) if n not in skip]
     for name in names:

@@ -83,72 +83,18 @@ def tiles(s: Settings) -> MatView:
 
     Rows are written in the geometry's b-tree (Hilbert) order, as opt1 writes the table,
     so a viewport's rows share pages (with opt1's quarter layout: Q9 ×2.12 → ×2.30 and Q10
-    ×1.29 → ×1.64 at 1M, runs 4 → 5 in BENCHMARKS.md). That order
-    scatters ids, so Q2's walk in id order gets its own index: ``(id) INCLUDE`` the exact
-    bbox, walked index-only (see ``q2_sql``); Q6's nearest-by-(distance, id) order its
-    own GiST on ``(geom, id::float8)`` (see ``_variants``). ``REFRESH … CONCURRENTLY``
-    keeps unchanged rows where they are and appends changed ones.
+    ×1.29 → ×1.64 at 1M, runs 4 → 5 in BENCHMARKS.md). Q2 and Q6 want rows in id order
+    (Q6 after the distance), which that layout scatters: the GiST on ``(geom,
+    id::float8)`` gives that order from the index itself (see ``_variants``).
+    ``REFRESH … CONCURRENTLY`` keeps unchanged rows where they are and appends changed ones.
     """
     t, gc = s.time_column, s.geometry_column
     return MatView(s.schema, f"{s.table}_tile_mv", f"""
-SELECT g.id, g.{t}, g.nome, g.categoria, g.{gc}, ST_Transform(g.{gc}, 3857) AS geom_3857,
-       ST_XMin(g.{gc}::box3d) AS bbox_xmin, ST_YMin(g.{gc}::box3d) AS bbox_ymin,
-       ST_XMax(g.{gc}::box3d) AS bbox_xmax, ST_YMax(g.{gc}::box3d) AS bbox_ymax
+SELECT g.id, g.{t}, g.nome, g.categoria, g.{gc}, ST_Transform(g.{gc}, 3857) AS geom_3857
 FROM {s.qualified_table} g
 ORDER BY g.{gc}""", ("id", t), (f"USING gist ({gc})",
         f"USING gist (categoria, {gc}) WHERE categoria IS NOT NULL",
-        f"(id) INCLUDE ({t}, bbox_xmin, bbox_ymin, bbox_xmax, bbox_ymax)",
         f"USING gist ({gc}, (id::float8))"))  # fmt: skip
-
-
-def q2_sql(s: Settings, env: str) -> str:
-    """Q2 (the first 500 features in a box by id) on the tile view, by the cheaper of two
-    plans, chosen per call from a capped count of the box's features.
-
-    * Few features (under ``sqrt(75 · rows)``, ~8.7k at 1M): all of them by the GiST
-      (fetched once, up to that cap), then the top 500 by id. The cap is where both plans
-      cost about the same (walk ~0.15 µs per index entry, GiST fetch ~1 µs per row), so a
-      box just over it pays at most about twice the better plan.
-    * Many: walk the ``(id) INCLUDE (bbox)`` index in id order, index-only, keeping the
-      rows whose exact bbox meets the box widened by 1e-6 of the coordinate (more than
-      PostGIS's float4 rounding of ``&&``), then test ``&&`` on each candidate's row
-      until 500 pass. At 1M, for a box of 12.5k features: 13.7–19.6 ms a call, where the
-      planner's own walk over the view's rows (scattered) took 45–61 ms and the app's
-      query at ``schema`` 12.7–21.9 ms (``benchmarks/query_probe.py Q2``).
-
-    The planner cannot make this choice itself (it picked the row walk for every box);
-    the LIMIT 1 inside the LATERAL keeps the nested loop it would otherwise turn into a
-    merge join over every match. Same rows, same order as the base query.
-    """
-    tv, g, d = tiles(s).qualified, s.geometry_column, s.time_column
-    pad = "1e-6 * (abs({0}) + 1)"
-    return f"""WITH b AS MATERIALIZED (
-  SELECT e AS env, ST_XMin(e::box3d) AS x0, ST_YMin(e::box3d) AS y0,
-         ST_XMax(e::box3d) AS x1, ST_YMax(e::box3d) AS y1,
-         (SELECT greatest(100, sqrt(75 * greatest(reltuples, 0)))::int FROM pg_class
-          WHERE oid = '{tv}'::regclass) AS cap
-  FROM (SELECT {env} AS e) s),
-few AS MATERIALIZED (
-  SELECT id, nome, categoria, {g} FROM {tv} WHERE {g} && (SELECT env FROM b)
-  LIMIT (SELECT cap FROM b)),
-n AS (SELECT count(*) AS k FROM few),
-many AS (
-  SELECT m.id, m.nome, m.categoria, m.{g}
-  FROM (SELECT id, {d} FROM {tv}
-        WHERE (SELECT k FROM n) >= (SELECT cap FROM b)
-          AND bbox_xmax >= (SELECT x0 - {pad.format("x0")} FROM b)
-          AND bbox_xmin <= (SELECT x1 + {pad.format("x1")} FROM b)
-          AND bbox_ymax >= (SELECT y0 - {pad.format("y0")} FROM b)
-          AND bbox_ymin <= (SELECT y1 + {pad.format("y1")} FROM b)
-        ORDER BY id) c
-  CROSS JOIN LATERAL (SELECT v.id, v.nome, v.categoria, v.{g} FROM {tv} v
-                      WHERE v.id = c.id AND v.{d} = c.{d} AND v.{g} && (SELECT env FROM b)
-                      LIMIT 1) m
-  ORDER BY c.id LIMIT 500)
-SELECT id, nome, categoria, ST_AsGeoJSON(ST_Simplify({g}, 0.0001))
-FROM ((SELECT * FROM few WHERE (SELECT k FROM n) < (SELECT cap FROM b) ORDER BY id LIMIT 500)
-      UNION ALL (SELECT * FROM many)) r
-ORDER BY id"""
 
 
 def points(s: Settings) -> MatView:
@@ -202,7 +148,7 @@ def btree_gist_drop_sql(s: Settings) -> str:
 BEGIN
   IF obj_description(to_regclass('{points(s).qualified}'), 'pg_class') = '{BTREE_GIST_MARK}' THEN
     DROP MATERIALIZED VIEW {points(s).qualified};
-    DROP INDEX IF EXISTS {tiles(s).qualified}_idx2, {tiles(s).qualified}_idx4;
+    DROP INDEX IF EXISTS {tiles(s).qualified}_idx2, {tiles(s).qualified}_idx3;
     BEGIN
       DROP EXTENSION btree_gist;
     EXCEPTION WHEN dependent_objects_still_exist THEN
@@ -294,26 +240,31 @@ def _populated(name: str) -> str:
     return f"EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass('{name}') AND relispopulated)"
 
 
-def _q6_ids_fit(tv: MatView) -> str:
-    """Q6's order by ``id::float8 <-> 0`` is the order by id for ids in [0, 2^53) (exact
-    in a double, distance to 0 = the id), and needs the view's (geom, id) GiST."""
-    return (f"to_regclass('{tv.qualified}_idx4') IS NOT NULL AND (SELECT coalesce(min(id) >= 0 "
+def _by_id_gist(tv: MatView) -> str:
+    """The view has its ``(geom, id::float8)`` GiST, and ``id::float8 <-> 0`` orders by id:
+    ids in [0, 2^53) (exact in a double; the distance to 0 is the id itself)."""
+    idx = f"{tv.qualified}_idx3"
+    return (f"(SELECT a.amname = 'gist' AND x.indnatts = 2 FROM pg_index x "
+            f"JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am a ON a.oid = c.relam "
+            f"WHERE x.indexrelid = to_regclass('{idx}')) AND (SELECT coalesce(min(id) >= 0 "
             f"AND max(id) < 2::float8 ^ 53, true) FROM {tv.qualified})")  # fmt: skip
 
 
 def _variants(s: Settings) -> dict[str, dict[str, str]]:
-    """Q2, Q6, Q7 and Q9 on the views: non-partitioned relations (Q2 by ``q2_sql``).
+    """Q2, Q6, Q7 and Q9 on the views: non-partitioned relations.
 
-    Q6 (the k nearest, ties by id): the app finds the k-th distance by KNN, then
-    scans its box again for every feature at most that far, to sort them by (distance,
-    id). Where polygons overlap, hundreds of features lie at distance 0 (397 and 1,161
-    candidates for one point of the 1M bench set: 1,381 buffers). The tile view's GiST
-    on ``(geom, id::float8)`` (btree_gist) orders by both keys at once, so ``ORDER BY
-    geom <-> pt, id::float8 <-> 0`` is one index scan that stops at the k-th row (40
-    buffers). Both keys must be float: PostgreSQL reorders a lossy distance (the
-    geometry's) only with float ORDER BY values; ``_q6_ids_fit`` guards the cast.
-    Q9: points from the points view, containers (any type, as in the base query) from
-    the tile view.
+    Q2 (the first 500 features in a box, by id) and Q6 (the k nearest, ties by id) read
+    the tile view's GiST on ``(geom, id::float8)`` (btree_gist), which orders by both
+    keys at once: ``WHERE geom && box ORDER BY id::float8 <-> 0`` and ``ORDER BY geom <->
+    pt, id::float8 <-> 0`` are each one index scan that stops at the last row wanted.
+    The app's Q2 reads every feature in the box (12.5k for the heaviest box of the 1M
+    bench) to keep 500; its Q6 finds the k-th distance, then reads the box again for every
+    feature at most that far, to sort them by (distance, id): where polygons overlap,
+    hundreds lie at distance 0 (1,161 candidates and 1,381 buffers for one point of the
+    1M bench; 40 buffers by the index). Both keys are float because PostgreSQL reorders a
+    lossy distance (the geometry's) only with float ORDER BY values; ``_by_id_gist``
+    guards the cast. Q9: points from the points view, containers (any type, as in the
+    base query) from the tile view.
     """
     tv, pv = tiles(s), points(s)
     g, pt = s.geometry_column, "ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)"
@@ -327,16 +278,21 @@ def _variants(s: Settings) -> dict[str, dict[str, str]]:
         f"NOT (SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass('{s.qualified_table}'))"
     )
     on_view = f"{_populated(tv.qualified)} AND {no_rls}"
+    by_id = _by_id_gist(tv)
     from stage4.workload import base_sql
 
     base = base_sql(s)  # the app's Q7: only the relation changes
     # Q1 and Q3 stay on the table (opt2's stored area and bbox): on the view they were
     # no faster at 1M features (BENCHMARKS.md), and the table is never stale.
     return {
-        "Q2": {"requires": on_view, "sql": q2_sql(s, env)},
+        "Q2": {
+            "requires": f"{on_view} AND {by_id}",
+            "sql": f"SELECT id, nome, categoria, ST_AsGeoJSON(ST_Simplify({g}, 0.0001)) "
+            f"FROM {tv.qualified} WHERE {g} && {env} ORDER BY id::float8 <-> 0::float8 LIMIT 500",
+        },
         "Q7": {"requires": on_view, "sql": base["Q7"].replace(s.qualified_table, tv.qualified)},
         "Q6": {
-            "requires": f"{on_view} AND {_q6_ids_fit(tv)}",
+            "requires": f"{on_view} AND {by_id}",
             "sql": f"SELECT id, nome, categoria, ST_Distance({geog}, {pt}::geography) AS metros "
             f"FROM {tv.qualified} ORDER BY {g} <-> {pt}, id::float8 <-> 0::float8 LIMIT %(k)s",
         },
