@@ -120,10 +120,10 @@ def _scratch_copies(conn, s, rev: str) -> list[str]:
     downgrade's statements on the copies. opt2: a partitioned copy of the table with the
     same generated columns, storage and rows (its downgrade puts the wide columns' storage
     back, then drops the columns); opt3/opt5: the views, from the same queries; opt4: the
-    routine."""
+    routine and a pg_cron job."""
     from dataclasses import replace
 
-    from stage4.ddl import aggregates, gis_columns, partitioning, search_matview
+    from stage4.ddl import aggregates, cron, gis_columns, partitioning, search_matview
     from stage4.ddl import future_partitions as fp
 
     r = replace(s, schema="scale_ref")
@@ -138,9 +138,12 @@ def _scratch_copies(conn, s, rev: str) -> list[str]:
         conn.execute(f"INSERT INTO {r.qualified_table} ({cols}) "
                      f"SELECT {cols} FROM {s.qualified_table}")  # fmt: skip
         return [gis_columns.restore_storage_sql(r), gis_columns.drop_columns_sql(r)]
-    if rev == "opt4":
+    if rev == "opt4":  # the routine, and a job like its own (the step unschedules it)
+        job = "scale_ref_ensure_partitions"
         conn.execute(fp.create_function_sql(r))
-        return [fp.drop_function_sql(r)]
+        conn.execute(f"DO $$BEGIN IF {cron.INSTALLED} THEN PERFORM cron.schedule('{job}', "
+                     f"'0 3 1 * *', 'SELECT 1'); END IF; END$$")  # fmt: skip
+        return [cron.unschedule_sql([job]), fp.drop_function_sql(r)]
     views = {"opt3": [search_matview.view(s)], "opt5": aggregates.views(s)}[rev]
     views = [replace(v, schema="scale_ref") for v in views]  # built from the real table
     for v in views:
