@@ -179,3 +179,41 @@ class TestFailure:
         assert rollout["outcome"] == "FAILED at opt1: still at schema"
         assert rollout["steps"][0]["verdict"].startswith("FAILED")
         assert (Path(rollout["folder"]) / "REPORT.md").is_file()
+
+
+class TestStatusOfAnUnfinishedRollout:
+    """A rollout killed mid-way leaves rollout.json at "running": `status` must not say so."""
+
+    def _write(self, tmp_path: Path, **fields) -> Path:
+        folder = tmp_path / "reports" / "20260101-000000"
+        folder.mkdir(parents=True)
+        (folder / "rollout.json").write_text(json.dumps({"outcome": "running", **fields}))
+        return tmp_path / "reports"
+
+    def test_a_dead_process_is_reported_as_not_finished(self, tmp_path: Path) -> None:
+        import socket
+        import subprocess
+        import sys
+
+        from stage4 import status
+
+        done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        reports = self._write(tmp_path, pid=int(done.stdout), host=socket.gethostname())
+        outcome = status.last_rollout(reports)["outcome"]
+        assert outcome.startswith(f"did not finish (its process, pid {int(done.stdout)}, is gone")
+
+    def test_a_live_process_is_still_running(self, tmp_path: Path) -> None:
+        import os
+        import socket
+
+        from stage4 import status
+
+        reports = self._write(tmp_path, pid=os.getpid(), host=socket.gethostname())
+        assert status.last_rollout(reports)["outcome"] == "running"
+
+    def test_the_rollout_records_its_process(self) -> None:
+        import os
+
+        rollout = gate.Rollout("db", "opt1", "now", {})
+        assert rollout.pid == os.getpid() and rollout.host

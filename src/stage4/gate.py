@@ -10,6 +10,8 @@ Every decision is recorded in the run's folder (``rollout.json``) and the report
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -73,6 +75,8 @@ class Rollout:
     steps: list[StepRecord] = field(default_factory=list)
     folder: str = ""
     outcome: str = "running"
+    pid: int = field(default_factory=os.getpid)  # lets `status` tell a dead run from a live one
+    host: str = field(default_factory=socket.gethostname)
 
     def save(self) -> Path:
         path = Path(self.folder) / "rollout.json"

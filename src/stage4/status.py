@@ -6,6 +6,8 @@ Kept apart from every action (sqlite-utils' ``pending()``/``applied()`` habit).
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -51,4 +53,23 @@ def last_rollout(reports_dir: Path) -> dict[str, Any] | None:
         return None
     data = json.loads(found[-1].read_text())
     data["path"] = str(found[-1].parent)
+    if data.get("outcome") == "running" and not _alive(data.get("pid"), data.get("host")):
+        data["outcome"] = (
+            f"did not finish (its process, pid {data['pid']}, is gone: interrupted or killed); "
+            "each step commits or rolls back whole, so the revision above is where it stopped"
+        )
     return data
+
+
+def _alive(pid: int | None, host: str | None) -> bool:
+    """Whether the rollout's process still runs (assumed so when that cannot be known here:
+    no pid recorded, or another host)."""
+    if not pid or host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
