@@ -89,3 +89,18 @@ def test_a_session_runs_every_step_on_one_idle_connection(seeded_url: str) -> No
         assert _alembic_backends(seeded_url) == first  # same pid: not reconnected
         assert migrations.current(seeded_url) == "schema"
     assert _alembic_backends(seeded_url) == []
+
+
+def test_a_session_reconnects_when_the_server_dropped_its_connection(seeded_url: str) -> None:
+    """An idle connection killed between steps (idle_session_timeout, a failover, a DBA)
+    does not fail the next step: the session pings it and connects again."""
+    from stage4.db import connect
+
+    with migrations.session(seeded_url):
+        migrations.upgrade(seeded_url, "opt1")
+        [(pid, _, _)] = _alembic_backends(seeded_url)
+        with connect(seeded_url) as conn:
+            assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+        migrations.upgrade(seeded_url, "opt2")
+        assert [p for p, _, _ in _alembic_backends(seeded_url)] not in ([], [pid])
+    assert migrations.current(seeded_url) == "opt2"

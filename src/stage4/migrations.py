@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-from contextlib import contextmanager, redirect_stdout, suppress
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from functools import cache
 from pathlib import Path
 
@@ -144,7 +144,7 @@ def offline_sql(command: str, spec: str) -> str:
     return out.getvalue()
 
 
-_SESSIONS: dict = {}  # url -> the SQLAlchemy Connection of an open ``session``
+_SESSIONS: dict = {}  # url -> the Engine of an open ``session`` (one pooled connection)
 
 
 @contextmanager
@@ -154,19 +154,23 @@ def session(url: str):
     Alembic opens a new engine per command: connecting, the dialect's first-connect
     queries and reading the revision files cost ~30 ms a step, more than the whole DDL
     of a light step (opt4's downgrade is one DROP FUNCTION: ~1 ms). A multi-step rollout
-    or rollback connects once. Each step still commits on its own; between steps the
-    connection holds no transaction (so no lock), and it is closed on leaving.
+    or rollback connects once: a pool of one connection, pinged before each step (a
+    server that dropped it while the gate benchmarked gets a new one). Each step still
+    commits on its own; between steps the connection holds no transaction (so no lock),
+    and it is closed on leaving.
     """
     if url in _SESSIONS:
         yield
         return
+    from sqlalchemy.pool import QueuePool
+
     from stage4.db import engine
 
-    eng = engine(url)
+    _SESSIONS[url] = eng = engine(
+        url, poolclass=QueuePool, pool_size=1, max_overflow=0, pool_pre_ping=True
+    )
     try:
-        with eng.connect() as conn:
-            _SESSIONS[url] = conn
-            yield
+        yield
     finally:
         _SESSIONS.pop(url, None)
         eng.dispose()
@@ -206,22 +210,18 @@ def _run(verb: str, url: str, revision: str, **attributes) -> None:
 
     if attributes.get("lock_timeout") is not None:
         attributes["lock_timeout"] = check_timeout(str(attributes["lock_timeout"]))
-    shared = _SESSIONS.get(url)
-    if shared is not None:
-        attributes.setdefault("connection", shared)
-    cfg = config(url, **attributes)
+    pooled = _SESSIONS.get(url) if "connection" not in attributes else None
     try:
-        _command(verb, cfg, revision)
-        if shared is not None and shared.in_transaction():
-            shared.commit()  # Alembic's version query can leave one open: hold no lock
+        # back in the pool, the connection is rolled back: no transaction left open
+        with pooled.connect() if pooled is not None else nullcontext() as conn:
+            if conn is not None:
+                attributes["connection"] = conn
+            _command(verb, config(url, **attributes), revision)
         if verb == "upgrade" and url:
             settle(url)
-    except BaseException as e:
-        if shared is not None and shared.in_transaction():
-            with suppress(Exception):  # a broken connection: closing the session ends it
-                shared.rollback()
-        if isinstance(e, Stage4Error) or not isinstance(e, DBAPIError):
-            raise
+    except Stage4Error:
+        raise
+    except DBAPIError as e:
         from stage4.config import redact
 
         reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e).splitlines()[0]
