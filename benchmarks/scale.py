@@ -191,6 +191,28 @@ def time_reference(url: str, s, rev: str, direction: str) -> float:
     return seconds
 
 
+def quiesce(url: str, limit_s: float = 300) -> None:
+    """Wait (untimed) until no other session is running a statement in the database.
+
+    From opt5 on, pg_cron refreshes a view every 5 minutes (the tile view's takes ~25 s
+    at 1M); a step timed meanwhile would measure its wait for that lock (or fail on the
+    lock timeout, as `stage4` does on purpose), not its own work."""
+    from stage4.db import connect
+
+    deadline = time.monotonic() + limit_s
+    with connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            busy = conn.execute(
+                "SELECT pid, coalesce(nullif(application_name, ''), backend_type) FROM "
+                "pg_stat_activity WHERE datname = current_database() AND state = 'active' "
+                "AND pid <> pg_backend_pid()"
+            ).fetchall()
+            if not busy:
+                return
+            say(f"waiting for {', '.join(f'pid {p} ({who})' for p, who in busy)} to finish")
+            time.sleep(2)
+
+
 # ------------------------------------------------------------------ bench summaries
 
 
@@ -511,6 +533,7 @@ def _forward(url, s, result: dict, revisions: list[str], args) -> None:
             ref_up = time_reference(url, s, rev, "up")
             metrics: dict = {}
             say(f"{rev}: upgrade (reference {ref_up:.2f} s)")
+            quiesce(url)
             t0 = time.perf_counter()
             migrations.upgrade(url, rev, metrics=metrics, progress=_progress(f"upgrade {rev}"))
             up = time.perf_counter() - t0
@@ -557,6 +580,7 @@ def _finish(url, s, result: dict, n: int, args) -> None:
     with migrations.session(url):  # as `stage4 downgrade --to schema`: one connection
         for rev in reversed(REVISIONS):
             say(f"{rev}: downgrade")
+            quiesce(url)
             t0 = time.perf_counter()
             migrations.downgrade(url, migrations.previous(rev), progress=_progress(f"down {rev}"))
             result["migrations"][f"{rev} down"]["seconds"] = time.perf_counter() - t0

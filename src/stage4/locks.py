@@ -5,7 +5,9 @@ behind the app (and making every later query queue behind *it*). "canceling stat
 due to lock timeout" alone does not say what to do; the blocking session's pid,
 application and state do. By the time we ask, the failed transaction has rolled back,
 so this looks, from a fresh connection, at the sessions that still hold locks on the
-table (and its partitions, and any relation the failing statement names).
+table (and its partitions, and any relation the failing statement names). A session
+without an application name is named by its kind when it is not a client: ``pg_cron``
+(a scheduled refresh of opt5's views), ``autovacuum worker``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ WITH wanted AS (
 ), rel AS (
     SELECT oid FROM wanted UNION SELECT inhrelid FROM pg_inherits JOIN wanted ON inhparent = oid
 )
-SELECT a.pid, coalesce(nullif(a.application_name, ''), 'no application_name')
+SELECT a.pid, coalesce(nullif(a.application_name, ''),
+                      nullif(a.backend_type, 'client backend'), 'no application_name')
              || coalesce(' as ' || a.usename::text, ''),
        coalesce(a.state, 'state hidden'),
        extract(epoch FROM now() - coalesce(a.state_change, a.xact_start))::bigint,
@@ -31,7 +34,8 @@ JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamesp
 WHERE l.granted AND l.locktype = 'relation' AND l.pid <> pg_backend_pid()
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND l.relation IN (SELECT oid FROM rel)
-GROUP BY a.pid, a.application_name, a.usename, a.state, a.state_change, a.xact_start
+GROUP BY a.pid, a.application_name, a.backend_type, a.usename, a.state, a.state_change,
+         a.xact_start
 ORDER BY a.xact_start NULLS LAST, a.pid
 LIMIT 5
 """
