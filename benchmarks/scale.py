@@ -74,27 +74,31 @@ def _columns(conn, s) -> str:
     return ", ".join(r[0] for r in rows)
 
 
+def _copy_sql(conn, s, dst: str, like: str, partitions: list[str] | None = None) -> list[str]:
+    """CREATE TABLE ``dst`` (LIKE the table …), partitioned by the time column when
+    ``partitions`` (their CREATE statements) are given, then INSERT … SELECT of every row."""
+    cols = _columns(conn, s)
+    create = f"CREATE TABLE {dst} (LIKE {s.qualified_table} {like})"
+    if partitions is not None:
+        create += f" PARTITION BY RANGE ({s.time_column})"
+    insert = f"INSERT INTO {dst} ({cols}) SELECT {cols} FROM {s.qualified_table}"
+    return [create, *(partitions or []), insert]
+
+
 def reference_sql(conn, s, rev: str, direction: str) -> list[str]:
     """The bare statements the step has to run at least (executed, then rolled back): both
     directions of opt1, the upgrades of opt2..opt5."""
     from stage4.ddl import aggregates, gis_columns, partitioning, search_matview
     from stage4.ddl import future_partitions as fp
 
-    t, g, d = s.qualified_table, s.geometry_column, s.time_column
+    g, d = s.geometry_column, s.time_column
     if rev == "opt1":
         ref = f"{s.schema}.scale_ref"
-        cols = _columns(conn, s)
         like = "INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION INCLUDING CONSTRAINTS"
-        if direction == "up":
-            stmts = [f"CREATE TABLE {ref} (LIKE {t} {like}) PARTITION BY RANGE ({d})"]
-            stmts += partitioning.partitions_sql(s, ref)
-            pk = f"id, {d}"
-        else:
-            stmts = [f"CREATE TABLE {ref} (LIKE {t} {like})"]
-            pk = "id"
+        up = direction == "up"
+        pk = f"id, {d}" if up else "id"
         return [
-            *stmts,
-            f"INSERT INTO {ref} ({cols}) SELECT {cols} FROM {t}",
+            *_copy_sql(conn, s, ref, like, partitioning.partitions_sql(s, ref) if up else None),
             f"ALTER TABLE {ref} ADD PRIMARY KEY ({pk})",
             f"CREATE INDEX ON {ref} USING gist ({g})",
             f"CREATE INDEX ON {ref} ({d})",
@@ -130,13 +134,9 @@ def _scratch_copies(conn, s, rev: str) -> list[str]:
     if rev == "opt2":
         like = ("INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION "
                 "INCLUDING CONSTRAINTS")  # fmt: skip
-        cols = _columns(conn, s)
-        conn.execute(f"CREATE TABLE {r.qualified_table} (LIKE {s.qualified_table} {like}) "
-                     f"PARTITION BY RANGE ({s.time_column})")  # fmt: skip
-        for stmt in partitioning.partitions_sql(r, r.qualified_table):
+        parts = partitioning.partitions_sql(r, r.qualified_table)
+        for stmt in _copy_sql(conn, s, r.qualified_table, like, parts):
             conn.execute(stmt)
-        conn.execute(f"INSERT INTO {r.qualified_table} ({cols}) "
-                     f"SELECT {cols} FROM {s.qualified_table}")  # fmt: skip
         return [gis_columns.restore_storage_sql(r), gis_columns.drop_columns_sql(r)]
     if rev == "opt4":  # the routine, and a job like its own (the step unschedules it)
         job = "scale_ref_ensure_partitions"

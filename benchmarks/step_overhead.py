@@ -2,7 +2,8 @@
 
 Times opt4's downgrade (one DROP FUNCTION and a pg_cron unschedule) seven times, each
 followed by its upgrade, first as separate commands (a new engine each time), then in one
-session; prints the medians in ms. Needs an embedded cluster at opt4 or later (any size):
+session; prints the medians in ms. Needs an embedded cluster at opt4 or opt5 (any size;
+it is left at opt4):
 
     STAGE4_HOME=/tmp/ovh PYTHONPATH=src .venv/bin/python benchmarks/step_overhead.py
 """
