@@ -44,9 +44,13 @@ def run_migrations_offline() -> None:
 
 
 def _run(connection: Connection) -> None:
-    for name, value in SESSION_SETTINGS.items():
-        connection.exec_driver_sql(f"SET {name} = '{value}'")
-    connection.commit()
+    # A pooled connection (stage4's multi-step session) keeps them from the last step:
+    # its info is cleared when the pool replaces the connection.
+    if connection.info.get("stage4_settings") != SESSION_SETTINGS:
+        for name, value in SESSION_SETTINGS.items():
+            connection.exec_driver_sql(f"SET {name} = '{value}'")
+        connection.commit()
+        connection.info["stage4_settings"] = dict(SESSION_SETTINGS)
     context.configure(connection=connection, transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -87,6 +87,31 @@ class TestUpgradeBlocked:
             migrations.upgrade(seeded_url, "opt1", lock_timeout="1s")
         assert migrations.current(seeded_url) == "opt1"
 
+    def test_in_a_session_each_step_gets_its_timeout(self, seeded_url: str) -> None:
+        """env.py sets the timeouts once per pooled connection: a changed timeout, and a new
+        connection (the old one was killed), get them set again. Were either skipped, the
+        blocked step would wait for the blocker's release (15 s) and succeed."""
+        with migrations.session(seeded_url):
+            migrations.upgrade(seeded_url, "opt1", lock_timeout="30s")
+            for kill_first in (False, True):
+                if kill_first:
+                    with psycopg.connect(seeded_url, autocommit=True) as conn:
+                        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE application_name = 'stage4-alembic'")  # fmt: skip
+                blocker = _blocker(seeded_url, "LOCK TABLE geometrias IN ACCESS EXCLUSIVE MODE")
+                release = threading.Timer(15, blocker.rollback)
+                release.start()
+                try:
+                    started = time.monotonic()
+                    with pytest.raises(MigrationError, match="lock timeout"):
+                        migrations.upgrade(seeded_url, "opt2", lock_timeout="1s")
+                    assert time.monotonic() - started < 8
+                finally:
+                    release.cancel()
+                    blocker.rollback()
+                    blocker.close()
+            assert migrations.current(seeded_url) == "opt1"
+
     def test_blocker_already_gone_says_retry(self, seeded_url: str) -> None:
         """A lock timeout whose holder has finished by the time we look: say so, no pid."""
         from stage4 import locks

@@ -144,7 +144,7 @@ def offline_sql(command: str, spec: str) -> str:
     return out.getvalue()
 
 
-_SESSIONS: dict = {}  # url -> the Engine of an open ``session`` (one pooled connection)
+_SESSIONS: dict = {}  # url -> (Engine, Config) of an open ``session`` (one pooled connection)
 
 
 @contextmanager
@@ -155,9 +155,10 @@ def session(url: str):
     queries and reading the revision files cost ~30 ms a step, more than the whole DDL
     of a light step (opt4's downgrade is one DROP FUNCTION: ~1 ms). A multi-step rollout
     or rollback connects once: a pool of one connection, pinged before each step (a
-    server that dropped it while the gate benchmarked gets a new one). Each step still
-    commits on its own; between steps the connection holds no transaction (so no lock),
-    and it is closed on leaving.
+    server that dropped it while the gate benchmarked gets a new one), with one Alembic
+    Config (parsing alembic.ini costs ~1 ms) and its session settings set once (env.py).
+    Each step still commits on its own; between steps the connection holds no transaction
+    (so no lock), and it is closed on leaving.
     """
     if url in _SESSIONS:
         yield
@@ -166,9 +167,8 @@ def session(url: str):
 
     from stage4.db import engine
 
-    _SESSIONS[url] = eng = engine(
-        url, poolclass=QueuePool, pool_size=1, max_overflow=0, pool_pre_ping=True
-    )
+    eng = engine(url, poolclass=QueuePool, pool_size=1, max_overflow=0, pool_pre_ping=True)
+    _SESSIONS[url] = (eng, config(url))
     try:
         yield
     finally:
@@ -213,10 +213,14 @@ def _run(verb: str, url: str, revision: str, **attributes) -> None:
     pooled = _SESSIONS.get(url) if "connection" not in attributes else None
     try:
         # back in the pool, the connection is rolled back: no transaction left open
-        with pooled.connect() if pooled is not None else nullcontext() as conn:
-            if conn is not None:
-                attributes["connection"] = conn
-            _command(verb, config(url, **attributes), revision)
+        with pooled[0].connect() if pooled is not None else nullcontext() as conn:
+            if conn is None:
+                cfg = config(url, **attributes)
+            else:
+                cfg = pooled[1]
+                cfg.attributes.clear()
+                cfg.attributes.update(attributes, connection=conn)
+            _command(verb, cfg, revision)
         if verb == "upgrade" and url:
             settle(url)
     except Stage4Error:
