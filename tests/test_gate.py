@@ -212,6 +212,18 @@ class TestStatusOfAnUnfinishedRollout:
         reports = self._write(tmp_path, pid=os.getpid(), host=socket.gethostname())
         assert status.last_rollout(reports)["outcome"] == "running"
 
+    def test_only_this_databases_rollouts_count(self, tmp_path: Path) -> None:
+        from stage4 import status
+
+        reports = self._write(tmp_path, database="postgres@127.0.0.1:5432/app")
+        newer = reports / "20260102-000000"
+        newer.mkdir()
+        (newer / "rollout.json").write_text(json.dumps({"outcome": "GO", "database": "other"}))
+        assert status.last_rollout(reports)["outcome"] == "GO"
+        mine = status.last_rollout(reports, "postgres@127.0.0.1:5432/app")
+        assert mine["path"] == str(reports / "20260101-000000")
+        assert status.last_rollout(reports, "postgres@127.0.0.1:5433/app") is None
+
     def test_the_rollout_records_its_process(self) -> None:
         import os
 

@@ -42,17 +42,21 @@ def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[
             if one("SELECT to_regclass('cron.job')")
             else None
         )
-    info["last_rollout"] = last_rollout(reports_dir)
+    info["last_rollout"] = last_rollout(reports_dir, info["database"])
     return info
 
 
-def last_rollout(reports_dir: Path) -> dict[str, Any] | None:
-    """The newest rollout.json under ``reports_dir`` (its verdict per step), if any."""
-    found = sorted(Path(reports_dir).glob("*/rollout.json"))
-    if not found:
+def last_rollout(reports_dir: Path, database: str | None = None) -> dict[str, Any] | None:
+    """The newest rollout.json under ``reports_dir`` (its verdict per step), if any; with
+    ``database`` (as ``db.where`` names it), the newest of that database only: one reports/
+    folder often serves several databases, and another one's run says nothing about this."""
+    for path in sorted(Path(reports_dir).glob("*/rollout.json"), reverse=True):
+        data = json.loads(path.read_text())
+        if database is None or data.get("database") == database:
+            break
+    else:
         return None
-    data = json.loads(found[-1].read_text())
-    data["path"] = str(found[-1].parent)
+    data["path"] = str(path.parent)
     if data.get("outcome") == "running" and not _alive(data.get("pid"), data.get("host")):
         data["outcome"] = (
             f"did not finish (its process, pid {data['pid']}, is gone: interrupted or killed); "
