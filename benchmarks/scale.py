@@ -302,6 +302,22 @@ def ab_compare(url: str, ab_home: Path, result: dict, pairs: int) -> None:
         clone.stop()
 
 
+def round_trip_ms(url: str, n: int = 200) -> float:
+    """Median ms of ``SELECT 1`` on one open connection: the floor under every statement a
+    step sends. opt4's downgrade sends 8 (pool ping, Alembic's version-table check,
+    BEGIN, version read, its two statements, version update, COMMIT; server log with
+    log_statement=all), its reference 4; the rest of its gap is Alembic's Python."""
+    from stage4.db import connect
+
+    with connect(url, autocommit=True) as conn:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            conn.execute("SELECT 1").fetchone()
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
 def cli_startup(env: dict) -> dict[str, float]:
     exe = str(Path(sys.executable).with_name("stage4"))
     out = {}
@@ -429,6 +445,9 @@ def markdown(result: dict, command: str) -> str:
         ref = m.get("reference_s")
         lines.append(f"| {step} | {m.get('seconds', float('nan')):.2f} | "
                      f"{'' if ref is None else f'{ref:.2f}'} |")  # fmt: skip
+    if "round_trip_ms" in result:
+        lines += ["", f"One round trip to the server (median `SELECT 1`): "
+                  f"{result['round_trip_ms']:.3f} ms; opt4's downgrade sends 8, its reference 4."]  # fmt: skip
     lines += ["", "| target | measured | result |", "|---|---|---|"]
     for name, figure, ok in targets(result):
         lines.append(f"| {name} | {figure} | {'—' if ok is None else 'PASS' if ok else 'FAIL'} |")
@@ -504,6 +523,8 @@ def main() -> None:
         url = cluster.url()  # the restart may have moved it to another free port
         result["ab_home"] = str(ab_home)
 
+    result["round_trip_ms"] = round_trip_ms(url)
+    say(f"round trip (SELECT 1): {result['round_trip_ms']:.3f} ms")
     say("bench at schema")
     base = bench.run(url, label="SCHEMA", progress=_progress("bench schema"), save=False)
     result["bench"]["schema"] = summary(base)
