@@ -362,10 +362,10 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
         ref = m.get("reference_s")
         if ref is not None and m.get("seconds") is not None:
             ratio = m["seconds"] / ref if ref > 0 else math.inf
-            rows.append((f"{step} ≤ 2× reference", f"{m['seconds']:.2f} s vs {ref:.2f} s "
+            rows.append((f"{step} ≤ 2× reference", f"{_s(m['seconds'])} s vs {_s(ref)} s "
                          f"(×{ratio:.2f})", ratio <= 2))  # fmt: skip
         if step.endswith("down") and m.get("seconds") is not None:
-            rows.append((f"{step} under 60 s", f"{m['seconds']:.2f} s", m["seconds"] < 60))
+            rows.append((f"{step} under 60 s", f"{_s(m['seconds'])} s", m["seconds"] < 60))
     opt1 = result["migrations"].get("opt1 up", {}).get("metrics", {})
     if opt1:
         r, w = opt1.get("readers_blocked_s"), opt1.get("writers_blocked_s")
@@ -383,6 +383,11 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
     for name, sec in result.get("cli", {}).items():
         rows.append((f"`stage4 {name}` < 1 s", f"{sec:.2f} s", sec < 1))
     return rows
+
+
+def _s(seconds: float) -> str:
+    """Seconds, with the milliseconds a light step is made of."""
+    return f"{seconds:.2f}" if seconds >= 1 else f"{seconds:.3f}"
 
 
 def markdown(result: dict, command: str) -> str:
@@ -443,8 +448,8 @@ def markdown(result: dict, command: str) -> str:
     lines += ["", "| migration step | seconds | physical reference (s) |", "|---|---|---|"]
     for step, m in result["migrations"].items():
         ref = m.get("reference_s")
-        lines.append(f"| {step} | {m.get('seconds', float('nan')):.2f} | "
-                     f"{'' if ref is None else f'{ref:.2f}'} |")  # fmt: skip
+        lines.append(f"| {step} | {_s(m.get('seconds', float('nan')))} | "
+                     f"{'' if ref is None else _s(ref)} |")  # fmt: skip
     if "round_trip_ms" in result:
         lines += ["", f"One round trip to the server (median `SELECT 1`): "
                   f"{result['round_trip_ms']:.3f} ms; opt4's downgrade sends 8, its reference 4."]  # fmt: skip

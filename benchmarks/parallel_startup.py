@@ -1,0 +1,57 @@
+"""What starting a parallel worker costs on this server, against the planner's guess.
+
+The partitioned table (opt1–opt4) makes the planner run the app's short viewport queries
+(Q2, Q6, Q7) as Gather over a Parallel Append: the PostGIS functions' COST 10000 makes
+sharing the rows look worth more than ``parallel_setup_cost`` (1000). Times a trivial
+query with ``force_parallel_mode`` (one worker launched) and without, median of 50, and
+Q7's first parameter sets at the current revision with and without parallel workers.
+
+    STAGE4_HOME=/tmp/scale-1m PYTHONPATH=src .venv/bin/python benchmarks/parallel_startup.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def _median_ms(conn, sql: str, params=None, n: int = 50) -> float:
+    conn.execute(sql, params).fetchall()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        conn.execute(sql, params).fetchall()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    from stage4 import migrations, workload
+    from stage4.cluster import Cluster
+    from stage4.config import settings
+    from stage4.db import connect
+
+    s = settings()
+    url = Cluster.from_settings(s).url()
+    with connect(url, autocommit=True, prepare_threshold=None) as conn:
+        serial = _median_ms(conn, "SELECT count(*) FROM pg_class")
+        conn.execute("SET force_parallel_mode = on")
+        forced = _median_ms(conn, "SELECT count(*) FROM pg_class")
+        conn.execute("RESET force_parallel_mode")
+        print(f"one worker: {forced - serial:.2f} ms ({serial:.2f} ms serial, {forced:.2f} "
+              "ms with force_parallel_mode)")  # fmt: skip
+        sql = workload.queries(s)["Q7"].sql
+        anchors = workload.sample_anchors(conn, s, 42)
+        print(f"revision {migrations.current(url)}; Q7 (the app's SQL), median of 15:")
+        for i, p in enumerate(workload.parameters("Q7", anchors, 4, 42)):
+            with_workers = _median_ms(conn, sql, p, 15)
+            conn.execute("SET max_parallel_workers_per_gather = 0")
+            without = _median_ms(conn, sql, p, 15)
+            conn.execute("RESET max_parallel_workers_per_gather")
+            print(
+                f"  set {i + 1}: {with_workers:.2f} ms as planned, {without:.2f} ms without workers"
+            )
+
+
+if __name__ == "__main__":
+    main()
