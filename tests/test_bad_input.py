@@ -223,6 +223,23 @@ class TestPreflight:
         assert result.exit_code == 0
         assert "public.geometrias: 0 rows" in result.stdout
 
+    def test_parallel_worker_start_is_measured_and_said(self, seeded_url: str) -> None:
+        """Said before opt1 (never fatal), measured on the connection, setting put back."""
+        with psycopg.connect(seeded_url) as conn:
+            p = preflight.run(conn, settings(), steps=["opt1"])
+            [check] = [c for c in p.checks if c.name == "parallel workers"]
+            assert re.fullmatch(r"one worker starts in \d+\.\d ms.*", check.detail), check.detail
+            assert p.facts["parallel_worker_ms"] > 0  # a worker always costs something
+            assert check.ok == (p.facts["parallel_worker_ms"] <= preflight.SLOW_WORKER_MS)
+            assert check not in p.failures
+            assert conn.execute("SHOW force_parallel_mode").fetchone()[0] == "off"
+            conn.execute("SET max_parallel_workers_per_gather = 0")
+            p = preflight.run(conn, settings(), steps=["opt1"])
+            assert "[ok] parallel workers: parallel queries are off " \
+                   "(max_parallel_workers_per_gather = 0)" in [c.line() for c in p.checks]  # fmt: skip
+            p = preflight.run(conn, settings(), steps=["opt2"])
+            assert "parallel workers" not in [c.name for c in p.checks]
+
 
 class TestBackupDir:
     def test_not_writable(self, seeded_url: str, tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
+import time
 from dataclasses import dataclass, field
 
 from stage4.config import Settings
@@ -75,6 +77,7 @@ def run(conn, s: Settings, *, steps: list[str], expect_features: int | None = No
         _table_checks(p, conn, s, one, expect_features)
         if "opt1" in steps:
             _blockers(p, conn, s)
+            _parallel_start(p, conn, one)
     elif "schema" not in steps:
         p.add("table", False, f"{s.qualified_table} does not exist")
     privileged = one(
@@ -149,6 +152,49 @@ def _blockers(p: Preflight, conn, s: Settings) -> None:
     if fks:
         p.add("inbound foreign keys", False, f"opt1 recreates {s.qualified_table}; these "
               f"foreign keys reference it: {', '.join(fks)}")  # fmt: skip
+
+
+SLOW_WORKER_MS = 3.0
+
+
+def _parallel_start(p: Preflight, conn, one) -> None:
+    """What starting a parallel worker costs here: once the table is partitioned (opt1),
+    the planner runs short viewport queries as a Gather over a Parallel Append (PostGIS's
+    costly functions make splitting look worth ``parallel_setup_cost``); where a worker
+    takes ~9 ms to start (these VMs) a 7 ms query becomes 35 ms and the gate may call opt1
+    slower (BENCHMARKS.md, fifth session). Said, not refused: the remedy is a setting."""
+    if int(one("SHOW max_parallel_workers_per_gather")) == 0:
+        p.add("parallel workers", True, "parallel queries are off (max_parallel_workers_per_gather = 0)",
+              fatal=False)  # fmt: skip
+        return
+    force = (
+        "debug_parallel_query"
+        if int(one("SHOW server_version_num")) >= 160000
+        else "force_parallel_mode"
+    )
+
+    def median_ms(n: int = 7) -> float:  # never prepared: a cached plan ignores the SET
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            conn.execute("SELECT count(*) FROM pg_class", prepare=False).fetchone()
+            times.append((time.perf_counter() - t0) * 1000)
+        return statistics.median(times)
+
+    serial = median_ms()
+    conn.execute(f"SET {force} = on")
+    try:
+        startup = max(0.0, median_ms() - serial)
+    finally:
+        conn.execute(f"RESET {force}")
+    p.facts["parallel_worker_ms"] = round(startup, 2)
+    if startup <= SLOW_WORKER_MS:
+        p.add("parallel workers", True, f"one worker starts in {startup:.1f} ms", fatal=False)
+        return
+    p.add("parallel workers", False, f"one worker starts in {startup:.1f} ms here: after opt1 "
+          "short viewport queries on the partitions may run in parallel and get slower (the "
+          "gate would then roll opt1 back); raise parallel_setup_cost for this database "
+          "(ALTER DATABASE … SET parallel_setup_cost = …) or the app's role", fatal=False)  # fmt: skip
 
 
 def _disk(p: Preflight, conn, s: Settings, one) -> None:
