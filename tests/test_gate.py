@@ -212,6 +212,14 @@ class TestStatusOfAnUnfinishedRollout:
         reports = self._write(tmp_path, pid=os.getpid(), host=socket.gethostname())
         assert status.last_rollout(reports)["outcome"] == "running"
 
+    def test_a_rollout_without_its_process_is_not_called_running(self, tmp_path: Path) -> None:
+        from stage4 import status
+
+        reports = self._write(tmp_path)  # as written before rollouts recorded their pid
+        assert status.last_rollout(reports)["outcome"] == (
+            "running, or interrupted (this rollout did not record its process)"
+        )
+
     def test_only_this_databases_rollouts_count(self, tmp_path: Path) -> None:
         from stage4 import status
 

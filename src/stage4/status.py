@@ -57,7 +57,9 @@ def last_rollout(reports_dir: Path, database: str | None = None) -> dict[str, An
     else:
         return None
     data["path"] = str(path.parent)
-    if data.get("outcome") == "running" and not _alive(data.get("pid"), data.get("host")):
+    if data.get("outcome") == "running" and not data.get("pid"):  # written before pids were
+        data["outcome"] = "running, or interrupted (this rollout did not record its process)"
+    elif data.get("outcome") == "running" and not _alive(data["pid"], data.get("host")):
         data["outcome"] = (
             f"did not finish (its process, pid {data['pid']}, is gone: interrupted or killed); "
             "each step commits or rolls back whole, so the revision above is where it stopped"
@@ -65,10 +67,10 @@ def last_rollout(reports_dir: Path, database: str | None = None) -> dict[str, An
     return data
 
 
-def _alive(pid: int | None, host: str | None) -> bool:
+def _alive(pid: int, host: str | None) -> bool:
     """Whether the rollout's process still runs (assumed so when that cannot be known here:
-    no pid recorded, or another host)."""
-    if not pid or host != socket.gethostname():
+    another host)."""
+    if host != socket.gethostname():
         return True
     try:
         os.kill(pid, 0)
