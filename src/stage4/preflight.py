@@ -193,8 +193,9 @@ def _parallel_start(p: Preflight, conn, one) -> None:
         return
     p.add("parallel workers", False, f"one worker starts in {startup:.1f} ms here: after opt1 "
           "short viewport queries on the partitions may run in parallel and get slower (the "
-          "gate would then roll opt1 back); raise parallel_setup_cost for this database "
-          "(ALTER DATABASE … SET parallel_setup_cost = …) or the app's role", fatal=False)  # fmt: skip
+          "gate would then roll opt1 back); raise parallel_setup_cost for this database or "
+          "the app's role (10000 instead of 1000 kept Q7 serial at 1M features where a "
+          "worker took 9 ms: BENCHMARKS.md)", fatal=False)  # fmt: skip
 
 
 def _disk(p: Preflight, conn, s: Settings, one) -> None:
