@@ -3,7 +3,8 @@
 The partitioned table (opt1–opt4) makes the planner run the app's short viewport queries
 (Q2, Q6, Q7) as Gather over a Parallel Append: the PostGIS functions' COST 10000 makes
 sharing the rows look worth more than ``parallel_setup_cost`` (1000). Times a trivial
-query with ``force_parallel_mode`` (one worker launched) and without, median of 50, and
+query with ``force_parallel_mode`` (one worker launched) and without, median of 50
+(``preflight.worker_start_ms``, what pre-flight warns on), and
 Q7's first parameter sets at the current revision with and without parallel workers.
 
     STAGE4_HOME=/tmp/scale-1m PYTHONPATH=src .venv/bin/python benchmarks/parallel_startup.py
@@ -26,7 +27,7 @@ def _median_ms(conn, sql: str, params=None, n: int = 50) -> float:
 
 
 def main() -> None:
-    from stage4 import migrations, workload
+    from stage4 import migrations, preflight, workload
     from stage4.cluster import Cluster
     from stage4.config import settings
     from stage4.db import connect
@@ -34,12 +35,7 @@ def main() -> None:
     s = settings()
     url = Cluster.from_settings(s).url()
     with connect(url, autocommit=True, prepare_threshold=None) as conn:
-        serial = _median_ms(conn, "SELECT count(*) FROM pg_class")
-        conn.execute("SET force_parallel_mode = on")
-        forced = _median_ms(conn, "SELECT count(*) FROM pg_class")
-        conn.execute("RESET force_parallel_mode")
-        print(f"one worker: {forced - serial:.2f} ms ({serial:.2f} ms serial, {forced:.2f} "
-              "ms with force_parallel_mode)")  # fmt: skip
+        print(f"one worker: {preflight.worker_start_ms(conn, 50):.2f} ms (median of 50)")
         sql = workload.queries(s)["Q7"].sql
         anchors = workload.sample_anchors(conn, s, 42)
         print(f"revision {migrations.current(url)}; Q7 (the app's SQL), median of 15:")

@@ -167,13 +167,24 @@ def _parallel_start(p: Preflight, conn, one) -> None:
         p.add("parallel workers", True, "parallel queries are off (max_parallel_workers_per_gather = 0)",
               fatal=False)  # fmt: skip
         return
-    force = (
-        "debug_parallel_query"
-        if int(one("SHOW server_version_num")) >= 160000
-        else "force_parallel_mode"
-    )
+    startup = worker_start_ms(conn)
+    p.facts["parallel_worker_ms"] = round(startup, 2)
+    if startup <= SLOW_WORKER_MS:
+        p.add("parallel workers", True, f"one worker starts in {startup:.1f} ms", fatal=False)
+        return
+    p.add("parallel workers", False, f"one worker starts in {startup:.1f} ms here: after opt1 "
+          "short viewport queries on the partitions may run in parallel and get slower (the "
+          "gate would then roll opt1 back); raise parallel_setup_cost for this database or "
+          "the app's role (10000 instead of 1000 kept Q7 serial at 1M features where a "
+          "worker took 9 ms: BENCHMARKS.md)", fatal=False)  # fmt: skip
 
-    def median_ms(n: int = 7) -> float:  # never prepared: a cached plan ignores the SET
+
+def worker_start_ms(conn, n: int = 7) -> float:
+    """Median ms one parallel worker adds to a trivial query (``force_parallel_mode``)."""
+    version = conn.execute("SHOW server_version_num").fetchone()[0]
+    force = "debug_parallel_query" if int(version) >= 160000 else "force_parallel_mode"
+
+    def median_ms() -> float:  # never prepared: a cached plan ignores the SET
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
@@ -184,18 +195,9 @@ def _parallel_start(p: Preflight, conn, one) -> None:
     serial = median_ms()
     conn.execute(f"SET {force} = on")
     try:
-        startup = max(0.0, median_ms() - serial)
+        return max(0.0, median_ms() - serial)
     finally:
         conn.execute(f"RESET {force}")
-    p.facts["parallel_worker_ms"] = round(startup, 2)
-    if startup <= SLOW_WORKER_MS:
-        p.add("parallel workers", True, f"one worker starts in {startup:.1f} ms", fatal=False)
-        return
-    p.add("parallel workers", False, f"one worker starts in {startup:.1f} ms here: after opt1 "
-          "short viewport queries on the partitions may run in parallel and get slower (the "
-          "gate would then roll opt1 back); raise parallel_setup_cost for this database or "
-          "the app's role (10000 instead of 1000 kept Q7 serial at 1M features where a "
-          "worker took 9 ms: BENCHMARKS.md)", fatal=False)  # fmt: skip
 
 
 def _disk(p: Preflight, conn, s: Settings, one) -> None:

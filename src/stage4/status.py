@@ -57,13 +57,15 @@ def last_rollout(reports_dir: Path, database: str | None = None) -> dict[str, An
     else:
         return None
     data["path"] = str(path.parent)
-    if data.get("outcome") == "running" and not data.get("pid"):  # written before pids were
-        data["outcome"] = "running, or interrupted (this rollout did not record its process)"
-    elif data.get("outcome") == "running" and not _alive(data["pid"], data.get("host")):
-        data["outcome"] = (
-            f"did not finish (its process, pid {data['pid']}, is gone: interrupted or killed); "
-            "each step commits or rolls back whole, so the revision above is where it stopped"
-        )
+    if data.get("outcome") == "running":
+        if not data.get("pid"):  # written before rollouts recorded their process
+            data["outcome"] = "running, or interrupted (this rollout did not record its process)"
+        elif not _alive(data["pid"], data.get("host")):
+            data["outcome"] = (
+                f"did not finish (its process, pid {data['pid']}, is gone: interrupted or "
+                "killed); each step commits or rolls back whole, so the revision above is "
+                "where it stopped"
+            )
     return data
 
 
