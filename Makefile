@@ -44,8 +44,8 @@ format: setup
 	$(BIN)/ruff format src alembic tests benchmarks
 	$(BIN)/ruff check --fix src alembic tests benchmarks
 
-upgrade: setup  ## make upgrade TO=opt3
-	$(STAGE4) upgrade --to $(TO)
+upgrade: setup  ## make upgrade TO=opt3 (JUDGE=target: judge the steps as one package)
+	$(STAGE4) upgrade --to $(TO) $(if $(JUDGE),--judge $(JUDGE))
 
 downgrade: setup  ## one step back (make downgrade TO=schema to go further)
 	@if [ "$(TO)" = "head" ]; then $(STAGE4) downgrade -1; else $(STAGE4) downgrade --to $(TO); fi

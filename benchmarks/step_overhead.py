@@ -6,11 +6,15 @@ session; prints the medians in ms. Needs an embedded cluster at opt4 or opt5 (an
 it is left at opt4):
 
     STAGE4_HOME=/tmp/ovh PYTHONPATH=src .venv/bin/python benchmarks/step_overhead.py
+
+``--profile``: instead, profile 30 in-session downgrades with cProfile and print where
+their time goes (the functions with the most time of their own, then by package).
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 
@@ -34,10 +38,44 @@ def main() -> None:
             migrations.upgrade(url, "opt4")
         return statistics.median(times)
 
+    if "--profile" in sys.argv:
+        with migrations.session(url):
+            _profile(
+                lambda: migrations.downgrade(url, "opt3"), lambda: migrations.upgrade(url, "opt4")
+            )
+        return
     alone = median_ms()
     with migrations.session(url):
         shared = median_ms()
     print(f"opt4 downgrade: {alone:.1f} ms as separate commands, {shared:.1f} ms in one session")
+
+
+def _profile(step, undo, n: int = 30) -> None:
+    """Profile ``step`` only (``undo`` runs outside the profiler), n times."""
+    import cProfile
+    import pstats
+    from collections import defaultdict
+
+    step(), undo()  # warm: imports, first connection
+    prof = cProfile.Profile()
+    wall = 0.0
+    for _ in range(n):
+        t0 = time.perf_counter()
+        prof.enable()
+        step()
+        prof.disable()
+        wall += time.perf_counter() - t0
+        undo()
+    stats = pstats.Stats(prof)
+    print(f"{n} downgrades, {wall / n * 1000:.2f} ms each under the profiler")
+    stats.sort_stats("tottime").print_stats(20)
+    by_package: dict[str, float] = defaultdict(float)
+    for (path, _line, _name), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        key = next((k for k in ("sqlalchemy", "alembic", "psycopg", "stage4", "mako", "importlib")
+                    if f"/{k}/" in path), "other" if path != "~" else "builtins/C")  # fmt: skip
+        by_package[key] += tt
+    for key, tt in sorted(by_package.items(), key=lambda kv: -kv[1]):
+        print(f"{key:12s} {tt / n * 1000:6.2f} ms per downgrade (own time)")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Steps that are slower or wrong on purpose are test-only revisions in a copy of
 the script folder (``slow``: drops the GiST index; ``wrong``: the search RPC
-returns fewer rows), so the real chain stays untouched.
+returns fewer rows; ``sleepy``: the search RPC sleeps 50 ms, ``awake`` puts it
+back, ``idle`` changes nothing), so the real chain stays untouched. ``scripts``
+chains them in the order given.
 """
 
 from __future__ import annotations
@@ -56,15 +58,76 @@ def downgrade() -> None:
 '''
 
 
+SLEEPY = '''"""Test-only: the search RPC (Q4) sleeps 50 ms, once per call (an InitPlan)."""
+from alembic import op
+
+from stage4.config import settings
+from stage4.ddl import functions
+
+revision = "sleepy"
+down_revision = "schema"
+
+
+def upgrade() -> None:
+    s = settings()
+    body = functions.search(s).body.replace("WHERE ", "WHERE (SELECT pg_sleep(0.05)::text) IS NOT NULL AND ", 1)
+    op.execute(functions.search(s, source=body).create_sql())
+
+
+def downgrade() -> None:
+    op.execute(functions.search(settings()).create_sql())
+'''
+
+AWAKE = '''"""Test-only: after `sleepy`, the search RPC as it was (pays `sleepy` back)."""
+from alembic import op
+
+from stage4.config import settings
+from stage4.ddl import functions
+
+revision = "awake"
+down_revision = "sleepy"
+
+
+def upgrade() -> None:
+    op.execute(functions.search(settings()).create_sql())
+
+
+def downgrade() -> None:
+    s = settings()
+    body = functions.search(s).body.replace("WHERE ", "WHERE (SELECT pg_sleep(0.05)::text) IS NOT NULL AND ", 1)
+    op.execute(functions.search(s, source=body).create_sql())
+'''
+
+IDLE = '''"""Test-only: a step that changes nothing."""
+from alembic import op
+
+revision = "idle"
+down_revision = "sleepy"
+
+
+def upgrade() -> None:
+    op.execute("SELECT 1")
+
+
+def downgrade() -> None:
+    op.execute("SELECT 1")
+'''
+
+TEST_REVISIONS = {"slow": SLOW, "wrong": WRONG, "sleepy": SLEEPY, "awake": AWAKE, "idle": IDLE}
+
+
 @pytest.fixture
 def scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Returns install(name): a copy of alembic/ holding `schema` plus one test-only revision."""
+    """Returns install(*names): a copy of alembic/ holding `schema` plus test-only revisions."""
 
-    def install(name: str) -> Path:
-        dst = tmp_path / f"alembic-{name}"
+    def install(*names: str) -> Path:
+        dst = tmp_path / f"alembic-{'-'.join(names)}"
         shutil.copytree(migrations._script_location(), dst,
                         ignore=shutil.ignore_patterns("__pycache__", "opt*"))  # fmt: skip
-        (dst / "versions" / f"{name}.py").write_text({"slow": SLOW, "wrong": WRONG}[name])
+        for before, name in zip(("schema", *names), names, strict=False):
+            text = re.sub(r'down_revision = "\w+"', f'down_revision = "{before}"',
+                          TEST_REVISIONS[name])  # fmt: skip
+            (dst / "versions" / f"{name}.py").write_text(text)
         monkeypatch.setattr(migrations, "_script_location", lambda: dst)
         migrations.chain.cache_clear()
         return dst
@@ -151,6 +214,76 @@ class TestGo:
         assert Path(rollout.backup).stat().st_size > 0
         again = gate.upgrade(seeded_url, "head", _opts(tmp_path))
         assert again.outcome == f"already at {migrations.chain()[-1]}: nothing to do"
+
+
+# Wide margins for the package tests, as in TestGo: the 50 ms sleep clears them by far,
+# the noise of a 2,000-row database never does.
+WIDE = {"threshold": 1.0, "min_delta_ms": 25}
+
+
+class TestJudgeTarget:
+    """--judge target: the steps are one package, gated at the target only."""
+
+    def test_a_step_paid_back_by_the_next_one_passes_as_a_package(
+        self, seeded_url, scripts, tmp_path
+    ) -> None:
+        scripts("sleepy", "awake")
+        with pytest.raises(GateError) as e:  # judged on its own, sleepy is refused
+            gate.upgrade(seeded_url, "awake", _opts(tmp_path, **WIDE))
+        assert str(e.value).startswith("NO-GO at sleepy: Q4 slower")
+        assert "stage4 upgrade --to awake --judge target" in str(e.value)
+        assert migrations.current(seeded_url) == "schema"
+
+        rollout = gate.upgrade(seeded_url, "awake", _opts(tmp_path, judge="target", **WIDE))
+        assert migrations.current(seeded_url) == "awake"
+        sleepy, awake = rollout.steps
+        assert sleepy.verdict == "measured (judged at awake)"
+        assert any(r.startswith("not gated (awake is): Q4 slower") for r in sleepy.reasons)
+        assert sleepy.run_id is not None  # measured, in the report
+        assert awake.verdict == "GO", awake.reasons
+        assert rollout.outcome == "GO: at awake"
+
+    def test_a_package_that_does_not_pay_is_rolled_back_whole(
+        self, seeded_url, scripts, tmp_path
+    ) -> None:
+        scripts("sleepy", "idle")
+        with psycopg.connect(seeded_url) as conn:
+            before = snapshot.take(conn)
+        with pytest.raises(GateError) as e:
+            gate.upgrade(seeded_url, "idle", _opts(tmp_path, judge="target", **WIDE))
+        message = str(e.value)
+        assert message.startswith("NO-GO at idle: Q4 slower")
+        assert "sleepy … idle were rolled back in" in message
+        assert "the database is back exactly as before" in message
+        assert "--judge target" not in message  # no hint to do what was just done
+        assert migrations.current(seeded_url) == "schema"
+        with psycopg.connect(seeded_url) as conn:
+            assert snapshot.diff(before, snapshot.take(conn)) == []
+        rollout = json.loads(next((tmp_path / "reports").glob("*/rollout.json")).read_text())
+        sleepy, idle = rollout["steps"]
+        assert sleepy["verdict"] == "rolled back with idle (NO-GO)"
+        assert idle["verdict"] == "NO-GO" and idle["restored_exactly"] is True
+        assert sleepy["rollback_seconds"] > 0 and idle["rollback_seconds"] > 0
+        assert rollout["options"]["judge"] == "target"
+
+    def test_a_changed_result_is_refused_at_any_step_of_a_package(
+        self, seeded_url, scripts, tmp_path
+    ) -> None:
+        scripts("wrong", "idle")
+        with pytest.raises(GateError) as e:
+            gate.upgrade(seeded_url, "idle", _opts(tmp_path, judge="target", **WIDE))
+        assert str(e.value).startswith(
+            "NO-GO at wrong: Q4 result changed: fingerprint differs from baseline"
+        )
+        assert "wrong was rolled back in" in str(e.value)
+        assert migrations.current(seeded_url) == "schema"
+
+    def test_an_unknown_mode_is_refused_before_connecting(self, tmp_path) -> None:
+        from stage4.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="judge must be one of each, target, not 'all'"):
+            gate.upgrade("postgresql://nobody@127.0.0.1:9/none", "head",
+                         _opts(tmp_path, judge="all"))  # fmt: skip
 
 
 class TestViewWatch:

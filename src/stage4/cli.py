@@ -7,6 +7,7 @@ with a non-zero exit code; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -183,6 +184,13 @@ def seed(
 
 
 # ------------------------------------------------------------------ migrations
+class Judge(StrEnum):
+    """How a multi-step upgrade is gated (gate.JUDGE_MODES)."""
+
+    each = "each"
+    target = "target"
+
+
 @app.command()
 def upgrade(
     to: Annotated[
@@ -214,10 +222,20 @@ def upgrade(
         int | None, typer.Option(help="Refuse unless the table holds exactly this many rows.")
     ] = None,
     lock_timeout: LockTimeoutOpt = None,
+    judge: Annotated[
+        Judge,
+        typer.Option(
+            help="each: every step against the baseline, a NO-GO rolls that step back. "
+            "target: the steps as one package, each verified and measured, only --to gated; "
+            "a NO-GO rolls them all back.",
+        ),
+    ] = Judge.each,
 ) -> None:
     """Upgrade one revision at a time to --to, benchmarking each step against the baseline.
 
-    GO keeps the step; NO-GO rolls it back and stops (exit code 3).
+    GO keeps the step; NO-GO rolls it back and stops (exit code 3). A revision that pays
+    only with a later one (opt1's partitions slow the nearest-neighbour query until opt5)
+    can be judged with it: --judge target.
     Example: stage4 upgrade --to opt3
     """
     from stage4 import gate, migrations
@@ -229,7 +247,7 @@ def upgrade(
         iterations=iterations,
         concurrency=concurrency, duration=duration, gate=gate_, backup=backup,
         backup_dir=backup_dir, reports_dir=reports_dir, expect_features=expect_features,
-        lock_timeout=lock_timeout,
+        lock_timeout=lock_timeout, judge=judge.value,
     )  # fmt: skip
     url = _url()
     with _live() as (phase, progress):

@@ -5,6 +5,13 @@ pending revision: upgrade → verify → benchmark → compare (decision rule in
 ``stats``) → GO, or NO-GO: downgrade that step, prove the database is back
 exactly as before (catalog snapshot + data fingerprint), stop with the reasons.
 Every decision is recorded in the run's folder (``rollout.json``) and the report.
+
+``judge="target"`` judges the pending steps as one package: each step is still verified
+(promises, every row kept) and benchmarked for the report, but only the target's workload
+is gated; a NO-GO there, or a broken promise anywhere, rolls back every step of the
+rollout. It exists because a revision can pay only with a later one: at 1M features
+partitioning (opt1) slows the nearest-neighbour and radius queries until opt5's views
+serve them (BENCHMARKS.md, sixth session).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 from stage4 import migrations
 from stage4.config import redact, settings
 from stage4.db import connect, where
-from stage4.errors import GateError, MigrationError, PreflightError, Stage4Error
+from stage4.errors import ConfigError, GateError, MigrationError, PreflightError, Stage4Error
 from stage4.workload import materialized_views
 
 Phase = Callable[[str, str], None]  # (step, phase text)
@@ -44,6 +51,10 @@ class GateOptions:
     reports_dir: Path = Path("reports")
     expect_features: int | None = None
     lock_timeout: str | None = None  # each step's lock_timeout (None: [tool.stage4] lock_timeout)
+    judge: str = "each"  # "each": every step against the baseline; "target": only the last
+
+
+JUDGE_MODES = ("each", "target")
 
 
 @dataclass
@@ -100,6 +111,8 @@ def upgrade(
     from stage4 import backup, preflight, report, snapshot
 
     opts = opts or GateOptions()
+    if opts.judge not in JUDGE_MODES:
+        raise ConfigError(f"judge must be one of {', '.join(JUDGE_MODES)}, not {opts.judge!r}")
     s = settings()
     say = phase or (lambda step, text: None)
     target = migrations.check_target(target)
@@ -163,6 +176,9 @@ def upgrade(
     previous = base
     watch: ViewWatch | None = None
 
+    package = opts.judge == "target"
+    applied: list[StepRecord] = []  # what a NO-GO rolls back: this step, or the whole package
+    start: Any = None  # the catalog snapshot the rollout started from
     with migrations.session(url):  # one connection for every step and rollback
         for rev in todo:
             with connect(url) as conn:
@@ -170,6 +186,7 @@ def upgrade(
                 rows_before = rows_hash(conn, s)
                 if watch is None:  # what the rollout starts from
                     watch = ViewWatch(set(materialized_views(conn, s)), rows_before)
+                    start = before
             say(rev, "upgrading")
             rec = StepRecord(rev)
             rollout.steps.append(rec)
@@ -177,40 +194,57 @@ def upgrade(
                 _timed_upgrade(url, rec, progress, opts.lock_timeout)
             except Stage4Error:
                 rec.verdict = "FAILED (rolled back by PostgreSQL: nothing changed)"
-                rollout.outcome = f"FAILED at {rev}: still at {migrations.current(url)}"
+                now = "still at"
+                if package and applied:  # all or nothing: the package was not judged
+                    _roll_back(url, applied, opts, say)
+                    now = "the steps before it rolled back, at"
+                rollout.outcome = f"FAILED at {rev}: {now} {migrations.current(url)}"
                 rollout.save()
                 report.write(folder)
                 raise
+            applied = [*applied, rec] if package else [rec]
+            judged = not package or rev == todo[-1]
             try:
-                go = _judge(
-                    url, s, rec, base, previous, rows_before, opts, say, progress, folder, watch
-                )
+                kept, pays = _judge(url, s, rec, base, previous, rows_before, opts, say, progress,
+                                    folder, watch, gated_at=None if judged else target)  # fmt: skip
             except Stage4Error as e:  # the step is applied but could not be judged: undo it
                 rec.reasons.append(f"could not be measured: {e}")
-                go = False
+                kept = pays = False
+            go = kept and (pays or not judged)
             if go or not opts.gate:
-                rec.verdict = "GO" if go else "GO (gate disabled with --no-gate)"
+                if go:
+                    rec.verdict = "GO" if judged else f"measured (judged at {target})"
+                else:
+                    rec.verdict = "GO (gate disabled with --no-gate)"
                 previous = rec.run  # type: ignore[assignment]
                 rollout.save()
                 continue
-            say(rev, "NO-GO: rolling back")
-            t0 = time.perf_counter()
-            migrations.downgrade(url, migrations.previous(rev), **_lock_kw(opts.lock_timeout))
-            rec.rollback_seconds = time.perf_counter() - t0
+            _roll_back(url, applied, opts, say)
             with connect(url) as conn:
-                after = snapshot.take(conn, s.bench_schema)
-            differences = snapshot.diff(before, after)
+                differences = snapshot.diff(start if package else before,
+                                            snapshot.take(conn, s.bench_schema))  # fmt: skip
             rec.restored_exactly = not differences
             rec.notes += [f"after rollback: {d}" for d in differences]
             rec.verdict = "NO-GO"
+            for st in applied[:-1]:
+                st.verdict = f"rolled back with {rev} (NO-GO)"
             rollout.outcome = f"NO-GO at {rev}: rolled back to {migrations.current(url)}"
             rollout.save()
             report.write(folder)
-            raise GateError(_no_go_message(rev, rec, folder))
+            raise GateError(_no_go_message(rev, rec, folder, applied, todo[-1], opts.judge))
     rollout.outcome = f"GO: at {migrations.current(url)}"
     rollout.save()
     report.write(folder)
     return rollout
+
+
+def _roll_back(url: str, steps: list[StepRecord], opts: GateOptions, say: Phase) -> None:
+    """Downgrade ``steps`` (applied in this order) newest first, timing each one."""
+    for st in reversed(steps):
+        say(st.revision, "NO-GO: rolling back")
+        t0 = time.perf_counter()
+        migrations.downgrade(url, migrations.previous(st.revision), **_lock_kw(opts.lock_timeout))
+        st.rollback_seconds = time.perf_counter() - t0
 
 
 def psycopg_errors():
@@ -248,8 +282,12 @@ def _judge(
     progress,
     folder: Path,
     watch: ViewWatch,
-) -> bool:
-    """Verify, benchmark and compare one applied step; fill ``rec``; True for GO."""
+    gated_at: str | None = None,
+) -> tuple[bool, bool]:
+    """Verify, benchmark and compare one applied step; fill ``rec``.
+
+    Returns (promises kept, workload pays). ``gated_at``: the workload of this step is
+    only recorded, the package is judged at that revision (its reasons say so)."""
     from stage4 import bench, report, stats, verify
 
     say(rec.revision, "verifying")
@@ -269,13 +307,19 @@ def _judge(
     vs_base = stats.compare_bench(base, run, **kw)
     vs_prev = stats.compare_bench(previous, run, **kw)
     same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
-    decision = stats.gate_verdict(vs_base, same)
-    step_back = stats.gate_verdict(vs_prev)
+    results = stats.gate_verdict({}, same)  # the app's answers: gated at every step
+    decision = stats.gate_verdict(vs_base)
     rec.comparisons = {q: c.to_dict() for q, c in vs_base.items()}
     rec.vs_previous = {q: c.to_dict() for q, c in vs_prev.items()}
-    rec.reasons = [f"promise broken: {b}" for b in broken] + decision.reasons
-    rec.reasons += [f"vs {previous.label}: {r}" for r in step_back.reasons]
-    return decision.go and step_back.go and not broken
+    workload, pays = list(decision.reasons), decision.go
+    if previous is not base and opts.judge == "each":  # a step must not undo the one before
+        step_back = stats.gate_verdict(vs_prev)
+        workload += [f"vs {previous.label}: {r}" for r in step_back.reasons]
+        pays = pays and step_back.go
+    if gated_at:
+        workload = [f"not gated ({gated_at} is): {r}" for r in workload]
+    rec.reasons = [f"promise broken: {b}" for b in broken] + results.reasons + workload
+    return not broken and results.go, pays
 
 
 @dataclass
@@ -303,12 +347,25 @@ def _bench_kw(opts: GateOptions) -> dict[str, Any]:
             if getattr(opts, k) is not None}  # fmt: skip
 
 
-def _no_go_message(rev: str, rec: StepRecord, folder: Path) -> str:
+def _no_go_message(
+    rev: str, rec: StepRecord, folder: Path, undone: list[StepRecord], target: str, judge: str
+) -> str:
     state = ("the database is back exactly as before"
              if rec.restored_exactly else "WARNING: the rollback left differences (see report)")  # fmt: skip
-    reasons = "; ".join(rec.reasons) or "no reason recorded"
-    return (f"NO-GO at {rev}: {reasons}. {rev} was rolled back in {rec.rollback_seconds:.1f} s; "
-            f"{state}. Report: {folder / 'REPORT.md'}")  # fmt: skip
+    reasons = (
+        "; ".join(r for r in rec.reasons if not r.startswith("not gated")) or "no reason recorded"
+    )
+    names = " … ".join(dict.fromkeys([undone[0].revision, rev]))
+    verb = "was" if len(undone) == 1 else "were"
+    seconds = sum(st.rollback_seconds or 0.0 for st in undone)
+    hint = ""
+    if judge == "each" and rev != target:
+        hint = (
+            f" {rev} was judged on its own; to judge {rev} … {target} as one package: "
+            f"stage4 upgrade --to {target} --judge target."
+        )
+    return (f"NO-GO at {rev}: {reasons}. {names} {verb} rolled back in {seconds:.1f} s; "
+            f"{state}.{hint} Report: {folder / 'REPORT.md'}")  # fmt: skip
 
 
 def rows_hash(conn, s) -> str | None:
