@@ -113,7 +113,23 @@ def downgrade() -> None:
     op.execute("SELECT 1")
 '''
 
-TEST_REVISIONS = {"slow": SLOW, "wrong": WRONG, "sleepy": SLEEPY, "awake": AWAKE, "idle": IDLE}
+LOCKING = '''"""Test-only: changes nothing; its downgrade needs a SHARE lock on the table."""
+from alembic import op
+
+revision = "locking"
+down_revision = "sleepy"
+
+
+def upgrade() -> None:
+    op.execute("SELECT 1")
+
+
+def downgrade() -> None:
+    op.execute("LOCK TABLE public.geometrias IN SHARE MODE")
+'''
+
+TEST_REVISIONS = {"slow": SLOW, "wrong": WRONG, "sleepy": SLEEPY, "awake": AWAKE, "idle": IDLE,
+                  "locking": LOCKING}  # fmt: skip
 
 
 @pytest.fixture
@@ -276,6 +292,35 @@ class TestJudgeTarget:
             "NO-GO at wrong: Q4 result changed: fingerprint differs from baseline"
         )
         assert "wrong was rolled back in" in str(e.value)
+        assert migrations.current(seeded_url) == "schema"
+
+    def test_a_rollback_that_cannot_take_its_lock_says_how_to_finish(
+        self, seeded_url, scripts, tmp_path
+    ) -> None:
+        from stage4.errors import MigrationError
+
+        scripts("sleepy", "locking")
+        blocker = psycopg.connect(seeded_url)
+
+        def phase(step: str, text: str) -> None:
+            if text == "NO-GO: rolling back" and step == "locking":  # an app writes meanwhile
+                blocker.execute("UPDATE public.geometrias SET nome = nome WHERE id = 1")
+
+        try:
+            with pytest.raises(MigrationError) as e:
+                gate.upgrade(seeded_url, "locking", _opts(tmp_path, judge="target",
+                             lock_timeout="1s", **WIDE), phase=phase)  # fmt: skip
+        finally:
+            blocker.rollback()
+            blocker.close()
+        message = str(e.value)
+        assert message.startswith("NO-GO at locking (Q4 slower")
+        assert "rolling back stopped at locking" in message
+        assert "lock timeout (1s)" in message
+        assert message.endswith("finish it with: stage4 downgrade --to schema")
+        rollout = json.loads(next((tmp_path / "reports").glob("*/rollout.json")).read_text())
+        assert rollout["outcome"].startswith("NO-GO at locking: rolling back stopped at locking")
+        gate.downgrade(seeded_url, "schema")  # what the message says, once the writer is done
         assert migrations.current(seeded_url) == "schema"
 
     def test_an_unknown_mode_is_refused_before_connecting(self, tmp_path) -> None:

@@ -195,12 +195,14 @@ def upgrade(
             except Stage4Error:
                 rec.verdict = "FAILED (rolled back by PostgreSQL: nothing changed)"
                 now = "still at"
-                if package and applied:  # all or nothing: the package was not judged
-                    _roll_back(url, applied, opts, say)
-                    now = "the steps before it rolled back, at"
-                rollout.outcome = f"FAILED at {rev}: {now} {migrations.current(url)}"
-                rollout.save()
-                report.write(folder)
+                try:
+                    if package and applied:  # all or nothing: the package was not judged
+                        _roll_back(url, applied, opts, say)
+                        now = "the steps before it rolled back, at"
+                finally:
+                    rollout.outcome = f"FAILED at {rev}: {now} {migrations.current(url)}"
+                    rollout.save()
+                    report.write(folder)
                 raise
             applied = [*applied, rec] if package else [rec]
             judged = not package or rev == todo[-1]
@@ -219,7 +221,14 @@ def upgrade(
                 previous = rec.run  # type: ignore[assignment]
                 rollout.save()
                 continue
-            _roll_back(url, applied, opts, say)
+            try:
+                _roll_back(url, applied, opts, say)
+            except MigrationError as e:
+                rec.verdict = "NO-GO"
+                rollout.outcome = f"NO-GO at {rev}: {e}"
+                rollout.save()
+                report.write(folder)
+                raise MigrationError(f"NO-GO at {rev} ({'; '.join(rec.reasons)}), and {e}") from e
             with connect(url) as conn:
                 differences = snapshot.diff(start if package else before,
                                             snapshot.take(conn, s.bench_schema))  # fmt: skip
@@ -239,11 +248,20 @@ def upgrade(
 
 
 def _roll_back(url: str, steps: list[StepRecord], opts: GateOptions, say: Phase) -> None:
-    """Downgrade ``steps`` (applied in this order) newest first, timing each one."""
+    """Downgrade ``steps`` (applied in this order) newest first, timing each one. A step
+    that cannot be rolled back (a lock held too long) stops it with what to run next."""
     for st in reversed(steps):
         say(st.revision, "NO-GO: rolling back")
         t0 = time.perf_counter()
-        migrations.downgrade(url, migrations.previous(st.revision), **_lock_kw(opts.lock_timeout))
+        try:
+            migrations.downgrade(url, migrations.previous(st.revision),
+                                 **_lock_kw(opts.lock_timeout))  # fmt: skip
+        except Stage4Error as e:
+            back_to = migrations.previous(steps[0].revision)
+            raise MigrationError(
+                f"rolling back stopped at {migrations.current(url)}: {e}; finish it with: "
+                f"stage4 downgrade --to {back_to}"
+            ) from e
         st.rollback_seconds = time.perf_counter() - t0
 
 
