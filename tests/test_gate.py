@@ -3,8 +3,8 @@
 Steps that are slower or wrong on purpose are test-only revisions in a copy of
 the script folder (``slow``: drops the GiST index; ``wrong``: the search RPC
 returns fewer rows; ``sleepy``: the search RPC sleeps 50 ms, ``awake`` puts it
-back, ``idle`` changes nothing), so the real chain stays untouched. ``scripts``
-chains them in the order given.
+back, ``idle`` changes nothing, ``locking``'s downgrade needs a table lock), so the
+real chain stays untouched. ``scripts`` chains them in the order given.
 """
 
 from __future__ import annotations
@@ -22,114 +22,35 @@ from stage4.errors import GateError
 
 FAST = {"iterations": 6, "concurrency": 2, "duration": 1.0}
 
-SLOW = '''"""Test-only: drop the GiST index (Q1, Q2, Q6 … become sequential scans)."""
-from alembic import op
+GIST = "geometrias_geom_gist ON public.geometrias USING gist (geom)"
+AS_IS = "op.execute(functions.search(settings()).create_sql())"
+ASLEEP = ("s = settings(); op.execute(functions.search(s, source=functions.search(s).body.replace("
+          "'WHERE ', 'WHERE (SELECT pg_sleep(0.05)::text) IS NOT NULL AND ', 1)).create_sql())")  # fmt: skip
+ONE_ROW = ("s = settings(); op.execute(functions.search(s, source=functions.search(s).body.replace("
+           "'LIMIT limite', 'LIMIT 1')).create_sql())")  # fmt: skip
 
-revision = "slow"
-down_revision = "schema"
-
-
-def upgrade() -> None:
-    op.execute("DROP INDEX public.geometrias_geom_gist")
-
-
-def downgrade() -> None:
-    op.execute("CREATE INDEX geometrias_geom_gist ON public.geometrias USING gist (geom)")
-'''
-
-WRONG = '''"""Test-only: the search RPC silently returns at most one row."""
-from alembic import op
-
-from stage4.config import settings
-from stage4.ddl import functions
-
-revision = "wrong"
-down_revision = "schema"
+# name: (what it does, upgrade, downgrade); each a line of Python with `op`, `settings`
+# and `functions` at hand
+TEST_REVISIONS = {
+    "slow": ("drop the GiST index (Q1, Q2, Q6 … become sequential scans)",
+             'op.execute("DROP INDEX public.geometrias_geom_gist")',
+             f'op.execute("CREATE INDEX {GIST}")'),
+    "wrong": ("the search RPC silently returns at most one row", ONE_ROW, AS_IS),
+    "sleepy": ("the search RPC (Q4) sleeps 50 ms, once per call (an InitPlan)", ASLEEP, AS_IS),
+    "awake": ("after `sleepy`, the search RPC as it was (pays `sleepy` back)", AS_IS, ASLEEP),
+    "idle": ("a step that changes nothing", 'op.execute("SELECT 1")', 'op.execute("SELECT 1")'),
+    "locking": ("changes nothing; its downgrade needs a SHARE lock on the table",
+                'op.execute("SELECT 1")',
+                'op.execute("LOCK TABLE public.geometrias IN SHARE MODE")'),
+}  # fmt: skip
 
 
-def upgrade() -> None:
-    s = settings()
-    body = functions.search(s).body.replace("LIMIT limite", "LIMIT 1")
-    op.execute(functions.search(s, source=body).create_sql())
-
-
-def downgrade() -> None:
-    op.execute(functions.search(settings()).create_sql())
-'''
-
-
-SLEEPY = '''"""Test-only: the search RPC (Q4) sleeps 50 ms, once per call (an InitPlan)."""
-from alembic import op
-
-from stage4.config import settings
-from stage4.ddl import functions
-
-revision = "sleepy"
-down_revision = "schema"
-
-
-def upgrade() -> None:
-    s = settings()
-    body = functions.search(s).body.replace("WHERE ", "WHERE (SELECT pg_sleep(0.05)::text) IS NOT NULL AND ", 1)
-    op.execute(functions.search(s, source=body).create_sql())
-
-
-def downgrade() -> None:
-    op.execute(functions.search(settings()).create_sql())
-'''
-
-AWAKE = '''"""Test-only: after `sleepy`, the search RPC as it was (pays `sleepy` back)."""
-from alembic import op
-
-from stage4.config import settings
-from stage4.ddl import functions
-
-revision = "awake"
-down_revision = "sleepy"
-
-
-def upgrade() -> None:
-    op.execute(functions.search(settings()).create_sql())
-
-
-def downgrade() -> None:
-    s = settings()
-    body = functions.search(s).body.replace("WHERE ", "WHERE (SELECT pg_sleep(0.05)::text) IS NOT NULL AND ", 1)
-    op.execute(functions.search(s, source=body).create_sql())
-'''
-
-IDLE = '''"""Test-only: a step that changes nothing."""
-from alembic import op
-
-revision = "idle"
-down_revision = "sleepy"
-
-
-def upgrade() -> None:
-    op.execute("SELECT 1")
-
-
-def downgrade() -> None:
-    op.execute("SELECT 1")
-'''
-
-LOCKING = '''"""Test-only: changes nothing; its downgrade needs a SHARE lock on the table."""
-from alembic import op
-
-revision = "locking"
-down_revision = "sleepy"
-
-
-def upgrade() -> None:
-    op.execute("SELECT 1")
-
-
-def downgrade() -> None:
-    op.execute("LOCK TABLE public.geometrias IN SHARE MODE")
-'''
-
-TEST_REVISIONS = {"slow": SLOW, "wrong": WRONG, "sleepy": SLEEPY, "awake": AWAKE, "idle": IDLE,
-                  "locking": LOCKING}  # fmt: skip
+def _revision_file(name: str, down_revision: str) -> str:
+    doc, up, down = TEST_REVISIONS[name]
+    return (f'"""Test-only: {doc}."""\nfrom alembic import op\n\n'
+            "from stage4.config import settings\nfrom stage4.ddl import functions\n\n"
+            f'revision = "{name}"\ndown_revision = "{down_revision}"\n\n\n'
+            f"def upgrade() -> None:\n    {up}\n\n\ndef downgrade() -> None:\n    {down}\n")  # fmt: skip
 
 
 @pytest.fixture
@@ -141,9 +62,7 @@ def scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         shutil.copytree(migrations._script_location(), dst,
                         ignore=shutil.ignore_patterns("__pycache__", "opt*"))  # fmt: skip
         for before, name in zip(("schema", *names), names, strict=False):
-            text = re.sub(r'down_revision = "\w+"', f'down_revision = "{before}"',
-                          TEST_REVISIONS[name])  # fmt: skip
-            (dst / "versions" / f"{name}.py").write_text(text)
+            (dst / "versions" / f"{name}.py").write_text(_revision_file(name, before))
         monkeypatch.setattr(migrations, "_script_location", lambda: dst)
         migrations.chain.cache_clear()
         return dst
