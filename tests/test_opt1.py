@@ -97,7 +97,8 @@ class TestUpgrade:
         assert outside[1] > 0 and outside[0] == 0
         assert new_id == top + 1
         assert seen[0] == ("copy", 0, 2000) and ("copy", 2000, 2000) in seen
-        assert seen[-1] == ("swap", 1, 1)
+        settle = "VACUUM (ANALYZE) after the step"  # migrations.settle, once committed
+        assert seen[-3:] == [("swap", 1, 1), (settle, 0, 1), (settle, 1, 1)]
         assert metrics["writers_blocked_s"] >= metrics["readers_blocked_s"] > 0
 
     def test_each_quarter_one_run_in_geometry_order(self, seeded_url: str) -> None:
@@ -133,6 +134,26 @@ class TestUpgrade:
         assert "CREATE TABLE public.geometrias_default PARTITION OF" in sql
         down = migrations.offline_sql("downgrade", "opt1:schema")
         assert "CREATE TABLE public.geometrias__stage4_new (LIKE public.geometrias" in down
+
+
+class TestSettle:
+    """After opt1 and its rollback the table is new: statistics before anyone measures it."""
+
+    ANALYZED = ("SELECT count(*) FILTER (WHERE last_analyze IS NOT NULL), count(*) "
+                "FROM pg_stat_all_tables WHERE relid IN (SELECT relid FROM pg_partition_tree(%s))")  # fmt: skip
+
+    def test_the_new_table_is_analyzed_both_ways_and_timed_apart(self, seeded_url: str) -> None:
+        settled = migrations.upgrade(seeded_url, "opt1")
+        assert list(settled) == ["geometrias"] and settled["geometrias"] > 0
+        # the partitioned table itself (autovacuum never analyzes it) and every partition
+        assert _one(seeded_url, self.ANALYZED, T) == (11, 11)
+        assert _one(seeded_url, "SELECT count(*) FROM pg_statistic "
+                    "WHERE starelid = %s::regclass", T)[0] > 0  # fmt: skip
+        assert migrations.upgrade(seeded_url, "opt2") == {}  # nothing new to settle
+        settled = migrations.downgrade(seeded_url, "schema")
+        assert list(settled) == ["geometrias"]
+        assert _one(seeded_url, "SELECT last_analyze IS NOT NULL FROM pg_stat_all_tables "
+                    "WHERE relid = %s::regclass", T) == (True,)  # fmt: skip
 
 
 class TestRoundTrip:

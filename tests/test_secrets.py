@@ -142,9 +142,12 @@ def test_backup_file_and_its_failure(secret_url: str, tmp_path: Path) -> None:
 def test_a_full_gated_run_never_stores_the_password(secret_url: str, tmp_path: Path) -> None:
     """Every output of a gated rollout (stdout, stderr, report folder, backups, the
     benchmarking tables, the server's application names) is grepped for the password."""
-    result = _cli(["--database-url", secret_url, "upgrade", "--to", "opt2",
+    # --no-gate: every step benchmarked, compared and recorded, whatever the verdict (on
+    # this kind of VM a parallel plan can make a query at opt1 ten times slower: a NO-GO
+    # would stop the run before opt2)
+    result = _cli(["--database-url", secret_url, "upgrade", "--to", "opt2", "--no-gate",
                    "--iterations", "3", "--concurrency", "2", "--duration", "1",
-                   "--threshold", "5", "--backup-dir", str(tmp_path / "backups"),
+                   "--backup-dir", str(tmp_path / "backups"),
                    "--reports-dir", str(tmp_path / "reports")])  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "REPORT.md" in result.stdout

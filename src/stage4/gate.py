@@ -254,15 +254,16 @@ def _roll_back(url: str, steps: list[StepRecord], opts: GateOptions, say: Phase)
         say(st.revision, "NO-GO: rolling back")
         t0 = time.perf_counter()
         try:
-            migrations.downgrade(url, migrations.previous(st.revision),
-                                 **_lock_kw(opts.lock_timeout))  # fmt: skip
+            settled = migrations.downgrade(url, migrations.previous(st.revision),
+                                           **_lock_kw(opts.lock_timeout))  # fmt: skip
         except Stage4Error as e:
             back_to = migrations.previous(steps[0].revision)
             raise MigrationError(
                 f"rolling back stopped at {migrations.current(url)}: {e}; finish it with: "
                 f"stage4 downgrade --to {back_to}"
             ) from e
-        st.rollback_seconds = time.perf_counter() - t0
+        st.rollback_seconds = time.perf_counter() - t0 - sum(settled.values())
+        st.notes += [f"rollback: {n}" for n in settled_notes(settled)]
 
 
 def psycopg_errors():
@@ -282,10 +283,16 @@ def _timed_upgrade(
     metrics: dict[str, Any] = {}
     notes: list[str] = []
     t0 = time.perf_counter()
-    migrations.upgrade(url, rec.revision, progress=progress, metrics=metrics, notes=notes,
-                       **_lock_kw(lock_timeout))  # fmt: skip
-    rec.upgrade_seconds = time.perf_counter() - t0
-    rec.notes += [f"{k}: {v}" for k, v in metrics.items()] + notes
+    settled = migrations.upgrade(url, rec.revision, progress=progress, metrics=metrics,
+                                 notes=notes, **_lock_kw(lock_timeout))  # fmt: skip
+    rec.upgrade_seconds = time.perf_counter() - t0 - sum(settled.values())
+    rec.notes += [f"{k}: {v}" for k, v in metrics.items()] + notes + settled_notes(settled)
+
+
+def settled_notes(settled: dict[str, float]) -> list[str]:
+    """What ``migrations.settle`` did after a step, timed apart from the step."""
+    return [f"then VACUUM (ANALYZE) {rel}: {sec:.1f} s (not counted in the step's time)"
+            for rel, sec in settled.items()]  # fmt: skip
 
 
 def _judge(
@@ -399,8 +406,9 @@ def rows_hash(conn, s) -> str | None:
 @dataclass
 class RollbackStep:
     revision: str
-    seconds: float
+    seconds: float  # the step itself; what settle did after it is in ``settled``
     verified: list[str]
+    settled: dict[str, float] = field(default_factory=dict)
 
 
 def downgrade(
@@ -420,8 +428,8 @@ def downgrade(
                 rows_before = rows_hash(conn, s)
             say(rev, f"rolling back to {back_to}")
             t0 = time.perf_counter()
-            migrations.downgrade(url, back_to, **_lock_kw(lock_timeout))
-            seconds = time.perf_counter() - t0
+            settled = migrations.downgrade(url, back_to, **_lock_kw(lock_timeout))
+            seconds = time.perf_counter() - t0 - sum(settled.values())
             kept, broken = verify.revision(url, s, back_to) if back_to != "base" else ([], [])
             with connect(url) as conn:
                 if back_to != "base" and rows_hash(conn, s) != rows_before:
@@ -431,5 +439,5 @@ def downgrade(
                     f"rollback of {rev} committed but the check failed: {'; '.join(broken)}; "
                     f"restore from the backup taken before the upgrade if rows are missing"
                 )
-            done.append(RollbackStep(rev, seconds, kept))
+            done.append(RollbackStep(rev, seconds, kept, settled))
     return done
