@@ -278,7 +278,7 @@ def settle(url: str, progress=None) -> dict[str, float]:
                       OR (c.oid = ANY (ARRAY(SELECT to_regclass(unnest(%s::text[]))))
                           AND c.relispopulated
                           AND t.last_vacuum IS NULL AND t.last_autovacuum IS NULL)
-                   ORDER BY c.relkind <> 'm'""",  # the table first
+                   ORDER BY c.relkind = 'm'""",  # the table first
                 (s.qualified_table, ours),
             ).fetchall()
             for i, (relation,) in enumerate(todo):
