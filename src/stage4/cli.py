@@ -252,8 +252,6 @@ def upgrade(
     url = _url()
     with _live() as (phase, progress):
         rollout = gate.upgrade(url, to, opts, phase=phase, progress=progress)
-    for line in rollout.preflight:
-        err.print(line, markup=False, highlight=False)
     for step in rollout.steps:
         secs = f"{step.upgrade_seconds:.1f} s" if step.upgrade_seconds is not None else "–"
         out.print(f"{step.revision}: {step.verdict} (upgrade {secs})", markup=False)
@@ -278,7 +276,9 @@ class _Live:
         return self.phase, self.progress
 
     def phase(self, step: str, text: str) -> None:
-        self.bar.console.print(f"[bold]{step}[/bold] {text}")
+        from rich.markup import escape
+
+        self.bar.console.print(f"[bold]{escape(step)}[/bold] {escape(text)}", highlight=False)
 
     def progress(self, what: str, done: int, total: int) -> None:
         if what not in self.tasks:

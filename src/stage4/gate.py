@@ -136,6 +136,8 @@ def upgrade(
                 "lock on it; retry when it has finished"
             ) from e
     rollout.preflight = [c.line() for c in pf.checks]
+    for line in rollout.preflight:  # now, not at the end: a warning may explain a NO-GO
+        say("pre-flight", line)
     pf.raise_for_failures()
 
     folder = opts.reports_dir / time.strftime("%Y%m%d-%H%M%S")
