@@ -184,8 +184,17 @@ class TestJudgeTarget:
         scripts("sleepy", "idle")
         with psycopg.connect(seeded_url) as conn:
             before = snapshot.take(conn)
+        said: list[tuple[str, str]] = []
         with pytest.raises(GateError) as e:
-            gate.upgrade(seeded_url, "idle", _opts(tmp_path, judge="target", **WIDE))
+            gate.upgrade(seeded_url, "idle", _opts(tmp_path, judge="target", **WIDE),
+                         phase=lambda step, text: said.append((step, text)))  # fmt: skip
+        # pre-flight's lines are said before any step: a warning there may explain a NO-GO
+        first_step = said.index(("sleepy", "upgrading"))
+        assert ("pre-flight", "[ok] table contract: public.geometrias matches") in said[:first_step]
+        assert [st for st, text in said[first_step:] if text == "NO-GO: rolling back"] == [
+            "idle",
+            "sleepy",
+        ]  # newest first
         message = str(e.value)
         assert message.startswith("NO-GO at idle: Q4 slower")
         assert "sleepy … idle were rolled back in" in message
