@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 
 import psycopg
+from _timing import median_ms
 
 from stage4 import migrations, seed
 from stage4.config import resolve_url, settings
@@ -41,25 +41,16 @@ def _tile(lon: float, lat: float, z: int) -> tuple[int, int, int]:
     )
 
 
-def _median_ms(conn: psycopg.Connection, sql: str, params, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        conn.execute(sql, params).fetchall()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
 def _queries(conn: psycopg.Connection, repeat: int, q9: str) -> dict[str, float]:
     return {
-        "Q8 contagem_mensal(2024)": _median_ms(
+        "Q8 contagem_mensal(2024)": median_ms(
             conn, "SELECT * FROM contagem_mensal(2024)", None, repeat
         ),
-        "Q9 points in bairros": _median_ms(conn, q9, Q9_PARAMS, repeat),
-        "Q10 tile z12 (Sé)": _median_ms(
+        "Q9 points in bairros": median_ms(conn, q9, Q9_PARAMS, repeat),
+        "Q10 tile z12 (Sé)": median_ms(
             conn, "SELECT tile_mvt(%s, %s, %s)", _tile(-46.6339, -23.5505, 12), repeat
         ),
-        "Q10 tile z14 (Sé)": _median_ms(
+        "Q10 tile z14 (Sé)": median_ms(
             conn, "SELECT tile_mvt(%s, %s, %s)", _tile(-46.6339, -23.5505, 14), repeat
         ),
     }

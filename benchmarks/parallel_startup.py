@@ -12,18 +12,7 @@ Q7's first parameter sets at the current revision with and without parallel work
 
 from __future__ import annotations
 
-import statistics
-import time
-
-
-def _median_ms(conn, sql: str, params=None, n: int = 50) -> float:
-    conn.execute(sql, params).fetchall()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        conn.execute(sql, params).fetchall()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+from _timing import median_ms
 
 
 def main() -> None:
@@ -40,9 +29,9 @@ def main() -> None:
         anchors = workload.sample_anchors(conn, s, 42)
         print(f"revision {migrations.current(url)}; Q7 (the app's SQL), median of 15:")
         for i, p in enumerate(workload.parameters("Q7", anchors, 4, 42)):
-            with_workers = _median_ms(conn, sql, p, 15)
+            with_workers = median_ms(conn, sql, p, 15, warm_up=True)
             conn.execute("SET max_parallel_workers_per_gather = 0")
-            without = _median_ms(conn, sql, p, 15)
+            without = median_ms(conn, sql, p, 15, warm_up=True)
             conn.execute("RESET max_parallel_workers_per_gather")
             print(
                 f"  set {i + 1}: {with_workers:.2f} ms as planned, {without:.2f} ms without workers"

@@ -307,15 +307,12 @@ def round_trip_ms(url: str, n: int = 200) -> float:
     step sends. opt4's downgrade sends 8 (pool ping, Alembic's version-table check,
     BEGIN, version read, its two statements, version update, COMMIT; server log with
     log_statement=all), its reference 4; the rest of its gap is Alembic's Python."""
+    from _timing import median_ms
+
     from stage4.db import connect
 
     with connect(url, autocommit=True) as conn:
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            conn.execute("SELECT 1").fetchone()
-            times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        return median_ms(conn, "SELECT 1", n=n)
 
 
 def cli_startup(env: dict) -> dict[str, float]:

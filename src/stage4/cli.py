@@ -326,8 +326,7 @@ def downgrade(
                            phase=lambda step, text: err.print(f"{step}: {text} …"))  # fmt: skip
     for step in steps:
         checks = f"; verified: {', '.join(step.verified)}" if step.verified else ""
-        then = "".join(f"; then VACUUM (ANALYZE) {rel} in {sec:.1f} s"
-                       for rel, sec in step.settled.items())  # fmt: skip
+        then = "".join(f"; {note}" for note in gate.settled_notes(step.settled))
         out.print(f"{step.revision}: rolled back in {step.seconds:.2f} s, every row kept"
                   f"{checks}{then}", markup=False)  # fmt: skip
     _summary(url)

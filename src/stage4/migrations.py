@@ -281,14 +281,13 @@ def settle(url: str, progress=None) -> dict[str, float]:
                    ORDER BY c.relkind = 'm'""",  # the table first
                 (s.qualified_table, ours),
             ).fetchall()
-            for i, (relation,) in enumerate(todo):
-                if progress:
-                    progress("VACUUM (ANALYZE) after the step", i, len(todo))
+            tick = progress if progress and todo else (lambda *_: None)
+            tick("VACUUM (ANALYZE) after the step", 0, len(todo))
+            for i, (relation,) in enumerate(todo, 1):
                 t0 = time.perf_counter()
                 conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.SQL(relation)))
                 done[relation] = time.perf_counter() - t0
-            if progress and todo:
-                progress("VACUUM (ANALYZE) after the step", len(todo), len(todo))
+                tick("VACUUM (ANALYZE) after the step", i, len(todo))
     except (psycopg.Error, Stage4Error) as e:  # the step is committed: say so, do not fail it
         logging.getLogger("stage4").warning("after the step, VACUUM (ANALYZE) failed (autovacuum "
                     "will do it): %s", str(e).strip().splitlines()[0])  # fmt: skip
