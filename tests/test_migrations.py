@@ -79,11 +79,19 @@ def _alembic_backends(url: str) -> list[tuple]:
 
 
 def test_a_session_runs_every_step_on_one_idle_connection(seeded_url: str) -> None:
-    """One connection for a multi-step rollout/rollback, holding no transaction between steps."""
+    """One connection for a multi-step rollout/rollback, holding no transaction between steps;
+    the VACUUM after a step runs on it too, in autocommit, and leaves it transactional."""
+    from stage4.db import connect
+
     with migrations.session(seeded_url):
-        migrations.upgrade(seeded_url, "opt1")
+        assert list(migrations.upgrade(seeded_url, "opt1")) == ["geometrias"]  # vacuumed
         first = _alembic_backends(seeded_url)
         assert [(state, busy) for _, state, busy in first] == [("idle", False)]
+        with connect(seeded_url) as conn:  # its last statement
+            sql = "SELECT query FROM pg_stat_activity WHERE pid = %s"
+            assert conn.execute(sql, (first[0][0],)).fetchone()[0].startswith("VACUUM (ANALYZE)")
+        with migrations._SESSIONS[seeded_url][0].connect() as conn:  # the pool's only one
+            assert conn.connection.driver_connection.autocommit is False
         migrations.upgrade(seeded_url, "opt2")
         migrations.downgrade(seeded_url, "schema")
         assert _alembic_backends(seeded_url) == first  # same pid: not reconnected
