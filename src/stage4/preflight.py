@@ -162,7 +162,9 @@ def _parallel_start(p: Preflight, conn, one) -> None:
     the planner runs short viewport queries as a Gather over a Parallel Append (PostGIS's
     costly functions make splitting look worth ``parallel_setup_cost``); where a worker
     takes ~9 ms to start (these VMs) a 7 ms query becomes 35 ms and the gate may call opt1
-    slower (BENCHMARKS.md, fifth session). Said, not refused: the remedy is a setting."""
+    slower (BENCHMARKS.md, fifth session). A worker running PostGIS also loads it first,
+    about doubling that (measured here on a trivial query: the lower bound; seventh
+    session). Said, not refused: the remedy is a setting."""
     if int(one("SHOW max_parallel_workers_per_gather")) == 0:
         p.add("parallel workers", True, "parallel queries are off (max_parallel_workers_per_gather = 0)",
               fatal=False)  # fmt: skip
