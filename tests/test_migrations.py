@@ -92,7 +92,11 @@ def test_a_session_runs_every_step_on_one_idle_connection(seeded_url: str) -> No
             assert conn.execute(sql, (first[0][0],)).fetchone()[0].startswith("VACUUM (ANALYZE)")
         with migrations._SESSIONS[seeded_url][0].connect() as conn:  # the pool's only one
             assert conn.connection.driver_connection.autocommit is False
+            # the VACUUM ran without the step's timeouts; the next step sets them again
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
         migrations.upgrade(seeded_url, "opt2")
+        with migrations._SESSIONS[seeded_url][0].connect() as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "5s"
         migrations.downgrade(seeded_url, "schema")
         assert _alembic_backends(seeded_url) == first  # same pid: not reconnected
         assert migrations.current(seeded_url) == "schema"

@@ -301,6 +301,12 @@ def settle(url: str, progress=None, connection=None) -> dict[str, float]:
                    ORDER BY c.relkind = 'm'""",  # the table first
                 (s.qualified_table, ours),
             ).fetchall()
+            if todo and connection is not None:  # a session's: the step's timeouts are set
+                # VACUUM waits for no reader or writer; as on a connection of its own, let
+                # it wait for another VACUUM and take as long as it needs; env.py sets the
+                # step's timeouts again before the next step
+                connection.info.pop("stage4_settings", None)
+                conn.execute("SET lock_timeout = 0; SET statement_timeout = 0")
             tick = progress if progress and todo else (lambda *_: None)
             tick("VACUUM (ANALYZE) after the step", 0, len(todo))
             for i, (relation,) in enumerate(todo, 1):
