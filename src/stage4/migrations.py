@@ -306,7 +306,8 @@ def settle(url: str, progress=None, connection=None) -> dict[str, float]:
                 # it wait for another VACUUM and take as long as it needs; env.py sets the
                 # step's timeouts again before the next step
                 connection.info.pop("stage4_settings", None)
-                conn.execute("SET lock_timeout = 0; SET statement_timeout = 0")
+                for name in ("lock_timeout", "statement_timeout"):  # one statement each:
+                    conn.execute(f"SET {name} = 0")  # a prepared query holds only one
             tick = progress if progress and todo else (lambda *_: None)
             tick("VACUUM (ANALYZE) after the step", 0, len(todo))
             for i, (relation,) in enumerate(todo, 1):
