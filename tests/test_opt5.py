@@ -81,6 +81,31 @@ class TestUpgrade:
             ).fetchall()
             assert sorted(r[0] for r in settled) == sorted(v.name for v in agg.views(S))
 
+    def test_the_views_of_short_queries_are_read_serially(self, at_opt4):
+        """The tile and points views carry ``parallel_workers = 0``: even where parallel plans
+        are free, Q7 and Q9 on them get none (on the table at opt4 they do)."""
+        migrations.upgrade(at_opt4, "opt5")
+        free = ("SET parallel_setup_cost = 0", "SET parallel_tuple_cost = 0",
+                "SET min_parallel_table_scan_size = 0", "SET min_parallel_index_scan_size = 0")  # fmt: skip
+        p = {"lon": SE[0], "lat": SE[1], "radius_m": 1000, "cat_point": "x", "cat_poly": "y",
+             "min_lon": SE[0] - 0.05, "min_lat": SE[1] - 0.05,
+             "max_lon": SE[0] + 0.05, "max_lat": SE[1] + 0.05}  # fmt: skip
+        with psycopg.connect(at_opt4) as conn:
+            for view in (agg.tiles(S), agg.points(S)):
+                options = conn.execute(
+                    "SELECT reloptions FROM pg_class WHERE oid = %s::regclass", (view.qualified,)
+                ).fetchone()[0]
+                assert options == ["parallel_workers=0"], view.name
+            for stmt in free:
+                conn.execute(stmt)
+
+            def plan(sql: str) -> str:
+                return "\n".join(r[0] for r in conn.execute("EXPLAIN (COSTS OFF) " + sql, p))
+
+            assert "Gather" in plan(base_sql(S)["Q7"])  # the partitioned table: parallel
+            for qid in ("Q7", "Q9"):
+                assert "Gather" not in plan(agg.VARIANTS[qid]["sql"]), qid
+
     def test_rpc_results_are_identical_before_and_after(self, at_opt4):
         with psycopg.connect(at_opt4) as conn:
             before = _answers(conn)

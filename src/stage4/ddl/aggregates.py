@@ -35,6 +35,8 @@ class MatView:
     query: str
     unique: tuple[str, ...]
     indexes: tuple[str, ...] = ()  # "using_and_columns", e.g. "USING gist (geom)"
+    # parallel_workers = 0: read by short viewport queries only serially (``tiles``)
+    serial: bool = False
 
     @property
     def qualified(self) -> str:
@@ -49,7 +51,9 @@ class MatView:
 
     def create_sql(self) -> list[str]:
         stmts = [
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.qualified} AS\n{self.query.strip()}\nWITH DATA",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.qualified}"
+            f"{' WITH (parallel_workers = 0)' if self.serial else ''} AS\n"
+            f"{self.query.strip()}\nWITH DATA",
             f"CREATE UNIQUE INDEX IF NOT EXISTS {self.name}_key ON {self.qualified} "
             f"({', '.join(self.unique)})",
         ]
@@ -93,12 +97,19 @@ def tiles(s: Settings) -> MatView:
     (Q6 after the distance), which that layout scatters: the GiST on ``(geom,
     id::float8)`` gives that order from the index itself (see ``_variants``).
     ``REFRESH … CONCURRENTLY`` keeps unchanged rows where they are and appends changed ones.
+
+    Read serially (``parallel_workers = 0``, a storage parameter of this view only): the
+    queries it serves read a few thousand rows, and PostGIS's function costs make the
+    planner hand those to parallel workers, each of which must start and load PostGIS
+    first (9–36 ms here, BENCHMARKS.md, seventh session). At 1M, Q9's second set 92–98 →
+    16–18 ms, Q7's heaviest 47–53 → 36–39 ms; Q9's heaviest set 216–234 → 200–288 ms.
     """
     t, gc = s.time_column, s.geometry_column
     return MatView(s.schema, f"{s.table}_tile_mv", f"""
 SELECT g.id, g.{t}, g.nome, g.categoria, g.{gc}, ST_Transform(g.{gc}, 3857) AS geom_3857
 FROM {s.qualified_table} g
-ORDER BY g.{gc}""", ("id", t), (f"USING gist ({gc})", _by_category(s), _by_id(s)))  # fmt: skip
+ORDER BY g.{gc}""", ("id", t), (f"USING gist ({gc})", _by_category(s), _by_id(s)),
+                   serial=True)  # fmt: skip
 
 
 def _by_category(s: Settings) -> str:
@@ -120,14 +131,15 @@ def points(s: Settings) -> MatView:
     Why not the (point, container) pairs: their number grows with the square of the
     density (14 s to build at 50k features, hours at 1M). A narrow, non-partitioned
     copy of the points is linear to build; Q9 joins it to the tile view (one GiST on
-    every geometry), so each point probes one index instead of one per partition.
+    every geometry), so each point probes one index instead of one per partition. Read
+    serially, as the tile view.
     """
     t, gc = s.time_column, s.geometry_column
     return MatView(s.schema, f"{s.table}_pontos_mv", f"""
 SELECT g.id, g.{t}, g.categoria, g.{gc}
 FROM {s.qualified_table} g
 WHERE GeometryType(g.{gc}) = 'POINT'
-ORDER BY g.{gc}""", ("id", t), (f"USING gist (categoria, {gc})",))  # fmt: skip
+ORDER BY g.{gc}""", ("id", t), (f"USING gist (categoria, {gc})",), serial=True)  # fmt: skip
 
 
 # Q9 filters both sides by category: a GiST on (categoria, geom) (btree_gist) visits only
