@@ -398,7 +398,7 @@ class TestRoundTrip:
 def test_offline_sql_renders_without_a_database():
     up = migrations.offline_sql("upgrade", "opt4:opt5")
     for view in agg.views(S):
-        assert f"CREATE MATERIALIZED VIEW IF NOT EXISTS {view.qualified} AS" in up
+        assert view.create_sql()[0] in up
         assert f"PERFORM cron.schedule('stage4_refresh_{view.name}'" in up
     down = migrations.offline_sql("downgrade", "opt5:opt4")
     assert functions.tile(S).create_sql() in down
