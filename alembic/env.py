@@ -13,6 +13,7 @@ from alembic import context
 from sqlalchemy.engine import Connection, Engine
 
 from stage4.config import settings, sqlalchemy_url
+from stage4.migrations import SETTINGS_KEY
 
 config = context.config
 xargs = context.get_x_argument(as_dictionary=True)
@@ -46,11 +47,11 @@ def run_migrations_offline() -> None:
 def _run(connection: Connection) -> None:
     # A pooled connection (stage4's multi-step session) keeps them from the last step:
     # its info is cleared when the pool replaces the connection.
-    if connection.info.get("stage4_settings") != SESSION_SETTINGS:
+    if connection.info.get(SETTINGS_KEY) != SESSION_SETTINGS:
         for name, value in SESSION_SETTINGS.items():
             connection.exec_driver_sql(f"SET {name} = '{value}'")
         connection.commit()
-        connection.info["stage4_settings"] = dict(SESSION_SETTINGS)
+        connection.info[SETTINGS_KEY] = dict(SESSION_SETTINGS)
     context.configure(connection=connection, transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()

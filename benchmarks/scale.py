@@ -557,10 +557,8 @@ def _forward(url, s, result: dict, revisions: list[str], args) -> None:
             metrics: dict = {}
             say(f"{rev}: upgrade (reference {ref_up:.2f} s)")
             quiesce(url)
-            t0 = time.perf_counter()
-            settled = migrations.upgrade(url, rev, metrics=metrics,
-                                         progress=_progress(f"upgrade {rev}"))  # fmt: skip
-            up = time.perf_counter() - t0 - sum(settled.values())  # as the gate counts it
+            up, settled = migrations.timed(migrations.upgrade, url, rev, metrics=metrics,
+                                           progress=_progress(f"upgrade {rev}"))  # fmt: skip
             say(f"{rev}: upgraded in {up:.2f} s {metrics or ''}, then VACUUM (ANALYZE) {settled}")
             ref_down = time_reference(url, s, rev, "down")
             result["migrations"][f"{rev} up"] = {"seconds": up, "reference_s": ref_up,
@@ -605,12 +603,9 @@ def _finish(url, s, result: dict, n: int, args) -> None:
         for rev in reversed(REVISIONS):
             say(f"{rev}: downgrade")
             quiesce(url)
-            t0 = time.perf_counter()
-            settled = migrations.downgrade(url, migrations.previous(rev),
-                                           progress=_progress(f"down {rev}"))  # fmt: skip
-            result["migrations"][f"{rev} down"]["seconds"] = (
-                time.perf_counter() - t0 - sum(settled.values()))  # fmt: skip
-            result["migrations"][f"{rev} down"]["settled_s"] = settled
+            down, settled = migrations.timed(migrations.downgrade, url, migrations.previous(rev),
+                                             progress=_progress(f"down {rev}"))  # fmt: skip
+            result["migrations"][f"{rev} down"].update(seconds=down, settled_s=settled)
             say(f"{rev}: downgraded in {result['migrations'][f'{rev} down']['seconds']:.2f} s")
             _save(result, n)
 

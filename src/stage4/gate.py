@@ -254,17 +254,16 @@ def _roll_back(url: str, steps: list[StepRecord], opts: GateOptions, say: Phase)
     that cannot be rolled back (a lock held too long) stops it with what to run next."""
     for st in reversed(steps):
         say(st.revision, "NO-GO: rolling back")
-        t0 = time.perf_counter()
         try:
-            settled = migrations.downgrade(url, migrations.previous(st.revision),
-                                           **_lock_kw(opts.lock_timeout))  # fmt: skip
+            st.rollback_seconds, settled = migrations.timed(
+                migrations.downgrade, url, migrations.previous(st.revision),
+                **_lock_kw(opts.lock_timeout))  # fmt: skip
         except Stage4Error as e:
             back_to = migrations.previous(steps[0].revision)
             raise MigrationError(
                 f"rolling back stopped at {migrations.current(url)}: {e}; finish it with: "
                 f"stage4 downgrade --to {back_to}"
             ) from e
-        st.rollback_seconds = time.perf_counter() - t0 - sum(settled.values())
         st.notes += [f"rollback: {n}" for n in settled_notes(settled)]
 
 
@@ -284,10 +283,9 @@ def _timed_upgrade(
     """Apply one revision, recording its duration, its metrics and its notes."""
     metrics: dict[str, Any] = {}
     notes: list[str] = []
-    t0 = time.perf_counter()
-    settled = migrations.upgrade(url, rec.revision, progress=progress, metrics=metrics,
-                                 notes=notes, **_lock_kw(lock_timeout))  # fmt: skip
-    rec.upgrade_seconds = time.perf_counter() - t0 - sum(settled.values())
+    rec.upgrade_seconds, settled = migrations.timed(
+        migrations.upgrade, url, rec.revision, progress=progress, metrics=metrics, notes=notes,
+        **_lock_kw(lock_timeout))  # fmt: skip
     rec.notes += [f"{k}: {v}" for k, v in metrics.items()] + notes + settled_notes(settled)
 
 
@@ -429,9 +427,8 @@ def downgrade(
             with connect(url) as conn:
                 rows_before = rows_hash(conn, s)
             say(rev, f"rolling back to {back_to}")
-            t0 = time.perf_counter()
-            settled = migrations.downgrade(url, back_to, **_lock_kw(lock_timeout))
-            seconds = time.perf_counter() - t0 - sum(settled.values())
+            seconds, settled = migrations.timed(migrations.downgrade, url, back_to,
+                                                **_lock_kw(lock_timeout))  # fmt: skip
             kept, broken = verify.revision(url, s, back_to) if back_to != "base" else ([], [])
             with connect(url) as conn:
                 if back_to != "base" and rows_hash(conn, s) != rows_before:

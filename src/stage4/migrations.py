@@ -134,6 +134,14 @@ def downgrade(url: str, revision: str, **attributes) -> dict[str, float]:
     return _run("downgrade", url, revision, **attributes)
 
 
+def timed(step, url: str, revision: str, **attributes) -> tuple[float, dict[str, float]]:
+    """Run ``step`` (``upgrade`` or ``downgrade``): (seconds of the step itself, what
+    ``settle`` did after it), the VACUUM left out as every caller reports it apart."""
+    t0 = time.perf_counter()
+    settled = step(url, revision, **attributes)
+    return time.perf_counter() - t0 - sum(settled.values()), settled
+
+
 def offline_sql(command: str, spec: str) -> str:
     """The SQL that ``alembic <command> <spec> --sql`` prints, as text."""
     from alembic import command as alembic_command
@@ -147,6 +155,8 @@ def offline_sql(command: str, spec: str) -> str:
 
 
 _SESSIONS: dict = {}  # url -> (Engine, Config) of an open ``session`` (one pooled connection)
+# Where env.py records, in a pooled connection's ``info``, the timeouts it has SET on it.
+SETTINGS_KEY = "stage4_settings"
 
 
 @contextmanager
@@ -305,7 +315,7 @@ def settle(url: str, progress=None, connection=None) -> dict[str, float]:
                 # VACUUM waits for no reader or writer; as on a connection of its own, let
                 # it wait for another VACUUM and take as long as it needs; env.py sets the
                 # step's timeouts again before the next step
-                connection.info.pop("stage4_settings", None)
+                connection.info.pop(SETTINGS_KEY, None)
                 for name in ("lock_timeout", "statement_timeout"):  # one statement each:
                     conn.execute(f"SET {name} = 0")  # a prepared query holds only one
             tick = progress if progress and todo else (lambda *_: None)
