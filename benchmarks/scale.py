@@ -221,13 +221,24 @@ def summary(run) -> dict:
 
 
 def pooled(runs: list) -> dict:
-    """Per-query median and mean over the executions of one or more runs of one database."""
+    """Per-query median and mean over the executions of one or more runs of one database,
+    and the median of each parameter set (a bench replays its ``sets`` in every round, so
+    execution k is set k % sets): a query whose sets differ tenfold has a median that
+    falls between them, so the per-set figures say which sets gained what."""
     qids = list(runs[0].executions)
     execs = {q: [x for r in runs for x in r.executions[q]] for q in qids}
     means = {q: statistics.fmean(v) for q, v in execs.items()}
+    sets = runs[0].sets
     return {
         "median_ms": {q: statistics.median(v) for q, v in execs.items()},
         "mean_ms": means,
+        "set_median_ms": {
+            q: [
+                statistics.median(x for r in runs for x in r.executions[q][j::sets])
+                for j in range(sets)
+            ]
+            for q in qids
+        },
         "overall_mean_ms": statistics.fmean(means.values()),
         "qps": statistics.fmean(r.qps for r in runs),
         "cache_hit": runs[0].cache_hit,
@@ -338,17 +349,25 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
     last = ab["opt5"] if ab else result["bench"].get("opt5")
     rows: list[tuple[str, str, bool | None]] = []
     if last:
-        sp = {q: base["median_ms"][q] / last["median_ms"][q] for q in base["median_ms"]}
+        # per-query speedups by two statistics; a per-query target passes only when it
+        # holds by both (the median of the executions, and their mean: the latency the
+        # headline target averages)
+        by = {stat: {q: base[stat][q] / last[stat][q] for q in base[stat]}
+              for stat in ("median_ms", "mean_ms")}  # fmt: skip
+        sp, spm = by["median_ms"], by["mean_ms"]
         mean_ratio = base["overall_mean_ms"] / last["overall_mean_ms"]
-        geo = math.exp(statistics.fmean(math.log(v) for v in sp.values()))
-        worst = min(sp, key=sp.get)
+        geo, geom = (math.exp(statistics.fmean(math.log(v) for v in r.values())) for r in (sp, spm))
+        worst, worstm = min(sp, key=sp.get), min(spm, key=spm.get)
         qps = last["qps"] / base["qps"]
         rows += [
             ("mean latency Q1–Q10 ≥ 3× lower", f"×{mean_ratio:.2f} "
              f"({base['overall_mean_ms']:.2f} → {last['overall_mean_ms']:.2f} ms)", mean_ratio >= 3),
-            ("geometric mean of per-query speedups ≥ 2×", f"×{geo:.2f}", geo >= 2),
-            ("no query slower than baseline", f"worst {worst} ×{sp[worst]:.2f}", sp[worst] >= 1),
-            ("Q5 ≥ 3× faster", f"×{sp['Q5']:.2f}", sp["Q5"] >= 3),
+            ("geometric mean of per-query speedups ≥ 2×", f"×{geo:.2f} by median, ×{geom:.2f} "
+             "by mean", min(geo, geom) >= 2),
+            ("no query slower than baseline", f"worst {worst} ×{sp[worst]:.2f} by median, "
+             f"{worstm} ×{spm[worstm]:.2f} by mean", min(sp[worst], spm[worstm]) >= 1),
+            ("Q5 ≥ 3× faster", f"×{sp['Q5']:.2f} by median, ×{spm['Q5']:.2f} by mean"
+             + _per_set(base, last, "Q5"), min(sp["Q5"], spm["Q5"]) >= 3),
             ("QPS at 4 clients ≥ 2×", f"×{qps:.2f} ({base['qps']:.0f} → {last['qps']:.0f})",
              qps >= 2),
             ("fingerprints equal to baseline", ", ".join(
@@ -380,6 +399,14 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
     for name, sec in result.get("cli", {}).items():
         rows.append((f"`stage4 {name}` < 1 s", f"{sec:.2f} s", sec < 1))
     return rows
+
+
+def _per_set(a: dict, b: dict, q: str) -> str:
+    """``; per set ×…`` (each parameter set's median A / median B), when both runs have them."""
+    if "set_median_ms" not in a or "set_median_ms" not in b:
+        return ""
+    ratios = (x / y for x, y in zip(a["set_median_ms"][q], b["set_median_ms"][q], strict=True))
+    return "; per set " + " ".join(f"×{r:.2f}" for r in ratios)
 
 
 def _s(seconds: float) -> str:
@@ -426,22 +453,26 @@ def markdown(result: dict, command: str) -> str:
         a, b = ab["schema"], ab["opt5"]
         lines += ["", f"**Same-window A/B** (the targets below): a copy of the cluster kept at "
                   f"`schema` (A) and the migrated database (B), benched in turn "
-                  f"{ab['order'].strip()}; median ms per execution over the "
-                  f"{a['runs']} runs of each:", "",
-                  "| query | schema (A) | opt5 (B) | speedup | verdict per pair | opt5 variant |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+                  f"{ab['order'].strip()}; ms per execution over the {a['runs']} runs of "
+                  "each, by median and by mean, and the speedup of each parameter set's "
+                  "median:", "",
+                  "| query | median A | median B | speedup | mean A | mean B | speedup "
+                  "| per set | verdict per pair | opt5 variant |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for q in a["median_ms"]:
             verdicts = " / ".join(p["verdicts"][q] for p in ab["pairs"])
             lines.append(f"| {q} | {a['median_ms'][q]:.2f} | {b['median_ms'][q]:.2f} | "
-                         f"×{a['median_ms'][q] / b['median_ms'][q]:.2f} | {verdicts} | "
+                         f"×{a['median_ms'][q] / b['median_ms'][q]:.2f} | "
+                         f"{a['mean_ms'][q]:.2f} | {b['mean_ms'][q]:.2f} | "
+                         f"×{a['mean_ms'][q] / b['mean_ms'][q]:.2f} | "
+                         f"{_per_set(a, b, q).removeprefix('; per set ')} | {verdicts} | "
                          f"{b['variants'][q]} |")  # fmt: skip
-        lines.append(f"| mean | {a['overall_mean_ms']:.2f} | {b['overall_mean_ms']:.2f} | "
-                     f"×{a['overall_mean_ms'] / b['overall_mean_ms']:.2f} | | |")  # fmt: skip
+        lines.append(f"| mean | | | | {a['overall_mean_ms']:.2f} | {b['overall_mean_ms']:.2f} "
+                     f"| ×{a['overall_mean_ms'] / b['overall_mean_ms']:.2f} | | | |")  # fmt: skip
         lines.append(f"| QPS (4 clients) | {a['qps']:.0f} | {b['qps']:.0f} | "
-                     f"×{b['qps'] / a['qps']:.2f} | | |")  # fmt: skip
-        lines.append(
-            f"| control query (ms) | {a['control_ms']:.2f} | {b['control_ms']:.2f} | | | |"
-        )
+                     f"×{b['qps'] / a['qps']:.2f} | | | | | | |")  # fmt: skip
+        lines.append(f"| control query (ms) | {a['control_ms']:.2f} | {b['control_ms']:.2f} "
+                     "| | | | | | | |")  # fmt: skip
     lines += ["", "| migration step | seconds | physical reference (s) |", "|---|---|---|"]
     for step, m in result["migrations"].items():
         ref = m.get("reference_s")
