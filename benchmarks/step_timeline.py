@@ -1,20 +1,21 @@
 """Where one light step's time goes, statement by statement, from the server's own log.
 
 Turns on ``log_min_duration_statement = 0`` with millisecond timestamps (ALTER SYSTEM,
-reset at the end), runs opt4's downgrade and upgrade three times in one
-``migrations.session``, and prints the last downgrade's statements: when each was logged
+reset at the end), runs a revision's downgrade and upgrade (opt4's, or the one named)
+three times in one ``migrations.session``, and prints the last downgrade's statements: when each was logged
 (ms after the first, the pool's ping; to the log's 1 ms resolution) and how long the
 server spent on it. The step's wall time
 minus the server's durations is the client's: Alembic, SQLAlchemy, psycopg and the round
-trips. Needs an embedded cluster at opt4 (any size; it is left at opt4):
+trips. Needs an embedded cluster at that revision (any size; it is left there):
 
-    STAGE4_HOME=/tmp/ovh PYTHONPATH=src .venv/bin/python benchmarks/step_timeline.py
+    STAGE4_HOME=/tmp/ovh PYTHONPATH=src .venv/bin/python benchmarks/step_timeline.py [opt2]
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
 import time
 
 LINE = re.compile(
@@ -29,10 +30,11 @@ def main() -> None:
     from stage4.config import settings
     from stage4.db import connect
 
+    rev = sys.argv[1] if len(sys.argv) > 1 else "opt4"
     cluster = Cluster.from_settings(settings())
     url = cluster.url()
-    if migrations.current(url) != "opt4":
-        raise SystemExit("bring the cluster to opt4 first: stage4 upgrade --to opt4 --no-gate")
+    if migrations.current(url) != rev:
+        raise SystemExit(f"bring the cluster to {rev} first (stage4 upgrade/downgrade --to {rev})")
 
     def configure(values: dict[str, str] | None) -> None:
         with connect(url, autocommit=True) as conn:
@@ -48,10 +50,10 @@ def main() -> None:
             for _ in range(3):
                 offset = cluster.log.stat().st_size
                 t0 = time.perf_counter()
-                migrations.downgrade(url, "opt3")
+                migrations.downgrade(url, migrations.previous(rev))
                 wall = (time.perf_counter() - t0) * 1000
                 end = cluster.log.stat().st_size
-                migrations.upgrade(url, "opt4")
+                migrations.upgrade(url, rev)
     finally:
         configure(None)
     with cluster.log.open("rb") as f:
@@ -59,7 +61,7 @@ def main() -> None:
         text = f.read(end - offset).decode(errors="replace")
     server, first = 0.0, None
     print(
-        f"opt4's downgrade in a session: {wall:.2f} ms wall; statements as the server logged them"
+        f"{rev}'s downgrade in a session: {wall:.2f} ms wall; statements as the server logged them"
     )
     print("  at ms  server ms  statement")
     for line in text.splitlines():
