@@ -16,6 +16,7 @@ import statistics
 import time
 
 INDEX = "q5_probe_geom_date"
+WARM = 2  # rounds that warm both ways, not kept
 
 
 def main() -> None:
@@ -36,9 +37,7 @@ def main() -> None:
         try:
             sql = workload.queries(s)["Q5"].sql
             sets = list(workload.parameters("Q5", workload.sample_anchors(conn, s, 42), 4, 42))
-            times: dict[str, list[list[float]]] = {
-                k: [[] for _ in sets] for k in ("plain", "composite")
-            }
+            times = {k: [[] for _ in sets] for k in ("plain", "composite")}
 
             def run(kind: str) -> None:
                 for i, p in enumerate(sets):
@@ -51,14 +50,11 @@ def main() -> None:
                     conn.execute(f"DROP INDEX {s.schema}.{INDEX}")
                     run("plain")
 
-            for _ in range(2):  # warm both
-                plain(), run("composite")
-            times = {k: [[] for _ in sets] for k in times}
-            for r in range(args.rounds):
+            for r in range(WARM + args.rounds):
                 for step in (plain, lambda: run("composite"))[:: 1 if r % 2 else -1]:
                     step()
             for kind, per_set in times.items():
-                cells = "  ".join(f"{statistics.median(v):6.2f}" for v in per_set)
+                cells = "  ".join(f"{statistics.median(v[WARM:]):6.2f}" for v in per_set)
                 print(f"{kind:10s} median ms per set: {cells}")
         finally:
             conn.execute(f"DROP INDEX IF EXISTS {s.schema}.{INDEX}")

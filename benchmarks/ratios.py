@@ -11,11 +11,10 @@ shows how far the per-query figures depend on the statistic; no database needed:
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from scale import RESULTS, geomean, speedups  # standard library only at import
 
 
 def _run_number(path: Path) -> int:
@@ -30,10 +29,9 @@ def main() -> None:
         if not ab or "mean_ms" not in ab["schema"]:
             continue
         a, b = ab["schema"], ab["opt5"]
-        by = {s: {q: a[s][q] / b[s][q] for q in a[s]} for s in ("median_ms", "mean_ms")}
-        med, mean = by["median_ms"], by["mean_ms"]
+        med, mean = speedups(a, b, "median_ms"), speedups(a, b, "mean_ms")
         slow_med, slow_mean = min(med, key=med.get), min(mean, key=mean.get)
-        geo = [math.exp(sum(map(math.log, r.values())) / len(r)) for r in (med, mean)]
+        geo = [geomean(med), geomean(mean)]
         name = "latest" if _run_number(path) == 10**6 else f"run {_run_number(path)}"
         print(f"{name:8s} ×{med['Q5']:<8.2f}  ×{mean['Q5']:<6.2f}  {slow_med:>4s} ×{med[slow_med]:<10.2f}"
               f"  {slow_mean:>4s} ×{mean[slow_mean]:<8.2f}  ×{geo[0]:.2f} / ×{geo[1]:.2f}")  # fmt: skip

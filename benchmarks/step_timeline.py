@@ -2,11 +2,11 @@
 
 Turns on ``log_min_duration_statement = 0`` with millisecond timestamps (ALTER SYSTEM,
 reset at the end), runs a revision's downgrade and upgrade (opt4's, or the one named)
-three times in one ``migrations.session``, and prints the last downgrade's statements: when each was logged
-(ms after the first, the pool's ping; to the log's 1 ms resolution) and how long the
-server spent on it. The step's wall time
-minus the server's durations is the client's: Alembic, SQLAlchemy, psycopg and the round
-trips. Needs an embedded cluster at that revision (any size; it is left there):
+three times in one ``migrations.session``, and prints the last downgrade's statements:
+when each was logged (ms after the first, the pool's ping; to the log's 1 ms resolution)
+and how long the server spent on it. The step's wall time minus the server's durations
+is the client's: Alembic, SQLAlchemy, psycopg and the round trips. Needs an embedded
+cluster at that revision (any size; it is left there):
 
     STAGE4_HOME=/tmp/ovh PYTHONPATH=src .venv/bin/python benchmarks/step_timeline.py [opt2]
 """
