@@ -8,7 +8,7 @@ cluster under /tmp, then:
 3. GiST drop, REPS times: drop the geometry's GiST index, run, compare, recreate it.
    Every query that reads by location must be flagged "slower" every time.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_engine.py --features 100000 --gist-reps 3
+    .venv/bin/python -m benchmarks.bench_engine --features 100000 --gist-reps 3
 
 Writes benchmarks/results/bench_engine.json, bench_latency.png, gist_drop.png.
 """
@@ -19,7 +19,7 @@ import argparse
 import json
 import time
 
-from _cluster import RESULTS, seeded_cluster
+from benchmarks._cluster import RESULTS, seeded_cluster
 
 
 def main() -> None:
@@ -68,7 +68,7 @@ def main() -> None:
               f"gate {'GO' if decision.go else 'NO-GO'}", flush=True)  # fmt: skip
 
     result = {
-        "command": f"benchmarks/bench_engine.py --features {args.features} "
+        "command": f".venv/bin/python -m benchmarks.bench_engine --features {args.features} "
         f"--gist-reps {args.gist_reps}",
         "features": args.features,
         "seed_seconds": seeded,

@@ -7,7 +7,7 @@ repetition passes when every query is "no significant change" and every fingerpr
 equals the baseline's. Target: at least 19 of 20 repetitions pass. The pure statistical
 rule (no millisecond floor) is recorded beside it.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/noise_check.py --features 100000 --reps 20
+    .venv/bin/python -m benchmarks.noise_check --features 100000 --reps 20
 
 Writes benchmarks/results/noise_check.json and noise_check.png.
 """
@@ -18,8 +18,7 @@ import argparse
 import json
 import time
 
-from _cluster import RESULTS, seeded_cluster
-
+from benchmarks._cluster import RESULTS, seeded_cluster
 from stage4.gate import GateOptions
 
 GATE_MIN_DELTA_MS = GateOptions().min_delta_ms
@@ -65,7 +64,7 @@ def main() -> None:
     passed = sum(r["pass"] for r in reps)
     passed_pure = sum(r["pass_pure_rule"] for r in reps)
     result = {
-        "command": f"benchmarks/noise_check.py --features {args.features} --reps {args.reps}",
+        "command": f".venv/bin/python -m benchmarks.noise_check --features {args.features} --reps {args.reps}",
         "features": args.features, "baseline_run_id": base.run_id,
         "baseline_seconds": base.seconds, "passed": passed, "reps": args.reps,
         "passed_pure_rule": passed_pure, "gate_min_delta_ms": GATE_MIN_DELTA_MS,

@@ -1,6 +1,6 @@
 """Every issue-#8 figure in one run: workload, migration speed, availability, gate cost, CLI.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/scale.py --features 1000000
+    .venv/bin/python -m benchmarks.scale --features 1000000
 
 On a private embedded cluster (``STAGE4_HOME=/tmp/perf-pg-<N>``), seeded with
 ``stage4.seed`` (seed 42) at revision ``schema``:
@@ -320,8 +320,7 @@ def round_trip_ms(url: str, n: int = 200) -> float:
     step sends. opt4's downgrade sends 8 (pool ping, Alembic's version-table check,
     BEGIN, version read, its two statements, version update, COMMIT; server log with
     log_statement=all), its reference 4; the rest of its gap is Alembic's Python."""
-    from _timing import median_ms
-
+    from benchmarks._timing import median_ms
     from stage4.db import connect
 
     with connect(url, autocommit=True) as conn:
@@ -430,7 +429,7 @@ def markdown(result: dict, command: str) -> str:
     lines = [
         SECTION,
         "",
-        f"{n:,} features, one run of `benchmarks/scale.py` ({result['finished_at']}, "
+        f"{n:,} features, one run of `benchmarks.scale` ({result['finished_at']}, "
         f"load average at start {result['load_average_start'][0]:.1f}):",
         "",
         "```bash",
@@ -556,7 +555,7 @@ def main() -> None:
         migrations.downgrade(url, "schema")
     if rev is None:
         migrations.upgrade(url, "schema")
-    from _cluster import reseed
+    from benchmarks._cluster import reseed
 
     say("seeding (when the table does not hold exactly that many rows)")
     seeded = reseed(url, s, n)
@@ -664,7 +663,7 @@ def _finish(url, s, result: dict, n: int, args) -> None:
     say(f"CLI start-up {result['cli']}")
     result["finished_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     _save(result, n)
-    cmd = f"PYTHONPATH=src .venv/bin/python benchmarks/scale.py --features {n}"
+    cmd = f".venv/bin/python -m benchmarks.scale --features {n}"
     if args.home:  # a fresh home seeds a fresh table: the baseline's layout is the seed's
         cmd += f" --home {args.home}"
     text = markdown(result, cmd)

@@ -1,7 +1,7 @@
 """How fast does `stage4 seed` fill the table? (target: 1,000,000 features in < 90 s)
 
-    .venv/bin/python benchmarks/seed_speed.py                  # private cluster, 1M rows
-    .venv/bin/python benchmarks/seed_speed.py --url postgresql://... --features 100000
+    .venv/bin/python -m benchmarks.seed_speed                  # private cluster, 1M rows
+    .venv/bin/python -m benchmarks.seed_speed --url postgresql://... --features 100000
 
 Without --url it starts a private cluster under /tmp/stage4-bench (stopped at the end)
 and drops and recreates the table there, so each run starts empty. With --url the table

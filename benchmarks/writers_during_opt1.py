@@ -1,6 +1,6 @@
 """Writers and readers during opt1 (and opt2 when the chain has it): nothing lost, how long blocked.
 
-    PYTHONPATH=src python benchmarks/writers_during_opt1.py --features 100000
+    .venv/bin/python -m benchmarks.writers_during_opt1 --features 100000
 
 Creates a scratch database on the embedded cluster (STAGE4_HOME; or --url SERVER_URL),
 seeds it at revision ``schema`` with stage4.seed, then for each step (upgrade opt1,
@@ -301,8 +301,7 @@ def main() -> None:
         with psycopg.connect(base, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     doc = {
-        "command": "PYTHONPATH=src python benchmarks/writers_during_opt1.py "
-        f"--features {args.features}",
+        "command": f".venv/bin/python -m benchmarks.writers_during_opt1 --features {args.features}",
         "server": redact(base.rsplit("/", 1)[0]),
         "machine": {
             "cpus": os.cpu_count(),

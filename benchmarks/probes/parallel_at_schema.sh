@@ -6,7 +6,7 @@
 # e.g. with 1M rows:
 #   export STAGE4_HOME=/tmp/g1m; .venv/bin/stage4 db start && .venv/bin/stage4 upgrade \
 #     --to schema --no-backup && .venv/bin/stage4 seed --features 1000000
-#   bash benchmarks/parallel_at_schema.sh /tmp/parsch   # ~11 min at 1M
+#   bash benchmarks/probes/parallel_at_schema.sh /tmp/parsch   # ~11 min at 1M
 # then compare METRICS_{PAR,SER}{1,2}.json (per-query median of the executions).
 set -eu
 OUT=${1:-/tmp/parsch}

@@ -7,12 +7,12 @@ query with ``force_parallel_mode`` (one worker launched) and without, median of 
 (``preflight.worker_start_ms``, what pre-flight warns on), and
 Q7's first parameter sets at the current revision with and without parallel workers.
 
-    STAGE4_HOME=/tmp/scale-1m PYTHONPATH=src .venv/bin/python benchmarks/parallel_startup.py
+    STAGE4_HOME=/tmp/scale-1m .venv/bin/python -m benchmarks.probes.parallel_startup
 """
 
 from __future__ import annotations
 
-from _timing import median_ms
+from benchmarks._timing import median_ms
 
 
 def main() -> None:

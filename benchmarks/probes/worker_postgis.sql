@@ -4,7 +4,7 @@
 -- ST_Area, so it loads postgis-3.so (and, for geography, PROJ) first; the last two: no
 -- worker. Compare a server with and without `shared_preload_libraries = '…,postgis-3'`
 -- (workers forked from the postmaster then inherit the loaded library). On any cluster:
---   psql "$(STAGE4_HOME=.stage4 .venv/bin/stage4 db url)" -f benchmarks/worker_postgis.sql | grep Time
+--   psql "$(STAGE4_HOME=.stage4 .venv/bin/stage4 db url)" -f benchmarks/probes/worker_postgis.sql | grep Time
 SET force_parallel_mode = on;
 SET parallel_setup_cost = 0;
 SET parallel_tuple_cost = 0;

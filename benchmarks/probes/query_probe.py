@@ -6,7 +6,7 @@ first four parameter sets (seed 42), each timed as the mean of five executions a
 one warm-up; ``--explain`` prints EXPLAIN (ANALYZE, BUFFERS) of each instead.
 ``--set`` runs session statements first (e.g. ``SET max_parallel_workers_per_gather = 0``).
 
-    STAGE4_HOME=/tmp/scale-1m PYTHONPATH=src .venv/bin/python benchmarks/query_probe.py Q2,Q5
+    STAGE4_HOME=/tmp/scale-1m .venv/bin/python -m benchmarks.probes.query_probe Q2,Q5
 """
 
 from __future__ import annotations

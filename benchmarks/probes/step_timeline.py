@@ -8,7 +8,7 @@ and how long the server spent on it. The step's wall time minus the server's dur
 is the client's: Alembic, SQLAlchemy, psycopg and the round trips. Needs an embedded
 cluster at that revision (any size; it is left there):
 
-    STAGE4_HOME=/tmp/ovh PYTHONPATH=src .venv/bin/python benchmarks/step_timeline.py [opt2]
+    STAGE4_HOME=/tmp/ovh .venv/bin/python -m benchmarks.probes.step_timeline [opt2]
 """
 
 from __future__ import annotations
