@@ -1,4 +1,4 @@
-"""Every issue-#8 figure in one run: workload, migration speed, availability, gate cost, CLI.
+"""At scale, in one run: workload speedups, migration speed, availability, gate cost, CLI.
 
     .venv/bin/python -m benchmarks.scale --features 1000000
 
@@ -27,6 +27,7 @@ reference is the same DROPs of same-sized copies, committed (``time_committed_do
 Writes ``benchmarks/results/scale_<N>.json`` and the "Performance at scale" section of
 BENCHMARKS.md (per-query table, targets with measured figures and PASS/FAIL; a
 per-query target passes when it holds by the median execution and by the mean).
+``--render`` rebuilds that section from the stored JSON without running anything.
 """
 
 from __future__ import annotations
@@ -344,7 +345,7 @@ def cli_startup(env: dict) -> dict[str, float]:
 
 
 def targets(result: dict) -> list[tuple[str, str, bool | None]]:
-    """PASS/FAIL per issue-#8 target; the workload ones from the same-window A/B when run."""
+    """PASS/FAIL per target; the workload ones from the same-window A/B when run."""
     ab = result.get("ab")
     base = ab["schema"] if ab else result["bench"]["schema"]
     last = ab["opt5"] if ab else result["bench"].get("opt5")
@@ -528,8 +529,14 @@ def main() -> None:
                     help="A/B pairs (schema clone, opt5) benched in turn at the end (0: none)")  # fmt: skip
     ap.add_argument("--resume", action="store_true",
                     help="continue a run stopped by --until (reads scale_<N>.json)")  # fmt: skip
+    ap.add_argument("--render", action="store_true",
+                    help="rewrite BENCHMARKS.md's section from scale_<N>.json; run nothing")  # fmt: skip
     args = ap.parse_args()
     n = args.features
+    if args.render:
+        result = json.loads((RESULTS / f"scale_{n}.json").read_text())
+        write_markdown(markdown(result, command(n, result["home"])))
+        return
     os.environ["STAGE4_HOME"] = args.home or f"/tmp/perf-pg-{n}"
     from stage4 import bench, migrations
     from stage4.cluster import Cluster
@@ -642,6 +649,14 @@ def _forward(url, s, result: dict, revisions: list[str], args) -> None:
                 raise SystemExit(0)
 
 
+def command(n: int, home: str | None) -> str:
+    """The command line that reproduces a run (a fresh home seeds a fresh table)."""
+    cmd = f".venv/bin/python -m benchmarks.scale --features {n}"
+    if home and home != f"/tmp/perf-pg-{n}":
+        cmd += f" --home {home}"
+    return cmd
+
+
 def _finish(url, s, result: dict, n: int, args) -> None:
     from stage4 import migrations
 
@@ -663,10 +678,7 @@ def _finish(url, s, result: dict, n: int, args) -> None:
     say(f"CLI start-up {result['cli']}")
     result["finished_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     _save(result, n)
-    cmd = f".venv/bin/python -m benchmarks.scale --features {n}"
-    if args.home:  # a fresh home seeds a fresh table: the baseline's layout is the seed's
-        cmd += f" --home {args.home}"
-    text = markdown(result, cmd)
+    text = markdown(result, command(n, args.home))
     print(text)
     if not args.no_markdown:
         write_markdown(text)
@@ -674,8 +686,7 @@ def _finish(url, s, result: dict, n: int, args) -> None:
 
 
 # A step this short is timed three times (its reference too) and the medians compared:
-# one VM stall of a few tens of ms would double it (run 15: opt2's downgrade 37 ms, against
-# 19-30 ms in runs 12-14).
+# one stall of a virtual machine lasting a few tens of ms would double it.
 SHORT_S = 0.1
 REPEATS = 3
 

@@ -1,6 +1,6 @@
 """Time (or EXPLAIN) workload queries on an existing embedded cluster, per parameter set.
 
-The quick look behind the "what changed and why" figures of BENCHMARKS.md: for each
+A quick look at where a query's time goes at the current revision: for each
 query, the app's base SQL and the variant the database would use now, on the bench's
 first four parameter sets (seed 42), each timed as the mean of five executions after
 one warm-up; ``--explain`` prints EXPLAIN (ANALYZE, BUFFERS) of each instead.
