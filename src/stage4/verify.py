@@ -6,8 +6,11 @@ broken promise like a regression: NO-GO, roll the step back.
 
 from __future__ import annotations
 
+from datetime import date
+
 from stage4.config import Settings
 from stage4.db import connect
+from stage4.ddl import future_partitions as fp
 
 # A promise may carry a condition: checked only where the condition holds.
 _CRON = "SELECT to_regclass('cron.job') IS NOT NULL"
@@ -52,10 +55,7 @@ def promises(s: Settings, rev: str) -> list[tuple[str, ...]]:
         "opt4": [
             ("partition maintenance routine exists",
              f"SELECT to_regproc('{s.schema}.stage4_ensure_partitions') IS NOT NULL"),
-            (f"partitions {s.last_year + 1}–{s.last_year + 3} exist",
-             "SELECT bool_and(to_regclass(p) IS NOT NULL) FROM unnest(ARRAY["
-             + ", ".join(f"'{s.schema}.{t}_p{y}'" for y in range(s.last_year + 1, s.last_year + 4))
-             + "]) p"),
+            _future_partitions(s),
             ("scheduled with pg_cron (pg_cron is installed in this database)",
              "SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = 'stage4_ensure_partitions')",
              _CRON),
@@ -72,6 +72,23 @@ def promises(s: Settings, rev: str) -> list[tuple[str, ...]]:
         ],
     }  # fmt: skip
     return catalog.get(rev, [])
+
+
+def _future_partitions(s: Settings) -> tuple[str, str]:
+    """opt4's promise: a partition for every year from the first one opt1 did not create up
+    to the routine's horizon, ``years_ahead`` past the later of this year and ``last_year``
+    (the same expression the routine uses, so the two cannot disagree)."""
+    first = fp.first_future_year(s)
+    last = max(date.today().year, s.last_year) + s.years_ahead
+    years = f"{first}–{last}" if last > first else f"{first}"
+    text = (f"partitions {years} exist (years_ahead = {s.years_ahead})" if last >= first
+            else f"no partition after {s.last_year} is due yet (years_ahead = {s.years_ahead})")  # fmt: skip
+    # An empty range (nothing due yet) holds: bool_and of no rows is NULL.
+    sql = (
+        f"SELECT coalesce(bool_and(to_regclass('{s.schema}.{s.table}_p' || y) IS NOT NULL), true) "
+        f"FROM generate_series({first}, {fp.horizon_sql(s, str(s.years_ahead))}) AS y"
+    )
+    return text, sql
 
 
 def revision(url: str, s: Settings, rev: str) -> tuple[list[str], list[str]]:
