@@ -66,8 +66,10 @@ class TestBroken:
             conn.execute(f"DROP TABLE {S.schema}.{S.table}_p2024")
         kept, broken = verify.revision(seeded_url, S, "opt1")
         assert broken == [f"yearly partitions {S.first_year}–{S.last_year} and a default exist"]
-        assert kept == [f"{S.qualified_table} is partitioned by range",
-                        "GiST index on the geometry of the parent"]  # fmt: skip
+        assert kept == [
+            f"{S.qualified_table} is partitioned by range",
+            "GiST index on the geometry of the parent",
+        ]
 
     def test_a_wide_column_left_uncompressed_breaks_opt2(self, seeded_url):
         migrations.upgrade(seeded_url, "opt2")

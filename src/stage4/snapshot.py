@@ -162,8 +162,8 @@ def diff(before: dict[str, Any], after: dict[str, Any], limit: int = 20) -> list
             if isinstance(old, dict) or isinstance(new, dict) or part == "data":
                 old_items = old if isinstance(old, dict) else {}
                 new_items = new if isinstance(new, dict) else {}
-                if part == "data":
-                    old_items, new_items = {section: old}, {section: new}
+                if part == "data":  # a table that is not there shows as None
+                    old_items, new_items = {section: a.get(section)}, {section: b.get(section)}
                 for key in sorted(set(old_items) | set(new_items)):
                     if old_items.get(key) != new_items.get(key):
                         lines.append(f"{part}.{key}: {old_items.get(key)} -> {new_items.get(key)}")
