@@ -5,32 +5,48 @@ The URL comes from ``-x url=...``, a Connection or Engine handed in through
 ``DATABASE_URL``, then the embedded cluster. Each revision runs in its own
 transaction with a ``lock_timeout`` (fail fast rather than queue behind the app)
 and a ``statement_timeout``; ``--sql`` renders the same statements offline.
+
+Settings are values, never SQL: each is checked as a duration and reaches the server
+as a literal (``set_config``). Run from the ``alembic`` command line, a bad setting or
+URL and a refused connection end in one ``FAILED:`` line (password hidden), like stage4.
 """
 
 from __future__ import annotations
 
+import sys
+
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from stage4.config import settings, sqlalchemy_url
+from stage4.config import check_duration, redact, settings, sqlalchemy_url
+from stage4.errors import Stage4Error
 from stage4.migrations import SETTINGS_KEY
 
 config = context.config
 xargs = context.get_x_argument(as_dictionary=True)
-cfg = settings()
-lock_timeout = (
-    xargs.get("lock_timeout") or config.attributes.get("lock_timeout") or cfg.lock_timeout
-)
-statement_timeout = (
-    xargs.get("statement_timeout")
-    or config.attributes.get("statement_timeout")
-    or cfg.statement_timeout
-)
-SESSION_SETTINGS = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout}
+# the alembic command line (not stage4, not pytest-alembic) has no one to turn errors into a line
+FROM_ALEMBIC_CLI = hasattr(config.cmd_opts, "cmd")
+
+
+def _setting(name: str) -> str:
+    given = xargs.get(name)
+    if given is not None:
+        return check_duration(name, given, where="-x")
+    return check_duration(name, config.attributes.get(name) or getattr(settings(), name))
+
+
+def _session_settings() -> dict[str, str]:
+    return {name: _setting(name) for name in ("lock_timeout", "statement_timeout")}
+
+
+def _set_config(name: str, value: str):
+    return text(f"SELECT set_config('{name}', :value, false)").bindparams(value=value)
 
 
 def run_migrations_offline() -> None:
     """Render SQL for review (``alembic upgrade schema --sql``); no database needed."""
+    session = _session_settings()
     url = xargs.get("url") or "postgresql+psycopg://offline@localhost/offline"
     context.configure(
         url=sqlalchemy_url(url),
@@ -39,45 +55,66 @@ def run_migrations_offline() -> None:
         transaction_per_migration=True,
     )
     with context.begin_transaction():
-        for name, value in SESSION_SETTINGS.items():
-            context.execute(f"SET {name} = '{value}'")
+        for name, value in session.items():
+            context.execute(_set_config(name, value))
         context.run_migrations()
 
 
-def _run(connection: Connection) -> None:
+def _run(connection: Connection, session: dict[str, str]) -> None:
     # A pooled connection (stage4's multi-step session) keeps them from the last step:
     # its info is cleared when the pool replaces the connection.
-    if connection.info.get(SETTINGS_KEY) != SESSION_SETTINGS:
-        for name, value in SESSION_SETTINGS.items():
-            connection.exec_driver_sql(f"SET {name} = '{value}'")
+    if connection.info.get(SETTINGS_KEY) != session:
+        for name, value in session.items():
+            connection.execute(_set_config(name, value))
         connection.commit()
-        connection.info[SETTINGS_KEY] = dict(SESSION_SETTINGS)
+        connection.info[SETTINGS_KEY] = dict(session)
     context.configure(connection=connection, transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations_online() -> None:
+    session = _session_settings()
     given = config.attributes.get("connection")
     if isinstance(given, Connection):
-        _run(given)
+        _run(given, session)
         return
     if isinstance(given, Engine):
         with given.connect() as connection:
-            _run(connection)
+            _run(connection, session)
         return
     from stage4.config import resolve_url
     from stage4.db import engine
 
-    eng = engine(resolve_url(xargs.get("url")))
+    url = resolve_url(xargs.get("url"))
+    eng = engine(url)
     try:
-        with eng.connect() as connection:
-            _run(connection)
+        try:
+            connection = eng.connect()
+        except Exception as e:  # the driver's error, as one redacted line
+            from stage4.db import explain
+            from stage4.errors import ConnectError
+
+            raise ConnectError(explain(url, getattr(e, "orig", None) or e)) from None
+        with connection:
+            _run(connection, session)
     finally:
         eng.dispose()
 
 
-if context.is_offline_mode():
-    run_migrations_offline()
+def _main() -> None:
+    if context.is_offline_mode():
+        run_migrations_offline()
+    else:
+        run_migrations_online()
+
+
+if FROM_ALEMBIC_CLI:
+    try:
+        _main()
+    except Stage4Error as e:
+        text_ = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        sys.stderr.write(f"FAILED: {redact(text_)}\n")
+        raise SystemExit(e.exit_code) from None
 else:
-    run_migrations_online()
+    _main()

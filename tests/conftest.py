@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -42,7 +43,8 @@ class Server:
     stop: object = None
 
     def url(self, database: str) -> str:
-        return self.base_url.rsplit("/", 1)[0] + "/" + database
+        # the local cluster's URL ends in ?passfile=… (its password file): keep the query
+        return urlunsplit(urlsplit(self.base_url)._replace(path="/" + database))
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.url("postgres"), autocommit=True)

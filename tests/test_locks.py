@@ -20,7 +20,8 @@ INSERT = ("INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
 # An app write in an open transaction (no nextval: the snapshot after its rollback is exact).
 UPDATE = "UPDATE geometrias SET descricao = 'blocked' WHERE id = 7"
 RETRY = ("retry when it has finished, or raise the lock timeout "
-         "(stage4 --lock-timeout, alembic -x lock_timeout=…)")  # fmt: skip
+         "(stage4 upgrade --lock-timeout 30s, stage4 downgrade --lock-timeout 30s, "
+         "alembic -x lock_timeout=30s)")  # fmt: skip
 
 
 def _snap(url: str) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,9 @@ def test_migrations_and_their_failures(secret_url: str, caplog, capfd) -> None:
 def test_backup_file_and_its_failure(secret_url: str, tmp_path: Path) -> None:
     path = backup.dump(secret_url, settings(), tmp_path / "backups", "schema")
     assert path.stat().st_size > 0
+    # every row is in there, those RLS hides too: readable by us only
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert _files_clean(tmp_path) == 1
     host = secret_url.split("@", 1)[1]
     with pytest.raises(Stage4Error) as e:
@@ -159,3 +163,154 @@ def test_a_full_gated_run_never_stores_the_password(secret_url: str, tmp_path: P
         ).fetchone()[0]
         _clean(tables)
         assert "stage4_secret@" in tables  # the runs do record who ran them, without the secret
+
+
+# ------------------------------------------------------------ malformed URLs
+# Each carries "Secret" in its password: no output may contain that word, whole or in part.
+MALFORMED = [
+    "postgresql://postgres:Leak%zzSecret@127.0.0.1/db",  # bad percent-encoding
+    "postgresql://postgres:Leak Secret9@127.0.0.1/db",  # a space
+    "postgresql://postgres:Leak@Secret9@127.0.0.1/db",  # a second '@'
+    "postgresql://postgres:Leak/Secret9@127.0.0.1/db",  # an unencoded '/'
+    "postgresql://postgres:LeakSecret9@127.0.0.1:port/db",  # a bad port
+    "mysql://postgres:LeakSecret9@127.0.0.1/db",  # an unknown scheme
+    "postgresql://postgres:LeakSecret9@127.0.0.1",  # no database
+]
+# ':' in the password is well-formed (libpq splits at the first one): it reaches the server
+COLON = "postgresql://postgres:Leak:Secret9@127.0.0.1:{port}/db"
+COMMANDS = [["status"], ["plan", "--to", "opt1"], ["upgrade", "--to", "opt1"], ["downgrade"],
+            ["seed"], ["bench"], ["baseline"], ["compare"], ["refresh"], ["db", "url"],
+            ["db", "url", "--show-password"]]  # fmt: skip
+
+
+def _no_secret(*texts: str) -> None:
+    for text in texts:
+        assert "Secret" not in text, text
+
+
+@pytest.mark.parametrize("debug", [[], ["--debug"]], ids=["plain", "debug"])
+@pytest.mark.parametrize("url", MALFORMED, ids=lambda u: u.split("Leak", 1)[1][:8])
+def test_no_malformed_url_prints_its_password(url: str, debug: list[str]) -> None:
+    """Every command's error path, with the URL as an option and in DATABASE_URL."""
+    for command in COMMANDS:
+        for args, env in (([*debug, "--database-url", url, *command], {}),
+                          ([*debug, *command], {"DATABASE_URL": url})):  # fmt: skip
+            result = CliRunner().invoke(app, args, env=env)
+            _no_secret(result.stdout, result.stderr, repr(result.exception))
+            assert result.exit_code == 2, (args, result.stdout, result.stderr)
+            if debug:
+                assert "Traceback" in result.stderr  # --debug shows one, redacted
+            else:
+                assert result.stderr.startswith("FAILED: malformed database URL '")
+                assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_colon_in_the_password_is_hidden_when_the_server_refuses() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = COLON.format(port=port)
+    for debug in ([], ["--debug"]):
+        result = CliRunner().invoke(app, [*debug, "--database-url", url, "status"])
+        _no_secret(result.stdout, result.stderr)
+        assert result.exit_code == 1
+    assert result.stderr.count("Connection refused") >= 1
+
+
+def test_debug_in_a_real_process_prints_no_malformed_password() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("DATABASE_URL", None)
+    for url in MALFORMED[:3]:
+        done = subprocess.run([sys.executable, "-m", "stage4.cli", "--debug", "--database-url",
+                               url, "status"], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)  # fmt: skip
+        _no_secret(done.stdout, done.stderr)
+        assert done.returncode == 2 and "Traceback" in done.stderr
+
+
+ROOT = SRC.parent
+
+
+def _alembic(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "alembic", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+
+def _one_line(done: subprocess.CompletedProcess) -> str:
+    """alembic ended with exit code != 0 and exactly one line, a FAILED one, no traceback."""
+    lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
+    assert done.returncode != 0, done
+    assert len(lines) == 1 and lines[0].startswith("FAILED: "), done
+    return lines[0].removeprefix("FAILED: ")
+
+
+@pytest.mark.parametrize("url", [*MALFORMED, COLON.format(port=1)],
+                         ids=lambda u: u.split("Leak", 1)[1][:8])  # fmt: skip
+def test_alembic_x_url_malformed(url: str) -> None:
+    for args in (["current"], ["upgrade", "schema:opt1", "--sql"]):
+        done = _alembic("-x", f"url={url}", *args)
+        _no_secret(done.stdout, done.stderr)
+        if "--sql" in args and "Leak:" in url:
+            assert done.returncode == 0  # well-formed: offline SQL needs no server
+            continue
+        line = _one_line(done)
+        assert line.startswith(("malformed database URL", "cannot connect to postgres@")), line
+
+
+def test_alembic_wrong_password_is_one_line(role: str, seeded_url: str) -> None:
+    host = seeded_url.split("@", 1)[1].split("?")[0]
+    done = _alembic("-x", f"url=postgresql://{role}:{WRONG}@{host}", "current")
+    _clean(done.stdout, done.stderr)
+    assert _one_line(done) == (
+        f'cannot connect to {role}@{host}: password authentication failed for user "{role}"'
+    )
+
+
+# ------------------------------------------------------------ settings are values
+INJECTION = "5s'; create table public.injected(); select '1"
+
+
+@pytest.mark.parametrize("name", ["lock_timeout", "statement_timeout"])
+def test_x_settings_cannot_inject_sql(name: str, seeded_url: str) -> None:
+    for args in (["current"], ["upgrade", "schema:opt1", "--sql"]):
+        done = _alembic("-x", f"url={seeded_url}", "-x", f"{name}={INJECTION}", *args)
+        assert _one_line(done) == (
+            f'-x {name} = "{INJECTION}" is not a duration: use e.g. 5s, 500ms, 2min (0 = no limit)'
+        )
+    with psycopg.connect(seeded_url) as conn:
+        assert conn.execute("SELECT to_regclass('public.injected')").fetchone()[0] is None
+
+
+def test_x_settings_reach_sql_as_literals(seeded_url: str) -> None:
+    """Valid values render as set_config literals offline and apply online."""
+    done = _alembic("-x", "lock_timeout=2500ms", "upgrade", "schema:opt1", "--sql")
+    assert done.returncode == 0, done.stderr
+    assert "SELECT set_config('lock_timeout', '2500ms', false);" in done.stdout
+    assert "SELECT set_config('statement_timeout', '0', false);" in done.stdout
+    ok = _alembic("-x", f"url={seeded_url}", "-x", "lock_timeout=2500ms", "current")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_tool_stage4_settings_are_validated(tmp_path: Path) -> None:
+    from stage4.config import settings as load
+    from stage4.errors import ConfigError
+
+    cases = {
+        f'lock_timeout = "{INJECTION}"': f"[tool.stage4] lock_timeout = {INJECTION!r} is not a "
+        "duration: use e.g. 5s, 500ms, 2min (0 = no limit)",
+        'statement_timeout = "1 hour"': "[tool.stage4] statement_timeout = '1 hour' is not a "
+        "duration: use e.g. 5s, 500ms, 2min (0 = no limit)",
+        'srid = "4326); drop table x; --"': "[tool.stage4] srid = '4326); drop table x; --' is "
+        "not a whole number",
+        'database = "app\\"; drop"': "[tool.stage4] database = 'app\"; drop' is not a plain SQL "
+        "identifier",
+    }
+    for i, (line, message) in enumerate(cases.items()):
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        (folder / "pyproject.toml").write_text(f"[tool.stage4]\n{line}\n")
+        with pytest.raises(ConfigError) as e:
+            load(folder)
+        assert str(e.value) == message

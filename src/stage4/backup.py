@@ -2,6 +2,8 @@
 
 The password never reaches the command line (it goes through PGPASSWORD in
 the child's environment), so it cannot leak through ``ps`` or error text.
+A dump holds every row, those that row-level security hides too: the folder is
+created 0700 and each file 0600. ``prune`` keeps the newest few.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from stage4.cluster import bindir
 from stage4.config import Settings, redact, split_password
@@ -23,7 +26,10 @@ class BackupError(Stage4Error):
 def check_writable(folder: Path) -> Path:
     """Create the folder if needed and prove we can write into it."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        existed = folder.is_dir()
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not existed:
+            folder.chmod(0o700)  # mkdir's mode is masked by the umask
         probe = folder / ".stage4-write-test"
         probe.write_text("")
         probe.unlink()
@@ -48,9 +54,54 @@ def dump(url: str, s: Settings, folder: Path, label: str) -> Path:
         pg_dump = Path("pg_dump")
     cmd = [str(pg_dump), "-Fc", "--no-sync", f"--schema={s.schema}", "-f", str(target),
            "--dbname", clean_url]  # fmt: skip
+    # pg_dump creates the file with our umask: make it exist, private, before it writes
+    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    target.chmod(0o600)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    target.chmod(0o600)
     if out.returncode != 0:
         target.unlink(missing_ok=True)
         reason = redact(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
         raise BackupError(f"pg_dump failed: {reason}")
     return target
+
+
+def backups(folder: Path) -> list[Path]:
+    """stage4's dumps in ``folder``, oldest first (their names carry the time)."""
+    found = folder.glob("stage4-*-*.dump") if folder.is_dir() else []
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def prune(folder: Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest dumps in ``folder``; return what was deleted.
+    Only stage4's own files (``stage4-<revision>-<time>.dump``) are considered."""
+    if keep < 1:
+        raise BackupError(f"--keep-backups must be at least 1, not {keep}")
+    found = backups(folder)
+    gone = found[: max(0, len(found) - keep)]
+    for path in gone:
+        path.unlink(missing_ok=True)
+    return gone
+
+
+def restore_command(path: str | Path, url: str, schema: str = "public") -> str:
+    """One shell line that restores a dump into a new database ``<db>_restored`` next to
+    the original (password hidden: PGPASSWORD supplies it, or the embedded cluster's
+    passfile). Compare, then point the app at it or copy back what is missing.
+
+    A new database, because a dump of one schema cannot be replayed over a half-migrated
+    one; its extensions come first, and the schema entry is left out of the list (the
+    new database has that schema already)."""
+    from stage4.config import redact
+
+    clean = split_password(url)[0]
+    parts = urlsplit(clean)
+    new = f"{parts.path.strip('/')}_restored"
+    target = urlunsplit(parts._replace(path=f"/{new}"))
+    return redact(
+        f"psql \"{clean}\" -c 'CREATE DATABASE {new}' && "
+        f"psql \"{target}\" -c 'CREATE EXTENSION postgis; CREATE EXTENSION btree_gist' && "
+        f"pg_restore -l {path} | grep -v ' SCHEMA - {schema} ' | "
+        f"pg_restore -L /dev/stdin --no-owner --exit-on-error --single-transaction "
+        f'-d "{target}" {path}'
+    )

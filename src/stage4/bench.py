@@ -190,14 +190,16 @@ def pgbench_path() -> str | None:
 
 
 def _throughput(url, scripts, concurrency, duration, seed, tick) -> tuple[float, str]:
-    tick("throughput", 0, 1)
+    # counted in seconds (pgbench -T runs whole ones): a display can show time elapsed of it
+    seconds = max(1, math.ceil(duration))
+    tick("throughput", 0, seconds)
     binary = pgbench_path()
     if binary:
         qps = _pgbench(binary, url, scripts, concurrency, duration, seed)
         tool = f"pgbench ({binary})"
     else:
         qps, tool = _threads(url, scripts, concurrency, duration, seed), "python threads"
-    tick("throughput", 1, 1)
+    tick("throughput", seconds, seconds)
     return qps, tool
 
 

@@ -7,12 +7,16 @@ with a non-zero exit code; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, ProgressColumn
+from rich.progress_bar import ProgressBar
+from rich.text import Text
 from typer.core import TyperGroup
 
 from stage4.errors import Stage4Error
@@ -27,20 +31,37 @@ class _Stage4Group(TyperGroup):
 
         try:
             return super().invoke(ctx)
-        except (Stage4Error, psycopg.Error) as e:
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+            raise  # typer's own: usage errors and exits, printed by typer
+        except Exception as e:
             if _state["debug"]:
-                raise
-            _fail(e)
+                _traceback(e)
+            elif isinstance(e, (Stage4Error, psycopg.Error)):
+                _fail(e)
+            else:  # a bug: still one line, the traceback is one --debug away
+                _fail(e, prefix=f"internal error ({type(e).__name__}, --debug shows where): ")
             raise typer.Exit(getattr(e, "exit_code", 1)) from None
 
 
-def _fail(e: BaseException) -> None:
+def _fail(e: BaseException, prefix: str = "") -> None:
     from stage4.config import redact
 
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if not isinstance(e, Stage4Error):
+    if not isinstance(e, Stage4Error) and not prefix:
         text = f"database error: {text}"
-    err.print(f"FAILED: {redact(text)}", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"FAILED: {redact(prefix + text)}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _traceback(e: BaseException) -> None:
+    """``--debug``: the whole traceback, every line redacted (an exception's text may quote
+    a password: a driver's parse error, a chained cause)."""
+    import traceback
+
+    from stage4.config import redact
+
+    text = "".join(traceback.format_exception(e))
+    sys.stderr.write(redact(text))
+    sys.stderr.flush()
 
 
 app = typer.Typer(
@@ -133,11 +154,23 @@ def db_status() -> None:
 
 
 @db_app.command("url")
-def db_url() -> None:
-    """Print the URL of the database stage4 would use (starting the cluster if needed)."""
-    from stage4.config import redact
+def db_url(
+    show_password: Annotated[
+        bool, typer.Option("--show-password", help="Write the password into the URL.")
+    ] = False,
+) -> None:
+    """Print the URL of the database stage4 would use (starting the cluster if needed).
 
-    out.print(redact(_url()))
+    The embedded cluster's URL names its password file (.stage4/pgpass) instead of the
+    password: psql and libpq read it from there. Example: psql "$(stage4 db url)"
+    """
+    from stage4.cluster import Cluster
+    from stage4.config import explicit_url, redact, settings
+
+    url = _url()
+    if show_password and not explicit_url(_state["url"]):
+        url = Cluster.from_settings(settings()).url(show_password=True)
+    out.print(url if show_password else redact(url), markup=False, highlight=False)
 
 
 # ------------------------------------------------------------------ data
@@ -203,6 +236,10 @@ def upgrade(
     backup_dir: Annotated[Path, typer.Option(help="Where the pg_dump file goes.")] = Path(
         "backups"
     ),
+    keep_backups: Annotated[
+        int,
+        typer.Option(min=1, help="Keep this many newest stage4 dumps in --backup-dir."),
+    ] = 5,
     reports_dir: Annotated[Path, typer.Option(help="A folder per run goes here.")] = Path(
         "reports"
     ),
@@ -250,45 +287,118 @@ def upgrade(
         lock_timeout=lock_timeout, judge=judge.value,
     )  # fmt: skip
     url = _url()
-    with _live() as (phase, progress):
-        rollout = gate.upgrade(url, to, opts, phase=phase, progress=progress)
+    began = time.time()
+    try:
+        with _live() as (phase, progress):
+            rollout = gate.upgrade(url, to, opts, phase=phase, progress=progress)
+    except Stage4Error:
+        if backup:  # a dump taken by this run is what a user may need now: say where
+            _backup_lines(url, backup_dir, keep_backups, began, console=err)
+        raise
     for step in rollout.steps:
         secs = f"{step.upgrade_seconds:.1f} s" if step.upgrade_seconds is not None else "–"
         out.print(f"{step.revision}: {step.verdict} (upgrade {secs})", markup=False)
-    if rollout.backup:
-        out.print(f"backup: {rollout.backup}")
+    if backup:
+        _backup_lines(url, backup_dir, keep_backups, began, console=out)
     if rollout.folder:
         out.print(f"report: {Path(rollout.folder) / 'REPORT.md'}")
     out.print(rollout.outcome, markup=False)
 
 
+def _backup_lines(url: str, folder: Path, keep: int, since: float, console: Console) -> None:
+    """Where this run's backup is and how to restore it; then the retention: the older
+    dumps beyond ``keep`` are removed whatever the outcome."""
+    from stage4 import backup
+
+    found = backup.backups(folder)
+    gone = backup.prune(folder, keep)
+    if found and found[-1].stat().st_mtime >= since - 1:
+        newest = found[-1]
+        console.print(f"backup: {newest}", markup=False, highlight=False)
+        console.print(f"restore it with: {backup.restore_command(newest, url)}", markup=False,
+                      highlight=False)  # fmt: skip
+    if gone:
+        console.print(f"removed {len(gone)} older backup(s) from {folder} "
+                      f"(--keep-backups {keep})", markup=False, highlight=False)  # fmt: skip
+
+
 class _Live:
-    """Rich progress for the gate: one line per phase, a bar for long work."""
+    """Gate progress. On a terminal: a line per phase and a bar for long work (the
+    throughput phase, counted in seconds, shows seconds elapsed of its total). Elsewhere
+    (CI logs, pipes): one plain line per phase and per measured part, with its duration."""
 
     def __enter__(self):
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
-
-        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                            TextColumn("{task.completed}/{task.total}"), console=err,
-                            transient=True)  # fmt: skip
-        self.bar.__enter__()
+        self.clock = time.monotonic
+        self.tty = err.is_terminal
+        self.open: tuple[str, float] | None = None  # the phase running, when it began
+        self.started: dict[str, float] = {}
         self.tasks: dict[str, object] = {}
+        if self.tty:
+            from rich.progress import Progress, SpinnerColumn, TextColumn
+
+            self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), _Bar(),
+                                _Count(), console=err, transient=True)  # fmt: skip
+            self.bar.__enter__()
         return self.phase, self.progress
 
-    def phase(self, step: str, text: str) -> None:
-        from rich.markup import escape
+    def _close(self) -> None:
+        if self.open is not None:
+            text, began = self.open
+            err.print(f"{text}: {self.clock() - began:.1f} s", markup=False, highlight=False)
+            self.open = None
 
-        self.bar.console.print(f"[bold]{escape(step)}[/bold] {escape(text)}", highlight=False)
+    def phase(self, step: str, text: str) -> None:
+        if self.tty:
+            from rich.markup import escape
+
+            self.bar.console.print(f"[bold]{escape(step)}[/bold] {escape(text)}", highlight=False)
+            return
+        self._close()
+        self.open = (f"{step} {text}", self.clock())
 
     def progress(self, what: str, done: int, total: int) -> None:
+        if not self.tty:
+            began = self.started.setdefault(what, self.clock())
+            if done >= total:
+                del self.started[what]
+                unit = " s" if what == "throughput" else ""
+                err.print(f"  {what} {total}{unit}: {self.clock() - began:.1f} s", markup=False,
+                          highlight=False)  # fmt: skip
+            return
         if what not in self.tasks:
-            self.tasks[what] = self.bar.add_task(what, total=total)
+            self.tasks[what] = self.bar.add_task(what, total=total, clock=what == "throughput")
         self.bar.update(self.tasks[what], completed=done, total=total)
         if done >= total:
             self.bar.remove_task(self.tasks.pop(what))
 
     def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
+        if self.tty:
+            self.bar.__exit__(*exc)
+        elif exc[0] is None:
+            self._close()
+
+
+def _clock_done(task) -> float:
+    """A task counted in seconds advances with the clock (its worker reports only the end)."""
+    if task.fields.get("clock") and task.total:
+        return min(task.elapsed or 0.0, task.total)
+    return task.completed
+
+
+class _Bar(BarColumn):
+    def render(self, task):
+        return ProgressBar(total=max(0, task.total or 0), completed=_clock_done(task),
+                           width=self.bar_width, pulse=not task.started,
+                           animation_time=task.get_time())  # fmt: skip
+
+
+class _Count(ProgressColumn):
+    """``done/total``, or ``elapsed/total s`` for a task counted in seconds."""
+
+    def render(self, task):
+        if task.fields.get("clock"):
+            return Text(f"{_clock_done(task):.0f}/{task.total:.0f} s")
+        return Text(f"{task.completed}/{task.total}")
 
 
 def _live() -> _Live:
@@ -452,25 +562,25 @@ def refresh() -> None:
 # ------------------------------------------------------------------ benchmark
 # bench / baseline / compare: thin wrappers over stage4.bench, stage4.store, stage4.stats.
 def _bench_progress():
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description:>12}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+    return Progress(TextColumn("{task.description:>12}"), _Bar(), _Count(), TimeElapsedColumn(),
                     console=err, transient=True)  # fmt: skip
 
 
 def _measure(label: str, iterations: int, concurrency: int, duration: float):
     from stage4 import bench
 
+    url = _url()  # a bad URL fails before the progress display opens
     with _bench_progress() as bar:
         tasks: dict[str, object] = {}
 
         def progress(what: str, done: int, total: int) -> None:
             if what not in tasks:
-                tasks[what] = bar.add_task(what, total=total)
+                tasks[what] = bar.add_task(what, total=total, clock=what == "throughput")
             bar.update(tasks[what], completed=done, total=total)
 
-        return bench.run(_url(), label=label, iterations=iterations, concurrency=concurrency,
+        return bench.run(url, label=label, iterations=iterations, concurrency=concurrency,
                          duration=duration, progress=progress)  # fmt: skip
 
 
@@ -637,8 +747,9 @@ def main() -> None:
         app(standalone_mode=True)
     except Stage4Error as e:  # raised outside a command (the group translates the rest)
         if _state["debug"]:
-            raise
-        _fail(e)
+            _traceback(e)
+        else:
+            _fail(e)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("FAILED: interrupted")

@@ -19,6 +19,23 @@ from urllib.parse import urlsplit, urlunsplit
 from stage4.errors import ConfigError
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_DATABASE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# What PostgreSQL takes for lock_timeout / statement_timeout: a whole number and a unit.
+DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
+
+
+def check_duration(name: str, value: object, *, where: str = "[tool.stage4]") -> str:
+    """A PostgreSQL duration (``5s``, ``500ms``, ``2min``, ``0``), else ConfigError.
+
+    Settings reach SQL as literals (``set_config``); checking the shape too keeps a typo
+    from surfacing later as a server error halfway through a migration."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not DURATION.match(text):
+        raise ConfigError(
+            f"{where} {name} = {str(value)!r} is not a duration: use e.g. 5s, 500ms, 2min "
+            "(0 = no limit)"
+        )
+    return text
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,16 @@ class Settings:
                 raise ConfigError(
                     f"[tool.stage4] {name} = {value!r} is not a plain lower-case SQL identifier"
                 )
+        if not _DATABASE.match(str(self.database)):
+            raise ConfigError(
+                f"[tool.stage4] database = {self.database!r} is not a plain SQL identifier"
+            )
+        for name in ("srid", "first_year", "last_year", "years_ahead"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"[tool.stage4] {name} = {value!r} is not a whole number")
+        for name in ("lock_timeout", "statement_timeout"):
+            check_duration(name, getattr(self, name))
         if self.first_year > self.last_year:
             raise ConfigError("[tool.stage4] first_year must not be after last_year")
 
@@ -94,21 +121,70 @@ def settings(start: Path | None = None) -> Settings:
 # --------------------------------------------------------------------------- URLs
 
 _SCHEMES = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
+_EXPECTED = "expected postgresql://user@host:port/dbname"
+# Passwords that the URL pattern in redact() may miss (a malformed URL's, the embedded
+# cluster's): redact() removes them from any text. Well-formed URLs are left to the pattern,
+# so a short or common password ("postgres") does not blank out ordinary words.
+_SECRETS: set[str] = set()
+
+
+def _userinfo(url: str) -> tuple[str, str, str | None]:
+    """(scheme, user, raw password) read the forgiving way: the user part runs to the
+    *last* ``@``, so a malformed URL's password is still known, and hidden."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return scheme, "", None
+    info = rest.rsplit("@", 1)[0]
+    user, colon, password = info.partition(":")
+    return scheme, user, password if colon else None
+
+
+def remember_secret(secret: str | None) -> None:
+    """From now on, ``redact`` replaces ``secret`` (and its decoded form) in any text."""
+    from urllib.parse import unquote
+
+    if secret and len(secret) >= 4:
+        _SECRETS.update({secret, unquote(secret, errors="replace")} - {""})
+
+
+def _safe(url: str) -> str:
+    """The URL as a message may show it: the password replaced by ``***``."""
+    scheme, user, password = _userinfo(url)
+    if password is None:
+        return redact(url)
+    host = url.partition("://")[2].rsplit("@", 1)[1]
+    return redact(f"{scheme}://{user}:***@{host}")
 
 
 def check_url(url: str) -> str:
-    """Validate a PostgreSQL URL; return it in the libpq form (``postgresql://``)."""
+    """Validate a PostgreSQL URL; return it in the libpq form (``postgresql://``).
+
+    Refused before any driver sees it: a driver's parse error quotes the faulty part,
+    which for a badly encoded password is the password."""
+    url = url.strip()
+
+    def bad(why: str) -> ConfigError:
+        remember_secret(_userinfo(url)[2])
+        return ConfigError(f"malformed database URL {_safe(url)!r}: {why}")
+
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _SCHEMES:
+        raise bad(_EXPECTED)
+    if any(c.isspace() for c in url):
+        raise bad("it contains a space (write it as %20)")
+    if re.search(r"%(?![0-9A-Fa-f]{2})", url):
+        raise bad("a '%' not followed by two hex digits (write a literal % as %25)")
+    if rest.count("@") > 1:
+        raise bad("more than one '@' (write an '@' in the user or password as %40)")
+    if "@" in rest and re.search(r"[/?#]", rest.split("@", 1)[0]):
+        raise bad("a '/', '?' or '#' in the user or password (percent-encode it, e.g. %2F)")
     parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES:
-        raise ConfigError(
-            f"malformed database URL {redact(url)!r}: expected postgresql://user@host:port/dbname"
-        )
     try:
         parts.port  # noqa: B018 - raises on a non-numeric port
-    except ValueError as e:
-        raise ConfigError(f"malformed database URL {redact(url)!r}: bad port") from e
+    except ValueError:
+        raise bad("bad port") from None
     if not parts.path.strip("/") and not parts.query:
-        raise ConfigError(f"malformed database URL {redact(url)!r}: no database name")
+        raise bad("no database name")
     return urlunsplit(parts._replace(scheme="postgresql"))
 
 
@@ -131,7 +207,10 @@ def split_password(url: str) -> tuple[str, str | None]:
 
 
 def redact(text: str) -> str:
-    """Replace any password in URLs (``user:secret@`` or ``password=``) with ``***``."""
+    """Replace any password in URLs (``user:secret@`` or ``password=``) with ``***``, and
+    every password stage4 has seen (a malformed URL's too) wherever it appears."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
     text = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
     return re.sub(r"(password=)[^&\s]+", r"\1***", text, flags=re.IGNORECASE)
 

@@ -126,7 +126,8 @@ def upgrade(
     say("pre-flight", "checking the database")
     with connect(url) as conn:
         # read-only, but it must not queue forever behind a lock either
-        conn.execute(f"SET lock_timeout = '{opts.lock_timeout or s.lock_timeout}'")
+        conn.execute("SELECT set_config('lock_timeout', %s, false)",
+                     (opts.lock_timeout or s.lock_timeout,))  # fmt: skip
         try:
             pf = preflight.run(conn, s, steps=todo, expect_features=opts.expect_features)
         except psycopg_errors().LockNotAvailable as e:

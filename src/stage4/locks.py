@@ -62,7 +62,8 @@ def explain_timeout(url: str, lock_timeout: str | None, statement: str | None) -
     names = [s.qualified_table, *(n for n in _QUALIFIED.findall(statement or "")
                                   if not n.startswith(("pg_", "information_schema.")))]  # fmt: skip
     retry = ("retry when it has finished, or raise the lock timeout "
-             "(stage4 --lock-timeout, alembic -x lock_timeout=…)")  # fmt: skip
+             "(stage4 upgrade --lock-timeout 30s, stage4 downgrade --lock-timeout 30s, "
+             "alembic -x lock_timeout=30s)")  # fmt: skip
     try:
         with connect(url, autocommit=True) as conn:
             found = holders(conn, list(dict.fromkeys(names)))

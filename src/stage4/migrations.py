@@ -93,7 +93,9 @@ def check_target(target: str) -> str:
         return revs[-1]
     if target == "base" or target in revs:
         return target
-    raise ConfigError(f"unknown target {target!r}: valid revisions are {', '.join(revs)}")
+    raise ConfigError(
+        f"unknown target {target!r}: valid revisions are {', '.join(revs)}, head (= {revs[-1]})"
+    )
 
 
 def steps(url: str, target: str) -> list[str]:
