@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
@@ -281,7 +282,7 @@ def main() -> None:
     args = ap.parse_args()
     base = resolve_url(args.url)
     name = "writers_bench"
-    url = base.rsplit("/", 1)[0] + "/" + name
+    url = urlunsplit(urlsplit(base)._replace(path="/" + name))  # keeps ?passfile=
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.execute(f"CREATE DATABASE {name}")
@@ -302,7 +303,7 @@ def main() -> None:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     doc = {
         "command": f".venv/bin/python -m benchmarks.writers_during_opt1 --features {args.features}",
-        "server": redact(base.rsplit("/", 1)[0]),
+        "server": redact(urlunsplit(urlsplit(base)._replace(path="", query=""))),
         "machine": {
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
