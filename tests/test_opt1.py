@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from stage4 import migrations, snapshot
+from stage4.ddl import parallel
 from stage4.errors import MigrationError
 from supabase_roles import ROLES_SQL
 
@@ -177,6 +178,34 @@ class TestRoundTrip:
         assert after == before, "\n".join(snapshot.diff(before, after))
         migrations.upgrade(supabase_url, "opt1")
         assert _one(supabase_url, "SELECT count(*) FROM geometrias")[0] == 2000
+
+    @pytest.mark.parametrize("previous", [None, "1", "0"])
+    def test_parallel_plans_off_for_the_database_then_put_back(self, seeded_url, previous) -> None:
+        """A Gather over the partitions costs short queries a worker's start: opt1 sets
+        max_parallel_workers_per_gather = 0 for the database; its downgrade restores the
+        value there was (none, another value), and leaves a 0 it did not set."""
+        db = seeded_url.rsplit("/", 1)[1].split("?")[0]
+        with psycopg.connect(seeded_url, autocommit=True) as conn:
+            if previous is not None:
+                conn.execute(
+                    f'ALTER DATABASE "{db}" SET max_parallel_workers_per_gather = {previous}'
+                )
+            before = snapshot.take(conn)["catalog"]["database_settings"]
+        migrations.upgrade(seeded_url, "opt1")
+        with psycopg.connect(seeded_url) as conn:  # a new session gets the database's value
+            assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
+            assert parallel.database_value(conn) == "0"
+        migrations.downgrade(seeded_url, "schema")
+        with psycopg.connect(seeded_url) as conn:
+            assert parallel.database_value(conn) == previous
+            assert snapshot.take(conn)["catalog"]["database_settings"] == before
+        # a value someone set after opt1 is theirs: the downgrade keeps it
+        migrations.upgrade(seeded_url, "opt1")
+        with psycopg.connect(seeded_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{db}" SET max_parallel_workers_per_gather = 3')
+        migrations.downgrade(seeded_url, "schema")
+        with psycopg.connect(seeded_url) as conn:
+            assert parallel.database_value(conn) == "3"
 
     def test_downgrade_copies_rows_of_later_partitions(self, seeded_url: str) -> None:
         migrations.upgrade(seeded_url, "opt1")

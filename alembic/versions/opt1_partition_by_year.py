@@ -21,7 +21,11 @@ contain the partition key):
 * publications that publish the table get ``publish_via_partition_root = true`` (so
   Supabase realtime keeps reporting changes as ``public.geometrias``); the downgrade
   restores the previous value;
-* inserting directly into a partition bypasses the identity default (use the parent).
+* inserting directly into a partition bypasses the identity default (use the parent);
+* the database gets ``max_parallel_workers_per_gather = 0`` (new sessions): a parallel
+  plan over the partitions costs more in worker start-up than short queries take
+  (pre-flight measures it; ``stage4.ddl.parallel``); the downgrade restores the
+  previous value exactly.
 
 The upgrade REFUSES, before changing anything and naming them, when views,
 materialized views, SQL-body functions or foreign keys depend on the table (drop,
@@ -47,7 +51,7 @@ import logging
 from alembic import context, op
 
 from stage4.config import settings
-from stage4.ddl import partitioning, privileges
+from stage4.ddl import parallel, partitioning, privileges
 from stage4.errors import MigrationError
 
 revision: str = "opt1"
@@ -107,6 +111,7 @@ def upgrade() -> None:
     r.catch_up()
     r.swap()
     partitioning.publications_up(r)
+    op.execute(parallel.serial_sql(r.s))
     _report(r)
 
 
@@ -114,6 +119,7 @@ def downgrade() -> None:
     """Partitioned -> plain, from the parent (every partition, opt4's included)."""
     r = _rebuild(partitioned=False)
     _check(r, "p", "un-partition")
+    op.execute(parallel.restore_sql(r.s))  # its memo lives on a partition: first
     flipped = partitioning.publications_down(r)
     r.create()
     r.copy()

@@ -164,7 +164,7 @@ def _parallel_start(p: Preflight, conn, one) -> None:
     takes ~9 ms to start (these VMs) a 7 ms query becomes 35 ms and the gate may call opt1
     slower (BENCHMARKS.md, fifth session). A worker running PostGIS also loads it first,
     about doubling that (measured here on a trivial query: the lower bound; seventh
-    session). Said, not refused: the remedy is a setting."""
+    session). Said, not refused: opt1 carries the remedy (``stage4.ddl.parallel``)."""
     if int(one("SHOW max_parallel_workers_per_gather")) == 0:
         p.add("parallel workers", True, "parallel queries are off (max_parallel_workers_per_gather = 0)",
               fatal=False)  # fmt: skip
@@ -174,12 +174,10 @@ def _parallel_start(p: Preflight, conn, one) -> None:
     if startup <= SLOW_WORKER_MS:
         p.add("parallel workers", True, f"one worker starts in {startup:.1f} ms", fatal=False)
         return
-    p.add("parallel workers", False, f"one worker starts in {startup:.1f} ms here: after opt1 "
-          "short queries on the partitions may run in parallel and get slower, and the gate "
-          "may refuse opt1 (--judge target judges the steps together); "
-          "max_parallel_workers_per_gather = 0 for this database or the app's role avoids "
-          "it (at 20k features it made opt1–opt5 GO where parallel_setup_cost = 10000 did "
-          "not: BENCHMARKS.md)", fatal=False)  # fmt: skip
+    p.add("parallel workers", False, f"one worker starts in {startup:.1f} ms here: a parallel "
+          "plan over the partitions would cost short queries more than they take; opt1 sets "
+          "max_parallel_workers_per_gather = 0 for this database (new sessions; its downgrade "
+          "restores the previous value)", fatal=False)  # fmt: skip
 
 
 def worker_start_ms(conn, n: int = 7) -> float:

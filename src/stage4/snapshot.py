@@ -102,6 +102,12 @@ def _queries(bench_schema: str) -> dict[str, str]:
                             ORDER BY t.schemaname, t.tablename), '')
             FROM pg_publication p LEFT JOIN pg_publication_tables t ON t.pubname = p.pubname
             GROUP BY 1, 2, 3, 4, 5""",
+        # settings of this database (all roles and none): a revision may carry one
+        "database_settings": """
+            SELECT coalesce(r.rolname, ''), c
+            FROM pg_db_role_setting d LEFT JOIN pg_roles r ON r.oid = d.setrole,
+                 unnest(d.setconfig) c
+            WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())""",
         "schemas": f"""
             SELECT n.nspname, coalesce(n.nspacl::text, ''),
                    coalesce(obj_description(n.oid, 'pg_namespace'), '')
