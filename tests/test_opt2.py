@@ -140,7 +140,7 @@ class TestDerivedColumns:
 class TestVariants:
     def test_same_results_as_base(self, seeded_url):
         migrations.upgrade(seeded_url, "opt2")
-        base, variants = gis_columns.base_queries(S), gis_columns.VARIANTS
+        base, variants = gis_columns.base_queries(S), gis_columns.REWRITES
         assert sorted(variants) == ["Q1", "Q3"]
         with psycopg.connect(seeded_url) as conn:
             for q, v in variants.items():
@@ -155,7 +155,7 @@ class TestVariants:
     def test_requires_false_before_opt2(self, seeded_url):
         migrations.upgrade(seeded_url, "opt1")
         with psycopg.connect(seeded_url) as conn:
-            for v in gis_columns.VARIANTS.values():
+            for v in gis_columns.REWRITES.values():
                 assert conn.execute(f"SELECT {v['requires']}").fetchone()[0] is False
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from stage4 import workload
 from stage4.config import settings
-from stage4.workload import Variant
+from stage4.workload import Rewrite
 
 QIDS = [f"Q{i}" for i in range(1, 11)]
 
@@ -82,23 +82,31 @@ class TestFingerprint:
         assert workload.normalise_rows(rows) == workload.normalise_rows(list(rows))
 
 
-class TestVariants:
-    def test_variant_used_when_requires_is_true(self, conn) -> None:
+class TestRewrites:
+    def test_the_contract_names_each_query_sql_or_rpc(self) -> None:
+        rpcs = {q for q, how in workload.CONTRACT.items() if how == "RPC"}
+        assert list(workload.CONTRACT) == QIDS and rpcs == {"Q4", "Q8", "Q10"}
+        assert set(workload.CONTRACT.values()) == {"RPC", "SQL"}
+        assert {q for q, v in workload.queries(settings()).items() if v.rpc} == {"Q4", "Q8", "Q10"}
+
+    def test_a_rewrite_is_offered_only_when_requires_holds(self, conn) -> None:
         s = settings()
-        alt = Variant(
+        alt = Rewrite(
             requires="true", sql=workload.base_sql(s)["Q3"].replace(" ORDER BY categoria", "")
         )
-        off = Variant(requires="to_regclass('public.no_such_view') IS NOT NULL", sql="SELECT 1")
-        chosen = workload.choose(conn, s, {"Q3": {"alt": alt}, "Q1": {"off": off}})
-        assert chosen["Q3"] == ("alt", alt.sql)
-        assert chosen["Q1"][0] == "base"
+        off = Rewrite(requires="to_regclass('public.no_such_view') IS NOT NULL", sql="SELECT 1")
+        gone = Rewrite(requires="(SELECT n FROM public.no_such_view) > 0", sql="SELECT 1")
+        found = workload.available(conn, {"Q3": {"alt": alt}, "Q1": {"off": off, "gone": gone}})
+        assert found == {"Q3": {"alt": alt.sql}}  # at schema no registered rewrite holds
 
-    def test_dict_variants_from_ddl_modules_are_accepted(self) -> None:
-        v = workload._as_variant({"requires": "true", "sql": "SELECT 1"})
-        assert v == Variant(requires="true", sql="SELECT 1")
-        for qid, found in workload.registry().items():
-            assert qid in QIDS
-            assert all(isinstance(x, Variant) for x in found.values())
+    def test_dict_rewrites_from_ddl_modules_are_accepted(self) -> None:
+        v = workload._as_rewrite({"requires": "true", "sql": "SELECT 1"})
+        assert v == Rewrite(requires="true", sql="SELECT 1")
+        found = workload.registry()
+        assert set(found) == {"Q1", "Q2", "Q3", "Q6", "Q7", "Q9"}
+        for qid, rewrites in found.items():
+            assert workload.CONTRACT[qid] == "SQL"  # an RPC is re-pointed, never rewritten
+            assert all(isinstance(x, Rewrite) for x in rewrites.values())
 
     def test_refresh_materialized_views_of_the_app_schema(self, conn) -> None:
         s = settings()

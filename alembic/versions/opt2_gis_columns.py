@@ -4,8 +4,9 @@ Adds ``area_m2`` and ``bbox_xmin/ymin/xmax/ymax`` as STORED generated columns (k
 right by PostgreSQL on every write, cascaded to partitions when the table is
 partitioned) and switches ``descricao``/``propriedades`` to lz4 + EXTENDED storage for
 values written from now on (existing values are not rewritten: see
-``stage4.ddl.gis_columns``). The app's Q1 and Q3 read the stored columns through
-``gis_columns.VARIANTS``. Users see five more columns in ``SELECT *`` (read-only:
+``stage4.ddl.gis_columns``). An app that reads the stored columns (Q1 and Q3 as
+``gis_columns.REWRITES`` writes them) gains from them; the app's SQL as it is does not
+change. Users see five more columns in ``SELECT *`` (read-only:
 writing them is an error, as for any generated column).
 
 Downgrade drops exactly these columns and puts back the storage and compression the

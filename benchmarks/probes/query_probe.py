@@ -1,7 +1,7 @@
 """Time (or EXPLAIN) workload queries on an existing embedded cluster, per parameter set.
 
 A quick look at where a query's time goes at the current revision: for each
-query, the app's base SQL and the variant the database would use now, on the bench's
+query, the app's SQL and the rewrites the database offers now (``workload.available``), on the bench's
 first four parameter sets (seed 42), each timed as the mean of five executions after
 one warm-up; ``--explain`` prints EXPLAIN (ANALYZE, BUFFERS) of each instead.
 ``--set`` runs session statements first (e.g. ``SET max_parallel_workers_per_gather = 0``).
@@ -30,13 +30,11 @@ def main() -> None:
     with connect(Cluster.from_settings(s).url(), autocommit=True, prepare_threshold=None) as conn:
         for stmt in args.set:
             conn.execute(stmt)
-        chosen = workload.choose(conn, s)
+        offered = workload.available(conn)
         catalogue = workload.queries(s)
         anchors = workload.sample_anchors(conn, s, 42)
         for qid in args.queries.split(","):
-            runs = {"base": catalogue[qid].sql}
-            if chosen[qid][0] != "base":
-                runs[chosen[qid][0]] = chosen[qid][1]
+            runs = {"app": catalogue[qid].sql, **offered.get(qid, {})}
             for i, params in enumerate(workload.parameters(qid, anchors, 4, 42), 1):
                 for name, sql in runs.items():
                     if args.explain:

@@ -2,13 +2,15 @@
 
 A run, in order:
 
-1. refresh every materialized view of the app schema (results must reflect the table;
-   the gate names the views it saw built on unchanged data, which are skipped: at 1M
-   features refreshing them took half of a gate), pick each query's variant, draw the
-   parameters (``workload``: seeded, from the data);
+1. draw the parameters (``workload``: seeded, from the data). Every query runs the
+   app's own text (``workload.queries``), the same at every revision: the app contract.
+   Materialized views are read as the app finds them, never refreshed first (a stale
+   view must show up, not be hidden by the instrument);
 2. fingerprint pass, which is also the warm-up: every query on ``FINGERPRINT_SETS``
    fixed parameter sets, results hashed (so "faster but different" is caught
-   whatever ``iterations`` is);
+   whatever ``iterations`` is). Each rewrite the database offers
+   (``workload.available``: SQL the app would have to adopt) is fingerprinted on the
+   same sets and compared with the app's query;
 3. throughput phase: pgbench, ``concurrency`` clients for ``duration`` seconds,
    one script file per (query, parameter set) with the literals inlined (pgbench
    variables cannot carry a bbox or a date), picked at random with a fixed
@@ -34,7 +36,11 @@ A run, in order:
    changed between two runs (``stats``, "Machine drift");
 5. cache hit = shared-buffer hits / block requests over phases 3–4, from
    ``pg_statio_all_tables`` of the app schema (``pg_stat_database`` for the whole
-   database is recorded beside it).
+   database is recorded beside it);
+6. rewrites, "available if your app adopts it": ``REWRITE_ROUNDS`` rounds alternating
+   the app's query and the rewrite on the latency phase's parameter sets; the speedup is
+   the ratio of their medians of round means, in the same run. Recorded in
+   ``environment["available_rewrites"]``; no verdict reads it.
 
 Defaults (20 rounds of 4 parameter sets, 4 clients, 5 s) keep a run at 100k features under a
 minute on the 2-core machine; see BENCHMARKS.md for the measured figures.
@@ -52,7 +58,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from stage4 import store, workload
@@ -68,6 +74,7 @@ CONCURRENCY = 4
 DURATION = 5.0
 SETS = 4  # parameter sets per query, replayed in every round
 THROUGHPUT_SETS = 12
+REWRITE_ROUNDS = 5
 # CPU-bound, touches no table: how fast the machine is right now (see the docstring).
 CONTROL_SQL = "SELECT sum(i) FROM generate_series(1, 30000) AS i"  # per query; pgbench takes at most 128 script files
 Progress = Callable[[str, int, int], None]
@@ -86,13 +93,11 @@ def run(
     sets: int = SETS,
     seed: int = 42,
     save: bool = True,
-    extra_variants: Mapping[str, Mapping[str, workload.Variant]] | None = None,
-    fresh_views: Collection[str] = (),
+    extra_rewrites: Mapping[str, Mapping[str, workload.Rewrite]] | None = None,
 ) -> BenchRun:
     """Measure the workload on ``url``; store the run in the benchmarking schema (``save``).
 
-    ``fresh_views``: materialized views not to refresh first (known to match the table).
-    """
+    ``extra_rewrites``: rewrites to measure beside the registered ones (tests)."""
     if min(iterations, concurrency, sets) < 1 or duration <= 0:
         raise Stage4Error("iterations, concurrency and sets must be >= 1 and duration > 0")
     s = settings()
@@ -102,8 +107,7 @@ def run(
     catalogue = workload.queries(s)
     with connect(url, autocommit=True, prepare_threshold=None) as conn:
         store.ensure(conn, s)
-        refreshed = workload.refresh_materialized_views(conn, s, fresh_views)
-        chosen = workload.choose(conn, s, extra_variants)
+        offered = workload.available(conn, extra_rewrites)
         anchors = workload.sample_anchors(conn, s, seed)
         if not anchors.features:
             raise Stage4Error(f"{s.qualified_table} is empty: seed it before benchmarking")
@@ -117,12 +121,18 @@ def run(
         for qid, q in catalogue.items():
             fp = workload.Fingerprint()
             for p in fp_params[qid]:
-                fp.add(conn.execute(chosen[qid][1], p).fetchall(), q.ordered)
+                fp.add(conn.execute(q.sql, p).fetchall(), q.ordered)
                 tick("fingerprints", len(fingerprints) * workload.FINGERPRINT_SETS, total)
             fingerprints[qid] = fp.hexdigest()
         tick("fingerprints", total, total)
+        rewrites = {
+            qid: {name: {"sql": sql, "same_results": _fingerprint(conn, sql, fp_params[qid],
+                                                                  catalogue[qid].ordered)
+                         == fingerprints[qid]} for name, sql in found.items()}
+            for qid, found in offered.items() if qid in catalogue
+        }  # fmt: skip
 
-        scripts = [_literal(conn, chosen[q][1], p) for q in catalogue
+        scripts = [_literal(conn, catalogue[q].sql, p) for q in catalogue
                    for p in workload.parameters(q, anchors, THROUGHPUT_SETS, seed, "tp")]  # fmt: skip
         before = _cache_counters(conn, s)
         # Throughput first: every latency phase then follows the same saturating load
@@ -137,7 +147,7 @@ def run(
                 start = time.perf_counter()
                 conn.execute(CONTROL_SQL).fetchall()
                 control.append((time.perf_counter() - start) * 1000.0)
-                sql = chosen[qid][1]
+                sql = catalogue[qid].sql
                 for p in lat_params[qid]:
                     start = time.perf_counter()
                     conn.execute(sql, p).fetchall()
@@ -145,14 +155,16 @@ def run(
             tick("latency", i + 1, iterations)
         samples = round_samples(executions, sets)
         conn.execute("SELECT pg_stat_force_next_flush()")
+        _time_rewrites(conn, catalogue, rewrites, lat_params, tick)
         conn.execute("SELECT 1")
     with connect(url, autocommit=True) as conn:
         after = _wait_counters(conn, s, before)
         hit = _ratio(before["app"], after["app"])
         env.update(
             cache_hit_db=_ratio(before["db"], after["db"]), throughput_tool=tool, seed=seed,
-            matviews_refreshed=refreshed, matviews_known_fresh=sorted(fresh_views),
-            anchors=len(anchors.features),
+            workload_sql={q: catalogue[q].sql for q in catalogue},
+            contract={q: workload.CONTRACT[q] for q in catalogue},
+            available_rewrites=rewrites, anchors=len(anchors.features),
             params_digest=workload.params_digest(lat_params),
             fingerprint_sets=workload.FINGERPRINT_SETS,
             control_ms=statistics.median(control), load_average_end=os.getloadavg(),
@@ -161,7 +173,7 @@ def run(
             label=label.upper(), samples=samples, executions=executions, sets=sets,
             control=control,
             fingerprints=fingerprints,
-            variants={q: chosen[q][0] for q in order}, revision=env.get("revision"),
+            variants={q: "base" for q in order}, revision=env.get("revision"),
             qps=qps, cache_hit=hit, environment=env, started_at=started,
             iterations=iterations, concurrency=concurrency, duration=float(duration),
         )  # fmt: skip
@@ -169,6 +181,39 @@ def run(
         if save:
             store.save_run(conn, result, s)
     return result
+
+
+def _fingerprint(conn, sql: str, params: list[dict], ordered: bool) -> str | None:
+    """A rewrite's fingerprint on the app query's parameter sets (None when it errors)."""
+    import psycopg
+
+    fp = workload.Fingerprint()
+    try:
+        with conn.transaction():
+            for p in params:
+                fp.add(conn.execute(sql, p).fetchall(), ordered)
+    except psycopg.Error:
+        return None
+    return fp.hexdigest()
+
+
+def _time_rewrites(conn, catalogue, rewrites, lat_params, tick) -> None:
+    """Each rewrite against the app's query, alternating in the same rounds (step 6)."""
+    todo = [(q, n) for q, found in rewrites.items() for n, r in found.items() if r["same_results"]]
+    for k, (qid, name) in enumerate(todo):
+        r = rewrites[qid][name]
+        rounds: dict[str, list[float]] = {"app": [], "rewrite": []}
+        for i in range(REWRITE_ROUNDS):
+            pair = [("app", catalogue[qid].sql), ("rewrite", r["sql"])]
+            for which, sql in pair if i % 2 == 0 else pair[::-1]:
+                start = time.perf_counter()
+                for p in lat_params[qid]:
+                    conn.execute(sql, p).fetchall()
+                rounds[which].append((time.perf_counter() - start) * 1000.0 / len(lat_params[qid]))
+        app, new = statistics.median(rounds["app"]), statistics.median(rounds["rewrite"])
+        r.update(app_ms=round(app, 3), rewrite_ms=round(new, 3),
+                 speedup=round(app / new, 2) if new > 0 else None)  # fmt: skip
+        tick("rewrites", k + 1, len(todo))
 
 
 # ------------------------------------------------------------------ throughput

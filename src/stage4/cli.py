@@ -267,6 +267,14 @@ def upgrade(
             "a NO-GO rolls them all back.",
         ),
     ] = Judge.each,
+    accept_stale: Annotated[
+        bool,
+        typer.Option(
+            "--accept-stale",
+            help="Accept reads served from a materialized view older than the table, within "
+            "the staleness budget their revision declares (otherwise a stale read is NO-GO).",
+        ),
+    ] = False,
 ) -> None:
     """Upgrade one revision at a time to --to, benchmarking each step against the baseline.
 
@@ -284,7 +292,7 @@ def upgrade(
         iterations=iterations,
         concurrency=concurrency, duration=duration, gate=gate_, backup=backup,
         backup_dir=backup_dir, reports_dir=reports_dir, expect_features=expect_features,
-        lock_timeout=lock_timeout, judge=judge.value,
+        lock_timeout=lock_timeout, judge=judge.value, accept_stale=accept_stale,
     )  # fmt: skip
     url = _url()
     began = time.time()
@@ -587,13 +595,13 @@ def _measure(label: str, iterations: int, concurrency: int, duration: float):
 def _run_table(run) -> None:
     from rich.table import Table
 
-    from stage4.workload import TITLES
+    from stage4.workload import CONTRACT, TITLES
 
     table = Table(title=f"run {run.run_id} {run.label} at {run.revision or '(no revision)'}")
-    for col in ("query", "variant", "p50 ms", "mean ms", "p95 ms", "p99 ms", "fingerprint"):
-        table.add_column(col, justify="left" if col in ("query", "variant") else "right")
+    for col in ("query", "app sends", "p50 ms", "mean ms", "p95 ms", "p99 ms", "fingerprint"):
+        table.add_column(col, justify="left" if col in ("query", "app sends") else "right")
     for qid, s in run.summary.items():
-        table.add_row(f"{qid} {TITLES.get(qid, '')}", run.variants.get(qid, "base"),
+        table.add_row(f"{qid} {TITLES.get(qid, '')}", CONTRACT.get(qid, "SQL"),
                       f"{s['p50']:.2f}", f"{s['mean']:.2f}", f"{s['p95']:.2f}", f"{s['p99']:.2f}",
                       run.fingerprints.get(qid, "")[:12])  # fmt: skip
     out.print(table)
@@ -602,6 +610,12 @@ def _run_table(run) -> None:
     out.print(f"overall: mean {o['mean']:.2f} ms, p50 {o['p50']:.2f}, p95 {o['p95']:.2f}, "
               f"p99 {o['p99']:.2f} ms; {o['qps']:.1f} QPS ({run.concurrency} clients, "
               f"{run.duration:g} s); cache hit {hit}; run took {run.seconds:.1f} s")  # fmt: skip
+    for qid, found in run.environment.get("available_rewrites", {}).items():
+        for name, r in found.items():
+            gain = (f"x{r['speedup']:.2f} ({r['app_ms']:.2f} -> {r['rewrite_ms']:.2f} ms)"
+                    if r.get("speedup") else "not timed")  # fmt: skip
+            same = "same results" if r["same_results"] else "DIFFERENT results"
+            out.print(f"available if your app adopts it: {qid} by {name}: {gain}, {same}")
 
 
 IterOpt = Annotated[

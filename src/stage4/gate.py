@@ -29,7 +29,6 @@ from stage4 import migrations
 from stage4.config import redact, settings
 from stage4.db import connect, where
 from stage4.errors import ConfigError, GateError, MigrationError, PreflightError, Stage4Error
-from stage4.workload import materialized_views
 
 Phase = Callable[[str, str], None]  # (step, phase text)
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -52,6 +51,7 @@ class GateOptions:
     expect_features: int | None = None
     lock_timeout: str | None = None  # each step's lock_timeout (None: [tool.stage4] lock_timeout)
     judge: str = "each"  # "each": every step against the baseline; "target": only the last
+    accept_stale: bool = False  # a stale read within its revision's declared budget is GO
 
 
 JUDGE_MODES = ("each", "target")
@@ -70,6 +70,11 @@ class StepRecord:
     verified: list[str] = field(default_factory=list)
     restored_exactly: bool | None = None
     notes: list[str] = field(default_factory=list)
+    # qid -> {rewrite name: {sql, same_results, app_ms, rewrite_ms, speedup}}: faster SQL
+    # "available if your app adopts it"; in no verdict
+    available: dict[str, Any] = field(default_factory=dict)
+    # qid -> {fresh, detail[, budget, declared_by, accepted]}: the canary check
+    freshness: dict[str, Any] = field(default_factory=dict)
     run: Any = field(default=None, repr=False, compare=False)  # the BenchRun, not saved
 
 
@@ -177,7 +182,6 @@ def upgrade(
     rollout.baseline_run_id = base.run_id
     report.write_metrics(folder, "BASELINE", base)
     previous = base
-    watch: ViewWatch | None = None
 
     package = opts.judge == "target"
     applied: list[StepRecord] = []  # what a NO-GO rolls back: this step, or the whole package
@@ -187,8 +191,7 @@ def upgrade(
             with connect(url) as conn:
                 before = snapshot.take(conn, s.bench_schema)
                 rows_before = rows_hash(conn, s)
-                if watch is None:  # what the rollout starts from
-                    watch = ViewWatch(set(materialized_views(conn, s)), rows_before)
+                if start is None:  # what the rollout starts from
                     start = before
             say(rev, "upgrading")
             rec = StepRecord(rev)
@@ -211,7 +214,7 @@ def upgrade(
             judged = not package or rev == todo[-1]
             try:
                 kept, pays = _judge(url, s, rec, base, previous, rows_before, opts, say, progress,
-                                    folder, watch, gated_at=None if judged else target)  # fmt: skip
+                                    folder, gated_at=None if judged else target)  # fmt: skip
             except Stage4Error as e:  # the step is applied but could not be judged: undo it
                 rec.reasons.append(f"could not be measured: {e}")
                 kept = pays = False
@@ -307,7 +310,6 @@ def _judge(
     say,
     progress,
     folder: Path,
-    watch: ViewWatch,
     gated_at: str | None = None,
 ) -> tuple[bool, bool]:
     """Verify, benchmark and compare one applied step; fill ``rec``.
@@ -322,11 +324,13 @@ def _judge(
         content = rows_hash(conn, s)
         if content != rows_before:
             broken.append("every row kept as it was (content hash of the reference columns)")
-        fresh = watch.fresh(materialized_views(conn, s), content)
+    say(rec.revision, "checking results are fresh (canary rows, rolled back)")
+    stale = _freshness(url, s, rec, opts)
     say(rec.revision, "benchmarking")
-    run = bench.run(url, label=rec.revision.upper(), progress=progress,
-                    fresh_views=fresh, **_bench_kw(opts))  # fmt: skip
+    run = bench.run(url, label=rec.revision.upper(), progress=progress, **_bench_kw(opts))
     rec.run_id, rec.run = run.run_id, run
+    # SQL the app would have to adopt: reported, never judged (the app contract)
+    rec.available = run.environment.get("available_rewrites", {})
     report.write_metrics(folder, rec.revision.upper(), run)
     kw = {"threshold": opts.threshold, "confidence": opts.confidence,
           "min_delta_ms": opts.min_delta_ms}  # fmt: skip
@@ -344,28 +348,40 @@ def _judge(
         pays = pays and step_back.go
     if gated_at:
         workload = [f"not gated ({gated_at} is): {r}" for r in workload]
-    rec.reasons = [f"promise broken: {b}" for b in broken] + results.reasons + workload
-    return not broken and results.go, pays
+    rec.reasons = [f"promise broken: {b}" for b in broken] + results.reasons + stale + workload
+    return not broken and results.go and not stale, pays
 
 
-@dataclass
-class ViewWatch:
-    """Which materialized views the rollout saw built on the data it started with.
+def _freshness(url: str, s, rec: StepRecord, opts: GateOptions) -> list[str]:
+    """The canary check of every query (``stage4.freshness``), in ``rec.freshness``; returns
+    the NO-GO reasons: a stale read without a declared budget, or one not accepted."""
+    from stage4 import freshness, workload
 
-    A view created by a step of this rollout, while the table's content hash has stayed
-    the one measured at the start, already holds what a REFRESH would compute: the bench
-    need not refresh it (at 1M features that refresh was half the cost of a gate). Views
-    that existed before the rollout may be stale, and once the content changed no view
-    is trusted.
-    """
-
-    at_start: set[str]
-    content_at_start: str | None
-
-    def fresh(self, views_now: list[str], content_now: str | None) -> set[str]:
-        if content_now != self.content_at_start:
-            return set()
-        return set(views_now) - self.at_start
+    with connect(url) as conn:
+        anchors = workload.sample_anchors(conn, s, freshness.CANARY_SEED)
+        conn.commit()
+        checked = freshness.check(conn, s, anchors)
+    chain = migrations.chain()
+    budgets = freshness.declared(chain[: chain.index(rec.revision) + 1])
+    reasons = []
+    for qid, r in checked.items():
+        entry = r.to_dict()
+        if not r.fresh:
+            rev, budget = budgets.get(qid, (None, None))
+            entry.update(
+                budget=budget, declared_by=rev, accepted=bool(budget and opts.accept_stale)
+            )
+            if entry["accepted"]:
+                rec.notes.append(f"{qid} stale, accepted (--accept-stale): {r.detail}; "
+                                 f"staleness budget declared by {rev}: {budget}")  # fmt: skip
+            elif budget:
+                reasons.append(f"{qid} stale: {r.detail}; {rev} declares a staleness budget "
+                               f"({budget}): pass --accept-stale to accept it")  # fmt: skip
+            else:
+                reasons.append(f"{qid} stale: {r.detail}; no revision declares a staleness "
+                               "budget for it")  # fmt: skip
+        rec.freshness[qid] = entry
+    return reasons
 
 
 def _bench_kw(opts: GateOptions) -> dict[str, Any]:

@@ -11,11 +11,14 @@ index on the geometry, btree on the date and category): ``&&`` bbox filters that
 use the index, KNN with ``<->``, and a geometry bbox pre-filter in front of the
 geography ``ST_DWithin`` so the index serves it too.
 
-A revision that adds a structure the app should read (a stored column, a
-materialized view) provides ``VARIANTS = {"Q1": Variant(requires=..., sql=...)}``
-in its ``stage4.ddl`` module; ``choose`` picks the first variant whose
-``requires`` is true in the database. A variant must return the same rows: the
-fingerprint proves it.
+The app contract (``CONTRACT``): what is judged is the app as it runs. A query the app
+sends as SQL is measured with the same text at every revision; a revision may change
+what runs under it (indexes, partitions, settings), never the text. A query the app
+calls as an RPC (Q4, Q8, Q10) may be re-pointed by a revision: same signature, same
+results. A faster SQL that needs the app to change its code is a ``Rewrite`` a
+revision's ``stage4.ddl`` module offers in ``REWRITES``: the bench measures it beside
+the app's query ("available if your app adopts it": same results?, speedup) and the
+gate never counts it.
 """
 
 from __future__ import annotations
@@ -44,9 +47,11 @@ ANCHORS = 256
 
 
 @dataclass(frozen=True)
-class Variant:
-    """Another SQL for a query, used when ``requires`` (a SQL boolean) is true (and does
-    not fail for a missing relation: see ``_holds``)."""
+class Rewrite:
+    """A faster SQL for a query that the app would have to adopt (its code changes).
+
+    Offered when ``requires`` (a SQL boolean; one naming a relation or column that does
+    not exist does not hold, see ``_holds``) is true; never what the gate judges."""
 
     requires: str
     sql: str
@@ -235,10 +240,15 @@ TITLES = {
 }
 
 
+# How the app reaches each query (README, "The workload"): "SQL" is sent as text and
+# measured unchanged at every revision; "RPC" is a function a revision may re-point.
+CONTRACT = {q: "RPC" if q in {"Q4", "Q8", "Q10"} else "SQL" for q in TITLES}
+
+
 def queries(s: Settings) -> dict[str, Query]:
     """The catalogue, in execution order."""
     sql = base_sql(s)
-    return {q: Query(q, TITLES[q], sql[q], _GENERATORS[q], rpc=q in {"Q4", "Q8", "Q10"},
+    return {q: Query(q, TITLES[q], sql[q], _GENERATORS[q], rpc=CONTRACT[q] == "RPC",
                      ordered=q != "Q3") for q in sql}  # fmt: skip
 
 
@@ -293,51 +303,47 @@ def params_digest(sequence: Mapping[str, Sequence[Params]]) -> str:
     return h.hexdigest()[:16]
 
 
-# ------------------------------------------------------------------ variants
+# ------------------------------------------------------------------ rewrites
 
 
-def _as_variant(v: Variant | Mapping[str, str]) -> Variant:
-    return v if isinstance(v, Variant) else Variant(requires=v["requires"], sql=v["sql"])
+def _as_rewrite(v: Rewrite | Mapping[str, str]) -> Rewrite:
+    return v if isinstance(v, Rewrite) else Rewrite(requires=v["requires"], sql=v["sql"])
 
 
-def registry() -> dict[str, dict[str, Variant]]:
-    """Every ``VARIANTS`` found in ``stage4.ddl`` modules: qid -> {variant name: Variant}.
+def registry() -> dict[str, dict[str, Rewrite]]:
+    """Every ``REWRITES`` found in ``stage4.ddl`` modules: qid -> {rewrite name: Rewrite}.
 
-    A variant's name is its module's name (e.g. ``gis_columns``); modules are read in
-    name order, so the choice is stable.
+    A rewrite's name is its module's name (e.g. ``gis_columns``); modules are read in
+    name order, so the listing is stable.
     """
     import stage4.ddl as ddl
 
-    found: dict[str, dict[str, Variant]] = {}
+    found: dict[str, dict[str, Rewrite]] = {}
     for info in sorted(pkgutil.iter_modules(ddl.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"stage4.ddl.{info.name}")
-        table = getattr(module, "VARIANTS", None)
+        table = getattr(module, "REWRITES", None)
         for qid, v in (table or {}).items():
-            found.setdefault(qid, {})[info.name] = _as_variant(v)
+            found.setdefault(qid, {})[info.name] = _as_rewrite(v)
     return found
 
 
-def choose(
-    conn, s: Settings, extra: Mapping[str, Mapping[str, Variant]] | None = None
-) -> dict[str, tuple[str, str]]:
-    """qid -> (variant name, SQL): the first registered variant whose ``requires`` holds.
+def available(
+    conn, extra: Mapping[str, Mapping[str, Rewrite]] | None = None
+) -> dict[str, dict[str, str]]:
+    """qid -> {name: SQL} of the rewrites the database offers now (``requires`` holds).
 
-    ``extra`` variants (tests, experiments) are tried before the registered ones.
-    """
+    ``extra`` rewrites (tests, experiments) are listed with the registered ones."""
+    out: dict[str, dict[str, str]] = {}
     reg = registry()
-    chosen: dict[str, tuple[str, str]] = {}
-    for qid, q in queries(s).items():
-        chosen[qid] = ("base", q.sql)
-        candidates = {**(extra or {}).get(qid, {}), **reg.get(qid, {})}
-        for name, v in candidates.items():
+    for qid in sorted({*reg, *(extra or {})}, key=lambda q: int(q[1:]) if q[1:].isdigit() else 0):
+        for name, v in {**reg.get(qid, {}), **(extra or {}).get(qid, {})}.items():
             if _holds(conn, v.requires):
-                chosen[qid] = (name, v.sql)
-                break
-    return chosen
+                out.setdefault(qid, {})[name] = v.sql
+    return out
 
 
 def _holds(conn, requires: str) -> bool:
-    """A variant's ``requires``; one naming a relation or column that does not exist (a
+    """A rewrite's ``requires``; one naming a relation or column that does not exist (a
     view not built yet) does not hold."""
     from psycopg import errors
 
