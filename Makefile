@@ -6,9 +6,10 @@ BIN     := $(VENV)/bin
 STAGE4  := $(BIN)/stage4
 TO      ?= head
 FEATURES ?= 20000
+REPORTS ?= reports
 PG_PKGS := postgresql-15 postgresql-15-postgis-3 postgresql-15-cron
 
-.PHONY: setup system-packages demo test lint format upgrade downgrade status plan bench baseline compare report refresh seed db-start db-stop clean
+.PHONY: setup system-packages demo demo-end test lint format upgrade downgrade status plan bench baseline compare report refresh seed db-start db-stop clean
 
 $(BIN)/stage4: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +35,14 @@ demo: setup  ## embedded cluster -> seed -> gated upgrade to opt5 -> report path
 	@# (their declared staleness budget; README "Fresh results")
 	$(STAGE4) upgrade --to opt5 --accept-stale || [ $$? -eq 3 ]
 	$(STAGE4) status
+	@$(MAKE) -s demo-end
+
+demo-end:  ## the demo's last lines: where the database is, where the report is, what to try next
+	@echo
+	@echo "Database: $$($(STAGE4) db url) (revision $$($(STAGE4) status | sed -n 's/^revision: //p'))"
+	@report=$$(ls -1d $(REPORTS)/*/REPORT.md 2>/dev/null | tail -1); \
+	  echo "Report:   $${report:-none yet (make upgrade writes one under $(REPORTS)/)}"
+	@echo "Next:     make downgrade (rolls back one step), then make status"
 
 test: setup  ## the whole test suite against a real PostgreSQL + PostGIS
 	$(BIN)/pytest

@@ -405,7 +405,7 @@ class _Count(ProgressColumn):
 
     def render(self, task):
         if task.fields.get("clock"):
-            return Text(f"{_clock_done(task):.0f}/{task.total:.0f} s")
+            return Text(f"{int(_clock_done(task))}/{task.total:.0f} s")
         return Text(f"{task.completed}/{task.total}")
 
 
