@@ -361,6 +361,9 @@ class _Live:
 
             self.bar.console.print(f"[bold]{escape(step)}[/bold] {escape(text)}", highlight=False)
             return
+        if text.startswith("["):  # a check's result ("[ok] postgis: 3.3.2"), not a phase
+            err.print(f"{step} {text}", markup=False, highlight=False)
+            return
         self._close()
         self.open = (f"{step} {text}", self.clock())
 
