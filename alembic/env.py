@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from stage4.config import check_duration, redact, settings, sqlalchemy_url
 from stage4.errors import Stage4Error
+from stage4.locks import alembic_guard
 from stage4.migrations import SETTINGS_KEY
 
 config = context.config
@@ -61,6 +62,13 @@ def run_migrations_offline() -> None:
 
 
 def _run(connection: Connection, session: dict[str, str]) -> None:
+    # One rollout at a time: `alembic downgrade -1` during a stage4 rollout is refused
+    # (a stage4 process that holds the lock says so in the attributes).
+    with alembic_guard(connection, config.attributes.get("rollout_lock_held", False)):
+        _migrate(connection, session)
+
+
+def _migrate(connection: Connection, session: dict[str, str]) -> None:
     # A pooled connection (stage4's multi-step session) keeps them from the last step:
     # its info is cleared when the pool replaces the connection.
     if connection.info.get(SETTINGS_KEY) != session:

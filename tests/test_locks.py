@@ -4,14 +4,17 @@ nothing half-done, and succeeds when retried after the blocker is gone."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from stage4 import migrations, snapshot
+from stage4 import locks, migrations, snapshot
 from stage4.cli import app
 from stage4.errors import MigrationError
 
@@ -195,3 +198,140 @@ class TestDowngradeBlocked:
             "FAILED: lock timeout 'soon' is not a duration: use e.g. 5s, 500ms, 2min "
             "(0 waits forever)\n"
         )
+
+
+# --------------------------------------------------------------------------- one rollout at a time
+BUSY = re.compile(
+    r"FAILED: another rollout is running on public\.geometrias: pid (\d+) \(([^)]*)\) "
+    r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; wait for it to finish \(`stage4 status` shows it\)"
+)
+
+
+def _stage4(url: str, *args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "stage4"), "--database-url", url, *args],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _lock_sessions_all(url: str) -> dict[int, str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return dict(conn.execute(
+            "SELECT pid, application_name FROM pg_stat_activity "
+            "WHERE application_name LIKE 'stage4%%' AND datname = current_database()"
+        ).fetchall())  # fmt: skip
+
+
+def _lock_sessions(url: str) -> dict[int, str]:
+    return {p: a for p, a in _lock_sessions_all(url).items() if a.startswith("stage4 ")}
+
+
+class TestOneRolloutAtATime:
+    def test_two_upgrades_started_together_one_is_refused_naming_the_other(
+        self, seeded_url: str, tmp_path: Path
+    ) -> None:
+        args = ("upgrade", "--to", "opt1", "--no-backup", "--reports-dir", str(tmp_path),
+                "--iterations", "3", "--concurrency", "1", "--duration", "1")  # fmt: skip
+        first, second = (_stage4(seeded_url, *args, cwd=tmp_path) for _ in range(2))
+        seen: dict[int, str] = {}
+        while first.poll() is None or second.poll() is None:
+            seen |= _lock_sessions(seeded_url)
+            time.sleep(0.05)
+        done = {p: p.communicate(timeout=60) for p in (first, second)}
+        refused = [p for p in done if p.returncode == 1]
+        assert len(refused) == 1, {p.returncode: e for p, (_, e) in done.items()}
+        (ran,) = set(done) - set(refused)
+        errors = done[ran][1]
+        assert ran.returncode in (0, 3), errors  # GO or NO-GO: judged, not failed
+        failed = [x for x in errors.splitlines() if x.startswith("FAILED")]
+        assert all(x.startswith("FAILED: NO-GO at opt1") for x in failed), errors
+        assert "baseline already exists" not in errors and "deadlock" not in errors
+        line = done[refused[0]][1].strip()
+        match = BUSY.fullmatch(line)
+        assert match, line
+        assert match.group(2) == "stage4 upgrade --to opt1"
+        assert seen.get(int(match.group(1))) == "stage4 upgrade --to opt1", (seen, line)
+        with psycopg.connect(seeded_url) as conn:  # one baseline, measured once
+            assert conn.execute("SELECT count(*) FROM benchmarking.runs WHERE label = 'BASELINE'"
+                                ).fetchone()[0] == 1  # fmt: skip
+
+    def test_alembic_and_stage4_downgrade_are_refused_during_a_rollout(
+        self, seeded_url: str, tmp_path: Path
+    ) -> None:
+        migrations.upgrade(seeded_url, "opt1")
+        root = Path(__file__).resolve().parents[1]
+        with locks.rollout_lock(seeded_url, "upgrade --to opt3"):
+            (holder,) = [p for p, a in _lock_sessions(seeded_url).items()
+                         if a == "stage4 upgrade --to opt3"]  # fmt: skip
+            alembic = subprocess.run(
+                [sys.executable, "-m", "alembic", "-x", f"url={seeded_url}", "downgrade", "-1"],
+                cwd=root, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
+            stage4 = _stage4(seeded_url, "downgrade", "-1", cwd=tmp_path)
+            _, stage4_err = stage4.communicate(timeout=120)
+            # the holder's own process runs Alembic on another connection: not refused
+            migrations.upgrade(seeded_url, "opt2")
+            migrations.downgrade(seeded_url, "opt1")
+        assert alembic.returncode != 0
+        failed = [x for x in alembic.stderr.splitlines() if x.startswith("FAILED")]
+        assert len(failed) == 1 and "Traceback" not in alembic.stderr, (
+            alembic.stdout + alembic.stderr
+        )
+        for line in (failed[0], stage4_err.strip()):
+            match = BUSY.fullmatch(line)
+            assert match, line
+            assert (int(match.group(1)), match.group(2)) == (holder, "stage4 upgrade --to opt3")
+        assert stage4.returncode == 1
+        assert migrations.current(seeded_url) == "opt1"
+        # released: the next one runs
+        migrations.downgrade(seeded_url, "schema")
+        assert migrations.current(seeded_url) == "schema"
+
+    def test_an_alembic_command_holds_the_lock_while_it_runs(
+        self, seeded_url: str, tmp_path: Path
+    ) -> None:
+        """An Alembic run (here paused inside opt1's copy) refuses a stage4 rollout."""
+        paused, release = threading.Event(), threading.Event()
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what == "copy" and 0 < done < total:
+                paused.set()
+                release.wait(60)
+
+        t = threading.Thread(target=migrations.upgrade, args=(seeded_url, "opt1"),
+                             kwargs={"progress": progress, "batch_rows": 200})  # fmt: skip
+        t.start()
+        try:
+            assert paused.wait(60)
+            (alembic_pid,) = [p for p, a in _lock_sessions_all(seeded_url).items()
+                              if a == "stage4-alembic"]  # fmt: skip
+            refused = _stage4(seeded_url, "baseline", cwd=tmp_path)
+            _, errors = refused.communicate(timeout=120)
+        finally:
+            release.set()
+            t.join(60)
+        assert refused.returncode == 1
+        match = BUSY.fullmatch(errors.strip())
+        assert match, errors
+        assert (int(match.group(1)), match.group(2)) == (alembic_pid, "stage4-alembic")
+        assert migrations.current(seeded_url) == "opt1"
+        with psycopg.connect(seeded_url, autocommit=True) as conn:
+            assert locks.rollout_holder(conn) is None  # released at the end
+
+    def test_bench_runs_beside_a_rollout_and_says_so(self, seeded_url: str, tmp_path: Path):
+        with locks.rollout_lock(seeded_url, "upgrade --to opt2"):
+            (pid,) = [p for p, a in _lock_sessions(seeded_url).items()
+                      if a == "stage4 upgrade --to opt2"]  # fmt: skip
+            assert locks.running(seeded_url) is None  # the holder's own process: no note
+            bench = _stage4(seeded_url, "bench", "--iterations", "1", "--concurrency", "1",
+                            "--duration", "1", cwd=tmp_path)  # fmt: skip
+            _, errors = bench.communicate(timeout=300)
+        assert bench.returncode == 0, errors
+        notes = [x for x in errors.splitlines() if x.startswith("note:")]
+        assert len(notes) == 1, errors
+        assert re.fullmatch(
+            rf"note: a rollout is running \(pid {pid} \(stage4 upgrade --to opt2\) since "
+            r"\S+ \S+ UTC\): its load skews these timings",
+            notes[0],
+        ), notes[0]
+        assert locks.running(seeded_url) is None

@@ -645,6 +645,7 @@ def bench(
     """
     from stage4.metrics import export
 
+    _note_rollout("its load skews these timings")
     run = _measure(label, iterations, concurrency, duration)
     _run_table(run)
     if json_dir is not None:
@@ -666,19 +667,20 @@ def baseline(
     Refuses to replace an existing baseline unless --force (old ones stay in history).
     Example: stage4 baseline --force
     """
-    from stage4 import store
+    from stage4 import locks, store
     from stage4.config import settings
     from stage4.db import connect
 
     url = _url()
-    with connect(url, autocommit=True) as conn:
-        store.ensure(conn, settings())
-        chosen = run_id or store.latest_run_id(conn)
-    if chosen is None:
-        err.print("no run stored yet: measuring one now")
-        chosen = _measure("BASELINE", iterations, concurrency, duration).run_id
-    with connect(url, autocommit=True) as conn:
-        store.set_baseline(conn, chosen, force=force)
+    with locks.rollout_lock(url, "baseline"):
+        with connect(url, autocommit=True) as conn:
+            store.ensure(conn, settings())
+            chosen = run_id or store.latest_run_id(conn)
+        if chosen is None:
+            err.print("no run stored yet: measuring one now")
+            chosen = _measure("BASELINE", iterations, concurrency, duration).run_id
+        with connect(url, autocommit=True) as conn:
+            store.set_baseline(conn, chosen, force=force)
     out.print(f"baseline: run {chosen}")
 
 
@@ -699,6 +701,7 @@ def compare(
     from stage4.db import connect
     from stage4.errors import ConfigError
 
+    _note_rollout("a run measured meanwhile saw its load")
     with connect(_url(), autocommit=True) as conn:
         store.ensure(conn, settings())
         base = store.load_baseline(conn)
@@ -738,6 +741,15 @@ def compare(
               f"QPS {b['qps'] or 0:.1f} -> {o['qps'] or 0:.1f}")  # fmt: skip
     decision = stats.gate_verdict(comps, same)
     out.print("GO" if decision.go else "NO-GO: " + "; ".join(decision.reasons), markup=False)
+
+
+def _note_rollout(why: str) -> None:
+    """bench and compare only read: they run beside a rollout, and say so."""
+    from stage4 import locks
+
+    holder = locks.running(_url())
+    if holder:
+        err.print(f"note: a rollout is running ({holder}): {why}", markup=False)
 
 
 def _summary(url: str) -> None:

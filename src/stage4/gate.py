@@ -112,12 +112,28 @@ def upgrade(
     phase: Phase | None = None,
     progress: Progress | None = None,
 ) -> Rollout:
-    """Upgrade to ``target`` one revision at a time under the benchmark gate."""
+    """Upgrade to ``target`` one revision at a time under the benchmark gate, holding the
+    rollout lock (a second rollout is refused at once, naming this one)."""
+    from stage4 import locks
+
+    if opts is not None and opts.judge not in JUDGE_MODES:  # bad input: before connecting
+        raise ConfigError(f"judge must be one of {', '.join(JUDGE_MODES)}, not {opts.judge!r}")
+    migrations.check_target(target)
+    with locks.rollout_lock(url, f"upgrade --to {target}"):
+        return _upgrade(url, target, opts, phase=phase, progress=progress)
+
+
+def _upgrade(
+    url: str,
+    target: str,
+    opts: GateOptions | None = None,
+    *,
+    phase: Phase | None = None,
+    progress: Progress | None = None,
+) -> Rollout:
     from stage4 import backup, preflight, report, snapshot
 
     opts = opts or GateOptions()
-    if opts.judge not in JUDGE_MODES:
-        raise ConfigError(f"judge must be one of {', '.join(JUDGE_MODES)}, not {opts.judge!r}")
     s = settings()
     say = phase or (lambda step, text: None)
     target = migrations.check_target(target)
@@ -432,7 +448,17 @@ def downgrade(
     url: str, target: str, *, lock_timeout: str | None = None, phase: Phase | None = None
 ) -> list[RollbackStep]:
     """Roll back one revision at a time to ``target``, checking after each step that every
-    row is still there and that the revision we are back at keeps its promises."""
+    row is still there and that the revision we are back at keeps its promises; under the
+    rollout lock, as ``upgrade``."""
+    from stage4 import locks
+
+    with locks.rollout_lock(url, f"downgrade --to {target}"):
+        return _downgrade(url, target, lock_timeout=lock_timeout, phase=phase)
+
+
+def _downgrade(
+    url: str, target: str, *, lock_timeout: str | None = None, phase: Phase | None = None
+) -> list[RollbackStep]:
     from stage4 import verify
 
     s = settings()

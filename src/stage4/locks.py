@@ -13,8 +13,10 @@ without an application name is named by its kind when it is not a client: ``pg_c
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 from stage4.config import settings
+from stage4.errors import Stage4Error
 
 HOLDERS = """
 WITH wanted AS (
@@ -55,7 +57,6 @@ def describe(row: tuple) -> str:
 def explain_timeout(url: str, lock_timeout: str | None, statement: str | None) -> str:
     """The reason line: lock timeout, the relation, who holds it (pid, client, state), what to do."""
     from stage4.db import connect
-    from stage4.errors import Stage4Error
 
     s = settings()
     timeout = lock_timeout or s.lock_timeout
@@ -77,3 +78,132 @@ def explain_timeout(url: str, lock_timeout: str | None, statement: str | None) -
     relation = found[0][5]
     who = ", ".join(describe(r) for r in found)
     return f"lock timeout ({timeout}) waiting for a lock on {relation}, held by {who}; {retry}"
+
+
+# --------------------------------------------------------------------------- one rollout at a time
+# A session-level advisory lock on the app's table, in two-key form: (ROLLOUT_CLASS,
+# hashtext('schema.table')). ROLLOUT_CLASS is stage4's key space ('S4' 0x5334, then 0001),
+# so the lock cannot collide with an app's own single-key advisory locks; pg_locks shows
+# it as locktype 'advisory', classid ROLLOUT_CLASS, objsubid 2. Advisory locks belong to
+# one database: a rehearsal on a copy never waits for the live one.
+ROLLOUT_CLASS = 0x53340001
+_KEY = "%s::int, hashtext(%s)"
+ROLLOUT_HOLDER = """
+SELECT a.pid, coalesce(nullif(a.application_name, ''), 'application name hidden'),
+       to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+  AND l.classid = %s::int::oid AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY a.backend_start LIMIT 1
+"""
+# Connections this process holds the lock on: url -> psycopg connection. Alembic, run by
+# a process that holds the lock, runs on another connection and must not be refused.
+_HELD: dict[str, object] = {}
+
+
+class RolloutBusy(Stage4Error):
+    """Another rollout (or an Alembic command) holds the table's rollout lock."""
+
+
+def rollout_holder(conn) -> tuple[int, str, str] | None:
+    """(pid, application name, since when) of the session holding the rollout lock, else None."""
+    return conn.execute(ROLLOUT_HOLDER, (ROLLOUT_CLASS, settings().qualified_table)).fetchone()
+
+
+def busy_message(holder: tuple[int, str, str]) -> str:
+    pid, app, since = holder
+    return (f"another rollout is running on {settings().qualified_table}: pid {pid} ({app}) "
+            f"since {since}; wait for it to finish (`stage4 status` shows it)")  # fmt: skip
+
+
+def _ours(holder: tuple | None) -> bool:
+    return holder is not None and holder[0] in {c.info.backend_pid for c in _HELD.values()}
+
+
+@contextmanager
+def rollout_lock(url: str, doing: str):
+    """Hold the table's rollout lock while the block runs: ``doing`` is what the holder is
+    doing, as a stage4 command line (``upgrade --to opt3``, ``rehearse --to opt3``); other
+    sessions see it as the holder's application name ``stage4 upgrade --to opt3``.
+
+    Taken on a connection of its own, idle meanwhile (no transaction, so it blocks nobody
+    and nothing), released when the block ends or the process dies (the server drops the
+    session). Never waits: a second rollout raises RolloutBusy at once, naming the first.
+    Re-entrant within a process (a rollout that calls another verb keeps its one lock).
+    """
+    from stage4.db import connect
+
+    if url in _HELD:
+        yield
+        return
+    conn = connect(url, autocommit=True, application_name=f"stage4 {doing}"[:63])
+    try:
+        conn.execute("SET idle_session_timeout = 0")  # an idle lock holder must not be cut off
+        got = conn.execute(f"SELECT pg_try_advisory_lock({_KEY})",
+                           (ROLLOUT_CLASS, settings().qualified_table)).fetchone()[0]  # fmt: skip
+        if not got:
+            holder = rollout_holder(conn)
+            if not _ours(holder):
+                raise RolloutBusy(busy_message(holder) if holder else
+                                  "another rollout is running (its session just ended): retry")  # fmt: skip
+            conn.close()  # this process holds it on another URL spelling of the same database
+            yield
+            return
+        _HELD[url] = conn
+        try:
+            yield
+        finally:
+            _HELD.pop(url, None)
+    finally:
+        conn.close()  # closing the session releases the lock
+
+
+def held(url: str) -> bool:
+    """Whether this process holds the rollout lock for ``url``."""
+    return url in _HELD
+
+
+def running(url: str) -> str | None:
+    """The line naming a rollout that runs now (not this process's), or None."""
+    from stage4.db import connect
+
+    with connect(url, autocommit=True) as conn:
+        holder = rollout_holder(conn)
+    if holder is None or _ours(holder):
+        return None
+    pid, app, since = holder
+    return f"pid {pid} ({app}) since {since}"
+
+
+@contextmanager
+def alembic_guard(connection, held_by_caller: bool = False):
+    """For alembic/env.py: run the migrations under the rollout lock, taken on Alembic's own
+    connection, so `alembic downgrade -1` during a rollout is refused. Skipped when the
+    caller holds it (a stage4 rollout running Alembic: ``rollout_lock_held`` in the
+    Config's attributes), or when this process holds it on another connection."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if held_by_caller:
+        yield
+        return
+    key = (ROLLOUT_CLASS, settings().qualified_table)
+    got = connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({_KEY})", key).scalar()
+    if not got:
+        holder = connection.exec_driver_sql(ROLLOUT_HOLDER, key).fetchone()
+        connection.commit()
+        if not _ours(holder):
+            raise RolloutBusy(busy_message(tuple(holder)) if holder else
+                              "another rollout is running (its session just ended): retry")  # fmt: skip
+        yield
+        return
+    connection.commit()
+    try:
+        yield
+    finally:
+        try:
+            connection.rollback()  # a failed step leaves its transaction aborted
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_KEY})", key)
+            connection.commit()
+        except SQLAlchemyError:  # a dead connection: its session's lock went with it
+            pass

@@ -236,10 +236,13 @@ def _compiled(path: str, _mtime_ns: int):
 def _run(verb: str, url: str, revision: str, **attributes) -> dict[str, float]:
     from sqlalchemy.exc import DBAPIError
 
+    from stage4 import locks
     from stage4.errors import Stage4Error
 
     if attributes.get("lock_timeout") is not None:
         attributes["lock_timeout"] = check_timeout(str(attributes["lock_timeout"]))
+    if url and locks.held(url):  # env.py need not take the rollout lock again
+        attributes.setdefault("rollout_lock_held", True)
     pooled = _SESSIONS.get(url) if "connection" not in attributes else None
     try:
         # back in the pool, the connection is rolled back: no transaction left open
@@ -259,8 +262,6 @@ def _run(verb: str, url: str, revision: str, **attributes) -> dict[str, float]:
 
         reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e).splitlines()[0]
         if _is_lock_timeout(e):
-            from stage4 import locks
-
             reason = locks.explain_timeout(url, attributes.get("lock_timeout"), e.statement)
         raise MigrationError(
             f"{verb} to {revision} failed and was rolled back: {redact(reason)}"
