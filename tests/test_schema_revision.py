@@ -100,4 +100,4 @@ def test_offline_sql_renders_geoalchemy_ddl_without_a_database() -> None:
         "CREATE INDEX IF NOT EXISTS geometrias_geom_gist ON public.geometrias USING gist (geom);"
         in sql
     )
-    assert "SET lock_timeout = '5s';" in sql
+    assert "SELECT set_config('lock_timeout', '5s', false);" in sql  # a literal, never spliced
