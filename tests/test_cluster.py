@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from stage4.cli import app
 from stage4.cluster import Cluster
+from stage4.errors import ClusterError
 
 
 @pytest.fixture
@@ -162,5 +163,20 @@ def test_db_commands_show_port_size_and_hide_the_password(
         for result in (started, status, url):
             assert password not in result.stdout + result.stderr
         assert password in shown.stdout
+    finally:
+        c.destroy()
+
+
+def test_a_lost_password_file_is_one_clear_line(tmp_path: Path) -> None:
+    c = Cluster(home=tmp_path / "lost", database="lost")
+    c.ensure_started()
+    try:
+        c.passfile.unlink()
+        with pytest.raises(ClusterError) as e:
+            c.ensure_started()
+        assert str(e.value) == (
+            f"the embedded cluster in {c.home} refuses its password file {c.passfile} "
+            f"(missing or replaced?); to start afresh: stage4 db stop && rm -rf {c.home}"
+        )
     finally:
         c.destroy()

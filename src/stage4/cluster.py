@@ -265,7 +265,7 @@ class Cluster:
         from psycopg import sql
 
         hba = self.data / "pg_hba.conf"
-        if not hba.is_file() or (self.passfile.is_file() and "trust" not in hba.read_text()):
+        if not hba.is_file() or "trust" not in hba.read_text():
             return
         password = self.password() or secrets.token_urlsafe(24)
         try:
@@ -328,6 +328,12 @@ class Cluster:
                         self._create_cron_extension()
                 return
             except psycopg.OperationalError as e:
+                if "password" in str(e):  # answers, but not to us: waiting will not help
+                    raise ClusterError(
+                        f"the embedded cluster in {self.home} refuses its password file "
+                        f"{self.passfile} (missing or replaced?); to start afresh: "
+                        f"stage4 db stop && rm -rf {self.home}"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise ClusterError(f"the embedded cluster does not answer: {e}") from e
                 time.sleep(0.2)
