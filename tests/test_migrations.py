@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 from pytest_alembic.tests import (  # noqa: F401 - collected as tests
     test_single_head_revision,
     test_up_down_consistency,
@@ -116,3 +117,60 @@ def test_a_session_reconnects_when_the_server_dropped_its_connection(seeded_url:
         migrations.upgrade(seeded_url, "opt2")
         assert [p for p, _, _ in _alembic_backends(seeded_url)] not in ([], [pid])
     assert migrations.current(seeded_url) == "opt2"
+
+
+class TestDowngradeReach:
+    """`stage4 downgrade -N` / `--to REV` out of reach: refused before any change, the
+    reachable range in the message (Alembic refuses `downgrade -5` up front too)."""
+
+    def _refused(self, url: str, *args: str, code: int) -> str:
+        from typer.testing import CliRunner
+
+        from stage4.cli import app
+
+        before = _content(url)
+        result = CliRunner().invoke(app, ["--database-url", url, "downgrade", *args])
+        assert result.exit_code == code, result.output
+        assert result.stdout == "" and result.stderr.count("\n") == 1, result.output
+        assert migrations.current(url) == "opt3" and _content(url) == before
+        return result.stderr.removeprefix("FAILED: ").rstrip("\n")
+
+    def test_past_base_is_refused_with_the_range(self, seeded_url: str) -> None:
+        migrations.upgrade(seeded_url, "opt3")
+        assert self._refused(seeded_url, "-5", code=2) == (
+            "downgrade -5 from opt3: past base; `stage4 downgrade` reaches -1 … -3 "
+            "(opt2 … schema), nothing was changed"
+        )
+
+    def test_below_schema_with_rows_is_refused_with_the_range(self, seeded_url: str) -> None:
+        migrations.upgrade(seeded_url, "opt3")
+        expected = (
+            "refusing to drop public.geometrias: it holds 2000 rows (back it up, then run "
+            "`alembic -x force=1 downgrade base` to drop it anyway); `stage4 downgrade` "
+            "reaches -1 … -3 (opt2 … schema), nothing was changed"
+        )
+        assert self._refused(seeded_url, "-4", code=1) == expected
+        assert self._refused(seeded_url, "--to", "base", code=1) == expected
+
+    def test_a_target_above_the_current_revision_is_refused(self, seeded_url: str) -> None:
+        migrations.upgrade(seeded_url, "opt3")
+        assert self._refused(seeded_url, "--to", "opt4", code=2) == (
+            "downgrade --to opt4 from opt3: opt4 is not below opt3; `stage4 downgrade` "
+            "reaches -1 … -3 (opt2 … schema), nothing was changed"
+        )
+
+    def test_within_reach_goes_there(self, seeded_url: str) -> None:
+        migrations.upgrade(seeded_url, "opt2")
+        assert migrations.downgrade_target(seeded_url, 2) == "schema"
+        assert migrations.downgrade_target(seeded_url, to="opt2") == "opt2"  # nothing to do
+        with psycopg.connect(seeded_url) as conn:  # an empty table may go down to base
+            conn.execute("TRUNCATE geometrias")
+        assert migrations.downgrade_target(seeded_url, 3) == "base"
+
+
+def _content(url: str) -> str:
+    from stage4 import gate
+    from stage4.config import settings
+
+    with psycopg.connect(url) as conn:
+        return gate.rows_hash(conn, settings())

@@ -432,15 +432,11 @@ def downgrade(
     locking = (
         {} if lock_timeout is None else {"lock_timeout": migrations.check_timeout(lock_timeout)}
     )
+    n = None if to is not None or relative in (None, "-1") else _relative(relative)
+    if to is not None and relative is not None:
+        raise ConfigError("downgrade takes -N or --to REV, not both")
     url = _url()
-    now = migrations.current(url)
-    if now is None:
-        raise ConfigError("the database is at no revision: nothing to roll back")
-    if to is None:
-        n = 1 if relative in (None, "-1") else _relative(relative)
-        revs = migrations.chain()
-        index = revs.index(now) - n
-        to = revs[index] if index >= 0 else "base"
+    to = migrations.downgrade_target(url, n, to)  # out of reach: refused before any change
     from stage4 import gate
 
     steps = gate.downgrade(url, to, lock_timeout=locking.get("lock_timeout"),

@@ -453,6 +453,7 @@ def downgrade(
     from stage4 import locks
 
     with locks.rollout_lock(url, f"downgrade --to {target}"):
+        target = migrations.downgrade_target(url, to=target)  # checked again under the lock
         return _downgrade(url, target, lock_timeout=lock_timeout, phase=phase)
 
 

@@ -119,6 +119,51 @@ def down_steps(url: str, target: str) -> list[str]:
     return list(reversed(revs[stop : revs.index(now) + 1]))
 
 
+def downgrade_target(url: str, steps: int | None = None, to: str | None = None) -> str:
+    """Where ``downgrade -N`` (``steps``) or ``downgrade --to REV`` goes from the current
+    revision, refused before anything changes when it is out of reach (as Alembic refuses
+    ``downgrade -5`` up front): past base, above the current revision, or below ``schema``
+    while the table holds rows (``schema``'s downgrade drops it). The message gives the
+    reachable range."""
+    from stage4.config import settings
+    from stage4.db import connect
+
+    now = current(url)
+    if now is None:
+        raise ConfigError("the database is at no revision: nothing to roll back")
+    revs = chain()
+    below = ["base", *revs[: revs.index(now)]][::-1]  # nearest first
+    if to is None:
+        n = 1 if steps is None else steps
+        to = below[n - 1] if n <= len(below) else None
+        asked = f"downgrade -{n}"
+    else:
+        to = check_target(to)
+        if to == now:
+            return now  # nothing to roll back
+        asked = f"downgrade --to {to}"
+    t = settings().qualified_table
+    with connect(url) as conn:
+        present = conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is not None
+        rows = present and conn.execute(f"SELECT EXISTS (SELECT FROM {t})").fetchone()[0]
+        reachable = below if not rows else below[:-1]
+        if to in reachable:
+            return to
+        if to == "base":
+            rows = conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+    reach = (f"; `stage4 downgrade` reaches -1 … -{len(reachable)} ({reachable[0]} … "
+             f"{reachable[-1]}), nothing was changed" if len(reachable) > 1 else
+             f"; `stage4 downgrade` reaches -1 ({reachable[0]}), nothing was changed"
+             if reachable else "")  # fmt: skip
+    if to == "base":
+        raise MigrationError(
+            f"refusing to drop {t}: it holds {rows} rows (back it up, then run "
+            f"`alembic -x force=1 downgrade base` to drop it anyway){reach}"
+        )
+    where = "past base" if to is None else f"{to} is not below {now}"
+    raise ConfigError(f"{asked} from {now}: {where}{reach or ', nothing was changed'}")
+
+
 def previous(revision: str) -> str:
     revs = chain()
     i = revs.index(revision)
