@@ -48,18 +48,23 @@ def _objects(conn) -> list[tuple[str, str]]:
 
 
 class TestSchema:
-    def test_three_tables_two_views_and_indexes_at_version_1(self, conn) -> None:
+    def test_four_tables_two_views_and_indexes_at_version_2(self, conn) -> None:
         kinds = dict((name, kind) for kind, name in _objects(conn))
-        assert {n for n, k in kinds.items() if k == "r"} == {"runs", "samples", "baselines"}
+        assert {n for n, k in kinds.items() if k == "r"} == {
+            "runs",
+            "samples",
+            "baselines",
+            "catalog_records",
+        }
         assert {n for n, k in kinds.items() if k == "v"} == {"run_summary", "baseline_comparison"}
         assert {"runs_label_idx", "baselines_run_idx", "samples_pkey"} <= set(kinds)
-        assert store.version(conn) == store.VERSION == 1
+        assert store.version(conn) == store.VERSION == 2
 
     def test_ensure_is_idempotent(self, conn) -> None:
         before = _objects(conn)
         store.save_run(conn, _run())
-        assert store.ensure(conn) == 1
-        assert store.ensure(conn) == 1
+        assert store.ensure(conn) == 2
+        assert store.ensure(conn) == 2
         assert _objects(conn) == before
         assert conn.execute("SELECT count(*) FROM benchmarking.runs").fetchone()[0] == 1
 
@@ -68,7 +73,7 @@ class TestSchema:
         with pytest.raises(ConfigError) as e:
             store.ensure(conn)
         assert str(e.value) == (
-            "schema benchmarking is at version 99, newer than this stage4 (1): upgrade stage4"
+            "schema benchmarking is at version 99, newer than this stage4 (2): upgrade stage4"
         )
 
     def test_survives_alembic_downgrade(self, seeded_url: str, conn) -> None:
@@ -79,7 +84,7 @@ class TestSchema:
         assert migrations.current(seeded_url) is None
         assert conn.execute("SELECT to_regclass('public.geometrias')").fetchone()[0] is None
         assert store.load_baseline(conn).run_id == run_id
-        assert store.version(conn) == 1
+        assert store.version(conn) == store.VERSION
 
 
 class TestRuns:

@@ -20,6 +20,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from stage4.errors import Stage4Error
+from stage4.retry import DEFAULT_RETRIES
 
 
 class _Stage4Group(TyperGroup):
@@ -92,6 +93,16 @@ LockTimeoutOpt = Annotated[
         "--lock-timeout",
         help="How long each step may wait for a table lock (e.g. 5s, 500ms); "
         "default: [tool.stage4] lock_timeout.",
+    ),
+]
+
+LockRetriesOpt = Annotated[
+    int,
+    typer.Option(
+        "--lock-retries",
+        min=0,
+        help="After a lock timeout, try the step again this many times, waiting longer each "
+        "time (0: fail at once).",
     ),
 ]
 
@@ -259,6 +270,7 @@ def upgrade(
         int | None, typer.Option(help="Refuse unless the table holds exactly this many rows.")
     ] = None,
     lock_timeout: LockTimeoutOpt = None,
+    lock_retries: LockRetriesOpt = DEFAULT_RETRIES,
     judge: Annotated[
         Judge,
         typer.Option(
@@ -273,6 +285,14 @@ def upgrade(
             "--accept-stale",
             help="Accept reads served from a materialized view older than the table, within "
             "the staleness budget their revision declares (otherwise a stale read is NO-GO).",
+        ),
+    ] = False,
+    accept_drift: Annotated[
+        bool,
+        typer.Option(
+            "--accept-drift",
+            help="Start even when the catalog drifted from what the revision promises "
+            "(see `stage4 drift`).",
         ),
     ] = False,
 ) -> None:
@@ -293,6 +313,7 @@ def upgrade(
         concurrency=concurrency, duration=duration, gate=gate_, backup=backup,
         backup_dir=backup_dir, reports_dir=reports_dir, expect_features=expect_features,
         lock_timeout=lock_timeout, judge=judge.value, accept_stale=accept_stale,
+        accept_drift=accept_drift, lock_retries=lock_retries,
     )  # fmt: skip
     url = _url()
     began = time.time()
@@ -421,6 +442,7 @@ def downgrade(
     relative: Annotated[str | None, typer.Argument(help="-1 (one step, the default).")] = None,
     to: Annotated[str | None, typer.Option("--to", help="Revision to go back to.")] = None,
     lock_timeout: LockTimeoutOpt = None,
+    lock_retries: LockRetriesOpt = DEFAULT_RETRIES,
 ) -> None:
     """Roll back: one revision (default, or -1), or down to --to.
 
@@ -440,13 +462,79 @@ def downgrade(
     from stage4 import gate
 
     steps = gate.downgrade(url, to, lock_timeout=locking.get("lock_timeout"),
-                           phase=lambda step, text: err.print(f"{step}: {text} …"))  # fmt: skip
+                           phase=lambda step, text: err.print(f"{step}: {text} …"),
+                           lock_retries=lock_retries)  # fmt: skip
     for step in steps:
         checks = f"; verified: {', '.join(step.verified)}" if step.verified else ""
         then = "".join(f"; {note}" for note in gate.settled_notes(step.settled))
         out.print(f"{step.revision}: rolled back in {step.seconds:.2f} s, every row kept"
                   f"{checks}{then}", markup=False)  # fmt: skip
     _summary(url)
+
+
+@app.command()
+def rehearse(
+    to: Annotated[str, typer.Option("--to", help="Target revision.")] = "head",
+    scratch_url: Annotated[
+        str | None,
+        typer.Option(
+            help="An empty database to rehearse in (default: a new one on the "
+            "embedded cluster, dropped afterwards)."
+        ),
+    ] = None,
+    sample: Annotated[
+        int | None, typer.Option(min=1, help="Copy only this many rows of the table.")
+    ] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the embedded scratch database.")] = False,
+    reports_dir: Annotated[Path, typer.Option(help="A folder per run goes here.")] = Path(
+        "reports"
+    ),
+    iterations: Annotated[int | None, typer.Option(min=1, help="Latency iterations.")] = None,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Throughput clients.")] = None,
+    duration: Annotated[float | None, typer.Option(min=0.5, help="Throughput seconds.")] = None,
+    judge: Annotated[Judge, typer.Option(help="As for upgrade.")] = Judge.each,
+    lock_timeout: LockTimeoutOpt = None,
+    lock_retries: LockRetriesOpt = DEFAULT_RETRIES,
+    accept_drift: Annotated[
+        bool, typer.Option("--accept-drift", help="Rehearse even when the source drifted.")
+    ] = False,
+) -> None:
+    """Rehearse `upgrade --to` on a copy of the database; the source is only read (pg_dump).
+
+    Prints each step's verdict, durations and lock waits, and the report's path. NO-GO
+    in the rehearsal: exit code 3.
+    Example: stage4 rehearse --to opt3 --sample 100000
+    """
+    from stage4 import gate, migrations
+    from stage4 import rehearse as rehearsal
+
+    if lock_timeout is not None:
+        lock_timeout = migrations.check_timeout(lock_timeout)
+    opts = gate.GateOptions(iterations=iterations, concurrency=concurrency, duration=duration,
+                            reports_dir=reports_dir, lock_timeout=lock_timeout,
+                            lock_retries=lock_retries, judge=judge.value,
+                            accept_drift=accept_drift)  # fmt: skip
+    with _live() as (phase, progress):
+        r = rehearsal.run(_url(), to, opts, scratch_url=scratch_url, sample=sample, keep=keep,
+                          phase=phase, progress=progress)  # fmt: skip
+    out.print(f"rehearsal of {r.source} ({r.revision}) to {r.target} in {r.scratch}: "
+              f"{r.rows} rows copied in {r.copy_seconds:.1f} s", markup=False)  # fmt: skip
+    for step in r.steps:
+        up, back = step.get("upgrade_seconds"), step.get("rollback_seconds")
+        times = f"upgrade {up:.1f} s" if up is not None else "upgrade –"
+        times += f", rollback {back:.1f} s" if back is not None else ""
+        out.print(f"{step['revision']}: {step['verdict']} ({times})", markup=False)
+        for note in step.get("notes", []):
+            if "lock timeout on try" in note:
+                out.print(f"  lock wait: {note}", markup=False)
+    for line in r.notes + r.baselines:
+        out.print(line, markup=False)
+    out.print(rehearsal.HARDWARE.format(scratch=r.scratch), markup=False)
+    if r.report:
+        out.print(f"report: {r.report}", markup=False)
+    out.print(r.outcome, markup=False)
+    if r.no_go:
+        raise typer.Exit(3)
 
 
 def _relative(text: str) -> int:
@@ -494,6 +582,33 @@ def status(
         out.print("pg_cron: not installed in this database (refresh: `stage4 refresh`)")
     else:
         out.print(f"pg_cron jobs: {', '.join(f'{j} ({sch})' for j, sch, _ in jobs) or 'none'}")
+    _print_drift(info["drift"], "drift: ")
+
+
+def _print_drift(found, prefix: str = "") -> None:
+    if not found.drifted:
+        out.print(f"{prefix}no drift ({found.source})", markup=False)
+        return
+    out.print(f"{prefix}{len(found.differences)} difference(s) from {found.source}:", markup=False)
+    for line in found.differences:
+        out.print(f"  {line}", markup=False)
+
+
+@app.command()
+def drift() -> None:
+    """Compare the live catalog with what the current revision promises; exit 1 on drift.
+
+    Indexes, partitions and their bounds, views and their definitions, RPC bodies, cron
+    jobs, grants and policies, against the catalog recorded when stage4 last left the
+    database at this revision (else the revision's promises). Read-only.
+    Example: stage4 drift
+    """
+    from stage4 import drift as drifting
+
+    found = drifting.check(_url())
+    _print_drift(found)
+    if found.drifted:
+        raise typer.Exit(1)
 
 
 @app.command()

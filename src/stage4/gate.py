@@ -29,6 +29,7 @@ from stage4 import migrations
 from stage4.config import redact, settings
 from stage4.db import connect, where
 from stage4.errors import ConfigError, GateError, MigrationError, PreflightError, Stage4Error
+from stage4.retry import DEFAULT_RETRIES
 
 Phase = Callable[[str, str], None]  # (step, phase text)
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -52,6 +53,8 @@ class GateOptions:
     lock_timeout: str | None = None  # each step's lock_timeout (None: [tool.stage4] lock_timeout)
     judge: str = "each"  # "each": every step against the baseline; "target": only the last
     accept_stale: bool = False  # a stale read within its revision's declared budget is GO
+    accept_drift: bool = False  # start even when the catalog differs from the revision's record
+    lock_retries: int = DEFAULT_RETRIES  # tries again after a lock timeout (retry.py)
 
 
 JUDGE_MODES = ("each", "target")
@@ -144,6 +147,7 @@ def _upgrade(
         rollout.outcome = f"already at {migrations.current(url)}: nothing to do"
         return rollout
 
+    drifted = _check_drift(url, opts, say)
     say("pre-flight", "checking the database")
     with connect(url) as conn:
         # read-only, but it must not queue forever behind a lock either
@@ -157,7 +161,7 @@ def _upgrade(
                 f"({opts.lock_timeout or s.lock_timeout}): another session holds an exclusive "
                 "lock on it; retry when it has finished"
             ) from e
-    rollout.preflight = [c.line() for c in pf.checks]
+    rollout.preflight = [c.line() for c in pf.checks] + drifted
     for line in rollout.preflight:  # now, not at the end: a warning may explain a NO-GO
         say("pre-flight", line)
     pf.raise_for_failures()
@@ -174,9 +178,10 @@ def _upgrade(
     if todo[0] == "schema":  # the reference schema itself is not gated: nothing to compare yet
         say("schema", "creating the reference schema")
         rec = StepRecord("schema")
-        _timed_upgrade(url, rec, progress, opts.lock_timeout)
+        _timed_upgrade(url, rec, progress, opts.lock_timeout, opts.lock_retries, say)
         rec.verdict = "GO (reference schema, not gated)"
         rollout.steps.append(rec)
+        _record(url, s)
         todo = todo[1:]
         if not todo:  # nothing to gate: the baseline is taken before the first optimisation
             rollout.outcome = "GO: at schema"
@@ -213,7 +218,7 @@ def _upgrade(
             rec = StepRecord(rev)
             rollout.steps.append(rec)
             try:
-                _timed_upgrade(url, rec, progress, opts.lock_timeout)
+                _timed_upgrade(url, rec, progress, opts.lock_timeout, opts.lock_retries, say)
             except Stage4Error:
                 rec.verdict = "FAILED (rolled back by PostgreSQL: nothing changed)"
                 now = "still at"
@@ -241,6 +246,7 @@ def _upgrade(
                 else:
                     rec.verdict = "GO (gate disabled with --no-gate)"
                 previous = rec.run  # type: ignore[assignment]
+                _record(url, s)
                 rollout.save()
                 continue
             try:
@@ -255,6 +261,7 @@ def _upgrade(
                 differences = snapshot.diff(start if package else before,
                                             snapshot.take(conn, s.bench_schema))  # fmt: skip
             rec.restored_exactly = not differences
+            _record(url, s)
             rec.notes += [f"after rollback: {d}" for d in differences]
             rec.verdict = "NO-GO"
             for st in applied[:-1]:
@@ -269,15 +276,50 @@ def _upgrade(
     return rollout
 
 
+def _check_drift(url: str, opts: GateOptions, say: Phase) -> list[str]:
+    """Refuse a database whose catalog drifted from its revision's promise (drift.py),
+    unless accepted; returns the accepted differences, for the report."""
+    from stage4 import drift
+
+    found = drift.check(url)
+    if not found.drifted:
+        return []
+    if not opts.accept_drift:
+        raise PreflightError(drift.refusal(found))
+    accepted = [f"drift accepted (--accept-drift): {d}" for d in found.differences]
+    for line in accepted:
+        say("drift", line)
+    return accepted
+
+
+def _record(url: str, s) -> None:
+    """Record what the revision the database is now at looks like (drift.py). The step is
+    committed: a failure to record is a warning, never the step's failure."""
+    import logging
+
+    import psycopg
+
+    from stage4 import drift
+
+    try:
+        drift.record(url, s)
+    except (psycopg.Error, Stage4Error) as e:
+        logging.getLogger("stage4").warning(
+            "could not record the catalog for drift detection: %s", str(e).strip()
+        )
+
+
 def _roll_back(url: str, steps: list[StepRecord], opts: GateOptions, say: Phase) -> None:
     """Downgrade ``steps`` (applied in this order) newest first, timing each one. A step
     that cannot be rolled back (a lock held too long) stops it with what to run next."""
     for st in reversed(steps):
         say(st.revision, "NO-GO: rolling back")
         try:
-            st.rollback_seconds, settled = migrations.timed(
-                migrations.downgrade, url, migrations.previous(st.revision),
-                **_lock_kw(opts.lock_timeout))  # fmt: skip
+            prev = migrations.previous(st.revision)
+            st.rollback_seconds, settled = _retrying(
+                lambda: migrations.timed(migrations.downgrade, url, prev,  # noqa: B023
+                                         **_lock_kw(opts.lock_timeout)),
+                url, st.revision, f"rollback to {prev}", opts.lock_retries, st.notes, say)  # fmt: skip
         except Stage4Error as e:
             back_to = migrations.previous(steps[0].revision)
             raise MigrationError(
@@ -297,15 +339,33 @@ def _lock_kw(lock_timeout: str | None) -> dict[str, str]:
     return {} if lock_timeout is None else {"lock_timeout": lock_timeout}
 
 
+def _retrying(
+    call, url: str, step: str, what: str, retries: int, notes=None, say: Phase | None = None
+):
+    """``call()`` (one timed step), tried again after a lock timeout (retry.py); only the
+    try that succeeded is timed."""
+    from stage4 import retry
+
+    tell = None if say is None else (lambda line: say(step, line))
+    return retry.on_lock_timeout(call, url=url, what=what, retries=retries, notes=notes,
+                                 say=tell)  # fmt: skip
+
+
 def _timed_upgrade(
-    url: str, rec: StepRecord, progress: Progress | None, lock_timeout: str | None = None
+    url: str,
+    rec: StepRecord,
+    progress: Progress | None,
+    lock_timeout: str | None = None,
+    lock_retries: int = DEFAULT_RETRIES,
+    say: Phase | None = None,
 ) -> None:
     """Apply one revision, recording its duration, its metrics and its notes."""
     metrics: dict[str, Any] = {}
     notes: list[str] = []
-    rec.upgrade_seconds, settled = migrations.timed(
-        migrations.upgrade, url, rec.revision, progress=progress, metrics=metrics, notes=notes,
-        **_lock_kw(lock_timeout))  # fmt: skip
+    rec.upgrade_seconds, settled = _retrying(
+        lambda: migrations.timed(migrations.upgrade, url, rec.revision, progress=progress,
+                                 metrics=metrics, notes=notes, **_lock_kw(lock_timeout)),
+        url, rec.revision, f"upgrade to {rec.revision}", lock_retries, rec.notes, say)  # fmt: skip
     rec.notes += [f"{k}: {v}" for k, v in metrics.items()] + notes + settled_notes(settled)
 
 
@@ -445,7 +505,12 @@ class RollbackStep:
 
 
 def downgrade(
-    url: str, target: str, *, lock_timeout: str | None = None, phase: Phase | None = None
+    url: str,
+    target: str,
+    *,
+    lock_timeout: str | None = None,
+    phase: Phase | None = None,
+    lock_retries: int = DEFAULT_RETRIES,
 ) -> list[RollbackStep]:
     """Roll back one revision at a time to ``target``, checking after each step that every
     row is still there and that the revision we are back at keeps its promises; under the
@@ -471,8 +536,10 @@ def _downgrade(
             with connect(url) as conn:
                 rows_before = rows_hash(conn, s)
             say(rev, f"rolling back to {back_to}")
-            seconds, settled = migrations.timed(migrations.downgrade, url, back_to,
-                                                **_lock_kw(lock_timeout))  # fmt: skip
+            seconds, settled = _retrying(
+                lambda: migrations.timed(migrations.downgrade, url, back_to,  # noqa: B023
+                                         **_lock_kw(lock_timeout)),
+                url, rev, f"rollback to {back_to}", lock_retries, say=say)  # fmt: skip
             kept, broken = verify.revision(url, s, back_to) if back_to != "base" else ([], [])
             with connect(url) as conn:
                 if back_to != "base" and rows_hash(conn, s) != rows_before:
@@ -482,5 +549,6 @@ def _downgrade(
                     f"rollback of {rev} committed but the check failed: {'; '.join(broken)}; "
                     f"restore from the backup taken before the upgrade if rows are missing"
                 )
+            _record(url, s)
             done.append(RollbackStep(rev, seconds, kept, settled))
     return done

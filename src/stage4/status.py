@@ -17,7 +17,7 @@ from stage4.db import connect, where
 
 
 def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[str, Any]:
-    """Revision, pending steps, rows, baseline, latest runs, cron jobs, last verdicts."""
+    """Revision, pending steps, rows, baseline, latest runs, cron jobs, drift, last verdicts."""
     info: dict[str, Any] = {"database": where(url), "revision": migrations.current(url)}
     info["pending"] = migrations.steps(url, "head")
     with connect(url) as conn:
@@ -42,6 +42,9 @@ def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[
             if one("SELECT to_regclass('cron.job')")
             else None
         )
+    from stage4 import drift
+
+    info["drift"] = drift.check(url, s)
     info["last_rollout"] = last_rollout(reports_dir, info["database"])
     return info
 

@@ -17,7 +17,7 @@ from stage4.errors import ConfigError
 if TYPE_CHECKING:
     from stage4.bench import BenchRun
 
-VERSION = 1
+VERSION = 2
 CONTROL = "_control"  # query_id of the control query's timings in samples (see bench)
 _COMMENT = "stage4 benchmarking schema v{}"
 
@@ -85,7 +85,22 @@ JOIN {b}.runs r ON r.run_id = m.run_id""",
     ]
 
 
-_STEPS = {1: _v1}
+def _v2(b: str) -> list[str]:
+    # What the app schema's catalog looked like right after stage4 applied or rolled back a
+    # revision: the record `stage4 drift` compares the live catalog with (see drift.py).
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {b}.catalog_records (
+    record_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    revision text NOT NULL,
+    taken_at timestamptz NOT NULL DEFAULT now(),
+    catalog jsonb NOT NULL
+)""",
+        f"CREATE INDEX IF NOT EXISTS catalog_records_revision_idx "
+        f"ON {b}.catalog_records (revision, record_id)",
+    ]
+
+
+_STEPS = {1: _v1, 2: _v2}
 
 
 def version(conn, s: Settings | None = None) -> int:

@@ -1,0 +1,245 @@
+"""Drift: does the live catalog still hold what the database's revision promises?
+
+What a revision promises is taken from a record, not recomputed. Each time stage4
+leaves the database at a revision (a step applied by ``upgrade``, rolled back by the
+gate or by ``downgrade``), it stores the catalog snapshot of the app schemas
+(``snapshot.catalog``: relations and their partition bounds, columns, indexes,
+constraints, views and their definitions, function bodies, grants, policies, triggers,
+cron jobs) in the benchmarking schema (``catalog_records``), tagged with that revision.
+Drift is the difference between the newest record of the current revision and the live
+catalog, named object by object. The record is exact (it holds every object, whatever
+names the configuration chose) and costs one snapshot per step; the alternative,
+migrating a scratch database to the same revision and comparing, would need a second
+database and a table's worth of data to rebuild partitions and views on.
+
+A database migrated by plain ``alembic`` has no record of its revision (a record of
+another revision says nothing about this one). There drift falls back to the promises
+``verify`` checks, of every revision from ``schema`` to the current one: coarser (the
+objects that make each optimisation, not every grant or body), but true anywhere.
+
+Not drift: sequence positions (rows were inserted), cron jobs of other databases (pg_cron
+keeps one job table per server), and year partitions that opt4's routine creates ahead
+of time after the record (that is the revision doing its job).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from stage4.config import Settings, settings
+
+# section: (what one row is, how many leading columns name it, what the others are)
+SECTIONS: dict[str, tuple[str, int, tuple[str, ...]]] = {
+    "schemas": ("schema", 1, ("grants", "comment")),
+    "relations": ("relation", 2, ("kind", "persistence", "row level security",
+                                  "forced row level security", "storage options",
+                                  "partition bound", "partition key", "grants", "comment",
+                                  "owner")),
+    "columns": ("column", 3, ("type", "not null", "default", "identity", "generated", "storage",
+                              "compression", "grants", "comment")),
+    "indexes": ("index", 2, ("table", "definition", "comment")),
+    "constraints": ("constraint", 3, ("type", "definition", "comment")),
+    "functions": ("function", 3, ("body", "grants", "comment", "security definer",
+                                  "settings")),
+    "views": ("view", 2, ("kind", "definition")),
+    "policies": ("policy", 3, ("command", "permissive", "roles", "using", "with check")),
+    "triggers": ("trigger", 3, ("definition", "enabled")),
+    "sequences": ("sequence", 2, ("increment", "type")),
+    "publications": ("publication", 1, ("via root", "insert", "update", "delete", "tables")),
+    "cron_jobs": ("cron job", 1, ("schedule", "command", "database", "username", "active")),
+}  # fmt: skip
+_KINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view",
+          "S": "sequence", "f": "foreign table"}  # fmt: skip
+_INDEX_NAME = re.compile(r"INDEX (?:CONCURRENTLY )?(?:IF NOT EXISTS )?(\S+) ON ")
+_SHORT = 60  # values longer than this are said to differ, not printed
+
+
+@dataclass
+class Drift:
+    """What ``check`` found: the revision, what it was compared with, each difference."""
+
+    revision: str | None
+    source: str
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.differences)
+
+
+def live(conn: Any, s: Settings | None = None) -> dict[str, list[list[Any]]]:
+    """The catalog as drift compares it (``snapshot.catalog`` minus what rows move)."""
+    from stage4 import snapshot
+
+    s = s or settings()
+    cat = snapshot.catalog(conn, s.bench_schema)
+    cat["sequences"] = [[nsp, name, inc, typ] for nsp, name, _last, inc, typ in cat["sequences"]]
+    here = conn.execute("SELECT current_database()").fetchone()[0]
+    cat["cron_jobs"] = [job for job in cat["cron_jobs"] if job[3] == here]
+    return cat
+
+
+def record(url: str, s: Settings | None = None) -> int | None:
+    """Store the live catalog as what the current revision promises; its record id (None
+    when the database is at no revision: there is nothing to promise)."""
+    from stage4 import migrations, store
+    from stage4.db import connect
+
+    s = s or settings()
+    revision = migrations.current(url)
+    if revision is None:
+        return None
+    with connect(url, autocommit=True) as conn:
+        store.ensure(conn, s)
+        return conn.execute(
+            f"INSERT INTO {s.bench_schema}.catalog_records (revision, catalog) "
+            "VALUES (%s, %s) RETURNING record_id",
+            (revision, json.dumps(live(conn, s))),
+        ).fetchone()[0]
+
+
+def recorded(conn: Any, revision: str, s: Settings | None = None) -> tuple | None:
+    """(record id, taken at, catalog) of the newest record of ``revision``, or None.
+    Read-only: a database without the table has no record."""
+    s = s or settings()
+    table = f"{s.bench_schema}.catalog_records"
+    if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
+        return None
+    return conn.execute(
+        f"SELECT record_id, taken_at, catalog FROM {table} WHERE revision = %s "
+        "ORDER BY record_id DESC LIMIT 1",
+        (revision,),
+    ).fetchone()
+
+
+def check(url: str, s: Settings | None = None) -> Drift:
+    """Compare the live catalog with what the current revision promises (read-only)."""
+    from stage4 import migrations
+    from stage4.db import connect
+
+    s = s or settings()
+    revision = migrations.current(url)
+    if revision is None:
+        return Drift(None, "the database is at no revision: nothing is promised")
+    with connect(url) as conn:
+        rec = recorded(conn, revision, s)
+        if rec is not None:
+            record_id, taken_at, catalog = rec
+            return Drift(
+                revision,
+                f"record {record_id} of {revision}, taken {taken_at:%Y-%m-%d %H:%M:%S}",
+                compare(catalog, live(conn, s), s),
+            )
+    return _promises(url, revision, s)
+
+
+def compare(
+    recorded: dict[str, list], now: dict[str, list], s: Settings | None = None
+) -> list[str]:
+    """One line per object that is missing, added or changed, recorded → live."""
+    s = s or settings()
+    old = {sec: _keyed(sec, recorded.get(sec, [])) for sec in SECTIONS}
+    new = {sec: _keyed(sec, now.get(sec, [])) for sec in SECTIONS}
+    ahead = _ahead(old["relations"], new["relations"], s)
+    gone = {k for k in old["relations"] if k not in new["relations"]}
+    came = {k for k in new["relations"] if k not in old["relations"]} - ahead
+    lines: list[str] = []
+    for sec, (what, _, fields) in SECTIONS.items():
+        for key in sorted(set(old[sec]) | set(new[sec]), key=repr):
+            if sec != "relations" and _relation(sec, key, old[sec], new[sec]) in gone | came:
+                continue  # the relation's own line says it
+            if (key if sec == "relations" else _relation(sec, key, old[sec], new[sec])) in ahead:
+                continue
+            a, b = old[sec].get(key), new[sec].get(key)
+            name = _name(sec, what, key, a or b)
+            if b is None:
+                lines.append(f"{name}: missing")
+            elif a is None:
+                lines.append(f"{name}: not in the record (added)")
+            elif a != b:
+                changed = [(f, x, y) for f, x, y in zip(fields, a, b, strict=True) if x != y]
+                lines.append(f"{name}: " + "; ".join(_change(f, x, y) for f, x, y in changed))
+    return lines
+
+
+def refusal(found: Drift) -> str:
+    """The one line ``upgrade`` refuses a drifted database with."""
+    return (
+        f"the database has drifted from what {found.revision} promises ({found.source}): "
+        f"{'; '.join(found.differences)}. Put it back (see `stage4 drift`), or upgrade anyway "
+        "with --accept-drift"
+    )
+
+
+def _promises(url: str, revision: str, s: Settings) -> Drift:
+    from stage4 import migrations, verify
+
+    chain = migrations.chain()
+    revs = chain[: chain.index(revision) + 1] if revision in chain else [revision]
+    lines = []
+    for rev in revs:
+        _kept, broken = verify.revision(url, s, rev)
+        lines += [f"{rev} promises {text}: broken" for text in broken]
+    return Drift(
+        revision,
+        f"the promises of {', '.join(revs)} (no record of {revision}: it was not migrated by "
+        "stage4)",
+        lines,
+    )
+
+
+def _keyed(section: str, rows: list[list[Any]]) -> dict[tuple, tuple]:
+    _, n, _ = SECTIONS[section]
+    out = {}
+    for row in rows:
+        if section == "indexes":  # named by the index, not by its table
+            nsp, table, definition, comment = row
+            m = _INDEX_NAME.search(definition)
+            row = [nsp, m.group(1) if m else definition, f"{nsp}.{table}", definition, comment]
+        out[tuple(row[:n])] = tuple(row[n:])
+    return out
+
+
+def _relation(section: str, key: tuple, old: dict, new: dict) -> tuple | None:
+    """The (schema, relation) a row of ``section`` belongs to, if any."""
+    if section in ("columns", "constraints", "policies", "triggers", "views", "sequences"):
+        return key[:2]
+    if section == "indexes":
+        table = (old.get(key) or new.get(key))[0]
+        return tuple(table.split(".", 1))
+    return None
+
+
+def _ahead(old: dict, new: dict, s: Settings) -> set[tuple]:
+    """Year partitions of the table added since the record, beyond the recorded ones, where
+    the record already had opt4's routine adding them."""
+    pattern = re.compile(rf"{re.escape(s.table)}_p(\d{{4}})")
+    years = [int(m.group(1)) for nsp, rel in old if (m := pattern.fullmatch(rel))]
+    if not years or max(years) <= s.last_year:  # no partition ahead: opt4 was not there
+        return set()
+    return {
+        (nsp, rel)
+        for nsp, rel in set(new) - set(old)
+        if nsp == s.schema and (m := pattern.fullmatch(rel)) and int(m.group(1)) > max(years)
+    }
+
+
+def _name(section: str, what: str, key: tuple, row: tuple) -> str:
+    if section == "relations":
+        what = "partition" if row[5] else _KINDS.get(row[0], what)
+    if section == "functions":
+        return f"{what} {key[0]}.{key[1]}({key[2]})"
+    if section in ("columns", "constraints", "policies", "triggers"):
+        return f"{what} {key[2]} of {key[0]}.{key[1]}"
+    if section == "indexes":
+        return f"{what} {key[0]}.{key[1]} on {row[0]}"
+    return f"{what} {'.'.join(str(k) for k in key)}"
+
+
+def _change(what: str, old: Any, new: Any) -> str:
+    if len(str(old)) > _SHORT or len(str(new)) > _SHORT:
+        return f"{what} differs from the record"
+    return f"{what} {old!r} in the record, {new!r} now"

@@ -1,0 +1,319 @@
+"""Rehearsal: the gated rollout on a copy of the database, before it runs on the real one.
+
+A revision that passes every check on a test database can run for minutes on
+millions of rows. ``rehearse`` copies the app schema and the benchmarking schema
+(``pg_dump``: an ACCESS SHARE lock on each table, the weakest there is, and not one
+write) into a scratch database, on the embedded cluster unless ``--scratch-url`` names
+one, and runs ``gate.upgrade`` there: the same steps, verdicts and report, on the
+source's rows (or ``--sample N`` of them). The scratch copy measures its own baseline:
+the source's stored one was taken on other hardware (and, with a sample, other data),
+so it is compared with the scratch's, and reported, never used as the gate's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from stage4.config import Settings, redact, settings, split_password
+from stage4.db import connect, where
+from stage4.errors import ConfigError, GateError, PreflightError, Stage4Error
+
+HARDWARE = (
+    "The rehearsal ran on {scratch}, not on the source's server: other hardware, other "
+    "cache, other load. Its verdicts say what each step does to this workload; its "
+    "milliseconds are the scratch server's."
+)
+
+
+class RehearsalError(Stage4Error):
+    """The copy could not be made; the source was only read."""
+
+
+@dataclass
+class Rehearsal:
+    source: str
+    scratch: str
+    revision: str | None
+    target: str
+    sample: int | None
+    copy_seconds: float = 0.0
+    rows: int | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    outcome: str = ""
+    report: str | None = None
+    baselines: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    no_go: bool = False
+
+
+def run(
+    url: str,
+    target: str,
+    opts: Any = None,
+    *,
+    scratch_url: str | None = None,
+    sample: int | None = None,
+    keep: bool = False,
+    phase=None,
+    progress=None,
+) -> Rehearsal:
+    """Copy the source into a scratch database and run the gated rollout to ``target`` there."""
+    from stage4 import drift, gate, migrations
+
+    s = settings()
+    opts = opts or gate.GateOptions()
+    say = phase or (lambda step, text: None)
+    if sample is not None and sample < 1:
+        raise ConfigError(f"--sample takes a number of rows (1 or more), not {sample}")
+    target = migrations.check_target(target)
+    revision = migrations.current(url)
+    if not migrations.steps(url, target):
+        raise ConfigError(f"nothing to rehearse: the source is already at {revision}")
+    found = drift.check(url)  # read-only
+    if found.drifted and not opts.accept_drift:
+        raise PreflightError(drift.refusal(found))
+
+    created = scratch_url is None
+    scratch = _embedded_scratch(s) if created else _check_scratch(url, scratch_url, s)
+    result = Rehearsal(where(url), where(scratch), revision, target, sample)
+    if found.drifted:
+        result.notes += [f"source drift accepted (--accept-drift): {d}" for d in found.differences]
+    try:
+        say("copy", f"pg_dump {where(url)} → {where(scratch)}")
+        t0 = time.perf_counter()
+        result.notes += copy(url, scratch, s, sample)
+        result.copy_seconds = time.perf_counter() - t0
+        source_base = _reset_baseline(scratch, s)
+        with connect(scratch) as conn:
+            result.rows = conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
+        say("copy", f"{result.rows} rows in {result.copy_seconds:.1f} s")
+        # the copy differs from the source's record in what pg_dump does not carry (cron
+        # jobs live in another database): the source's drift was checked above
+        scratch_opts = replace(opts, backup=False, accept_drift=True)
+        try:
+            gate.upgrade(scratch, target, scratch_opts, phase=phase, progress=progress)
+        except GateError:
+            result.no_go = True
+        _collect(result, scratch, opts.reports_dir, source_base, s)
+    finally:
+        if created and not keep:
+            _drop(scratch)
+    return result
+
+
+def copy(url: str, scratch: str, s: Settings, sample: int | None = None) -> list[str]:
+    """Restore the source's app and benchmarking schemas into ``scratch`` (empty); with
+    ``sample``, only that many of the table's rows (a repeatable Bernoulli sample)."""
+    notes = _prepare(url, scratch)
+    with tempfile.TemporaryDirectory(prefix="stage4-rehearse-") as tmp:
+        dump = Path(tmp) / "source.dump"
+        args = ["-Fc", "--no-sync", "-f", str(dump)]
+        for schema in dict.fromkeys((s.schema, "public", s.bench_schema)):
+            args.append(f"--schema={schema}")
+        if sample is not None:
+            t = s.qualified_table
+            args += [f"--exclude-table-data={p}" for p in (t, f"{t}_p*", f"{t}_default")]
+        _tool("pg_dump", url, args)
+        # every entry but the schemas the scratch database already has (public)
+        with connect(scratch) as conn:
+            have = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")}
+        listing = Path(tmp) / "restore.list"
+        toc = _tool("pg_restore", None, ["--list", str(dump)])
+        listing.write_text("".join(line for line in toc.splitlines(keepends=True)
+                                   if not _existing_schema(line, have)))  # fmt: skip
+        _tool("pg_restore", scratch, ["--no-owner", "--exit-on-error", "--single-transaction",
+                                      "--use-list", str(listing), str(dump)])  # fmt: skip
+    if sample is not None:
+        notes.append(_sample(url, scratch, s, sample))
+    return notes
+
+
+def _prepare(url: str, scratch: str) -> list[str]:
+    """The source's extensions and roles, which a dump of some schemas does not carry."""
+    notes = []
+    with connect(url) as src:
+        src.execute("SET default_transaction_read_only = on")
+        extensions = [r[0] for r in src.execute(
+            "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY oid")]  # fmt: skip
+        roles = [r[0] for r in src.execute("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_'")]
+    with connect(scratch, autocommit=True) as dst:
+        have = {r[0] for r in dst.execute("SELECT rolname FROM pg_roles")}
+        for role in roles:
+            if role not in have:  # grants name them: NOLOGIN, no password, no rights of its own
+                dst.execute(f'CREATE ROLE "{role}" NOLOGIN')
+        for ext in extensions:
+            try:
+                dst.execute(f'CREATE EXTENSION IF NOT EXISTS "{ext}"')
+            except Exception as e:  # pg_cron runs in one database per server: not this one
+                notes.append(f"extension {ext} not available in the scratch database: "
+                             f"{redact(str(e).strip().splitlines()[0])}")  # fmt: skip
+    return notes
+
+
+def _sample(url: str, scratch: str, s: Settings, rows: int) -> str:
+    from stage4.refresh import refresh_all
+
+    t = s.qualified_table
+    with connect(url) as src, connect(scratch) as dst:
+        src.execute("SET default_transaction_read_only = on")
+        cols = ", ".join(r[0] for r in src.execute(
+            "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = %s::regclass "
+            "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", (t,)))  # fmt: skip
+        total = src.execute(
+            "SELECT greatest(sum(c.reltuples), 1) FROM pg_class c WHERE c.oid = %s::regclass "
+            "OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = %s::regclass)",
+            (t, t),
+        ).fetchone()[0]
+        pct = min(100.0, 100.0 * rows * 1.2 / float(total))
+        query = (f"COPY (SELECT {cols} FROM {t} TABLESAMPLE BERNOULLI ({pct}) REPEATABLE (42) "
+                 f"LIMIT {rows}) TO STDOUT")  # fmt: skip
+        with (
+            src.cursor().copy(query) as out,
+            dst.cursor().copy(f"COPY {t} ({cols}) FROM STDIN") as into,
+        ):
+            for chunk in out:
+                into.write(chunk)
+        dst.commit()
+        copied = dst.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+    refresh_all(scratch)
+    with connect(scratch, autocommit=True) as dst:
+        dst.execute(f"ANALYZE {t}")
+    return f"sample: {copied} of about {int(total)} rows (TABLESAMPLE BERNOULLI, REPEATABLE 42)"
+
+
+def _reset_baseline(scratch: str, s: Settings):
+    """The source's stored baseline (as copied), then none in the scratch: the gate
+    measures its own there."""
+    from stage4 import store
+
+    with connect(scratch, autocommit=True) as conn:
+        store.ensure(conn, s)
+        base = store.load_baseline(conn, s)
+        conn.execute(f"DELETE FROM {s.bench_schema}.baselines")
+    return base
+
+
+def _collect(result: Rehearsal, scratch: str, reports_dir: Path, source_base, s) -> None:
+    from stage4 import stats, store
+    from stage4.status import last_rollout
+
+    rollout = last_rollout(reports_dir, where(scratch))
+    if rollout is None:
+        return
+    result.steps = rollout["steps"]
+    result.outcome = rollout["outcome"]
+    folder = Path(rollout["path"])
+    result.report = str(folder / "REPORT.md")
+    if rollout.get("baseline_run_id") is not None:
+        with connect(scratch) as conn:
+            mine = store.load_run(conn, rollout["baseline_run_id"], s)
+        if source_base is None:
+            result.baselines.append("the source has no stored baseline to compare with")
+        else:
+            comps = stats.compare_bench(source_base, mine)
+            mean_ratio = stats.geometric_mean([c.ratio for c in comps.values()])
+            result.baselines.append(
+                f"scratch baseline (run {mine.run_id}, {mine.overall['mean']:.2f} ms mean) vs "
+                f"the source's stored one (run {source_base.run_id}, "
+                f"{source_base.overall['mean']:.2f} ms mean): geometric mean of per-query "
+                f"ratios x{mean_ratio:.2f}"
+            )
+            result.baselines += [
+                f"{q}: {c.baseline_median:.2f} → {c.candidate_median:.2f} ms (x{c.ratio:.2f})"
+                for q, c in comps.items()
+            ]
+    _append_report(folder, result)
+
+
+def _append_report(folder: Path, r: Rehearsal) -> None:
+    """A rehearsal section under the gate's REPORT.md, and rehearsal.json beside it."""
+    (folder / "rehearsal.json").write_text(redact(json.dumps(r.__dict__, indent=2, default=str)))
+    lines = [
+        "",
+        "## Rehearsal",
+        "",
+        f"A rehearsal of {r.source} (at {r.revision}) to {r.target}, on a copy in "
+        f"{r.scratch}: {r.rows} rows"
+        + (f" (a sample of {r.sample} asked)" if r.sample else "")
+        + f", copied in {r.copy_seconds:.1f} s. The source was only read (pg_dump).",
+        "",
+        HARDWARE.format(scratch=r.scratch),
+        "",
+        *(f"- {n}" for n in r.notes),
+        *(f"- {b}" for b in r.baselines),
+    ]
+    report = folder / "REPORT.md"
+    if report.is_file():
+        report.write_text(report.read_text() + redact("\n".join(lines)) + "\n")
+
+
+def _embedded_scratch(s: Settings) -> str:
+    from stage4.cluster import Cluster
+
+    cluster = Cluster.from_settings(s)
+    cluster.ensure_started()
+    name = f"stage4_rehearsal_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
+    with connect(cluster.url("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    return cluster.url(name)
+
+
+def _check_scratch(url: str, scratch: str, s: Settings) -> str:
+    """Refuse a scratch database that is the source or holds anything of the app."""
+    if where(scratch) == where(url):
+        raise ConfigError(f"the scratch database is the source ({where(url)}): name another one")
+    with connect(scratch) as conn:
+        held = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL OR to_regclass('public.alembic_version') "
+            "IS NOT NULL OR to_regnamespace(%s) IS NOT NULL",
+            (s.qualified_table, s.bench_schema),
+        ).fetchone()[0]
+    if held:
+        raise ConfigError(
+            f"the scratch database {where(scratch)} is not empty (it holds {s.qualified_table}, "
+            f"alembic_version or {s.bench_schema}): rehearse restores into an empty database"
+        )
+    return scratch
+
+
+def _drop(scratch: str) -> None:
+    from stage4.config import check_url
+
+    base, name = check_url(scratch).rsplit("/", 1)
+    with connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _existing_schema(toc_line: str, have: set[str]) -> bool:
+    """A ``pg_restore --list`` line creating a schema the target already has."""
+    parts = toc_line.split()
+    return (len(parts) > 5 and not toc_line.startswith(";") and parts[3:5] == ["SCHEMA", "-"]
+            and parts[5] in have)  # fmt: skip
+
+
+def _tool(name: str, url: str | None, args: list[str]) -> str:
+    """Run pg_dump / pg_restore (on ``url``, if any); its stdout. The password goes through
+    the environment, never the command line."""
+    from stage4.cluster import bindir
+
+    env = dict(os.environ)
+    exe = bindir() / name
+    cmd = [str(exe if exe.is_file() else name), *args]
+    if url is not None:
+        clean, password = split_password(url)
+        if password is not None:
+            env["PGPASSWORD"] = password
+        cmd += ["--dbname", clean]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
+        reason = redact(" ".join(lines[-2:]) if lines else "failed")
+        raise RehearsalError(f"{name} failed: {reason}")
+    return out.stdout
