@@ -529,7 +529,7 @@ def rehearse(
                 out.print(f"  lock wait: {note}", markup=False)
     for line in r.notes + r.baselines:
         out.print(line, markup=False)
-    out.print(rehearsal.HARDWARE.format(scratch=r.scratch), markup=False)
+    out.print(rehearsal.hardware(r.source, r.scratch), markup=False)
     if r.report:
         out.print(f"report: {r.report}", markup=False)
     out.print(r.outcome, markup=False)

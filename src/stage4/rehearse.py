@@ -25,11 +25,17 @@ from stage4.config import Settings, redact, settings, split_password
 from stage4.db import connect, where
 from stage4.errors import ConfigError, GateError, PreflightError, Stage4Error
 
-HARDWARE = (
-    "The rehearsal ran on {scratch}, not on the source's server: other hardware, other "
-    "cache, other load. Its verdicts say what each step does to this workload; its "
-    "milliseconds are the scratch server's."
-)
+_OTHER = "on {scratch}, not on the source's server: other hardware, other cache, other load"
+_SAME = ("in {scratch}, on the source's own server: the same hardware, but not the source's "
+         "cache, and the load of a rehearsal, not of production")  # fmt: skip
+
+
+def hardware(source: str, scratch: str) -> str:
+    """What the rehearsal's figures are worth, said in its output and report."""
+    same = source.rsplit("/", 1)[0] == scratch.rsplit("/", 1)[0]
+    where_ = (_SAME if same else _OTHER).format(scratch=scratch)
+    return (f"The rehearsal ran {where_}. Its verdicts say what each step does to this "
+            "workload; its milliseconds are the scratch server's.")  # fmt: skip
 
 
 class RehearsalError(Stage4Error):
@@ -244,7 +250,7 @@ def _append_report(folder: Path, r: Rehearsal) -> None:
         + (f" (a sample of {r.sample} asked)" if r.sample else "")
         + f", copied in {r.copy_seconds:.1f} s. The source was only read (pg_dump).",
         "",
-        HARDWARE.format(scratch=r.scratch),
+        hardware(r.source, r.scratch),
         "",
         *(f"- {n}" for n in r.notes),
         *(f"- {b}" for b in r.baselines),
