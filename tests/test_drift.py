@@ -65,6 +65,15 @@ class TestRecorded:
                             r"drift_reader=r/postgres.* now", found[0]), found  # fmt: skip
         assert found[1] == "index public.extra_idx on public.geometrias: not in the record (added)"
 
+    def test_names_a_database_setting(self, seeded_url: str) -> None:
+        drift.record(seeded_url)
+        with psycopg.connect(seeded_url) as conn:
+            name = conn.execute("SELECT current_database()").fetchone()[0]
+        _sql(seeded_url, f"ALTER DATABASE \"{name}\" SET work_mem = '64MB'")
+        assert drift.check(seeded_url).differences == [
+            "database setting work_mem=64MB: not in the record (added)"
+        ]
+
     def test_a_detached_partition_named_future_partitions_allowed(self, seeded_url) -> None:
         migrations.upgrade(seeded_url, "opt4")
         drift.record(seeded_url)

@@ -87,7 +87,7 @@ class TestRefusals:
     def test_a_scratch_holding_the_app_is_refused(self, seeded_url: str, server) -> None:
         from stage4 import rehearse
 
-        other = seeded_url.rsplit("/", 1)[0] + "/stage4_seeded"
+        other = server.url("stage4_seeded")
         with pytest.raises(ConfigError) as e:
             rehearse.run(seeded_url, "opt1", scratch_url=other)
         assert str(e.value).endswith(

@@ -49,6 +49,7 @@ SECTIONS: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "triggers": ("trigger", 3, ("definition", "enabled")),
     "sequences": ("sequence", 2, ("increment", "type")),
     "publications": ("publication", 1, ("via root", "insert", "update", "delete", "tables")),
+    "database_settings": ("database setting", 2, ()),
     "cron_jobs": ("cron job", 1, ("schedule", "command", "database", "username", "active")),
 }  # fmt: skip
 _KINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view",
@@ -232,6 +233,8 @@ def _name(section: str, what: str, key: tuple, row: tuple) -> str:
         what = "partition" if row[5] else _KINDS.get(row[0], what)
     if section == "functions":
         return f"{what} {key[0]}.{key[1]}({key[2]})"
+    if section == "database_settings":
+        return f"{what} {key[1]}" + (f" for role {key[0]}" if key[0] else "")
     if section in ("columns", "constraints", "policies", "triggers"):
         return f"{what} {key[2]} of {key[0]}.{key[1]}"
     if section == "indexes":

@@ -290,11 +290,13 @@ def _check_scratch(url: str, scratch: str, s: Settings) -> str:
 
 
 def _drop(scratch: str) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
     from stage4.config import check_url
 
-    base, name = check_url(scratch).rsplit("/", 1)
-    with connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    parts = urlsplit(check_url(scratch))
+    with connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
 
 
 def _existing_schema(toc_line: str, have: set[str]) -> bool:
