@@ -40,6 +40,33 @@ class TestUrls:
         assert str(e.value) == message
         assert "pw" not in str(e.value)
 
+    @pytest.mark.parametrize(
+        ("url", "why"),
+        [
+            ("postgresql://u:a%zzb@h/db", "a '%' not followed by two hex digits (write a literal "
+             "% as %25)"),
+            ("postgresql://u:a b@h/db", "it contains a space (write it as %20)"),
+            ("postgresql://u:a@b@h/db", "more than one '@' (write an '@' in the user or password "
+             "as %40)"),
+            ("postgresql://u:a/b@h/db", "a '/' in the user or password (write it as %2F)"),
+            ("postgresql://u:a?b@h/db", "a '?' or '#' in the user or password (write them as %3F "
+             "and %23)"),
+        ],
+        ids=["percent", "space", "at", "slash", "question"],
+    )  # fmt: skip
+    def test_passwords_a_driver_would_misread_are_refused(self, url: str, why: str) -> None:
+        with pytest.raises(ConfigError) as e:
+            config.check_url(url)
+        assert str(e.value) == f"malformed database URL 'postgresql://u:***@h/db': {why}"
+
+    @pytest.mark.parametrize(
+        "url",
+        ["postgresql://h/db?user=a@b", "postgresql://h:5432/db?passfile=/x/pgpass",
+         "postgresql://u:a:b@h/db", "postgresql://u:a%40b%2Fc@h:5/db"],
+    )  # fmt: skip
+    def test_well_formed_urls_pass(self, url: str) -> None:
+        assert config.check_url(url) == url
+
     def test_sqlalchemy_url_uses_psycopg3(self) -> None:
         assert config.sqlalchemy_url("postgres://a@b/c") == "postgresql+psycopg://a@b/c"
 

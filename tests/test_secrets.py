@@ -172,6 +172,8 @@ MALFORMED = [
     "postgresql://postgres:Leak Secret9@127.0.0.1/db",  # a space
     "postgresql://postgres:Leak@Secret9@127.0.0.1/db",  # a second '@'
     "postgresql://postgres:Leak/Secret9@127.0.0.1/db",  # an unencoded '/'
+    "postgresql://postgres:Leak?Secret9@127.0.0.1/db",  # an unencoded '?'
+    "postgresql://postgres:Leak#Secret9@127.0.0.1/db",  # an unencoded '#'
     "postgresql://postgres:LeakSecret9@127.0.0.1:port/db",  # a bad port
     "mysql://postgres:LeakSecret9@127.0.0.1/db",  # an unknown scheme
     "postgresql://postgres:LeakSecret9@127.0.0.1",  # no database

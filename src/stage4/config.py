@@ -174,10 +174,19 @@ def check_url(url: str) -> str:
         raise bad("it contains a space (write it as %20)")
     if re.search(r"%(?![0-9A-Fa-f]{2})", url):
         raise bad("a '%' not followed by two hex digits (write a literal % as %25)")
-    if rest.count("@") > 1:
+    before_query = rest.split("?", 1)[0]  # a query (?passfile=…) may hold '@' and '/'
+    if before_query.count("@") > 1:
         raise bad("more than one '@' (write an '@' in the user or password as %40)")
-    if "@" in rest and re.search(r"[/?#]", rest.split("@", 1)[0]):
-        raise bad("a '/', '?' or '#' in the user or password (percent-encode it, e.g. %2F)")
+    if "@" in before_query and "/" in before_query.split("@", 1)[0]:
+        raise bad("a '/' in the user or password (write it as %2F)")
+    cut = re.search(r"[?#]", rest)
+    if (
+        cut
+        and "@" in rest[cut.start() :]
+        and "/" not in rest[: cut.start()]
+        and (":" in rest[: cut.start()])
+    ):  # "user:pa?ss@host": the '?' ended the host part before the '@'
+        raise bad("a '?' or '#' in the user or password (write them as %3F and %23)")
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - raises on a non-numeric port
