@@ -519,11 +519,17 @@ def downgrade(
 
     with locks.rollout_lock(url, f"downgrade --to {target}"):
         target = migrations.downgrade_target(url, to=target)  # checked again under the lock
-        return _downgrade(url, target, lock_timeout=lock_timeout, phase=phase)
+        return _downgrade(url, target, lock_timeout=lock_timeout, phase=phase,
+                          lock_retries=lock_retries)  # fmt: skip
 
 
 def _downgrade(
-    url: str, target: str, *, lock_timeout: str | None = None, phase: Phase | None = None
+    url: str,
+    target: str,
+    *,
+    lock_timeout: str | None = None,
+    phase: Phase | None = None,
+    lock_retries: int = DEFAULT_RETRIES,
 ) -> list[RollbackStep]:
     from stage4 import verify
 
