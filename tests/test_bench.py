@@ -126,3 +126,59 @@ def test_metrics_json_fields(seeded_url: str, tmp_path) -> None:
 
 def test_python_threads_fallback_measures_throughput(seeded_url: str) -> None:
     assert bench._threads(seeded_url, ["SELECT 1"], 2, 0.3, 1) > 0
+
+
+def test_workload_files_are_measured_like_q1_q10(seeded_url: str, tmp_path) -> None:
+    (tmp_path / "recent.sql").write_text(
+        "\\set ano random(2021, 2024)\nSELECT id, nome FROM geometrias "
+        "WHERE data_referencia >= make_date(:ano, 1, 1) ORDER BY id LIMIT 20;\n"
+    )
+    (tmp_path / "gone.sql").write_text("SELECT count(*) FROM public.not_there;\n")
+    a = bench.run(seeded_url, label="w1", workload_dir=tmp_path, **FAST)
+    b = bench.run(seeded_url, label="w2", workload_dir=tmp_path, **FAST)
+    assert list(a.samples) == [*QIDS, "recent"] and len(a.samples["recent"]) == 2
+    assert len(a.executions["recent"]) == 2 * bench.SETS
+    assert a.fingerprints["recent"] == b.fingerprints["recent"]
+    assert a.environment["workload_files"] == {"recent": str(tmp_path / "recent.sql"),
+                                               "gone": str(tmp_path / "gone.sql")}  # fmt: skip
+    assert a.environment["errors"] == {"gone": {
+        "file": str(tmp_path / "gone.sql"),
+        "error": 'relation "public.not_there" does not exist'}}  # fmt: skip
+    assert "gone" not in a.samples and "gone" not in a.fingerprints
+    with psycopg.connect(seeded_url) as conn:
+        assert store.load_run(conn, a.run_id).samples["recent"] == a.samples["recent"]
+
+
+def test_cli_bench_baseline_compare_take_a_workload_folder(
+    seeded_url: str, tmp_path, monkeypatch, capsys
+) -> None:
+    import sys
+
+    import pytest
+
+    from stage4 import cli
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "recent.sql").write_text("\\set n random(5, 9)\nSELECT id FROM geometrias "
+                                       "ORDER BY id LIMIT :n;\n")  # fmt: skip
+    fast = ["--iterations", "1", "--concurrency", "1", "--duration", "1"]
+
+    def main(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["stage4", "--database-url", seeded_url, *args])
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+        got = capsys.readouterr()
+        return e.value.code, got.out, got.err
+
+    code, out, _ = main("bench", *fast)  # without the folder: Q1–Q10 only
+    assert code == 0 and "recent" not in out
+    code, _, err = main("baseline", "--workload", str(folder))
+    assert code != 0
+    assert err.strip() == f"FAILED: run 1 did not measure {folder / 'recent.sql'}: bench with --workload {folder}"  # fmt: skip
+    code, out, _ = main("bench", "--workload", str(folder), *fast)
+    assert code == 0 and "recent" in out
+    code, out, _ = main("baseline", "--workload", str(folder))
+    assert code == 0 and "baseline: run 2" in out
+    code, out, _ = main("compare", "--workload", str(folder))
+    assert code == 0 and "recent" in out

@@ -19,7 +19,7 @@ import pytest
 
 from stage4 import gate, migrations, snapshot, workload
 from stage4.config import settings
-from stage4.errors import GateError
+from stage4.errors import ConfigError, GateError
 
 FAST = {"iterations": 6, "concurrency": 2, "duration": 1.0}
 
@@ -40,6 +40,9 @@ TEST_REVISIONS = {
     "sleepy": ("the search RPC (Q4) sleeps 50 ms, once per call (an InitPlan)", ASLEEP, AS_IS),
     "awake": ("after `sleepy`, the search RPC as it was (pays `sleepy` back)", AS_IS, ASLEEP),
     "idle": ("a step that changes nothing", 'op.execute("SELECT 1")', 'op.execute("SELECT 1")'),
+    "dropper": ("drops public.app_extra, a table the app's own query reads",
+                'op.execute("DROP TABLE public.app_extra")',
+                'op.execute("CREATE TABLE public.app_extra (n integer)")'),
     "locking": ("changes nothing; its downgrade needs a SHARE lock on the table",
                 'op.execute("SELECT 1")',
                 'op.execute("LOCK TABLE public.geometrias IN SHARE MODE")'),
@@ -77,13 +80,13 @@ def _opts(tmp_path: Path, **kw) -> gate.GateOptions:
                             **{**FAST, **kw})  # fmt: skip
 
 
-def _no_go(url: str, target: str, tmp_path: Path) -> tuple[GateError, dict, dict]:
+def _no_go(url: str, target: str, tmp_path: Path, **kw) -> tuple[GateError, dict, dict]:
     with psycopg.connect(url) as conn:
         before = snapshot.take(conn)
     with pytest.raises(GateError) as e:
         # min_delta_ms=0: at 2,000 rows a lost index costs about a millisecond, which the
         # default practical floor (2 ms) would rightly call harmless.
-        gate.upgrade(url, target, _opts(tmp_path, min_delta_ms=0.0))
+        gate.upgrade(url, target, _opts(tmp_path, min_delta_ms=0.0, **kw))
     with psycopg.connect(url) as conn:
         after = snapshot.take(conn)
     assert snapshot.diff(before, after) == []
@@ -122,6 +125,40 @@ class TestNoGo:
         assert migrations.current(seeded_url) == "wrong"
         assert rollout.steps[0].verdict == "GO (gate disabled with --no-gate)"
         assert rollout.options["gate"] == "False"
+
+
+class TestWorkloadFiles:
+    def test_a_file_that_fails_after_a_step_is_no_go_naming_it(
+        self, seeded_url, scripts, tmp_path
+    ) -> None:
+        scripts("dropper")
+        folder = tmp_path / "workload"
+        folder.mkdir()
+        (folder / "extra.sql").write_text("\\set n random(1, 9)\nSELECT count(*) FROM "
+                                          "public.app_extra WHERE n < :n;\n")  # fmt: skip
+        (folder / "recent.sql").write_text("\\set ano random(2021, 2024)\nSELECT id, nome "
+                                           "FROM geometrias WHERE data_referencia >= "
+                                           "make_date(:ano, 1, 1) ORDER BY id LIMIT 20;\n")  # fmt: skip
+        with psycopg.connect(seeded_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE public.app_extra (n integer)")
+        err, _, _ = _no_go(seeded_url, "dropper", tmp_path, workload=folder)
+        assert f"extra fails after dropper ({folder / 'extra.sql'}): " in str(err)
+        assert 'relation "public.app_extra" does not exist' in str(err)
+        rollout = json.loads(next((tmp_path / "reports").glob("*/rollout.json")).read_text())
+        [step] = rollout["steps"]
+        assert "recent" in step["comparisons"] and "extra" not in step["comparisons"]
+
+    def test_a_file_that_fails_before_any_step_is_refused(
+        self, seeded_url, scripts, tmp_path
+    ) -> None:
+        scripts("idle")
+        folder = tmp_path / "workload"
+        folder.mkdir()
+        (folder / "broken.sql").write_text("SELECT nope FROM geometrias;\n")
+        with pytest.raises(ConfigError, match=r"a workload query fails before any step: .*"
+                           r"broken\.sql: column \"nope\" does not exist"):  # fmt: skip
+            gate.upgrade(seeded_url, "idle", _opts(tmp_path, workload=folder))
+        assert migrations.current(seeded_url) == "schema"
 
 
 class TestGo:

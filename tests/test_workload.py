@@ -120,3 +120,55 @@ class TestRewrites:
             (f"{s.schema}.mv_t",),
         ).fetchone()[0]
         assert vacuumed  # a plain REFRESH leaves no visibility map: index-only scans need it
+
+
+class TestWorkloadFiles:
+    """The app's own queries: pgbench custom scripts, one statement each."""
+
+    def _dir(self, tmp_path, **files: str):
+        for name, text in files.items():
+            (tmp_path / f"{name}.sql").write_text(text)
+        return tmp_path
+
+    def test_set_lines_become_seeded_parameters(self, tmp_path) -> None:
+        folder = self._dir(tmp_path, recentes="-- the app's list\n\\set ano random(2020, 2024)\n"
+                           "\\set n 20\nSELECT id FROM geometrias WHERE data_referencia >= "
+                           "make_date(:ano, 1, 1) AND nome LIKE 'E%' AND id::text <> '1:2'\n"
+                           "ORDER BY id LIMIT :n;\n")  # fmt: skip
+        [q] = workload.load_dir(folder).values()
+        assert (q.qid, q.title, q.source, q.ordered) == ("recentes", "recentes.sql",
+                                                         str(folder / "recentes.sql"), True)  # fmt: skip
+        assert "make_date(%(ano)s, 1, 1)" in q.sql and "LIMIT %(n)s" in q.sql
+        assert "LIKE 'E%%'" in q.sql and "id::text <> '1:2'" in q.sql
+        an = workload.Anchors((workload.Anchor(1, "a", "POINT", 0.0, 0.0, None, ""),), ())
+        drawn = workload.parameters(q.qid, an, 50, gen=q.params)
+        assert drawn == workload.parameters(q.qid, an, 50, gen=q.params)  # replayable
+        assert {p["n"] for p in drawn} == {20}
+        assert {p["ano"] for p in drawn} == {2020, 2021, 2022, 2023, 2024}  # both ends included
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("\\set x random(1)\nSELECT :x", r"a.sql:1: only `\\set name random\(a, b\)`"),
+            ("\\sleep 10 ms\nSELECT 1", r"a.sql:1: only `\\set name random\(a, b\)`"),
+            ("\\set x random(5, 1)\nSELECT :x", r"a.sql:1: random\(5, 1\) is an empty range"),
+            ("SELECT 1; SELECT 2;", r"a.sql: holds more than one statement \(one per file\)"),
+            ("-- nothing\n", r"a.sql: holds no SQL statement"),
+            ("SELECT :y + :x", r"a.sql: :x, :y used but never set"),
+        ],
+    )
+    def test_bad_files_are_refused_naming_file_and_line(self, tmp_path, text, message) -> None:
+        from stage4.errors import ConfigError
+
+        with pytest.raises(ConfigError, match=message):
+            workload.load_dir(self._dir(tmp_path, a=text))
+
+    def test_a_folder_without_files_or_with_a_builtin_name_is_refused(self, tmp_path) -> None:
+        from stage4.errors import ConfigError
+
+        with pytest.raises(ConfigError, match=r"holds no \*\.sql file"):
+            workload.load_dir(tmp_path)
+        with pytest.raises(ConfigError, match="does not exist"):
+            workload.load_dir(tmp_path / "nope")
+        with pytest.raises(ConfigError, match="Q1 is a name of the built-in workload"):
+            workload.load_dir(self._dir(tmp_path, Q1="SELECT 1"))

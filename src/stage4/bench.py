@@ -61,6 +61,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+import psycopg
+
 from stage4 import store, workload
 from stage4.config import settings, split_password
 from stage4.db import connect, where
@@ -74,6 +76,7 @@ CONCURRENCY = 4
 DURATION = 5.0
 SETS = 4  # parameter sets per query, replayed in every round
 THROUGHPUT_SETS = 12
+PGBENCH_SCRIPTS = 128  # pgbench takes at most this many script files
 REWRITE_ROUNDS = 5
 # CPU-bound, touches no table: how fast the machine is right now (see the docstring).
 CONTROL_SQL = "SELECT sum(i) FROM generate_series(1, 30000) AS i"  # per query; pgbench takes at most 128 script files
@@ -94,10 +97,14 @@ def run(
     seed: int = 42,
     save: bool = True,
     extra_rewrites: Mapping[str, Mapping[str, workload.Rewrite]] | None = None,
+    workload_dir: Path | str | None = None,
 ) -> BenchRun:
     """Measure the workload on ``url``; store the run in the benchmarking schema (``save``).
 
-    ``extra_rewrites``: rewrites to measure beside the registered ones (tests)."""
+    ``extra_rewrites``: rewrites to measure beside the registered ones (tests).
+    ``workload_dir``: the app's own queries (``workload.load_dir``), measured and judged
+    with Q1–Q10 (default: ``[tool.stage4] workload``). One that fails is recorded in
+    ``environment["errors"]`` (qid -> file, error) and left out of the timed phases."""
     if min(iterations, concurrency, sets) < 1 or duration <= 0:
         raise Stage4Error("iterations, concurrency and sets must be >= 1 and duration > 0")
     s = settings()
@@ -105,25 +112,38 @@ def run(
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     catalogue = workload.queries(s)
+    folder = workload_dir if workload_dir is not None else s.workload_path
+    if folder is not None:
+        catalogue.update(workload.load_dir(folder))
     with connect(url, autocommit=True, prepare_threshold=None) as conn:
         store.ensure(conn, s)
         offered = workload.available(conn, extra_rewrites)
         anchors = workload.sample_anchors(conn, s, seed)
         if not anchors.features:
             raise Stage4Error(f"{s.qualified_table} is empty: seed it before benchmarking")
-        fp_params = {q: workload.parameters(q, anchors, workload.FINGERPRINT_SETS, seed, "fp")
-                     for q in catalogue}  # fmt: skip
-        lat_params = {q: workload.parameters(q, anchors, sets, seed) for q in catalogue}
+        fp_params = {q: workload.parameters(q, anchors, workload.FINGERPRINT_SETS, seed, "fp",
+                                            c.params) for q, c in catalogue.items()}  # fmt: skip
+        lat_params = {q: workload.parameters(q, anchors, sets, seed, gen=c.params)
+                      for q, c in catalogue.items()}  # fmt: skip
         env = _environment(conn, s, url)
 
         fingerprints = {}
+        errors: dict[str, dict[str, str]] = {}
         total = workload.FINGERPRINT_SETS * len(catalogue)
-        for qid, q in catalogue.items():
-            fp = workload.Fingerprint()
-            for p in fp_params[qid]:
-                fp.add(conn.execute(q.sql, p).fetchall(), q.ordered)
-                tick("fingerprints", len(fingerprints) * workload.FINGERPRINT_SETS, total)
-            fingerprints[qid] = fp.hexdigest()
+        for qid, q in list(catalogue.items()):
+            if q.source is None:
+                fingerprints[qid] = _fingerprint(
+                    conn, q.sql, fp_params[qid], q.ordered, raising=True
+                )
+            else:  # the app's own file: one that fails after a step is a finding, not a crash
+                try:
+                    fingerprints[qid] = _fingerprint(conn, q.sql, fp_params[qid], q.ordered,
+                                                     raising=True)  # fmt: skip
+                except psycopg.Error as e:
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    errors[qid] = {"file": q.source, "error": first}
+                    del catalogue[qid]
+            tick("fingerprints", len(fingerprints) * workload.FINGERPRINT_SETS, total)
         tick("fingerprints", total, total)
         rewrites = {
             qid: {name: {"sql": sql, "same_results": _fingerprint(conn, sql, fp_params[qid],
@@ -132,8 +152,9 @@ def run(
             for qid, found in offered.items() if qid in catalogue
         }  # fmt: skip
 
-        scripts = [_literal(conn, catalogue[q].sql, p) for q in catalogue
-                   for p in workload.parameters(q, anchors, THROUGHPUT_SETS, seed, "tp")]  # fmt: skip
+        tp_sets = max(1, min(THROUGHPUT_SETS, PGBENCH_SCRIPTS // len(catalogue)))
+        scripts = [_literal(conn, c.sql, p) for q, c in catalogue.items()
+                   for p in workload.parameters(q, anchors, tp_sets, seed, "tp", c.params)]  # fmt: skip
         before = _cache_counters(conn, s)
         # Throughput first: every latency phase then follows the same saturating load
         # (on a burstable VM the first minute after idling runs faster; a baseline taken
@@ -163,7 +184,10 @@ def run(
         env.update(
             cache_hit_db=_ratio(before["db"], after["db"]), throughput_tool=tool, seed=seed,
             workload_sql={q: catalogue[q].sql for q in catalogue},
-            contract={q: workload.CONTRACT[q] for q in catalogue},
+            contract={q: workload.CONTRACT.get(q, "SQL") for q in catalogue},
+            workload_files={q: c.source for q, c in catalogue.items() if c.source} | {
+                q: e["file"] for q, e in errors.items()},
+            errors=errors,
             available_rewrites=rewrites, anchors=len(anchors.features),
             params_digest=workload.params_digest(lat_params),
             fingerprint_sets=workload.FINGERPRINT_SETS,
@@ -183,16 +207,15 @@ def run(
     return result
 
 
-def _fingerprint(conn, sql: str, params: list[dict], ordered: bool) -> str | None:
-    """A rewrite's fingerprint on the app query's parameter sets (None when it errors)."""
-    import psycopg
-
+def _fingerprint(conn, sql: str, params: list[dict], ordered: bool, raising: bool = False):
+    """A query's fingerprint on its parameter sets; a rewrite that errors gets None."""
     fp = workload.Fingerprint()
     try:
-        with conn.transaction():
-            for p in params:
-                fp.add(conn.execute(sql, p).fetchall(), ordered)
+        for p in params:
+            fp.add(conn.execute(sql, p).fetchall(), ordered)
     except psycopg.Error:
+        if raising:
+            raise
         return None
     return fp.hexdigest()
 

@@ -87,6 +87,15 @@ UrlOpt = Annotated[
         help="postgresql://user:pass@host:port/db. Default: the embedded cluster.",
     ),
 ]
+WorkloadOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workload",
+        help="A folder of the app's own queries (*.sql, pgbench script format: \\set name "
+        "random(a, b), :name, one statement each), judged with Q1–Q10. "
+        "Default: the workload key of pyproject.toml's tool.stage4 table.",
+    ),
+]
 LockTimeoutOpt = Annotated[
     str | None,
     typer.Option(
@@ -295,6 +304,7 @@ def upgrade(
             "(see `stage4 drift`).",
         ),
     ] = False,
+    workload: WorkloadOpt = None,
 ) -> None:
     """Upgrade one revision at a time to --to, benchmarking each step against the baseline.
 
@@ -314,6 +324,7 @@ def upgrade(
         backup_dir=backup_dir, reports_dir=reports_dir, expect_features=expect_features,
         lock_timeout=lock_timeout, judge=judge.value, accept_stale=accept_stale,
         accept_drift=accept_drift, lock_retries=lock_retries,
+        workload=workload,
     )  # fmt: skip
     url = _url()
     began = time.time()
@@ -690,7 +701,9 @@ def _bench_progress():
                     console=err, transient=True)  # fmt: skip
 
 
-def _measure(label: str, iterations: int, concurrency: int, duration: float):
+def _measure(
+    label: str, iterations: int, concurrency: int, duration: float, workload: Path | None = None
+):
     from stage4 import bench
 
     url = _url()  # a bad URL fails before the progress display opens
@@ -703,7 +716,7 @@ def _measure(label: str, iterations: int, concurrency: int, duration: float):
             bar.update(tasks[what], completed=done, total=total)
 
         return bench.run(url, label=label, iterations=iterations, concurrency=concurrency,
-                         duration=duration, progress=progress)  # fmt: skip
+                         duration=duration, progress=progress, workload_dir=workload)  # fmt: skip
 
 
 def _run_table(run) -> None:
@@ -748,6 +761,7 @@ def bench(
     json_dir: Annotated[
         Path | None, typer.Option(help="Also write METRICS_<LABEL>.json into this folder.")
     ] = None,
+    workload: WorkloadOpt = None,
 ) -> None:
     """Benchmark Q1–Q10 now and store the run in the benchmarking schema.
 
@@ -757,7 +771,7 @@ def bench(
     from stage4.metrics import export
 
     _note_rollout("its load skews these timings")
-    run = _measure(label, iterations, concurrency, duration)
+    run = _measure(label, iterations, concurrency, duration, workload)
     _run_table(run)
     if json_dir is not None:
         out.print(f"metrics: {export(run, json_dir)}")
@@ -772,8 +786,12 @@ def baseline(
     iterations: IterOpt = 20,
     concurrency: ConcOpt = 4,
     duration: DurOpt = 5.0,
+    workload: WorkloadOpt = None,
 ) -> None:
     """Store a run as the baseline: --run N, else the latest run, else measure one now.
+
+    With --workload, the run stored must hold every query of that folder (one measured
+    now when there is no run yet).
 
     Refuses to replace an existing baseline unless --force (old ones stay in history).
     Example: stage4 baseline --force
@@ -789,8 +807,9 @@ def baseline(
             chosen = run_id or store.latest_run_id(conn)
         if chosen is None:
             err.print("no run stored yet: measuring one now")
-            chosen = _measure("BASELINE", iterations, concurrency, duration).run_id
+            chosen = _measure("BASELINE", iterations, concurrency, duration, workload).run_id
         with connect(url, autocommit=True) as conn:
+            _require_workload(store.load_run(conn, chosen), workload, f"run {chosen}")
             store.set_baseline(conn, chosen, force=force)
     out.print(f"baseline: run {chosen}")
 
@@ -800,8 +819,11 @@ def compare(
     run: Annotated[int | None, typer.Argument(help="Run id (default: the latest run).")] = None,
     threshold: Annotated[float, typer.Option(min=0.001, help="Practical margin.")] = 0.10,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="CI level.")] = 0.95,
+    workload: WorkloadOpt = None,
 ) -> None:
     """Compare a run with the baseline: per-query median ratio, CI and verdict, then GO/NO-GO.
+
+    With --workload, both runs must hold every query of that folder.
 
     Example: stage4 compare 7
     """
@@ -820,6 +842,8 @@ def compare(
             raise ConfigError("no baseline stored: run `stage4 baseline` first")
         run_id = run if run is not None else store.latest_run_id(conn)
         cand = store.load_run(conn, run_id)
+    _require_workload(base, workload, f"the baseline (run {base.run_id})")
+    _require_workload(cand, workload, f"run {cand.run_id}")
     comps = stats.compare_bench(base, cand, threshold=threshold,
                                confidence=confidence)  # fmt: skip
     same = {q: cand.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
@@ -861,6 +885,24 @@ def _note_rollout(why: str) -> None:
     holder = locks.running(_url())
     if holder:
         err.print(f"note: a rollout is running ({holder}): {why}", markup=False)
+
+
+def _require_workload(run, folder: Path | None, what: str) -> None:
+    """Every query of the workload folder (``--workload``, else ``[tool.stage4] workload``)
+    was measured in ``run``; a failed one is named with its file and error."""
+    from stage4 import workload as wl
+    from stage4.config import settings
+    from stage4.errors import ConfigError
+
+    folder = folder if folder is not None else settings().workload_path
+    if folder is None:
+        return
+    errors = run.environment.get("errors", {})
+    for qid, q in wl.load_dir(folder).items():
+        if qid in errors:
+            raise ConfigError(f"{what}: {q.source} failed: {errors[qid]['error']}")
+        if qid not in run.samples:
+            raise ConfigError(f"{what} did not measure {q.source}: bench with --workload {folder}")
 
 
 def _summary(url: str) -> None:

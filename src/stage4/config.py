@@ -55,6 +55,8 @@ class Settings:
     first_year: int = 2020
     last_year: int = 2028
     years_ahead: int = 3
+    # a folder of the app's own queries (*.sql, pgbench script format), judged with Q1–Q10
+    workload: str = ""
     root: Path = field(default=Path("."), compare=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +83,14 @@ class Settings:
     def qualified_table(self) -> str:
         """``schema.table``, ready to splice into SQL (identifiers are validated)."""
         return f"{self.schema}.{self.table}"
+
+    @property
+    def workload_path(self) -> Path | None:
+        """``workload`` as a path (relative to the pyproject.toml's folder), or None."""
+        if not self.workload:
+            return None
+        path = Path(self.workload)
+        return path if path.is_absolute() else (self.root / path).resolve()
 
     @property
     def home_path(self) -> Path:

@@ -55,6 +55,7 @@ class GateOptions:
     accept_stale: bool = False  # a stale read within its revision's declared budget is GO
     accept_drift: bool = False  # start even when the catalog differs from the revision's record
     lock_retries: int = DEFAULT_RETRIES  # tries again after a lock timeout (retry.py)
+    workload: Path | None = None  # the app's own queries (*.sql); None: [tool.stage4] workload
 
 
 JUDGE_MODES = ("each", "target")
@@ -197,6 +198,11 @@ def _upgrade(
     if base is None:
         say("baseline", f"no stored baseline: measuring one at {migrations.current(url)}")
         base = bench.run(url, label="BASELINE", progress=progress, **_bench_kw(opts))
+        if base.environment.get("errors"):  # judged against nothing: fix the file first
+            bad = "; ".join(
+                f"{e['file']}: {e['error']}" for e in base.environment["errors"].values()
+            )
+            raise ConfigError(f"a workload query fails before any step: {bad}")
         with connect(url, autocommit=True) as conn:
             store.set_baseline(conn, base.run_id, s=s)
         rollout.baseline_taken_now = True
@@ -410,9 +416,11 @@ def _judge(
     report.write_metrics(folder, rec.revision.upper(), run)
     kw = {"threshold": opts.threshold, "confidence": opts.confidence,
           "min_delta_ms": opts.min_delta_ms}  # fmt: skip
-    vs_base = stats.compare_bench(base, run, **kw)
-    vs_prev = stats.compare_bench(previous, run, **kw)
-    same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
+    failed = _failed(run, rec.revision)
+    vs_base = stats.compare_bench(_without(base, failed), run, **kw)
+    vs_prev = stats.compare_bench(_without(previous, failed), run, **kw)
+    same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()
+            if q not in failed}  # fmt: skip
     results = stats.gate_verdict({}, same)  # the app's answers: gated at every step
     decision = stats.gate_verdict(vs_base)
     rec.comparisons = {q: c.to_dict() for q, c in vs_base.items()}
@@ -424,8 +432,29 @@ def _judge(
         pays = pays and step_back.go
     if gated_at:
         workload = [f"not gated ({gated_at} is): {r}" for r in workload]
-    rec.reasons = [f"promise broken: {b}" for b in broken] + results.reasons + stale + workload
-    return not broken and results.go and not stale, pays
+    rec.reasons = [f"promise broken: {b}" for b in broken] + list(failed.values())
+    rec.reasons += results.reasons + stale + workload
+    unjudged = sorted(set(run.samples) - set(base.samples))
+    if unjudged:
+        rec.notes.append(f"measured, not judged (not in the baseline run {base.run_id}): "
+                         f"{', '.join(unjudged)}; store a baseline with the same --workload")  # fmt: skip
+    return not broken and not failed and results.go and not stale, pays
+
+
+def _failed(run, revision: str) -> dict[str, str]:
+    """qid -> NO-GO reason for each query of the app's own workload that errors now."""
+    return {q: f"{q} fails after {revision} ({e['file']}): {e['error']}"
+            for q, e in run.environment.get("errors", {}).items()}  # fmt: skip
+
+
+def _without(run, qids):
+    """``run`` without the queries ``qids`` (failed now: named apart, not compared)."""
+    if not any(q in run.samples for q in qids):
+        return run
+    from types import SimpleNamespace
+
+    return SimpleNamespace(samples={q: v for q, v in run.samples.items() if q not in qids},
+                           control=getattr(run, "control", []))  # fmt: skip
 
 
 def _freshness(url: str, s, rec: StepRecord, opts: GateOptions) -> list[str]:
@@ -461,8 +490,11 @@ def _freshness(url: str, s, rec: StepRecord, opts: GateOptions) -> list[str]:
 
 
 def _bench_kw(opts: GateOptions) -> dict[str, Any]:
-    return {k: getattr(opts, k) for k in ("iterations", "concurrency", "duration")
-            if getattr(opts, k) is not None}  # fmt: skip
+    kw = {k: getattr(opts, k) for k in ("iterations", "concurrency", "duration")
+          if getattr(opts, k) is not None}  # fmt: skip
+    if opts.workload is not None:
+        kw["workload_dir"] = opts.workload
+    return kw
 
 
 def _no_go_message(

@@ -34,6 +34,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from stage4.config import Settings
@@ -72,6 +73,7 @@ class Query:
     params: Callable[[random.Random, Anchors], Params]
     rpc: bool = False
     ordered: bool = True
+    source: str | None = None  # the workload file it was read from (``load_dir``)
 
 
 @dataclass(frozen=True)
@@ -285,13 +287,102 @@ def sample_anchors(conn, s: Settings, seed: int = 42, n: int = ANCHORS) -> Ancho
 
 
 def parameters(
-    qid: str, anchors: Anchors, count: int, seed: int = 42, stream: str = "bench"
+    qid: str,
+    anchors: Anchors,
+    count: int,
+    seed: int = 42,
+    stream: str = "bench",
+    gen: Callable[[random.Random, Anchors], Params] | None = None,
 ) -> list[Params]:
-    """``count`` parameter sets for one query: its own RNG, so queries do not shift each other."""
+    """``count`` parameter sets for one query: its own RNG, so queries do not shift each other.
+    ``gen``: the query's own generator (a workload file's), else Q1–Q10's."""
     rng = random.Random(zlib.crc32(f"{seed}:{stream}:{qid}".encode()))
     if not anchors.features:
         return []
-    return [_GENERATORS[qid](rng, anchors) for _ in range(count)]
+    draw = gen or _GENERATORS[qid]
+    return [draw(rng, anchors) for _ in range(count)]
+
+
+# ------------------------------------------------------------------ the app's own files
+
+_SET = re.compile(r"^\\set\s+([A-Za-z_]\w*)\s+(.+?)\s*$")
+_RANDOM = re.compile(r"^random\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)$")
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+_VAR = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
+
+
+def load_dir(folder: Path | str) -> dict[str, Query]:
+    """Every ``*.sql`` file of ``folder`` as a named query (its file name without .sql),
+    in name order. pgbench's custom-script format: ``\\set name random(a, b)`` (or a
+    number) lines, then one statement using ``:name``. Bad input: ConfigError naming
+    the file (and line)."""
+    from stage4.errors import ConfigError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"workload folder {folder} does not exist")
+    files = sorted(folder.glob("*.sql"))
+    if not files:
+        raise ConfigError(f"workload folder {folder} holds no *.sql file")
+    out: dict[str, Query] = {}
+    for path in files:
+        q = parse_file(path)
+        if q.qid in TITLES:
+            raise ConfigError(
+                f"{path}: {q.qid} is a name of the built-in workload: rename the file"
+            )
+        out[q.qid] = q
+    return out
+
+
+def parse_file(path: Path) -> Query:
+    """One pgbench custom script as a ``Query`` (see ``load_dir``)."""
+    from stage4.errors import ConfigError
+
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({e})") from e
+    draws: dict[str, Callable[[random.Random], Any]] = {}
+    body: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.lstrip().startswith("\\"):
+            body.append(line)
+            continue
+        m = _SET.match(line.strip())
+        expr = m.group(2) if m else ""
+        rnd, num = _RANDOM.match(expr), _NUMBER.match(expr)
+        if not m or not (rnd or num):
+            raise ConfigError(f"{path}:{n}: only `\\set name random(a, b)` or `\\set name "
+                              f"NUMBER` is understood, not {line.strip()!r}")  # fmt: skip
+        if rnd:
+            lo, hi = int(rnd.group(1)), int(rnd.group(2))
+            if lo > hi:
+                raise ConfigError(f"{path}:{n}: random({lo}, {hi}) is an empty range")
+            draws[m.group(1)] = lambda rng, lo=lo, hi=hi: rng.randint(lo, hi)
+        else:
+            value = float(expr) if "." in expr else int(expr)
+            draws[m.group(1)] = lambda rng, value=value: value
+    sql = "\n".join(body).strip()
+    code = _LITERAL.sub("''", "\n".join(ln.split("--")[0] for ln in sql.splitlines()))
+    if not code.strip().rstrip(";").strip():
+        raise ConfigError(f"{path}: holds no SQL statement")
+    if ";" in code.strip().rstrip(";"):
+        raise ConfigError(f"{path}: holds more than one statement (one per file)")
+    sql = sql.rstrip().rstrip(";").rstrip()
+    used = set(_VAR.findall(code))
+    if used - set(draws):
+        missing = ", ".join(f":{v}" for v in sorted(used - set(draws)))
+        raise ConfigError(f"{path}: {missing} used but never set (\\set name random(a, b))")
+    sql = _VAR.sub(lambda m: f"%({m.group(1)})s" if m.group(1) in draws else m.group(0),
+                   sql.replace("%", "%%"))  # fmt: skip
+
+    def gen(rng: random.Random, _anchors: Anchors) -> Params:
+        return {name: draw(rng) for name, draw in draws.items()}
+
+    return Query(path.stem, path.name, sql, gen, ordered=bool(re.search(r"(?i)\border\s+by\b", code)),
+                 source=str(path))  # fmt: skip
 
 
 def params_digest(sequence: Mapping[str, Sequence[Params]]) -> str:
