@@ -38,11 +38,15 @@ demo: setup  ## embedded cluster -> seed -> gated upgrade to opt5 -> report path
 	@$(MAKE) -s demo-end
 
 demo-end:  ## the demo's last lines: where the database is, where the report is, what to try next
-	@echo
-	@echo "Database: $$($(STAGE4) db url) (revision $$($(STAGE4) status | sed -n 's/^revision: //p'))"
-	@report=$$(ls -1d $(REPORTS)/*/REPORT.md 2>/dev/null | tail -1); \
-	  echo "Report:   $${report:-none yet (make upgrade writes one under $(REPORTS)/)}"
-	@echo "Next:     make downgrade (rolls back one step), then make status"
+	@rev=$$($(STAGE4) status | sed -n 's/^revision: //p'); \
+	report=$$(ls -1d $(REPORTS)/*/REPORT.md 2>/dev/null | tail -1); \
+	echo; \
+	echo "Database: $$($(STAGE4) db url) (revision $$rev)"; \
+	echo "Report:   $${report:-none yet (make upgrade writes one under $(REPORTS)/)}"; \
+	case "$$rev" in \
+	  schema|"(none)") echo "Next:     make status, then make upgrade TO=opt5 JUDGE=target ACCEPT_STALE=1 (the five steps judged as one package)";; \
+	  *) echo "Next:     make downgrade (rolls back one step), then make status";; \
+	esac
 
 test: setup  ## the whole test suite against a real PostgreSQL + PostGIS
 	$(BIN)/pytest

@@ -83,7 +83,9 @@ def test_progress_lines_when_not_a_terminal(seeded_url: str, tmp_path: Path) -> 
     assert result.exit_code == 0, result.stderr
     lines = result.stderr.splitlines()
     assert "\r" not in result.stderr and "\x1b" not in result.stderr  # no bar drawn
-    # a pre-flight check's result is printed as it is, not as a phase with a duration
+    # a pre-flight check's result is printed as it is, under its phase's line
+    checking = lines.index(next(ln for ln in lines if ln.startswith("pre-flight checking")))
+    assert re.fullmatch(r"pre-flight \[ok\] \S+: .*", lines[checking + 1])
     assert any(re.fullmatch(r"pre-flight \[ok\] table contract: \S+ matches", ln) for ln in lines)
     for pattern in (r"pre-flight checking the database: \d+\.\d s", r"opt1 upgrading: \d+\.\d s",
                     r"  latency 1: \d+\.\d s", r"  throughput 2 s: [2-9]\.\d s"):  # fmt: skip

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from stage4 import migrations
 from stage4.config import redact
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,13 @@ def test_demo_ends_with_where_and_what_next(seeded_url: str, tmp_path: Path) -> 
     assert _demo_end(seeded_url, tmp_path / "reports") == [
         "",
         f"Database: {redact(seeded_url)} (revision schema)",
+        f"Report:   {run / 'REPORT.md'}",
+        "Next:     make status, then make upgrade TO=opt5 JUDGE=target ACCEPT_STALE=1 (the five "
+        "steps judged as one package)",
+    ]  # nothing to roll back at schema (a NO-GO at opt1 ends there)
+    migrations.upgrade(seeded_url, "opt1")
+    assert _demo_end(seeded_url, tmp_path / "reports")[1:] == [
+        f"Database: {redact(seeded_url)} (revision opt1)",
         f"Report:   {run / 'REPORT.md'}",
         "Next:     make downgrade (rolls back one step), then make status",
     ]

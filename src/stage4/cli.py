@@ -371,6 +371,7 @@ class _Live:
         self.clock = time.monotonic
         self.tty = err.is_terminal
         self.open: tuple[str, float] | None = None  # the phase running, when it began
+        self.details: list[str] = []
         self.started: dict[str, float] = {}
         self.tasks: dict[str, object] = {}
         if self.tty:
@@ -386,6 +387,9 @@ class _Live:
             text, began = self.open
             err.print(f"{text}: {self.clock() - began:.1f} s", markup=False, highlight=False)
             self.open = None
+        for line in self.details:
+            err.print(line, markup=False, highlight=False)
+        self.details.clear()
 
     def phase(self, step: str, text: str) -> None:
         if self.tty:
@@ -393,9 +397,9 @@ class _Live:
 
             self.bar.console.print(f"[bold]{escape(step)}[/bold] {escape(text)}", highlight=False)
             return
-        if text.startswith("["):  # a check's result ("[ok] postgis: 3.3.2"), not a phase
-            err.print(f"{step} {text}", markup=False, highlight=False)
-            return
+        if text.startswith("[") and self.open is not None:
+            self.details.append(f"{step} {text}")  # a check's result ("[ok] postgis: 3.3.2"),
+            return  # printed under the line of the phase that found it
         self._close()
         self.open = (f"{step} {text}", self.clock())
 
@@ -417,7 +421,7 @@ class _Live:
     def __exit__(self, *exc) -> None:
         if self.tty:
             self.bar.__exit__(*exc)
-        elif exc[0] is None:
+        else:  # on an error too: the log shows how far it got and what the checks found
             self._close()
 
 
