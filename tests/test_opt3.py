@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 
 from stage4 import migrations, snapshot
@@ -73,19 +75,28 @@ def test_round_trip_and_same_results(seeded_url):
     assert migrations.current(seeded_url) == "opt3"
 
 
-def test_roles_with_rls_see_the_same_rows(seeded_url):
+def test_with_rls_the_view_is_private_and_roles_see_the_same_rows(seeded_url):
     migrations.upgrade(seeded_url, "opt2")
     _setup_roles(seeded_url)
     before = {r: _results(seeded_url, r) for r in ("anon", "authenticated")}
     assert before["anon"] != before["authenticated"]
-    migrations.upgrade(seeded_url, "opt3")
+    notes: list[str] = []
+    migrations.upgrade(seeded_url, "opt3", notes=notes)
+    assert notes == [
+        "opt3: public.geometrias has row level security enabled; a materialized view ignores "
+        "it, so buscar_geometrias keeps reading the table and the view is readable by its "
+        "owner only"
+    ]
     with psycopg.connect(seeded_url) as conn:
         grants = conn.execute(
             "SELECT pg_get_userbyid(a.grantee) FROM pg_class c, aclexplode(c.relacl) a "
-            "WHERE c.oid = 'geometrias_busca'::regclass AND a.privilege_type = 'SELECT' "
-            "ORDER BY 1"
+            "WHERE c.oid = 'geometrias_busca'::regclass ORDER BY 1"
         ).fetchall()
-    assert [g for (g,) in grants if g != "postgres"] == ["anon", "authenticated"]
+        body = conn.execute(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'buscar_geometrias'"
+        ).fetchone()[0]
+    assert [g for (g,) in grants if g != "postgres"] == []
+    assert "geometrias_busca" not in body
     for role in ("anon", "authenticated"):
         assert _results(seeded_url, role) == before[role]
 
@@ -110,3 +121,31 @@ def test_offline_sql():
     assert "pg_get_functiondef" in sql
     down = migrations.offline_sql("downgrade", "opt3:opt2")
     assert "DROP MATERIALIZED VIEW IF EXISTS public.geometrias_busca" in down
+
+
+def test_without_rls_the_view_gets_the_tables_select_grants_only(seeded_url):
+    migrations.upgrade(seeded_url, "opt2")
+    role = f"leitor_{os.getpid()}"
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role}")
+        try:
+            conn.execute(f"GRANT SELECT, INSERT ON geometrias TO {role} WITH GRANT OPTION")
+            conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO {role}")
+            migrations.upgrade(seeded_url, "opt3")
+            acl = conn.execute(
+                "SELECT a.privilege_type, a.is_grantable FROM pg_class c, aclexplode(c.relacl) a "
+                "WHERE c.oid = 'geometrias_busca'::regclass AND a.grantee = %s::regrole",
+                (role,),
+            ).fetchall()
+            assert acl == [("SELECT", True)]
+            body = conn.execute(
+                "SELECT prosrc FROM pg_proc WHERE proname = 'buscar_geometrias'"
+            ).fetchone()[0]
+            assert "geometrias_busca" in body
+        finally:
+            conn.execute(
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public REVOKE ALL ON TABLES FROM {role}"
+            )
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

@@ -98,7 +98,7 @@ class TestUpgrade:
             assert made.fetchall() == [(f"{S.table}_p{year}", waiting)]
             assert _default_rows(conn, year, year) == 0
 
-    def test_new_partition_mirrors_the_default_partitions_access(self, seeded_url):
+    def test_new_partition_is_its_owners_only(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")
         reader, stranger = f"reader_{os.getpid()}", f"stranger_{os.getpid()}"
         with psycopg.connect(seeded_url, autocommit=True) as conn:
@@ -107,18 +107,19 @@ class TestUpgrade:
                 conn.execute(f"CREATE ROLE {role}")
             try:
                 conn.execute(f"GRANT SELECT ON {S.schema}.{S.table}_default TO {reader}")
-                conn.execute(f"ALTER TABLE {S.schema}.{S.table}_default ENABLE ROW LEVEL SECURITY")
                 conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {S.schema} "
                              f"GRANT ALL ON TABLES TO {stranger}")  # fmt: skip
                 conn.execute(f"SELECT * FROM {S.schema}.{fp.FUNCTION}({S.years_ahead + 1})")
-                acl, rls = conn.execute(
-                    "SELECT relacl::text, relrowsecurity FROM pg_class WHERE oid = %s::regclass",
+                acl, rls, owner = conn.execute(
+                    "SELECT relacl::text, relrowsecurity, pg_get_userbyid(relowner) FROM pg_class "
+                    "WHERE oid = %s::regclass",
                     (f"{S.schema}.{S.table}_p{HORIZON + 1}",),
                 ).fetchone()
-                assert f"{reader}=r/" in acl
-                assert stranger not in acl
+                assert acl == f"{{{owner}=arwdDxt/{owner}}}"
                 assert rls is True
             finally:
+                conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {S.schema} "
+                             f"REVOKE ALL ON TABLES FROM {stranger}")  # fmt: skip
                 for role in (reader, stranger):
                     conn.execute(f"DROP OWNED BY {role}")
                     conn.execute(f"DROP ROLE {role}")

@@ -5,7 +5,9 @@ continue), rows, grants, RLS and policies, comments, triggers and publication
 membership. Partitions ``geometrias_p2020`` .. ``geometrias_p2028`` (first_year ..
 last_year) and ``geometrias_default``, which takes every row outside the range
 (nothing is rejected). Indexes are created on the parent under the baseline names
-and cascade to every partition.
+and cascade to every partition. The partitions are their owner's only: what default
+privileges granted on them is revoked and row level security is enabled on them with
+no policy (rows are reached through the parent, whose grants and policies apply).
 
 What changes for users (PostgreSQL requires a partitioned table's unique keys to
 contain the partition key):

@@ -1,10 +1,12 @@
 """Indexed view behind the search RPC: ``geometrias_busca`` and ``buscar_geometrias`` on it.
 
 Creates the materialized view (tsvector, bbox, centroid, category, year) WITH DATA,
-its unique, GIN and GiST indexes, copies the table's SELECT grants to it, saves the
-live definition of ``buscar_geometrias`` in the view's comment and re-points the
-function at the view (same signature; it joins back to the table, so RLS policies
-still apply: see ``stage4.ddl.search_matview``). Users see the same results for
+its unique, GIN and GiST indexes, gives it the grants of ``matviews.grants_sql``
+(the table's SELECT grants while the table has no row level security, its owner only
+otherwise), saves the live definition of ``buscar_geometrias`` in the view's comment
+and, while the table has no RLS, re-points the function at the view (same signature;
+it joins back to the table: see ``stage4.ddl.search_matview``). With RLS the function
+keeps reading the table, and the revision says so. Users see the same results for
 data as of the last ``REFRESH MATERIALIZED VIEW CONCURRENTLY public.geometrias_busca``,
 which pg_cron runs every 15 minutes where it runs (``stage4 refresh`` elsewhere): Q4's
 staleness budget (``STALENESS``), which the gate accepts only with ``--accept-stale``.
@@ -18,7 +20,7 @@ Revises: opt2
 
 from __future__ import annotations
 
-from alembic import op
+from alembic import context, op
 
 from stage4.config import settings
 from stage4.ddl import cron, matviews, search_matview
@@ -46,9 +48,15 @@ def upgrade() -> None:
     mv = search_matview.view(s)
     for statement in mv.create_sql():
         op.execute(statement)
-    op.execute(matviews.copy_select_grants_sql(s.qualified_table, mv))
+    op.execute(matviews.grants_sql(s.qualified_table, mv.qualified))
     op.execute(search_matview.save_previous_sql(s))
-    op.execute(search_matview.search_on_view(s).create_sql())
+    op.execute(search_matview.repoint_sql(s))
+    bind = None if context.is_offline_mode() else op.get_bind()
+    if bind is not None and matviews.rls_enabled(bind, s.qualified_table):
+        cron.note(context.config.attributes,
+                  f"opt3: {s.qualified_table} has row level security enabled; a materialized "
+                  "view ignores it, so buscar_geometrias keeps reading the table and the view "
+                  "is readable by its owner only")  # fmt: skip
     op.execute(cron.schedule_sql([_job(s)], "refresh is manual: run `stage4 refresh`"))
 
 

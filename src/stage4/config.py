@@ -57,6 +57,10 @@ class Settings:
     years_ahead: int = 3
     # a folder of the app's own queries (*.sql, pgbench script format), judged with Q1–Q10
     workload: str = ""
+    # Roles checked by the gate's visibility promise besides anon, authenticated and
+    # service_role, and the schemas an API exposes (PostgREST: db-schemas).
+    api_roles: tuple[str, ...] = ()
+    exposed_schemas: tuple[str, ...] = ("public",)
     root: Path = field(default=Path("."), compare=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +80,15 @@ class Settings:
                 raise ConfigError(f"[tool.stage4] {name} = {value!r} is not a whole number")
         for name in ("lock_timeout", "statement_timeout"):
             check_duration(name, getattr(self, name))
+        for name in ("api_roles", "exposed_schemas"):
+            value = getattr(self, name)
+            names = (value,) if isinstance(value, str) else tuple(value)
+            bad = [v for v in names if not isinstance(v, str) or not _IDENT.match(v)]
+            if bad:
+                raise ConfigError(
+                    f"[tool.stage4] {name}: {bad[0]!r} is not a plain lower-case SQL identifier"
+                )
+            object.__setattr__(self, name, names)
         if self.first_year > self.last_year:
             raise ConfigError("[tool.stage4] first_year must not be after last_year")
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from stage4 import migrations
+from stage4 import migrations, visibility
 from stage4.config import redact, settings
 from stage4.db import connect, where
 from stage4.errors import ConfigError, GateError, MigrationError, PreflightError, Stage4Error
@@ -220,6 +220,7 @@ def _upgrade(
                 rows_before = rows_hash(conn, s)
                 if start is None:  # what the rollout starts from
                     start = before
+            reach_before = visibility.at(url, s)  # who can see what: compared in _judge
             say(rev, "upgrading")
             rec = StepRecord(rev)
             rollout.steps.append(rec)
@@ -241,7 +242,8 @@ def _upgrade(
             judged = not package or rev == todo[-1]
             try:
                 kept, pays = _judge(url, s, rec, base, previous, rows_before, opts, say, progress,
-                                    folder, gated_at=None if judged else target)  # fmt: skip
+                                    folder, gated_at=None if judged else target,
+                                    reach_before=reach_before)  # fmt: skip
             except Stage4Error as e:  # the step is applied but could not be judged: undo it
                 rec.reasons.append(f"could not be measured: {e}")
                 kept = pays = False
@@ -393,6 +395,7 @@ def _judge(
     progress,
     folder: Path,
     gated_at: str | None = None,
+    reach_before: visibility.Reach | None = None,
 ) -> tuple[bool, bool]:
     """Verify, benchmark and compare one applied step; fill ``rec``.
 
@@ -402,6 +405,10 @@ def _judge(
 
     say(rec.revision, "verifying")
     rec.verified, broken = verify.revision(url, s, rec.revision)
+    if reach_before is not None:  # no API role reads or writes more than before the step
+        checked, widened = visibility.check(url, s, reach_before)
+        rec.verified += [checked] if checked else []
+        broken += widened
     with connect(url) as conn:
         content = rows_hash(conn, s)
         if content != rows_before:

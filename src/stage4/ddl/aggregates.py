@@ -9,9 +9,9 @@ for the same ``&&`` filter and stores the EPSG:3857 copy so a tile skips the
 per-row ST_Transform).
 
 Views ignore row level security: whoever may SELECT a view sees every row. So
-the views get the table's SELECT grants only while the table has RLS disabled;
-with RLS on, they are readable by their owner only and the RPCs keep reading
-the table (see ``rls_enabled``).
+the views follow ``matviews.grants_sql``: the table's SELECT grants only while the
+table has RLS disabled; with RLS on, they are readable by their owner only and the
+RPCs keep reading the table (see ``rls_enabled``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stage4.config import Settings
+from stage4.ddl import matviews
 from stage4.ddl.cron import Job
 
 # The all-pairs containment view of the first opt5 (dropped by the downgrade if present).
@@ -222,39 +223,12 @@ WHERE m.geom IS NOT NULL"""
 
 
 def grants_sql(s: Settings, view: MatView) -> str:
-    """Give the view exactly the table's SELECT grants (none while the table has RLS on).
-
-    First removes whatever default privileges gave the new view (Supabase grants
-    anon/authenticated ALL on new relations in public), then copies SELECT.
-    """
-    grantee = (
-        "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END"
-    )
-    return f"""DO $acl$
-DECLARE r record;
-BEGIN
-  FOR r IN SELECT DISTINCT {grantee} AS who FROM pg_class c,
-             aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
-           WHERE c.oid = '{view.qualified}'::regclass AND a.grantee <> c.relowner LOOP
-    EXECUTE format('REVOKE ALL ON {view.qualified} FROM %s', r.who);
-  END LOOP;
-  IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = '{s.qualified_table}'::regclass) THEN
-    FOR r IN SELECT {grantee} AS who, a.is_grantable FROM pg_class c,
-               aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
-             WHERE c.oid = '{s.qualified_table}'::regclass AND a.privilege_type = 'SELECT'
-               AND a.grantee <> (SELECT relowner FROM pg_class WHERE oid = '{view.qualified}'::regclass) LOOP
-      EXECUTE format('GRANT SELECT ON {view.qualified} TO %s%s', r.who,
-                     CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-    END LOOP;
-  END IF;
-END
-$acl$"""
+    """The view's grants: the one rule of ``matviews.grants_sql``."""
+    return matviews.grants_sql(s.qualified_table, view.qualified)
 
 
 def rls_enabled(bind, s: Settings) -> bool:
-    return bool(bind.exec_driver_sql(
-        f"SELECT relrowsecurity FROM pg_class WHERE oid = '{s.qualified_table}'::regclass"
-    ).scalar())  # fmt: skip
+    return matviews.rls_enabled(bind, s.qualified_table)
 
 
 def live_body(bind, identity: str) -> str | None:

@@ -9,10 +9,11 @@ range, so for each missing year the routine, in one transaction, locks the paren
 then the default partition (the order queries take them), moves that year's rows
 out of the default into a temporary table, creates the partition and re-inserts
 them through the parent. The new partition gets the parent's indexes
-automatically; its privileges, owner and RLS flags are copied from the default
-partition (or the newest yearly one) so that direct access to a partition stays
-what it is for its siblings, whatever default privileges the schema has. Access
-through the parent is checked on the parent only and needs nothing.
+automatically; it is owned by the parent's owner and reachable by that owner only,
+as opt1's partitions: whatever the schema's default privileges granted is revoked at
+once and row level security is enabled on it with no policy (``privileges.owner_only_plpgsql``),
+in the same transaction, also when pg_cron runs the routine. Access through the
+parent is checked on the parent only and needs nothing.
 
 Moved rows are a DELETE then an INSERT: row triggers on the table fire for them,
 and the routine refuses to move rows of a table that foreign keys reference.
@@ -21,6 +22,7 @@ and the routine refuses to move rows of a table that foreign keys reference.
 from __future__ import annotations
 
 from stage4.config import Settings
+from stage4.ddl import privileges
 
 FUNCTION = "stage4_ensure_partitions"
 JOB = "stage4_ensure_partitions"
@@ -54,7 +56,6 @@ DECLARE
   parent regclass := {_lit(s.qualified_table)}::regclass;
   horizon integer;
   deflt regclass;
-  sibling regclass;
   created regclass;
   cols text;
   part text;
@@ -109,37 +110,13 @@ BEGIN
                      parent, cols, cols);
       DROP TABLE stage4_moving;
     END IF;
-    -- Direct access to a partition: mirror a sibling (privileges, owner, RLS flags).
-    sibling := coalesce(deflt, (SELECT i.inhrelid::regclass FROM pg_inherits i
-                                 WHERE i.inhparent = parent AND i.inhrelid <> created
-                                 ORDER BY i.inhrelid DESC LIMIT 1));
-    IF sibling IS NOT NULL THEN
-      FOR r IN SELECT DISTINCT a.grantee FROM pg_class c,
-                 aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
-               WHERE c.oid = created AND a.grantee <> c.relowner LOOP
-        EXECUTE format('REVOKE ALL ON %s FROM %s', created,
-                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END);
-      END LOOP;
-      FOR r IN SELECT a.grantee, a.privilege_type, a.is_grantable FROM pg_class c,
-                 aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
-               WHERE c.oid = sibling AND a.grantee <> c.relowner LOOP
-        EXECUTE format('GRANT %s ON %s TO %s%s', r.privilege_type, created,
-                       CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,
-                       CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-      END LOOP;
-      FOR r IN SELECT c.relowner, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c
-               WHERE c.oid = sibling LOOP
-        IF r.relowner <> (SELECT relowner FROM pg_class WHERE oid = created) THEN
-          EXECUTE format('ALTER TABLE %s OWNER TO %I', created, pg_get_userbyid(r.relowner));
-        END IF;
-        IF r.relrowsecurity THEN
-          EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', created);
-        END IF;
-        IF r.relforcerowsecurity THEN
-          EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', created);
-        END IF;
-      END LOOP;
+    -- The parent's owner owns it; nobody else reaches it directly (rows are read and
+    -- written through the parent, where grants and policies apply).
+    IF (SELECT relowner FROM pg_class WHERE oid = created) <> (SELECT relowner FROM pg_class WHERE oid = parent) THEN
+      EXECUTE format('ALTER TABLE %s OWNER TO %I', created,
+                     (SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = parent));
     END IF;
+  {privileges.owner_only_plpgsql("created")}
     EXECUTE format('ANALYZE %s', created);
     partition_name := part;
     rows_moved := moved;

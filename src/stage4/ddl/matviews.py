@@ -57,23 +57,45 @@ def quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def copy_select_grants_sql(source_table: str, view: MatView) -> str:
-    """GRANT SELECT on ``view`` to every role (or PUBLIC) holding table-level SELECT on
-    ``source_table``: one DO block, so offline ``--sql`` renders the same statement."""
-    return f"""DO $do$
-DECLARE
-  r record;
+def grants_sql(source_table: str, view: str) -> str:
+    """The one grant rule for a materialized view built from ``source_table`` (opt3, opt5).
+
+    First everything the view received at creation is revoked from everyone but its owner
+    (Supabase's default privileges grant ALL on every new relation in ``public`` to anon,
+    authenticated and service_role). Then, only while the table has row level security
+    disabled, the view gets the table's table-level SELECT grants (grant option included):
+    a role that reads every row of the table reads nothing new in a copy of it. With RLS
+    on, the view stays its owner's: it would show every row to whoever may SELECT it.
+    One DO block, so offline ``--sql`` renders the same statement.
+    """
+    who = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END"
+    return f"""DO $acl$
+DECLARE r record;
 BEGIN
-  FOR r IN SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
-                  ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS grantee
-           FROM pg_class c, aclexplode(c.relacl) a
-           WHERE c.oid = '{source_table}'::regclass AND a.privilege_type = 'SELECT'
-             AND a.grantee <> c.relowner
-  LOOP
-    EXECUTE 'GRANT SELECT ON {view.qualified} TO ' || r.grantee;
+  FOR r IN SELECT DISTINCT {who} AS who FROM pg_class c,
+             aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+           WHERE c.oid = '{view}'::regclass AND a.grantee <> c.relowner LOOP
+    EXECUTE format('REVOKE ALL ON {view} FROM %s', r.who);
   END LOOP;
+  IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = '{source_table}'::regclass) THEN
+    FOR r IN SELECT {who} AS who, a.is_grantable FROM pg_class c,
+               aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+             WHERE c.oid = '{source_table}'::regclass AND a.privilege_type = 'SELECT'
+               AND a.grantee <> (SELECT relowner FROM pg_class WHERE oid = '{view}'::regclass)
+    LOOP
+      EXECUTE format('GRANT SELECT ON {view} TO %s%s', r.who,
+                     CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+  END IF;
 END
-$do$"""
+$acl$"""
+
+
+def rls_enabled(bind, table: str) -> bool:
+    """Has ``table`` row level security enabled (SQLAlchemy connection)?"""
+    return bool(bind.exec_driver_sql(
+        f"SELECT relrowsecurity FROM pg_class WHERE oid = '{table}'::regclass"
+    ).scalar())  # fmt: skip
 
 
 def comment_sql(qualified: str) -> str:

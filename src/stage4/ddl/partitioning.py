@@ -393,6 +393,8 @@ class Rebuild:
                 if carry.replica_identity == "f":
                     self.execute(f"ALTER TABLE {part} REPLICA IDENTITY FULL")
             self.publications = pubs
+        if self.partitioned:  # rows are reached through the parent, where grants and RLS apply
+            self.execute(privileges.partitions_owner_only_sql(self.old))
         now = time.perf_counter()
         if not offline:
             self.metrics["writers_blocked_s"] = round(now - self.t_writers, 4)

@@ -171,20 +171,33 @@ def acl_reset(bind, rel: str, kind: str, owner: str) -> list[str]:
     return [f"REVOKE ALL ON {kind} {rel} FROM {', '.join(sorted(grantees))}"]
 
 
+def default_acl_reset(bind, rel: str, kind: str, owner: str) -> list[str]:
+    """The old relation had no ACL (the built-in default: its owner only): REVOKE what
+    default privileges gave the new one, so that nobody gains access by the rebuild.
+    The owner keeps its default entry (the same privileges as a NULL ACL)."""
+    others = sorted({g for _, g, _, _ in _acl(bind, "c.relacl", rel) or [] if g != owner})
+    return [f"REVOKE ALL ON {kind} {rel} FROM {', '.join(others)}"] if others else []
+
+
 def replay(carry: Carry, bind, target: str, sequence: str | None) -> list[str]:
     """Statements that give ``target`` (final name, already created) what was captured.
 
     Ownership first (it rewrites the owner's ACL entry), then an exact ACL: when the old
     table had an explicit ACL, everything the new one received is revoked and the old
-    entries are granted back in their order.
+    entries are granted back in their order; when it had none, what default privileges
+    gave the new one is revoked (same for the identity sequence).
     """
     out = [f"ALTER TABLE {target} OWNER TO {carry.owner}"]
     if carry.acl is not None:
         out += acl_reset(bind, target, "TABLE", carry.owner)
         out += _grants(carry.acl, target, "TABLE", carry.owner)
+    else:
+        out += default_acl_reset(bind, target, "TABLE", carry.owner)
     if sequence and carry.sequence_acl is not None:
         out += acl_reset(bind, sequence, "SEQUENCE", carry.owner)
         out += _grants(carry.sequence_acl, sequence, "SEQUENCE", carry.owner)
+    elif sequence:
+        out += default_acl_reset(bind, sequence, "SEQUENCE", carry.owner)
     for column, *entry in carry.column_acl:
         out += _grants([tuple(entry)], target, "TABLE", carry.owner, column)
     enabled, forced = carry.rls
@@ -248,3 +261,40 @@ def publications_of(bind, rel: str) -> list[tuple[str, bool]]:
 def via_root_sql(names: list[str], value: bool) -> list[str]:
     v = "true" if value else "false"
     return [f"ALTER PUBLICATION {n} SET (publish_via_partition_root = {v})" for n in names]
+
+
+# ------------------------------------------------------------------ owner-only objects
+
+_WHO = "CASE WHEN {r}.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid({r}.grantee)) END"
+
+
+def owner_only_plpgsql(rel: str, r: str = "r") -> str:
+    """PL/pgSQL statements leaving ``rel`` (an expression of type regclass) to its owner:
+    every privilege of every other grantee (PUBLIC, and whoever default privileges named)
+    revoked, and row level security enabled with no policy, so that a grant added later
+    by mistake still shows no row to anyone but the owner and BYPASSRLS roles. ``r`` is a
+    ``record`` variable the caller declares. Shared by opt1 (a DO block) and opt4's routine
+    (which runs from pg_cron too)."""
+    who = _WHO.format(r=r)
+    return f"""FOR {r} IN SELECT DISTINCT a.grantee FROM pg_class c,
+             aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+           WHERE c.oid = {rel} AND a.grantee <> c.relowner LOOP
+    EXECUTE format('REVOKE ALL ON TABLE %s FROM %s', {rel}, {who});
+  END LOOP;
+  EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', {rel});"""
+
+
+def partitions_owner_only_sql(parent: str) -> str:
+    """One DO block: every partition of ``parent`` reachable by its owner only (online and
+    in offline ``--sql`` alike: it reads the catalog when it runs)."""
+    return f"""DO $acl$
+DECLARE
+  p regclass;
+  r record;
+BEGIN
+  FOR p IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = '{parent}'::regclass
+           ORDER BY inhrelid LOOP
+  {owner_only_plpgsql("p")}
+  END LOOP;
+END
+$acl$"""

@@ -6,15 +6,15 @@ The view holds, per feature, the tsvector the baseline function computes on the 
 the same float bbox), the centroid, the category and the year, with GIN (tsvector),
 GiST (bbox, centroid) and a unique index on the table's key (REFRESH CONCURRENTLY).
 
-RLS: a materialized view has none. The re-pointed function is SECURITY INVOKER and
-joins every candidate back to the table by its key, so the table's policies still
-decide which rows a caller gets, and ``nome``/``categoria`` are read live from the
-table; the view is only the index. The view's SELECT grants are copied from the
-table, so a role that may read the table can also read the view directly (through
-PostgREST too when the schema is exposed), and there it sees every row's id, date,
-category, bbox and lexemes regardless of policies. That is the price of an invoker
-function; when that matters, revoke the view from those roles and expose only the RPC
-through a SECURITY DEFINER wrapper, or do not apply opt3.
+RLS: a materialized view has none, and the re-pointed function is SECURITY INVOKER,
+so its caller must be able to read the view. The view follows the one grant rule of
+``matviews.grants_sql``: while the table has row level security disabled it gets the
+table's SELECT grants (a role that reads every row of the table learns nothing new
+from it) and the function is re-pointed; it joins every candidate back to the table by
+its key and reads ``nome``/``categoria`` live, the view is only the index. With RLS
+enabled the view is its owner's only and the function keeps reading the table
+(``repoint_sql``): the view would show anon every row's id, date, category, bbox and
+lexemes, whatever the policies say.
 
 Staleness: rows deleted since the last refresh disappear at once (the join), rows
 added or edited are found with their old text/bbox until the next REFRESH.
@@ -89,6 +89,18 @@ BEGIN
     EXECUTE substr(saved, length({quote(MARK)}) + 1);
   ELSE
     EXECUTE {quote(fn.create_sql())};
+  END IF;
+END
+$do$"""
+
+
+def repoint_sql(s: Settings) -> str:
+    """Re-point the search RPC at the view, only while the table has RLS disabled (one DO
+    block, decided when it runs: online and in offline ``--sql`` alike)."""
+    return f"""DO $do$
+BEGIN
+  IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = '{s.qualified_table}'::regclass) THEN
+    EXECUTE {quote(search_on_view(s).create_sql())};
   END IF;
 END
 $do$"""

@@ -1,0 +1,382 @@
+"""Who can see what, on a database dressed as Supabase dresses it.
+
+Supabase's default privileges (every new table, sequence and function in ``public``
+granted to anon, authenticated and service_role) and row level security on the
+table with a policy that shows anon only the schools: at every revision schema …
+opt5 and back, anon and authenticated read exactly the rows the policy gives them
+through every relation in ``public`` (each partition and view by name), write nothing
+the policy forbids, service_role keeps what it had; every ACL comes back exactly; a
+step that grants anon a view of the table is NO-GO at the gate, naming both.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from stage4 import gate, migrations, snapshot, visibility
+from stage4.config import settings
+from stage4.errors import GateError
+from supabase_roles import ROLES_SQL
+
+S = settings()
+API = ("anon", "authenticated")
+SUPABASE = (
+    ROLES_SQL
+    + """
+GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
+-- what those defaults gave the objects revision schema created (it ran before them here)
+GRANT ALL ON public.geometrias TO anon, authenticated, service_role;
+GRANT ALL ON SEQUENCE public.geometrias_id_seq TO anon, authenticated, service_role;
+GRANT ALL ON FUNCTION public.buscar_geometrias(text, double precision, double precision,
+  double precision, double precision, integer), public.contagem_mensal(integer),
+  public.tile_mvt(integer, integer, integer) TO anon, authenticated, service_role;
+ALTER TABLE public.geometrias ENABLE ROW LEVEL SECURITY;
+CREATE POLICY anon_escolas ON public.geometrias FOR SELECT TO anon USING (categoria = 'escola');
+CREATE POLICY authenticated_recentes ON public.geometrias FOR ALL TO authenticated
+  USING (data_referencia >= date '2024-01-01') WITH CHECK (data_referencia >= date '2024-01-01');
+"""
+)
+# What each role may read through the table, by the policies above (service_role: BYPASSRLS).
+OWN_TABLES = ("spatial_ref_sys", "geometry_columns", "geography_columns", "alembic_version")
+POLICY = {
+    "anon": "categoria = 'escola'",
+    "authenticated": "data_referencia >= date '2024-01-01'",
+    "service_role": "true",
+}
+
+
+@pytest.fixture
+def supabase_url(seeded_url: str) -> str:
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(SUPABASE)
+    return seeded_url
+
+
+def _ids(conn, where: str) -> set[int]:
+    return {r[0] for r in conn.execute(f"SELECT id FROM {S.qualified_table} WHERE {where}")}
+
+
+def _relations(conn) -> dict[str, bool]:
+    """Every table, partition, view and materialized view in public: name -> has ``id``."""
+    return dict(
+        conn.execute(
+            """SELECT c.relname, EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                                         AND a.attname = 'id' AND NOT a.attisdropped)
+               FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+                 AND c.relkind IN ('r', 'p', 'v', 'm') ORDER BY 1"""
+        ).fetchall()
+    )
+
+
+def _expected_names(rev: str) -> set[str]:
+    """The partitions and views revision ``rev`` must have, each checked by name."""
+    names = set()
+    if rev in ("opt1", "opt2", "opt3", "opt4", "opt5"):
+        names |= {f"{S.table}_p{y}" for y in range(S.first_year, S.last_year + 1)}
+        names.add(f"{S.table}_default")
+    if rev in ("opt3", "opt4", "opt5"):
+        names.add(f"{S.table}_busca")
+    if rev in ("opt4", "opt5"):
+        names |= {f"{S.table}_p{y}" for y in range(S.last_year + 1, S.last_year + 4)}
+    if rev == "opt5":
+        names |= {f"{S.table}_mensal_mv", f"{S.table}_tile_mv", f"{S.table}_pontos_mv"}
+    return names
+
+
+def _reads(conn, role: str, relations: dict[str, bool]) -> dict[str, set[int] | str]:
+    """What ``role`` reads through each relation: its ids, or "denied"."""
+    out: dict[str, set[int] | str] = {}
+    for name, has_id in relations.items():
+        try:
+            with conn.transaction():
+                conn.execute(f"SET LOCAL ROLE {role}")
+                if has_id:
+                    out[name] = {r[0] for r in conn.execute(f"SELECT id FROM public.{name}")}
+                else:
+                    conn.execute(f"SELECT count(*) FROM public.{name}")
+                    out[name] = "readable"
+        except errors.InsufficientPrivilege:
+            out[name] = "denied"
+    return out
+
+
+def _refused(conn, role: str, sql: str) -> bool:
+    """Is ``sql`` refused to ``role`` (by a missing privilege or by a policy)?"""
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute(f"SET LOCAL ROLE {role}")
+            cur = conn.execute(sql)
+            return cur.rowcount == 0 if cur.statusmessage.split()[0] in ("UPDATE", "DELETE") \
+                else False  # fmt: skip
+    except errors.InsufficientPrivilege:
+        return True
+
+
+def _check_revision(conn, rev: str, allowed: dict[str, set[int]], service_before) -> None:
+    relations = _relations(conn)
+    missing = _expected_names(rev) - set(relations)
+    assert not missing, f"{rev}: {missing} not found"
+    partitions = [n for n in relations if re.fullmatch(rf"{S.table}_(p\d{{4}}|default)", n)]
+    for role in API:
+        reads = _reads(conn, role, relations)
+        assert reads[S.table] == allowed[role], f"{role} reads other rows of the table at {rev}"
+        for name in _expected_names(rev):
+            assert reads[name] == "denied", f"{role} reads {name} at {rev}"
+        for name, got in reads.items():  # nothing in public shows a row the policy hides
+            if isinstance(got, set):
+                assert got <= allowed[role], f"{role} reads hidden rows of {name} at {rev}"
+            else:  # without ids: only PostGIS's and Alembic's own tables
+                assert got == "denied" or name in OWN_TABLES, name
+        for name in partitions:
+            for sql in (
+                f"INSERT INTO public.{name} (nome, categoria, {S.time_column}, geom) "
+                f"VALUES ('x', 'escola', '2024-06-01', ST_Point(-46.6, -23.5, 4326))",
+                f"UPDATE public.{name} SET nome = 'x'",
+                f"DELETE FROM public.{name}",
+                f"TRUNCATE public.{name}",
+            ):
+                assert _refused(conn, role, sql), f"{role} may run {sql!r} at {rev}"
+    # the policy forbids anon every write, authenticated writes before 2024
+    assert _refused(conn, "anon", f"UPDATE {S.qualified_table} SET nome = nome")
+    assert _refused(conn, "anon", f"DELETE FROM {S.qualified_table}")
+    assert _refused(
+        conn,
+        "authenticated",
+        f"DELETE FROM {S.qualified_table} WHERE {S.time_column} < '2024-01-01'",
+    )
+    with conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL ROLE service_role")
+        seen = conn.execute(f"SELECT count(*) FROM {S.qualified_table}").fetchone()[0]
+    assert seen == len(allowed["service_role"])
+    assert visibility.take(conn, S).writes["service_role"] == service_before
+
+
+def _acls(conn) -> list[tuple]:
+    """Every ACL in public (relations, sequences, functions), as PostgreSQL stores it."""
+    return conn.execute(
+        """SELECT 'rel', c.relname, c.relacl::text FROM pg_class c
+           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+           UNION ALL
+           SELECT 'fn', p.oid::regprocedure::text, p.proacl::text FROM pg_proc p
+           WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1, 2"""
+    ).fetchall()
+
+
+def test_each_role_reads_what_the_policy_gives_at_every_revision_and_back(supabase_url) -> None:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        allowed = {role: _ids(conn, where) for role, where in POLICY.items()}
+        assert (
+            0 < len(allowed["anon"]) < len(allowed["authenticated"]) < len(allowed["service_role"])
+        )
+        acls = _acls(conn)
+        catalog = snapshot.take(conn)
+        reach = visibility.take(conn, S)
+        assert reach.roles == ["anon", "authenticated", "service_role"]
+        _check_revision(conn, "schema", allowed, reach.writes["service_role"])
+    chain = migrations.chain()
+    for rev in chain[1:]:
+        migrations.upgrade(supabase_url, rev)
+        with psycopg.connect(supabase_url, autocommit=True) as conn:
+            _check_revision(conn, rev, allowed, reach.writes["service_role"])
+            assert visibility.wider(reach, visibility.take(conn, S)) == [], rev
+    for rev in reversed(chain[1:]):
+        back = migrations.previous(rev)
+        migrations.downgrade(supabase_url, back)
+        with psycopg.connect(supabase_url, autocommit=True) as conn:
+            _check_revision(conn, back, allowed, reach.writes["service_role"])
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        assert _acls(conn) == acls  # table, sequence, functions: exactly as before
+        assert snapshot.diff(catalog, snapshot.take(conn)) == []
+        assert visibility.wider(reach, visibility.take(conn, S)) == []
+
+
+def test_identity_sequence_acl_survives_the_round_trip(seeded_url) -> None:
+    """The sequence had no ACL of its own (created before the default privileges): the
+    rebuilt ones must not pick up the API roles' grants, either way."""
+    seq = f"{S.schema}.{S.table}_id_seq"
+    sql = "SELECT relacl::text FROM pg_class WHERE oid = %s::regclass"
+    owner_only = (
+        "SELECT array_agg(DISTINCT a.grantee::regrole::text) FROM pg_class c, "
+        "aclexplode(coalesce(c.relacl, acldefault('S', c.relowner))) a WHERE c.oid = %s::regclass"
+    )
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(SUPABASE.split("-- what those defaults")[0])  # roles and defaults only
+        before = conn.execute(sql, (seq,)).fetchone()[0]
+        table_before = conn.execute(sql, (S.qualified_table,)).fetchone()[0]
+        assert before is None and table_before is None
+    migrations.upgrade(seeded_url, "opt1")
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        assert conn.execute(owner_only, (seq,)).fetchone()[0] == ["postgres"]
+        assert conn.execute(owner_only.replace("'S'", "'r'"), (S.qualified_table,)).fetchone()[
+            0
+        ] == ["postgres"]
+    migrations.downgrade(seeded_url, "schema")
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        assert conn.execute(owner_only, (seq,)).fetchone()[0] == ["postgres"]
+        for role in API:
+            assert not conn.execute(
+                "SELECT has_sequence_privilege(%s, %s, 'UPDATE')", (role, seq)
+            ).fetchone()[0]
+
+
+def test_identity_sequence_acl_is_exact_after_the_round_trip(supabase_url) -> None:
+    seq = f"{S.schema}.{S.table}_id_seq"
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        conn.execute(f"REVOKE UPDATE ON SEQUENCE {seq} FROM anon")  # an ACL of its own
+        before = conn.execute("SELECT relacl::text FROM pg_class WHERE oid = %s::regclass",
+                              (seq,)).fetchone()[0]  # fmt: skip
+    migrations.upgrade(supabase_url, "opt1")
+    migrations.downgrade(supabase_url, "schema")
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        after = conn.execute("SELECT relacl::text FROM pg_class WHERE oid = %s::regclass",
+                             (seq,)).fetchone()[0]  # fmt: skip
+    assert after == before
+    assert "anon=rU/" in after
+
+
+# ----------------------------------------------------------------- the promise itself
+
+
+def test_a_view_granted_to_anon_is_seen_as_wider(supabase_url) -> None:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        before = visibility.take(conn, S)
+        conn.execute(f"CREATE VIEW public.vazamento AS SELECT id, nome FROM {S.qualified_table}")
+        hidden = conn.execute(
+            f"SELECT count(*) FROM {S.qualified_table} WHERE NOT ({POLICY['anon']})"
+        ).fetchone()[0]
+        widened = visibility.wider(before, visibility.take(conn, S))
+    # Supabase's default privileges gave the new view to every API role
+    assert (
+        f"anon can read {hidden} rows through public.vazamento that public.geometrias hides "
+        "from it (0 before)"
+    ) in widened
+    assert "anon can now INSERT on public.vazamento" in widened
+    assert any(w.startswith("authenticated can read ") for w in widened)
+    assert not any(w.startswith("service_role can read") for w in widened)  # it sees them all
+
+
+def test_a_disabled_policy_and_a_definer_function_are_seen_as_wider(supabase_url) -> None:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        before = visibility.take(conn, S)
+        conn.execute(f"ALTER TABLE {S.qualified_table} DISABLE ROW LEVEL SECURITY")
+        conn.execute(
+            "CREATE FUNCTION public.apaga() RETURNS void LANGUAGE sql SECURITY DEFINER "
+            f"SET search_path = pg_catalog AS 'DELETE FROM {S.qualified_table}'"
+        )
+        widened = visibility.wider(before, visibility.take(conn, S))
+    total = len(_ids_all(supabase_url))
+    anon = next(w for w in widened if w.startswith("anon reads other rows"))
+    assert anon.startswith(f"anon reads other rows of public.geometrias than before ({total} rows")
+    assert "anon can now EXECUTE on SECURITY DEFINER function public.apaga()" in widened
+    assert not any(w.startswith("service_role reads") for w in widened)
+
+
+def _ids_all(url: str) -> set[int]:
+    with psycopg.connect(url) as conn:
+        return _ids(conn, "true")
+
+
+def test_an_unchanged_database_is_not_wider_and_a_narrower_one_neither(supabase_url) -> None:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        before = visibility.take(conn, S)
+        assert visibility.wider(before, visibility.take(conn, S)) == []
+        conn.execute(f"REVOKE ALL ON {S.qualified_table} FROM anon")
+        assert visibility.wider(before, visibility.take(conn, S)) == []
+
+
+def test_a_configured_role_is_checked(supabase_url) -> None:
+    from dataclasses import replace
+
+    s = replace(S, api_roles=("web_anon_vis",))
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS web_anon_vis")
+        conn.execute("CREATE ROLE web_anon_vis NOLOGIN")
+        try:
+            before = visibility.take(conn, s)
+            assert before.roles == ["anon", "authenticated", "service_role", "web_anon_vis"]
+            conn.execute(f"GRANT SELECT ON {S.qualified_table} TO web_anon_vis")
+            # RLS and no policy for it: a grant alone shows it no row
+            assert visibility.wider(before, visibility.take(conn, s)) == []
+            conn.execute(f"CREATE POLICY web ON {S.qualified_table} FOR SELECT TO web_anon_vis "
+                         "USING (true)")  # fmt: skip
+            widened = visibility.wider(before, visibility.take(conn, s))
+            assert widened == [f"web_anon_vis can now read {len(_ids_all(supabase_url))} rows "
+                               "of public.geometrias"]  # fmt: skip
+        finally:
+            conn.execute("DROP OWNED BY web_anon_vis")
+            conn.execute("DROP ROLE web_anon_vis")
+
+
+# ----------------------------------------------------------------- through the gate
+
+LEAKY = '''"""Test-only: a view of the table, granted to anon."""
+from alembic import op
+
+revision = "leaky"
+down_revision = "schema"
+
+
+def upgrade() -> None:
+    op.execute("CREATE VIEW public.geometrias_vazada AS SELECT id, nome, categoria "
+               "FROM public.geometrias")
+    op.execute("REVOKE ALL ON public.geometrias_vazada FROM authenticated, service_role")
+    op.execute("GRANT SELECT ON public.geometrias_vazada TO anon")
+
+
+def downgrade() -> None:
+    op.execute("DROP VIEW public.geometrias_vazada")
+'''
+
+
+def test_a_leaky_step_is_no_go_naming_the_role_and_the_view(
+    supabase_url, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dst = tmp_path / "alembic-leaky"
+    shutil.copytree(migrations._script_location(), dst,
+                    ignore=shutil.ignore_patterns("__pycache__", "opt*"))  # fmt: skip
+    (dst / "versions" / "leaky.py").write_text(LEAKY)
+    monkeypatch.setattr(migrations, "_script_location", lambda: dst)
+    migrations.chain.cache_clear()
+    try:
+        with psycopg.connect(supabase_url) as conn:
+            hidden = conn.execute(
+                f"SELECT count(*) FROM {S.qualified_table} WHERE NOT ({POLICY['anon']})"
+            ).fetchone()[0]
+            before = snapshot.take(conn)
+        opts = gate.GateOptions(backup_dir=tmp_path / "b", reports_dir=tmp_path / "r",
+                                iterations=6, concurrency=2, duration=1.0)  # fmt: skip
+        with pytest.raises(GateError) as no_go:
+            gate.upgrade(supabase_url, "leaky", opts)
+    finally:
+        migrations.chain.cache_clear()
+    reason = (
+        f"promise broken: anon can read {hidden} rows through public.geometrias_vazada that "
+        "public.geometrias hides from it (0 before)"
+    )
+    assert str(no_go.value).startswith(f"NO-GO at leaky: {reason}")
+    assert "the database is back exactly as before" in str(no_go.value)
+    assert migrations.current(supabase_url) == "schema"
+    with psycopg.connect(supabase_url) as conn:
+        assert snapshot.diff(before, snapshot.take(conn)) == []
+
+
+def test_a_step_that_widens_nothing_records_what_was_checked(supabase_url, tmp_path: Path) -> None:
+    opts = gate.GateOptions(backup_dir=tmp_path / "b", reports_dir=tmp_path / "r", gate=False,
+                            iterations=6, concurrency=2, duration=1.0)  # fmt: skip
+    rollout = gate.upgrade(supabase_url, "opt1", opts)
+    step = rollout.steps[-1]
+    assert step.revision == "opt1"
+    assert not [r for r in step.reasons if r.startswith("promise broken")]
+    assert (
+        "who can see what: anon, authenticated, service_role read and write no more than "
+        "before" in " ".join(step.verified)
+    )
