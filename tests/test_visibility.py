@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 import psycopg
@@ -153,6 +154,13 @@ def _check_revision(conn, rev: str, allowed: dict[str, set[int]], service_before
         "authenticated",
         f"DELETE FROM {S.qualified_table} WHERE {S.time_column} < '2024-01-01'",
     )
+    unpinned = conn.execute(  # functions stage4 made: a fixed search_path, nothing shadows
+        """SELECT p.oid::regprocedure::text FROM pg_proc p
+           WHERE p.pronamespace = 'public'::regnamespace
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+             AND NOT coalesce(p.proconfig::text LIKE '%search_path=%', false)"""
+    ).fetchall()
+    assert unpinned == [], f"{rev}: {unpinned}"
     with conn.transaction(force_rollback=True):
         conn.execute("SET LOCAL ROLE service_role")
         seen = conn.execute(f"SELECT count(*) FROM {S.qualified_table}").fetchone()[0]
@@ -380,3 +388,44 @@ def test_a_step_that_widens_nothing_records_what_was_checked(supabase_url, tmp_p
         "who can see what: anon, authenticated, service_role read and write no more than "
         "before" in " ".join(step.verified)
     )
+
+
+def test_partitions_pg_cron_creates_are_its_owners_only(cron_url: str) -> None:
+    """opt4's routine run by pg_cron itself (not called by hand) under Supabase's defaults.
+    pg_cron 1.4 schedules by the minute: this waits for the next one (up to 75 s)."""
+    with psycopg.connect(cron_url, autocommit=True) as conn:
+        conn.execute(SUPABASE)
+    migrations.upgrade(cron_url, "opt4")
+    year = S.last_year + S.years_ahead + 1  # one year past what the upgrade made
+    part = f"{S.schema}.{S.table}_p{year}"
+    with psycopg.connect(cron_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT cron.schedule('stage4_vis_test', '* * * * *', %s)",
+            (f"SELECT {S.schema}.stage4_ensure_partitions({S.years_ahead + 1})",),
+        )
+        try:
+            for _ in range(150):
+                if conn.execute("SELECT to_regclass(%s)", (part,)).fetchone()[0]:
+                    break
+                time.sleep(0.5)
+            time.sleep(1)  # the run's status is written after its commit
+            made_by_cron = conn.execute(
+                "SELECT count(*) FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
+                "WHERE j.jobname = 'stage4_vis_test' AND d.status = 'succeeded'"
+            ).fetchone()[0]
+        finally:
+            conn.execute("SELECT cron.unschedule('stage4_vis_test')")
+        assert made_by_cron >= 1
+        grantees, rls = conn.execute(
+            "SELECT array_agg(DISTINCT a.grantee::regrole::text), bool_and(c.relrowsecurity) "
+            "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s::regclass",
+            (part,),
+        ).fetchone()
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = %s::regclass",
+            (S.qualified_table,),
+        ).fetchone()[0]
+        assert grantees == [owner]
+        assert rls is True
+        for role in API:
+            assert _refused(conn, role, f"SELECT * FROM {part}")

@@ -1,0 +1,69 @@
+"""What the gate's visibility check costs: ``visibility.take`` at 20,000 features.
+
+A throwaway cluster (initdb + pg_ctl under /tmp), Supabase's roles and default
+privileges and an RLS policy (``tests/test_visibility.py``'s ``SUPABASE``), then
+``take`` three times at schema and at opt5, with RLS on and off; the median is printed.
+
+    .venv/bin/python benchmarks/visibility_cost.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from stage4 import migrations, seed, visibility
+from stage4.cluster import Cluster
+from stage4.config import settings
+from test_visibility import SUPABASE
+
+FEATURES = 20_000
+
+
+def timed(url: str, label: str) -> None:
+    s = settings()
+    with psycopg.connect(url, autocommit=True) as conn:
+        runs = []
+        for _ in range(3):
+            t = time.perf_counter()
+            reach = visibility.take(conn, s)
+            runs.append(time.perf_counter() - t)
+    rels = len({rel for _, rel in reach.reads})
+    print(f"{label}: take() median {sorted(runs)[1]:.3f} s of 3 ({min(runs):.3f}-{max(runs):.3f}), "
+          f"roles {', '.join(reach.roles)}, {len(reach.reads)} readable (role, relation) pairs "
+          f"over {rels} relations")  # fmt: skip
+
+
+def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="stage4-vis-"))
+    home.chmod(0o755)
+    cluster = Cluster(home=home / "cluster", database="vis", cron_database="vis_cron")
+    cluster.ensure_started()
+    try:
+        url = cluster.url()
+        migrations.upgrade(url, "schema")
+        with psycopg.connect(url) as conn:
+            seed.seed(conn, settings(), features=FEATURES, seed=42)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(SUPABASE)
+        timed(url, "schema, RLS on")
+        migrations.upgrade(url, "opt5")
+        timed(url, "opt5, RLS on")
+        migrations.downgrade(url, "schema")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE public.geometrias DISABLE ROW LEVEL SECURITY")
+        timed(url, "schema, RLS off")
+        migrations.upgrade(url, "opt5")
+        timed(url, "opt5, RLS off")
+    finally:
+        cluster.destroy()
+
+
+if __name__ == "__main__":
+    main()
