@@ -272,6 +272,25 @@ def test_a_view_granted_to_anon_is_seen_as_wider(supabase_url) -> None:
     assert not any(w.startswith("service_role can read") for w in widened)  # it sees them all
 
 
+def test_a_materialized_view_is_counted_for_each_role_by_its_own_policy(supabase_url) -> None:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        before = visibility.take(conn, S)
+        conn.execute(f"CREATE MATERIALIZED VIEW public.copia AS SELECT id FROM {S.qualified_table}")
+        hidden = {
+            role: conn.execute(
+                f"SELECT count(*) FROM {S.qualified_table} WHERE NOT ({POLICY[role]})"
+            ).fetchone()[0]
+            for role in API
+        }
+        widened = visibility.wider(before, visibility.take(conn, S))
+    assert hidden["anon"] != hidden["authenticated"]
+    for role in API:
+        assert (
+            f"{role} can read {hidden[role]} rows through public.copia that public.geometrias "
+            "hides from it (0 before)"
+        ) in widened
+
+
 def test_a_disabled_policy_and_a_definer_function_are_seen_as_wider(supabase_url) -> None:
     with psycopg.connect(supabase_url, autocommit=True) as conn:
         before = visibility.take(conn, S)

@@ -162,7 +162,11 @@ def _reads(conn, role, table, rels, reach: Reach, shared) -> None:
             if not may.get(name):
                 continue
             free = not rel_rls or bypass or owner == role  # (FORCE aside: owners are not API roles)
-            same_for_all = kind == "m" or (kind in ("r", "p") and free)
+            # The rows are the same for every role; so is the count of those the table hides
+            # when the role sees all of the table (else that count is the role's own).
+            same_for_all = (kind == "m" or (kind in ("r", "p") and free)) and (
+                sees_table_whole or not has_id
+            )
             key = (name, sees_table_whole)
             if same_for_all and key in shared:
                 got = shared[key]
