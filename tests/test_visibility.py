@@ -448,3 +448,21 @@ def test_partitions_pg_cron_creates_are_its_owners_only(cron_url: str) -> None:
         assert rls is True
         for role in API:
             assert _refused(conn, role, f"SELECT * FROM {part}")
+
+
+def test_a_view_open_before_the_step_is_said_not_blamed(supabase_url, tmp_path: Path) -> None:
+    """A view that shows anon hidden rows before a step (say RLS was enabled after it was
+    granted): the step is not blamed for it, and the record says it is open."""
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        conn.execute(f"CREATE VIEW public.antiga AS SELECT id FROM {S.qualified_table}")
+        conn.execute("REVOKE ALL ON public.antiga FROM authenticated, service_role")
+        hidden = conn.execute(
+            f"SELECT count(*) FROM {S.qualified_table} WHERE NOT ({POLICY['anon']})"
+        ).fetchone()[0]
+    before = visibility.at(supabase_url, S)
+    checked, widened = visibility.check(supabase_url, S, before)
+    assert widened == []
+    assert checked[1:] == [
+        f"already before this step: anon reads {hidden} rows through public.antiga that "
+        "public.geometrias hides from it"
+    ]

@@ -407,7 +407,7 @@ def _judge(
     rec.verified, broken = verify.revision(url, s, rec.revision)
     if reach_before is not None:  # no API role reads or writes more than before the step
         checked, widened = visibility.check(url, s, reach_before)
-        rec.verified += [checked] if checked else []
+        rec.verified += checked
         broken += widened
     with connect(url) as conn:
         content = rows_hash(conn, s)
