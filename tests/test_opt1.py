@@ -184,8 +184,8 @@ class TestRoundTrip:
         """A Gather over the partitions costs short queries a worker's start: opt1 sets
         max_parallel_workers_per_gather = 0 for the database; its downgrade restores the
         value there was (none, another value), and leaves a 0 it did not set."""
-        db = seeded_url.rsplit("/", 1)[1].split("?")[0]
         with psycopg.connect(seeded_url, autocommit=True) as conn:
+            db = conn.execute("SELECT current_database()").fetchone()[0]
             if previous is not None:
                 conn.execute(
                     f'ALTER DATABASE "{db}" SET max_parallel_workers_per_gather = {previous}'
