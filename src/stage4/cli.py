@@ -313,7 +313,7 @@ def upgrade(
     can be judged with it: --judge target.
     Example: stage4 upgrade --to opt3
     """
-    from stage4 import gate, migrations
+    from stage4 import gate, migrations, report
 
     if lock_timeout is not None:
         lock_timeout = migrations.check_timeout(lock_timeout)
@@ -337,7 +337,9 @@ def upgrade(
         raise
     for step in rollout.steps:
         secs = f"{step.upgrade_seconds:.1f} s" if step.upgrade_seconds is not None else "–"
-        out.print(f"{step.revision}: {step.verdict} (upgrade {secs})", markup=False)
+        margin = report.margins(step)
+        out.print(f"{step.revision}: {step.verdict} ({margin + ', ' if margin else ''}"
+                  f"upgrade {secs})", markup=False)  # fmt: skip
     if backup:
         _backup_lines(url, backup_dir, keep_backups, began, console=out)
     if rollout.folder:
@@ -869,10 +871,7 @@ def compare(
                       f"x{c.ratio:.2f}", f"x{c.ci_low:.2f}–x{c.ci_high:.2f}", c.verdict,
                       "same" if same.get(qid) else "DIFFERENT")  # fmt: skip
     out.print(table)
-    widened = max((c.widened for c in comps.values()), default=1.0)
-    if widened > 1.0:
-        out.print(f"machine drift: the control query moved between the runs, so the margin "
-                  f"is x{(1 + threshold) * widened:.2f} instead of x{1 + threshold:.2f}")  # fmt: skip
+    out.print(stats.margin_line(comps), markup=False)
     b, o = base.overall, cand.overall
     out.print(f"overall mean {b['mean']:.2f} -> {o['mean']:.2f} ms "
               f"({100 * (o['mean'] / b['mean'] - 1):+.1f} %), geometric mean of ratios "

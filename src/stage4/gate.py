@@ -92,6 +92,8 @@ class Rollout:
     backup: str | None = None
     baseline_run_id: int | None = None
     baseline_taken_now: bool = False
+    stored_baseline_run_id: int | None = None  # when the baseline was re-measured now
+    reference_notes: list[str] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     folder: str = ""
     outcome: str = "running"
@@ -206,6 +208,8 @@ def _upgrade(
         with connect(url, autocommit=True) as conn:
             store.set_baseline(conn, base.run_id, s=s)
         rollout.baseline_taken_now = True
+    else:
+        base = _same_window(url, base, rollout, opts, say, progress)
     rollout.baseline_run_id = base.run_id
     report.write_metrics(folder, "BASELINE", base)
     previous = base
@@ -315,6 +319,36 @@ def _record(url: str, s) -> None:
         logging.getLogger("stage4").warning(
             "could not record the catalog for drift detection: %s", str(e).strip()
         )
+
+
+def _same_window(
+    url: str, stored, rollout: Rollout, opts: GateOptions, say: Phase, progress: Progress | None
+):
+    """The run the first step is judged against: the database as it is now, measured now.
+
+    A stored baseline may be hours old and the machine's speed has moved since (see
+    ``stats``, "Machine drift"); judging a step against it judges the machine. The stored
+    run stays the user's record (its id is kept in the rollout); a query whose results
+    differ from it is named, since the data or an earlier step changed them.
+    """
+    from stage4 import bench, migrations
+
+    taken = (stored.started_at or "")[:19].replace("T", " ") or "an earlier run"
+    say("baseline", f"measuring {migrations.current(url)} now (the stored baseline, run "
+                    f"{stored.run_id}, is from {taken})")  # fmt: skip
+    now = bench.run(url, label="BASELINE", progress=progress, **_bench_kw(opts))
+    rollout.stored_baseline_run_id = stored.run_id
+    rollout.reference_notes.append(
+        f"re-measured at the start of this rollout as run {now.run_id}, in the same window as "
+        f"the steps; the stored baseline is run {stored.run_id} ({taken})"
+    )
+    changed = [q for q, fp in stored.fingerprints.items() if now.fingerprints.get(q) != fp]
+    if changed:
+        rollout.reference_notes.append(
+            f"results of {', '.join(changed)} differ from the stored baseline's (data or an "
+            "earlier step changed them): each step is checked against today's results"
+        )
+    return now
 
 
 def _roll_back(url: str, steps: list[StepRecord], opts: GateOptions, say: Phase) -> None:

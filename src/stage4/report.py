@@ -33,6 +33,21 @@ def write_metrics(folder: Path, label: str, run: Any) -> Path:
     return path
 
 
+def margins(step: Any) -> str:
+    """The margins a step's verdict used, vs the baseline and vs the step before ("" for a
+    step that was not compared); ``step`` is a StepRecord or its saved dict."""
+    from stage4 import stats
+
+    get = step.get if isinstance(step, dict) else lambda k, d=None: getattr(step, k, d)
+    vs_base, vs_prev = get("comparisons") or {}, get("vs_previous") or {}
+    if not vs_base:
+        return ""
+    text = f"{stats.margin_line(vs_base)} vs baseline"
+    if vs_prev and vs_prev != vs_base:
+        text += f"; {stats.margin_line(vs_prev)} vs the step before"
+    return text
+
+
 def _load(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     rollout = json.loads((folder / "rollout.json").read_text())
     metrics = {}
@@ -49,86 +64,172 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
+ROLLED_BACK = ("NO-GO", "rolled back")
+# The claims' own steps: the team claimed its final figures after the last optimisation.
+CLAIM_FINAL_STEP = "OPT5"
+
+
+def step_status(step: dict[str, Any] | None) -> str:
+    """ "kept", "rolled back" (its own NO-GO, or undone with a package) or "failed"."""
+    verdict = (step or {}).get("verdict", "")
+    if verdict.startswith("FAILED"):
+        return "failed"
+    if verdict.startswith(ROLLED_BACK):
+        return "rolled back"
+    return "kept"
+
+
+def step_label(label: str, steps: dict[str, dict[str, Any]]) -> str:
+    """A run's label as tables and charts show it: rolled-back steps say so."""
+    st = steps.get(label)
+    if st is None or step_status(st) == "kept":
+        return label
+    return f"{label} ({'NO-GO, ' if st['verdict'] == 'NO-GO' else ''}{step_status(st)})"
+
+
 def write(folder: Path) -> Path:
-    """Regenerate REPORT.md (and charts) from the folder's files."""
+    """Regenerate REPORT.md (and charts) from the folder's files.
+
+    Every latency figure of a query is the statistic the gate judges: the median of its
+    per-round samples (``round_median`` in METRICS, ``*_median`` in rollout.json), so a
+    table and a decision line can never disagree.
+    """
     folder = Path(folder)
     rollout, metrics = _load(folder)
-    order = ["BASELINE"] + [s["revision"].upper() for s in rollout["steps"]
-                            if s["revision"].upper() in metrics]  # fmt: skip
+    steps = {s["revision"].upper(): s for s in rollout["steps"]}
+    order = ["BASELINE"] + [label for label in steps if label in metrics]
     order = [o for o in dict.fromkeys(order) if o in metrics]
-    charts = _charts(folder, order, metrics)
     lines = [f"# stage4 rollout report — {rollout['started']}", ""]
-    lines += [f"- database: `{rollout['database']}`", f"- target: `{rollout['target']}`",
-              f"- outcome: **{rollout['outcome']}**",
-              f"- backup: `{rollout.get('backup') or 'none (--no-backup or empty database)'}`",
-              f"- baseline run: {rollout.get('baseline_run_id')}"
-              + (" (taken at the start of this rollout)" if rollout.get("baseline_taken_now") else ""),
-              f"- options: {', '.join(f'{k}={v}' for k, v in rollout['options'].items())}", ""]  # fmt: skip
+    lines += _header(rollout)
     lines += ["## Pre-flight", "", *[f"- {c}" for c in rollout["preflight"]], ""]
+    if "BASELINE" not in metrics:  # e.g. `upgrade --to schema`: nothing was measured
+        lines += ["## Nothing was judged", "",
+                  "No workload was measured in this rollout: the reference schema is not "
+                  "gated, and the baseline is measured before the first optimisation "
+                  "(`stage4 upgrade --to opt1`).", ""]  # fmt: skip
+        lines += _decisions(rollout) + _rollback_procedure(rollout)
+        return _save(folder, lines)
+    charts = _charts(folder, order, metrics, steps)
     lines += ["## Overall, by step", "",
+              "Mean and percentiles over every single execution of Q1–Q10; QPS from the "
+              "throughput phase.", "",
               "| step | mean ms | p50 | p95 | p99 | QPS | cache hit % | verdict | upgrade s | rollback s |",
               "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    steps = {s["revision"].upper(): s for s in rollout["steps"]}
     for label in order:
         o = metrics[label].get("overall", {})
         st = steps.get(label, {})
         lines.append(
-            f"| {label} | {_fmt(o.get('mean'))} | {_fmt(o.get('p50'))} | {_fmt(o.get('p95'))} | "
-            f"{_fmt(o.get('p99'))} | {_fmt(o.get('qps'), 1)} | {_fmt(o.get('cache_hit_pct'), 1)} | "
-            f"{st.get('verdict', 'baseline')} | {_fmt(st.get('upgrade_seconds'))} | "
-            f"{_fmt(st.get('rollback_seconds'))} |"
+            f"| {step_label(label, steps)} | {_fmt(o.get('mean'))} | {_fmt(o.get('p50'))} | "
+            f"{_fmt(o.get('p95'))} | {_fmt(o.get('p99'))} | {_fmt(o.get('qps'), 1)} | "
+            f"{_fmt(o.get('cache_hit_pct'), 1)} | {st.get('verdict', 'baseline')} | "
+            f"{_fmt(st.get('upgrade_seconds'))} | {_fmt(st.get('rollback_seconds'))} |"
         )
-    lines += ["", "## Per query: median latency (ms) by step", ""]
-    qids = list(metrics["BASELINE"].get("queries", {})) if "BASELINE" in metrics else []
-    lines += ["| query | " + " | ".join(order) + " | last / baseline |",
-              "|---|" + "---|" * (len(order) + 1)]  # fmt: skip
+    kept = [label for label in order if step_status(steps.get(label)) == "kept"]
+    last = kept[-1]
+    lines += ["", "## Per query: median latency (ms) by step", "",
+              "The figure the gate judges: per round, the query's mean over its parameter "
+              "sets; here the median over the rounds. Steps marked rolled back are not in "
+              f"the database any more; the last column compares {last}, the last step kept, "
+              "with the baseline.", ""]  # fmt: skip
+    qids = list(metrics["BASELINE"].get("queries", {}))
+    lines += ["| query | " + " | ".join(step_label(o, steps) for o in order)
+              + f" | {last} / baseline |", "|---|" + "---|" * (len(order) + 1)]  # fmt: skip
     for q in qids:
-        meds = [metrics[label]["queries"].get(q, {}).get("p50") for label in order]
-        ratio = (meds[-1] / meds[0]) if meds and meds[0] and meds[-1] else None
+        meds = [query_median(metrics[label], q) for label in order]
+        a, b = query_median(metrics["BASELINE"], q), query_median(metrics[last], q)
+        ratio = b / a if a and b else None
         title = metrics["BASELINE"]["queries"][q].get("title", "")
         lines.append(f"| {q} {title} | " + " | ".join(_fmt(m) for m in meds)
                      + f" | {_fmt(ratio)}× |")  # fmt: skip
     for name in charts:
         lines += ["", f"![{name}]({name})"]
-    lines += ["", "## Decisions", ""]
+    lines += ["", *_decisions(rollout), *_rollback_procedure(rollout)]
+    lines += _claims(rollout, metrics, steps)
+    return _save(folder, lines)
+
+
+def query_median(run: dict[str, Any], q: str) -> float | None:
+    """The gate's figure for one query of one METRICS run (older files: its p50)."""
+    entry = run.get("queries", {}).get(q, {})
+    return entry.get("round_median", entry.get("p50"))
+
+
+def _header(rollout: dict[str, Any]) -> list[str]:
+    base = f"- baseline run: {rollout.get('baseline_run_id') or 'none (nothing measured)'}"
+    if rollout.get("baseline_taken_now"):
+        base += " (taken at the start of this rollout)"
+    lines = [f"- database: `{rollout['database']}`", f"- target: `{rollout['target']}`",
+             f"- outcome: **{rollout['outcome']}**",
+             f"- backup: `{rollout.get('backup') or 'none (--no-backup or empty database)'}`",
+             base]  # fmt: skip
+    lines += [f"  - {n}" for n in rollout.get("reference_notes", [])]
+    opts = ", ".join(f"{k}={v}" for k, v in rollout["options"].items())
+    return [*lines, f"- options: {opts}", ""]
+
+
+def _decisions(rollout: dict[str, Any]) -> list[str]:
+    lines = ["## Decisions", ""]
     for st in rollout["steps"]:
         lines.append(f"### {st['revision']}: {st['verdict']}")
-        lines += [f"- {r}" for r in st.get("reasons", [])] or [
-            "- every query within the threshold; fingerprints equal"
-        ]
+        if margins(st):
+            lines.append(f"- {margins(st)}")
+        reasons = st.get("reasons", [])
+        lines += [f"- {r}" for r in reasons]
+        if not reasons and st.get("comparisons") and st["verdict"] == "GO":
+            lines.append("- no query slower beyond the margin; results unchanged")
         lines += [f"- verified: {v}" for v in st.get("verified", [])]
         lines += [f"- note: {n}" for n in st.get("notes", [])]
         if st.get("restored_exactly") is not None:
             lines.append(f"- rolled back; database restored exactly: {st['restored_exactly']}")
         lines.append("")
-    lines += ["## Rollback procedure", "",
-              "Each step's `downgrade()` is its rollback. One step: `stage4 downgrade -1` "
-              "(or `make downgrade`, or `alembic downgrade -1`).", "",
-              "| step | rollback command |", "|---|---|"]  # fmt: skip
+    return lines
+
+
+def _rollback_procedure(rollout: dict[str, Any]) -> list[str]:
+    lines = ["## Rollback procedure", "",
+             "Each step's `downgrade()` is its rollback. One step: `stage4 downgrade -1` "
+             "(or `make downgrade`, or `alembic downgrade -1`).", "",
+             "| step | rollback command |", "|---|---|"]  # fmt: skip
     for st in rollout["steps"]:
-        rev = st["revision"]
+        back = _previous(st["revision"])
         lines.append(
-            f"| {rev} | `alembic downgrade {_previous(rev)}` (= `stage4 downgrade --to {_previous(rev)}`) |"
+            f"| {st['revision']} | `alembic downgrade {back}` (= `stage4 downgrade --to {back}`) |"
         )
-    lines += ["", "## Measured vs claimed", "",
-              "The claimed figures come from the team's earlier reports, which were produced "
-              "by a simulator and never measured. They are shown for comparison only.", "",
-              "| figure | measured here | claimed |", "|---|---|---|"]  # fmt: skip
-    base = metrics.get("BASELINE", {}).get("overall", {})
-    last = metrics.get(order[-1], {}).get("overall", {}) if order else {}
+    return [*lines, ""]
+
+
+def _claims(rollout, metrics, steps) -> list[str]:
+    """Each claim beside what this rollout measured at the claim's own step."""
+    lines = ["## Measured vs claimed", "",
+             "The claimed figures come from the team's earlier reports, which were produced "
+             "by a simulator and never measured. They are shown for comparison only, each "
+             "beside this rollout's measurement at the same step (– when this rollout did "
+             "not measure that step, or rolled it back).", "",
+             "| figure | measured here | claimed |", "|---|---|---|"]  # fmt: skip
+    base = metrics["BASELINE"].get("overall", {})
+    final_kept = step_status(steps.get(CLAIM_FINAL_STEP)) == "kept"
+    final = metrics.get(CLAIM_FINAL_STEP, {}).get("overall", {}) if final_kept else {}
+    opt1 = metrics.get("OPT1") if step_status(steps.get("OPT1")) == "kept" else None
     rb = [st.get("rollback_seconds") for st in rollout["steps"] if st.get("rollback_seconds")]
+    after = f"after {CLAIM_FINAL_STEP.lower()}"
     rows = [
         ("baseline mean latency (ms)", base.get("mean"), CLAIMED["baseline_mean_ms"]),
         ("baseline QPS", base.get("qps"), CLAIMED["baseline_qps"]),
         ("baseline cache hit %", base.get("cache_hit_pct"), CLAIMED["baseline_cache_hit_pct"]),
-        (f"mean latency after {order[-1] if order else '–'} (ms)", last.get("mean"), CLAIMED["final_mean_ms"]),
-        (f"QPS after {order[-1] if order else '–'}", last.get("qps"), CLAIMED["final_qps"]),
-        (f"cache hit % after {order[-1] if order else '–'}", last.get("cache_hit_pct"), CLAIMED["final_cache_hit_pct"]),
+        ("Q5 at the baseline (ms)", query_median(metrics["BASELINE"], "Q5"),
+         CLAIMED["opt1_q5_ms"][0]),
+        ("Q5 after opt1 (ms)", opt1 and query_median(opt1, "Q5"), CLAIMED["opt1_q5_ms"][1]),
+        (f"mean latency {after} (ms)", final.get("mean"), CLAIMED["final_mean_ms"]),
+        (f"QPS {after}", final.get("qps"), CLAIMED["final_qps"]),
+        (f"cache hit % {after}", final.get("cache_hit_pct"), CLAIMED["final_cache_hit_pct"]),
         ("longest rollback (s)", max(rb) if rb else None, CLAIMED["rollback_minutes"] * 60),
     ]  # fmt: skip
-    lines += [f"| {name} | {_fmt(m)} | {_fmt(c)} (claimed) |" for name, m, c in rows]
+    return lines + [f"| {name} | {_fmt(m)} | {_fmt(c)} (claimed) |" for name, m, c in rows]
+
+
+def _save(folder: Path, lines: list[str]) -> Path:
     path = folder / "REPORT.md"
-    path.write_text(redact("\n".join(lines) + "\n"))
+    path.write_text(redact("\n".join(lines).rstrip() + "\n"))
     return path
 
 
@@ -138,10 +239,24 @@ def _previous(rev: str) -> str:
     return migrations.previous(rev)
 
 
-def _charts(folder: Path, order: list[str], metrics: dict[str, dict[str, Any]]) -> list[str]:
-    """Per-query median latency by step, and mean latency by step (PNG, Agg backend)."""
-    if not order or "BASELINE" not in metrics:
-        return []
+def _charts(
+    folder: Path, order: list[str], metrics: dict[str, dict[str, Any]], steps: dict[str, Any]
+) -> list[str]:
+    """Save the two figures as PNG; their file names, in the report's order."""
+    import matplotlib.pyplot as plt
+
+    names = ["latency_by_query.png", "mean_latency.png"]
+    for fig, name in zip(figures(order, metrics, steps), names, strict=True):
+        fig.savefig(folder / name, dpi=100)
+        plt.close(fig)
+    return names
+
+
+def figures(order: list[str], metrics: dict[str, dict[str, Any]], steps: dict[str, Any]):
+    """Per-query latency by step (log axis) and mean latency by step (linear axis).
+
+    Rolled-back steps are hatched (bars) or a red X (line) and named so in the legend or
+    beside the point; each axis says its scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,23 +266,28 @@ def _charts(folder: Path, order: list[str], metrics: dict[str, dict[str, Any]]) 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / max(len(order), 1)
     for i, label in enumerate(order):
-        vals = [metrics[label]["queries"].get(q, {}).get("p50") or 0 for q in qids]
-        ax.bar([x + i * width for x in range(len(qids))], vals, width, label=label)
+        back = step_status(steps.get(label)) != "kept"
+        vals = [query_median(metrics[label], q) or 0 for q in qids]
+        ax.bar([x + i * width for x in range(len(qids))], vals, width,
+               label=step_label(label, steps), hatch="//" if back else None,
+               edgecolor="black" if back else None, alpha=0.5 if back else 1.0)  # fmt: skip
     ax.set_xticks([x + width * (len(order) - 1) / 2 for x in range(len(qids))], qids)
-    ax.set_ylabel("median latency (ms)")
+    ax.set_ylabel("median of round means (ms, log scale)")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
-    ax.set_title("Per-query median latency by step")
+    ax.set_title("Per-query latency by step (hatched: rolled back)")
     fig.tight_layout()
-    fig.savefig(folder / "latency_by_query.png", dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(
-        order, [metrics[label].get("overall", {}).get("mean") or 0 for label in order], marker="o"
-    )
-    ax.set_ylabel("mean latency (ms)")
-    ax.set_title("Mean latency over Q1–Q10 by step")
-    fig.tight_layout()
-    fig.savefig(folder / "mean_latency.png", dpi=100)
-    plt.close(fig)
-    return ["latency_by_query.png", "mean_latency.png"]
+    fig2, ax = plt.subplots(figsize=(6, 3.5))
+    means = [metrics[label].get("overall", {}).get("mean") or 0 for label in order]
+    ax.plot(order, means, marker="o")
+    for label, mean in zip(order, means, strict=True):
+        if step_status(steps.get(label)) != "kept":
+            ax.plot([label], [mean], marker="X", color="tab:red", markersize=12)
+            ax.annotate(step_label(label, steps).removeprefix(label).strip(" ()"),
+                        (label, mean), textcoords="offset points", xytext=(0, 8),
+                        ha="center", color="tab:red", fontsize=8)  # fmt: skip
+    ax.set_yscale("linear")
+    ax.set_ylabel("mean latency (ms, linear scale)")
+    ax.set_title("Mean latency over Q1–Q10 by step (red X: rolled back)")
+    fig2.tight_layout()
+    return fig, fig2
