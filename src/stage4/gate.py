@@ -79,6 +79,10 @@ class StepRecord:
     available: dict[str, Any] = field(default_factory=dict)
     # qid -> {fresh, detail[, budget, declared_by, accepted]}: the canary check
     freshness: dict[str, Any] = field(default_factory=dict)
+    # qid -> {headline, compact, change, execution_ms}: plans.summarise, after the bench
+    plans: dict[str, Any] = field(default_factory=dict)
+    # after a NO-GO rollback: {run_id, compared_with, restored, reasons} (``_rebench``)
+    after_rollback: dict[str, Any] = field(default_factory=dict)
     run: Any = field(default=None, repr=False, compare=False)  # the BenchRun, not saved
 
 
@@ -217,6 +221,7 @@ def _upgrade(
     package = opts.judge == "target"
     applied: list[StepRecord] = []  # what a NO-GO rolls back: this step, or the whole package
     start: Any = None  # the catalog snapshot the rollout started from
+    start_plans: dict[str, Any] = {}  # each query's plan when the rollout started
     with migrations.session(url):  # one connection for every step and rollback
         for rev in todo:
             with connect(url) as conn:
@@ -224,6 +229,7 @@ def _upgrade(
                 rows_before = rows_hash(conn, s)
                 if start is None:  # what the rollout starts from
                     start = before
+                    start_plans = _workload_plans(url, rollout.preflight)
             reach_before = visibility.at(url, s)  # who can see what: compared in _judge
             say(rev, "upgrading")
             rec = StepRecord(rev)
@@ -248,6 +254,7 @@ def _upgrade(
                 kept, pays = _judge(url, s, rec, base, previous, rows_before, opts, say, progress,
                                     folder, gated_at=None if judged else target,
                                     reach_before=reach_before)  # fmt: skip
+                _explain_step(url, rec, start_plans)
             except Stage4Error as e:  # the step is applied but could not be judged: undo it
                 rec.reasons.append(f"could not be measured: {e}")
                 kept = pays = False
@@ -276,6 +283,7 @@ def _upgrade(
             _record(url, s)
             rec.notes += [f"after rollback: {d}" for d in differences]
             rec.verdict = "NO-GO"
+            _rebench(url, rec, base if package else previous, opts, say, progress)
             for st in applied[:-1]:
                 st.verdict = f"rolled back with {rev} (NO-GO)"
             rollout.outcome = f"NO-GO at {rev}: rolled back to {migrations.current(url)}"
@@ -286,6 +294,52 @@ def _upgrade(
     rollout.save()
     report.write(folder)
     return rollout
+
+
+def _rebench(url: str, rec: StepRecord, reference, opts: GateOptions, say, progress) -> None:
+    """After a NO-GO rollback, a short bench: are the figures of the revision we are back
+    at (``reference``'s run) back, by the rule that judged the step? Recorded either way."""
+    from stage4 import bench, stats
+
+    say(rec.revision, "rolled back: measuring again to confirm the figures are back")
+    try:
+        run = bench.run(url, label="AFTER_ROLLBACK", progress=progress, **_bench_kw(opts))
+    except Stage4Error as e:
+        rec.after_rollback = {"error": str(e).strip().splitlines()[0]}
+        return
+    comps = stats.compare_bench(reference, run, threshold=opts.threshold,
+                                confidence=opts.confidence, min_delta_ms=opts.min_delta_ms)  # fmt: skip
+    decision = stats.gate_verdict(comps)
+    rec.after_rollback = {
+        "run_id": run.run_id,
+        "compared_with": f"run {reference.run_id} ({reference.label})",
+        "restored": decision.go,
+        "reasons": list(decision.reasons),
+    }
+
+
+def _workload_plans(url: str, notes: list[str]) -> dict[str, Any]:
+    """Each query's plan now (plans.py); informative only: a failure is a note."""
+    import psycopg
+
+    from stage4 import plans
+
+    try:
+        return plans.of_workload(url)
+    except (psycopg.Error, Stage4Error) as e:
+        notes.append(f"query plans not taken: {str(e).strip().splitlines()[0]}")
+        return {}
+
+
+def _explain_step(url: str, rec: StepRecord, start_plans: dict[str, Any]) -> None:
+    """The step's plans (after its bench), their change since the rollout's start, and
+    that change beside each query the step made slower."""
+    from stage4 import plans
+
+    rec.plans = plans.summarise(_workload_plans(url, rec.notes), start_plans)
+    for qid, p in rec.plans.items():
+        if p["change"] and any(r.startswith(f"{qid} slower") for r in rec.reasons):
+            rec.reasons.append(f"{qid} plan changed: {p['change']}")
 
 
 def _check_drift(url: str, opts: GateOptions, say: Phase) -> list[str]:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from stage4 import plans
 from stage4.config import redact
 
 # The team's own, never-measured figures (MISSION.md). Printed as claims beside ours.
@@ -179,6 +180,8 @@ def _decisions(rollout: dict[str, Any]) -> list[str]:
             lines.append("- no query slower beyond the margin; results unchanged")
         lines += [f"- verified: {v}" for v in st.get("verified", [])]
         lines += [f"- note: {n}" for n in st.get("notes", [])]
+        lines += plans.report_lines(st.get("plans", {}))
+        lines += _after_rollback(st.get("after_rollback") or {})
         if st.get("restored_exactly") is not None:
             lines.append(f"- rolled back; database restored exactly: {st['restored_exactly']}")
         lines.append("")
@@ -231,6 +234,18 @@ def _save(folder: Path, lines: list[str]) -> Path:
     path = folder / "REPORT.md"
     path.write_text(redact("\n".join(lines).rstrip() + "\n"))
     return path
+
+
+def _after_rollback(ab: dict[str, Any]) -> list[str]:
+    """The re-bench after a NO-GO rollback: the figures back, or what is still off."""
+    if not ab:
+        return []
+    if "error" in ab:
+        return [f"- after the rollback, the re-bench failed: {ab['error']}"]
+    head = f"- after the rollback, re-bench run {ab['run_id']} vs {ab['compared_with']}: "
+    if ab["restored"]:
+        return [head + "the figures are back (no query slower, by the gate's rule)"]
+    return [head + "NOT back:", *(f"  - {r}" for r in ab["reasons"])]
 
 
 def _previous(rev: str) -> str:
