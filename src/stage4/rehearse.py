@@ -116,7 +116,7 @@ def run(
 
 def copy(url: str, scratch: str, s: Settings, sample: int | None = None) -> list[str]:
     """Restore the source's app and benchmarking schemas into ``scratch`` (empty); with
-    ``sample``, only that many of the table's rows (a repeatable Bernoulli sample)."""
+    ``sample``, only that many of the table's rows (the same ones each time)."""
     notes = _prepare(url, scratch)
     with tempfile.TemporaryDirectory(prefix="stage4-rehearse-") as tmp:
         dump = Path(tmp) / "source.dump"
@@ -172,13 +172,11 @@ def _sample(url: str, scratch: str, s: Settings, rows: int) -> str:
         cols = ", ".join(r[0] for r in src.execute(
             "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = %s::regclass "
             "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", (t,)))  # fmt: skip
-        total = src.execute(
-            "SELECT greatest(sum(c.reltuples), 1) FROM pg_class c WHERE c.oid = %s::regclass "
-            "OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = %s::regclass)",
-            (t, t),
-        ).fetchone()[0]
-        pct = min(100.0, 100.0 * rows * 1.2 / float(total))
-        query = (f"COPY (SELECT {cols} FROM {t} TABLESAMPLE BERNOULLI ({pct}) REPEATABLE (42) "
+        total = src.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        # the rows whose hashed id comes first: a spread over the whole table, the same
+        # rows on every rehearsal of the same data (a Bernoulli sample is neither exact in
+        # size nor, on a partitioned table, sized from the right row estimate)
+        query = (f"COPY (SELECT {cols} FROM {t} ORDER BY hashint8extended(id, 42) "
                  f"LIMIT {rows}) TO STDOUT")  # fmt: skip
         with (
             src.cursor().copy(query) as out,
@@ -191,7 +189,7 @@ def _sample(url: str, scratch: str, s: Settings, rows: int) -> str:
     refresh_all(scratch)
     with connect(scratch, autocommit=True) as dst:
         dst.execute(f"ANALYZE {t}")
-    return f"sample: {copied} of about {int(total)} rows (TABLESAMPLE BERNOULLI, REPEATABLE 42)"
+    return f"sample: {copied} of {total} rows (the first by a hash of their id)"
 
 
 def _reset_baseline(scratch: str, s: Settings):
