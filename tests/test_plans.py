@@ -43,7 +43,9 @@ class TestPure:
     def test_headline_looks_through_pass_through_nodes(self) -> None:
         assert plans.headline({"Node Type": "Limit", "Plans": [{"Node Type": "Sort",
                                "Plans": [INDEX]}]}) == "Index Scan using geometrias_geom_gist"  # fmt: skip
-        assert plans.headline(APPEND) == "Parallel Append over 11 partitions"
+        assert plans.headline(APPEND) == (
+            "Parallel Append over 11 partitions (Parallel Seq Scan ×10, Seq Scan ×1)"
+        )
 
     def test_a_bitmap_scan_names_its_index(self) -> None:
         bitmap = {"Node Type": "Bitmap Heap Scan", "Relation Name": "geometrias",
@@ -62,7 +64,8 @@ class TestPure:
 
     def test_describe_change(self) -> None:
         assert plans.describe_change(INDEX, APPEND) == (
-            "Index Scan using geometrias_geom_gist → Parallel Append over 11 partitions"
+            "Index Scan using geometrias_geom_gist → Parallel Append over 11 partitions "
+            "(Parallel Seq Scan ×10, Seq Scan ×1)"
         )
         assert plans.describe_change(INDEX, dict(INDEX, **{"Actual Rows": 9})) is None
 

@@ -17,6 +17,7 @@ is planned inside the call and not shown here.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -82,17 +83,30 @@ def compact(plan: Plan, limit: int = 12) -> list[str]:
 
 def headline(plan: Plan) -> str:
     """The access path in a phrase: the first node below those that only pass rows on;
-    for a join, its inputs' access paths joined by " + "."""
-    node = plan
-    while node.get("Node Type") in _PASS and len(node.get("Plans", [])) == 1:
-        node = node["Plans"][0]
+    for an append, how its partitions are read; for a join, its inputs' access paths
+    joined by " + "."""
+    node = _through(plan)
     kind = node.get("Node Type", "")
+    if kind in _APPEND:  # "Append over 10 partitions (Index Scan ×9, Seq Scan ×1)"
+        reads = Counter(_kind(_through(child)) for child in node.get("Plans", []))
+        return label(node) + f" ({', '.join(f'{k} ×{n}' for k, n in reads.items())})"
     if kind == "Bitmap Heap Scan":  # the index is in the bitmap nodes below it
         used = dict.fromkeys(n["Index Name"] for _, n in walk(node) if n.get("Index Name"))
         return label(node) + (f" via {' + '.join(used)}" if used else "")
     if kind in _APPEND or "Scan" in kind or not node.get("Plans"):
         return label(node)
     return " + ".join(dict.fromkeys(headline(child) for child in node["Plans"]))
+
+
+def _through(node: Plan) -> Plan:
+    while node.get("Node Type") in _PASS and len(node.get("Plans", [])) == 1:
+        node = node["Plans"][0]
+    return node
+
+
+def _kind(node: Plan) -> str:
+    kind = node.get("Node Type", "?")
+    return f"Parallel {kind}" if node.get("Parallel Aware") else kind
 
 
 def describe_change(before: Plan, after: Plan) -> str | None:
