@@ -12,7 +12,7 @@ the same path as a user's rollout hours after ``stage4 baseline``), then rolls b
 ``schema``. Half the repetitions run with a CPU hog (``python3 -c 'while True: pass'``)
 on one of the machine's cores for the whole rollout.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/verdict_agreement.py --features 20000 --reps 10
+    .venv/bin/python -m benchmarks.verdict_agreement --features 20000 --reps 10
 
 ``--reps`` repetitions with the hog and as many without. Prints the agreement per step and
 writes benchmarks/results/verdict_agreement_<features>.json (every comparison, with its
@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _cluster import RESULTS, seeded_cluster
+from benchmarks._cluster import RESULTS, seeded_cluster
 
 RPCS = {"Q4": "search", "Q8": "monthly_counts", "Q10": "tile"}
 HOG = [sys.executable, "-c", "while True: pass"]
@@ -95,7 +95,7 @@ def main() -> None:
     for line in summary["lines"]:
         print(line)
     result = {
-        "command": "PYTHONPATH=src .venv/bin/python benchmarks/verdict_agreement.py "
+        "command": ".venv/bin/python -m benchmarks.verdict_agreement "
                    f"--features {args.features} --reps {args.reps}",
         "features": args.features, "victim": victim, "victim_median_ms": medians[victim],
         "stored_baseline_run_id": stored.run_id, "summary": summary,
