@@ -83,7 +83,12 @@ def _local_server(tmp: Path) -> Server:
     cluster = Cluster(home=tmp / "cluster", database="postgres", cron_database=CRON_DB)
     cluster.ensure_started()
     cron = "pg_cron" in (cluster.conf.read_text() if cluster.conf.exists() else "")
-    return Server(f"local cluster {cluster.home} (initdb + pg_ctl)", cluster.url(), cron,
+    # The cluster requires its password: libpq reads it from the cluster's password file,
+    # named in PGPASSFILE for this process and the commands it runs, so the tests' URLs stay
+    # plain (they add query parameters and swap database names).
+    os.environ["PGPASSFILE"] = str(cluster.passfile)
+    url = cluster.url().split("?", 1)[0]
+    return Server(f"local cluster {cluster.home} (initdb + pg_ctl, scram-sha-256)", url, cron,
                   stop=cluster.destroy)  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import stat
@@ -55,6 +56,9 @@ def test_upgrade_keeps_n_backups_and_prints_a_restore_command_that_works(
     restore = next(ln for ln in lines if ln.startswith("restore it with: "))
     command = restore.removeprefix("restore it with: ")
     assert command == backup.restore_command(made, seeded_url)
+    # the run folder keeps it too, for the report
+    (saved,) = (tmp_path / "reports").glob("*/rollout.json")
+    assert json.loads(saved.read_text())["restore"] == command
 
     # the printed command, run as printed: a new database holding the rows from before
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True,

@@ -94,6 +94,7 @@ class Rollout:
     options: dict[str, Any]
     preflight: list[str] = field(default_factory=list)
     backup: str | None = None
+    restore: str | None = None  # the shell line that restores the backup (no password)
     baseline_run_id: int | None = None
     baseline_taken_now: bool = False
     stored_baseline_run_id: int | None = None  # when the baseline was re-measured now
@@ -181,6 +182,7 @@ def _upgrade(
         rollout.backup = str(
             backup.dump(url, s, opts.backup_dir, migrations.current(url) or "base")
         )
+        rollout.restore = backup.restore_command(rollout.backup, url, s.schema)
 
     if todo[0] == "schema":  # the reference schema itself is not gated: nothing to compare yet
         say("schema", "creating the reference schema")
