@@ -163,6 +163,12 @@ def test_db_commands_show_port_size_and_hide_the_password(
         for result in (started, status, url):
             assert password not in result.stdout + result.stderr
         assert password in shown.stdout
+        # `stage4 db stop`, then a command that starts it again: same port, nothing to say
+        port = c.port()
+        assert CliRunner().invoke(app, ["db", "stop"]).exit_code == 0
+        again = CliRunner().invoke(app, ["db", "url"])
+        assert again.exit_code == 0 and again.stderr == ""
+        assert c.running() and c.port() == port and again.stdout.strip() == c.url()
     finally:
         c.destroy()
 
