@@ -16,7 +16,13 @@ on one of the machine's cores for the whole rollout.
 
 ``--reps`` repetitions with the hog and as many without. Prints the agreement per step and
 writes benchmarks/results/verdict_agreement_<features>.json (every comparison, with its
-margin, load average and control times, so another rule can be replayed on them).
+margin, load average and the ids of the runs compared).
+
+    PYTHONPATH=src .venv/bin/python benchmarks/verdict_agreement.py --features 20000 --replay
+
+replays other decision rules (raw medians with the former squared widening, with none,
+with a capped one) on the very runs of that file, read back from the benchmark cluster,
+beside the gate's rule: how the rule was chosen.
 """
 
 from __future__ import annotations
@@ -43,7 +49,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--features", type=int, default=20_000)
     ap.add_argument("--reps", type=int, default=10, help="repetitions per condition (hog, none)")
+    ap.add_argument("--replay", action="store_true", help="replay rules on the saved runs")
     args = ap.parse_args()
+    if args.replay:
+        replay(args.features)
+        return
     # a kill ends the script through its `finally`, so the hog never outlives it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     url = seeded_cluster(args.features, home=f"/tmp/stage4-agree-{args.features}")
@@ -179,6 +189,58 @@ def _summary(reps: list[dict]) -> dict:
             f"slower2x NO-GO with the injected query slower {slow_caught}/{n}"
         ]  # fmt: skip
     return out
+
+
+def replay(features: int) -> None:
+    """Each rule on the runs of the saved result: no-op GO and 2x caught, hog or not."""
+    import math
+
+    from stage4 import stats, store
+    from stage4.db import connect
+
+    saved = json.loads((RESULTS / f"verdict_agreement_{features}.json").read_text())
+    url = seeded_cluster(features, home=f"/tmp/stage4-agree-{features}")
+    victim = saved["victim"]
+
+    def raw(sensitivity: float, cap: float):
+        def rule(a, b):
+            d = stats.control_drift(a.control, b.control)
+            widened = min(cap, math.exp(sensitivity * abs(math.log(d))))
+            return stats.compare_runs(a.samples, b.samples, drift=widened, min_delta_ms=2.0)
+
+        return rule
+
+    rules = {
+        "raw medians, margin widened by the drift squared (the former rule)": raw(2.0, 1e9),
+        "raw medians, no widening": raw(0.0, 1.0),
+        "raw medians, widened by the drift, capped at x1.5": raw(1.0, 1.5),
+        "each round adjusted by its control, sqrt(drift), capped (the gate's)": None,
+    }
+    runs = {}
+    with connect(url, autocommit=True) as conn:
+        for rep in saved["repetitions"]:
+            for run_id in rep["runs"].values():
+                if run_id and run_id not in runs:
+                    runs[run_id] = store.load_run(conn, run_id)
+    cap = stats.MAX_WIDENING
+    print("| rule | hog: no-op GO | hog: 2x slower | no hog: no-op GO | no hog: 2x slower |")
+    print("|---|---|---|---|---|")
+    for name, rule in rules.items():
+        stats.MAX_WIDENING = cap if rule is None else 1e9  # raw() applies its own cap
+        judge = rule or (lambda a, b: stats.compare_bench(a, b, min_delta_ms=2.0))
+        cells = []
+        for hog in (True, False):
+            ids = [r["runs"] for r in saved["repetitions"] if r["hog"] == hog]
+            noop = [i for i in ids if i.get("noop")]
+            go = sum(all(c.verdict != stats.SLOWER for c in judge(runs[i["baseline"]], runs[i["noop"]]).values())
+                     for i in noop)  # fmt: skip
+            pairs = [i for i in ids if i.get("slower2x")]
+            caught = sum(stats.SLOWER in (judge(runs[i["baseline"]], runs[i["slower2x"]])[victim].verdict,
+                                          judge(runs[i["noop"]], runs[i["slower2x"]])[victim].verdict)
+                         for i in pairs)  # fmt: skip
+            cells += [f"{go}/{len(noop)}", f"{caught}/{len(pairs)}"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    stats.MAX_WIDENING = cap
 
 
 if __name__ == "__main__":

@@ -276,6 +276,7 @@ def figures(order: list[str], metrics: dict[str, dict[str, Any]], steps: dict[st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     qids = list(metrics["BASELINE"].get("queries", {}))
     fig, ax = plt.subplots(figsize=(10, 4.5))
@@ -289,6 +290,9 @@ def figures(order: list[str], metrics: dict[str, dict[str, Any]], steps: dict[st
     ax.set_xticks([x + width * (len(order) - 1) / 2 for x in range(len(qids))], qids)
     ax.set_ylabel("median of round means (ms, log scale)")
     ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 20, not 2 x 10^1
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.legend(fontsize=8)
     ax.set_title("Per-query latency by step (hatched: rolled back)")
     fig.tight_layout()

@@ -5,8 +5,9 @@ Pure functions on lists of latencies in milliseconds; no database here.
 The decision rule, per query
 ----------------------------
 We compare the *median* latency of the candidate run (after a migration step) with
-the median of the stored baseline, as the ratio ``candidate / baseline``, and put a
-percentile bootstrap confidence interval (95% by default) around that ratio.
+the median of the baseline run (the state before, see "Machine drift"), as the ratio
+``candidate / baseline``, and put a percentile bootstrap confidence interval (95% by
+default) around that ratio.
 
 * **slower** when the whole interval lies above ``1 + threshold`` (default: the
   lower bound exceeds 1.10, i.e. we are confident it is at least 10% slower);
