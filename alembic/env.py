@@ -91,8 +91,7 @@ def run_migrations_online() -> None:
         with given.connect() as connection:
             _run(connection, session)
         return
-    from stage4.config import resolve_url
-    from stage4.db import engine
+    from stage4.db import engine, resolve_url
 
     url = resolve_url(xargs.get("url"))
     eng = engine(url)

@@ -273,7 +273,8 @@ def plan() -> list[tuple[str, str]]:
 
 def main() -> None:
     from stage4 import migrations, seed
-    from stage4.config import redact, resolve_url, settings
+    from stage4.config import redact, settings
+    from stage4.db import resolve_url
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--features", type=int, default=100_000)

@@ -133,7 +133,7 @@ def main_callback(
 
 
 def _url() -> str:
-    from stage4.config import resolve_url
+    from stage4.db import resolve_url
 
     return resolve_url(_state["url"])  # type: ignore[arg-type]
 

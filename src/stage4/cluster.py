@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from stage4.config import Settings
+from stage4.config import Settings, remember_secret
 from stage4.errors import ClusterError
 
 PG_MAJOR = "15"
@@ -142,8 +142,6 @@ class Cluster:
             return None
         line = self.passfile.read_text().splitlines()[0]
         password = line.split(":", 4)[4]
-        from stage4.config import remember_secret
-
         remember_secret(password)
         return password
 

@@ -251,16 +251,3 @@ def explicit_url(url: str | None = None) -> str | None:
     """The URL the user gave (argument, then ``DATABASE_URL``), validated; None if none."""
     url = url or os.environ.get("DATABASE_URL") or None
     return check_url(url) if url else None
-
-
-def resolve_url(url: str | None = None, *, start_embedded: bool = True) -> str:
-    """The database to work on: the given URL, ``DATABASE_URL``, or the embedded cluster."""
-    given = explicit_url(url)
-    if given:
-        return given
-    from stage4 import cluster  # lazy: keeps `stage4 --help` fast
-
-    embedded = cluster.Cluster.from_settings(settings())
-    if start_embedded:
-        embedded.ensure_started()
-    return embedded.url()

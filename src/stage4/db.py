@@ -1,4 +1,5 @@
-"""Connections: one place that opens them and turns driver errors into one clear line."""
+"""Connections: which database to work on (the given URL, ``DATABASE_URL`` or the embedded
+cluster), and one place that opens them and turns driver errors into one clear line."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from stage4.config import check_url, redact, sqlalchemy_url
+from stage4.config import check_url, explicit_url, redact, settings, sqlalchemy_url
 from stage4.errors import ConnectError
 
 if TYPE_CHECKING:
@@ -18,6 +19,19 @@ def where(url: str) -> str:
     """``user@host:port/db`` for messages: never the password."""
     p = urlsplit(check_url(url))
     return f"{p.username or ''}@{p.hostname or 'localhost'}:{p.port or 5432}{p.path}"
+
+
+def resolve_url(url: str | None = None, *, start_embedded: bool = True) -> str:
+    """The database to work on: the given URL, ``DATABASE_URL``, or the embedded cluster."""
+    given = explicit_url(url)
+    if given:
+        return given
+    from stage4 import cluster  # lazy: keeps `stage4 --help` fast
+
+    embedded = cluster.Cluster.from_settings(settings())
+    if start_embedded:
+        embedded.ensure_started()
+    return embedded.url()
 
 
 def explain(url: str, err: Exception) -> str:

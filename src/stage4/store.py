@@ -15,7 +15,7 @@ from stage4.config import Settings, settings
 from stage4.errors import ConfigError
 
 if TYPE_CHECKING:
-    from stage4.bench import BenchRun
+    from stage4.metrics import BenchRun
 
 VERSION = 2
 CONTROL = "_control"  # query_id of the control query's timings in samples (see bench)
@@ -162,8 +162,7 @@ def save_run(conn, run: BenchRun, s: Settings | None = None) -> int:
 
 def load_run(conn, run_id: int, s: Settings | None = None) -> BenchRun:
     """A stored run, samples included; ConfigError when there is no such run."""
-    from stage4.bench import BenchRun
-    from stage4.metrics import round_samples
+    from stage4.metrics import BenchRun, round_samples
 
     b = (s or settings()).bench_schema
     row = conn.execute(

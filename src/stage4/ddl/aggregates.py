@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from stage4.config import Settings
 from stage4.ddl import matviews
 from stage4.ddl.cron import Job
+from stage4.queries import base_sql
 
 # The all-pairs containment view of the first opt5 (dropped by the downgrade if present).
 LEGACY_VIEW = "{table}_contencao_mv"
@@ -285,8 +286,6 @@ def _rewrites(s: Settings) -> dict[str, dict[str, str]]:
     )
     on_view = f"{_populated(tv.qualified)} AND {no_rls}"
     by_id = _by_id_gist(s)
-    from stage4.workload import base_sql
-
     base = base_sql(s)  # the app's Q7: only the relation changes
     # Q1 and Q3 stay on the table (opt2's stored area and bbox): on the view they were
     # no faster at 1M features (BENCHMARKS.md), and the table is never stale.

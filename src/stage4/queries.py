@@ -1,0 +1,60 @@
+"""The app's queries Q1–Q10 as it sends them at revision ``schema``: one text per query.
+
+The workload (``stage4.workload``) replays them, and a revision's ``REWRITES`` are built
+from them where only the relation changes, so the DDL layer can name a query's text without
+importing the workload that measures it.
+"""
+
+from __future__ import annotations
+
+from stage4.config import Settings
+
+
+def _env(s: Settings) -> str:
+    env = "ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, 4326)"
+    return env if s.srid == 4326 else f"ST_Transform({env}, {s.srid})"
+
+
+def _point(s: Settings) -> str:
+    pt = "ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)"
+    return pt if s.srid == 4326 else f"ST_Transform({pt}, {s.srid})"
+
+
+def base_sql(s: Settings) -> dict[str, str]:
+    """Q1–Q10 as the app runs them at revision ``schema`` (what every variant must match)."""
+    t, g, d, env, pt = s.qualified_table, s.geometry_column, s.time_column, _env(s), _point(s)
+    geog = f"{g}::geography" if s.srid == 4326 else f"ST_Transform({g}, 4326)::geography"
+    # Degrees of lat/lon that certainly exceed radius_m metres here: 1° of latitude is at
+    # least 110.5 km, 1° of longitude at least 110 km * cos(lat) (taken at the far edge).
+    lat_deg = "(%(radius_m)s / 110000.0)"
+    lon_deg = f"(%(radius_m)s / (110000.0 * cos(radians(least(89.0, abs(%(lat)s) + {lat_deg})))))"
+    return {
+        "Q1": f"SELECT count(*), sum(ST_Area({geog})) FROM {t} WHERE {g} && {env}",
+        "Q2": f"SELECT id, nome, categoria, ST_AsGeoJSON(ST_Simplify({g}, 0.0001)) "
+        f"FROM {t} WHERE {g} && {env} ORDER BY id LIMIT 500",
+        "Q3": f"SELECT categoria, count(*), sum(ST_Area({geog})) FROM {t} "
+        f"WHERE ST_Intersects({g}, {env}) GROUP BY categoria ORDER BY categoria",
+        "Q4": f"SELECT * FROM {s.schema}.buscar_geometrias(%(termo)s, %(min_lon)s, %(min_lat)s, "
+        "%(max_lon)s, %(max_lat)s, 20)",
+        "Q5": f"SELECT id, nome, categoria, {d} FROM {t} "
+        f"WHERE {d} >= %(d0)s AND {d} < %(d1)s AND {g} && {env} ORDER BY {d}, id",
+        # KNN by the index, then ties at the k-th distance broken by id: a bare
+        # `ORDER BY geom <-> pt LIMIT k` returns equidistant features (polygons around
+        # the point are all at 0) in index order, which partitioning changes.
+        "Q6": f"WITH knn AS (SELECT {g} <-> {pt} AS d FROM {t} ORDER BY {g} <-> {pt} LIMIT %(k)s) "
+        f"SELECT id, nome, categoria, ST_Distance({geog}, {pt}::geography) AS metros FROM {t} "
+        f"WHERE {g} && ST_Expand({pt}, (SELECT max(d) FROM knn)) "
+        f"AND {g} <-> {pt} <= (SELECT max(d) FROM knn) ORDER BY {g} <-> {pt}, id LIMIT %(k)s",
+        "Q7": f"SELECT id, nome, categoria FROM {t} "
+        f"WHERE {g} && ST_Expand({pt}, {lon_deg}, {lat_deg}) "
+        f"AND ST_DWithin({geog}, {pt}::geography, %(radius_m)s) ORDER BY id",
+        "Q8": f"SELECT * FROM {s.schema}.contagem_mensal(%(ano)s)",
+        # Points in the viewport inside polygons of another category: bounding the points
+        # (not only the polygons) keeps it a viewport query; the polygons found necessarily
+        # intersect the box.
+        "Q9": f"SELECT pt.id AS point_id, pg.id AS polygon_id FROM {t} pt "
+        f"JOIN {t} pg ON ST_Contains(pg.{g}, pt.{g}) "
+        f"WHERE pt.categoria = %(cat_point)s AND GeometryType(pt.{g}) = 'POINT' "
+        f"AND pt.{g} && {env} AND pg.categoria = %(cat_poly)s ORDER BY 1, 2",
+        "Q10": f"SELECT {s.schema}.tile_mvt(%(z)s, %(x)s, %(y)s)",
+    }
