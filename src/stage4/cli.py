@@ -574,11 +574,7 @@ def status(
     from stage4.config import settings
 
     info = state.collect(_url(), settings(), reports_dir)
-    s = settings()
-    out.print(f"database: {info['database']}")
-    out.print(f"revision: {info['revision'] or '(none)'}")
-    rows = info["rows"]
-    out.print(f"{s.qualified_table}: {'absent' if rows is None else f'{rows} rows'}")
+    _print_where(info)
     out.print(f"pending: {', '.join(info['pending']) or 'none'}")
     base = info["baseline"]
     out.print(
@@ -909,21 +905,20 @@ def _require_workload(run, folder: Path | None, what: str) -> None:
 
 
 def _summary(url: str) -> None:
-    from stage4 import migrations
+    from stage4 import status as state
     from stage4.config import settings
-    from stage4.db import connect, where
 
-    s = settings()
-    with connect(url) as conn:
-        present = conn.execute("SELECT to_regclass(%s)", (s.qualified_table,)).fetchone()[0]
-        rows = (
-            conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
-            if present
-            else None
-        )
-    out.print(f"database: {where(url)}")
-    out.print(f"revision: {migrations.current(url) or '(none)'}")
-    out.print(f"{s.qualified_table}: {'absent' if rows is None else f'{rows} rows'}")
+    _print_where(state.summary(url, settings()))
+
+
+def _print_where(info: dict) -> None:
+    """The database, its revision and the table's rows (``status.summary``'s keys)."""
+    from stage4.config import settings
+
+    table, rows = settings().qualified_table, info["rows"]
+    out.print(f"database: {info['database']}")
+    out.print(f"revision: {info['revision'] or '(none)'}")
+    out.print(f"{table}: {'absent' if rows is None else f'{rows} rows'}")
 
 
 def main() -> None:

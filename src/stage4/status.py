@@ -22,8 +22,7 @@ def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[
     info["pending"] = migrations.steps(url, "head")
     with connect(url) as conn:
         one = lambda sql, *a: conn.execute(sql, a or None).fetchone()[0]  # noqa: E731
-        present = one("SELECT to_regclass(%s)", s.qualified_table)
-        info["rows"] = one(f"SELECT count(*) FROM {s.qualified_table}") if present else None
+        info["rows"] = table_rows(conn, s)
         runs: list[dict[str, Any]] = []
         if one("SELECT to_regclass(%s)", f"{s.bench_schema}.run_summary"):
             from stage4 import store
@@ -47,6 +46,21 @@ def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[
     info["drift"] = drift.check(url, s)
     info["last_rollout"] = last_rollout(reports_dir, info["database"])
     return info
+
+
+def summary(url: str, s: Settings) -> dict[str, Any]:
+    """Where the database stands after a command that changed it: database, revision, rows."""
+    with connect(url) as conn:
+        rows = table_rows(conn, s)
+    return {"database": where(url), "revision": migrations.current(url), "rows": rows}
+
+
+def table_rows(conn, s: Settings) -> int | None:
+    """Rows in the configured table; None when there is no such table."""
+    present = conn.execute("SELECT to_regclass(%s)", (s.qualified_table,)).fetchone()[0]
+    if not present:
+        return None
+    return conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
 
 
 def last_rollout(reports_dir: Path, database: str | None = None) -> dict[str, Any] | None:

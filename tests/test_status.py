@@ -1,0 +1,49 @@
+"""Where the database stands (``status.summary``), read from a real database, and the
+lines the CLI prints from it after a downgrade."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from conftest import SEED_FEATURES
+from stage4 import migrations, status
+from stage4.cli import app
+from stage4.config import settings
+from stage4.db import where
+
+
+def test_summary_of_a_seeded_database(seeded_url: str) -> None:
+    assert status.summary(seeded_url, settings()) == {
+        "database": where(seeded_url),
+        "revision": "schema",
+        "rows": SEED_FEATURES,
+    }
+
+
+def test_summary_before_any_revision_has_no_table(db_url: str) -> None:
+    assert status.summary(db_url, settings()) == {
+        "database": where(db_url),
+        "revision": None,
+        "rows": None,
+    }
+
+
+def test_downgrade_ends_with_where_the_database_stands(seeded_url: str) -> None:
+    migrations.upgrade(seeded_url, "opt1")
+    result = CliRunner().invoke(app, ["--database-url", seeded_url, "downgrade"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-3:] == [
+        f"database: {where(seeded_url)}",
+        "revision: schema",
+        f"{settings().qualified_table}: {SEED_FEATURES} rows",
+    ]
+
+
+def test_status_starts_with_the_same_lines(seeded_url: str) -> None:
+    result = CliRunner().invoke(app, ["--database-url", seeded_url, "status"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[:3] == [
+        f"database: {where(seeded_url)}",
+        "revision: schema",
+        f"{settings().qualified_table}: {SEED_FEATURES} rows",
+    ]
