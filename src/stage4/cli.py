@@ -665,17 +665,14 @@ def plan(
 
     target = migrations.check_target(to)
     start = since if since is not None else (migrations.current(_url()) or "base")
-    if start != "base":
-        migrations.check_target(start)
-    if start == target:
+    up, down = migrations.offline_plan(start, target)
+    if up is None:
         out.print(f"-- already at {target}: nothing to plan")
         return
     out.print(f"-- upgrade {start} -> {target}", markup=False, highlight=False)
-    out.print(migrations.offline_sql("upgrade", f"{start}:{target}"), markup=False,
-              highlight=False)  # fmt: skip
+    out.print(up, markup=False, highlight=False)
     out.print(f"-- rollback {target} -> {start}", markup=False, highlight=False)
-    out.print(migrations.offline_sql("downgrade", f"{target}:{start}"), markup=False,
-              highlight=False)  # fmt: skip
+    out.print(down, markup=False, highlight=False)
 
 
 @app.command()
@@ -832,18 +829,11 @@ def compare(
     from rich.table import Table
 
     from stage4 import stats, store
-    from stage4.config import settings
     from stage4.db import connect
-    from stage4.errors import ConfigError
 
     _note_rollout("a run measured meanwhile saw its load")
     with connect(_url(), autocommit=True) as conn:
-        store.ensure(conn, settings())
-        base = store.load_baseline(conn)
-        if base is None:
-            raise ConfigError("no baseline stored: run `stage4 baseline` first")
-        run_id = run if run is not None else store.latest_run_id(conn)
-        cand = store.load_run(conn, run_id)
+        base, cand = store.baseline_and_run(conn, run)
     _require_workload(base, workload, f"the baseline (run {base.run_id})")
     _require_workload(cand, workload, f"run {cand.run_id}")
     comps = stats.compare_bench(base, cand, threshold=threshold,

@@ -201,6 +201,17 @@ def offline_sql(command: str, spec: str) -> str:
     return out.getvalue()
 
 
+def offline_plan(start: str, target: str) -> tuple[str | None, str | None]:
+    """The SQL going from ``start`` to ``target`` would run and the SQL of its rollback
+    (``alembic upgrade start:target --sql``, ``alembic downgrade target:start --sql``);
+    (None, None) when they are the same revision. ``start`` is checked like a target."""
+    check_target(start)
+    if start == target:
+        return None, None
+    up = offline_sql("upgrade", f"{start}:{target}")
+    return up, offline_sql("downgrade", f"{target}:{start}")
+
+
 _SESSIONS: dict = {}  # url -> (Engine, Config) of an open ``session`` (one pooled connection)
 # Where env.py records, in a pooled connection's ``info``, the timeouts it has SET on it.
 SETTINGS_KEY = "stage4_settings"

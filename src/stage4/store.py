@@ -255,3 +255,16 @@ def latest_run_id(conn, s: Settings | None = None) -> int | None:
     b = (s or settings()).bench_schema
     row = conn.execute(f"SELECT max(run_id) FROM {b}.runs").fetchone()
     return row[0]
+
+
+def baseline_and_run(
+    conn, run_id: int | None = None, s: Settings | None = None
+) -> tuple[BenchRun, BenchRun]:
+    """The baseline and run ``run_id`` (default: the latest run) to compare, the schema made
+    current first; ConfigError when no baseline is stored."""
+    s = s or settings()
+    ensure(conn, s)
+    base = load_baseline(conn, s)
+    if base is None:
+        raise ConfigError("no baseline stored: run `stage4 baseline` first")
+    return base, load_run(conn, run_id if run_id is not None else latest_run_id(conn, s), s)
