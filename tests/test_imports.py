@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
 PACKAGE = SRC / "stage4"
+VERSIONS = ROOT / "alembic" / "versions"
 
-# The DDL layer describes objects; the measuring and judging layers sit above it.
+# The DDL layer and the revisions describe objects; the measuring and judging layers sit above.
 DDL_FORBIDDEN = {"workload", "bench", "gate", "store", "stats", "report"}
 
 
@@ -109,6 +111,7 @@ def test_the_graph_is_read_from_the_source():
     assert "stage4.errors" in edges["stage4.config"]
     assert "stage4.ddl.privileges" in edges["stage4.ddl.partitioning"]
     assert "stage4.gate" in edges["stage4.cli"]
+    assert "stage4.ddl.aggregates" in revision_imports(VERSIONS / "opt5_aggregate_matviews.py")
 
 
 def test_the_cycle_finder_finds_a_cycle():
@@ -129,3 +132,15 @@ def test_no_import_cycle_in_the_package():
 def test_ddl_imports_no_measuring_or_judging_module(name):
     bad = {d for d in graph()[name] if d.removeprefix("stage4.") in DDL_FORBIDDEN}
     assert bad == set(), f"{name} imports {sorted(bad)}"
+
+
+def revision_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    known = set(modules())
+    return {d for node in ast.walk(tree) for d in imported(node, "revision", False, known)}
+
+
+@pytest.mark.parametrize("path", sorted(VERSIONS.glob("*.py")), ids=lambda p: p.stem)
+def test_revisions_import_no_measuring_or_judging_module(path):
+    bad = {d for d in revision_imports(path) if d.removeprefix("stage4.") in DDL_FORBIDDEN}
+    assert bad == set(), f"{path.name} imports {sorted(bad)}"
