@@ -35,6 +35,15 @@ def test_prune_keeps_the_newest_and_only_touches_stage4_dumps(tmp_path: Path) ->
     assert backup.prune(tmp_path, 2) == []
 
 
+def test_retain_names_this_runs_dump_and_what_went(tmp_path: Path) -> None:
+    old = [_old_dump(tmp_path, f"stage4-opt{i}-2026010{i}-000000.dump", 1000 - i)
+           for i in range(1, 4)]  # fmt: skip
+    began = time.time()
+    assert backup.retain(tmp_path, 2, began) == (None, old[:1])  # this run took none
+    made = _old_dump(tmp_path, "stage4-opt4-20260104-000000.dump", 0)
+    assert backup.retain(tmp_path, 2, began) == (made, old[1:2])
+
+
 def test_upgrade_keeps_n_backups_and_prints_a_restore_command_that_works(
     seeded_url: str, tmp_path: Path
 ) -> None:

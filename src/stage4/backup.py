@@ -84,6 +84,15 @@ def prune(folder: Path, keep: int) -> list[Path]:
     return gone
 
 
+def retain(folder: Path, keep: int, since: float) -> tuple[Path | None, list[Path]]:
+    """After a rollout begun at ``since`` (epoch seconds): the dump it took (None when it
+    took none), and the older dumps deleted beyond the ``keep`` newest, whatever its outcome."""
+    found = backups(folder)
+    gone = prune(folder, keep)  # the newest stays: keep is at least 1
+    taken = found[-1] if found and found[-1].stat().st_mtime >= since - 1 else None
+    return taken, gone
+
+
 def restore_command(path: str | Path, url: str, schema: str = "public") -> str:
     """One shell line that restores a dump into a new database ``<db>_restored`` next to
     the original (password hidden: PGPASSWORD supplies it, or the embedded cluster's

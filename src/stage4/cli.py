@@ -352,12 +352,10 @@ def _backup_lines(url: str, folder: Path, keep: int, since: float, console: Cons
     dumps beyond ``keep`` are removed whatever the outcome."""
     from stage4 import backup
 
-    found = backup.backups(folder)
-    gone = backup.prune(folder, keep)
-    if found and found[-1].stat().st_mtime >= since - 1:
-        newest = found[-1]
-        console.print(f"backup: {newest}", markup=False, highlight=False)
-        console.print(f"restore it with: {backup.restore_command(newest, url)}", markup=False,
+    taken, gone = backup.retain(folder, keep, since)
+    if taken is not None:
+        console.print(f"backup: {taken}", markup=False, highlight=False)
+        console.print(f"restore it with: {backup.restore_command(taken, url)}", markup=False,
                       highlight=False)  # fmt: skip
     if gone:
         console.print(f"removed {len(gone)} older backup(s) from {folder} "
