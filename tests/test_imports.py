@@ -2,7 +2,9 @@
 
 Every ``import stage4.x`` / ``from stage4 import x`` / ``from stage4.x import y`` counts,
 wherever it sits: a function-level (lazy) import is still a dependency, and a cycle through
-one is a cycle a newcomer cannot see from the top of the file. No database is needed.
+one is a cycle a newcomer cannot see from the top of the file. So does
+``importlib.import_module("stage4.…")``: with an f-string, every module its fixed prefix
+can name (the workload's scan of ``stage4.ddl.*`` for rewrites). No database is needed.
 """
 
 from __future__ import annotations
@@ -50,7 +52,22 @@ def imported(node: ast.AST, here: str, is_package: bool, known: set[str]) -> set
         for alias in node.names:
             sub = f"{target}.{alias.name}"
             out.add(sub if sub in known else target)
+    elif isinstance(node, ast.Call) and _is_import_module(node.func) and node.args:
+        arg = node.args[0]
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            out.add(arg.value)
+        elif isinstance(arg, ast.JoinedStr) and arg.values:
+            head = arg.values[0]
+            prefix = head.value if isinstance(head, ast.Constant) else ""
+            if prefix.startswith("stage4."):
+                out |= {m for m in known if m.startswith(prefix)}
     return out
+
+
+def _is_import_module(func: ast.expr) -> bool:
+    if isinstance(func, ast.Attribute):
+        return func.attr == "import_module"
+    return isinstance(func, ast.Name) and func.id == "import_module"
 
 
 def graph() -> dict[str, set[str]]:
@@ -111,6 +128,7 @@ def test_the_graph_is_read_from_the_source():
     assert "stage4.errors" in edges["stage4.config"]
     assert "stage4.ddl.privileges" in edges["stage4.ddl.partitioning"]
     assert "stage4.gate" in edges["stage4.cli"]
+    assert "stage4.ddl.cron" in edges["stage4.workload"]  # importlib.import_module(f"…")
     assert "stage4.ddl.aggregates" in revision_imports(VERSIONS / "opt5_aggregate_matviews.py")
 
 
