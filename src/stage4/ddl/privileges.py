@@ -16,6 +16,7 @@ column list included).
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 _CMD = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
@@ -294,7 +295,7 @@ DECLARE
 BEGIN
   FOR p IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = '{parent}'::regclass
            ORDER BY inhrelid LOOP
-  {owner_only_plpgsql("p")}
+    {textwrap.indent(owner_only_plpgsql("p"), "  ").lstrip()}
   END LOOP;
 END
 $acl$"""
