@@ -145,3 +145,14 @@ class TestGate:
         }  # fmt: skip
         assert all(v["fresh"] for q, v in step.freshness.items() if q != "Q8")
         assert any(n.startswith("Q8 stale, accepted (--accept-stale)") for n in step.notes)
+
+
+def test_a_table_that_refuses_the_canary_is_not_checked_and_says_why(seeded_url) -> None:
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE geometrias ADD CONSTRAINT no_canary CHECK (id > 0) NOT VALID")
+    checked = _check(seeded_url)
+    assert {r.fresh for r in checked.values()} == {None}
+    assert checked["Q1"].detail == (
+        'not checked: the table refused a canary row (new row for relation "geometrias" '
+        'violates check constraint "no_canary")'
+    )

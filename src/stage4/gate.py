@@ -568,7 +568,9 @@ def _freshness(url: str, s, rec: StepRecord, opts: GateOptions) -> list[str]:
     reasons = []
     for qid, r in checked.items():
         entry = r.to_dict()
-        if not r.fresh:
+        if r.fresh is None:
+            rec.notes.append(f"{qid} freshness {r.detail}")
+        elif not r.fresh:
             rev, budget = budgets.get(qid, (None, None))
             entry.update(
                 budget=budget, declared_by=rev, accepted=bool(budget and opts.accept_stale)
