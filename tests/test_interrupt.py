@@ -10,9 +10,11 @@ and waits. The test then SIGKILLs the child, or terminates its server backend fo
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -147,3 +149,250 @@ def test_interrupted_downgrade_leaves_opt1_then_succeeds(
     assert migrations.current(seeded_url) == "schema"
     restored = _snap(seeded_url)
     assert restored == original, "\n".join(snapshot.diff(original, restored))
+
+
+# --------------------------------------------------------------------------- the gated rollout
+# `stage4 upgrade` in a child process, interrupted (SIGINT or SIGTERM sent to it alone, as
+# `kill` does; SIGKILL) when its progress on stderr shows the phase: the database ends at a
+# judged revision, no pg_dump or pgbench is left, `stage4 status` agrees with the catalog.
+STAGE4 = str(Path(sys.executable).parent / "stage4")
+FAST = ("--iterations", "3", "--concurrency", "1", "--duration", "3")
+
+
+class Rollout:
+    def __init__(self, url: str, tmp: Path, *args: str) -> None:
+        self.url, self.tmp = url, tmp
+        self.proc = subprocess.Popen(
+            [STAGE4, "--database-url", url, "upgrade", "--to", "opt1", "--reports-dir",
+             str(tmp / "reports"), "--backup-dir", str(tmp / "backups"), *FAST, *args],
+            cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 180) -> None:
+        """Until a stderr line holds ``text`` (off a terminal, a phase's line is printed when
+        it ends, with its duration; a part of it, indented, when that part ends)."""
+        deadline = time.monotonic() + timeout
+        while not any(text in x for x in self.lines):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.finish()
+                pytest.fail(f"never saw {text!r}: {self.lines}")
+            time.sleep(0.05)
+
+    def in_benchmark(self) -> None:
+        """Inside opt1's benchmark: its first part (fingerprints) is done, pgbench runs."""
+        self.wait_for("opt1 checking results are fresh")
+        start = next(i for i, x in enumerate(self.lines) if "opt1 checking results" in x)
+        deadline = time.monotonic() + 120
+        while not any("fingerprints" in x for x in self.lines[start:]):
+            assert time.monotonic() < deadline and self.proc.poll() is None, self.lines
+            time.sleep(0.02)
+
+    def end(self, sig: int) -> tuple[int, str]:
+        self.proc.send_signal(sig)
+        return self.finish()
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for the end; (exit code, last stderr line); stdout in ``self.out``."""
+        try:
+            self.proc.wait(timeout=600)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.reader.join(30)
+            self.out = self.proc.stdout.read()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+        return self.proc.returncode, (self.lines or [""])[-1]
+
+
+def _children(url: str) -> list[str]:
+    """pg_dump / pgbench processes working on this test's database, wherever their parent."""
+    where = re.escape(url.split("@", 1)[1].split("?", 1)[0])  # host:port/database
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if Path(args[0].decode()).name in ("pg_dump", "pgbench") and any(
+            re.search(rf"@{where}(\?|$)", a.decode()) for a in args
+        ):
+            found.append(b" ".join(args).decode())
+    return found
+
+
+def _no_children(url: str) -> None:
+    deadline = time.monotonic() + 10  # a child killed by the kernel may take a moment
+    while _children(url):
+        assert time.monotonic() < deadline, _children(url)
+        time.sleep(0.1)
+
+
+def _status(url: str, tmp: Path) -> str:
+    done = subprocess.run([STAGE4, "--database-url", url, "status", "--reports-dir",
+                           str(tmp / "reports")], cwd=tmp, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _unjudged_line(rev: str) -> str:
+    return (f"unjudged: {rev} applied, never judged (`stage4 upgrade` judges it, "
+            "`stage4 downgrade` removes it)")  # fmt: skip
+
+
+def _judged_next(url: str, tmp: Path) -> None:
+    """The next upgrade judges the unjudged step instead of saying "nothing to do"."""
+    again = Rollout(url, tmp, "--no-backup")
+    again.finish()
+    out = again.out
+    assert "nothing to do" not in out, out
+    assert "judging it now" in "\n".join(again.lines), again.lines
+    assert again.proc.returncode in (0, 3), again.lines  # GO or NO-GO: judged
+    assert _unjudged_line("opt1") not in _status(url, tmp)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_interrupted_benchmark_rolls_the_step_back(seeded_url: str, tmp_path: Path, sig) -> None:
+    run = Rollout(seeded_url, tmp_path, "--no-backup")
+    run.in_benchmark()
+    code, last = run.end(sig)
+    assert code == 130, "\n".join(run.lines)
+    assert last == ("FAILED: interrupted during opt1 benchmarking: opt1 rolled back (not "
+                    "judged); the database is at schema"), run.lines  # fmt: skip
+    assert any(x.startswith("opt1 interrupted before it was judged: rolling back: ")
+               for x in run.lines), run.lines  # fmt: skip
+    assert migrations.current(seeded_url) == "schema"
+    _no_children(seeded_url)
+    status = _status(seeded_url, tmp_path)
+    assert "revision: schema" in status and "unjudged" not in status.split("last rollout")[0]
+    assert "opt1: rolled back (interrupted before it was judged)" in status, status
+    assert _unjudged_line("opt1") not in status
+
+
+def test_keep_unjudged_then_the_next_upgrade_judges_it(seeded_url: str, tmp_path: Path) -> None:
+    run = Rollout(seeded_url, tmp_path, "--no-backup", "--keep-unjudged")
+    run.in_benchmark()
+    code, last = run.end(signal.SIGTERM)
+    assert code == 130, "\n".join(run.lines)
+    assert last == ("FAILED: interrupted during opt1 benchmarking: opt1 kept, not judged "
+                    "(--keep-unjudged): the next `stage4 upgrade` judges it; the database is "
+                    "at opt1"), run.lines  # fmt: skip
+    assert migrations.current(seeded_url) == "opt1"
+    _no_children(seeded_url)
+    status = _status(seeded_url, tmp_path)
+    assert "revision: opt1" in status and _unjudged_line("opt1") in status, status
+    _judged_next(seeded_url, tmp_path)
+
+
+def test_killed_during_the_benchmark_status_names_the_unjudged_step(
+    seeded_url: str, tmp_path: Path
+) -> None:
+    run = Rollout(seeded_url, tmp_path, "--no-backup", "--duration", "8")
+    run.in_benchmark()
+    time.sleep(1.0)
+    code, _ = run.end(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    _no_children(seeded_url)  # pgbench got SIGTERM when its parent died
+    assert migrations.current(seeded_url) == "opt1"
+    status = _status(seeded_url, tmp_path)
+    assert "is gone: interrupted or killed" in status and _unjudged_line("opt1") in status, status
+    _judged_next(seeded_url, tmp_path)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_interrupted_backup_leaves_no_pg_dump_and_no_file(
+    seeded_url: str, tmp_path: Path, sig
+) -> None:
+    # pg_dump waits for a table of the schema that another session holds exclusively
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.side (id int)")
+    blocker = psycopg.connect(seeded_url)
+    blocker.execute("LOCK TABLE public.side IN ACCESS EXCLUSIVE MODE")
+    try:
+        run = Rollout(seeded_url, tmp_path)
+        deadline = time.monotonic() + 30
+        while not _children(seeded_url):
+            assert time.monotonic() < deadline, run.lines
+            time.sleep(0.05)
+        time.sleep(0.5)
+        code, last = run.end(sig)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    _no_children(seeded_url)
+    assert list((tmp_path / "backups").glob("*.dump")) == []
+    assert migrations.current(seeded_url) == "schema"
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+        return
+    assert code == 130, "\n".join(run.lines)
+    assert last == ("FAILED: interrupted during backup pg_dump -Fc: nothing unjudged was left "
+                    "applied; the database is at schema"), run.lines  # fmt: skip
+    assert "unjudged" not in _status(seeded_url, tmp_path).split("last rollout")[0]
+
+
+def test_interrupted_step_is_rolled_back_by_postgresql(seeded_url: str, tmp_path: Path) -> None:
+    blocker = psycopg.connect(seeded_url, application_name="blocking-app")
+    blocker.execute("UPDATE geometrias SET descricao = descricao WHERE id = 7")
+    try:
+        run = Rollout(seeded_url, tmp_path, "--no-backup", "--lock-timeout", "120s")
+        deadline = time.monotonic() + 120  # until the step waits for the blocker's lock
+        while not _waiting(seeded_url):
+            assert time.monotonic() < deadline and run.proc.poll() is None, run.lines
+            time.sleep(0.1)
+        code, last = run.end(signal.SIGINT)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert code == 130, "\n".join(run.lines)
+    assert last == ("FAILED: interrupted during opt1 upgrading: nothing unjudged was left "
+                    "applied; the database is at schema"), run.lines  # fmt: skip
+    assert migrations.current(seeded_url) == "schema"
+    status = _status(seeded_url, tmp_path)
+    assert "revision: schema" in status and _unjudged_line("opt1") not in status
+
+
+def test_interrupted_rollback_leaves_the_step_named_unjudged(
+    seeded_url: str, tmp_path: Path
+) -> None:
+    run = Rollout(seeded_url, tmp_path, "--no-backup", "--lock-timeout", "120s",
+                  "--duration", "8")  # fmt: skip
+    run.in_benchmark()
+    # the rollback the interrupt starts must wait for this app transaction's lock
+    blocker = psycopg.connect(seeded_url, application_name="blocking-app")
+    blocker.execute("UPDATE geometrias SET descricao = descricao WHERE id = 7")
+    try:
+        run.proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 120
+        while not _waiting(seeded_url):
+            assert time.monotonic() < deadline and run.proc.poll() is None, run.lines
+            time.sleep(0.1)
+        code, last = run.end(signal.SIGINT)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert code == 130, "\n".join(run.lines)
+    assert last == ("FAILED: interrupted during opt1 benchmarking: rolling back opt1 stopped "
+                    "(interrupted again): opt1 left applied, not judged; the next `stage4 "
+                    "upgrade` judges it, `stage4 downgrade` removes it; the database is at "
+                    "opt1"), run.lines  # fmt: skip
+    assert migrations.current(seeded_url) == "opt1"
+    _no_children(seeded_url)
+    assert _unjudged_line("opt1") in _status(seeded_url, tmp_path)
+
+
+def _waiting(url: str) -> bool:
+    """Whether a stage4 migration is waiting for a lock."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = "
+            "'stage4-alembic' AND wait_event_type = 'Lock')"
+        ).fetchone()[0]

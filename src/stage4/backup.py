@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from stage4.cluster import bindir
 from stage4.config import Settings, redact, split_password
 from stage4.errors import Stage4Error
+from stage4.interrupts import die_with_parent
 
 
 class BackupError(Stage4Error):
@@ -52,13 +53,25 @@ def dump(url: str, s: Settings, folder: Path, label: str) -> Path:
     pg_dump = bindir() / "pg_dump"
     if not pg_dump.is_file():
         pg_dump = Path("pg_dump")
-    cmd = [str(pg_dump), "-Fc", "--no-sync", f"--schema={s.schema}", "-f", str(target),
+    # written under another name, renamed once complete: an interrupted or killed dump
+    # (SIGKILL leaves no one to delete it) never looks like a backup
+    partial = target.with_name(target.name + ".partial")
+    cmd = [str(pg_dump), "-Fc", "--no-sync", f"--schema={s.schema}", "-f", str(partial),
            "--dbname", clean_url]  # fmt: skip
     # pg_dump creates the file with our umask: make it exist, private, before it writes
-    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-    target.chmod(0o600)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    target.chmod(0o600)
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    partial.chmod(0o600)
+    try:  # interrupted, run() kills pg_dump
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
+                             preexec_fn=die_with_parent)  # fmt: skip
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.chmod(0o600)
+    if out.returncode == 0:
+        partial.rename(target)
+    else:
+        partial.unlink(missing_ok=True)
     if out.returncode != 0:
         target.unlink(missing_ok=True)
         reason = redact(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")

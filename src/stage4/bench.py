@@ -67,6 +67,7 @@ from stage4 import store, workload
 from stage4.config import settings, split_password
 from stage4.db import connect, where
 from stage4.errors import Stage4Error
+from stage4.interrupts import die_with_parent
 from stage4.metrics import BenchRun, export, round_samples
 
 __all__ = ["BenchRun", "export", "run"]
@@ -286,7 +287,8 @@ def _pgbench(binary, url, scripts, concurrency, duration, seed) -> float:
             path.write_text(sql.replace("\n", " ") + ";\n")
             args += ["-f", str(path)]
         args.append(clean_url)
-        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=seconds + 120)
+        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=seconds + 120,
+                              preexec_fn=die_with_parent)  # fmt: skip
     match = re.search(r"^tps = ([0-9.]+)", done.stdout, re.MULTILINE)
     if done.returncode != 0 or match is None:
         tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]

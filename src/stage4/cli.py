@@ -34,6 +34,9 @@ class _Stage4Group(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
             raise  # typer's own: usage errors and exits, printed by typer
+        except KeyboardInterrupt:  # SIGINT outside a rollout (which says more: Interrupted)
+            err.print("FAILED: interrupted", markup=False)
+            raise typer.Exit(130) from None
         except Exception as e:
             if _state["debug"]:
                 _traceback(e)
@@ -305,6 +308,14 @@ def upgrade(
         ),
     ] = False,
     workload: WorkloadOpt = None,
+    keep_unjudged: Annotated[
+        bool,
+        typer.Option(
+            "--keep-unjudged",
+            help="Interrupted (Ctrl-C, SIGTERM): keep a step that committed but was not judged "
+            "yet, recorded as unjudged (the next upgrade judges it); default: roll it back.",
+        ),
+    ] = False,
 ) -> None:
     """Upgrade one revision at a time to --to, benchmarking each step against the baseline.
 
@@ -325,6 +336,7 @@ def upgrade(
         lock_timeout=lock_timeout, judge=judge.value, accept_stale=accept_stale,
         accept_drift=accept_drift, lock_retries=lock_retries,
         workload=workload,
+        keep_unjudged=keep_unjudged,
     )  # fmt: skip
     url = _url()
     began = time.time()
@@ -584,10 +596,16 @@ def status(
         out.print(f"  last {r['label']}: run {r['run_id']} at {r['revision']}, "
                   f"mean {r['mean_ms']:.2f} ms, {r['qps'] or 0:.0f} QPS", markup=False)  # fmt: skip
     roll = info["last_rollout"]
+    if info["rollout_running"]:
+        out.print(f"rollout running: {info['rollout_running']}", markup=False)
     if roll:
         out.print(f"last rollout ({roll['path']}): {roll['outcome']}", markup=False)
         for step in roll["steps"]:
             out.print(f"  {step['revision']}: {step['verdict']}", markup=False)
+    if info["unjudged"]:
+        names = ", ".join(info["unjudged"])
+        out.print(f"unjudged: {names} applied, never judged (`stage4 upgrade` judges it, "
+                  f"`stage4 downgrade` removes it)", markup=False)  # fmt: skip
     jobs = info["cron_jobs"]
     if jobs is None:
         out.print("pg_cron: not installed in this database (refresh: `stage4 refresh`)")

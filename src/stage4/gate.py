@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from stage4 import migrations, visibility
+from stage4 import interrupts, migrations, visibility
 from stage4.config import redact, settings
 from stage4.db import connect, where
 from stage4.errors import ConfigError, GateError, MigrationError, PreflightError, Stage4Error
@@ -52,6 +52,7 @@ class GateOptions:
     expect_features: int | None = None
     lock_timeout: str | None = None  # each step's lock_timeout (None: [tool.stage4] lock_timeout)
     judge: str = "each"  # "each": every step against the baseline; "target": only the last
+    keep_unjudged: bool = False  # interrupted: keep a committed, unjudged step (else roll back)
     accept_stale: bool = False  # a stale read within its revision's declared budget is GO
     accept_drift: bool = False  # start even when the catalog differs from the revision's record
     lock_retries: int = DEFAULT_RETRIES  # tries again after a lock timeout (retry.py)
@@ -59,6 +60,7 @@ class GateOptions:
 
 
 JUDGE_MODES = ("each", "target")
+UNJUDGED = "applied, not judged"  # a step's verdict between its commit and its judgement
 
 
 @dataclass
@@ -129,28 +131,33 @@ def upgrade(
 
     if opts is not None and opts.judge not in JUDGE_MODES:  # bad input: before connecting
         raise ConfigError(f"judge must be one of {', '.join(JUDGE_MODES)}, not {opts.judge!r}")
-    migrations.check_target(target)
-    with locks.rollout_lock(url, f"upgrade --to {target}"):
-        return _upgrade(url, target, opts, phase=phase, progress=progress)
+    target = migrations.check_target(target)
+    opts = opts or GateOptions()
+    rollout = Rollout(where(url), target, time.strftime("%Y-%m-%dT%H:%M:%S"),
+                      {k: str(v) for k, v in asdict(opts).items()})  # fmt: skip
+    said = ["pre-flight", "starting"]  # the phase an interrupt arrives in
+
+    def say(step: str, text: str) -> None:
+        said[:] = [step, text]
+        if phase:
+            phase(step, text)
+
+    with locks.rollout_lock(url, f"upgrade --to {target}"), interrupts.sigterm_as_interrupt():
+        try:
+            return _upgrade(url, target, opts, rollout, say, progress)
+        except KeyboardInterrupt:
+            raise _interrupted(url, rollout, opts, say, f"{said[0]} {said[1]}") from None
 
 
 def _upgrade(
-    url: str,
-    target: str,
-    opts: GateOptions | None = None,
-    *,
-    phase: Phase | None = None,
-    progress: Progress | None = None,
+    url: str, target: str, opts: GateOptions, rollout: Rollout, say: Phase, progress
 ) -> Rollout:
     from stage4 import backup, preflight, report, snapshot
 
-    opts = opts or GateOptions()
     s = settings()
-    say = phase or (lambda step, text: None)
-    target = migrations.check_target(target)
-    todo = migrations.steps(url, target)
-    rollout = Rollout(where(url), target, time.strftime("%Y-%m-%dT%H:%M:%S"),
-                      {k: str(v) for k, v in asdict(opts).items()})  # fmt: skip
+    pending = migrations.steps(url, target)
+    carried = _unjudged_before(url, opts)  # applied by a rollout that died before judging them
+    todo = carried + [rev for rev in pending if rev not in carried]
     if not todo:
         rollout.outcome = f"already at {migrations.current(url)}: nothing to do"
         return rollout
@@ -162,7 +169,7 @@ def _upgrade(
         conn.execute("SELECT set_config('lock_timeout', %s, false)",
                      (opts.lock_timeout or s.lock_timeout,))  # fmt: skip
         try:
-            pf = preflight.run(conn, s, steps=todo, expect_features=opts.expect_features)
+            pf = preflight.run(conn, s, steps=pending, expect_features=opts.expect_features)
         except psycopg_errors().LockNotAvailable as e:
             raise PreflightError(
                 f"pre-flight could not read {s.qualified_table} within the lock timeout "
@@ -233,11 +240,19 @@ def _upgrade(
                     start = before
                     start_plans = _workload_plans(url, rollout.preflight)
             reach_before = visibility.at(url, s)  # who can see what: compared in _judge
-            say(rev, "upgrading")
             rec = StepRecord(rev)
             rollout.steps.append(rec)
             try:
-                _timed_upgrade(url, rec, progress, opts.lock_timeout, opts.lock_retries, say)
+                if rev in carried:
+                    say(rev, "applied by a rollout that did not judge it: judging it now")
+                    rec.notes.append("applied by an earlier rollout that was interrupted before "
+                                     "judging it: judged now")  # fmt: skip
+                else:
+                    say(rev, "upgrading")
+                    _timed_upgrade(url, rec, progress, opts.lock_timeout, opts.lock_retries, say)
+                with interrupts.shielded():
+                    rec.verdict = UNJUDGED  # committed: `status` names it should we die now
+                    rollout.save()
             except Stage4Error:
                 rec.verdict = "FAILED (rolled back by PostgreSQL: nothing changed)"
                 now = "still at"
@@ -278,12 +293,13 @@ def _upgrade(
                 rollout.save()
                 report.write(folder)
                 raise MigrationError(f"NO-GO at {rev} ({'; '.join(rec.reasons)}), and {e}") from e
-            with connect(url) as conn:
-                differences = snapshot.diff(start if package else before,
-                                            snapshot.take(conn, s.bench_schema))  # fmt: skip
-            rec.restored_exactly = not differences
+            if not any(st.revision in carried for st in applied):
+                with connect(url) as conn:
+                    differences = snapshot.diff(start if package else before,
+                                                snapshot.take(conn, s.bench_schema))  # fmt: skip
+                rec.restored_exactly = not differences
+                rec.notes += [f"after rollback: {d}" for d in differences]
             _record(url, s)
-            rec.notes += [f"after rollback: {d}" for d in differences]
             rec.verdict = "NO-GO"
             _rebench(url, rec, base if package else previous, opts, say, progress)
             for st in applied[:-1]:
@@ -407,11 +423,69 @@ def _same_window(
     return now
 
 
-def _roll_back(url: str, steps: list[StepRecord], opts: GateOptions, say: Phase) -> None:
+def _unjudged_before(url: str, opts: GateOptions) -> list[str]:
+    """Steps the last rollout on this database committed but never judged (it was killed,
+    or interrupted with --keep-unjudged), still applied: the next rollout judges them. None
+    of its steps can be running: we hold the rollout lock."""
+    from stage4 import status
+
+    prior = status.last_rollout(opts.reports_dir, where(url))
+    return status.unjudged(prior, migrations.current(url)) if prior else []
+
+
+def _interrupted(url: str, rollout: Rollout, opts: GateOptions, say: Phase, during: str):
+    """SIGINT/SIGTERM arrived ``during`` a phase: the statement in flight was cancelled and
+    rolled back by PostgreSQL; steps committed but not judged are rolled back (default) or
+    kept and recorded as unjudged (--keep-unjudged). Returns the Interrupted to raise."""
+    from stage4 import report, status
+
+    now = migrations.current(url)
+    open_ = [st for st in rollout.steps if st.revision in status.unjudged(_verdicts(rollout), now)]
+    names = ", ".join(st.revision for st in open_)
+    if not open_:
+        done = "nothing unjudged was left applied"
+    elif opts.keep_unjudged:
+        for st in open_:
+            st.verdict = "unjudged (kept with --keep-unjudged)"
+        done = (f"{names} kept, not judged (--keep-unjudged): the next `stage4 upgrade` "
+                "judges it")  # fmt: skip
+    else:
+        try:
+            _roll_back(url, open_, opts, say, "interrupted before it was judged")
+            for st in open_:
+                st.verdict = "rolled back (interrupted before it was judged)"
+            done = f"{names} rolled back (not judged)"
+        except (KeyboardInterrupt, Stage4Error) as e:
+            why = "interrupted again" if isinstance(e, KeyboardInterrupt) else str(e)
+            left = status.unjudged(_verdicts(rollout), migrations.current(url))
+            for st in open_:
+                if st.revision in left:
+                    st.verdict = "unjudged (its rollback was interrupted)"
+            done = (f"rolling back {names} stopped ({why}): {', '.join(left) or 'nothing'} left "
+                    "applied, not judged; the next `stage4 upgrade` judges it, `stage4 "
+                    "downgrade` removes it")  # fmt: skip
+    with interrupts.shielded():
+        message = (
+            f"interrupted during {during}: {done}; the database is at {migrations.current(url)}"
+        )
+        rollout.outcome = message
+        if rollout.folder:
+            rollout.save()
+            report.write(Path(rollout.folder))
+    return interrupts.Interrupted(message)
+
+
+def _verdicts(rollout: Rollout) -> dict[str, Any]:
+    return {"steps": [{"revision": st.revision, "verdict": st.verdict} for st in rollout.steps]}
+
+
+def _roll_back(
+    url: str, steps: list[StepRecord], opts: GateOptions, say: Phase, why: str = "NO-GO"
+) -> None:
     """Downgrade ``steps`` (applied in this order) newest first, timing each one. A step
     that cannot be rolled back (a lock held too long) stops it with what to run next."""
     for st in reversed(steps):
-        say(st.revision, "NO-GO: rolling back")
+        say(st.revision, f"{why}: rolling back")
         try:
             prev = migrations.previous(st.revision)
             st.rollback_seconds, settled = _retrying(
@@ -599,8 +673,10 @@ def _bench_kw(opts: GateOptions) -> dict[str, Any]:
 def _no_go_message(
     rev: str, rec: StepRecord, folder: Path, undone: list[StepRecord], target: str, judge: str
 ) -> str:
-    state = ("the database is back exactly as before"
-             if rec.restored_exactly else "WARNING: the rollback left differences (see report)")  # fmt: skip
+    state = ("the database is back exactly as before" if rec.restored_exactly else
+             "the state before it was not recorded (an earlier rollout applied it)"
+             if rec.restored_exactly is None else
+             "WARNING: the rollback left differences (see report)")  # fmt: skip
     reasons = (
         "; ".join(r for r in rec.reasons if not r.startswith("not gated")) or "no reason recorded"
     )
@@ -648,10 +724,26 @@ def downgrade(
     rollout lock, as ``upgrade``."""
     from stage4 import locks
 
-    with locks.rollout_lock(url, f"downgrade --to {target}"):
-        target = migrations.downgrade_target(url, to=target)  # checked again under the lock
-        return _downgrade(url, target, lock_timeout=lock_timeout, phase=phase,
-                          lock_retries=lock_retries)  # fmt: skip
+    said = ["downgrade", "starting"]
+
+    def say(step: str, text: str) -> None:
+        said[:] = [step, text]
+        if phase:
+            phase(step, text)
+
+    with locks.rollout_lock(url, f"downgrade --to {target}"), interrupts.sigterm_as_interrupt():
+        try:
+            target = migrations.downgrade_target(url, to=target)  # again, under the lock
+            return _downgrade(url, target, lock_timeout=lock_timeout, phase=say,
+                              lock_retries=lock_retries)  # fmt: skip
+        except KeyboardInterrupt:
+            now = migrations.current(url)
+            rest = (f"; `stage4 downgrade --to {target}` finishes the rollback"
+                    if now != target else "")  # fmt: skip
+            raise interrupts.Interrupted(
+                f"interrupted during {said[0]} {said[1]}: a step not yet committed was rolled "
+                f"back by PostgreSQL; the database is at {now}{rest}"
+            ) from None
 
 
 def _downgrade(

@@ -41,10 +41,13 @@ def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[
             if one("SELECT to_regclass('cron.job')")
             else None
         )
-    from stage4 import drift
+    from stage4 import drift, locks
 
     info["drift"] = drift.check(url, s)
-    info["last_rollout"] = last_rollout(reports_dir, info["database"])
+    info["last_rollout"] = roll = last_rollout(reports_dir, info["database"])
+    info["rollout_running"] = locks.running(url)
+    finished = roll is not None and roll["outcome"] != "running"
+    info["unjudged"] = unjudged(roll, info["revision"]) if finished else []
     return info
 
 
@@ -61,6 +64,22 @@ def table_rows(conn, s: Settings) -> int | None:
     if not present:
         return None
     return conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
+
+
+def judged(verdict: str) -> bool:
+    """A step's verdict that decided its fate (GO, NO-GO, FAILED, rolled back …)."""
+    return verdict.startswith(("GO", "NO-GO", "FAILED", "rolled back"))
+
+
+def unjudged(rollout: dict[str, Any], revision: str | None) -> list[str]:
+    """The steps of a rollout (as in its rollout.json) that were committed but never judged
+    and that the catalog still has applied (at or below ``revision``)."""
+    revs = migrations.chain()
+    if revision not in revs:
+        return []
+    return [st["revision"] for st in rollout.get("steps", [])
+            if st["revision"] in revs and revs.index(st["revision"]) <= revs.index(revision)
+            and not judged(st["verdict"])]  # fmt: skip
 
 
 def last_rollout(reports_dir: Path, database: str | None = None) -> dict[str, Any] | None:
