@@ -56,3 +56,56 @@ def test_the_check_catches_a_lost_and_a_stray_write(harness) -> None:
         "id 5: present but never written",
         "id 2: row differs from the last committed write",
     ]
+
+
+def test_gated_rollout_and_rollback_under_an_app_writer(harness, five_k_url: str, tmp_path):
+    """A writer committing ~30 writes/s through a gated `upgrade --to opt1` and `downgrade
+    --to schema`: both exit 0, no promise "broken" by the app's own writes, no advice to
+    restore a backup, every acknowledged write present."""
+    import subprocess
+    import time
+
+    class Paced(harness.Writer):
+        def _one(self, conn, n):
+            time.sleep(0.03)
+            return super()._one(conn, n)
+
+    stage4 = str(Path(sys.executable).parent / "stage4")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([stage4, "--database-url", five_k_url, *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+
+    with psycopg.connect(five_k_url) as conn:
+        before = harness.table_state(conn)
+    writer = Paced(five_k_url, list(before))
+    writer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(writer.ops) < 10:
+            assert time.monotonic() < deadline and writer.is_alive(), writer.errors
+            time.sleep(0.05)
+        n0 = len(writer.ops)
+        # speed is not what this test is about: a margin no step can miss
+        up = cli("upgrade", "--to", "opt1", "--no-backup", "--reports-dir", str(tmp_path),
+                 "--iterations", "3", "--concurrency", "1", "--duration", "2",
+                 "--threshold", "100", "--min-delta-ms", "100000")  # fmt: skip
+        n1 = len(writer.ops)
+        down = cli("downgrade", "--to", "schema")
+        n2 = len(writer.ops)
+    finally:
+        writer.stop.set()
+        writer.join(30)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "GO: at opt1" in up.stdout and "promise broken" not in up.stdout + up.stderr
+    report = next(tmp_path.glob("*/rollout.json")).read_text()
+    assert "rows checked source vs copy" in report and "not compared" in report, report
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "restore from the backup" not in down.stdout + down.stderr
+    assert "opt1: rolled back in " in down.stdout and "every row kept" in down.stdout
+    assert n1 - n0 > 10 and n2 - n1 > 0, (n0, n1, n2)  # the app wrote through both
+    assert writer.errors == []
+    with psycopg.connect(five_k_url) as conn:
+        after = harness.table_state(conn)
+    assert harness.problems(before, writer.ops, after) == []
+    assert migrations.current(five_k_url) == "schema"

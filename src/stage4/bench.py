@@ -63,7 +63,7 @@ from pathlib import Path
 
 import psycopg
 
-from stage4 import store, workload
+from stage4 import livewrites, store, workload
 from stage4.config import settings, split_password
 from stage4.db import connect, where
 from stage4.errors import Stage4Error
@@ -127,6 +127,7 @@ def run(
         lat_params = {q: workload.parameters(q, anchors, sets, seed, gen=c.params)
                       for q, c in catalogue.items()}  # fmt: skip
         env = _environment(conn, s, url)
+        load_start = livewrites.counters(conn, s)  # the app's writes during the run: its load
 
         fingerprints = {}
         errors: dict[str, dict[str, str]] = {}
@@ -181,6 +182,7 @@ def run(
         conn.execute("SELECT 1")
     with connect(url, autocommit=True) as conn:
         after = _wait_counters(conn, s, before)
+        env["load"] = livewrites.load(load_start, livewrites.counters(conn, s))
         hit = _ratio(before["app"], after["app"])
         env.update(
             cache_hit_db=_ratio(before["db"], after["db"]), throughput_tool=tool, seed=seed,

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from stage4 import interrupts, migrations, visibility
+from stage4 import interrupts, livewrites, migrations, visibility
 from stage4.config import redact, settings
 from stage4.db import connect, where
 from stage4.errors import ConfigError, GateError, MigrationError, PreflightError, Stage4Error
@@ -85,7 +85,10 @@ class StepRecord:
     plans: dict[str, Any] = field(default_factory=dict)
     # after a NO-GO rollback: {run_id, compared_with, restored, reasons} (``_rebench``)
     after_rollback: dict[str, Any] = field(default_factory=dict)
+    rows_checked: int | None = None  # rows the step itself checked, source vs copy
+    app_writes: int | None = None  # rows the app wrote while the step ran (None: unknown)
     run: Any = field(default=None, repr=False, compare=False)  # the BenchRun, not saved
+    counters: Any = field(default=None, repr=False, compare=False)  # livewrites, not saved
 
 
 @dataclass
@@ -109,10 +112,11 @@ class Rollout:
 
     def save(self) -> Path:
         path = Path(self.folder) / "rollout.json"
-        plain = replace(self, steps=[replace(st, run=None) for st in self.steps])
+        plain = replace(self, steps=[replace(st, run=None, counters=None) for st in self.steps])
         data = asdict(plain)
         for st in data["steps"]:
             st.pop("run", None)
+            st.pop("counters", None)
         path.write_text(redact(json.dumps(data, indent=2, default=str)))
         return path
 
@@ -236,11 +240,14 @@ def _upgrade(
             with connect(url) as conn:
                 before = snapshot.take(conn, s.bench_schema)
                 rows_before = rows_hash(conn, s)
+                counters = livewrites.counters(conn, s)
                 if start is None:  # what the rollout starts from
                     start = before
                     start_plans = _workload_plans(url, rollout.preflight)
             reach_before = visibility.at(url, s)  # who can see what: compared in _judge
             rec = StepRecord(rev)
+            rec.counters = {"before": counters,
+                            "earlier": sum(st.app_writes or 0 for st in rollout.steps)}  # fmt: skip
             rollout.steps.append(rec)
             try:
                 if rev in carried:
@@ -534,6 +541,7 @@ def _timed_upgrade(
     """Apply one revision, recording its duration, its metrics and its notes."""
     metrics: dict[str, Any] = {}
     notes: list[str] = []
+    rec.metrics_ = metrics  # type: ignore[attr-defined]
     rec.upgrade_seconds, settled = _retrying(
         lambda: migrations.timed(migrations.upgrade, url, rec.revision, progress=progress,
                                  metrics=metrics, notes=notes, **_lock_kw(lock_timeout)),
@@ -575,8 +583,7 @@ def _judge(
         broken += widened
     with connect(url) as conn:
         content = rows_hash(conn, s)
-        if content != rows_before:
-            broken.append("every row kept as it was (content hash of the reference columns)")
+        broken += _rows_kept(conn, s, rec, content != rows_before)
     say(rec.revision, "checking results are fresh (canary rows, rolled back)")
     stale = _freshness(url, s, rec, opts)
     say(rec.revision, "benchmarking")
@@ -592,6 +599,7 @@ def _judge(
     vs_prev = stats.compare_bench(_without(previous, failed), run, **kw)
     same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()
             if q not in failed}  # fmt: skip
+    same = _moved_with_app_writes(same, run, rec)
     results = stats.gate_verdict({}, same)  # the app's answers: gated at every step
     decision = stats.gate_verdict(vs_base)
     rec.comparisons = {q: c.to_dict() for q, c in vs_base.items()}
@@ -603,7 +611,12 @@ def _judge(
         pays = pays and step_back.go
     if gated_at:
         workload = [f"not gated ({gated_at} is): {r}" for r in workload]
-    rec.reasons = [f"promise broken: {b}" for b in broken] + list(failed.values())
+    loaded = livewrites.differs(base.environment.get("load"), run.environment.get("load"))
+    rec.reasons = (
+        ([f"load: {loaded}"] if loaded else [])
+        + [f"promise broken: {b}" for b in broken]
+        + list(failed.values())
+    )
     rec.reasons += results.reasons + stale + workload
     unjudged = sorted(set(run.samples) - set(base.samples))
     if unjudged:
@@ -693,6 +706,49 @@ def _no_go_message(
             f"{state}.{hint} Report: {folder / 'REPORT.md'}")  # fmt: skip
 
 
+def _rows_kept(conn, s, rec: StepRecord, hash_moved: bool) -> list[str]:
+    """ "Every row kept", where it can be said exactly. A step that moved the rows checked
+    them itself (source vs copy, in its transaction, writers stopped). Otherwise the content
+    hash before and after the step: exact when nobody else wrote meanwhile; when the app did,
+    a moved hash is its writes (no step but a rebuild moves a row), said as a note."""
+    metrics = getattr(rec, "metrics_", {})
+    rec.rows_checked = metrics.get("rows_checked")
+    before = (rec.counters or {}).get("before")
+    n = livewrites.writes_between(before, livewrites.counters(conn, s))
+    if n == 0 and hash_moved and rec.rows_checked is None:  # not counted yet? (~1 s lag)
+        n = livewrites.settled(conn, s, before)
+    rec.app_writes = n if n is not None else metrics.get("rows_written_meanwhile")
+    if rec.rows_checked is not None:
+        rec.verified.append(f"every row kept: {rec.rows_checked} rows checked source vs copy "
+                            "in the step's transaction, writers stopped")  # fmt: skip
+        return []
+    if not hash_moved:
+        return []
+    if n:
+        rec.notes.append(f"the content hash moved with {n} rows the app wrote meanwhile; "
+                         f"{rec.revision} moves no row")  # fmt: skip
+        return []
+    return ["every row kept as it was (content hash of the reference columns)"]
+
+
+def _moved_with_app_writes(same: dict[str, bool], run, rec: StepRecord) -> dict[str, bool]:
+    """Results that differ from the baseline's while the app wrote rows between the two runs
+    are the app's doing, not the step's: not compared, said in a note (the fingerprints are
+    taken seconds apart at best, on data the app changes)."""
+    differ = [q for q, ok in same.items() if not ok]
+    if not differ:
+        return same
+    # Counted only while this rollout ran, and never across the canary check (its rows,
+    # rolled back, count as inserts): a quiet database keeps the strict comparison.
+    during = (run.environment.get("load") or {}).get("app_writes")
+    wrote = sum(n or 0 for n in ((rec.counters or {}).get("earlier"), rec.app_writes, during))
+    if not wrote:
+        return same
+    rec.notes.append(f"results of {', '.join(differ)} not compared: the app wrote {wrote} rows "
+                     "while this rollout ran, so since the baseline run")  # fmt: skip
+    return {q: True for q in same}
+
+
 def rows_hash(conn, s) -> str | None:
     """Content hash of the table's reference columns (None when absent): equal before and
     after a step means no row was lost, added or altered, whatever the layout."""
@@ -764,15 +820,20 @@ def _downgrade(
             back_to = migrations.previous(rev)
             with connect(url) as conn:
                 rows_before = rows_hash(conn, s)
+                counters = livewrites.counters(conn, s)
             say(rev, f"rolling back to {back_to}")
+            metrics: dict[str, Any] = {}
             seconds, settled = _retrying(
                 lambda: migrations.timed(migrations.downgrade, url, back_to,  # noqa: B023
-                                         **_lock_kw(lock_timeout)),
+                                         metrics=metrics, **_lock_kw(lock_timeout)),  # noqa: B023
                 url, rev, f"rollback to {back_to}", lock_retries, say=say)  # fmt: skip
             kept, broken = verify.revision(url, s, back_to) if back_to != "base" else ([], [])
+            rec = StepRecord(rev, counters={"before": counters})
+            rec.metrics_ = metrics  # type: ignore[attr-defined]
             with connect(url) as conn:
-                if back_to != "base" and rows_hash(conn, s) != rows_before:
-                    broken.append("every row kept (content hash of the reference columns)")
+                moved = back_to != "base" and rows_hash(conn, s) != rows_before
+                broken += _rows_kept(conn, s, rec, moved)
+            kept += [v for v in rec.verified if v.startswith("every row kept")]
             if broken:
                 raise MigrationError(
                     f"rollback of {rev} committed but the check failed: {'; '.join(broken)}; "

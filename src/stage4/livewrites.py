@@ -1,0 +1,104 @@
+"""App writes during a rollout: counted, so the promises and the benchmarks can tell the app's
+own writes from a loss, a changed result or a different load.
+
+- ``counters``: rows the app table (and its partitions) has had inserted, updated or deleted
+  since the statistics began (``pg_stat_user_tables``), with the relations counted. Two
+  readings on the same relations give the writes in between; across a table swap (opt1) they
+  cannot be compared (``writes_between`` says None) and the step reports what the app wrote
+  while it ran (``Rebuild`` re-copies exactly those rows). Backends flush these counters at
+  most once a second while busy: ``settled`` waits that long before concluding "no write".
+- ``check_copy``: the exact "every row kept" of a table rebuild, in the step's transaction
+  under the lock that stops writers: every id of the source is in the copy, none extra, and
+  every row written since the copy began is identical in the copy (the rows not written
+  since were copied from the same version). A loss names the ids.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from stage4.config import Settings
+from stage4.errors import MigrationError
+
+COUNTERS = """
+SELECT coalesce(array_agg(relid ORDER BY relid), '{}'),
+       coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint,
+       coalesce(sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)), 0)::bigint
+FROM pg_stat_user_tables
+WHERE relid = to_regclass(%(t)s)
+   OR relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(%(t)s))
+"""
+
+
+def counters(conn, s: Settings) -> dict[str, Any]:
+    """{"oids": [...], "writes": n, "reads": n, "at": epoch seconds} for the app table now."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")  # a fresh reading, not the transaction's
+    oids, writes, reads = conn.execute(COUNTERS, {"t": s.qualified_table}).fetchone()
+    return {"oids": [int(o) for o in oids], "writes": int(writes), "reads": int(reads),
+            "at": time.time()}  # fmt: skip
+
+
+def writes_between(a: dict | None, b: dict | None) -> int | None:
+    """Rows the app table had written between two readings; None when not comparable."""
+    if not a or not b or a.get("oids") != b.get("oids") or b["writes"] < a["writes"]:
+        return None
+    return b["writes"] - a["writes"]
+
+
+def settled(conn, s: Settings, since: dict, wait: float = 1.2) -> int | None:
+    """``writes_between(since, now)``, read again until ``wait`` seconds have passed while it
+    says 0: a writer's last commits may not be counted yet."""
+    deadline = time.monotonic() + wait
+    while True:
+        n = writes_between(since, counters(conn, s))
+        if n != 0 or time.monotonic() >= deadline:
+            return n
+        time.sleep(0.2)
+
+
+def load(start: dict, end: dict) -> dict[str, Any]:
+    """What a benchmark run saw: app writes (its own are reads only) and tuples read (its
+    own included) per second, and the readings (to count writes between runs)."""
+    seconds = max(end["at"] - start["at"], 1e-6)
+    writes = writes_between(start, end)
+    reads = end["reads"] - start["reads"] if start["oids"] == end["oids"] else None
+    return {"seconds": round(seconds, 3), "app_writes": writes,
+            "app_writes_per_s": None if writes is None else round(writes / seconds, 2),
+            "tuples_read_per_s": None if reads is None else round(reads / seconds, 1),
+            "start": start, "end": end}  # fmt: skip
+
+
+def differs(base: dict | None, run: dict | None) -> str | None:
+    """A line saying that two runs saw different app write rates, else None."""
+    a = (base or {}).get("app_writes_per_s")
+    b = (run or {}).get("app_writes_per_s")
+    if a is None or b is None or (a == 0 and b == 0):
+        return None
+    if min(a, b) > 0 and max(a, b) / min(a, b) < 2:
+        return None
+    return (
+        f"baseline measured under {a:g} app writes/s, this run under {b:g}/s: the "
+        "comparison ran under different load"
+    )
+
+
+def check_copy(bind, old: str, new: str, cols: list[str], snapshot: str, xid: int) -> None:
+    """Source vs copy, exact (see the module's docstring); raises naming lost/altered ids."""
+    q = bind.exec_driver_sql
+    missing = [r[0] for r in q(f"SELECT o.id FROM {old} o WHERE NOT EXISTS (SELECT 1 FROM "
+                               f"{new} n WHERE n.id = o.id) ORDER BY 1 LIMIT 10")]  # fmt: skip
+    extra = [r[0] for r in q(f"SELECT n.id FROM {new} n WHERE NOT EXISTS (SELECT 1 FROM "
+                             f"{old} o WHERE o.id = n.id) ORDER BY 1 LIMIT 10")]  # fmt: skip
+    written = (f"NOT pg_visible_in_snapshot(({xid} - age(o.xmin)::bigint)::text::xid8, "
+               f"'{snapshot}'::pg_snapshot)")  # fmt: skip
+    row = lambda a: "(" + ", ".join(f"{a}.{c}" for c in cols) + ")"  # noqa: E731
+    altered = [r[0] for r in q(f"SELECT o.id FROM {old} o JOIN {new} n ON n.id = o.id "
+                               f"WHERE {written} AND {row('o')} IS DISTINCT FROM {row('n')} "
+                               "ORDER BY 1 LIMIT 10")]  # fmt: skip
+    problems = [f"{what}: ids {', '.join(map(str, ids))}" for what, ids in
+                (("missing from the copy", missing), ("in the copy only", extra),
+                 ("different in the copy", altered)) if ids]  # fmt: skip
+    if problems:
+        raise MigrationError(f"the copy of {old} does not match it ({'; '.join(problems)}): "
+                             "rolled back, nothing was changed")  # fmt: skip

@@ -1,0 +1,66 @@
+"""The app's writes counted, and the exact source-vs-copy check of a table rebuild."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from stage4 import livewrites
+from stage4.config import settings
+from stage4.db import engine
+from stage4.errors import MigrationError
+
+COLS = ["id", "nome", "geom"]
+
+
+def test_check_copy_names_the_lost_the_stray_and_the_altered_ids(seeded_url: str) -> None:
+    eng = engine(seeded_url)
+    try:
+        with eng.begin() as c:
+            q = c.exec_driver_sql
+            q("CREATE TABLE public.copy_src AS SELECT id, nome, geom FROM public.geometrias "
+              "WHERE id <= 50")  # fmt: skip
+            q("CREATE TABLE public.copy_dst AS SELECT * FROM public.copy_src")
+            xid = int(q("SELECT pg_current_xact_id()::text").scalar())
+            snap = q("SELECT pg_current_snapshot()::text").scalar()
+            livewrites.check_copy(c, "public.copy_src", "public.copy_dst", COLS, snap, xid)
+            # rows written after the snapshot: compared; a copy that lost or altered any fails
+            q("UPDATE public.copy_src SET nome = 'app write' WHERE id IN (3, 4)")
+            q("UPDATE public.copy_dst SET nome = 'app write' WHERE id = 3")  # 4: stale copy
+            q("DELETE FROM public.copy_dst WHERE id IN (7, 9)")
+            q("INSERT INTO public.copy_dst SELECT 100000, 'stray', NULL")
+            with pytest.raises(MigrationError) as e:
+                livewrites.check_copy(c, "public.copy_src", "public.copy_dst", COLS, snap, xid)
+            c.rollback()
+    finally:
+        eng.dispose()
+    assert str(e.value) == (
+        "the copy of public.copy_src does not match it (missing from the copy: ids 7, 9; in "
+        "the copy only: ids 100000; different in the copy: ids 4): rolled back, nothing was "
+        "changed"
+    )
+
+
+def test_counters_see_the_app_writes_and_not_the_reads(seeded_url: str) -> None:
+    s = settings()
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        a = livewrites.counters(conn, s)
+        conn.execute("SELECT count(*) FROM geometrias").fetchone()
+        with psycopg.connect(seeded_url, autocommit=True) as app:
+            app.execute("UPDATE geometrias SET descricao = 'x' WHERE id <= 3")
+            app.execute("DELETE FROM geometrias WHERE id = 10")
+        assert livewrites.settled(conn, s, a, wait=5) == 4
+        b = livewrites.counters(conn, s)
+    assert livewrites.writes_between(a, b) == 4
+    assert livewrites.writes_between(a, {**b, "oids": [1]}) is None  # another relation
+    load = livewrites.load(a, b)
+    assert load["app_writes"] == 4 and load["tuples_read_per_s"] > 0
+
+
+def test_different_load_is_said() -> None:
+    assert livewrites.differs({"app_writes_per_s": 0.0}, {"app_writes_per_s": 0.0}) is None
+    assert livewrites.differs({"app_writes_per_s": 30.0}, {"app_writes_per_s": 40.0}) is None
+    assert livewrites.differs({"app_writes_per_s": 0.0}, {"app_writes_per_s": 31.5}) == (
+        "baseline measured under 0 app writes/s, this run under 31.5/s: the comparison ran "
+        "under different load"
+    )
