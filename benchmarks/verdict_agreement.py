@@ -18,7 +18,7 @@ on one of the machine's cores for the whole rollout.
 writes benchmarks/results/verdict_agreement_<features>.json (every comparison, with its
 margin, load average and the ids of the runs compared).
 
-    PYTHONPATH=src .venv/bin/python benchmarks/verdict_agreement.py --features 20000 --replay
+    .venv/bin/python -m benchmarks.verdict_agreement --features 20000 --replay
 
 replays other decision rules (raw medians with the former squared widening, with none,
 with a capped one) on the very runs of that file, read back from the benchmark cluster,
