@@ -172,3 +172,23 @@ class TestWorkloadFiles:
             workload.load_dir(tmp_path / "nope")
         with pytest.raises(ConfigError, match="Q1 is a name of the built-in workload"):
             workload.load_dir(self._dir(tmp_path, Q1="SELECT 1"))
+
+
+def test_require_measured_names_the_file_not_measured_or_failed(tmp_path) -> None:
+    from stage4.errors import ConfigError
+    from stage4.metrics import BenchRun
+
+    (tmp_path / "recent.sql").write_text("SELECT 1;\n")
+    source = tmp_path / "recent.sql"
+
+    def run(**kw) -> BenchRun:
+        return BenchRun(label="RUN", fingerprints={}, variants={}, **kw)
+
+    workload.require_measured(run(samples={"recent": [1.0]}), tmp_path, "run 1")  # measured
+    with pytest.raises(ConfigError) as missing:
+        workload.require_measured(run(samples={}), tmp_path, "run 2")
+    assert str(missing.value) == f"run 2 did not measure {source}: bench with --workload {tmp_path}"
+    failed = run(samples={}, environment={"errors": {"recent": {"error": "boom"}}})
+    with pytest.raises(ConfigError) as broke:
+        workload.require_measured(failed, tmp_path, "run 3")
+    assert str(broke.value) == f"run 3: {source} failed: boom"

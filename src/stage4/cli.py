@@ -814,6 +814,7 @@ def baseline(
     from stage4 import locks, store
     from stage4.config import settings
     from stage4.db import connect
+    from stage4.workload import require_measured
 
     url = _url()
     with locks.rollout_lock(url, "baseline"):
@@ -824,7 +825,7 @@ def baseline(
             err.print("no run stored yet: measuring one now")
             chosen = _measure("BASELINE", iterations, concurrency, duration, workload).run_id
         with connect(url, autocommit=True) as conn:
-            _require_workload(store.load_run(conn, chosen), workload, f"run {chosen}")
+            require_measured(store.load_run(conn, chosen), workload, f"run {chosen}")
             store.set_baseline(conn, chosen, force=force)
     out.print(f"baseline: run {chosen}")
 
@@ -846,12 +847,13 @@ def compare(
 
     from stage4 import stats, store
     from stage4.db import connect
+    from stage4.workload import require_measured
 
     _note_rollout("a run measured meanwhile saw its load")
     with connect(_url(), autocommit=True) as conn:
         base, cand = store.baseline_and_run(conn, run)
-    _require_workload(base, workload, f"the baseline (run {base.run_id})")
-    _require_workload(cand, workload, f"run {cand.run_id}")
+    require_measured(base, workload, f"the baseline (run {base.run_id})")
+    require_measured(cand, workload, f"run {cand.run_id}")
     comps = stats.compare_bench(base, cand, threshold=threshold,
                                confidence=confidence)  # fmt: skip
     same = {q: cand.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
@@ -890,24 +892,6 @@ def _note_rollout(why: str) -> None:
     holder = locks.running(_url())
     if holder:
         err.print(f"note: a rollout is running ({holder}): {why}", markup=False)
-
-
-def _require_workload(run, folder: Path | None, what: str) -> None:
-    """Every query of the workload folder (``--workload``, else ``[tool.stage4] workload``)
-    was measured in ``run``; a failed one is named with its file and error."""
-    from stage4 import workload as wl
-    from stage4.config import settings
-    from stage4.errors import ConfigError
-
-    folder = folder if folder is not None else settings().workload_path
-    if folder is None:
-        return
-    errors = run.environment.get("errors", {})
-    for qid, q in wl.load_dir(folder).items():
-        if qid in errors:
-            raise ConfigError(f"{what}: {q.source} failed: {errors[qid]['error']}")
-        if qid not in run.samples:
-            raise ConfigError(f"{what} did not measure {q.source}: bench with --workload {folder}")
 
 
 def _summary(url: str) -> None:

@@ -284,6 +284,24 @@ def load_dir(folder: Path | str) -> dict[str, Query]:
     return out
 
 
+def require_measured(run, folder: Path | None, what: str, s: Settings | None = None) -> None:
+    """Every query of the app's workload folder (``folder``, else ``[tool.stage4] workload``)
+    was measured in ``run`` (a stored bench run); otherwise ConfigError naming the file, with
+    its error when it failed. ``what`` names the run in the message."""
+    from stage4.config import settings
+    from stage4.errors import ConfigError
+
+    folder = folder if folder is not None else (s or settings()).workload_path
+    if folder is None:
+        return
+    errors = run.environment.get("errors", {})
+    for qid, q in load_dir(folder).items():
+        if qid in errors:
+            raise ConfigError(f"{what}: {q.source} failed: {errors[qid]['error']}")
+        if qid not in run.samples:
+            raise ConfigError(f"{what} did not measure {q.source}: bench with --workload {folder}")
+
+
 def parse_file(path: Path) -> Query:
     """One pgbench custom script as a ``Query`` (see ``load_dir``)."""
     from stage4.errors import ConfigError
