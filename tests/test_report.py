@@ -182,3 +182,25 @@ class TestCharts:
         assert ax2.get_yscale() == "linear" and "linear scale" in ax2.get_ylabel()
         assert [t.get_text() for t in ax2.texts] == ["NO-GO, rolled back"]
         assert (folder / "latency_by_query.png").stat().st_size > 0
+
+
+def test_run_folder_is_the_one_given_or_the_newest(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stage4.cli import app
+    from stage4.errors import ConfigError
+
+    with pytest.raises(ConfigError) as none:
+        report.run_folder(None, tmp_path)
+    assert str(none.value) == f"no rollout reports under {tmp_path}/: run `stage4 upgrade` first"
+    for name in ("20260101-000000", "20260102-000000"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rollout.json").write_text("{}")
+    assert report.run_folder(None, tmp_path) == tmp_path / "20260102-000000"
+    assert report.run_folder(tmp_path / "20260101-000000", tmp_path) == tmp_path / "20260101-000000"
+    with pytest.raises(ConfigError) as bare:
+        report.run_folder(tmp_path, tmp_path)
+    assert str(bare.value) == f"{tmp_path} is not a run folder (no rollout.json)"
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.stderr == f"FAILED: {tmp_path} is not a run folder (no rollout.json)\n"

@@ -652,18 +652,8 @@ def report(
     Example: stage4 report reports/20261125-212541
     """
     from stage4 import report as reporting
-    from stage4.errors import ConfigError
 
-    if folder is None:
-        found = sorted(reports_dir.glob("*/rollout.json"))
-        if not found:
-            raise ConfigError(
-                f"no rollout reports under {reports_dir}/: run `stage4 upgrade` first"
-            )
-        folder = found[-1].parent
-    if not (folder / "rollout.json").is_file():
-        raise ConfigError(f"{folder} is not a run folder (no rollout.json)")
-    out.print(str(reporting.write(folder)))
+    out.print(str(reporting.write(reporting.run_folder(folder, reports_dir))))
 
 
 @app.command()

@@ -88,6 +88,23 @@ def step_label(label: str, steps: dict[str, dict[str, Any]]) -> str:
     return f"{label} ({'NO-GO, ' if st['verdict'] == 'NO-GO' else ''}{step_status(st)})"
 
 
+def run_folder(folder: Path | None, reports_dir: Path) -> Path:
+    """The run folder to report on: ``folder``, else the newest under ``reports_dir``;
+    ConfigError when there is none or it holds no rollout.json."""
+    from stage4.errors import ConfigError
+
+    if folder is None:
+        found = sorted(reports_dir.glob("*/rollout.json"))
+        if not found:
+            raise ConfigError(
+                f"no rollout reports under {reports_dir}/: run `stage4 upgrade` first"
+            )
+        folder = found[-1].parent
+    if not (folder / "rollout.json").is_file():
+        raise ConfigError(f"{folder} is not a run folder (no rollout.json)")
+    return folder
+
+
 def write(folder: Path) -> Path:
     """Regenerate REPORT.md (and charts) from the folder's files.
 
