@@ -326,7 +326,17 @@ class TestOneRolloutAtATime:
             bench = _stage4(seeded_url, "bench", "--iterations", "1", "--concurrency", "1",
                             "--duration", "1", cwd=tmp_path)  # fmt: skip
             _, errors = bench.communicate(timeout=300)
+            status = subprocess.run(
+                [str(Path(sys.executable).parent / "stage4"), "--database-url", seeded_url,
+                 "status", "--reports-dir", str(tmp_path)],
+                cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+            )  # fmt: skip
         assert bench.returncode == 0, errors
+        assert status.returncode == 0, status.stderr
+        assert re.search(
+            rf"^rollout running: pid {pid} \(stage4 upgrade --to opt2\) since \S+ \S+ UTC$",
+            status.stdout, re.M,
+        ), status.stdout  # fmt: skip
         notes = [x for x in errors.splitlines() if x.startswith("note:")]
         assert len(notes) == 1, errors
         assert re.fullmatch(
