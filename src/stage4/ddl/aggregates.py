@@ -89,13 +89,11 @@ def tiles(s: Settings) -> MatView:
     A non-partitioned copy with one GiST on the geometry, which Q2, Q6 and Q7 read
     for the rewrites of Q2, Q6, Q7 and Q9 (see ``_rewrites``). The (categoria, geom) GiST is
     partial on ``categoria IS NOT NULL`` so that only a query filtering on a category
-    (Q9) can use it: without the predicate the planner also picked it (and a (date, geom)
-    one, since removed) for plain ``geom`` filters, scanning 30x the buffers (Q6 at 1M:
-    2.3 ms at schema, 25.9 ms on the view).
+    (Q9) can use it: without the predicate the planner also picks it for plain ``geom``
+    filters, scanning many times the buffers.
 
     Rows are written in the geometry's b-tree (Hilbert) order, as opt1 writes the table,
-    so a viewport's rows share pages (with opt1's quarter layout: Q9 ×2.12 → ×2.30 and Q10
-    ×1.29 → ×1.64 at 1M, runs 4 → 5 in BENCHMARKS.md). Q2 and Q6 want rows in id order
+    so a viewport's rows share pages. Q2 and Q6 want rows in id order
     (Q6 after the distance), which that layout scatters: the GiST on ``(geom,
     id::float8)`` gives that order from the index itself (see ``_rewrites``).
     ``REFRESH … CONCURRENTLY`` keeps unchanged rows where they are and appends changed ones.
@@ -103,8 +101,8 @@ def tiles(s: Settings) -> MatView:
     Read serially (``parallel_workers = 0``, a storage parameter of this view only): the
     queries it serves read a few thousand rows, and PostGIS's function costs make the
     planner hand those to parallel workers, each of which must start and load PostGIS
-    first (9–36 ms here, BENCHMARKS.md, seventh session). At 1M, Q9's second set 92–98 →
-    16–18 ms, Q7's heaviest 47–53 → 36–39 ms; Q9's heaviest set 216–234 → 200–288 ms.
+    first, which on a small machine costs more than the short query itself
+    (``benchmarks/probes/parallel_startup.py`` measures it).
     """
     t, gc = s.time_column, s.geometry_column
     return MatView(s.schema, f"{s.table}_tile_mv", f"""
@@ -130,9 +128,9 @@ BY_ID = "id::float8 <-> 0::float8"  # the order by id, for ids in [0, 2^53): ``_
 def points(s: Settings) -> MatView:
     """Q9's point side: only the POINT features (id, date, category, geometry), GiST-indexed.
 
-    Why not the (point, container) pairs: their number grows with the square of the
-    density (14 s to build at 50k features, hours at 1M). A narrow, non-partitioned
-    copy of the points is linear to build; Q9 joins it to the tile view (one GiST on
+    Why not the (point, container) pairs: their number, and the time to build them, grow
+    with the square of the density. A narrow, non-partitioned copy of the points is
+    linear to build; Q9 joins it to the tile view (one GiST on
     every geometry), so each point probes one index instead of one per partition. Read
     serially, as the tile view.
     """
@@ -287,8 +285,8 @@ def _rewrites(s: Settings) -> dict[str, dict[str, str]]:
     on_view = f"{_populated(tv.qualified)} AND {no_rls}"
     by_id = _by_id_gist(s)
     base = base_sql(s)  # the app's Q7: only the relation changes
-    # Q1 and Q3 stay on the table (opt2's stored area and bbox): on the view they were
-    # no faster at 1M features (BENCHMARKS.md), and the table is never stale.
+    # Q1 and Q3 stay on the table (opt2's stored area and bbox): the view does not make
+    # them faster, and the table is never stale.
     return {
         "Q2": {
             "requires": f"{on_view} AND {by_id}",

@@ -2,9 +2,9 @@
 
 Why: once ``geometrias`` is partitioned, PostgreSQL plans short viewport queries as a
 Gather over a Parallel Append of the partitions (PostGIS's function costs make splitting
-look worth it). Where a worker is slow to start (pre-flight measures it; these VMs take
-milliseconds, and a worker running PostGIS loads it first) that start costs more than
-the whole serial query, and the app's unchanged SQL gets slower. The cure is part of
+look worth it). Where a worker is slow to start (pre-flight measures it; on a small VM
+it takes milliseconds, and a worker running PostGIS loads it first) that start costs
+more than the whole serial query, and the app's unchanged SQL gets slower. The cure is part of
 the revision, not a setting the user must type.
 
 Why the database and not a role or the functions: the app's SQL runs under whatever role

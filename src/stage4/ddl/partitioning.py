@@ -240,15 +240,15 @@ class Rebuild:
         Downgrade: id ranges of ``batch_rows``. Upgrade: one batch per calendar quarter of
         the time column, written in the geometry's b-tree order (a Hilbert curve in
         PostGIS 3): a free CLUSTER, since every row is rewritten anyway. Each partition
-        then holds 4 runs of spatially sorted rows (id batches gave 20 per partition at 1M
-        features), so a quarter + bbox query (Q5) reads one run: 282 heap pages instead of
-        1,101 for its heaviest set at 1M (``benchmarks/q5_locality.sql``), and a bbox-only query 4 runs instead of 20.
+        then holds 4 runs of spatially sorted rows (batches by id would give one run per
+        batch), so a quarter + bbox query (Q5) reads one run, a few times fewer heap pages
+        than in id order, and a bbox-only query 4 runs.
         A quarter over ``batch_rows`` is split into id ranges (each still sorted).
 
         The quarters of a year are written in the order 2, 4, 1, 3 so that the time
         column's correlation statistic stays near 0 (0.006 instead of 0.94): in calendar
-        order the planner read Q5 by a date index scan that filters every row of the
-        quarter (17.9 ms instead of 7.1 ms by BitmapAnd of the two indexes).
+        order the planner reads Q5 by a date index scan that filters every row of the
+        quarter, slower than the BitmapAnd of the two indexes.
         Without an index on the time column each quarter would be a full scan: id ranges.
         """
         if self.partitioned and self._time_indexed():
