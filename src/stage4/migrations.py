@@ -222,11 +222,11 @@ def session(url: str):
     """Run the steps inside on one connection (``upgrade``/``downgrade`` use it for ``url``).
 
     Alembic opens a new engine per command: connecting, the dialect's first-connect
-    queries and reading the revision files cost ~30 ms a step, more than the whole DDL
-    of a light step (opt4's downgrade is one DROP FUNCTION: ~1 ms). A multi-step rollout
+    queries and reading the revision files cost more per step than the whole DDL of a
+    light step (opt4's downgrade is one DROP FUNCTION). A multi-step rollout
     or rollback connects once: a pool of one connection, pinged before each step (a
     server that dropped it while the gate benchmarked gets a new one), with one Alembic
-    Config (parsing alembic.ini costs ~1 ms) and its session settings set once (env.py).
+    Config (alembic.ini parsed once) and its session settings set once (env.py).
     Each step still commits on its own; between steps the connection holds no transaction
     (so no lock), and it is closed on leaving.
     """
@@ -248,7 +248,7 @@ def session(url: str):
 
 def _script():
     """The revision files, read once per process while they are unchanged (Alembic
-    re-reads them for every command: ~8 ms)."""
+    re-reads them for every command, which costs more than a light step's DDL)."""
     versions = _script_location() / "versions"
     files = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in versions.glob("*.py")))
     return _script_for(str(versions), files)
@@ -275,7 +275,7 @@ def _command(verb: str, cfg, revision: str) -> None:
 
 def _run_env(script) -> None:
     """``script.run_env()``, with env.py compiled once per process while it is unchanged:
-    Alembic compiles it for every command when no bytecode may be written (~1 ms a step)."""
+    Alembic compiles it for every command when no bytecode may be written."""
     import types
 
     path = Path(script.dir) / "env.py"
@@ -331,7 +331,7 @@ def settle(url: str, progress=None, connection=None) -> dict[str, float]:
     - The app's table when it has never been analyzed: the one opt1 builds (and its
       downgrade restores) is new. Autovacuum reaches its partitions about a minute later,
       in the middle of the gate's bench (whose first rounds were planned on no statistics
-      and the rest on real ones: at 1M, Q2's densest box 12 ms before, 70 ms after), and
+      and the rest on real ones, which can differ several times over), and
       never analyzes a partitioned table itself (PostgreSQL leaves that to a manual
       ANALYZE). VACUUM of a partitioned table covers every partition.
     - Materialized views never vacuumed: created WITH DATA, they have neither until
@@ -341,7 +341,7 @@ def settle(url: str, progress=None, connection=None) -> dict[str, float]:
     VACUUM cannot run in the step's transaction; it blocks neither readers nor writers,
     and interrupted it loses nothing. A failure is logged, never raised: the step is
     committed. ``connection``: a session's SQLAlchemy connection, reused (a new one costs
-    ~3 ms, more than a light step's DDL).
+    more than a light step's DDL).
     """
     import psycopg
     from psycopg import sql
@@ -358,7 +358,7 @@ def settle(url: str, progress=None, connection=None) -> dict[str, float]:
         with _autocommit(url, connection) as conn:
             todo = conn.execute(
                 # the pg_stat_get_* functions of the view pg_stat_all_tables, called for
-                # these relations only (the view computes them for all: ~2 ms)
+                # these relations only (the view computes them for every relation)
                 """SELECT c.oid::regclass::text FROM pg_class c
                    WHERE (c.oid = to_regclass(%s)
                           AND pg_stat_get_last_analyze_time(c.oid) IS NULL
