@@ -68,8 +68,8 @@ class TestMachineDrift:
 
     @pytest.mark.parametrize("drift", [1.0, 1.3, 2.0, 4.0, 0.25])
     def test_a_2x_regression_is_slower_however_busy_the_machine(self, drift: float) -> None:
-        # The squared widening this replaces made the margin x4.4 at a drift of 2: an
-        # x4.98 regression passed as "no significant change".
+        # A squared widening would make the margin x4.4 at a drift of 2, and an x4.98
+        # regression would pass as "no significant change".
         # 20 rounds of round means, as the gate compares (spread of a busy machine)
         base, cand = run(1, n=20, sigma=0.15), run(2, n=20, sigma=0.15, factor=2.0)
         result = compare_runs(base, cand, drift=drift)
