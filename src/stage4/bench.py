@@ -30,10 +30,8 @@ A run, in order:
    that mixture made the interval of the median span x0.3–x3, and a real 2x
    regression went unflagged). Before every query a CPU-bound control
    (``CONTROL_SQL``, no table) is timed and recorded (``control_ms``): it tells
-   how loaded the machine was. It is a diagnostic only: rescaling samples by it
-   was tried and over- or under-corrected by 20–40 % on the shared machine
-   (BENCHMARKS.md); the gate uses it to widen its margins when the machine's speed
-   changed between two runs (``stats``, "Machine drift");
+   how loaded the machine was, round by round; the comparison uses it to discount the
+   machine's own changes of speed (``stats``, "Machine drift");
 5. cache hit = shared-buffer hits / block requests over phases 3–4, from
    ``pg_statio_all_tables`` of the app schema (``pg_stat_database`` for the whole
    database is recorded beside it);
@@ -42,8 +40,8 @@ A run, in order:
    the ratio of their medians of round means, in the same run. Recorded in
    ``environment["available_rewrites"]``; no verdict reads it.
 
-Defaults (20 rounds of 4 parameter sets, 4 clients, 5 s) keep a run at 100k features under a
-minute on the 2-core machine; see BENCHMARKS.md for the measured figures.
+Defaults (20 rounds of 4 parameter sets, 4 clients, 5 s) keep a run short enough to
+bench every step of a rollout; BENCHMARKS.md gives measured durations.
 """
 
 from __future__ import annotations

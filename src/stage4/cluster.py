@@ -37,8 +37,8 @@ PACKAGES = f"postgresql-{PG_MAJOR} postgresql-{PG_MAJOR}-postgis-3 postgresql-{P
 
 def _shared_buffers() -> str:
     """A quarter of the machine's RAM (PostgreSQL's usual advice for a dedicated server),
-    128 MB to 8 GB. A fixed 1 GB was too small at 1M features once opt5's views exist
-    (table + views ~1.4 GB): Q5 lost ~1 ms at opt5 to buffer misses (BENCHMARKS.md)."""
+    128 MB to 8 GB. A fixed 1 GB is too small at 1M features once opt5's views exist
+    (table and views together take ~1.4 GB): queries then pay buffer misses."""
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):

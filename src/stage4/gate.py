@@ -9,9 +9,9 @@ Every decision is recorded in the run's folder (``rollout.json``) and the report
 ``judge="target"`` judges the pending steps as one package: each step is still verified
 (promises, every row kept, every query's results unchanged) and benchmarked for the
 report, but only the target's speed is gated; a NO-GO there, or a broken promise or
-changed result anywhere, rolls back every step of the rollout. It exists because a revision can pay only with a later one: at 1M features
-partitioning (opt1) slows the nearest-neighbour and radius queries until opt5's views
-serve them (BENCHMARKS.md, sixth session).
+changed result anywhere, rolls back every step of the rollout. It exists because a
+revision can pay only with a later one: partitioning (opt1) can slow queries without a
+date filter, which read every partition, until opt5's views serve them.
 """
 
 from __future__ import annotations

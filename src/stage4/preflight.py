@@ -161,10 +161,10 @@ def _parallel_start(p: Preflight, conn, one) -> None:
     """What starting a parallel worker costs here: once the table is partitioned (opt1),
     the planner runs short viewport queries as a Gather over a Parallel Append (PostGIS's
     costly functions make splitting look worth ``parallel_setup_cost``); where a worker
-    takes ~9 ms to start (these VMs) a 7 ms query becomes 35 ms and the gate may call opt1
-    slower (BENCHMARKS.md, fifth session). A worker running PostGIS also loads it first,
-    about doubling that (measured here on a trivial query: the lower bound; seventh
-    session). Said, not refused: opt1 carries the remedy (``stage4.ddl.parallel``)."""
+    takes milliseconds to start, a query of a few milliseconds can take several times
+    as long and the gate may call opt1 slower. A worker running PostGIS also loads it
+    first, so the figure measured here on a trivial query is a lower bound. Said, not
+    refused: opt1 carries the remedy (``stage4.ddl.parallel``)."""
     if int(one("SHOW max_parallel_workers_per_gather")) == 0:
         p.add("parallel workers", True, "parallel queries are off (max_parallel_workers_per_gather = 0)",
               fatal=False)  # fmt: skip

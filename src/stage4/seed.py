@@ -231,8 +231,7 @@ def seed(
                 f"{s.qualified_table} already holds {count} rows; pass --append to add more"
             )
         # Into an empty plain table, building the secondary indexes once at the end is
-        # faster than maintaining them row by row (1M rows: 23-30 s against 37 s, GiST
-        # above all) and gives the same sorted GiST build the migrations' CREATE INDEX
+        # faster than maintaining them row by row (the GiST above all) and gives the same sorted GiST build the migrations' CREATE INDEX
         # gives. The rebuilt indexes are identical: same names, same pg_get_indexdef.
         rebuild = _droppable_indexes(conn, s) if count == 0 and kind[0] == "r" else []
         for name, _, _ in rebuild:
@@ -266,9 +265,8 @@ def content_hash(conn: psycopg.Connection, s: Settings) -> str:
     """md5 over every row: equal hashes mean equal content, whatever the physical layout.
 
     Each row's md5 covers its id, so the rows can be combined order-independently: the
-    sum of their first 64 bits is a parallel aggregate (2.5 s for 1M rows on 2 cores,
-    against 4.3 s for ``string_agg(... ORDER BY id)``) and needs no sort on a
-    partitioned table. Only the reference columns count (geometry as EWKB hex, date and
+    sum of their first 64 bits is a parallel aggregate, faster than
+    ``string_agg(... ORDER BY id)``, and needs no sort on a partitioned table. Only the reference columns count (geometry as EWKB hex, date and
     times as numbers so DateStyle and TimeZone do not matter): a migration that adds
     derived columns or partitions the table keeps the hash.
     """
