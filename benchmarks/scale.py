@@ -197,8 +197,8 @@ def time_reference(url: str, s, rev: str, direction: str) -> float:
 def quiesce(url: str, limit_s: float = 300) -> None:
     """Wait (untimed) until no other session is running a statement in the database.
 
-    From opt5 on, pg_cron refreshes a view every 5 minutes (the tile view's takes ~25 s
-    at 1M); a step timed meanwhile would measure its wait for that lock (or fail on the
+    From opt5 on, pg_cron refreshes a view every 5 minutes (at 1M features the tile
+    view's refresh takes tens of seconds); a step timed meanwhile would measure its wait for that lock (or fail on the
     lock timeout, as `stage4` does on purpose), not its own work."""
     from stage4.db import connect
 

@@ -6,8 +6,8 @@ GO, every query "no significant change") and ``slower2x`` makes one RPC do its w
 twice per call (its own query once more, as an InitPlan), a real 2x slowdown that scales
 with the machine's speed as the query does (the right verdict: that query slower, NO-GO;
 a fixed ``pg_sleep`` is not 2x once a busy machine has made the query itself slower).
-The RPC is the one with the largest median, so its slowdown clears the 2 ms floor. Each repetition runs the gate exactly as ``stage4 upgrade`` does, with its
-defaults, from a stored baseline measured once at the start (so every repetition takes
+The RPC is the one with the largest median, so its slowdown clears the 2 ms floor. Each
+repetition runs the gate exactly as ``stage4 upgrade`` does, with its defaults, from a stored baseline measured once at the start (so every repetition takes
 the same path as a user's rollout hours after ``stage4 baseline``), then rolls back to
 ``schema``. Half the repetitions run with a CPU hog (``python3 -c 'while True: pass'``)
 on one of the machine's cores for the whole rollout.
