@@ -159,6 +159,11 @@ class TestWorkloadFiles:
                            r"broken\.sql: column \"nope\" does not exist"):  # fmt: skip
             gate.upgrade(seeded_url, "idle", _opts(tmp_path, workload=folder))
         assert migrations.current(seeded_url) == "schema"
+        # recorded in the run's folder as well, as every way a rollout ends
+        saved = json.loads(next((tmp_path / "reports").glob("*/rollout.json")).read_text())
+        failed = "FAILED during baseline: a workload query fails before any step: "
+        assert saved["outcome"].startswith(failed), saved["outcome"]
+        assert (tmp_path / "reports" / Path(saved["folder"]).name / "REPORT.md").exists()
 
 
 class TestGo:

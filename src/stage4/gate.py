@@ -1,10 +1,11 @@
 """The gated rollout: one revision at a time, each one benchmarked and kept only if it pays.
 
-pre-flight → backup → baseline (taken now if the database has none) → for each
+pre-flight → backup → baseline (measured now; stored if the database has none) → for each
 pending revision: upgrade → verify → benchmark → compare (decision rule in
 ``stats``) → GO, or NO-GO: downgrade that step, prove the database is back
 exactly as before (catalog snapshot + data fingerprint), stop with the reasons.
-Every decision is recorded in the run's folder (``rollout.json``) and the report.
+Every decision is recorded in the run's folder (``rollout.json``) and the report, in one
+place (``RolloutRun.finish``) however the rollout ends: GO, NO-GO, failure or interrupt.
 
 ``judge="target"`` judges the pending steps as one package: each step is still verified
 (promises, every row kept, every query's results unchanged) and benchmarked for the
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from stage4 import interrupts, livewrites, migrations, visibility
 from stage4.config import redact, settings
@@ -121,6 +122,73 @@ class Rollout:
         return path
 
 
+class Said:
+    """The phase a rollout (or a rollback) is in: told to the caller's ``phase`` callback
+    and kept, since an interrupt's message names the phase it arrived in."""
+
+    def __init__(self, step: str, text: str, phase: Phase | None = None) -> None:
+        self.step, self.text, self._phase = step, text, phase
+
+    def __call__(self, step: str, text: str) -> None:
+        self.step, self.text = step, text
+        if self._phase:
+            self._phase(step, text)
+
+    def __str__(self) -> str:
+        return f"{self.step} {self.text}"
+
+
+@dataclass
+class RolloutRun:
+    """One rollout under way: what every phase reads (where, what, how the user chose) and
+    what the phases hand on to each other. ``finish`` is the one place the rollout is saved
+    and reported, whatever ended it."""
+
+    url: str
+    target: str
+    opts: GateOptions
+    rollout: Rollout
+    say: Said
+    progress: Progress | None = None
+    s: Any = None  # the settings, read when the rollout starts
+    folder: Path | None = None  # the run's folder, made once pre-flight has passed
+    pending: list[str] = field(default_factory=list)  # revisions Alembic has yet to apply
+    carried: list[str] = field(default_factory=list)  # applied by a rollout that did not judge
+    todo: list[str] = field(default_factory=list)  # carried + pending, in order
+    base: Any = None  # the run every step is judged against (a BenchRun)
+    previous: Any = None  # the last kept step's run (the baseline before the first)
+    applied: list[StepRecord] = field(default_factory=list)  # what a NO-GO rolls back
+    start: Any = None  # the catalog snapshot the rollout started from
+    start_plans: dict[str, Any] = field(default_factory=dict)  # each query's plan then
+
+    @property
+    def package(self) -> bool:
+        """The pending steps are judged as one package (``judge="target"``)."""
+        return self.opts.judge == "target"
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Save ``rollout.json`` and write the report, once a run folder exists. An error
+        that left no outcome (a backup or baseline that failed) is recorded as the outcome;
+        recording it never hides the error itself."""
+        from stage4 import report
+
+        if self.folder is None:
+            return
+        with interrupts.shielded():
+            try:
+                if error is not None and self.rollout.outcome == "running":
+                    self.rollout.outcome = f"FAILED during {self.say.step}: {_first_line(error)}"
+                self.rollout.save()
+                report.write(self.folder)
+            except Exception:
+                if error is None:
+                    raise
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def upgrade(
     url: str,
     target: str,
@@ -139,186 +207,253 @@ def upgrade(
     opts = opts or GateOptions()
     rollout = Rollout(where(url), target, time.strftime("%Y-%m-%dT%H:%M:%S"),
                       {k: str(v) for k, v in asdict(opts).items()})  # fmt: skip
-    said = ["pre-flight", "starting"]  # the phase an interrupt arrives in
-
-    def say(step: str, text: str) -> None:
-        said[:] = [step, text]
-        if phase:
-            phase(step, text)
-
+    run = RolloutRun(url, target, opts, rollout, Said("pre-flight", "starting", phase), progress)
     with locks.rollout_lock(url, f"upgrade --to {target}"), interrupts.sigterm_as_interrupt():
+        error: BaseException | None = None
         try:
-            return _upgrade(url, target, opts, rollout, say, progress)
-        except KeyboardInterrupt:
-            raise _interrupted(url, rollout, opts, say, f"{said[0]} {said[1]}") from None
+            _upgrade(run)
+            return rollout
+        except KeyboardInterrupt as e:
+            error = e  # recorded as such should the rollback below fail too
+            error = _interrupted(run, str(run.say))
+            raise error from None
+        except BaseException as e:
+            error = e
+            raise
+        finally:
+            run.finish(error)
 
 
-def _upgrade(
-    url: str, target: str, opts: GateOptions, rollout: Rollout, say: Phase, progress
-) -> Rollout:
-    from stage4 import backup, preflight, report, snapshot
+def _upgrade(run: RolloutRun) -> None:
+    """The phases, in order; each fills ``run.rollout``, which ``upgrade`` then saves and
+    reports (``RolloutRun.finish``) however the phases ended."""
+    run.s = settings()
+    if not _plan(run):
+        return
+    found = _preflight(run)
+    _open_folder(run)
+    _backup(run, found)
+    if run.todo[0] == "schema" and not _reference_schema(run):
+        return
+    _baseline(run)
+    with migrations.session(run.url):  # one connection for every step and rollback
+        for rev in run.todo:
+            _step(run, rev)
+    run.rollout.outcome = f"GO: at {migrations.current(run.url)}"
 
-    s = settings()
-    pending = migrations.steps(url, target)
-    carried = _unjudged_before(url, opts)  # applied by a rollout that died before judging them
-    todo = carried + [rev for rev in pending if rev not in carried]
-    if not todo:
-        rollout.outcome = f"already at {migrations.current(url)}: nothing to do"
-        return rollout
 
-    drifted = _check_drift(url, opts, say)
-    say("pre-flight", "checking the database")
+def _plan(run: RolloutRun) -> bool:
+    """What this rollout applies or judges; False (and the outcome said) when nothing."""
+    run.pending = migrations.steps(run.url, run.target)
+    run.carried = _unjudged_before(run.url, run.opts)
+    run.todo = run.carried + [rev for rev in run.pending if rev not in run.carried]
+    if not run.todo:
+        run.rollout.outcome = f"already at {migrations.current(run.url)}: nothing to do"
+    return bool(run.todo)
+
+
+def _preflight(run: RolloutRun):
+    """Drift, then the pre-flight checks, each said as it is found (a warning may explain
+    a NO-GO later); a failed check stops the rollout before anything is written."""
+    from stage4 import preflight
+
+    url, s, opts = run.url, run.s, run.opts
+    drifted = _check_drift(url, opts, run.say)
+    run.say("pre-flight", "checking the database")
     with connect(url) as conn:
         # read-only, but it must not queue forever behind a lock either
         conn.execute("SELECT set_config('lock_timeout', %s, false)",
                      (opts.lock_timeout or s.lock_timeout,))  # fmt: skip
         try:
-            pf = preflight.run(conn, s, steps=pending, expect_features=opts.expect_features)
+            found = preflight.run(conn, s, steps=run.pending, expect_features=opts.expect_features)
         except psycopg_errors().LockNotAvailable as e:
             raise PreflightError(
                 f"pre-flight could not read {s.qualified_table} within the lock timeout "
                 f"({opts.lock_timeout or s.lock_timeout}): another session holds an exclusive "
                 "lock on it; retry when it has finished"
             ) from e
-    rollout.preflight = [c.line() for c in pf.checks] + drifted
-    for line in rollout.preflight:  # now, not at the end: a warning may explain a NO-GO
-        say("pre-flight", line)
-    pf.raise_for_failures()
+    run.rollout.preflight = [c.line() for c in found.checks] + drifted
+    for line in run.rollout.preflight:
+        run.say("pre-flight", line)
+    found.raise_for_failures()
+    return found
 
-    folder = opts.reports_dir / time.strftime("%Y%m%d-%H%M%S")
-    folder.mkdir(parents=True, exist_ok=True)
-    rollout.folder = str(folder)
-    if opts.backup and pf.facts.get("features") is not None:
-        say("backup", "pg_dump -Fc")
-        rollout.backup = str(
-            backup.dump(url, s, opts.backup_dir, migrations.current(url) or "base")
-        )
-        rollout.restore = backup.restore_command(rollout.backup, url, s.schema)
 
-    if todo[0] == "schema":  # the reference schema itself is not gated: nothing to compare yet
-        say("schema", "creating the reference schema")
-        rec = StepRecord("schema")
-        _timed_upgrade(url, rec, progress, opts.lock_timeout, opts.lock_retries, say)
-        rec.verdict = "GO (reference schema, not gated)"
-        rollout.steps.append(rec)
-        _record(url, s)
-        todo = todo[1:]
-        if not todo:  # nothing to gate: the baseline is taken before the first optimisation
-            rollout.outcome = "GO: at schema"
-            rollout.save()
-            report.write(folder)
-            return rollout
+def _open_folder(run: RolloutRun) -> None:
+    run.folder = run.opts.reports_dir / time.strftime("%Y%m%d-%H%M%S")
+    run.folder.mkdir(parents=True, exist_ok=True)
+    run.rollout.folder = str(run.folder)
 
-    from stage4 import bench, store  # after pre-flight and backup: bad input is refused first
 
-    with connect(url, autocommit=True) as conn:
-        store.ensure(conn, s)
-        base = store.load_baseline(conn, s)
-    if base is None:
-        say("baseline", f"no stored baseline: measuring one at {migrations.current(url)}")
-        base = bench.run(url, label="BASELINE", progress=progress, **_bench_kw(opts))
-        if base.environment.get("errors"):  # judged against nothing: fix the file first
-            bad = "; ".join(
-                f"{e['file']}: {e['error']}" for e in base.environment["errors"].values()
-            )
-            raise ConfigError(f"a workload query fails before any step: {bad}")
-        with connect(url, autocommit=True) as conn:
-            store.set_baseline(conn, base.run_id, s=s)
-        rollout.baseline_taken_now = True
+def _backup(run: RolloutRun, found) -> None:
+    """pg_dump before the first step, when asked and the table exists."""
+    from stage4 import backup
+
+    if not run.opts.backup or found.facts.get("features") is None:
+        return
+    run.say("backup", "pg_dump -Fc")
+    current = migrations.current(run.url) or "base"
+    run.rollout.backup = str(backup.dump(run.url, run.s, run.opts.backup_dir, current))
+    run.rollout.restore = backup.restore_command(run.rollout.backup, run.url, run.s.schema)
+
+
+def _reference_schema(run: RolloutRun) -> bool:
+    """Create the reference schema, not gated (there is nothing to compare yet); False when
+    it was the whole rollout (the baseline is taken before the first optimisation)."""
+    run.say("schema", "creating the reference schema")
+    rec = StepRecord("schema")
+    _timed_upgrade(run.url, rec, run.progress, run.opts.lock_timeout, run.opts.lock_retries,
+                   run.say)  # fmt: skip
+    rec.verdict = "GO (reference schema, not gated)"
+    run.rollout.steps.append(rec)
+    _record(run.url, run.s)
+    run.todo = run.todo[1:]
+    if not run.todo:
+        run.rollout.outcome = "GO: at schema"
+    return bool(run.todo)
+
+
+def _baseline(run: RolloutRun) -> None:
+    """The run every step is judged against: measured now, stored when there was none."""
+    from stage4 import report, store  # after pre-flight and backup: bad input is refused first
+
+    with connect(run.url, autocommit=True) as conn:
+        store.ensure(conn, run.s)
+        stored = store.load_baseline(conn, run.s)
+    run.base = _first_baseline(run) if stored is None else _same_window(run, stored)
+    run.previous = run.base
+    run.rollout.baseline_run_id = run.base.run_id
+    report.write_metrics(run.folder, "BASELINE", run.base)
+
+
+def _first_baseline(run: RolloutRun):
+    """No stored baseline: measure one now and store it."""
+    from stage4 import bench, store
+
+    run.say("baseline", f"no stored baseline: measuring one at {migrations.current(run.url)}")
+    base = bench.run(run.url, label="BASELINE", progress=run.progress, **_bench_kw(run.opts))
+    if base.environment.get("errors"):  # judged against nothing: fix the file first
+        bad = "; ".join(f"{e['file']}: {e['error']}" for e in base.environment["errors"].values())
+        raise ConfigError(f"a workload query fails before any step: {bad}")
+    with connect(run.url, autocommit=True) as conn:
+        store.set_baseline(conn, base.run_id, s=run.s)
+    run.rollout.baseline_taken_now = True
+    return base
+
+
+@dataclass
+class _Before:
+    """The database as a step found it: what its judgement and its rollback compare with."""
+
+    snapshot: Any
+    rows: str | None
+    reach: visibility.Reach
+
+
+def _step(run: RolloutRun, rev: str) -> None:
+    """One step: upgrade (or take over a step left unjudged), judge, keep or roll back."""
+    rec, before = _begin_step(run, rev)
+    _apply(run, rec)
+    judged = not run.package or rev == run.todo[-1]
+    try:
+        kept, pays = _judge(run, rec, before, gated_at=None if judged else run.target)
+        _explain_step(run.url, rec, run.start_plans)
+    except Stage4Error as e:  # the step is applied but could not be judged: undo it
+        rec.reasons.append(f"could not be measured: {e}")
+        kept = pays = False
+    go = kept and (pays or not judged)
+    if go or not run.opts.gate:
+        _keep(run, rec, go, judged)
     else:
-        base = _same_window(url, base, rollout, opts, say, progress)
-    rollout.baseline_run_id = base.run_id
-    report.write_metrics(folder, "BASELINE", base)
-    previous = base
+        _reject(run, rec, before)
 
-    package = opts.judge == "target"
-    applied: list[StepRecord] = []  # what a NO-GO rolls back: this step, or the whole package
-    start: Any = None  # the catalog snapshot the rollout started from
-    start_plans: dict[str, Any] = {}  # each query's plan when the rollout started
-    with migrations.session(url):  # one connection for every step and rollback
-        for rev in todo:
-            with connect(url) as conn:
-                before = snapshot.take(conn, s.bench_schema)
-                rows_before = rows_hash(conn, s)
-                counters = livewrites.counters(conn, s)
-                if start is None:  # what the rollout starts from
-                    start = before
-                    start_plans = _workload_plans(url, rollout.preflight)
-            reach_before = visibility.at(url, s)  # who can see what: compared in _judge
-            rec = StepRecord(rev)
-            rec.counters = {"before": counters,
-                            "earlier": sum(st.app_writes or 0 for st in rollout.steps)}  # fmt: skip
-            rollout.steps.append(rec)
-            try:
-                if rev in carried:
-                    say(rev, "applied by a rollout that did not judge it: judging it now")
-                    rec.notes.append("applied by an earlier rollout that was interrupted before "
-                                     "judging it: judged now")  # fmt: skip
-                else:
-                    say(rev, "upgrading")
-                    _timed_upgrade(url, rec, progress, opts.lock_timeout, opts.lock_retries, say)
-                with interrupts.shielded():
-                    rec.verdict = UNJUDGED  # committed: `status` names it should we die now
-                    rollout.save()
-            except Stage4Error:
-                rec.verdict = "FAILED (rolled back by PostgreSQL: nothing changed)"
-                now = "still at"
-                try:
-                    if package and applied:  # all or nothing: the package was not judged
-                        _roll_back(url, applied, opts, say)
-                        now = "the steps before it rolled back, at"
-                finally:
-                    rollout.outcome = f"FAILED at {rev}: {now} {migrations.current(url)}"
-                    rollout.save()
-                    report.write(folder)
-                raise
-            applied = [*applied, rec] if package else [rec]
-            judged = not package or rev == todo[-1]
-            try:
-                kept, pays = _judge(url, s, rec, base, previous, rows_before, opts, say, progress,
-                                    folder, gated_at=None if judged else target,
-                                    reach_before=reach_before)  # fmt: skip
-                _explain_step(url, rec, start_plans)
-            except Stage4Error as e:  # the step is applied but could not be judged: undo it
-                rec.reasons.append(f"could not be measured: {e}")
-                kept = pays = False
-            go = kept and (pays or not judged)
-            if go or not opts.gate:
-                if go:
-                    rec.verdict = "GO" if judged else f"measured (judged at {target})"
-                else:
-                    rec.verdict = "GO (gate disabled with --no-gate)"
-                previous = rec.run  # type: ignore[assignment]
-                _record(url, s)
-                rollout.save()
-                continue
-            try:
-                _roll_back(url, applied, opts, say)
-            except MigrationError as e:
-                rec.verdict = "NO-GO"
-                rollout.outcome = f"NO-GO at {rev}: {e}"
-                rollout.save()
-                report.write(folder)
-                raise MigrationError(f"NO-GO at {rev} ({'; '.join(rec.reasons)}), and {e}") from e
-            if not any(st.revision in carried for st in applied):
-                with connect(url) as conn:
-                    differences = snapshot.diff(start if package else before,
-                                                snapshot.take(conn, s.bench_schema))  # fmt: skip
-                rec.restored_exactly = not differences
-                rec.notes += [f"after rollback: {d}" for d in differences]
-            _record(url, s)
-            rec.verdict = "NO-GO"
-            _rebench(url, rec, base if package else previous, opts, say, progress)
-            for st in applied[:-1]:
-                st.verdict = f"rolled back with {rev} (NO-GO)"
-            rollout.outcome = f"NO-GO at {rev}: rolled back to {migrations.current(url)}"
-            rollout.save()
-            report.write(folder)
-            raise GateError(_no_go_message(rev, rec, folder, applied, todo[-1], opts.judge))
-    rollout.outcome = f"GO: at {migrations.current(url)}"
-    rollout.save()
-    report.write(folder)
-    return rollout
+
+def _begin_step(run: RolloutRun, rev: str) -> tuple[StepRecord, _Before]:
+    """What the step starts from, and its record (in the rollout from now on)."""
+    from stage4 import snapshot
+
+    s = run.s
+    with connect(run.url) as conn:
+        taken = snapshot.take(conn, s.bench_schema)
+        rows = rows_hash(conn, s)
+        counters = livewrites.counters(conn, s)
+        if run.start is None:  # what the rollout starts from
+            run.start = taken
+            run.start_plans = _workload_plans(run.url, run.rollout.preflight)
+    before = _Before(taken, rows, visibility.at(run.url, s))  # who can see what: _judge
+    rec = StepRecord(rev)
+    rec.counters = {"before": counters,
+                    "earlier": sum(st.app_writes or 0 for st in run.rollout.steps)}  # fmt: skip
+    run.rollout.steps.append(rec)
+    return rec, before
+
+
+def _apply(run: RolloutRun, rec: StepRecord) -> None:
+    """Upgrade to the step's revision (or take over one applied by a rollout that did not
+    judge it), and record it as applied, not judged. A step that fails was rolled back by
+    PostgreSQL; a package rolls back the steps before it too."""
+    rev = rec.revision
+    try:
+        if rev in run.carried:
+            run.say(rev, "applied by a rollout that did not judge it: judging it now")
+            rec.notes.append("applied by an earlier rollout that was interrupted before "
+                             "judging it: judged now")  # fmt: skip
+        else:
+            run.say(rev, "upgrading")
+            _timed_upgrade(run.url, rec, run.progress, run.opts.lock_timeout,
+                           run.opts.lock_retries, run.say)  # fmt: skip
+        with interrupts.shielded():
+            rec.verdict = UNJUDGED  # committed: `status` names it should we die now
+            run.rollout.save()
+    except Stage4Error:
+        rec.verdict = "FAILED (rolled back by PostgreSQL: nothing changed)"
+        now = "still at"
+        try:
+            if run.package and run.applied:  # all or nothing: the package was not judged
+                _roll_back(run.url, run.applied, run.opts, run.say)
+                now = "the steps before it rolled back, at"
+        finally:
+            run.rollout.outcome = f"FAILED at {rev}: {now} {migrations.current(run.url)}"
+        raise
+    run.applied = [*run.applied, rec] if run.package else [rec]
+
+
+def _keep(run: RolloutRun, rec: StepRecord, go: bool, judged: bool) -> None:
+    if go:
+        rec.verdict = "GO" if judged else f"measured (judged at {run.target})"
+    else:
+        rec.verdict = "GO (gate disabled with --no-gate)"
+    run.previous = rec.run
+    _record(run.url, run.s)
+    run.rollout.save()
+
+
+def _reject(run: RolloutRun, rec: StepRecord, before: _Before) -> NoReturn:
+    """NO-GO: roll back the step (a package: every step), prove the database is back as it
+    was, measure again, and stop with the reasons."""
+    from stage4 import snapshot
+
+    rev = rec.revision
+    try:
+        _roll_back(run.url, run.applied, run.opts, run.say)
+    except MigrationError as e:
+        rec.verdict = "NO-GO"
+        run.rollout.outcome = f"NO-GO at {rev}: {e}"
+        raise MigrationError(f"NO-GO at {rev} ({'; '.join(rec.reasons)}), and {e}") from e
+    if not any(st.revision in run.carried for st in run.applied):
+        with connect(run.url) as conn:
+            differences = snapshot.diff(run.start if run.package else before.snapshot,
+                                        snapshot.take(conn, run.s.bench_schema))  # fmt: skip
+        rec.restored_exactly = not differences
+        rec.notes += [f"after rollback: {d}" for d in differences]
+    _record(run.url, run.s)
+    rec.verdict = "NO-GO"
+    _rebench(run.url, rec, run.base if run.package else run.previous, run.opts, run.say,
+             run.progress)  # fmt: skip
+    for st in run.applied[:-1]:
+        st.verdict = f"rolled back with {rev} (NO-GO)"
+    run.rollout.outcome = f"NO-GO at {rev}: rolled back to {migrations.current(run.url)}"
+    raise GateError(_no_go_message(rev, rec, run.folder, run.applied, run.todo[-1], run.opts.judge))
 
 
 def _rebench(url: str, rec: StepRecord, reference, opts: GateOptions, say, progress) -> None:
@@ -400,9 +535,7 @@ def _record(url: str, s) -> None:
         )
 
 
-def _same_window(
-    url: str, stored, rollout: Rollout, opts: GateOptions, say: Phase, progress: Progress | None
-):
+def _same_window(run: RolloutRun, stored):
     """The run the first step is judged against: the database as it is now, measured now.
 
     A stored baseline may be hours old and the machine's speed has moved since (see
@@ -410,12 +543,13 @@ def _same_window(
     run stays the user's record (its id is kept in the rollout); a query whose results
     differ from it is named, since the data or an earlier step changed them.
     """
-    from stage4 import bench, migrations
+    from stage4 import bench
 
+    url, rollout, say = run.url, run.rollout, run.say
     taken = (stored.started_at or "")[:19].replace("T", " ") or "an earlier run"
     say("baseline", f"measuring {migrations.current(url)} now (the stored baseline, run "
                     f"{stored.run_id}, is from {taken})")  # fmt: skip
-    now = bench.run(url, label="BASELINE", progress=progress, **_bench_kw(opts))
+    now = bench.run(url, label="BASELINE", progress=run.progress, **_bench_kw(run.opts))
     rollout.stored_baseline_run_id = stored.run_id
     rollout.reference_notes.append(
         f"re-measured at the start of this rollout as run {now.run_id}, in the same window as "
@@ -440,12 +574,14 @@ def _unjudged_before(url: str, opts: GateOptions) -> list[str]:
     return status.unjudged(prior, migrations.current(url)) if prior else []
 
 
-def _interrupted(url: str, rollout: Rollout, opts: GateOptions, say: Phase, during: str):
+def _interrupted(run: RolloutRun, during: str) -> interrupts.Interrupted:
     """SIGINT/SIGTERM arrived ``during`` a phase: the statement in flight was cancelled and
     rolled back by PostgreSQL; steps committed but not judged are rolled back (default) or
-    kept and recorded as unjudged (--keep-unjudged). Returns the Interrupted to raise."""
-    from stage4 import report, status
+    kept and recorded as unjudged (--keep-unjudged). Sets the outcome (``upgrade`` saves
+    it) and returns the Interrupted to raise."""
+    from stage4 import status
 
+    url, rollout, opts, say = run.url, run.rollout, run.opts, run.say
     now = migrations.current(url)
     open_ = [st for st in rollout.steps if st.revision in status.unjudged(_verdicts(rollout), now)]
     names = ", ".join(st.revision for st in open_)
@@ -476,9 +612,6 @@ def _interrupted(url: str, rollout: Rollout, opts: GateOptions, say: Phase, duri
             f"interrupted during {during}: {done}; the database is at {migrations.current(url)}"
         )
         rollout.outcome = message
-        if rollout.folder:
-            rollout.save()
-            report.write(Path(rollout.folder))
     return interrupts.Interrupted(message)
 
 
@@ -556,34 +689,18 @@ def settled_notes(settled: dict[str, float]) -> list[str]:
 
 
 def _judge(
-    url,
-    s,
-    rec: StepRecord,
-    base,
-    previous,
-    rows_before,
-    opts: GateOptions,
-    say,
-    progress,
-    folder: Path,
-    gated_at: str | None = None,
-    reach_before: visibility.Reach | None = None,
+    rollout_run: RolloutRun, rec: StepRecord, before: _Before, gated_at: str | None = None
 ) -> tuple[bool, bool]:
     """Verify, benchmark and compare one applied step; fill ``rec``.
 
     Returns (promises kept, workload pays). ``gated_at``: the workload of this step is
     only recorded, the package is judged at that revision (its reasons say so)."""
-    from stage4 import bench, report, stats, verify
+    from stage4 import bench, report, stats
 
-    say(rec.revision, "verifying")
-    rec.verified, broken = verify.revision(url, s, rec.revision)
-    if reach_before is not None:  # no API role reads or writes more than before the step
-        checked, widened = visibility.check(url, s, reach_before)
-        rec.verified += checked
-        broken += widened
-    with connect(url) as conn:
-        content = rows_hash(conn, s)
-        broken += _rows_kept(conn, s, rec, content != rows_before)
+    r = rollout_run
+    url, s, opts, say, folder = r.url, r.s, r.opts, r.say, r.folder
+    base, previous, progress = r.base, r.previous, r.progress
+    broken = _promises(r, rec, before)
     say(rec.revision, "checking results are fresh (canary rows, rolled back)")
     stale = _freshness(url, s, rec, opts)
     say(rec.revision, "benchmarking")
@@ -623,6 +740,22 @@ def _judge(
         rec.notes.append(f"measured, not judged (not in the baseline run {base.run_id}): "
                          f"{', '.join(unjudged)}; store a baseline with the same --workload")  # fmt: skip
     return not broken and not failed and results.go and not stale, pays
+
+
+def _promises(run: RolloutRun, rec: StepRecord, before: _Before) -> list[str]:
+    """The step's promises (verify.py), who can see what (no API role reads or writes more
+    than before the step) and every row kept; returns what is broken."""
+    from stage4 import verify
+
+    run.say(rec.revision, "verifying")
+    rec.verified, broken = verify.revision(run.url, run.s, rec.revision)
+    checked, widened = visibility.check(run.url, run.s, before.reach)
+    rec.verified += checked
+    broken += widened
+    with connect(run.url) as conn:
+        content = rows_hash(conn, run.s)
+        broken += _rows_kept(conn, run.s, rec, content != before.rows)
+    return broken
 
 
 def _failed(run, revision: str) -> dict[str, str]:
@@ -780,40 +913,27 @@ def downgrade(
     rollout lock, as ``upgrade``."""
     from stage4 import locks
 
-    said = ["downgrade", "starting"]
-
-    def say(step: str, text: str) -> None:
-        said[:] = [step, text]
-        if phase:
-            phase(step, text)
-
+    say = Said("downgrade", "starting", phase)
     with locks.rollout_lock(url, f"downgrade --to {target}"), interrupts.sigterm_as_interrupt():
         try:
             target = migrations.downgrade_target(url, to=target)  # again, under the lock
-            return _downgrade(url, target, lock_timeout=lock_timeout, phase=say,
-                              lock_retries=lock_retries)  # fmt: skip
+            return _downgrade(url, target, say, lock_timeout, lock_retries)
         except KeyboardInterrupt:
             now = migrations.current(url)
             rest = (f"; `stage4 downgrade --to {target}` finishes the rollback"
                     if now != target else "")  # fmt: skip
             raise interrupts.Interrupted(
-                f"interrupted during {said[0]} {said[1]}: a step not yet committed was rolled "
+                f"interrupted during {say}: a step not yet committed was rolled "
                 f"back by PostgreSQL; the database is at {now}{rest}"
             ) from None
 
 
 def _downgrade(
-    url: str,
-    target: str,
-    *,
-    lock_timeout: str | None = None,
-    phase: Phase | None = None,
-    lock_retries: int = DEFAULT_RETRIES,
+    url: str, target: str, say: Phase, lock_timeout: str | None, lock_retries: int
 ) -> list[RollbackStep]:
     from stage4 import verify
 
     s = settings()
-    say = phase or (lambda step, text: None)
     done = []
     with migrations.session(url):  # one connection for every step
         for rev in migrations.down_steps(url, target):
