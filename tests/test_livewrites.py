@@ -64,3 +64,51 @@ def test_different_load_is_said() -> None:
         "baseline measured under 0 app writes/s, this run under 31.5/s: the comparison ran "
         "under different load"
     )
+
+
+LOST = (
+    "DELETE FROM {new} WHERE id = 1234",
+    "the copy of public.geometrias does not match it (missing from the copy: ids 1234): "
+    "rolled back, nothing was changed",
+)
+ALTERED = (
+    "UPDATE {new} SET nome = 'not the source' WHERE id = 1234",
+    "the copy of public.geometrias does not match it (different in the copy: ids 1234): "
+    "rolled back, nothing was changed",
+)
+
+
+@pytest.mark.parametrize(("damage", "message"), [LOST, ALTERED], ids=["lost", "altered"])
+def test_a_row_damaged_after_the_check_without_the_lock_is_still_caught(
+    seeded_url: str, damage: str, message: str
+) -> None:
+    """The copy loses (or alters) a row between the comparison made while writers go on
+    and the lock (here: the catch-up's progress report does it): the part under the lock
+    sees that the copy changed by more than the catch-up's own statements, and the full
+    comparison names the id."""
+    from stage4.ddl import partitioning
+
+    eng = engine(seeded_url)
+    seen: list[str] = []
+    try:
+        with eng.connect() as c:
+            r = partitioning.Rebuild(
+                s=settings(), bind=c, execute=c.exec_driver_sql, partitioned=True
+            )
+
+            def lose_one(phase: str, done: int, total: int) -> None:
+                seen.append(phase)
+                if phase == "catch-up" and seen.count("catch-up") == 1:
+                    c.exec_driver_sql(damage.format(new=r.new))
+
+            r.progress = lose_one
+            r.create()
+            r.copy()
+            r.build_indexes()
+            with pytest.raises(MigrationError) as e:
+                r.catch_up()
+            c.rollback()
+    finally:
+        eng.dispose()
+    assert seen.count("catch-up") == 1  # the report before the lock, not the final one
+    assert str(e.value) == message

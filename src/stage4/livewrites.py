@@ -7,10 +7,14 @@ own writes from a loss, a changed result or a different load.
   cannot be compared (``writes_between`` says None) and the step reports what the app wrote
   while it ran (``Rebuild`` re-copies exactly those rows). Backends flush these counters at
   most once a second while busy: ``settled`` waits that long before concluding "no write".
-- ``check_copy``: the exact "every row kept" of a table rebuild, in the step's transaction
-  under the lock that stops writers: every id of the source is in the copy, none extra, and
-  every row written since the copy began is identical in the copy (the rows not written
-  since were copied from the same version). A loss names the ids.
+- ``check_copy``: the exact "every row kept" of a table rebuild, in the step's transaction:
+  every id of the source is in the copy, none extra, and every row written since the copy
+  began is identical in the copy (the rows not written since were copied from the same
+  version). A loss names the ids. ``Rebuild.catch_up`` runs it in two parts so that writers
+  wait only for the second: the rows not written lately, before the lock that stops
+  writers; under it, the rows written since (``check_delta``), PostgreSQL's count of this
+  transaction's writes to the copy (``copy_writes``: nothing but the catch-up's own) and
+  both row counts. Any doubt there runs the whole comparison, which names the ids.
 """
 
 from __future__ import annotations
@@ -83,18 +87,36 @@ def differs(base: dict | None, run: dict | None) -> str | None:
     )
 
 
-def check_copy(bind, old: str, new: str, cols: list[str], snapshot: str, xid: int) -> None:
-    """Source vs copy, exact (see the module's docstring); raises naming lost/altered ids."""
+def _written(alias: str, snapshot: str, xid: int) -> str:
+    """SQL: the row version ``alias`` was committed after ``snapshot`` (``xid``: ours)."""
+    return (f"NOT pg_visible_in_snapshot(({xid} - age({alias}.xmin)::bigint)::text::xid8, "
+            f"'{snapshot}'::pg_snapshot)")  # fmt: skip
+
+
+def _row(alias: str, cols: list[str]) -> str:
+    return "(" + ", ".join(f"{alias}.{c}" for c in cols) + ")"
+
+
+def check_copy(bind, old: str, new: str, cols: list[str], snapshot: str | None, xid: int,
+               stable_since: str | None = None) -> None:  # fmt: skip
+    """Source vs copy, exact (see the module's docstring); raises naming lost/altered ids.
+
+    With ``stable_since`` (a snapshot taken after ``snapshot``; the first part of the
+    two-part check, run while writers go on): only the source's rows not written since it,
+    and no "in the copy only" (rows the app deletes meanwhile are still in the copy); the
+    rest is ``check_delta``'s and ``copy_writes``'s, under the lock. With ``snapshot``
+    None, every row's content is compared (when something is already known to be wrong)."""
     q = bind.exec_driver_sql
+    stable = "" if stable_since is None else f" AND NOT {_written('o', stable_since, xid)}"
     missing = [r[0] for r in q(f"SELECT o.id FROM {old} o WHERE NOT EXISTS (SELECT 1 FROM "
-                               f"{new} n WHERE n.id = o.id) ORDER BY 1 LIMIT 10")]  # fmt: skip
-    extra = [r[0] for r in q(f"SELECT n.id FROM {new} n WHERE NOT EXISTS (SELECT 1 FROM "
-                             f"{old} o WHERE o.id = n.id) ORDER BY 1 LIMIT 10")]  # fmt: skip
-    written = (f"NOT pg_visible_in_snapshot(({xid} - age(o.xmin)::bigint)::text::xid8, "
-               f"'{snapshot}'::pg_snapshot)")  # fmt: skip
-    row = lambda a: "(" + ", ".join(f"{a}.{c}" for c in cols) + ")"  # noqa: E731
+                               f"{new} n WHERE n.id = o.id){stable} ORDER BY 1 LIMIT 10")]  # fmt: skip
+    extra = [] if stable_since is not None else [
+        r[0] for r in q(f"SELECT n.id FROM {new} n WHERE NOT EXISTS (SELECT 1 FROM "
+                        f"{old} o WHERE o.id = n.id) ORDER BY 1 LIMIT 10")]  # fmt: skip
+    written = "true" if snapshot is None else _written("o", snapshot, xid)
     altered = [r[0] for r in q(f"SELECT o.id FROM {old} o JOIN {new} n ON n.id = o.id "
-                               f"WHERE {written} AND {row('o')} IS DISTINCT FROM {row('n')} "
+                               f"WHERE {written}{stable} AND "
+                               f"{_row('o', cols)} IS DISTINCT FROM {_row('n', cols)} "
                                "ORDER BY 1 LIMIT 10")]  # fmt: skip
     problems = [f"{what}: ids {', '.join(map(str, ids))}" for what, ids in
                 (("missing from the copy", missing), ("in the copy only", extra),
@@ -102,3 +124,26 @@ def check_copy(bind, old: str, new: str, cols: list[str], snapshot: str, xid: in
     if problems:
         raise MigrationError(f"the copy of {old} does not match it ({'; '.join(problems)}): "
                              "rolled back, nothing was changed")  # fmt: skip
+
+
+def check_delta(bind, old: str, new: str, cols: list[str], delta: str) -> list[int]:
+    """Ids listed in the table ``delta`` whose source row is missing or different in the
+    copy (up to 10): the second part, under the lock, for the rows written meanwhile."""
+    return [r[0] for r in bind.exec_driver_sql(
+        f"SELECT o.id FROM {delta} d JOIN {old} o ON o.id = d.id LEFT JOIN {new} n "
+        f"ON n.id = o.id WHERE n.id IS NULL OR {_row('o', cols)} IS DISTINCT FROM "
+        f"{_row('n', cols)} ORDER BY 1 LIMIT 10")]  # fmt: skip
+
+
+def copy_writes(bind, new: str) -> tuple[int, int, int]:
+    """(inserted, updated, deleted) rows of ``new`` and its partitions by this transaction
+    so far, as PostgreSQL counts them: between the two parts of the check, the copy must
+    have changed by exactly the catch-up's own statements."""
+    row = bind.exec_driver_sql(
+        "SELECT coalesce(sum(n_tup_ins), 0)::bigint, coalesce(sum(n_tup_upd), 0)::bigint, "
+        "coalesce(sum(n_tup_del), 0)::bigint FROM pg_stat_xact_user_tables "
+        "WHERE relid = to_regclass(%(t)s) OR relid IN "
+        "(SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(%(t)s))",
+        {"t": new},
+    ).first()
+    return int(row[0]), int(row[1]), int(row[2])

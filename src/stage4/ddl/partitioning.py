@@ -308,8 +308,11 @@ class Rebuild:
             self.index_names.append((temp, name))
             self.execute(f"CREATE INDEX {temp} ON {self.new} {tail}")
 
-    def _delta(self, snapshot: str, deletions: bool) -> int:
-        """Re-copy rows changed since ``snapshot``; drop copied rows deleted since."""
+    def _delta(self, snapshot: str, deletions: bool, keep: bool = False) -> tuple[int, int]:
+        """Re-copy rows changed since ``snapshot``; drop copied rows deleted since.
+
+        (rows inserted, rows deleted) in the copy; with ``keep`` the changed rows' ids stay
+        in ``stage4_delta`` (until commit) for ``check_delta``."""
         cols = ", ".join(self.columns())
         changed = (
             f"NOT pg_visible_in_snapshot(({self.xid} - age(xmin)::bigint)::text::xid8, "
@@ -320,52 +323,73 @@ class Rebuild:
             f"CREATE TEMP TABLE stage4_delta ON COMMIT DROP AS SELECT {cols} FROM {self.old} "
             f"WHERE {changed}"
         )
-        b.exec_driver_sql(f"DELETE FROM {self.new} n USING stage4_delta d WHERE n.id = d.id")
+        gone = b.exec_driver_sql(
+            f"DELETE FROM {self.new} n USING stage4_delta d WHERE n.id = d.id"
+        ).rowcount
         n = b.exec_driver_sql(
             f"INSERT INTO {self.new} ({cols}) OVERRIDING SYSTEM VALUE "
             f"SELECT {cols} FROM stage4_delta"
         ).rowcount
-        b.exec_driver_sql("DROP TABLE stage4_delta")
+        if not keep:
+            b.exec_driver_sql("DROP TABLE stage4_delta")
         if deletions:
-            b.exec_driver_sql(
+            gone += b.exec_driver_sql(
                 f"DELETE FROM {self.new} n WHERE NOT EXISTS "
                 f"(SELECT 1 FROM {self.old} o WHERE o.id = n.id)"
-            )
-        return n
+            ).rowcount
+        return n, gone
 
     def catch_up(self) -> None:
         """Writes during the copy, re-copied without blocking anyone; then block writers.
 
         The writer block starts at ``LOCK ... IN EXCLUSIVE MODE`` (writers queue behind
         it, readers do not) and lasts until commit.
+
+        "Every row kept" is checked exactly, in two parts so that writers wait only for
+        the small one: before the lock, every row of the source not written since
+        ``snap1`` is in the copy (and identical, if written since the copy began); under
+        the lock, the rows written since ``snap1`` (the ones re-copied there) are compared
+        by id, PostgreSQL's own count of this transaction's writes to the copy shows it
+        changed by nothing but those re-copies and the removal of rows deleted meanwhile,
+        and both tables have as many rows. Any doubt runs the full comparison, which
+        names the ids.
         """
         if self.bind is None:
             self.execute(f"LOCK TABLE {self.old} IN EXCLUSIVE MODE")
             return
+        cols = self.columns()
         snap1 = self._scalar("SELECT pg_current_snapshot()::text")
-        n = self._delta(self.snap0, deletions=True)
+        n, _ = self._delta(self.snap0, deletions=True)
+        livewrites.check_copy(
+            self.bind, self.old, self.new, cols, self.snap0, self.xid, stable_since=snap1
+        )
+        before = livewrites.copy_writes(self.bind, self.new)
         self._tell("catch-up", n, n)
         self.t_writers = time.perf_counter()
         self.execute(f"LOCK TABLE {self.old} IN EXCLUSIVE MODE")
-        n += self._delta(snap1, deletions=False)
+        m, gone = self._delta(snap1, deletions=False, keep=True)
+        n += m
         extra = self._scalar(
             f"SELECT (SELECT count(*) FROM {self.new}) - (SELECT count(*) FROM {self.old})"
         )
         if extra:  # rows deleted during the catch-up: only then pay for the anti-join
-            self.bind.exec_driver_sql(
+            gone += self.bind.exec_driver_sql(
                 f"DELETE FROM {self.new} n WHERE NOT EXISTS "
                 f"(SELECT 1 FROM {self.old} o WHERE o.id = n.id)"
-            )
+            ).rowcount
         have, want = self.bind.exec_driver_sql(
             f"SELECT (SELECT count(*) FROM {self.new}), (SELECT count(*) FROM {self.old})"
         ).first()
-        if have != want:  # cannot happen; if it does, roll back rather than lose a row
+        expected = (before[0] + m, before[1], before[2] + gone)
+        wrong = livewrites.check_delta(self.bind, self.old, self.new, cols, "stage4_delta")
+        if have != want or wrong or livewrites.copy_writes(self.bind, self.new) != expected:
+            # the full comparison names the ids; a doubt it cannot explain still rolls back
+            livewrites.check_copy(self.bind, self.old, self.new, cols, None, self.xid)
             raise MigrationError(
-                f"copy of {self.old} has {have} rows, the table {want}: rolled back"
+                f"copy of {self.old} has {have} rows, the table {want}, and it changed "
+                "between the two parts of the check: rolled back"
             )
-        # "every row kept", exactly, while writers wait: the gate's before/after content
-        # hash cannot tell a loss from the app's own writes
-        livewrites.check_copy(self.bind, self.old, self.new, self.columns(), self.snap0, self.xid)
+        self.bind.exec_driver_sql("DROP TABLE stage4_delta")
         self.metrics["rows_checked"] = want
         self.metrics["rows_written_meanwhile"] = n + max(extra or 0, 0)  # by the app, re-copied
         self._tell("catch-up", want, want)
