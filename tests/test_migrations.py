@@ -169,8 +169,8 @@ class TestDowngradeReach:
 
 
 def _content(url: str) -> str:
-    from stage4 import gate
+    from stage4 import judging
     from stage4.config import settings
 
     with psycopg.connect(url) as conn:
-        return gate.rows_hash(conn, settings())
+        return judging.rows_hash(conn, settings())

@@ -121,12 +121,12 @@ class TestInTheRollout:
             assert step.plans == saved["plans"]
 
     def test_a_slower_query_s_reason_cites_its_plan_change(self, seeded_url: str) -> None:
-        from stage4 import gate, migrations
+        from stage4 import gate, judging, migrations
 
         before = plans.of_workload(seeded_url)
         migrations.upgrade(seeded_url, "opt1")
         rec = gate.StepRecord("opt1", reasons=["Q5 slower: median 9.0 ms vs baseline 3.0 ms"])
-        gate._explain_step(seeded_url, rec, before)
+        judging.explain_step(seeded_url, rec, before)
         change = rec.plans["Q5"]["change"]
         assert change and " → " in change
         assert rec.reasons == ["Q5 slower: median 9.0 ms vs baseline 3.0 ms",

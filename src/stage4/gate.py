@@ -17,176 +17,28 @@ date filter, which read every partition, until opt5's views serve them.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from stage4 import interrupts, livewrites, migrations, visibility
-from stage4.config import redact, settings
+from stage4 import interrupts, judging, livewrites, migrations, visibility
+from stage4.config import settings
 from stage4.db import connect, where
 from stage4.errors import ConfigError, GateError, MigrationError, PreflightError, Stage4Error
 from stage4.retry import DEFAULT_RETRIES
-
-Phase = Callable[[str, str], None]  # (step, phase text)
-Progress = Callable[[str, int, int], None]  # (what, done, total)
-
-
-@dataclass
-class GateOptions:
-    """What the user chose; recorded in the run so a decision can be audited later."""
-
-    threshold: float = 0.10
-    confidence: float = 0.95
-    min_delta_ms: float = 2.0
-    iterations: int | None = None
-    concurrency: int | None = None
-    duration: float | None = None
-    gate: bool = True
-    backup: bool = True
-    backup_dir: Path = Path("backups")
-    reports_dir: Path = Path("reports")
-    expect_features: int | None = None
-    lock_timeout: str | None = None  # each step's lock_timeout (None: [tool.stage4] lock_timeout)
-    judge: str = "each"  # "each": every step against the baseline; "target": only the last
-    keep_unjudged: bool = False  # interrupted: keep a committed, unjudged step (else roll back)
-    accept_stale: bool = False  # a stale read within its revision's declared budget is GO
-    accept_drift: bool = False  # start even when the catalog differs from the revision's record
-    lock_retries: int = DEFAULT_RETRIES  # tries again after a lock timeout (retry.py)
-    workload: Path | None = None  # the app's own queries (*.sql); None: [tool.stage4] workload
-
-
-JUDGE_MODES = ("each", "target")
-UNJUDGED = "applied, not judged"  # a step's verdict between its commit and its judgement
-
-
-@dataclass
-class StepRecord:
-    revision: str
-    verdict: str = "pending"  # GO, NO-GO, GO (gate disabled), FAILED
-    upgrade_seconds: float | None = None
-    rollback_seconds: float | None = None
-    run_id: int | None = None
-    reasons: list[str] = field(default_factory=list)
-    comparisons: dict[str, Any] = field(default_factory=dict)
-    vs_previous: dict[str, Any] = field(default_factory=dict)
-    verified: list[str] = field(default_factory=list)
-    restored_exactly: bool | None = None
-    notes: list[str] = field(default_factory=list)
-    # qid -> {rewrite name: {sql, same_results, app_ms, rewrite_ms, speedup}}: faster SQL
-    # "available if your app adopts it"; in no verdict
-    available: dict[str, Any] = field(default_factory=dict)
-    # qid -> {fresh, detail[, budget, declared_by, accepted]}: the canary check
-    freshness: dict[str, Any] = field(default_factory=dict)
-    # qid -> {headline, compact, change, execution_ms}: plans.summarise, after the bench
-    plans: dict[str, Any] = field(default_factory=dict)
-    # after a NO-GO rollback: {run_id, compared_with, restored, reasons} (``_rebench``)
-    after_rollback: dict[str, Any] = field(default_factory=dict)
-    rows_checked: int | None = None  # rows the step itself checked, source vs copy
-    app_writes: int | None = None  # rows the app wrote while the step ran (None: unknown)
-    run: Any = field(default=None, repr=False, compare=False)  # the BenchRun, not saved
-    counters: Any = field(default=None, repr=False, compare=False)  # livewrites, not saved
-
-
-@dataclass
-class Rollout:
-    database: str
-    target: str
-    started: str
-    options: dict[str, Any]
-    preflight: list[str] = field(default_factory=list)
-    backup: str | None = None
-    restore: str | None = None  # the shell line that restores the backup (no password)
-    baseline_run_id: int | None = None
-    baseline_taken_now: bool = False
-    stored_baseline_run_id: int | None = None  # when the baseline was re-measured now
-    reference_notes: list[str] = field(default_factory=list)
-    steps: list[StepRecord] = field(default_factory=list)
-    folder: str = ""
-    outcome: str = "running"
-    pid: int = field(default_factory=os.getpid)  # lets `status` tell a dead run from a live one
-    host: str = field(default_factory=socket.gethostname)
-
-    def save(self) -> Path:
-        path = Path(self.folder) / "rollout.json"
-        plain = replace(self, steps=[replace(st, run=None, counters=None) for st in self.steps])
-        data = asdict(plain)
-        for st in data["steps"]:
-            st.pop("run", None)
-            st.pop("counters", None)
-        path.write_text(redact(json.dumps(data, indent=2, default=str)))
-        return path
-
-
-class Said:
-    """The phase a rollout (or a rollback) is in: told to the caller's ``phase`` callback
-    and kept, since an interrupt's message names the phase it arrived in."""
-
-    def __init__(self, step: str, text: str, phase: Phase | None = None) -> None:
-        self.step, self.text, self._phase = step, text, phase
-
-    def __call__(self, step: str, text: str) -> None:
-        self.step, self.text = step, text
-        if self._phase:
-            self._phase(step, text)
-
-    def __str__(self) -> str:
-        return f"{self.step} {self.text}"
-
-
-@dataclass
-class RolloutRun:
-    """One rollout under way: what every phase reads (where, what, how the user chose) and
-    what the phases hand on to each other. ``finish`` is the one place the rollout is saved
-    and reported, whatever ended it."""
-
-    url: str
-    target: str
-    opts: GateOptions
-    rollout: Rollout
-    say: Said
-    progress: Progress | None = None
-    s: Any = None  # the settings, read when the rollout starts
-    folder: Path | None = None  # the run's folder, made once pre-flight has passed
-    pending: list[str] = field(default_factory=list)  # revisions Alembic has yet to apply
-    carried: list[str] = field(default_factory=list)  # applied by a rollout that did not judge
-    todo: list[str] = field(default_factory=list)  # carried + pending, in order
-    base: Any = None  # the run every step is judged against (a BenchRun)
-    previous: Any = None  # the last kept step's run (the baseline before the first)
-    applied: list[StepRecord] = field(default_factory=list)  # what a NO-GO rolls back
-    start: Any = None  # the catalog snapshot the rollout started from
-    start_plans: dict[str, Any] = field(default_factory=dict)  # each query's plan then
-
-    @property
-    def package(self) -> bool:
-        """The pending steps are judged as one package (``judge="target"``)."""
-        return self.opts.judge == "target"
-
-    def finish(self, error: BaseException | None = None) -> None:
-        """Save ``rollout.json`` and write the report, once a run folder exists. An error
-        that left no outcome (a backup or baseline that failed) is recorded as the outcome;
-        recording it never hides the error itself."""
-        from stage4 import report
-
-        if self.folder is None:
-            return
-        with interrupts.shielded():
-            try:
-                if error is not None and self.rollout.outcome == "running":
-                    self.rollout.outcome = f"FAILED during {self.say.step}: {_first_line(error)}"
-                self.rollout.save()
-                report.write(self.folder)
-            except Exception:
-                if error is None:
-                    raise
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+from stage4.rollout import (
+    JUDGE_MODES,
+    UNJUDGED,
+    GateOptions,
+    Phase,
+    Progress,
+    Rollout,
+    RolloutRun,
+    Said,
+    StepRecord,
+    StepStart,
+)
 
 
 def upgrade(
@@ -331,7 +183,7 @@ def _first_baseline(run: RolloutRun):
     from stage4 import bench, store
 
     run.say("baseline", f"no stored baseline: measuring one at {migrations.current(run.url)}")
-    base = bench.run(run.url, label="BASELINE", progress=run.progress, **_bench_kw(run.opts))
+    base = bench.run(run.url, label="BASELINE", progress=run.progress, **judging.bench_kw(run.opts))
     if base.environment.get("errors"):  # judged against nothing: fix the file first
         bad = "; ".join(f"{e['file']}: {e['error']}" for e in base.environment["errors"].values())
         raise ConfigError(f"a workload query fails before any step: {bad}")
@@ -341,23 +193,14 @@ def _first_baseline(run: RolloutRun):
     return base
 
 
-@dataclass
-class _Before:
-    """The database as a step found it: what its judgement and its rollback compare with."""
-
-    snapshot: Any
-    rows: str | None
-    reach: visibility.Reach
-
-
 def _step(run: RolloutRun, rev: str) -> None:
     """One step: upgrade (or take over a step left unjudged), judge, keep or roll back."""
     rec, before = _begin_step(run, rev)
     _apply(run, rec)
     judged = not run.package or rev == run.todo[-1]
     try:
-        kept, pays = _judge(run, rec, before, gated_at=None if judged else run.target)
-        _explain_step(run.url, rec, run.start_plans)
+        kept, pays = judging.judge(run, rec, before, gated_at=None if judged else run.target)
+        judging.explain_step(run.url, rec, run.start_plans)
     except Stage4Error as e:  # the step is applied but could not be judged: undo it
         rec.reasons.append(f"could not be measured: {e}")
         kept = pays = False
@@ -368,19 +211,19 @@ def _step(run: RolloutRun, rev: str) -> None:
         _reject(run, rec, before)
 
 
-def _begin_step(run: RolloutRun, rev: str) -> tuple[StepRecord, _Before]:
+def _begin_step(run: RolloutRun, rev: str) -> tuple[StepRecord, StepStart]:
     """What the step starts from, and its record (in the rollout from now on)."""
     from stage4 import snapshot
 
     s = run.s
     with connect(run.url) as conn:
         taken = snapshot.take(conn, s.bench_schema)
-        rows = rows_hash(conn, s)
+        rows = judging.rows_hash(conn, s)
         counters = livewrites.counters(conn, s)
         if run.start is None:  # what the rollout starts from
             run.start = taken
-            run.start_plans = _workload_plans(run.url, run.rollout.preflight)
-    before = _Before(taken, rows, visibility.at(run.url, s))  # who can see what: _judge
+            run.start_plans = judging.workload_plans(run.url, run.rollout.preflight)
+    before = StepStart(taken, rows, visibility.at(run.url, s))  # who can see what
     rec = StepRecord(rev)
     rec.counters = {"before": counters,
                     "earlier": sum(st.app_writes or 0 for st in run.rollout.steps)}  # fmt: skip
@@ -428,7 +271,7 @@ def _keep(run: RolloutRun, rec: StepRecord, go: bool, judged: bool) -> None:
     run.rollout.save()
 
 
-def _reject(run: RolloutRun, rec: StepRecord, before: _Before) -> NoReturn:
+def _reject(run: RolloutRun, rec: StepRecord, before: StepStart) -> NoReturn:
     """NO-GO: roll back the step (a package: every step), prove the database is back as it
     was, measure again, and stop with the reasons."""
     from stage4 import snapshot
@@ -448,58 +291,12 @@ def _reject(run: RolloutRun, rec: StepRecord, before: _Before) -> NoReturn:
         rec.notes += [f"after rollback: {d}" for d in differences]
     _record(run.url, run.s)
     rec.verdict = "NO-GO"
-    _rebench(run.url, rec, run.base if run.package else run.previous, run.opts, run.say,
+    judging.rebench(run.url, rec, run.base if run.package else run.previous, run.opts, run.say,
              run.progress)  # fmt: skip
     for st in run.applied[:-1]:
         st.verdict = f"rolled back with {rev} (NO-GO)"
     run.rollout.outcome = f"NO-GO at {rev}: rolled back to {migrations.current(run.url)}"
     raise GateError(_no_go_message(rev, rec, run.folder, run.applied, run.todo[-1], run.opts.judge))
-
-
-def _rebench(url: str, rec: StepRecord, reference, opts: GateOptions, say, progress) -> None:
-    """After a NO-GO rollback, a short bench: are the figures of the revision we are back
-    at (``reference``'s run) back, by the rule that judged the step? Recorded either way."""
-    from stage4 import bench, stats
-
-    say(rec.revision, "rolled back: measuring again to confirm the figures are back")
-    try:
-        run = bench.run(url, label="AFTER_ROLLBACK", progress=progress, **_bench_kw(opts))
-    except Stage4Error as e:
-        rec.after_rollback = {"error": str(e).strip().splitlines()[0]}
-        return
-    comps = stats.compare_bench(reference, run, threshold=opts.threshold,
-                                confidence=opts.confidence, min_delta_ms=opts.min_delta_ms)  # fmt: skip
-    decision = stats.gate_verdict(comps)
-    rec.after_rollback = {
-        "run_id": run.run_id,
-        "compared_with": f"run {reference.run_id} ({reference.label})",
-        "restored": decision.go,
-        "reasons": list(decision.reasons),
-    }
-
-
-def _workload_plans(url: str, notes: list[str]) -> dict[str, Any]:
-    """Each query's plan now (plans.py); informative only: a failure is a note."""
-    import psycopg
-
-    from stage4 import plans
-
-    try:
-        return plans.of_workload(url)
-    except (psycopg.Error, Stage4Error) as e:
-        notes.append(f"query plans not taken: {str(e).strip().splitlines()[0]}")
-        return {}
-
-
-def _explain_step(url: str, rec: StepRecord, start_plans: dict[str, Any]) -> None:
-    """The step's plans (after its bench), their change since the rollout's start, and
-    that change beside each query the step made slower."""
-    from stage4 import plans
-
-    rec.plans = plans.summarise(_workload_plans(url, rec.notes), start_plans)
-    for qid, p in rec.plans.items():
-        if p["change"] and any(r.startswith(f"{qid} slower") for r in rec.reasons):
-            rec.reasons.append(f"{qid} plan changed: {p['change']}")
 
 
 def _check_drift(url: str, opts: GateOptions, say: Phase) -> list[str]:
@@ -549,7 +346,7 @@ def _same_window(run: RolloutRun, stored):
     taken = (stored.started_at or "")[:19].replace("T", " ") or "an earlier run"
     say("baseline", f"measuring {migrations.current(url)} now (the stored baseline, run "
                     f"{stored.run_id}, is from {taken})")  # fmt: skip
-    now = bench.run(url, label="BASELINE", progress=run.progress, **_bench_kw(run.opts))
+    now = bench.run(url, label="BASELINE", progress=run.progress, **judging.bench_kw(run.opts))
     rollout.stored_baseline_run_id = stored.run_id
     rollout.reference_notes.append(
         f"re-measured at the start of this rollout as run {now.run_id}, in the same window as "
@@ -688,134 +485,6 @@ def settled_notes(settled: dict[str, float]) -> list[str]:
             for rel, sec in settled.items()]  # fmt: skip
 
 
-def _judge(
-    rollout_run: RolloutRun, rec: StepRecord, before: _Before, gated_at: str | None = None
-) -> tuple[bool, bool]:
-    """Verify, benchmark and compare one applied step; fill ``rec``.
-
-    Returns (promises kept, workload pays). ``gated_at``: the workload of this step is
-    only recorded, the package is judged at that revision (its reasons say so)."""
-    from stage4 import bench, report, stats
-
-    r = rollout_run
-    url, s, opts, say, folder = r.url, r.s, r.opts, r.say, r.folder
-    base, previous, progress = r.base, r.previous, r.progress
-    broken = _promises(r, rec, before)
-    say(rec.revision, "checking results are fresh (canary rows, rolled back)")
-    stale = _freshness(url, s, rec, opts)
-    say(rec.revision, "benchmarking")
-    run = bench.run(url, label=rec.revision.upper(), progress=progress, **_bench_kw(opts))
-    rec.run_id, rec.run = run.run_id, run
-    # SQL the app would have to adopt: reported, never judged (the app contract)
-    rec.available = run.environment.get("available_rewrites", {})
-    report.write_metrics(folder, rec.revision.upper(), run)
-    kw = {"threshold": opts.threshold, "confidence": opts.confidence,
-          "min_delta_ms": opts.min_delta_ms}  # fmt: skip
-    failed = _failed(run, rec.revision)
-    vs_base = stats.compare_bench(_without(base, failed), run, **kw)
-    vs_prev = stats.compare_bench(_without(previous, failed), run, **kw)
-    same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()
-            if q not in failed}  # fmt: skip
-    same = _moved_with_app_writes(same, run, rec)
-    results = stats.gate_verdict({}, same)  # the app's answers: gated at every step
-    decision = stats.gate_verdict(vs_base)
-    rec.comparisons = {q: c.to_dict() for q, c in vs_base.items()}
-    rec.vs_previous = {q: c.to_dict() for q, c in vs_prev.items()}
-    workload, pays = list(decision.reasons), decision.go
-    if previous is not base and opts.judge == "each":  # a step must not undo the one before
-        step_back = stats.gate_verdict(vs_prev)
-        workload += [f"vs {previous.label}: {r}" for r in step_back.reasons]
-        pays = pays and step_back.go
-    if gated_at:
-        workload = [f"not gated ({gated_at} is): {r}" for r in workload]
-    loaded = livewrites.differs(base.environment.get("load"), run.environment.get("load"))
-    rec.reasons = (
-        ([f"load: {loaded}"] if loaded else [])
-        + [f"promise broken: {b}" for b in broken]
-        + list(failed.values())
-    )
-    rec.reasons += results.reasons + stale + workload
-    unjudged = sorted(set(run.samples) - set(base.samples))
-    if unjudged:
-        rec.notes.append(f"measured, not judged (not in the baseline run {base.run_id}): "
-                         f"{', '.join(unjudged)}; store a baseline with the same --workload")  # fmt: skip
-    return not broken and not failed and results.go and not stale, pays
-
-
-def _promises(run: RolloutRun, rec: StepRecord, before: _Before) -> list[str]:
-    """The step's promises (verify.py), who can see what (no API role reads or writes more
-    than before the step) and every row kept; returns what is broken."""
-    from stage4 import verify
-
-    run.say(rec.revision, "verifying")
-    rec.verified, broken = verify.revision(run.url, run.s, rec.revision)
-    checked, widened = visibility.check(run.url, run.s, before.reach)
-    rec.verified += checked
-    broken += widened
-    with connect(run.url) as conn:
-        content = rows_hash(conn, run.s)
-        broken += _rows_kept(conn, run.s, rec, content != before.rows)
-    return broken
-
-
-def _failed(run, revision: str) -> dict[str, str]:
-    """qid -> NO-GO reason for each query of the app's own workload that errors now."""
-    return {q: f"{q} fails after {revision} ({e['file']}): {e['error']}"
-            for q, e in run.environment.get("errors", {}).items()}  # fmt: skip
-
-
-def _without(run, qids):
-    """``run`` without the queries ``qids`` (failed now: named apart, not compared)."""
-    if not any(q in run.samples for q in qids):
-        return run
-    from types import SimpleNamespace
-
-    return SimpleNamespace(samples={q: v for q, v in run.samples.items() if q not in qids},
-                           control=getattr(run, "control", []))  # fmt: skip
-
-
-def _freshness(url: str, s, rec: StepRecord, opts: GateOptions) -> list[str]:
-    """The canary check of every query (``stage4.freshness``), in ``rec.freshness``; returns
-    the NO-GO reasons: a stale read without a declared budget, or one not accepted."""
-    from stage4 import freshness, workload
-
-    with connect(url) as conn:
-        anchors = workload.sample_anchors(conn, s, freshness.CANARY_SEED)
-        conn.commit()
-        checked = freshness.check(conn, s, anchors)
-    chain = migrations.chain()
-    budgets = freshness.declared(chain[: chain.index(rec.revision) + 1])
-    reasons = []
-    for qid, r in checked.items():
-        entry = r.to_dict()
-        if r.fresh is None:
-            rec.notes.append(f"{qid} freshness {r.detail}")
-        elif not r.fresh:
-            rev, budget = budgets.get(qid, (None, None))
-            entry.update(
-                budget=budget, declared_by=rev, accepted=bool(budget and opts.accept_stale)
-            )
-            if entry["accepted"]:
-                rec.notes.append(f"{qid} stale, accepted (--accept-stale): {r.detail}; "
-                                 f"staleness budget declared by {rev}: {budget}")  # fmt: skip
-            elif budget:
-                reasons.append(f"{qid} stale: {r.detail}; {rev} declares a staleness budget "
-                               f"({budget}): pass --accept-stale to accept it")  # fmt: skip
-            else:
-                reasons.append(f"{qid} stale: {r.detail}; no revision declares a staleness "
-                               "budget for it")  # fmt: skip
-        rec.freshness[qid] = entry
-    return reasons
-
-
-def _bench_kw(opts: GateOptions) -> dict[str, Any]:
-    kw = {k: getattr(opts, k) for k in ("iterations", "concurrency", "duration")
-          if getattr(opts, k) is not None}  # fmt: skip
-    if opts.workload is not None:
-        kw["workload_dir"] = opts.workload
-    return kw
-
-
 def _no_go_message(
     rev: str, rec: StepRecord, folder: Path, undone: list[StepRecord], target: str, judge: str
 ) -> str:
@@ -837,59 +506,6 @@ def _no_go_message(
         )
     return (f"NO-GO at {rev}: {reasons}. {names} {verb} rolled back in {seconds:.1f} s; "
             f"{state}.{hint} Report: {folder / 'REPORT.md'}")  # fmt: skip
-
-
-def _rows_kept(conn, s, rec: StepRecord, hash_moved: bool) -> list[str]:
-    """ "Every row kept", where it can be said exactly. A step that moved the rows checked
-    them itself (source vs copy, in its transaction, writers stopped). Otherwise the content
-    hash before and after the step: exact when nobody else wrote meanwhile; when the app did,
-    a moved hash is its writes (no step but a rebuild moves a row), said as a note."""
-    metrics = getattr(rec, "metrics_", {})
-    rec.rows_checked = metrics.get("rows_checked")
-    before = (rec.counters or {}).get("before")
-    n = livewrites.writes_between(before, livewrites.counters(conn, s))
-    if n == 0 and hash_moved and rec.rows_checked is None:  # not counted yet? (~1 s lag)
-        n = livewrites.settled(conn, s, before)
-    rec.app_writes = n if n is not None else metrics.get("rows_written_meanwhile")
-    if rec.rows_checked is not None:
-        rec.verified.append(f"every row kept: {rec.rows_checked} rows checked source vs copy "
-                            "in the step's transaction, writers stopped")  # fmt: skip
-        return []
-    if not hash_moved:
-        return []
-    if n:
-        rec.notes.append(f"the content hash moved with {n} rows the app wrote meanwhile; "
-                         f"{rec.revision} moves no row")  # fmt: skip
-        return []
-    return ["every row kept as it was (content hash of the reference columns)"]
-
-
-def _moved_with_app_writes(same: dict[str, bool], run, rec: StepRecord) -> dict[str, bool]:
-    """Results that differ from the baseline's while the app wrote rows between the two runs
-    are the app's doing, not the step's: not compared, said in a note (the fingerprints are
-    taken seconds apart at best, on data the app changes)."""
-    differ = [q for q, ok in same.items() if not ok]
-    if not differ:
-        return same
-    # Counted only while this rollout ran, and never across the canary check (its rows,
-    # rolled back, count as inserts): a quiet database keeps the strict comparison.
-    during = (run.environment.get("load") or {}).get("app_writes")
-    wrote = sum(n or 0 for n in ((rec.counters or {}).get("earlier"), rec.app_writes, during))
-    if not wrote:
-        return same
-    rec.notes.append(f"results of {', '.join(differ)} not compared: the app wrote {wrote} rows "
-                     "while this rollout ran, so since the baseline run")  # fmt: skip
-    return {q: True for q in same}
-
-
-def rows_hash(conn, s) -> str | None:
-    """Content hash of the table's reference columns (None when absent): equal before and
-    after a step means no row was lost, added or altered, whatever the layout."""
-    from stage4.seed import content_hash
-
-    if conn.execute("SELECT to_regclass(%s)", (s.qualified_table,)).fetchone()[0] is None:
-        return None
-    return content_hash(conn, s)
 
 
 @dataclass
@@ -939,7 +555,7 @@ def _downgrade(
         for rev in migrations.down_steps(url, target):
             back_to = migrations.previous(rev)
             with connect(url) as conn:
-                rows_before = rows_hash(conn, s)
+                rows_before = judging.rows_hash(conn, s)
                 counters = livewrites.counters(conn, s)
             say(rev, f"rolling back to {back_to}")
             metrics: dict[str, Any] = {}
@@ -951,8 +567,8 @@ def _downgrade(
             rec = StepRecord(rev, counters={"before": counters})
             rec.metrics_ = metrics  # type: ignore[attr-defined]
             with connect(url) as conn:
-                moved = back_to != "base" and rows_hash(conn, s) != rows_before
-                broken += _rows_kept(conn, s, rec, moved)
+                moved = back_to != "base" and judging.rows_hash(conn, s) != rows_before
+                broken += judging.rows_kept(conn, s, rec, moved)
             kept += [v for v in rec.verified if v.startswith("every row kept")]
             if broken:
                 raise MigrationError(
