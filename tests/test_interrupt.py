@@ -396,3 +396,25 @@ def _waiting(url: str) -> bool:
             "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = "
             "'stage4-alembic' AND wait_event_type = 'Lock')"
         ).fetchone()[0]
+
+
+def test_an_interrupt_swallowed_where_it_arrived_still_stops_the_next_phase():
+    """Python prints "Exception ignored in ..." and goes on when a signal's KeyboardInterrupt
+    is raised inside a finaliser or a callback; the rollout must still stop at its next phase
+    instead of finishing as if nothing had happened."""
+    from stage4 import interrupts
+    from stage4.rollout import Said
+
+    say = Said("pre-flight", "starting")
+    with interrupts.sigterm_as_interrupt():
+        try:  # stands for the finaliser that swallows it
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        with pytest.raises(KeyboardInterrupt):
+            say("opt1", "benchmarking")
+        interrupts.clear()
+        say("opt1", "benchmarking")  # handled: the next phase goes on
+    say("opt2", "upgrading")  # outside a rollout nothing is pending
+    assert str(say) == "opt2 upgrading"

@@ -66,6 +66,7 @@ def upgrade(
             _upgrade(run)
             return rollout
         except KeyboardInterrupt as e:
+            interrupts.clear()
             error = e  # recorded as such should the rollback below fail too
             error = _interrupted(run, str(run.say))
             raise error from None
@@ -91,6 +92,7 @@ def _upgrade(run: RolloutRun) -> None:
     with migrations.session(run.url):  # one connection for every step and rollback
         for rev in run.todo:
             _step(run, rev)
+    interrupts.check()  # one that arrived where it could not be raised: not a GO
     run.rollout.outcome = f"GO: at {migrations.current(run.url)}"
 
 
@@ -535,6 +537,7 @@ def downgrade(
             target = migrations.downgrade_target(url, to=target)  # again, under the lock
             return _downgrade(url, target, say, lock_timeout, lock_retries)
         except KeyboardInterrupt:
+            interrupts.clear()
             now = migrations.current(url)
             rest = (f"; `stage4 downgrade --to {target}` finishes the rollback"
                     if now != target else "")  # fmt: skip

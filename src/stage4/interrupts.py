@@ -25,22 +25,44 @@ class Interrupted(Stage4Error):
     exit_code = 130
 
 
+_pending = False  # a signal arrived and its KeyboardInterrupt may have been swallowed
+
+
 def _raise(signum, frame) -> None:
+    global _pending
+    _pending = True
     raise KeyboardInterrupt
+
+
+def check() -> None:
+    """Raise the interrupt again if it arrived where Python could not raise it (inside a
+    finaliser or a callback, which prints "Exception ignored in ..." and goes on): called at
+    each phase boundary, so a swallowed signal still stops the rollout there."""
+    if _pending:
+        raise KeyboardInterrupt
+
+
+def clear() -> None:
+    """The interrupt has been handled."""
+    global _pending
+    _pending = False
 
 
 @contextmanager
 def sigterm_as_interrupt():
-    """While the block runs, SIGTERM raises KeyboardInterrupt as SIGINT does (only the main
-    thread can set a handler: elsewhere this does nothing)."""
+    """While the block runs, SIGINT and SIGTERM raise KeyboardInterrupt and are remembered
+    until handled (``check``, ``clear``). Only the main thread can set a handler: elsewhere
+    this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise)
+    clear()
+    previous = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextmanager

@@ -114,6 +114,7 @@ class Said:
         self.step, self.text, self._phase = step, text, phase
 
     def __call__(self, step: str, text: str) -> None:
+        interrupts.check()  # a phase boundary: a swallowed interrupt stops the run here
         self.step, self.text = step, text
         if self._phase:
             self._phase(step, text)
