@@ -339,15 +339,20 @@ def test_interrupted_backup_leaves_no_pg_dump_and_no_file(
     assert "unjudged" not in _status(seeded_url, tmp_path).split("last rollout")[0]
 
 
+def _until_it_waits_for_the_blocker(url: str, run: Rollout) -> None:
+    """Until the rollout's step (or rollback) waits for the app transaction's lock."""
+    deadline = time.monotonic() + 120
+    while not _waiting(url):
+        assert time.monotonic() < deadline and run.proc.poll() is None, run.lines
+        time.sleep(0.1)
+
+
 def test_interrupted_step_is_rolled_back_by_postgresql(seeded_url: str, tmp_path: Path) -> None:
     blocker = psycopg.connect(seeded_url, application_name="blocking-app")
     blocker.execute("UPDATE geometrias SET descricao = descricao WHERE id = 7")
     try:
         run = Rollout(seeded_url, tmp_path, "--no-backup", "--lock-timeout", "120s")
-        deadline = time.monotonic() + 120  # until the step waits for the blocker's lock
-        while not _waiting(seeded_url):
-            assert time.monotonic() < deadline and run.proc.poll() is None, run.lines
-            time.sleep(0.1)
+        _until_it_waits_for_the_blocker(seeded_url, run)
         code, last = run.end(signal.SIGINT)
     finally:
         blocker.rollback()
@@ -371,10 +376,7 @@ def test_interrupted_rollback_leaves_the_step_named_unjudged(
     blocker.execute("UPDATE geometrias SET descricao = descricao WHERE id = 7")
     try:
         run.proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 120
-        while not _waiting(seeded_url):
-            assert time.monotonic() < deadline and run.proc.poll() is None, run.lines
-            time.sleep(0.1)
+        _until_it_waits_for_the_blocker(seeded_url, run)
         code, last = run.end(signal.SIGINT)
     finally:
         blocker.rollback()
