@@ -91,8 +91,9 @@ def _copy_sql(conn, s, dst: str, like: str, partitions: list[str] | None = None)
 def reference_sql(conn, s, rev: str, direction: str) -> list[str]:
     """The bare statements the step has to run at least (executed, then rolled back): both
     directions of opt1, the upgrades of opt2..opt5."""
-    from stage4.ddl import aggregates, gis_columns, partitioning, search_matview
+    from stage4.ddl import aggregates, partitioning, search_matview
     from stage4.ddl import future_partitions as fp
+    from stage4.optimisations import gis_columns
 
     g, d = s.geometry_column, s.time_column
     if rev == "opt1":
@@ -130,8 +131,9 @@ def _scratch_copies(conn, s, rev: str) -> list[str]:
     routine and a pg_cron job."""
     from dataclasses import replace
 
-    from stage4.ddl import aggregates, cron, gis_columns, partitioning, search_matview
+    from stage4.ddl import aggregates, cron, partitioning, search_matview
     from stage4.ddl import future_partitions as fp
+    from stage4.optimisations import gis_columns
 
     r = replace(s, schema="scale_ref")
     if rev == "opt2":

@@ -7,8 +7,8 @@ import pytest
 
 from stage4 import migrations, snapshot
 from stage4.config import settings
-from stage4.ddl import gis_columns
 from stage4.errors import MigrationError
+from stage4.optimisations import gis_columns
 
 S = settings()
 VIEWPORTS = [

@@ -4,7 +4,7 @@ Adds ``area_m2`` and ``bbox_xmin/ymin/xmax/ymax`` as STORED generated columns (k
 right by PostgreSQL on every write, cascaded to partitions when the table is
 partitioned) and switches ``descricao``/``propriedades`` to lz4 + EXTENDED storage for
 values written from now on (existing values are not rewritten: see
-``stage4.ddl.gis_columns``). An app that reads the stored columns (Q1 and Q3 as
+``stage4.optimisations.gis_columns``). An app that reads the stored columns (Q1 and Q3 as
 ``gis_columns.REWRITES`` writes them) gains from them; the app's SQL as it is does not
 change. Users see five more columns in ``SELECT *`` (read-only:
 writing them is an error, as for any generated column).
@@ -21,8 +21,8 @@ from __future__ import annotations
 from alembic import context, op
 
 from stage4.config import settings
-from stage4.ddl import gis_columns
 from stage4.errors import MigrationError
+from stage4.optimisations import gis_columns
 
 revision: str = "opt2"
 down_revision: str | None = "opt1"

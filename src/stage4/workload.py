@@ -374,13 +374,21 @@ def registry() -> dict[str, dict[str, Rewrite]]:
     name order, so the listing is stable.
     """
     import stage4.ddl as ddl
+    import stage4.optimisations as optimisations
 
+    modules = [
+        (i.name, importlib.import_module(f"stage4.ddl.{i.name}"))
+        for i in pkgutil.iter_modules(ddl.__path__)
+    ]
+    modules += [
+        (i.name, importlib.import_module(f"stage4.optimisations.{i.name}"))
+        for i in pkgutil.iter_modules(optimisations.__path__)
+    ]
     found: dict[str, dict[str, Rewrite]] = {}
-    for info in sorted(pkgutil.iter_modules(ddl.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"stage4.ddl.{info.name}")
+    for name, module in sorted(modules, key=lambda m: m[0]):
         table = getattr(module, "REWRITES", None)
         for qid, v in (table or {}).items():
-            found.setdefault(qid, {})[info.name] = _as_rewrite(v)
+            found.setdefault(qid, {})[name] = _as_rewrite(v)
     return found
 
 

@@ -1,0 +1,1 @@
+"""The optimisations, one unit (module) each, in chain order."""
