@@ -57,8 +57,12 @@ def test_the_app_sql_is_measured_and_rewrites_are_only_recorded(seeded_url: str)
     same = Rewrite(
         requires="true", sql=workload.base_sql(s)["Q3"].replace(" ORDER BY categoria", "")
     )
-    run = bench.run(seeded_url, label="cand", extra_rewrites={"Q2": {"wrong": wrong},
-                                                               "Q3": {"same": same}}, **FAST)  # fmt: skip
+    run = bench.run(
+        seeded_url,
+        label="cand",
+        extra_rewrites={"Q2": {"wrong": wrong}, "Q3": {"same": same}},
+        **FAST,
+    )
     # the app's own text ran, not the rewrites: the fingerprints are the baseline's
     assert run.environment["workload_sql"] == {q.qid: q.sql for q in workload.queries(s).values()}
     assert set(run.variants.values()) == {"base"}
@@ -89,8 +93,10 @@ def test_materialized_views_are_read_as_the_app_finds_them(seeded_url: str) -> N
     """The bench never refreshes a view first: that would hide a stale one."""
     s = settings()
     with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(f"CREATE MATERIALIZED VIEW {s.schema}.mv_counts AS "
-                     f"SELECT categoria, count(*) FROM {s.qualified_table} GROUP BY 1 WITH NO DATA")  # fmt: skip
+        conn.execute(
+            f"CREATE MATERIALIZED VIEW {s.schema}.mv_counts AS "
+            f"SELECT categoria, count(*) FROM {s.qualified_table} GROUP BY 1 WITH NO DATA"
+        )
     run = bench.run(seeded_url, label="mv", save=False, **FAST)
     assert run.run_id is None
     with psycopg.connect(seeded_url) as conn:
@@ -106,8 +112,17 @@ def test_metrics_json_fields(seeded_url: str, tmp_path) -> None:
     path = export(run, tmp_path)
     assert path.name == "METRICS_OPT1.json"
     data = json.loads(path.read_text())
-    assert set(data) == {"label", "run_id", "revision", "started_at", "seconds", "options",
-                         "overall", "queries", "environment"}  # fmt: skip
+    assert set(data) == {
+        "label",
+        "run_id",
+        "revision",
+        "started_at",
+        "seconds",
+        "options",
+        "overall",
+        "queries",
+        "environment",
+    }
     assert set(data["options"]) == {
         "iterations",
         "sets",
@@ -119,8 +134,18 @@ def test_metrics_json_fields(seeded_url: str, tmp_path) -> None:
     assert {"mean", "p50", "p95", "p99", "qps", "cache_hit_pct"} <= set(data["overall"])
     assert list(data["queries"]) == QIDS
     q1 = data["queries"]["Q1"]
-    assert {"title", "variant", "fingerprint", "mean", "p50", "p95", "p99", "round_median",
-            "samples", "executions"} <= set(q1)  # fmt: skip
+    assert {
+        "title",
+        "variant",
+        "fingerprint",
+        "mean",
+        "p50",
+        "p95",
+        "p99",
+        "round_median",
+        "samples",
+        "executions",
+    } <= set(q1)
     assert q1["title"] == "viewport count + area" and len(q1["executions"]) == 2 * bench.SETS
 
 
@@ -139,11 +164,16 @@ def test_workload_files_are_measured_like_q1_q10(seeded_url: str, tmp_path) -> N
     assert list(a.samples) == [*QIDS, "recent"] and len(a.samples["recent"]) == 2
     assert len(a.executions["recent"]) == 2 * bench.SETS
     assert a.fingerprints["recent"] == b.fingerprints["recent"]
-    assert a.environment["workload_files"] == {"recent": str(tmp_path / "recent.sql"),
-                                               "gone": str(tmp_path / "gone.sql")}  # fmt: skip
-    assert a.environment["errors"] == {"gone": {
-        "file": str(tmp_path / "gone.sql"),
-        "error": 'relation "public.not_there" does not exist'}}  # fmt: skip
+    assert a.environment["workload_files"] == {
+        "recent": str(tmp_path / "recent.sql"),
+        "gone": str(tmp_path / "gone.sql"),
+    }
+    assert a.environment["errors"] == {
+        "gone": {
+            "file": str(tmp_path / "gone.sql"),
+            "error": 'relation "public.not_there" does not exist',
+        }
+    }
     assert "gone" not in a.samples and "gone" not in a.fingerprints
     with psycopg.connect(seeded_url) as conn:
         assert store.load_run(conn, a.run_id).samples["recent"] == a.samples["recent"]
@@ -160,8 +190,9 @@ def test_cli_bench_baseline_compare_take_a_workload_folder(
 
     folder = tmp_path / "w"
     folder.mkdir()
-    (folder / "recent.sql").write_text("\\set n random(5, 9)\nSELECT id FROM geometrias "
-                                       "ORDER BY id LIMIT :n;\n")  # fmt: skip
+    (folder / "recent.sql").write_text(
+        "\\set n random(5, 9)\nSELECT id FROM geometrias ORDER BY id LIMIT :n;\n"
+    )
     fast = ["--iterations", "1", "--concurrency", "1", "--duration", "1"]
 
     def main(*args: str) -> tuple[int, str, str]:
@@ -175,7 +206,10 @@ def test_cli_bench_baseline_compare_take_a_workload_folder(
     assert code == 0 and "recent" not in out
     code, _, err = main("baseline", "--workload", str(folder))
     assert code != 0
-    assert err.strip() == f"FAILED: run 1 did not measure {folder / 'recent.sql'}: bench with --workload {folder}"  # fmt: skip
+    assert (
+        err.strip()
+        == f"FAILED: run 1 did not measure {folder / 'recent.sql'}: bench with --workload {folder}"
+    )
     code, out, _ = main("bench", "--workload", str(folder), *fast)
     assert code == 0 and "recent" in out
     code, out, _ = main("baseline", "--workload", str(folder))

@@ -27,8 +27,9 @@ def _old_dump(folder: Path, name: str, age_s: float) -> Path:
 
 
 def test_prune_keeps_the_newest_and_only_touches_stage4_dumps(tmp_path: Path) -> None:
-    dumps = [_old_dump(tmp_path, f"stage4-opt{i}-2026010{i}-000000.dump", 1000 - i)
-             for i in range(1, 5)]  # fmt: skip
+    dumps = [
+        _old_dump(tmp_path, f"stage4-opt{i}-2026010{i}-000000.dump", 1000 - i) for i in range(1, 5)
+    ]
     mine = _old_dump(tmp_path, "my-own.dump", 5000)
     assert backup.prune(tmp_path, 2) == dumps[:2]
     assert sorted(tmp_path.iterdir()) == sorted([*dumps[2:], mine])
@@ -36,8 +37,9 @@ def test_prune_keeps_the_newest_and_only_touches_stage4_dumps(tmp_path: Path) ->
 
 
 def test_retain_names_this_runs_dump_and_what_went(tmp_path: Path) -> None:
-    old = [_old_dump(tmp_path, f"stage4-opt{i}-2026010{i}-000000.dump", 1000 - i)
-           for i in range(1, 4)]  # fmt: skip
+    old = [
+        _old_dump(tmp_path, f"stage4-opt{i}-2026010{i}-000000.dump", 1000 - i) for i in range(1, 4)
+    ]
     began = time.time()
     assert backup.retain(tmp_path, 2, began) == (None, old[:1])  # this run took none
     made = _old_dump(tmp_path, "stage4-opt4-20260104-000000.dump", 0)
@@ -50,11 +52,29 @@ def test_upgrade_keeps_n_backups_and_prints_a_restore_command_that_works(
     folder = tmp_path / "backups"
     folder.mkdir()
     old = [_old_dump(folder, f"stage4-schema-2026010{i}-000000.dump", 1000 - i) for i in (1, 2)]
-    result = CliRunner().invoke(app, [
-        "--database-url", seeded_url, "upgrade", "--to", "opt1", "--no-gate",
-        "--iterations", "1", "--concurrency", "1", "--duration", "1",
-        "--backup-dir", str(folder), "--keep-backups", "2",
-        "--reports-dir", str(tmp_path / "reports")])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "--database-url",
+            seeded_url,
+            "upgrade",
+            "--to",
+            "opt1",
+            "--no-gate",
+            "--iterations",
+            "1",
+            "--concurrency",
+            "1",
+            "--duration",
+            "1",
+            "--backup-dir",
+            str(folder),
+            "--keep-backups",
+            "2",
+            "--reports-dir",
+            str(tmp_path / "reports"),
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     made = next(Path(ln.removeprefix("backup: ")) for ln in lines if ln.startswith("backup: "))
@@ -70,10 +90,14 @@ def test_upgrade_keeps_n_backups_and_prints_a_restore_command_that_works(
     assert json.loads(saved.read_text())["restore"] == command
 
     # the printed command, run as printed: a new database holding the rows from before
-    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
-                          timeout=300, check=False)  # fmt: skip
-    restored = seeded_url.replace("?", "_restored?", 1) if "?" in seeded_url else (
-        seeded_url + "_restored")  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=300, check=False
+    )
+    restored = (
+        seeded_url.replace("?", "_restored?", 1)
+        if "?" in seeded_url
+        else (seeded_url + "_restored")
+    )
     try:
         assert done.returncode == 0, done.stderr
         with psycopg.connect(restored) as conn:
@@ -89,10 +113,26 @@ def test_upgrade_keeps_n_backups_and_prints_a_restore_command_that_works(
 
 def test_progress_lines_when_not_a_terminal(seeded_url: str, tmp_path: Path) -> None:
     """CI logs: one line per phase and per measured part, each with its duration."""
-    result = CliRunner().invoke(app, [
-        "--database-url", seeded_url, "upgrade", "--to", "opt1", "--no-gate", "--no-backup",
-        "--iterations", "1", "--concurrency", "1", "--duration", "2",
-        "--reports-dir", str(tmp_path / "reports")])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "--database-url",
+            seeded_url,
+            "upgrade",
+            "--to",
+            "opt1",
+            "--no-gate",
+            "--no-backup",
+            "--iterations",
+            "1",
+            "--concurrency",
+            "1",
+            "--duration",
+            "2",
+            "--reports-dir",
+            str(tmp_path / "reports"),
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     lines = result.stderr.splitlines()
     assert "\r" not in result.stderr and "\x1b" not in result.stderr  # no bar drawn
@@ -100,8 +140,12 @@ def test_progress_lines_when_not_a_terminal(seeded_url: str, tmp_path: Path) -> 
     checking = lines.index(next(ln for ln in lines if ln.startswith("pre-flight checking")))
     assert re.fullmatch(r"pre-flight \[ok\] \S+: .*", lines[checking + 1])
     assert any(re.fullmatch(r"pre-flight \[ok\] table contract: \S+ matches", ln) for ln in lines)
-    for pattern in (r"pre-flight checking the database: \d+\.\d s", r"opt1 upgrading: \d+\.\d s",
-                    r"  latency 1: \d+\.\d s", r"  throughput 2 s: [2-9]\.\d s"):  # fmt: skip
+    for pattern in (
+        r"pre-flight checking the database: \d+\.\d s",
+        r"opt1 upgrading: \d+\.\d s",
+        r"  latency 1: \d+\.\d s",
+        r"  throughput 2 s: [2-9]\.\d s",
+    ):
         assert any(re.fullmatch(pattern, ln) for ln in lines), (pattern, lines)
 
 

@@ -23,8 +23,19 @@ def _main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_bench_prints_a_table_and_writes_metrics(seeded_url: str, tmp_path) -> None:
-    result = runner.invoke(cli.app, ["--database-url", seeded_url, "bench", "--label", "demo",
-                                     *FAST, "--json-dir", str(tmp_path)])  # fmt: skip
+    result = runner.invoke(
+        cli.app,
+        [
+            "--database-url",
+            seeded_url,
+            "bench",
+            "--label",
+            "demo",
+            *FAST,
+            "--json-dir",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "run 1 DEMO at schema" in result.output
     for qid in ("Q1 ", "Q10 "):

@@ -16,9 +16,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def _demo_end(url: str, reports: Path) -> list[str]:
     stage4 = Path(sys.executable).parent / "stage4"
     env = {**os.environ, "DATABASE_URL": url}
-    done = subprocess.run(["make", "-s", "demo-end", f"STAGE4={stage4}", f"REPORTS={reports}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        ["make", "-s", "demo-end", f"STAGE4={stage4}", f"REPORTS={reports}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 

@@ -35,8 +35,9 @@ FILL = {"{X}": "opt1", "<command>": "upgrade", "<spec>": "head"}
 
 def _strings(path: Path):
     tree = ast.parse(path.read_text())
-    inner = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr)
-             for v in node.values}  # fmt: skip
+    inner = {
+        id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for v in node.values
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
             yield "".join(v.value if isinstance(v, ast.Constant) else "{X}" for v in node.values)
@@ -84,8 +85,11 @@ def _command(tokens: list[str]):
     return cmd, tokens
 
 
-@pytest.mark.parametrize(("where", "hint"), [h for h in HINTS if h[1].startswith("stage4 ")],
-                         ids=lambda v: v if " " in str(v) else "")  # fmt: skip
+@pytest.mark.parametrize(
+    ("where", "hint"),
+    [h for h in HINTS if h[1].startswith("stage4 ")],
+    ids=lambda v: v if " " in str(v) else "",
+)
 def test_stage4_hint_parses(where: str, hint: str) -> None:
     tokens = shlex.split(hint)[1:]
     cmd, rest = _command(tokens)
@@ -93,17 +97,25 @@ def test_stage4_hint_parses(where: str, hint: str) -> None:
     for token in rest:
         if token.startswith("--"):
             assert token.split("=")[0] in names, f"{where}: {hint!r}: {cmd.name} has no {token}"
-    takes_value = [t for t in rest if t.startswith("--")
-                   and not any(t in p.secondary_opts or (t in p.opts and getattr(p, "is_flag", 0))
-                               for p in cmd.params)]  # fmt: skip
+    takes_value = [
+        t
+        for t in rest
+        if t.startswith("--")
+        and not any(
+            t in p.secondary_opts or (t in p.opts and getattr(p, "is_flag", 0)) for p in cmd.params
+        )
+    ]
     if takes_value and rest[-1] == takes_value[-1]:
         return  # names an option without a value ("see --min-delta-ms"): checked above
     result = CliRunner().invoke(app, [*tokens, "--help"])
     assert result.exit_code == 0, f"{where}: {hint!r}: {result.output}"
 
 
-@pytest.mark.parametrize(("where", "hint"), [h for h in HINTS if h[1].startswith("alembic ")],
-                         ids=lambda v: v if " " in str(v) else "")  # fmt: skip
+@pytest.mark.parametrize(
+    ("where", "hint"),
+    [h for h in HINTS if h[1].startswith("alembic ")],
+    ids=lambda v: v if " " in str(v) else "",
+)
 def test_alembic_hint_parses(where: str, hint: str) -> None:
     try:
         CommandLine(prog="alembic").parser.parse_args(shlex.split(hint)[1:])
@@ -118,8 +130,9 @@ def test_the_lock_timeout_hint_runs(seeded_url: str) -> None:
     blocker = psycopg.connect(seeded_url)
     try:
         blocker.execute("LOCK TABLE geometrias IN ACCESS SHARE MODE")
-        failed = CliRunner().invoke(app, ["--database-url", seeded_url, "downgrade",
-                                          "--lock-timeout", "1s"])  # fmt: skip
+        failed = CliRunner().invoke(
+            app, ["--database-url", seeded_url, "downgrade", "--lock-timeout", "1s"]
+        )
         assert failed.exit_code == 1
         assert "stage4 downgrade --lock-timeout 30s" in failed.stderr
     finally:

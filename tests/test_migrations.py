@@ -39,8 +39,12 @@ def test_alembic_command_line_works_as_alembic_users_expect(seeded_url: str) -> 
     def alembic(*args: str) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "alembic", "-x", f"url={seeded_url}", *args],
-            cwd=root, capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout + done.stderr
 

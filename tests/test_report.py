@@ -35,11 +35,20 @@ def bench_run(label: str, seed: int, slow: dict[str, float] | None = None) -> Be
             ms * factor * float(rng.lognormal(0, 0.03)) for _ in range(ROUNDS) for ms in one_round
         ]
     return BenchRun(
-        label=label, samples=round_samples(executions, SETS), executions=executions, sets=SETS,
-        control=[3.0] * (ROUNDS * len(QUERIES)), fingerprints={q: "f" for q in QUERIES},
-        variants={}, qps=100.0, cache_hit=0.99, iterations=ROUNDS, concurrency=2, duration=1.0,
+        label=label,
+        samples=round_samples(executions, SETS),
+        executions=executions,
+        sets=SETS,
+        control=[3.0] * (ROUNDS * len(QUERIES)),
+        fingerprints={q: "f" for q in QUERIES},
+        variants={},
+        qps=100.0,
+        cache_hit=0.99,
+        iterations=ROUNDS,
+        concurrency=2,
+        duration=1.0,
         run_id=seed,
-    )  # fmt: skip
+    )
 
 
 def step(rev: str, base: BenchRun, run: BenchRun, verdict: str | None = None) -> gate.StepRecord:
@@ -99,8 +108,9 @@ class TestOneSetOfFigures:
         base, opt1 = bench_run("BASELINE", 1), bench_run("OPT1", 2)
         rec = step("opt1", base, opt1)
         assert rec.verdict == "GO"
-        text = (folder_with(tmp_path, "opt1", [rec], [base, opt1], "GO: at opt1")
-                / "REPORT.md").read_text()  # fmt: skip
+        text = (
+            folder_with(tmp_path, "opt1", [rec], [base, opt1], "GO: at opt1") / "REPORT.md"
+        ).read_text()
         decision = text[text.index("### opt1: GO") :]
         assert "- margin x1.10 (10% threshold, no machine drift) vs baseline" in decision
         assert report.margins(rec) == "margin x1.10 (10% threshold, no machine drift) vs baseline"
@@ -110,8 +120,9 @@ class TestOneSetOfFigures:
         opt2 = bench_run("OPT2", 3, slow={"Q3": 3.0})
         steps = [step("opt1", base, opt1), step("opt2", base, opt2)]
         assert [s.verdict for s in steps] == ["GO", "NO-GO"]
-        text = (folder_with(tmp_path, "opt2", steps, [base, opt1, opt2], "NO-GO at opt2")
-                / "REPORT.md").read_text()  # fmt: skip
+        text = (
+            folder_with(tmp_path, "opt2", steps, [base, opt1, opt2], "NO-GO at opt2") / "REPORT.md"
+        ).read_text()
         header = table_row(text, "query")
         assert header[1:] == ["BASELINE", "OPT1", "OPT2 (NO-GO, rolled back)", "OPT1 / baseline"]
         assert "| OPT2 (NO-GO, rolled back) |" in text  # the overall table too
@@ -119,10 +130,12 @@ class TestOneSetOfFigures:
 
 class TestNothingToJudge:
     def test_upgrade_to_schema_writes_a_short_correct_report(self, tmp_path) -> None:
-        rec = gate.StepRecord("schema", verdict="GO (reference schema, not gated)",
-                              upgrade_seconds=0.3)  # fmt: skip
-        text = (folder_with(tmp_path, "schema", [rec], [], "GO: at schema")
-                / "REPORT.md").read_text()  # fmt: skip
+        rec = gate.StepRecord(
+            "schema", verdict="GO (reference schema, not gated)", upgrade_seconds=0.3
+        )
+        text = (
+            folder_with(tmp_path, "schema", [rec], [], "GO: at schema") / "REPORT.md"
+        ).read_text()
         assert "## Nothing was judged" in text
         assert "### schema: GO (reference schema, not gated)" in text
         assert "within the threshold" not in text and "no query slower" not in text
@@ -169,10 +182,12 @@ class TestCharts:
         folder = folder_with(tmp_path, "opt1", [rec], [base, opt1], "NO-GO at opt1")
         by_query, mean = report.figures(
             ["BASELINE", "OPT1"],
-            {lbl: json.loads((folder / f"METRICS_{lbl}.json").read_text())
-             for lbl in ("BASELINE", "OPT1")},
+            {
+                lbl: json.loads((folder / f"METRICS_{lbl}.json").read_text())
+                for lbl in ("BASELINE", "OPT1")
+            },
             {"OPT1": rec.__dict__},
-        )  # fmt: skip
+        )
         ax = by_query.axes[0]
         assert ax.get_yscale() == "log" and "log scale" in ax.get_ylabel()
         legend = [t.get_text() for t in ax.get_legend().get_texts()]

@@ -120,9 +120,12 @@ class TestRuns:
         rows = {r["run_id"]: r for r in store.latest_runs(conn)}
         assert rows[base]["is_baseline"] and not rows[slow]["is_baseline"]
         assert rows[base]["samples"] == 8 and rows[base]["mean_ms"] == pytest.approx(2.0)
-        ratios = dict(conn.execute(
-            "SELECT query_id, ratio FROM benchmarking.baseline_comparison WHERE run_id = %s",
-            (slow,)).fetchall())  # fmt: skip
+        ratios = dict(
+            conn.execute(
+                "SELECT query_id, ratio FROM benchmarking.baseline_comparison WHERE run_id = %s",
+                (slow,),
+            ).fetchall()
+        )
         assert ratios == {"Q1": pytest.approx(2.0), "Q2": pytest.approx(2.0)}
 
 

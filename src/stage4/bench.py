@@ -57,6 +57,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -80,8 +81,26 @@ REWRITE_ROUNDS = 5
 # CPU-bound, touches no table: how fast the machine is right now (see the docstring).
 CONTROL_SQL = "SELECT sum(i) FROM generate_series(1, 30000) AS i"  # per query; pgbench takes at most 128 script files
 Progress = Callable[[str, int, int], None]
-_GUCS = ("shared_buffers", "work_mem", "effective_cache_size", "random_page_cost", "jit",
-         "max_parallel_workers_per_gather", "effective_io_concurrency", "plan_cache_mode")  # fmt: skip
+_GUCS = (
+    "shared_buffers",
+    "work_mem",
+    "effective_cache_size",
+    "random_page_cost",
+    "jit",
+    "max_parallel_workers_per_gather",
+    "effective_io_concurrency",
+    "plan_cache_mode",
+)
+
+
+@dataclass
+class _Draw:
+    """What a run measures: the queries and their parameter sets, drawn once (step 1)."""
+
+    catalogue: dict[str, workload.Query]
+    anchors: workload.Anchors
+    fp: dict[str, list[dict]]  # the fingerprint sets of each query
+    latency: dict[str, list[dict]]  # the latency phase's sets of each query
 
 
 def run(
@@ -110,102 +129,172 @@ def run(
     tick = progress or (lambda phase, done, total: None)
     t0 = time.perf_counter()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    catalogue = workload.queries(s)
-    folder = workload_dir if workload_dir is not None else s.workload_path
-    if folder is not None:
-        catalogue.update(workload.load_dir(folder))
+    catalogue = _catalogue(s, workload_dir)  # a bad file is refused before connecting
     with connect(url, autocommit=True, prepare_threshold=None) as conn:
         store.ensure(conn, s)
         offered = workload.available(conn, extra_rewrites)
-        anchors = workload.sample_anchors(conn, s, seed)
-        if not anchors.features:
-            raise Stage4Error(f"{s.qualified_table} is empty: seed it before benchmarking")
-        fp_params = {q: workload.parameters(q, anchors, workload.FINGERPRINT_SETS, seed, "fp",
-                                            c.params) for q, c in catalogue.items()}  # fmt: skip
-        lat_params = {q: workload.parameters(q, anchors, sets, seed, gen=c.params)
-                      for q, c in catalogue.items()}  # fmt: skip
+        draw = _draw(conn, s, catalogue, sets, seed)
         env = _environment(conn, s, url)
         load_start = livewrites.counters(conn, s)  # the app's writes during the run: its load
-
-        fingerprints = {}
-        errors: dict[str, dict[str, str]] = {}
-        total = workload.FINGERPRINT_SETS * len(catalogue)
-        for qid, q in list(catalogue.items()):
-            if q.source is None:
-                fingerprints[qid] = _fingerprint(
-                    conn, q.sql, fp_params[qid], q.ordered, raising=True
-                )
-            else:  # the app's own file: one that fails after a step is a finding, not a crash
-                try:
-                    fingerprints[qid] = _fingerprint(conn, q.sql, fp_params[qid], q.ordered,
-                                                     raising=True)  # fmt: skip
-                except psycopg.Error as e:
-                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                    errors[qid] = {"file": q.source, "error": first}
-                    del catalogue[qid]
-            tick("fingerprints", len(fingerprints) * workload.FINGERPRINT_SETS, total)
-        tick("fingerprints", total, total)
-        rewrites = {
-            qid: {name: {"sql": sql, "same_results": _fingerprint(conn, sql, fp_params[qid],
-                                                                  catalogue[qid].ordered)
-                         == fingerprints[qid]} for name, sql in found.items()}
-            for qid, found in offered.items() if qid in catalogue
-        }  # fmt: skip
-
-        tp_sets = max(1, min(THROUGHPUT_SETS, PGBENCH_SCRIPTS // len(catalogue)))
-        scripts = [_literal(conn, c.sql, p) for q, c in catalogue.items()
-                   for p in workload.parameters(q, anchors, tp_sets, seed, "tp", c.params)]  # fmt: skip
+        fingerprints, errors = _fingerprints(conn, draw, tick)
+        rewrites = _rewrites(conn, draw, offered, fingerprints)
+        scripts = _throughput_scripts(conn, draw, seed)
         before = _cache_counters(conn, s)
         # Throughput first: every latency phase then follows the same saturating load
         # (on a burstable VM the first minute after idling runs faster; a baseline taken
         # on a rested machine made every later run look 10-30 % slower).
         qps, tool = _throughput(url, scripts, concurrency, duration, seed, tick)
-        order = list(catalogue)
-        executions: dict[str, list[float]] = {q: [] for q in order}
-        control: list[float] = []
-        for i in range(iterations):
-            for qid in order[i % len(order):] + order[: i % len(order)]:  # fmt: skip
-                start = time.perf_counter()
-                conn.execute(CONTROL_SQL).fetchall()
-                control.append((time.perf_counter() - start) * 1000.0)
-                sql = catalogue[qid].sql
-                for p in lat_params[qid]:
-                    start = time.perf_counter()
-                    conn.execute(sql, p).fetchall()
-                    executions[qid].append((time.perf_counter() - start) * 1000.0)
-            tick("latency", i + 1, iterations)
-        samples = round_samples(executions, sets)
+        executions, control = _latency(conn, draw, iterations, tick)
         conn.execute("SELECT pg_stat_force_next_flush()")
-        _time_rewrites(conn, catalogue, rewrites, lat_params, tick)
+        _time_rewrites(conn, draw.catalogue, rewrites, draw.latency, tick)
         conn.execute("SELECT 1")
     with connect(url, autocommit=True) as conn:
         after = _wait_counters(conn, s, before)
         env["load"] = livewrites.load(load_start, livewrites.counters(conn, s))
-        hit = _ratio(before["app"], after["app"])
         env.update(
-            cache_hit_db=_ratio(before["db"], after["db"]), throughput_tool=tool, seed=seed,
-            workload_sql={q: catalogue[q].sql for q in catalogue},
-            contract={q: workload.CONTRACT.get(q, "SQL") for q in catalogue},
-            workload_files={q: c.source for q, c in catalogue.items() if c.source} | {
-                q: e["file"] for q, e in errors.items()},
-            errors=errors,
-            available_rewrites=rewrites, anchors=len(anchors.features),
-            params_digest=workload.params_digest(lat_params),
-            fingerprint_sets=workload.FINGERPRINT_SETS,
-            control_ms=statistics.median(control), load_average_end=os.getloadavg(),
-        )  # fmt: skip
+            _recorded(draw, errors, rewrites, control),
+            cache_hit_db=_ratio(before["db"], after["db"]),
+            throughput_tool=tool,
+            seed=seed,
+        )
         result = BenchRun(
-            label=label.upper(), samples=samples, executions=executions, sets=sets,
+            label=label.upper(),
+            samples=round_samples(executions, sets),
+            executions=executions,
+            sets=sets,
             control=control,
             fingerprints=fingerprints,
-            variants={q: "base" for q in order}, revision=env.get("revision"),
-            qps=qps, cache_hit=hit, environment=env, started_at=started,
-            iterations=iterations, concurrency=concurrency, duration=float(duration),
-        )  # fmt: skip
+            variants={q: "base" for q in draw.catalogue},
+            revision=env.get("revision"),
+            qps=qps,
+            cache_hit=_ratio(before["app"], after["app"]),
+            environment=env,
+            started_at=started,
+            iterations=iterations,
+            concurrency=concurrency,
+            duration=float(duration),
+        )
         result.seconds = time.perf_counter() - t0
         if save:
             store.save_run(conn, result, s)
     return result
+
+
+def _catalogue(s, workload_dir: Path | str | None) -> dict[str, workload.Query]:
+    """Q1–Q10 and the app's own files."""
+    catalogue = workload.queries(s)
+    folder = workload_dir if workload_dir is not None else s.workload_path
+    if folder is not None:
+        catalogue.update(workload.load_dir(folder))
+    return catalogue
+
+
+def _draw(conn, s, catalogue: dict[str, workload.Query], sets: int, seed: int) -> _Draw:
+    """Step 1: each query's parameter sets, drawn from the data."""
+    anchors = workload.sample_anchors(conn, s, seed)
+    if not anchors.features:
+        raise Stage4Error(f"{s.qualified_table} is empty: seed it before benchmarking")
+    n = workload.FINGERPRINT_SETS
+    return _Draw(
+        catalogue,
+        anchors,
+        fp={
+            q: workload.parameters(q, anchors, n, seed, "fp", c.params)
+            for q, c in catalogue.items()
+        },
+        latency={
+            q: workload.parameters(q, anchors, sets, seed, gen=c.params)
+            for q, c in catalogue.items()
+        },
+    )
+
+
+def _fingerprints(conn, draw: _Draw, tick) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Step 2, the warm-up: (fingerprint per query, the app's files that failed); a file
+    that fails is taken out of ``draw.catalogue``: after a step that is a finding, not a crash."""
+    fingerprints: dict[str, str] = {}
+    errors: dict[str, dict[str, str]] = {}
+    total = workload.FINGERPRINT_SETS * len(draw.catalogue)
+    for qid, q in list(draw.catalogue.items()):
+        try:
+            fingerprints[qid] = _fingerprint(conn, q.sql, draw.fp[qid], q.ordered, raising=True)
+        except psycopg.Error as e:
+            if q.source is None:  # Q1–Q10 are ours: an error is a bug, raised as it is
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            errors[qid] = {"file": q.source, "error": first}
+            del draw.catalogue[qid]
+        tick("fingerprints", len(fingerprints) * workload.FINGERPRINT_SETS, total)
+    tick("fingerprints", total, total)
+    return fingerprints, errors
+
+
+def _rewrites(conn, draw: _Draw, offered, fingerprints) -> dict[str, dict[str, dict]]:
+    """Step 2 for each rewrite the database offers: its SQL and whether it returns what
+    the app's query returns on the same sets (its timing comes in step 6)."""
+    found: dict[str, dict[str, dict]] = {}
+    for qid, rewrites in offered.items():
+        if qid not in draw.catalogue:
+            continue
+        ordered = draw.catalogue[qid].ordered
+        found[qid] = {
+            name: {
+                "sql": sql,
+                "same_results": _fingerprint(conn, sql, draw.fp[qid], ordered) == fingerprints[qid],
+            }
+            for name, sql in rewrites.items()
+        }
+    return found
+
+
+def _throughput_scripts(conn, draw: _Draw, seed: int) -> list[str]:
+    """Step 3's scripts: each query on its own parameter sets, literals inlined."""
+    per_query = max(1, min(THROUGHPUT_SETS, PGBENCH_SCRIPTS // len(draw.catalogue)))
+    return [
+        _literal(conn, c.sql, p)
+        for q, c in draw.catalogue.items()
+        for p in workload.parameters(q, draw.anchors, per_query, seed, "tp", c.params)
+    ]
+
+
+def _latency(
+    conn, draw: _Draw, iterations: int, tick
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Step 4: (every execution's ms per query, the control query's ms before each query)."""
+    order = list(draw.catalogue)
+    executions: dict[str, list[float]] = {q: [] for q in order}
+    control: list[float] = []
+    for i in range(iterations):
+        shift = i % len(order)
+        for qid in order[shift:] + order[:shift]:
+            start = time.perf_counter()
+            conn.execute(CONTROL_SQL).fetchall()
+            control.append((time.perf_counter() - start) * 1000.0)
+            sql = draw.catalogue[qid].sql
+            for p in draw.latency[qid]:
+                start = time.perf_counter()
+                conn.execute(sql, p).fetchall()
+                executions[qid].append((time.perf_counter() - start) * 1000.0)
+        tick("latency", i + 1, iterations)
+    return executions, control
+
+
+def _recorded(draw: _Draw, errors, rewrites, control: list[float]) -> dict:
+    """What the run records beside its timings: the SQL measured, the files, the rewrites."""
+    catalogue = draw.catalogue
+    files = {q: c.source for q, c in catalogue.items() if c.source}
+    return {
+        "workload_sql": {q: c.sql for q, c in catalogue.items()},
+        "contract": {q: workload.CONTRACT.get(q, "SQL") for q in catalogue},
+        "workload_files": files | {q: e["file"] for q, e in errors.items()},
+        "errors": errors,
+        "available_rewrites": rewrites,
+        "anchors": len(draw.anchors.features),
+        "params_digest": workload.params_digest(draw.latency),
+        "fingerprint_sets": workload.FINGERPRINT_SETS,
+        "control_ms": statistics.median(control),
+        "load_average_end": os.getloadavg(),
+    }
 
 
 def _fingerprint(conn, sql: str, params: list[dict], ordered: bool, raising: bool = False):
@@ -235,8 +324,11 @@ def _time_rewrites(conn, catalogue, rewrites, lat_params, tick) -> None:
                     conn.execute(sql, p).fetchall()
                 rounds[which].append((time.perf_counter() - start) * 1000.0 / len(lat_params[qid]))
         app, new = statistics.median(rounds["app"]), statistics.median(rounds["rewrite"])
-        r.update(app_ms=round(app, 3), rewrite_ms=round(new, 3),
-                 speedup=round(app / new, 2) if new > 0 else None)  # fmt: skip
+        r.update(
+            app_ms=round(app, 3),
+            rewrite_ms=round(new, 3),
+            speedup=round(app / new, 2) if new > 0 else None,
+        )
         tick("rewrites", k + 1, len(todo))
 
 
@@ -280,15 +372,30 @@ def _pgbench(binary, url, scripts, concurrency, duration, seed) -> float:
         env["PGPASSWORD"] = password
     seconds = max(1, math.ceil(duration))  # pgbench -T takes whole seconds
     with tempfile.TemporaryDirectory(prefix="stage4-pgbench-") as tmp:
-        args = [binary, "-n", "-c", str(concurrency), "-j", str(min(concurrency, os.cpu_count() or 1)),
-                "-T", str(seconds), f"--random-seed={seed}"]  # fmt: skip
+        args = [
+            binary,
+            "-n",
+            "-c",
+            str(concurrency),
+            "-j",
+            str(min(concurrency, os.cpu_count() or 1)),
+            "-T",
+            str(seconds),
+            f"--random-seed={seed}",
+        ]
         for i, sql in enumerate(scripts):
             path = Path(tmp) / f"s{i:03d}.sql"
             path.write_text(sql.replace("\n", " ") + ";\n")
             args += ["-f", str(path)]
         args.append(clean_url)
-        done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=seconds + 120,
-                              preexec_fn=die_with_parent)  # fmt: skip
+        done = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=seconds + 120,
+            preexec_fn=die_with_parent,
+        )
     match = re.search(r"^tps = ([0-9.]+)", done.stdout, re.MULTILINE)
     if done.returncode != 0 or match is None:
         tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
@@ -357,8 +464,9 @@ def _ratio(before: tuple[int, int], after: tuple[int, int]) -> float | None:
 def _git_sha() -> str | None:
     root = Path(__file__).resolve().parents[2]
     try:
-        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
-                              capture_output=True, text=True, timeout=5)  # fmt: skip
+        done = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
@@ -370,9 +478,12 @@ def _environment(conn, s, url: str) -> dict:
     if one("SELECT to_regclass('public.alembic_version')") is not None:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         revision = row[0] if row else None
-    gucs = dict(conn.execute(
-        "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
-        (list(_GUCS),)).fetchall())  # fmt: skip
+    gucs = dict(
+        conn.execute(
+            "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",
+            (list(_GUCS),),
+        ).fetchall()
+    )
     return {
         "database": where(url),
         "revision": revision,

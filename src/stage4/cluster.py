@@ -201,9 +201,19 @@ class Cluster:
         self._chown(pwfile)
         try:
             out = self._as_server_user(
-                [str(binp / "initdb"), "-D", str(self.data), "-U", "postgres", "-E", "UTF8",
-                 "--locale=C.UTF-8", "--auth=scram-sha-256", f"--pwfile={pwfile}"]
-            )  # fmt: skip
+                [
+                    str(binp / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                ]
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         if out.returncode != 0:
@@ -244,13 +254,24 @@ class Cluster:
         if not _port_free(port):
             new = free_port()
             self.conf.write_text(self.conf.read_text().replace(f"port = {port}", f"port = {new}"))
-            self.notice(f"port {port} is taken by another program: the embedded cluster now "
-                        f"listens on port {new} (stage4 db url prints the new URL)")  # fmt: skip
+            self.notice(
+                f"port {port} is taken by another program: the embedded cluster now "
+                f"listens on port {new} (stage4 db url prints the new URL)"
+            )
         self.run_dir.chmod(0o700)  # an older stage4 made it 0755
         out = self._as_server_user(
-            [str(bindir() / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data),
-             "-l", str(self.log)]
-        )  # fmt: skip
+            [
+                str(bindir() / "pg_ctl"),
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+            ]
+        )
         if out.returncode != 0:
             tail = self.log.read_text()[-800:] if self.log.exists() else out.stderr
             raise ClusterError(f"the embedded cluster did not start: {tail.strip()}")
@@ -267,9 +288,11 @@ class Cluster:
             return
         password = self.password() or secrets.token_urlsafe(24)
         try:
-            with psycopg.connect(f"host=127.0.0.1 port={self.port()} user=postgres "
-                                 f"dbname=postgres password={password} connect_timeout=10",
-                                 autocommit=True) as conn:  # fmt: skip
+            with psycopg.connect(
+                f"host=127.0.0.1 port={self.port()} user=postgres "
+                f"dbname=postgres password={password} connect_timeout=10",
+                autocommit=True,
+            ) as conn:
                 conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(password))
                 self._write_passfile(password)
                 hba.write_text(HBA)
@@ -281,8 +304,10 @@ class Cluster:
                 f"not be given a password ({type(e).__name__}); stop it and remove the folder "
                 f"to create a new one: stage4 db stop && rm -rf {self.home}"
             ) from None
-        self.notice(f"the embedded cluster in {self.home} now requires a password "
-                    f"(scram-sha-256), kept in {self.passfile}")  # fmt: skip
+        self.notice(
+            f"the embedded cluster in {self.home} now requires a password "
+            f"(scram-sha-256), kept in {self.passfile}"
+        )
 
     def stop(self) -> None:
         if self.running():

@@ -154,7 +154,7 @@ def declared(revisions: list[str]) -> dict[str, tuple[str, str]]:
     latest declaration of a query wins)."""
     from stage4 import migrations
 
-    script = migrations._script()
+    script = migrations.script()
     found: dict[str, tuple[str, str]] = {}
     for rev in revisions:
         module = script.get_revision(rev).module

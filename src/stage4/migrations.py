@@ -48,9 +48,10 @@ _DOWN = re.compile(r"^down_revision(?::[^=]*)?=\s*(?:None|[\"']([^\"']+)[\"'])",
 def chain() -> list[str]:
     """Revision ids from base to head (a linear history).
 
-    Read from the revision files' text, not by importing them through Alembic: this
-    keeps `stage4 status` well under a second. ``alembic_chain`` is the slow, exact
-    answer; a test checks both agree.
+    Read from the revision files' text, not through Alembic's ScriptDirectory, which
+    imports every revision module (and with them stage4.ddl and Alembic's operations):
+    over a thousand times slower, the most of what `stage4 status` and `stage4 plan`
+    would take. ``alembic_chain`` is the exact answer; a test checks both agree.
     """
     parent: dict[str | None, str] = {}
     for path in sorted((_script_location() / "versions").glob("*.py")):
@@ -68,10 +69,7 @@ def chain() -> list[str]:
 
 def alembic_chain() -> list[str]:
     """The chain as Alembic itself walks it."""
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(config())
-    return [r.revision for r in reversed(list(script.walk_revisions()))]
+    return [r.revision for r in reversed(list(script().walk_revisions()))]
 
 
 def current(url: str) -> str | None:
@@ -221,14 +219,14 @@ SETTINGS_KEY = "stage4_settings"
 def session(url: str):
     """Run the steps inside on one connection (``upgrade``/``downgrade`` use it for ``url``).
 
-    Alembic opens a new engine per command: connecting, the dialect's first-connect
-    queries and reading the revision files cost more per step than the whole DDL of a
-    light step (opt4's downgrade is one DROP FUNCTION). A multi-step rollout
-    or rollback connects once: a pool of one connection, pinged before each step (a
-    server that dropped it while the gate benchmarked gets a new one), with one Alembic
-    Config (alembic.ini parsed once) and its session settings set once (env.py).
-    Each step still commits on its own; between steps the connection holds no transaction
-    (so no lock), and it is closed on leaving.
+    Alembic opens a new engine per command: connecting and the dialect's first-connect
+    queries cost more than the whole DDL of a light step (opt4's downgrade is one DROP
+    FUNCTION). A multi-step rollout or rollback connects once: a pool of one connection,
+    handed to env.py the documented way (``config.attributes["connection"]``), pinged
+    before each step (a server that dropped it while the gate benchmarked gets a new one),
+    with one Alembic Config (alembic.ini parsed once) and its session settings set once
+    (env.py). Each step still commits on its own; between steps the connection holds no
+    transaction (so no lock), and it is closed on leaving.
     """
     if url in _SESSIONS:
         yield
@@ -246,14 +244,6 @@ def session(url: str):
         eng.dispose()
 
 
-def _script():
-    """The revision files, read once per process while they are unchanged (Alembic
-    re-reads them for every command, which costs more than a light step's DDL)."""
-    versions = _script_location() / "versions"
-    files = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in versions.glob("*.py")))
-    return _script_for(str(versions), files)
-
-
 @cache
 def _script_for(_versions: str, _files: tuple):
     from alembic.script import ScriptDirectory
@@ -261,32 +251,23 @@ def _script_for(_versions: str, _files: tuple):
     return ScriptDirectory.from_config(config())
 
 
+def script():
+    """Alembic's ScriptDirectory, its revision modules imported once per process while the
+    files are unchanged: for read-only questions (a revision's module and its declarations)."""
+    versions = _script_location() / "versions"
+    files = tuple(sorted((p.name, p.stat().st_mtime_ns) for p in versions.glob("*.py")))
+    return _script_for(str(versions), files)
+
+
 def _command(verb: str, cfg, revision: str) -> None:
-    """``alembic.command.upgrade``/``downgrade`` (same calls) on the cached script directory."""
-    from alembic.runtime.environment import EnvironmentContext
+    """``alembic.command.upgrade``/``downgrade``: the public verbs, as the alembic command
+    line runs them. Each reads the revision files and env.py again. Caching them (a
+    ScriptDirectory kept across steps, driven through its private ``_upgrade_revs``) made
+    a light step (opt4 down and up on one pooled connection) about twice as fast, which is
+    still far below what one gated step's benchmark takes: the public verbs stay."""
+    from alembic import command
 
-    script = _script()
-    walk = script._upgrade_revs if verb == "upgrade" else script._downgrade_revs
-    with EnvironmentContext(
-        cfg, script, fn=lambda rev, _ctx: walk(revision, rev), destination_rev=revision
-    ):
-        _run_env(script)
-
-
-def _run_env(script) -> None:
-    """``script.run_env()``, with env.py compiled once per process while it is unchanged:
-    Alembic compiles it for every command when no bytecode may be written."""
-    import types
-
-    path = Path(script.dir) / "env.py"
-    module = types.ModuleType("env_py")
-    module.__file__ = str(path)
-    exec(_compiled(str(path), path.stat().st_mtime_ns), module.__dict__)
-
-
-@cache
-def _compiled(path: str, _mtime_ns: int):
-    return compile(Path(path).read_bytes(), path, "exec")
+    getattr(command, verb)(cfg, revision)
 
 
 def _run(verb: str, url: str, revision: str, **attributes) -> dict[str, float]:

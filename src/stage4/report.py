@@ -121,18 +121,26 @@ def write(folder: Path) -> Path:
     lines += _header(rollout)
     lines += ["## Pre-flight", "", *[f"- {c}" for c in rollout["preflight"]], ""]
     if "BASELINE" not in metrics:  # e.g. `upgrade --to schema`: nothing was measured
-        lines += ["## Nothing was judged", "",
-                  "No workload was measured in this rollout: the reference schema is not "
-                  "gated, and the baseline is measured before the first optimisation "
-                  "(`stage4 upgrade --to opt1`).", ""]  # fmt: skip
+        lines += [
+            "## Nothing was judged",
+            "",
+            "No workload was measured in this rollout: the reference schema is not "
+            "gated, and the baseline is measured before the first optimisation "
+            "(`stage4 upgrade --to opt1`).",
+            "",
+        ]
         lines += _decisions(rollout) + _rollback_procedure(rollout)
         return _save(folder, lines)
     charts = _charts(folder, order, metrics, steps)
-    lines += ["## Overall, by step", "",
-              "Mean and percentiles over every single execution of Q1–Q10; QPS from the "
-              "throughput phase.", "",
-              "| step | mean ms | p50 | p95 | p99 | QPS | cache hit % | verdict | upgrade s | rollback s |",
-              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "## Overall, by step",
+        "",
+        "Mean and percentiles over every single execution of Q1–Q10; QPS from the "
+        "throughput phase.",
+        "",
+        "| step | mean ms | p50 | p95 | p99 | QPS | cache hit % | verdict | upgrade s | rollback s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for label in order:
         o = metrics[label].get("overall", {})
         st = steps.get(label, {})
@@ -144,21 +152,29 @@ def write(folder: Path) -> Path:
         )
     kept = [label for label in order if step_status(steps.get(label)) == "kept"]
     last = kept[-1]
-    lines += ["", "## Per query: median latency (ms) by step", "",
-              "The figure the gate judges: per round, the query's mean over its parameter "
-              "sets; here the median over the rounds. Steps marked rolled back are not in "
-              f"the database any more; the last column compares {last}, the last step kept, "
-              "with the baseline.", ""]  # fmt: skip
+    lines += [
+        "",
+        "## Per query: median latency (ms) by step",
+        "",
+        "The figure the gate judges: per round, the query's mean over its parameter "
+        "sets; here the median over the rounds. Steps marked rolled back are not in "
+        f"the database any more; the last column compares {last}, the last step kept, "
+        "with the baseline.",
+        "",
+    ]
     qids = list(metrics["BASELINE"].get("queries", {}))
-    lines += ["| query | " + " | ".join(step_label(o, steps) for o in order)
-              + f" | {last} / baseline |", "|---|" + "---|" * (len(order) + 1)]  # fmt: skip
+    lines += [
+        "| query | " + " | ".join(step_label(o, steps) for o in order) + f" | {last} / baseline |",
+        "|---|" + "---|" * (len(order) + 1),
+    ]
     for q in qids:
         meds = [query_median(metrics[label], q) for label in order]
         a, b = query_median(metrics["BASELINE"], q), query_median(metrics[last], q)
         ratio = b / a if a and b else None
         title = metrics["BASELINE"]["queries"][q].get("title", "")
-        lines.append(f"| {q} {title} | " + " | ".join(_fmt(m) for m in meds)
-                     + f" | {_fmt(ratio)}× |")  # fmt: skip
+        lines.append(
+            f"| {q} {title} | " + " | ".join(_fmt(m) for m in meds) + f" | {_fmt(ratio)}× |"
+        )
     for name in charts:
         lines += ["", f"![{name}]({name})"]
     lines += ["", *_decisions(rollout), *_rollback_procedure(rollout)]
@@ -176,10 +192,13 @@ def _header(rollout: dict[str, Any]) -> list[str]:
     base = f"- baseline run: {rollout.get('baseline_run_id') or 'none (nothing measured)'}"
     if rollout.get("baseline_taken_now"):
         base += " (taken at the start of this rollout)"
-    lines = [f"- database: `{rollout['database']}`", f"- target: `{rollout['target']}`",
-             f"- outcome: **{rollout['outcome']}**",
-             f"- backup: `{rollout.get('backup') or 'none (--no-backup or empty database)'}`",
-             base]  # fmt: skip
+    lines = [
+        f"- database: `{rollout['database']}`",
+        f"- target: `{rollout['target']}`",
+        f"- outcome: **{rollout['outcome']}**",
+        f"- backup: `{rollout.get('backup') or 'none (--no-backup or empty database)'}`",
+        base,
+    ]
     lines += [f"  - {n}" for n in rollout.get("reference_notes", [])]
     opts = ", ".join(f"{k}={v}" for k, v in rollout["options"].items())
     return [*lines, f"- options: {opts}", ""]
@@ -206,10 +225,15 @@ def _decisions(rollout: dict[str, Any]) -> list[str]:
 
 
 def _rollback_procedure(rollout: dict[str, Any]) -> list[str]:
-    lines = ["## Rollback procedure", "",
-             "Each step's `downgrade()` is its rollback. One step: `stage4 downgrade -1` "
-             "(or `make downgrade`, or `alembic downgrade -1`).", "",
-             "| step | rollback command |", "|---|---|"]  # fmt: skip
+    lines = [
+        "## Rollback procedure",
+        "",
+        "Each step's `downgrade()` is its rollback. One step: `stage4 downgrade -1` "
+        "(or `make downgrade`, or `alembic downgrade -1`).",
+        "",
+        "| step | rollback command |",
+        "|---|---|",
+    ]
     for st in rollout["steps"]:
         back = _previous(st["revision"])
         lines.append(
@@ -220,12 +244,17 @@ def _rollback_procedure(rollout: dict[str, Any]) -> list[str]:
 
 def _claims(rollout, metrics, steps) -> list[str]:
     """Each claim beside what this rollout measured at the claim's own step."""
-    lines = ["## Measured vs claimed", "",
-             "The claimed figures come from the team's earlier reports, which were produced "
-             "by a simulator and never measured. They are shown for comparison only, each "
-             "beside this rollout's measurement at the same step (– when this rollout did "
-             "not measure that step, or rolled it back).", "",
-             "| figure | measured here | claimed |", "|---|---|---|"]  # fmt: skip
+    lines = [
+        "## Measured vs claimed",
+        "",
+        "The claimed figures come from the team's earlier reports, which were produced "
+        "by a simulator and never measured. They are shown for comparison only, each "
+        "beside this rollout's measurement at the same step (– when this rollout did "
+        "not measure that step, or rolled it back).",
+        "",
+        "| figure | measured here | claimed |",
+        "|---|---|---|",
+    ]
     base = metrics["BASELINE"].get("overall", {})
     final_kept = step_status(steps.get(CLAIM_FINAL_STEP)) == "kept"
     final = metrics.get(CLAIM_FINAL_STEP, {}).get("overall", {}) if final_kept else {}
@@ -236,14 +265,17 @@ def _claims(rollout, metrics, steps) -> list[str]:
         ("baseline mean latency (ms)", base.get("mean"), CLAIMED["baseline_mean_ms"]),
         ("baseline QPS", base.get("qps"), CLAIMED["baseline_qps"]),
         ("baseline cache hit %", base.get("cache_hit_pct"), CLAIMED["baseline_cache_hit_pct"]),
-        ("Q5 at the baseline (ms)", query_median(metrics["BASELINE"], "Q5"),
-         CLAIMED["opt1_q5_ms"][0]),
+        (
+            "Q5 at the baseline (ms)",
+            query_median(metrics["BASELINE"], "Q5"),
+            CLAIMED["opt1_q5_ms"][0],
+        ),
         ("Q5 after opt1 (ms)", opt1 and query_median(opt1, "Q5"), CLAIMED["opt1_q5_ms"][1]),
         (f"mean latency {after} (ms)", final.get("mean"), CLAIMED["final_mean_ms"]),
         (f"QPS {after}", final.get("qps"), CLAIMED["final_qps"]),
         (f"cache hit % {after}", final.get("cache_hit_pct"), CLAIMED["final_cache_hit_pct"]),
         ("longest rollback (s)", max(rb) if rb else None, CLAIMED["rollback_minutes"] * 60),
-    ]  # fmt: skip
+    ]
     return lines + [f"| {name} | {_fmt(m)} | {_fmt(c)} (claimed) |" for name, m, c in rows]
 
 
@@ -301,9 +333,15 @@ def figures(order: list[str], metrics: dict[str, dict[str, Any]], steps: dict[st
     for i, label in enumerate(order):
         back = step_status(steps.get(label)) != "kept"
         vals = [query_median(metrics[label], q) or 0 for q in qids]
-        ax.bar([x + i * width for x in range(len(qids))], vals, width,
-               label=step_label(label, steps), hatch="//" if back else None,
-               edgecolor="black" if back else None, alpha=0.5 if back else 1.0)  # fmt: skip
+        ax.bar(
+            [x + i * width for x in range(len(qids))],
+            vals,
+            width,
+            label=step_label(label, steps),
+            hatch="//" if back else None,
+            edgecolor="black" if back else None,
+            alpha=0.5 if back else 1.0,
+        )
     ax.set_xticks([x + width * (len(order) - 1) / 2 for x in range(len(qids))], qids)
     ax.set_ylabel("median of round means (ms, log scale)")
     ax.set_yscale("log")
@@ -319,9 +357,15 @@ def figures(order: list[str], metrics: dict[str, dict[str, Any]], steps: dict[st
     for label, mean in zip(order, means, strict=True):
         if step_status(steps.get(label)) != "kept":
             ax.plot([label], [mean], marker="X", color="tab:red", markersize=12)
-            ax.annotate(step_label(label, steps).removeprefix(label).strip(" ()"),
-                        (label, mean), textcoords="offset points", xytext=(0, 8),
-                        ha="center", color="tab:red", fontsize=8)  # fmt: skip
+            ax.annotate(
+                step_label(label, steps).removeprefix(label).strip(" ()"),
+                (label, mean),
+                textcoords="offset points",
+                xytext=(0, 8),
+                ha="center",
+                color="tab:red",
+                fontsize=8,
+            )
     ax.set_yscale("linear")
     ax.set_ylabel("mean latency (ms, linear scale)")
     ax.set_title("Mean latency over Q1–Q10 by step (red X: rolled back)")

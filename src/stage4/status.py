@@ -77,9 +77,13 @@ def unjudged(rollout: dict[str, Any], revision: str | None) -> list[str]:
     revs = migrations.chain()
     if revision not in revs:
         return []
-    return [st["revision"] for st in rollout.get("steps", [])
-            if st["revision"] in revs and revs.index(st["revision"]) <= revs.index(revision)
-            and not judged(st["verdict"])]  # fmt: skip
+    return [
+        st["revision"]
+        for st in rollout.get("steps", [])
+        if st["revision"] in revs
+        and revs.index(st["revision"]) <= revs.index(revision)
+        and not judged(st["verdict"])
+    ]
 
 
 def last_rollout(reports_dir: Path, database: str | None = None) -> dict[str, Any] | None:

@@ -142,11 +142,21 @@ def save_run(conn, run: BenchRun, s: Settings | None = None) -> int:
             f"INSERT INTO {b}.runs (label, revision, seconds, iterations, sets, concurrency, "
             "duration, qps, cache_hit, fingerprints, variants, environment) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
-            (run.label, run.revision, run.seconds, run.iterations, run.sets, run.concurrency,
-             run.duration,
-             run.qps, run.cache_hit, json.dumps(run.fingerprints), json.dumps(run.variants),
-             json.dumps(run.environment, default=str)),
-        ).fetchone()[0]  # fmt: skip
+            (
+                run.label,
+                run.revision,
+                run.seconds,
+                run.iterations,
+                run.sets,
+                run.concurrency,
+                run.duration,
+                run.qps,
+                run.cache_hit,
+                json.dumps(run.fingerprints),
+                json.dumps(run.variants),
+                json.dumps(run.environment, default=str),
+            ),
+        ).fetchone()[0]
         with conn.cursor().copy(
             f"COPY {b}.samples (run_id, query_id, seq, round, latency_ms) FROM STDIN"
         ) as copy:
@@ -184,12 +194,24 @@ def load_run(conn, run_id: int, s: Settings | None = None) -> BenchRun:
     executions = {q: executions[q] for q in order}
     env, sets = row[12], row[13]
     return BenchRun(
-        run_id=row[0], label=row[1], revision=row[2], started_at=row[3].isoformat(),
-        seconds=row[4], iterations=row[5], concurrency=row[6], duration=row[7], qps=row[8],
-        cache_hit=row[9], fingerprints=row[10], variants=row[11], environment=env,
-        sets=sets, executions=executions, control=control,
+        run_id=row[0],
+        label=row[1],
+        revision=row[2],
+        started_at=row[3].isoformat(),
+        seconds=row[4],
+        iterations=row[5],
+        concurrency=row[6],
+        duration=row[7],
+        qps=row[8],
+        cache_hit=row[9],
+        fingerprints=row[10],
+        variants=row[11],
+        environment=env,
+        sets=sets,
+        executions=executions,
+        control=control,
         samples=round_samples(executions, sets),
-    )  # fmt: skip
+    )
 
 
 def _qkey(qid: str) -> tuple[int, str]:
