@@ -114,6 +114,26 @@ class TestOneSetOfFigures:
         decision = text[text.index("### opt1: GO") :]
         assert "- margin x1.10 (10% threshold, no machine drift) vs baseline" in decision
         assert report.margins(rec) == "margin x1.10 (10% threshold, no machine drift) vs baseline"
+        assert "floor" not in decision  # nothing excused: nothing named
+
+    def test_what_the_floor_excused_is_named_in_the_report_and_rollout_json(self, tmp_path) -> None:
+        # Q1 (3.75 ms) x1.4: beyond the margin, but +1.5 ms, under the 2 ms floor
+        base, opt1 = bench_run("BASELINE", 1), bench_run("OPT1", 2, slow={"Q1": 1.4})
+        rec = step("opt1", base, opt1)
+        assert rec.verdict == "GO"
+        folder = folder_with(tmp_path, "opt1", [rec], [base, opt1], "GO: at opt1")
+        text = (folder / "REPORT.md").read_text()
+        decision = text[text.index("### opt1: GO") :]
+        q1 = rec.comparisons["Q1"]
+        delta = q1["candidate_median"] - q1["baseline_median"]
+        named = f"Q1 x{q1['ratio']:.2f} (+{delta:.2f} ms, under the 2 ms floor: not counted)"
+        assert re.search(r"Q1 x1\.[3-5]\d \(\+1\.[3-7]\d ms, under the 2 ms floor", named)
+        assert f"- margin x1.10 (10% threshold, no machine drift) vs baseline; {named}" in decision
+        assert report.margins(rec).count("not counted") == 1  # vs_previous is the same run
+        saved = json.loads((folder / "rollout.json").read_text())["steps"][0]
+        assert saved["comparisons"]["Q1"]["excused"] == "slower"
+        assert saved["comparisons"]["Q1"]["min_delta_ms"] == 2.0
+        assert [q for q, c in saved["comparisons"].items() if c["excused"]] == ["Q1"]
 
     def test_a_rolled_back_step_is_named_so_and_not_used_as_the_last_state(self, tmp_path) -> None:
         base, opt1 = bench_run("BASELINE", 1), bench_run("OPT1", 2)

@@ -155,6 +155,28 @@ class TestControlAdjusted:
         decision = gate_verdict(result)
         assert "with the machine's speed taken out" in decision.reasons[0]
 
+    def test_what_the_floor_excused_is_recorded_and_named(self) -> None:
+        # Q1 (0.4 ms) three times slower moves its median by 0.8 ms: under the 2 ms floor,
+        # not counted, and named; Q5 (19 ms) twice as slow is counted.
+        base = self.runs([1.0] * self.ROUNDS)
+        cand = self.runs([1.0] * self.ROUNDS, factor={"Q1": 3.0, "Q5": 2.0}, seed=2)
+        result = compare_bench(base, cand, min_delta_ms=2.0)
+        assert result["Q1"].verdict == NO_CHANGE and result["Q1"].excused == SLOWER
+        assert result["Q5"].verdict == SLOWER and result["Q5"].excused is None
+        assert [q for q, c in result.items() if c.excused] == ["Q1"]
+        assert result["Q1"].to_dict()["min_delta_ms"] == 2.0
+        q1 = result["Q1"]
+        assert margin_line(result, "baseline").endswith(
+            " vs baseline; "
+            f"Q1 x{q1.ratio:.2f} (+{q1.candidate_median - q1.baseline_median:.2f} ms, "
+            "under the 2 ms floor: not counted)"
+        )
+        assert 2.7 < q1.ratio < 3.3
+        # with no floor the same comparison counts Q1, and nothing is excused
+        strict = compare_bench(base, cand)
+        assert strict["Q1"].verdict == SLOWER
+        assert "floor" not in margin_line(strict)
+
 
 class TestSummarize:
     def test_known_values(self) -> None:
@@ -239,6 +261,8 @@ class TestDecisionRule:
             "threshold": 0.10,
             "widened": 1.0,
             "adjusted": False,
+            "min_delta_ms": 0.0,
+            "excused": None,
             "margin": pytest.approx(1.10),
         }
 
@@ -328,6 +352,31 @@ class TestGateVerdict:
         assert margin_line({"Q1": widened.to_dict()}) == margin_line({"Q1": widened})
         assert margin_line({"Q1": comparison()}) == "margin x1.10 (10% threshold, no machine drift)"
         assert margin_line({}) == "no query compared"
+
+    def test_a_go_names_each_query_the_floor_excused(self) -> None:
+        # the demo's opt1 at 20k: Q6 and Q9 three and two times slower by under 2 ms
+        q6 = compare_query([0.71] * 5, [2.17] * 5, min_delta_ms=2.0)
+        q9 = compare_query([1.03] * 5, [2.25] * 5, min_delta_ms=2.0)
+        q5 = compare_query([5.0] * 5, [5.1] * 5, min_delta_ms=2.0)
+        faster = compare_query([1.5] * 5, [0.5] * 5, min_delta_ms=2.0)
+        assert [c.verdict for c in (q6, q9, q5, faster)] == [NO_CHANGE] * 4
+        assert [c.excused for c in (q6, q9, q5, faster)] == [SLOWER, SLOWER, None, FASTER]
+        comps = {"Q5": q5, "Q6": q6, "Q9": q9, "Q1": faster}
+        assert gate_verdict(comps).go
+        assert margin_line(comps) == (
+            "margin x1.10 (10% threshold, no machine drift); "
+            "Q6 x3.06 (+1.46 ms, under the 2 ms floor: not counted); "
+            "Q9 x2.18 (+1.22 ms, under the 2 ms floor: not counted); "
+            "Q1 x0.33 (-1.00 ms, under the 2 ms floor: not counted)"
+        )
+        # as saved in rollout.json, the same line
+        assert margin_line({q: c.to_dict() for q, c in comps.items()}) == margin_line(comps)
+        # a floor of 0: the same changes count, nothing is excused
+        assert compare_query([0.71] * 5, [2.17] * 5).verdict == SLOWER
+        assert compare_query([0.71] * 5, [2.17] * 5).excused is None
+        # comparisons saved before the floor was recorded: the margin alone
+        old = {k: v for k, v in q6.to_dict().items() if k not in ("excused", "min_delta_ms")}
+        assert margin_line({"Q6": old}) == "margin x1.10 (10% threshold, no machine drift)"
 
     def test_no_go_on_changed_result_even_when_faster(self) -> None:
         decision = gate_verdict(

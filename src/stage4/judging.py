@@ -46,6 +46,7 @@ def judge(
     decision = stats.gate_verdict(vs_base)
     rec.comparisons = {q: c.to_dict() for q, c in vs_base.items()}
     rec.vs_previous = {q: c.to_dict() for q, c in vs_prev.items()}
+    rec.margin = report.margins(rec)
     workload, pays = list(decision.reasons), decision.go
     if previous is not base and opts.judge == "each":  # a step must not undo the one before
         step_back = stats.gate_verdict(vs_prev)

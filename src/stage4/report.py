@@ -43,9 +43,9 @@ def margins(step: Any) -> str:
     vs_base, vs_prev = get("comparisons") or {}, get("vs_previous") or {}
     if not vs_base:
         return ""
-    text = f"{stats.margin_line(vs_base)} vs baseline"
+    text = stats.margin_line(vs_base, "baseline")
     if vs_prev and vs_prev != vs_base:
-        text += f"; {stats.margin_line(vs_prev)} vs the step before"
+        text += f"; {stats.margin_line(vs_prev, 'the step before')}"
     return text
 
 

@@ -58,6 +58,8 @@ class StepRecord:
     reasons: list[str] = field(default_factory=list)
     comparisons: dict[str, Any] = field(default_factory=dict)
     vs_previous: dict[str, Any] = field(default_factory=dict)
+    # the margins used and what the 2 ms floor excused (``report.margins``), as printed
+    margin: str = ""
     verified: list[str] = field(default_factory=list)
     restored_exactly: bool | None = None
     notes: list[str] = field(default_factory=list)

@@ -55,7 +55,10 @@ The gate also passes ``min_delta_ms`` (default 2 ms, ``stage4 upgrade --min-delt
 a change must also move the median by more than that many milliseconds to count.
 A 0.6 ms KNN lookup that becomes 1.8 ms on a partitioned table is three times
 slower, and no user of a web map behind PostgREST can see it; a 5 ms query that
-becomes 12 ms is flagged. The pure statistical rule is ``min_delta_ms=0``.
+becomes 12 ms is flagged. The pure statistical rule is ``min_delta_ms=0``. What the
+floor excused is never hidden: a query whose interval cleared the margin while its
+median moved less than the floor is recorded (``excused``) and named after the margin
+of every verdict, GO included ("Q6 x3.06 (+1.46 ms, under the 2 ms floor: not counted)").
 
 Why this rule
 -------------
@@ -133,6 +136,10 @@ class QueryComparison:
     threshold: float = 0.10
     widened: float = 1.0  # margin factor for machine drift (1.0: none)
     adjusted: bool = False  # ratio and interval on control-adjusted samples (compare_bench)
+    min_delta_ms: float = 0.0  # the floor: a median must move by more to count
+    # what the interval said (slower/faster) when the floor alone made it "no significant
+    # change"; named beside every verdict (``margin_line``), never hidden
+    excused: str | None = None
 
     @property
     def margin(self) -> float:
@@ -187,12 +194,13 @@ def compare_query(
     moved = abs(cand_median - base_median) > min_delta_ms
     widened = widening(drift)
     margin = (1.0 + threshold) * widened
-    if ci_low > margin and moved:
-        verdict = SLOWER
-    elif ci_high < 1.0 / margin and moved:
-        verdict = FASTER
+    if ci_low > margin:
+        beyond = SLOWER
+    elif ci_high < 1.0 / margin:
+        beyond = FASTER
     else:
-        verdict = NO_CHANGE
+        beyond = NO_CHANGE
+    verdict = beyond if moved else NO_CHANGE
     return QueryComparison(
         baseline_median=base_median,
         candidate_median=cand_median,
@@ -203,6 +211,8 @@ def compare_query(
         confidence=confidence,
         threshold=threshold,
         widened=widened,
+        min_delta_ms=min_delta_ms,
+        excused=None if beyond == verdict else beyond,
     )
 
 
@@ -214,8 +224,10 @@ def widening(drift: float) -> float:
     return min(MAX_WIDENING, math.exp(DRIFT_SENSITIVITY * abs(math.log(drift))))
 
 
-def margin_line(comparisons: Mapping[str, Any]) -> str:
-    """The margin a set of comparisons used, for a verdict line (GO or NO-GO).
+def margin_line(comparisons: Mapping[str, Any], against: str = "") -> str:
+    """The margin a set of comparisons used, for a verdict line (GO or NO-GO), then every
+    query the floor excused (``floor_excused``). ``against``: what was compared with
+    ("baseline"), said after the margin.
 
     Accepts ``QueryComparison`` objects or their ``to_dict()`` (as saved in rollout.json).
     The widening is the same for every query of one comparison (one control per run).
@@ -228,7 +240,27 @@ def margin_line(comparisons: Mapping[str, Any]) -> str:
     margin = (1.0 + threshold) * widened
     why = (f"{threshold:.0%} threshold x{widened:.2f} for machine drift"
            if widened > 1.0 else f"{threshold:.0%} threshold, no machine drift")  # fmt: skip
-    return f"margin x{margin:.2f} ({why})"
+    line = f"margin x{margin:.2f} ({why})" + (f" vs {against}" if against else "")
+    return "; ".join([line, *floor_excused(comparisons)])
+
+
+def floor_excused(comparisons: Mapping[str, Any]) -> list[str]:
+    """One phrase per query whose interval cleared the margin but whose median moved by no
+    more than the floor (``min_delta_ms``): "Q6 x3.06 (+1.46 ms, under the 2 ms floor: not
+    counted)". The floor keeps invisible changes out of the verdict; this keeps them in
+    sight. Comparisons saved before the floor was recorded have none."""
+    out = []
+    for qid, comp in comparisons.items():
+        c = comp if isinstance(comp, Mapping) else comp.to_dict()
+        if not c.get("excused"):
+            continue
+        delta = float(c["candidate_median"]) - float(c["baseline_median"])
+        floor = float(c["min_delta_ms"])
+        out.append(
+            f"{qid} x{float(c['ratio']):.2f} ({delta:+.2f} ms, under the {floor:g} ms floor: "
+            "not counted)"
+        )
+    return out
 
 
 def control_drift(baseline_control: Sequence[float], candidate_control: Sequence[float]) -> float:
@@ -270,8 +302,9 @@ def compare_bench(baseline: Any, candidate: Any, **kw: Any) -> dict[str, QueryCo
         b = float(np.median(baseline.samples[qid]))
         a = float(np.median(candidate.samples[qid]))
         verdict = c.verdict if abs(a - b) > min_delta else NO_CHANGE
+        excused = None if verdict == c.verdict else c.verdict
         out[qid] = replace(c, baseline_median=b, candidate_median=a, verdict=verdict,
-                           adjusted=True)  # fmt: skip
+                           adjusted=True, min_delta_ms=min_delta, excused=excused)  # fmt: skip
     return out
 
 
