@@ -1,5 +1,5 @@
 """Concurrent writers during opt1, up and down: every committed write survives, nothing else
-changes. The harness is the benchmark's (benchmarks/writers_during_opt1.py), at ~5k rows."""
+changes. The harness is the benchmarks' (benchmarks/live_app.py), at ~5k rows."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 from stage4 import migrations, seed
 from stage4.config import settings
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "writers_during_opt1.py"
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "live_app.py"
 
 
 @pytest.fixture(scope="module")
 def harness():
-    spec = importlib.util.spec_from_file_location("writers_during_opt1", BENCH)
+    spec = importlib.util.spec_from_file_location("live_app", BENCH)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
