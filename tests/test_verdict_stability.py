@@ -98,12 +98,6 @@ class TestInjectedSlowdown:
         twice = bench.run(seeded_url, label="TWICE", save=False, **ROUNDS)
         # min_delta_ms=0: at 2,000 rows the search takes a few milliseconds, about the
         # gate's practical floor; the statistical rule itself is under test here.
-        print(
-            "DBG",
-            _ms_per_integer(seeded_url),
-            [np.median(r.samples["Q4"]) for r in (before, noop, twice)],
-            [np.median(r.control) for r in (before, noop, twice)],
-        )
         quiet = stats.compare_bench(before, noop)["Q4"]
         assert quiet.verdict == stats.NO_CHANGE, quiet
         slow = stats.compare_bench(noop, twice)["Q4"]

@@ -8,6 +8,9 @@ and one it must not (far away, or in another year for the monthly counts), and r
 query after each. Fresh: the first canary changes the answer, the second does not. A
 query whose answer ignores the first canary reads something older than the table: stale.
 
+The three answers are taken in one REPEATABLE READ snapshot, so rows the app commits
+meanwhile do not move them: on a database in use, only the canaries can.
+
 The canaries carry negative ids (never handed out by the identity sequence), so Q2's and
 Q6's order by id puts them first, and nothing of them survives the rollback: no row, no
 sequence value (explicit ids), no trigger side effect, nothing decoded for replication.
@@ -130,6 +133,9 @@ def check(conn, s: Settings, anchors: workload.Anchors) -> dict[str, Result]:
 
         try:
             with conn.transaction(force_rollback=True):
+                # one snapshot: the app's commits meanwhile do not move the answer, only
+                # the canaries (this transaction's own rows) can
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 before = answer()
                 _insert(conn, s, must_not, CANARY_IDS[1])
                 ignored = answer() == before

@@ -41,7 +41,7 @@ def judge(
     vs_prev = stats.compare_bench(_without(previous, failed), run, **kw)
     same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()
             if q not in failed}  # fmt: skip
-    same = _moved_with_app_writes(same, run, rec)
+    same, changed = _moved_with_app_writes(same, run, rec, url, s)
     results = stats.gate_verdict({}, same)  # the app's answers: gated at every step
     decision = stats.gate_verdict(vs_base)
     rec.comparisons = {q: c.to_dict() for q, c in vs_base.items()}
@@ -60,12 +60,12 @@ def judge(
         + [f"promise broken: {b}" for b in broken]
         + list(failed.values())
     )
-    rec.reasons += results.reasons + stale + workload
+    rec.reasons += results.reasons + changed + stale + workload
     unjudged = sorted(set(run.samples) - set(base.samples))
     if unjudged:
         rec.notes.append(f"measured, not judged (not in the baseline run {base.run_id}): "
                          f"{', '.join(unjudged)}; store a baseline with the same --workload")  # fmt: skip
-    return not broken and not failed and results.go and not stale, pays
+    return not broken and not failed and results.go and not changed and not stale, pays
 
 
 def _promises(run: RolloutRun, rec: StepRecord, before: StepStart) -> list[str]:
@@ -167,22 +167,55 @@ def rows_kept(conn, s, rec: StepRecord, hash_moved: bool) -> list[str]:
     return ["every row kept as it was (content hash of the reference columns)"]
 
 
-def _moved_with_app_writes(same: dict[str, bool], run, rec: StepRecord) -> dict[str, bool]:
-    """Results that differ from the baseline's while the app wrote rows between the two runs
-    are the app's doing, not the step's: not compared, said in a note (the fingerprints are
-    taken seconds apart at best, on data the app changes)."""
+def _moved_with_app_writes(
+    same: dict[str, bool], run, rec: StepRecord, url: str, s
+) -> tuple[dict[str, bool], list[str]]:
+    """Results that differ from the baseline's while the app wrote rows between the two runs:
+    compared where the rows cannot move (``stage4.fingerprints``). An RPC is run beside its
+    base SQL in one snapshot: the same answer is the app's writes (a note), another is a
+    changed result (a NO-GO reason, returned). The app's own SQL is sent unchanged, on rows
+    the step keeps (checked apart): its moved answer is the app's writes (a note).
+
+    Returns ``same`` with the differences so explained marked equal, and the reasons."""
+    from stage4 import fingerprints
+
     differ = [q for q, ok in same.items() if not ok]
     if not differ:
-        return same
+        return same, []
     # Counted only while this rollout ran, and never across the canary check (its rows,
     # rolled back, count as inserts): a quiet database keeps the strict comparison.
     during = (run.environment.get("load") or {}).get("app_writes")
     wrote = sum(n or 0 for n in ((rec.counters or {}).get("earlier"), rec.app_writes, during))
     if not wrote:
-        return same
-    rec.notes.append(f"results of {', '.join(differ)} not compared: the app wrote {wrote} rows "
-                     "while this rollout ran, so since the baseline run")  # fmt: skip
-    return {q: True for q in same}
+        return same, []
+    out, reasons = dict(same), []
+    checked = fingerprints.compare_rpcs(url, s, differ)
+    moved = [q for q in differ if q not in checked]
+    out.update(dict.fromkeys(moved, True))
+    for qid, c in checked.items():
+        stale = (rec.freshness.get(qid) or {}).get("fresh") is False
+        out[qid] = True
+        if c.same:
+            rec.notes.append(
+                f"{qid} compared in one snapshot with its base SQL (revision "
+                f"schema's body): same results ({c.detail}); its answer moved "
+                f"since the baseline run with the {wrote} rows the app wrote"
+            )
+        elif c.same is None or stale:
+            why = c.detail if c.same is None else "differs: the stale read named above"
+            rec.notes.append(f"{qid} in one snapshot with its base SQL: {why}")
+        else:
+            reasons.append(
+                f"{qid} result changed: in one snapshot the RPC returns other rows "
+                f"than its base SQL (revision schema's body; {c.detail})"
+            )
+    if moved:
+        rec.notes.append(
+            f"results of {', '.join(moved)} moved with the {wrote} rows the app "
+            "wrote since the baseline run: SQL the app sends unchanged, on rows "
+            "the step keeps"
+        )
+    return out, reasons
 
 
 def rows_hash(conn, s) -> str | None:
