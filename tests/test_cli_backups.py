@@ -154,7 +154,7 @@ def test_throughput_bar_counts_seconds() -> None:
     from rich.console import Console
     from rich.progress import Progress
 
-    from stage4.cli import _Count
+    from stage4.progress import _Count
 
     with Progress(_Count(), console=Console(file=io.StringIO(), force_terminal=True)) as bar:
         clock = bar.add_task("throughput", total=3, clock=True)

@@ -27,8 +27,8 @@ A run, in order:
    ``samples``: per round, the query's mean over its ``sets`` executions, so every
    sample measures the same work and its spread is the machine's noise, not the
    difference between a 50-metre and a 5-km viewport (with per-execution samples
-   that mixture made the interval of the median span x0.3–x3, and a real 2x
-   regression went unflagged). Before every query a CPU-bound control
+   that mixture widens the interval of the median until a real regression goes
+   unflagged). Before every query a CPU-bound control
    (``CONTROL_SQL``, no table) is timed and recorded (``control_ms``): it tells
    how loaded the machine was, round by round; the comparison uses it to discount the
    machine's own changes of speed (``stats``, "Machine drift");
@@ -79,7 +79,7 @@ THROUGHPUT_SETS = 12
 PGBENCH_SCRIPTS = 128  # pgbench takes at most this many script files
 REWRITE_ROUNDS = 5
 # CPU-bound, touches no table: how fast the machine is right now (see the docstring).
-CONTROL_SQL = "SELECT sum(i) FROM generate_series(1, 30000) AS i"  # per query; pgbench takes at most 128 script files
+CONTROL_SQL = "SELECT sum(i) FROM generate_series(1, 30000) AS i"
 Progress = Callable[[str, int, int], None]
 _GUCS = (
     "shared_buffers",
@@ -141,8 +141,8 @@ def run(
         scripts = _throughput_scripts(conn, draw, seed)
         before = _cache_counters(conn, s)
         # Throughput first: every latency phase then follows the same saturating load
-        # (on a burstable VM the first minute after idling runs faster; a baseline taken
-        # on a rested machine made every later run look 10-30 % slower).
+        # (on a burstable VM the first minute after idling runs faster: a baseline taken
+        # on a rested machine would make every later run look slower).
         qps, tool = _throughput(url, scripts, concurrency, duration, seed, tick)
         executions, control = _latency(conn, draw, iterations, tick)
         conn.execute("SELECT pg_stat_force_next_flush()")

@@ -14,12 +14,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, ProgressColumn
-from rich.progress_bar import ProgressBar
-from rich.text import Text
 from typer.core import TyperGroup
 
 from stage4.errors import Stage4Error
+from stage4.progress import Live, bench_bars
 from stage4.retry import DEFAULT_RETRIES
 
 
@@ -99,10 +97,20 @@ WorkloadOpt = Annotated[
         "Default: the workload key of pyproject.toml's tool.stage4 table.",
     ),
 ]
+
+
+def _duration(value: str | None) -> str | None:
+    """--lock-timeout's value, checked as a PostgreSQL duration before anything runs."""
+    from stage4.migrations import check_timeout
+
+    return None if value is None else check_timeout(value)
+
+
 LockTimeoutOpt = Annotated[
     str | None,
     typer.Option(
         "--lock-timeout",
+        callback=_duration,
         help="How long each step may wait for a table lock (e.g. 5s, 500ms); "
         "default: [tool.stage4] lock_timeout.",
     ),
@@ -230,9 +238,13 @@ def seed(
     with connect(url) as conn, Progress(console=err, transient=True) as bar:
         task = bar.add_task("seeding", total=features)
         result = seeding.seed(
-            conn, settings(), features=features, seed=seed_, append=append,
+            conn,
+            settings(),
+            features=features,
+            seed=seed_,
+            append=append,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )  # fmt: skip
+        )
     out.print(
         f"seeded {result.inserted} features in {result.seconds:.1f} s "
         f"({result.total} rows in {settings().qualified_table})"
@@ -247,75 +259,114 @@ class Judge(StrEnum):
     target = "target"
 
 
+ToOpt = Annotated[str, typer.Option("--to", help="Target revision (schema, opt1 … opt5, head).")]
+ReportsOpt = Annotated[Path, typer.Option(help="A folder per run goes here.")]
+GateIterOpt = Annotated[int | None, typer.Option(min=1, help="Latency iterations.")]
+GateConcOpt = Annotated[int | None, typer.Option(min=1, help="Throughput clients.")]
+GateDurOpt = Annotated[float | None, typer.Option(min=0.5, help="Throughput seconds.")]
+BackupDirOpt = Annotated[Path, typer.Option(help="Where the pg_dump file goes.")]
+KeepBackupsOpt = Annotated[
+    int, typer.Option(min=1, help="Keep this many newest stage4 dumps in --backup-dir.")
+]
+ThresholdOpt = Annotated[
+    float, typer.Option(min=0.001, help="Slower by more than this fraction = regression.")
+]
+ConfidenceOpt = Annotated[
+    float, typer.Option(min=0.5, max=0.999, help="Confidence of the bootstrap interval.")
+]
+MinDeltaOpt = Annotated[
+    float, typer.Option(min=0.0, help="…and by more than this many ms (median).")
+]
+ExpectOpt = Annotated[
+    int | None, typer.Option(help="Refuse unless the table holds exactly this many rows.")
+]
+JudgeOpt = Annotated[
+    Judge,
+    typer.Option(
+        help="each: every step against the baseline, a NO-GO rolls that step back. "
+        "target: the steps as one package, each verified and measured, only --to gated; "
+        "a NO-GO rolls them all back.",
+    ),
+]
+AcceptStaleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--accept-stale",
+        help="Accept reads served from a materialized view older than the table, within "
+        "the staleness budget their revision declares (otherwise a stale read is NO-GO).",
+    ),
+]
+AcceptDriftOpt = Annotated[
+    bool,
+    typer.Option(
+        "--accept-drift",
+        help="Start even when the catalog drifted from what the revision promises "
+        "(see `stage4 drift`).",
+    ),
+]
+KeepUnjudgedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--keep-unjudged",
+        help="Interrupted (Ctrl-C, SIGTERM): keep a step that committed but was not judged "
+        "yet, recorded as unjudged (the next upgrade judges it); default: roll it back.",
+    ),
+]
+
+
+GateOpt = Annotated[
+    bool, typer.Option("--gate/--no-gate", help="--no-gate: keep steps even when NO-GO.")
+]
+BackupOpt = Annotated[bool, typer.Option("--backup/--no-backup", help="pg_dump first.")]
+ScratchOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="An empty database to rehearse in (default: a new one on the "
+        "embedded cluster, dropped afterwards)."
+    ),
+]
+SampleOpt = Annotated[
+    int | None, typer.Option(min=1, help="Copy only this many rows of the table.")
+]
+RehearseDriftOpt = Annotated[
+    bool, typer.Option("--accept-drift", help="Rehearse even when the source drifted.")
+]
+
+
+def _gate_options(ctx: typer.Context, **given):
+    """The rollout's options: every command option named as a GateOptions field, and
+    ``given`` (options whose name or type differ)."""
+    from dataclasses import fields
+
+    from stage4.rollout import GateOptions
+
+    names = {f.name for f in fields(GateOptions)}
+    return GateOptions(**{k: v for k, v in ctx.params.items() if k in names} | given)
+
+
 @app.command()
 def upgrade(
-    to: Annotated[
-        str, typer.Option("--to", help="Target revision (schema, opt1 … opt5, head).")
-    ] = "head",
-    gate_: Annotated[
-        bool, typer.Option("--gate/--no-gate", help="--no-gate: keep steps even when NO-GO.")
-    ] = True,
-    backup: Annotated[bool, typer.Option("--backup/--no-backup", help="pg_dump first.")] = True,
-    backup_dir: Annotated[Path, typer.Option(help="Where the pg_dump file goes.")] = Path(
-        "backups"
-    ),
-    keep_backups: Annotated[
-        int,
-        typer.Option(min=1, help="Keep this many newest stage4 dumps in --backup-dir."),
-    ] = 5,
-    reports_dir: Annotated[Path, typer.Option(help="A folder per run goes here.")] = Path(
-        "reports"
-    ),
-    threshold: Annotated[
-        float, typer.Option(min=0.001, help="Slower by more than this fraction = regression.")
-    ] = 0.10,
-    confidence: Annotated[
-        float, typer.Option(min=0.5, max=0.999, help="Confidence of the bootstrap interval.")
-    ] = 0.95,
-    min_delta_ms: Annotated[
-        float, typer.Option(min=0.0, help="…and by more than this many ms (median).")
-    ] = 2.0,
-    iterations: Annotated[int | None, typer.Option(min=1, help="Latency iterations.")] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Throughput clients.")] = None,
-    duration: Annotated[float | None, typer.Option(min=0.5, help="Throughput seconds.")] = None,
-    expect_features: Annotated[
-        int | None, typer.Option(help="Refuse unless the table holds exactly this many rows.")
-    ] = None,
+    ctx: typer.Context,
+    to: ToOpt = "head",
+    gate_: GateOpt = True,
+    backup: BackupOpt = True,
+    backup_dir: BackupDirOpt = Path("backups"),
+    keep_backups: KeepBackupsOpt = 5,
+    reports_dir: ReportsOpt = Path("reports"),
+    threshold: ThresholdOpt = 0.10,
+    confidence: ConfidenceOpt = 0.95,
+    min_delta_ms: MinDeltaOpt = 2.0,
+    iterations: GateIterOpt = None,
+    concurrency: GateConcOpt = None,
+    duration: GateDurOpt = None,
+    expect_features: ExpectOpt = None,
     lock_timeout: LockTimeoutOpt = None,
     lock_retries: LockRetriesOpt = DEFAULT_RETRIES,
-    judge: Annotated[
-        Judge,
-        typer.Option(
-            help="each: every step against the baseline, a NO-GO rolls that step back. "
-            "target: the steps as one package, each verified and measured, only --to gated; "
-            "a NO-GO rolls them all back.",
-        ),
-    ] = Judge.each,
-    accept_stale: Annotated[
-        bool,
-        typer.Option(
-            "--accept-stale",
-            help="Accept reads served from a materialized view older than the table, within "
-            "the staleness budget their revision declares (otherwise a stale read is NO-GO).",
-        ),
-    ] = False,
-    accept_drift: Annotated[
-        bool,
-        typer.Option(
-            "--accept-drift",
-            help="Start even when the catalog drifted from what the revision promises "
-            "(see `stage4 drift`).",
-        ),
-    ] = False,
+    judge: JudgeOpt = Judge.each,
+    accept_stale: AcceptStaleOpt = False,
+    accept_drift: AcceptDriftOpt = False,
     workload: WorkloadOpt = None,
-    keep_unjudged: Annotated[
-        bool,
-        typer.Option(
-            "--keep-unjudged",
-            help="Interrupted (Ctrl-C, SIGTERM): keep a step that committed but was not judged "
-            "yet, recorded as unjudged (the next upgrade judges it); default: roll it back.",
-        ),
-    ] = False,
+    keep_unjudged: KeepUnjudgedOpt = False,
 ) -> None:
     """Upgrade one revision at a time to --to, benchmarking each step against the baseline.
 
@@ -324,34 +375,19 @@ def upgrade(
     can be judged with it: --judge target.
     Example: stage4 upgrade --to opt3
     """
-    from stage4 import gate, migrations, report
+    from stage4 import gate, report
 
-    if lock_timeout is not None:
-        lock_timeout = migrations.check_timeout(lock_timeout)
-    opts = gate.GateOptions(
-        threshold=threshold, confidence=confidence, min_delta_ms=min_delta_ms,
-        iterations=iterations,
-        concurrency=concurrency, duration=duration, gate=gate_, backup=backup,
-        backup_dir=backup_dir, reports_dir=reports_dir, expect_features=expect_features,
-        lock_timeout=lock_timeout, judge=judge.value, accept_stale=accept_stale,
-        accept_drift=accept_drift, lock_retries=lock_retries,
-        workload=workload,
-        keep_unjudged=keep_unjudged,
-    )  # fmt: skip
-    url = _url()
-    began = time.time()
+    opts = _gate_options(ctx, gate=gate_, judge=judge.value)
+    url, began = _url(), time.time()
     try:
-        with _live() as (phase, progress):
+        with Live(err) as (phase, progress):
             rollout = gate.upgrade(url, to, opts, phase=phase, progress=progress)
     except Stage4Error:
         if backup:  # a dump taken by this run is what a user may need now: say where
             _backup_lines(url, backup_dir, keep_backups, began, console=err)
         raise
     for step in rollout.steps:
-        secs = f"{step.upgrade_seconds:.1f} s" if step.upgrade_seconds is not None else "–"
-        margin = report.margins(step)
-        out.print(f"{step.revision}: {step.verdict} ({margin + ', ' if margin else ''}"
-                  f"upgrade {secs})", markup=False)  # fmt: skip
+        out.print(report.step_line(step), markup=False)
     if backup:
         _backup_lines(url, backup_dir, keep_backups, began, console=out)
     if rollout.folder:
@@ -367,101 +403,15 @@ def _backup_lines(url: str, folder: Path, keep: int, since: float, console: Cons
     taken, gone = backup.retain(folder, keep, since)
     if taken is not None:
         console.print(f"backup: {taken}", markup=False, highlight=False)
-        console.print(f"restore it with: {backup.restore_command(taken, url)}", markup=False,
-                      highlight=False)  # fmt: skip
+        console.print(
+            f"restore it with: {backup.restore_command(taken, url)}", markup=False, highlight=False
+        )
     if gone:
-        console.print(f"removed {len(gone)} older backup(s) from {folder} "
-                      f"(--keep-backups {keep})", markup=False, highlight=False)  # fmt: skip
-
-
-class _Live:
-    """Gate progress. On a terminal: a line per phase and a bar for long work (the
-    throughput phase, counted in seconds, shows seconds elapsed of its total). Elsewhere
-    (CI logs, pipes): one plain line per phase and per measured part, with its duration."""
-
-    def __enter__(self):
-        self.clock = time.monotonic
-        self.tty = err.is_terminal
-        self.open: tuple[str, float] | None = None  # the phase running, when it began
-        self.details: list[str] = []
-        self.started: dict[str, float] = {}
-        self.tasks: dict[str, object] = {}
-        if self.tty:
-            from rich.progress import Progress, SpinnerColumn, TextColumn
-
-            self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), _Bar(),
-                                _Count(), console=err, transient=True)  # fmt: skip
-            self.bar.__enter__()
-        return self.phase, self.progress
-
-    def _close(self) -> None:
-        if self.open is not None:
-            text, began = self.open
-            err.print(f"{text}: {self.clock() - began:.1f} s", markup=False, highlight=False)
-            self.open = None
-        for line in self.details:
-            err.print(line, markup=False, highlight=False)
-        self.details.clear()
-
-    def phase(self, step: str, text: str) -> None:
-        if self.tty:
-            from rich.markup import escape
-
-            self.bar.console.print(f"[bold]{escape(step)}[/bold] {escape(text)}", highlight=False)
-            return
-        if text.startswith("[") and self.open is not None:
-            self.details.append(f"{step} {text}")  # a check's result ("[ok] postgis: 3.3.2"),
-            return  # printed under the line of the phase that found it
-        self._close()
-        self.open = (f"{step} {text}", self.clock())
-
-    def progress(self, what: str, done: int, total: int) -> None:
-        if not self.tty:
-            began = self.started.setdefault(what, self.clock())
-            if done >= total:
-                del self.started[what]
-                unit = " s" if what == "throughput" else ""
-                err.print(f"  {what} {total}{unit}: {self.clock() - began:.1f} s", markup=False,
-                          highlight=False)  # fmt: skip
-            return
-        if what not in self.tasks:
-            self.tasks[what] = self.bar.add_task(what, total=total, clock=what == "throughput")
-        self.bar.update(self.tasks[what], completed=done, total=total)
-        if done >= total:
-            self.bar.remove_task(self.tasks.pop(what))
-
-    def __exit__(self, *exc) -> None:
-        if self.tty:
-            self.bar.__exit__(*exc)
-        else:  # on an error too: the log shows how far it got and what the checks found
-            self._close()
-
-
-def _clock_done(task) -> float:
-    """A task counted in seconds advances with the clock (its worker reports only the end)."""
-    if task.fields.get("clock") and task.total:
-        return min(task.elapsed or 0.0, task.total)
-    return task.completed
-
-
-class _Bar(BarColumn):
-    def render(self, task):
-        return ProgressBar(total=max(0, task.total or 0), completed=_clock_done(task),
-                           width=self.bar_width, pulse=not task.started,
-                           animation_time=task.get_time())  # fmt: skip
-
-
-class _Count(ProgressColumn):
-    """``done/total``, or ``elapsed/total s`` for a task counted in seconds."""
-
-    def render(self, task):
-        if task.fields.get("clock"):
-            return Text(f"{int(_clock_done(task))}/{task.total:.0f} s")
-        return Text(f"{task.completed}/{task.total}")
-
-
-def _live() -> _Live:
-    return _Live()
+        console.print(
+            f"removed {len(gone)} older backup(s) from {folder} (--keep-backups {keep})",
+            markup=False,
+            highlight=False,
+        )
 
 
 @app.command(context_settings={"ignore_unknown_options": True})
@@ -475,56 +425,44 @@ def downgrade(
 
     Example: stage4 downgrade -1
     """
-    from stage4 import migrations
+    from stage4 import gate, migrations
     from stage4.errors import ConfigError
 
-    locking = (
-        {} if lock_timeout is None else {"lock_timeout": migrations.check_timeout(lock_timeout)}
-    )
     n = None if to is not None or relative in (None, "-1") else _relative(relative)
     if to is not None and relative is not None:
         raise ConfigError("downgrade takes -N or --to REV, not both")
     url = _url()
     to = migrations.downgrade_target(url, n, to)  # out of reach: refused before any change
-    from stage4 import gate
 
-    steps = gate.downgrade(url, to, lock_timeout=locking.get("lock_timeout"),
-                           phase=lambda step, text: err.print(f"{step}: {text} …"),
-                           lock_retries=lock_retries)  # fmt: skip
+    def said(step: str, text: str) -> None:
+        err.print(f"{step}: {text} …")
+
+    steps = gate.downgrade(
+        url, to, lock_timeout=lock_timeout, phase=said, lock_retries=lock_retries
+    )
     for step in steps:
         checks = f"; verified: {', '.join(step.verified)}" if step.verified else ""
         then = "".join(f"; {note}" for note in gate.settled_notes(step.settled))
-        out.print(f"{step.revision}: rolled back in {step.seconds:.2f} s, every row kept"
-                  f"{checks}{then}", markup=False)  # fmt: skip
+        line = f"{step.revision}: rolled back in {step.seconds:.2f} s, every row kept"
+        out.print(f"{line}{checks}{then}", markup=False)
     _summary(url)
 
 
 @app.command()
 def rehearse(
-    to: Annotated[str, typer.Option("--to", help="Target revision.")] = "head",
-    scratch_url: Annotated[
-        str | None,
-        typer.Option(
-            help="An empty database to rehearse in (default: a new one on the "
-            "embedded cluster, dropped afterwards)."
-        ),
-    ] = None,
-    sample: Annotated[
-        int | None, typer.Option(min=1, help="Copy only this many rows of the table.")
-    ] = None,
+    ctx: typer.Context,
+    to: ToOpt = "head",
+    scratch_url: ScratchOpt = None,
+    sample: SampleOpt = None,
     keep: Annotated[bool, typer.Option(help="Keep the embedded scratch database.")] = False,
-    reports_dir: Annotated[Path, typer.Option(help="A folder per run goes here.")] = Path(
-        "reports"
-    ),
-    iterations: Annotated[int | None, typer.Option(min=1, help="Latency iterations.")] = None,
-    concurrency: Annotated[int | None, typer.Option(min=1, help="Throughput clients.")] = None,
-    duration: Annotated[float | None, typer.Option(min=0.5, help="Throughput seconds.")] = None,
+    reports_dir: ReportsOpt = Path("reports"),
+    iterations: GateIterOpt = None,
+    concurrency: GateConcOpt = None,
+    duration: GateDurOpt = None,
     judge: Annotated[Judge, typer.Option(help="As for upgrade.")] = Judge.each,
     lock_timeout: LockTimeoutOpt = None,
     lock_retries: LockRetriesOpt = DEFAULT_RETRIES,
-    accept_drift: Annotated[
-        bool, typer.Option("--accept-drift", help="Rehearse even when the source drifted.")
-    ] = False,
+    accept_drift: RehearseDriftOpt = False,
 ) -> None:
     """Rehearse `upgrade --to` on a copy of the database; the source is only read (pg_dump).
 
@@ -532,29 +470,21 @@ def rehearse(
     in the rehearsal: exit code 3.
     Example: stage4 rehearse --to opt3 --sample 100000
     """
-    from stage4 import gate, migrations
     from stage4 import rehearse as rehearsal
 
-    if lock_timeout is not None:
-        lock_timeout = migrations.check_timeout(lock_timeout)
-    opts = gate.GateOptions(iterations=iterations, concurrency=concurrency, duration=duration,
-                            reports_dir=reports_dir, lock_timeout=lock_timeout,
-                            lock_retries=lock_retries, judge=judge.value,
-                            accept_drift=accept_drift)  # fmt: skip
-    with _live() as (phase, progress):
-        r = rehearsal.run(_url(), to, opts, scratch_url=scratch_url, sample=sample, keep=keep,
-                          phase=phase, progress=progress)  # fmt: skip
-    out.print(f"rehearsal of {r.source} ({r.revision}) to {r.target} in {r.scratch}: "
-              f"{r.rows} rows copied in {r.copy_seconds:.1f} s", markup=False)  # fmt: skip
-    for step in r.steps:
-        up, back = step.get("upgrade_seconds"), step.get("rollback_seconds")
-        times = f"upgrade {up:.1f} s" if up is not None else "upgrade –"
-        times += f", rollback {back:.1f} s" if back is not None else ""
-        out.print(f"{step['revision']}: {step['verdict']} ({times})", markup=False)
-        for note in step.get("notes", []):
-            if "lock timeout on try" in note:
-                out.print(f"  lock wait: {note}", markup=False)
-    for line in r.notes + r.baselines:
+    opts = _gate_options(ctx, judge=judge.value)
+    with Live(err) as (phase, progress):
+        r = rehearsal.run(
+            _url(),
+            to,
+            opts,
+            scratch_url=scratch_url,
+            sample=sample,
+            keep=keep,
+            phase=phase,
+            progress=progress,
+        )
+    for line in _rehearsal_lines(r):
         out.print(line, markup=False)
     out.print(rehearsal.hardware(r.source, r.scratch), markup=False)
     if r.report:
@@ -562,6 +492,23 @@ def rehearse(
     out.print(r.outcome, markup=False)
     if r.no_go:
         raise typer.Exit(3)
+
+
+def _rehearsal_lines(r):
+    """What was copied, each step's verdict, durations and lock waits, the notes."""
+    yield (
+        f"rehearsal of {r.source} ({r.revision}) to {r.target} in {r.scratch}: "
+        f"{r.rows} rows copied in {r.copy_seconds:.1f} s"
+    )
+    for step in r.steps:
+        up, back = step.get("upgrade_seconds"), step.get("rollback_seconds")
+        times = f"upgrade {up:.1f} s" if up is not None else "upgrade –"
+        times += f", rollback {back:.1f} s" if back is not None else ""
+        yield f"{step['revision']}: {step['verdict']} ({times})"
+        for note in step.get("notes", []):
+            if "lock timeout on try" in note:
+                yield f"  lock wait: {note}"
+    yield from r.notes + r.baselines
 
 
 def _relative(text: str) -> int:
@@ -585,33 +532,44 @@ def status(
 
     info = state.collect(_url(), settings(), reports_dir)
     _print_where(info)
-    out.print(f"pending: {', '.join(info['pending']) or 'none'}")
+    for line in _status_lines(info):
+        out.print(line, markup=False)
+    _print_drift(info["drift"], "drift: ")
+
+
+def _status_lines(info: dict):
+    """``status.collect``'s answers past the database, revision and rows."""
+    yield f"pending: {', '.join(info['pending']) or 'none'}"
     base = info["baseline"]
-    out.print(
-        f"baseline: run {base['run_id']} at {base['revision']}, {base['started_at']:%Y-%m-%d %H:%M}, "
-        f"mean {base['mean_ms']:.2f} ms"
-        if base else "baseline: none yet (the first `stage4 upgrade` or `stage4 baseline` takes it)"
-    )  # fmt: skip
+    if base:
+        when = f"{base['started_at']:%Y-%m-%d %H:%M}"
+        yield (
+            f"baseline: run {base['run_id']} at {base['revision']}, {when}, "
+            f"mean {base['mean_ms']:.2f} ms"
+        )
+    else:
+        yield "baseline: none yet (the first `stage4 upgrade` or `stage4 baseline` takes it)"
     for r in info["latest_runs"]:
-        out.print(f"  last {r['label']}: run {r['run_id']} at {r['revision']}, "
-                  f"mean {r['mean_ms']:.2f} ms, {r['qps'] or 0:.0f} QPS", markup=False)  # fmt: skip
-    roll = info["last_rollout"]
+        yield (
+            f"  last {r['label']}: run {r['run_id']} at {r['revision']}, "
+            f"mean {r['mean_ms']:.2f} ms, {r['qps'] or 0:.0f} QPS"
+        )
     if info["rollout_running"]:
-        out.print(f"rollout running: {info['rollout_running']}", markup=False)
-    if roll:
-        out.print(f"last rollout ({roll['path']}): {roll['outcome']}", markup=False)
-        for step in roll["steps"]:
-            out.print(f"  {step['revision']}: {step['verdict']}", markup=False)
+        yield f"rollout running: {info['rollout_running']}"
+    if roll := info["last_rollout"]:
+        yield f"last rollout ({roll['path']}): {roll['outcome']}"
+        yield from (f"  {step['revision']}: {step['verdict']}" for step in roll["steps"])
     if info["unjudged"]:
         names = ", ".join(info["unjudged"])
-        out.print(f"unjudged: {names} applied, never judged (`stage4 upgrade` judges it, "
-                  f"`stage4 downgrade` removes it)", markup=False)  # fmt: skip
+        yield (
+            f"unjudged: {names} applied, never judged (`stage4 upgrade` judges it, "
+            "`stage4 downgrade` removes it)"
+        )
     jobs = info["cron_jobs"]
     if jobs is None:
-        out.print("pg_cron: not installed in this database (refresh: `stage4 refresh`)")
+        yield "pg_cron: not installed in this database (refresh: `stage4 refresh`)"
     else:
-        out.print(f"pg_cron jobs: {', '.join(f'{j} ({sch})' for j, sch, _ in jobs) or 'none'}")
-    _print_drift(info["drift"], "drift: ")
+        yield f"pg_cron jobs: {', '.join(f'{j} ({sch})' for j, sch, _ in jobs) or 'none'}"
 
 
 def _print_drift(found, prefix: str = "") -> None:
@@ -699,20 +657,13 @@ def refresh() -> None:
 
 # ------------------------------------------------------------------ benchmark
 # bench / baseline / compare: thin wrappers over stage4.bench, stage4.store, stage4.stats.
-def _bench_progress():
-    from rich.progress import Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description:>12}"), _Bar(), _Count(), TimeElapsedColumn(),
-                    console=err, transient=True)  # fmt: skip
-
-
 def _measure(
     label: str, iterations: int, concurrency: int, duration: float, workload: Path | None = None
 ):
     from stage4 import bench
 
     url = _url()  # a bad URL fails before the progress display opens
-    with _bench_progress() as bar:
+    with bench_bars(err) as bar:
         tasks: dict[str, object] = {}
 
         def progress(what: str, done: int, total: int) -> None:
@@ -720,8 +671,15 @@ def _measure(
                 tasks[what] = bar.add_task(what, total=total, clock=what == "throughput")
             bar.update(tasks[what], completed=done, total=total)
 
-        return bench.run(url, label=label, iterations=iterations, concurrency=concurrency,
-                         duration=duration, progress=progress, workload_dir=workload)  # fmt: skip
+        return bench.run(
+            url,
+            label=label,
+            iterations=iterations,
+            concurrency=concurrency,
+            duration=duration,
+            progress=progress,
+            workload_dir=workload,
+        )
 
 
 def _run_table(run) -> None:
@@ -733,19 +691,22 @@ def _run_table(run) -> None:
     for col in ("query", "app sends", "p50 ms", "mean ms", "p95 ms", "p99 ms", "fingerprint"):
         table.add_column(col, justify="left" if col in ("query", "app sends") else "right")
     for qid, s in run.summary.items():
-        table.add_row(f"{qid} {TITLES.get(qid, '')}", CONTRACT.get(qid, "SQL"),
-                      f"{s['p50']:.2f}", f"{s['mean']:.2f}", f"{s['p95']:.2f}", f"{s['p99']:.2f}",
-                      run.fingerprints.get(qid, "")[:12])  # fmt: skip
+        figures = [f"{s[k]:.2f}" for k in ("p50", "mean", "p95", "p99")]
+        title = f"{qid} {TITLES.get(qid, '')}"
+        table.add_row(title, CONTRACT.get(qid, "SQL"), *figures, run.fingerprints.get(qid, "")[:12])
     out.print(table)
     o = run.overall
     hit = "–" if o["cache_hit_pct"] is None else f"{o['cache_hit_pct']:.2f} %"
-    out.print(f"overall: mean {o['mean']:.2f} ms, p50 {o['p50']:.2f}, p95 {o['p95']:.2f}, "
-              f"p99 {o['p99']:.2f} ms; {o['qps']:.1f} QPS ({run.concurrency} clients, "
-              f"{run.duration:g} s); cache hit {hit}; run took {run.seconds:.1f} s")  # fmt: skip
+    out.print(
+        f"overall: mean {o['mean']:.2f} ms, p50 {o['p50']:.2f}, p95 {o['p95']:.2f}, "
+        f"p99 {o['p99']:.2f} ms; {o['qps']:.1f} QPS ({run.concurrency} clients, "
+        f"{run.duration:g} s); cache hit {hit}; run took {run.seconds:.1f} s"
+    )
     for qid, found in run.environment.get("available_rewrites", {}).items():
         for name, r in found.items():
-            gain = (f"x{r['speedup']:.2f} ({r['app_ms']:.2f} -> {r['rewrite_ms']:.2f} ms)"
-                    if r.get("speedup") else "not timed")  # fmt: skip
+            gain = "not timed"
+            if r.get("speedup"):
+                gain = f"x{r['speedup']:.2f} ({r['app_ms']:.2f} -> {r['rewrite_ms']:.2f} ms)"
             same = "same results" if r["same_results"] else "DIFFERENT results"
             out.print(f"available if your app adopts it: {qid} by {name}: {gain}, {same}")
 
@@ -801,22 +762,13 @@ def baseline(
     Refuses to replace an existing baseline unless --force (old ones stay in history).
     Example: stage4 baseline --force
     """
-    from stage4 import locks, store
-    from stage4.config import settings
-    from stage4.db import connect
-    from stage4.workload import require_measured
+    from stage4 import baseline as baselines
 
-    url = _url()
-    with locks.rollout_lock(url, "baseline"):
-        with connect(url, autocommit=True) as conn:
-            store.ensure(conn, settings())
-            chosen = run_id or store.latest_run_id(conn)
-        if chosen is None:
-            err.print("no run stored yet: measuring one now")
-            chosen = _measure("BASELINE", iterations, concurrency, duration, workload).run_id
-        with connect(url, autocommit=True) as conn:
-            require_measured(store.load_run(conn, chosen), workload, f"run {chosen}")
-            store.set_baseline(conn, chosen, force=force)
+    def measure():
+        err.print("no run stored yet: measuring one now")
+        return _measure("BASELINE", iterations, concurrency, duration, workload)
+
+    chosen = baselines.choose(_url(), run_id, force=force, workload=workload, measure=measure)
     out.print(f"baseline: run {chosen}")
 
 
@@ -833,46 +785,44 @@ def compare(
 
     Example: stage4 compare 7
     """
-    from rich.table import Table
-
-    from stage4 import stats, store
-    from stage4.db import connect
-    from stage4.workload import require_measured
+    from stage4 import baseline as baselines
+    from stage4.stats import margin_line
 
     _note_rollout("a run measured meanwhile saw its load")
-    with connect(_url(), autocommit=True) as conn:
-        base, cand = store.baseline_and_run(conn, run)
-    require_measured(base, workload, f"the baseline (run {base.run_id})")
-    require_measured(cand, workload, f"run {cand.run_id}")
-    comps = stats.compare_bench(base, cand, threshold=threshold,
-                               confidence=confidence)  # fmt: skip
-    same = {q: cand.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()}
-    table = Table(
-        title=f"run {cand.run_id} {cand.label} vs baseline run {base.run_id} {base.label}"
+    c = baselines.compare(
+        _url(), run, threshold=threshold, confidence=confidence, workload=workload
     )
-    for col in (
-        "query",
-        "base p50",
-        "run p50",
-        "ratio",
-        f"{confidence:.0%} CI",
-        "verdict",
-        "result",
-    ):
-        table.add_column(col, justify="left" if col in ("query", "verdict") else "right")
-    for qid, c in comps.items():
-        table.add_row(qid, f"{c.baseline_median:.2f}", f"{c.candidate_median:.2f}",
-                      f"x{c.ratio:.2f}", f"x{c.ci_low:.2f}–x{c.ci_high:.2f}", c.verdict,
-                      "same" if same.get(qid) else "DIFFERENT")  # fmt: skip
-    out.print(table)
-    out.print(stats.margin_line(comps), markup=False)
-    b, o = base.overall, cand.overall
-    out.print(f"overall mean {b['mean']:.2f} -> {o['mean']:.2f} ms "
-              f"({100 * (o['mean'] / b['mean'] - 1):+.1f} %), geometric mean of ratios "
-              f"x{stats.geometric_mean([c.ratio for c in comps.values()]):.2f}; "
-              f"QPS {b['qps'] or 0:.1f} -> {o['qps'] or 0:.1f}")  # fmt: skip
-    decision = stats.gate_verdict(comps, same)
+    out.print(_comparison_table(c, confidence))
+    out.print(margin_line(c.queries), markup=False)
+    b, o = c.base.overall, c.run.overall
+    out.print(
+        f"overall mean {b['mean']:.2f} -> {o['mean']:.2f} ms "
+        f"({100 * (o['mean'] / b['mean'] - 1):+.1f} %), geometric mean of ratios "
+        f"x{c.ratio_mean:.2f}; QPS {b['qps'] or 0:.1f} -> {o['qps'] or 0:.1f}"
+    )
+    decision = c.decision
     out.print("GO" if decision.go else "NO-GO: " + "; ".join(decision.reasons), markup=False)
+
+
+def _comparison_table(c, confidence: float):
+    from rich.table import Table
+
+    base, run = c.base, c.run
+    table = Table(title=f"run {run.run_id} {run.label} vs baseline run {base.run_id} {base.label}")
+    columns = ("query", "base p50", "run p50", "ratio", f"{confidence:.0%} CI", "verdict", "result")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("query", "verdict") else "right")
+    for qid, q in c.queries.items():
+        table.add_row(
+            qid,
+            f"{q.baseline_median:.2f}",
+            f"{q.candidate_median:.2f}",
+            f"x{q.ratio:.2f}",
+            f"x{q.ci_low:.2f}–x{q.ci_high:.2f}",
+            q.verdict,
+            "same" if c.same.get(qid) else "DIFFERENT",
+        )
+    return table
 
 
 def _note_rollout(why: str) -> None:

@@ -149,10 +149,7 @@ def downgrade_target(url: str, steps: int | None = None, to: str | None = None) 
             return to
         if to == "base":
             rows = conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-    reach = (f"; `stage4 downgrade` reaches -1 … -{len(reachable)} ({reachable[0]} … "
-             f"{reachable[-1]}), nothing was changed" if len(reachable) > 1 else
-             f"; `stage4 downgrade` reaches -1 ({reachable[0]}), nothing was changed"
-             if reachable else "")  # fmt: skip
+    reach = _reach(reachable)
     if to == "base":
         raise MigrationError(
             f"refusing to drop {t}: it holds {rows} rows (back it up, then run "
@@ -160,6 +157,16 @@ def downgrade_target(url: str, steps: int | None = None, to: str | None = None) 
         )
     where = "past base" if to is None else f"{to} is not below {now}"
     raise ConfigError(f"{asked} from {now}: {where}{reach or ', nothing was changed'}")
+
+
+def _reach(reachable: list[str]) -> str:
+    """How far `stage4 downgrade` reaches (nearest first), for a refusal's message."""
+    if not reachable:
+        return ""
+    span = f"-1 ({reachable[0]})"
+    if len(reachable) > 1:
+        span = f"-1 … -{len(reachable)} ({reachable[0]} … {reachable[-1]})"
+    return f"; `stage4 downgrade` reaches {span}, nothing was changed"
 
 
 def previous(revision: str) -> str:

@@ -49,6 +49,13 @@ def margins(step: Any) -> str:
     return text
 
 
+def step_line(step: Any) -> str:
+    """One line per step for the terminal: verdict, margins, how long the upgrade took."""
+    secs = f"{step.upgrade_seconds:.1f} s" if step.upgrade_seconds is not None else "–"
+    margin = margins(step)
+    return f"{step.revision}: {step.verdict} ({margin + ', ' if margin else ''}upgrade {secs})"
+
+
 def _load(folder: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     rollout = json.loads((folder / "rollout.json").read_text())
     metrics = {}
