@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -57,8 +58,12 @@ def upgrade(
         raise ConfigError(f"judge must be one of {', '.join(JUDGE_MODES)}, not {opts.judge!r}")
     target = migrations.check_target(target)
     opts = opts or GateOptions()
-    rollout = Rollout(where(url), target, time.strftime("%Y-%m-%dT%H:%M:%S"),
-                      {k: str(v) for k, v in asdict(opts).items()})  # fmt: skip
+    rollout = Rollout(
+        where(url),
+        target,
+        time.strftime("%Y-%m-%dT%H:%M:%S"),
+        {k: str(v) for k, v in asdict(opts).items()},
+    )
     run = RolloutRun(url, target, opts, rollout, Said("pre-flight", "starting", phase), progress)
     with locks.rollout_lock(url, f"upgrade --to {target}"), interrupts.sigterm_as_interrupt():
         error: BaseException | None = None
@@ -116,8 +121,9 @@ def _preflight(run: RolloutRun):
     run.say("pre-flight", "checking the database")
     with connect(url) as conn:
         # read-only, but it must not queue forever behind a lock either
-        conn.execute("SELECT set_config('lock_timeout', %s, false)",
-                     (opts.lock_timeout or s.lock_timeout,))  # fmt: skip
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, false)", (opts.lock_timeout or s.lock_timeout,)
+        )
         try:
             found = preflight.run(conn, s, steps=run.pending, expect_features=opts.expect_features)
         except psycopg_errors().LockNotAvailable as e:
@@ -156,8 +162,9 @@ def _reference_schema(run: RolloutRun) -> bool:
     it was the whole rollout (the baseline is taken before the first optimisation)."""
     run.say("schema", "creating the reference schema")
     rec = StepRecord("schema")
-    _timed_upgrade(run.url, rec, run.progress, run.opts.lock_timeout, run.opts.lock_retries,
-                   run.say)  # fmt: skip
+    _timed_upgrade(
+        run.url, rec, run.progress, run.opts.lock_timeout, run.opts.lock_retries, run.say
+    )
     rec.verdict = "GO (reference schema, not gated)"
     run.rollout.steps.append(rec)
     _record(run.url, run.s)
@@ -227,8 +234,10 @@ def _begin_step(run: RolloutRun, rev: str) -> tuple[StepRecord, StepStart]:
             run.start_plans = judging.workload_plans(run.url, run.rollout.preflight)
     before = StepStart(taken, rows, visibility.at(run.url, s))  # who can see what
     rec = StepRecord(rev)
-    rec.counters = {"before": counters,
-                    "earlier": sum(st.app_writes or 0 for st in run.rollout.steps)}  # fmt: skip
+    rec.counters = {
+        "before": counters,
+        "earlier": sum(st.app_writes or 0 for st in run.rollout.steps),
+    }
     run.rollout.steps.append(rec)
     return rec, before
 
@@ -241,12 +250,14 @@ def _apply(run: RolloutRun, rec: StepRecord) -> None:
     try:
         if rev in run.carried:
             run.say(rev, "applied by a rollout that did not judge it: judging it now")
-            rec.notes.append("applied by an earlier rollout that was interrupted before "
-                             "judging it: judged now")  # fmt: skip
+            rec.notes.append(
+                "applied by an earlier rollout that was interrupted before judging it: judged now"
+            )
         else:
             run.say(rev, "upgrading")
-            _timed_upgrade(run.url, rec, run.progress, run.opts.lock_timeout,
-                           run.opts.lock_retries, run.say)  # fmt: skip
+            _timed_upgrade(
+                run.url, rec, run.progress, run.opts.lock_timeout, run.opts.lock_retries, run.say
+            )
         with interrupts.shielded():
             rec.verdict = UNJUDGED  # committed: `status` names it should we die now
             run.rollout.save()
@@ -287,14 +298,17 @@ def _reject(run: RolloutRun, rec: StepRecord, before: StepStart) -> NoReturn:
         raise MigrationError(f"NO-GO at {rev} ({'; '.join(rec.reasons)}), and {e}") from e
     if not any(st.revision in run.carried for st in run.applied):
         with connect(run.url) as conn:
-            differences = snapshot.diff(run.start if run.package else before.snapshot,
-                                        snapshot.take(conn, run.s.bench_schema))  # fmt: skip
+            differences = snapshot.diff(
+                run.start if run.package else before.snapshot,
+                snapshot.take(conn, run.s.bench_schema),
+            )
         rec.restored_exactly = not differences
         rec.notes += [f"after rollback: {d}" for d in differences]
     _record(run.url, run.s)
     rec.verdict = "NO-GO"
-    judging.rebench(run.url, rec, run.base if run.package else run.previous, run.opts, run.say,
-             run.progress)  # fmt: skip
+    judging.rebench(
+        run.url, rec, run.base if run.package else run.previous, run.opts, run.say, run.progress
+    )
     for st in run.applied[:-1]:
         st.verdict = f"rolled back with {rev} (NO-GO)"
     run.rollout.outcome = f"NO-GO at {rev}: rolled back to {migrations.current(run.url)}"
@@ -346,8 +360,11 @@ def _same_window(run: RolloutRun, stored):
 
     url, rollout, say = run.url, run.rollout, run.say
     taken = (stored.started_at or "")[:19].replace("T", " ") or "an earlier run"
-    say("baseline", f"measuring {migrations.current(url)} now (the stored baseline, run "
-                    f"{stored.run_id}, is from {taken})")  # fmt: skip
+    say(
+        "baseline",
+        f"measuring {migrations.current(url)} now (the stored baseline, run "
+        f"{stored.run_id}, is from {taken})",
+    )
     now = bench.run(url, label="BASELINE", progress=run.progress, **judging.bench_kw(run.opts))
     rollout.stored_baseline_run_id = stored.run_id
     rollout.reference_notes.append(
@@ -389,8 +406,7 @@ def _interrupted(run: RolloutRun, during: str) -> interrupts.Interrupted:
     elif opts.keep_unjudged:
         for st in open_:
             st.verdict = "unjudged (kept with --keep-unjudged)"
-        done = (f"{names} kept, not judged (--keep-unjudged): the next `stage4 upgrade` "
-                "judges it")  # fmt: skip
+        done = f"{names} kept, not judged (--keep-unjudged): the next `stage4 upgrade` judges it"
     else:
         try:
             _roll_back(url, open_, opts, say, "interrupted before it was judged")
@@ -403,9 +419,11 @@ def _interrupted(run: RolloutRun, during: str) -> interrupts.Interrupted:
             for st in open_:
                 if st.revision in left:
                     st.verdict = "unjudged (its rollback was interrupted)"
-            done = (f"rolling back {names} stopped ({why}): {', '.join(left) or 'nothing'} left "
-                    "applied, not judged; the next `stage4 upgrade` judges it, `stage4 "
-                    "downgrade` removes it")  # fmt: skip
+            done = (
+                f"rolling back {names} stopped ({why}): {', '.join(left) or 'nothing'} left "
+                "applied, not judged; the next `stage4 upgrade` judges it, `stage4 "
+                "downgrade` removes it"
+            )
     with interrupts.shielded():
         message = (
             f"interrupted during {during}: {done}; the database is at {migrations.current(url)}"
@@ -428,9 +446,19 @@ def _roll_back(
         try:
             prev = migrations.previous(st.revision)
             st.rollback_seconds, settled = _retrying(
-                lambda: migrations.timed(migrations.downgrade, url, prev,  # noqa: B023
-                                         **_lock_kw(opts.lock_timeout)),
-                url, st.revision, f"rollback to {prev}", opts.lock_retries, st.notes, say)  # fmt: skip
+                lambda: migrations.timed(
+                    migrations.downgrade,
+                    url,
+                    prev,  # noqa: B023
+                    **_lock_kw(opts.lock_timeout),
+                ),
+                url,
+                st.revision,
+                f"rollback to {prev}",
+                opts.lock_retries,
+                st.notes,
+                say,
+            )
         except Stage4Error as e:
             back_to = migrations.previous(steps[0].revision)
             raise MigrationError(
@@ -458,8 +486,7 @@ def _retrying(
     from stage4 import retry
 
     tell = None if say is None else (lambda line: say(step, line))
-    return retry.on_lock_timeout(call, url=url, what=what, retries=retries, notes=notes,
-                                 say=tell)  # fmt: skip
+    return retry.on_lock_timeout(call, url=url, what=what, retries=retries, notes=notes, say=tell)
 
 
 def _timed_upgrade(
@@ -475,25 +502,43 @@ def _timed_upgrade(
     notes: list[str] = []
     rec.metrics_ = metrics  # type: ignore[attr-defined]
     rec.upgrade_seconds, settled = _retrying(
-        lambda: migrations.timed(migrations.upgrade, url, rec.revision, progress=progress,
-                                 metrics=metrics, notes=notes, **_lock_kw(lock_timeout)),
-        url, rec.revision, f"upgrade to {rec.revision}", lock_retries, rec.notes, say)  # fmt: skip
+        lambda: migrations.timed(
+            migrations.upgrade,
+            url,
+            rec.revision,
+            progress=progress,
+            metrics=metrics,
+            notes=notes,
+            **_lock_kw(lock_timeout),
+        ),
+        url,
+        rec.revision,
+        f"upgrade to {rec.revision}",
+        lock_retries,
+        rec.notes,
+        say,
+    )
     rec.notes += [f"{k}: {v}" for k, v in metrics.items()] + notes + settled_notes(settled)
 
 
 def settled_notes(settled: dict[str, float]) -> list[str]:
     """What ``migrations.settle`` did after a step, timed apart from the step."""
-    return [f"then VACUUM (ANALYZE) {rel}: {sec:.1f} s (not counted in the step's time)"
-            for rel, sec in settled.items()]  # fmt: skip
+    return [
+        f"then VACUUM (ANALYZE) {rel}: {sec:.1f} s (not counted in the step's time)"
+        for rel, sec in settled.items()
+    ]
 
 
 def _no_go_message(
     rev: str, rec: StepRecord, folder: Path, undone: list[StepRecord], target: str, judge: str
 ) -> str:
-    state = ("the database is back exactly as before" if rec.restored_exactly else
-             "the state before it was not recorded (an earlier rollout applied it)"
-             if rec.restored_exactly is None else
-             "WARNING: the rollback left differences (see report)")  # fmt: skip
+    state = (
+        "the database is back exactly as before"
+        if rec.restored_exactly
+        else "the state before it was not recorded (an earlier rollout applied it)"
+        if rec.restored_exactly is None
+        else "WARNING: the rollback left differences (see report)"
+    )
     reasons = (
         "; ".join(r for r in rec.reasons if not r.startswith("not gated")) or "no reason recorded"
     )
@@ -506,8 +551,10 @@ def _no_go_message(
             f" {rev} was judged on its own; to judge {rev} … {target} as one package: "
             f"stage4 upgrade --to {target} --judge target."
         )
-    return (f"NO-GO at {rev}: {reasons}. {names} {verb} rolled back in {seconds:.1f} s; "
-            f"{state}.{hint} Report: {folder / 'REPORT.md'}")  # fmt: skip
+    return (
+        f"NO-GO at {rev}: {reasons}. {names} {verb} rolled back in {seconds:.1f} s; "
+        f"{state}.{hint} Report: {folder / 'REPORT.md'}"
+    )
 
 
 @dataclass
@@ -539,8 +586,9 @@ def downgrade(
         except KeyboardInterrupt:
             interrupts.clear()
             now = migrations.current(url)
-            rest = (f"; `stage4 downgrade --to {target}` finishes the rollback"
-                    if now != target else "")  # fmt: skip
+            rest = (
+                f"; `stage4 downgrade --to {target}` finishes the rollback" if now != target else ""
+            )
             raise interrupts.Interrupted(
                 f"interrupted during {say}: a step not yet committed was rolled "
                 f"back by PostgreSQL; the database is at {now}{rest}"
@@ -562,10 +610,17 @@ def _downgrade(
                 counters = livewrites.counters(conn, s)
             say(rev, f"rolling back to {back_to}")
             metrics: dict[str, Any] = {}
+            step = partial(
+                migrations.timed,
+                migrations.downgrade,
+                url,
+                back_to,
+                metrics=metrics,
+                **_lock_kw(lock_timeout),
+            )
             seconds, settled = _retrying(
-                lambda: migrations.timed(migrations.downgrade, url, back_to,  # noqa: B023
-                                         metrics=metrics, **_lock_kw(lock_timeout)),  # noqa: B023
-                url, rev, f"rollback to {back_to}", lock_retries, say=say)  # fmt: skip
+                step, url, rev, f"rollback to {back_to}", lock_retries, say=say
+            )
             kept, broken = verify.revision(url, s, back_to) if back_to != "base" else ([], [])
             rec = StepRecord(rev, counters={"before": counters})
             rec.metrics_ = metrics  # type: ignore[attr-defined]

@@ -28,14 +28,16 @@ def _script_location() -> Path:
 
 
 def config(url: str | None = None, **attributes):
-    """An Alembic Config for our script folder, with ``-x url=`` set when given."""
+    """An Alembic Config for our script folder, with ``-x url=`` set when given (as the
+    alembic command line would: env.py reads it with ``get_x_argument``)."""
+    from argparse import Namespace
+
     from alembic.config import Config
 
     ini = _script_location().parent / "alembic.ini"
-    cfg = Config(str(ini)) if ini.is_file() else Config()
+    opts = Namespace(x=[f"url={url}"]) if url else None
+    cfg = Config(str(ini) if ini.is_file() else None, cmd_opts=opts)
     cfg.set_main_option("script_location", str(_script_location()))
-    if url:
-        cfg.cmd_opts = type("Opts", (), {"x": [f"url={url}"]})()
     cfg.attributes.update(attributes)
     return cfg
 

@@ -139,7 +139,17 @@ def write(folder: Path) -> Path:
         lines += _decisions(rollout) + _rollback_procedure(rollout)
         return _save(folder, lines)
     charts = _charts(folder, order, metrics, steps)
-    lines += [
+    lines += _overall(order, metrics, steps) + _per_query(order, metrics, steps)
+    for name in charts:
+        lines += ["", f"![{name}]({name})"]
+    lines += ["", *_decisions(rollout), *_rollback_procedure(rollout)]
+    lines += _claims(rollout, metrics, steps)
+    return _save(folder, lines)
+
+
+def _overall(order: list[str], metrics, steps) -> list[str]:
+    """The table of every measured step: latency over every execution, QPS, cache hit."""
+    lines = [
         "## Overall, by step",
         "",
         "Mean and percentiles over every single execution of Q1–Q10; QPS from the "
@@ -157,9 +167,14 @@ def write(folder: Path) -> Path:
             f"{_fmt(o.get('cache_hit_pct'), 1)} | {st.get('verdict', 'baseline')} | "
             f"{_fmt(st.get('upgrade_seconds'))} | {_fmt(st.get('rollback_seconds'))} |"
         )
+    return lines
+
+
+def _per_query(order: list[str], metrics, steps) -> list[str]:
+    """The table the gate judges: each query's median by step, the last kept vs baseline."""
     kept = [label for label in order if step_status(steps.get(label)) == "kept"]
     last = kept[-1]
-    lines += [
+    lines = [
         "",
         "## Per query: median latency (ms) by step",
         "",
@@ -168,13 +183,10 @@ def write(folder: Path) -> Path:
         f"the database any more; the last column compares {last}, the last step kept, "
         "with the baseline.",
         "",
-    ]
-    qids = list(metrics["BASELINE"].get("queries", {}))
-    lines += [
         "| query | " + " | ".join(step_label(o, steps) for o in order) + f" | {last} / baseline |",
         "|---|" + "---|" * (len(order) + 1),
     ]
-    for q in qids:
+    for q in metrics["BASELINE"].get("queries", {}):
         meds = [query_median(metrics[label], q) for label in order]
         a, b = query_median(metrics["BASELINE"], q), query_median(metrics[last], q)
         ratio = b / a if a and b else None
@@ -182,11 +194,7 @@ def write(folder: Path) -> Path:
         lines.append(
             f"| {q} {title} | " + " | ".join(_fmt(m) for m in meds) + f" | {_fmt(ratio)}× |"
         )
-    for name in charts:
-        lines += ["", f"![{name}]({name})"]
-    lines += ["", *_decisions(rollout), *_rollback_procedure(rollout)]
-    lines += _claims(rollout, metrics, steps)
-    return _save(folder, lines)
+    return lines
 
 
 def query_median(run: dict[str, Any], q: str) -> float | None:
