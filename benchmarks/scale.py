@@ -16,13 +16,12 @@ On a private embedded cluster (``STAGE4_HOME=/tmp/perf-pg-<N>``), seeded with
    with its reference, medians compared);
 5. ``stage4 --help`` and ``stage4 status`` start-up (median of 5 subprocess runs).
 
-References (what a hand-written migration would have to do at least):
-opt1 up: INSERT…SELECT of the rows into a bare partitioned copy + the same indexes
-(PK, GiST, two btrees); opt1 down: the same into a bare plain copy; opt2..opt5: the
-bare DDL / view builds they run (``stage4.ddl`` SQL, no checks, grants or Alembic),
-timed in a transaction then rolled back; except their downgrades: a DROP costs little
-until COMMIT (file unlink, eviction from shared_buffers, the commit record), so their
-reference is the same DROPs of same-sized copies, committed (``time_committed_down``).
+References (what a hand-written migration would have to do at least) are each
+optimisation unit's own (``reference`` in ``stage4.optimisations``): opt1 both ways,
+INSERT…SELECT of the rows into a bare copy + the same indexes; opt2..opt5 up, the bare
+DDL / view builds they run (no checks, grants or Alembic), timed in a transaction then
+rolled back; their downgrades, the same DROPs of same-sized copies, committed (a DROP
+costs little until COMMIT: file unlink, eviction from shared_buffers, the commit record).
 
 Writes ``benchmarks/results/scale_<N>.json`` and the "Performance at scale" section of
 BENCHMARKS.md (per-query table, targets with measured figures and PASS/FAIL; a
@@ -42,9 +41,11 @@ import sys
 import time
 from pathlib import Path
 
+from stage4 import optimisations
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-REVISIONS = ["opt1", "opt2", "opt3", "opt4", "opt5"]
+REVISIONS = optimisations.revisions()
 SECTION = "## Performance at scale"
 T0 = time.perf_counter()
 
@@ -67,132 +68,30 @@ def _progress(label: str):
 
 # ------------------------------------------------------------------ references
 
-
-def _columns(conn, s) -> str:
-    rows = conn.execute(
-        "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = %s::regclass "
-        "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
-        (s.qualified_table,),
-    ).fetchall()
-    return ", ".join(r[0] for r in rows)
-
-
-def _copy_sql(conn, s, dst: str, like: str, partitions: list[str] | None = None) -> list[str]:
-    """CREATE TABLE ``dst`` (LIKE the table …), partitioned by the time column when
-    ``partitions`` (their CREATE statements) are given, then INSERT … SELECT of every row."""
-    cols = _columns(conn, s)
-    create = f"CREATE TABLE {dst} (LIKE {s.qualified_table} {like})"
-    if partitions is not None:
-        create += f" PARTITION BY RANGE ({s.time_column})"
-    insert = f"INSERT INTO {dst} ({cols}) SELECT {cols} FROM {s.qualified_table}"
-    return [create, *(partitions or []), insert]
-
-
-def reference_sql(conn, s, rev: str, direction: str) -> list[str]:
-    """The bare statements the step has to run at least (executed, then rolled back): both
-    directions of opt1, the upgrades of opt2..opt5."""
-    from stage4.ddl import aggregates, partitioning, search_matview
-    from stage4.ddl import future_partitions as fp
-    from stage4.optimisations import gis_columns
-
-    g, d = s.geometry_column, s.time_column
-    if rev == "opt1":
-        ref = f"{s.schema}.scale_ref"
-        like = "INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION INCLUDING CONSTRAINTS"
-        up = direction == "up"
-        pk = f"id, {d}" if up else "id"
-        return [
-            *_copy_sql(conn, s, ref, like, partitioning.partitions_sql(s, ref) if up else None),
-            f"ALTER TABLE {ref} ADD PRIMARY KEY ({pk})",
-            f"CREATE INDEX ON {ref} USING gist ({g})",
-            f"CREATE INDEX ON {ref} ({d})",
-            f"CREATE INDEX ON {ref} (categoria)",
-        ]
-    # opt2..opt5 up (their downgrades: ``time_committed_down``)
-    if rev == "opt2":
-        return [gis_columns.add_columns_sql(s)]
-    if rev == "opt3":
-        return search_matview.view(s).create_sql()
-    if rev == "opt4":
-        return [fp.create_function_sql(s), fp.run_sql(s)]
-    if rev == "opt5":
-        return [
-            aggregates.btree_gist_sql(),
-            *(x for v in aggregates.views(s) for x in v.create_sql()),
-        ]
-    raise ValueError(rev)
-
-
-def _scratch_copies(conn, s, rev: str) -> list[str]:
-    """Build (untimed) in schema ``scale_ref`` the objects a downgrade drops; return the
-    downgrade's statements on the copies. opt2: a partitioned copy of the table with the
-    same generated columns, storage and rows (its downgrade puts the wide columns' storage
-    back, then drops the columns); opt3/opt5: the views, from the same queries; opt4: the
-    routine and a pg_cron job."""
-    from dataclasses import replace
-
-    from stage4.ddl import aggregates, cron, partitioning, search_matview
-    from stage4.ddl import future_partitions as fp
-    from stage4.optimisations import gis_columns
-
-    r = replace(s, schema="scale_ref")
-    if rev == "opt2":
-        like = ("INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION "
-                "INCLUDING CONSTRAINTS")  # fmt: skip
-        parts = partitioning.partitions_sql(r, r.qualified_table)
-        for stmt in _copy_sql(conn, s, r.qualified_table, like, parts):
-            conn.execute(stmt)
-        return [gis_columns.restore_storage_sql(r), gis_columns.drop_columns_sql(r)]
-    if rev == "opt4":  # the routine, and a job like its own (the step unschedules it)
-        job = "scale_ref_ensure_partitions"
-        conn.execute(fp.create_function_sql(r))
-        conn.execute(f"DO $$BEGIN IF {cron.INSTALLED} THEN PERFORM cron.schedule('{job}', "
-                     f"'0 3 1 * *', 'SELECT 1'); END IF; END$$")  # fmt: skip
-        return [cron.unschedule_sql([job]), fp.drop_function_sql(r)]
-    views = {"opt3": [search_matview.view(s)], "opt5": aggregates.views(s)}[rev]
-    views = [replace(v, schema="scale_ref") for v in views]  # built from the real table
-    for v in views:
-        for stmt in v.create_sql():
-            conn.execute(stmt)
-    return [v.drop_sql() for v in reversed(views)]
-
-
-def time_committed_down(url: str, s, rev: str) -> float:
-    """Reference of the downgrades of opt2..opt5: their DROPs on same-sized copies, *committed*.
-
-    A DROP that is rolled back costs next to nothing; at COMMIT PostgreSQL unlinks the
-    files and evicts the relation's pages from shared_buffers (most of the work for the
-    views at 1M features) and flushes the commit record, which the tool's step pays too."""
-    from stage4.db import connect
-
-    with connect(url, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS scale_ref CASCADE")
-        conn.execute("CREATE SCHEMA scale_ref")
-        drops = _scratch_copies(conn, s, rev)
-        t0 = time.perf_counter()
-        with conn.transaction():
-            for stmt in drops:
-                conn.execute(stmt)
-        seconds = time.perf_counter() - t0
-        conn.execute("DROP SCHEMA scale_ref CASCADE")
-    return seconds
+SCRATCH = "scale_ref"  # the schema a reference builds its copies in
 
 
 def time_reference(url: str, s, rev: str, direction: str) -> float:
+    """Seconds the bare work of ``rev``'s step takes (its unit's ``reference``): timed in a
+    transaction then rolled back, or committed on copies built untimed beforehand."""
     from stage4.db import connect
 
-    if direction == "down" and rev != "opt1":
-        return time_committed_down(url, s, rev)
-    with connect(url) as conn:
-        stmts = reference_sql(conn, s, rev, direction)
-        conn.rollback()
-        t0 = time.perf_counter()
-        for stmt in stmts:
-            conn.execute(stmt).fetchall() if stmt.lstrip().upper().startswith(
-                "SELECT"
-            ) else conn.execute(stmt)
-        seconds = time.perf_counter() - t0
-        conn.rollback()
+    with connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {SCRATCH} CASCADE")
+        conn.execute(f"CREATE SCHEMA {SCRATCH}")
+        ref = optimisations.by_revision(rev).reference(conn, s, direction, SCRATCH)
+        for stmt in ref.setup:
+            conn.execute(stmt)
+        with conn.transaction(force_rollback=not ref.committed):
+            t0 = time.perf_counter()
+            for stmt in ref.statements:
+                cur = conn.execute(stmt)
+                if cur.description is not None:
+                    cur.fetchall()
+            seconds = time.perf_counter() - t0
+        if ref.committed:  # the COMMIT is part of the work (file unlink, buffer eviction)
+            seconds = time.perf_counter() - t0
+        conn.execute(f"DROP SCHEMA {SCRATCH} CASCADE")
     return seconds
 
 

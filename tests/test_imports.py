@@ -4,12 +4,19 @@ Every ``import stage4.x`` / ``from stage4 import x`` / ``from stage4.x import y`
 wherever it sits: a function-level (lazy) import is still a dependency, and a cycle through
 one is a cycle a newcomer cannot see from the top of the file. So does
 ``importlib.import_module("stage4.…")``: with an f-string, every module its fixed prefix
-can name (the workload's scan of ``stage4.ddl.*`` for rewrites). No database is needed.
+can name. No database is needed.
+
+Layers: the optimisation units (``stage4.optimisations.<unit>``) are named only by the
+registry (the package itself) and by their own revision file; every other module, the
+benchmarks included, learns about them from the registry. ``stage4.ddl`` holds one
+helper per kind of object and knows no optimisation. Neither layer imports the modules
+that measure or judge.
 """
 
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -18,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 PACKAGE = SRC / "stage4"
 VERSIONS = ROOT / "alembic" / "versions"
+BENCHMARKS = ROOT / "benchmarks"
+REGISTRY = "stage4.optimisations"
 
 # The DDL layer and the revisions describe objects; the measuring and judging layers sit above.
 DDL_FORBIDDEN = {"workload", "bench", "gate", "store", "stats", "report"}
@@ -30,6 +39,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+@cache
 def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
@@ -70,21 +80,29 @@ def _is_import_module(func: ast.expr) -> bool:
     return isinstance(func, ast.Name) and func.id == "import_module"
 
 
+def file_imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """The stage4 modules one file imports (function-level imports included)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    deps: set[str] = set()
+    for node in ast.walk(tree):
+        for dep in imported(node, name, path.name == "__init__.py", known):
+            # ``import stage4.ddl.cron`` also runs stage4/__init__ and stage4/ddl/__init__;
+            # keep the named module only (the registry's own imports are its edges).
+            if dep in known and dep != name:
+                deps.add(dep)
+    return deps
+
+
+@cache
 def graph() -> dict[str, set[str]]:
     mods = modules()
     known = set(mods)
-    edges: dict[str, set[str]] = {}
-    for name, path in mods.items():
-        tree = ast.parse(path.read_text(), filename=str(path))
-        deps: set[str] = set()
-        for node in ast.walk(tree):
-            for dep in imported(node, name, path.name == "__init__.py", known):
-                # ``import stage4.ddl.cron`` also runs stage4/__init__ and stage4/ddl/__init__,
-                # which import nothing of the package; keep the named module only.
-                if dep in known and dep != name:
-                    deps.add(dep)
-        edges[name] = deps
-    return edges
+    return {name: file_imports(path, name, known) for name, path in mods.items()}
+
+
+def units() -> set[str]:
+    """The optimisation units: every module of the registry's package but its shared types."""
+    return {m for m in modules() if m.startswith(REGISTRY + ".") and m != f"{REGISTRY}.base"}
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -128,8 +146,17 @@ def test_the_graph_is_read_from_the_source():
     assert "stage4.errors" in edges["stage4.config"]
     assert "stage4.ddl.privileges" in edges["stage4.ddl.partitioning"]
     assert "stage4.gate" in edges["stage4.cli"]
-    assert "stage4.ddl.cron" in edges["stage4.workload"]  # importlib.import_module(f"…")
-    assert "stage4.ddl.aggregates" in revision_imports(VERSIONS / "opt5_aggregate_matviews.py")
+    assert REGISTRY in edges["stage4.verify"] and REGISTRY in edges["stage4.workload"]
+    assert f"{REGISTRY}.aggregates" in edges[REGISTRY]
+    assert f"{REGISTRY}.aggregates" in revision_imports(VERSIONS / "opt5_aggregate_matviews.py")
+    assert REGISTRY in file_imports(BENCHMARKS / "scale.py", "benchmarks.scale", set(modules()))
+    assert len(units()) == 5
+
+
+def test_import_module_with_an_f_string_names_every_module_of_its_prefix():
+    known = {"stage4.ddl.cron", "stage4.ddl.table", "stage4.queries"}
+    call = ast.parse('importlib.import_module(f"stage4.ddl.{name}")').body[0].value
+    assert imported(call, "x", False, known) == {"stage4.ddl.cron", "stage4.ddl.table"}
 
 
 def test_the_cycle_finder_finds_a_cycle():
@@ -145,11 +172,33 @@ def test_no_import_cycle_in_the_package():
 
 
 @pytest.mark.parametrize(
-    "name", sorted(m for m in modules() if m.startswith("stage4.ddl.")), ids=lambda m: m
+    "name",
+    sorted(m for m in modules() if m.startswith(("stage4.ddl.", f"{REGISTRY}."))),
+    ids=lambda m: m,
 )
-def test_ddl_imports_no_measuring_or_judging_module(name):
+def test_ddl_and_units_import_no_measuring_or_judging_module(name):
     bad = {d for d in graph()[name] if d.removeprefix("stage4.") in DDL_FORBIDDEN}
     assert bad == set(), f"{name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("name", sorted(set(modules()) - {REGISTRY}), ids=lambda m: m)
+def test_only_the_registry_names_a_unit(name):
+    """A generic module (migrations, verify, gate, judging, bench, workload, preflight…), a
+    ``ddl`` helper or a unit asks the registry; it never imports a unit by name."""
+    bad = graph()[name] & units()
+    assert bad == set(), f"{name} imports the unit(s) {sorted(bad)}: ask {REGISTRY} instead"
+
+
+@pytest.mark.parametrize("name", sorted(m for m in modules() if m.startswith("stage4.ddl.")))
+def test_ddl_helpers_know_no_optimisation(name):
+    bad = {d for d in graph()[name] if d == REGISTRY or d.startswith(REGISTRY + ".")}
+    assert bad == set(), f"{name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", sorted(BENCHMARKS.rglob("*.py")), ids=lambda p: p.stem)
+def test_benchmarks_name_no_unit(path):
+    bad = file_imports(path, "benchmarks." + path.stem, set(modules())) & units()
+    assert bad == set(), f"{path.name} imports {sorted(bad)}: ask {REGISTRY} instead"
 
 
 def revision_imports(path: Path) -> set[str]:
@@ -162,3 +211,20 @@ def revision_imports(path: Path) -> set[str]:
 def test_revisions_import_no_measuring_or_judging_module(path):
     bad = {d for d in revision_imports(path) if d.removeprefix("stage4.") in DDL_FORBIDDEN}
     assert bad == set(), f"{path.name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", sorted(VERSIONS.glob("*.py")), ids=lambda p: p.stem)
+def test_a_revision_imports_its_own_unit_only(path):
+    """opt1 … opt5 each import the unit whose ``REVISION`` is theirs, and no other unit."""
+    from stage4 import optimisations
+
+    rev = ast.literal_eval(
+        next(
+            n.value
+            for n in ast.parse(path.read_text()).body
+            if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "revision"
+        )
+    )
+    unit = optimisations.by_revision(rev)
+    expected = set() if unit is None else {unit.__name__}
+    assert revision_imports(path) & units() == expected

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from stage4 import migrations, snapshot
-from stage4.ddl import parallel
 from stage4.errors import MigrationError
+from stage4.optimisations import partition_by_year
 from supabase_roles import ROLES_SQL
 
 T = "public.geometrias"
@@ -65,21 +65,33 @@ class TestUpgrade:
         before = _snap(seeded_url)
         seen: list[tuple[str, int, int]] = []
         metrics: dict = {}
-        migrations.upgrade(seeded_url, "opt1", progress=lambda *a: seen.append(a),
-                           metrics=metrics, batch_rows=700)  # fmt: skip
+        migrations.upgrade(
+            seeded_url, "opt1", progress=lambda *a: seen.append(a), metrics=metrics, batch_rows=700
+        )
         after = _snap(seeded_url)
         assert after["data"] == before["data"], snapshot.diff(before, after)
         with psycopg.connect(seeded_url) as conn:
-            kind = conn.execute("SELECT relkind::text FROM pg_class WHERE oid = %s::regclass",
-                                (T,)).fetchone()[0]  # fmt: skip
-            parts = {r[0] for r in conn.execute(
-                "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass",
-                (T,))}  # fmt: skip
-            pk = conn.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
-                              "WHERE conname = 'geometrias_pkey'").fetchone()[0]  # fmt: skip
-            idx = {r[0] for r in conn.execute(
-                "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass",
-                (T,))}  # fmt: skip
+            kind = conn.execute(
+                "SELECT relkind::text FROM pg_class WHERE oid = %s::regclass", (T,)
+            ).fetchone()[0]
+            parts = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = %s::regclass",
+                    (T,),
+                )
+            }
+            pk = conn.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conname = 'geometrias_pkey'"
+            ).fetchone()[0]
+            idx = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass",
+                    (T,),
+                )
+            }
             outside = conn.execute(
                 "SELECT count(*) FILTER (WHERE tableoid <> 'geometrias_default'::regclass), "
                 "count(*) FROM geometrias WHERE data_referencia < '2020-01-01' "
@@ -93,8 +105,12 @@ class TestUpgrade:
         assert kind == "p"
         assert parts == {f"geometrias_p{y}" for y in YEARS} | {"geometrias_default"}
         assert pk == "PRIMARY KEY (id, data_referencia)"
-        assert idx == {"geometrias_pkey", "geometrias_geom_gist",
-                       "geometrias_data_referencia_idx", "geometrias_categoria_idx"}  # fmt: skip
+        assert idx == {
+            "geometrias_pkey",
+            "geometrias_geom_gist",
+            "geometrias_data_referencia_idx",
+            "geometrias_categoria_idx",
+        }
         assert outside[1] > 0 and outside[0] == 0
         assert new_id == top + 1
         assert seen[0] == ("copy", 0, 2000) and ("copy", 2000, 2000) in seen
@@ -140,21 +156,30 @@ class TestUpgrade:
 class TestSettle:
     """After opt1 and its rollback the table is new: statistics before anyone measures it."""
 
-    ANALYZED = ("SELECT count(*) FILTER (WHERE last_analyze IS NOT NULL), count(*) "
-                "FROM pg_stat_all_tables WHERE relid IN (SELECT relid FROM pg_partition_tree(%s))")  # fmt: skip
+    ANALYZED = (
+        "SELECT count(*) FILTER (WHERE last_analyze IS NOT NULL), count(*) "
+        "FROM pg_stat_all_tables WHERE relid IN (SELECT relid FROM pg_partition_tree(%s))"
+    )
 
     def test_the_new_table_is_analyzed_both_ways_and_timed_apart(self, seeded_url: str) -> None:
         settled = migrations.upgrade(seeded_url, "opt1")
         assert list(settled) == ["geometrias"] and settled["geometrias"] > 0
         # the partitioned table itself (autovacuum never analyzes it) and every partition
         assert _one(seeded_url, self.ANALYZED, T) == (11, 11)
-        assert _one(seeded_url, "SELECT count(*) FROM pg_statistic "
-                    "WHERE starelid = %s::regclass", T)[0] > 0  # fmt: skip
+        assert (
+            _one(seeded_url, "SELECT count(*) FROM pg_statistic WHERE starelid = %s::regclass", T)[
+                0
+            ]
+            > 0
+        )
         assert migrations.upgrade(seeded_url, "opt2") == {}  # nothing new to settle
         settled = migrations.downgrade(seeded_url, "schema")
         assert list(settled) == ["geometrias"]
-        assert _one(seeded_url, "SELECT last_analyze IS NOT NULL FROM pg_stat_all_tables "
-                    "WHERE relid = %s::regclass", T) == (True,)  # fmt: skip
+        assert _one(
+            seeded_url,
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_all_tables WHERE relid = %s::regclass",
+            T,
+        ) == (True,)
 
 
 class TestRoundTrip:
@@ -194,10 +219,10 @@ class TestRoundTrip:
         migrations.upgrade(seeded_url, "opt1")
         with psycopg.connect(seeded_url) as conn:  # a new session gets the database's value
             assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
-            assert parallel.database_value(conn) == "0"
+            assert partition_by_year.database_value(conn) == "0"
         migrations.downgrade(seeded_url, "schema")
         with psycopg.connect(seeded_url) as conn:
-            assert parallel.database_value(conn) == previous
+            assert partition_by_year.database_value(conn) == previous
             assert snapshot.take(conn)["catalog"]["database_settings"] == before
         # a value someone set after opt1 is theirs: the downgrade keeps it
         migrations.upgrade(seeded_url, "opt1")
@@ -205,21 +230,29 @@ class TestRoundTrip:
             conn.execute(f'ALTER DATABASE "{db}" SET max_parallel_workers_per_gather = 3')
         migrations.downgrade(seeded_url, "schema")
         with psycopg.connect(seeded_url) as conn:
-            assert parallel.database_value(conn) == "3"
+            assert partition_by_year.database_value(conn) == "3"
 
     def test_downgrade_copies_rows_of_later_partitions(self, seeded_url: str) -> None:
         migrations.upgrade(seeded_url, "opt1")
         with psycopg.connect(seeded_url) as conn:
-            n = conn.execute("SELECT count(*) FROM geometrias_default "
-                             "WHERE data_referencia >= '2029-01-01' "
-                             "AND data_referencia < '2030-01-01'").fetchone()[0]  # fmt: skip
-            conn.execute("CREATE TEMP TABLE moved AS SELECT * FROM geometrias_default "
-                         "WHERE data_referencia >= '2029-01-01' "
-                         "AND data_referencia < '2030-01-01'")  # fmt: skip
-            conn.execute("DELETE FROM geometrias_default WHERE data_referencia >= '2029-01-01' "
-                         "AND data_referencia < '2030-01-01'")  # fmt: skip
-            conn.execute("CREATE TABLE geometrias_p2029 PARTITION OF geometrias "
-                         "FOR VALUES FROM ('2029-01-01') TO ('2030-01-01')")  # fmt: skip
+            n = conn.execute(
+                "SELECT count(*) FROM geometrias_default "
+                "WHERE data_referencia >= '2029-01-01' "
+                "AND data_referencia < '2030-01-01'"
+            ).fetchone()[0]
+            conn.execute(
+                "CREATE TEMP TABLE moved AS SELECT * FROM geometrias_default "
+                "WHERE data_referencia >= '2029-01-01' "
+                "AND data_referencia < '2030-01-01'"
+            )
+            conn.execute(
+                "DELETE FROM geometrias_default WHERE data_referencia >= '2029-01-01' "
+                "AND data_referencia < '2030-01-01'"
+            )
+            conn.execute(
+                "CREATE TABLE geometrias_p2029 PARTITION OF geometrias "
+                "FOR VALUES FROM ('2029-01-01') TO ('2030-01-01')"
+            )
             conn.execute("INSERT INTO geometrias SELECT * FROM moved")
         total = _one(seeded_url, "SELECT count(*) FROM geometrias")[0]
         migrations.downgrade(seeded_url, "schema")
@@ -231,13 +264,18 @@ class TestRefusal:
     @pytest.mark.parametrize(
         ("ddl", "named"),
         [
-            ("CREATE VIEW public.v_escolas AS SELECT id, nome FROM public.geometrias "
-             "WHERE categoria = 'escola'", "view v_escolas"),
-            ("CREATE TABLE public.visitas (id int PRIMARY KEY, geometria_id bigint "
-             "REFERENCES public.geometrias (id))",
-             "foreign key visitas_geometria_id_fkey on visitas"),
+            (
+                "CREATE VIEW public.v_escolas AS SELECT id, nome FROM public.geometrias "
+                "WHERE categoria = 'escola'",
+                "view v_escolas",
+            ),
+            (
+                "CREATE TABLE public.visitas (id int PRIMARY KEY, geometria_id bigint "
+                "REFERENCES public.geometrias (id))",
+                "foreign key visitas_geometria_id_fkey on visitas",
+            ),
         ],
-    )  # fmt: skip
+    )
     def test_dependents_refuse_before_any_change(self, seeded_url, ddl, named) -> None:
         with psycopg.connect(seeded_url, autocommit=True) as conn:
             conn.execute(ddl)
@@ -255,8 +293,10 @@ class TestRefusal:
 class TestLocks:
     def test_lock_timeout_fails_fast_then_succeeds(self, seeded_url: str) -> None:
         blocker = psycopg.connect(seeded_url)
-        blocker.execute("INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
-                        "VALUES ('b', 'escola', '2023-01-01', 'SRID=4326;POINT(0 0)')")  # fmt: skip
+        blocker.execute(
+            "INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
+            "VALUES ('b', 'escola', '2023-01-01', 'SRID=4326;POINT(0 0)')"
+        )
         before = _snap(seeded_url)  # after the blocker's nextval
         try:
             started = time.monotonic()
@@ -285,8 +325,7 @@ class TestLocks:
                         "VALUES (%s, 'escola', '2025-03-01', 'SRID=4326;POINT(0 0)')",
                         (f"w{i}",),
                     )
-                    conn.execute("UPDATE geometrias SET descricao = %s WHERE id = %s",
-                                 (f"u{i}", i))  # fmt: skip
+                    conn.execute("UPDATE geometrias SET descricao = %s WHERE id = %s", (f"u{i}", i))
                     conn.execute("DELETE FROM geometrias WHERE id = %s", (1000 + i,))
                     log.append(f"w{i}")
 
@@ -299,10 +338,12 @@ class TestLocks:
         n = len(log)
         with psycopg.connect(seeded_url) as conn:
             ins = conn.execute("SELECT count(*) FROM geometrias WHERE nome LIKE 'w%'").fetchone()
-            upd = conn.execute("SELECT count(*) FROM geometrias WHERE id <= %s "
-                               "AND descricao = 'u' || id", (n,)).fetchone()  # fmt: skip
-            gone = conn.execute("SELECT count(*) FROM geometrias WHERE id > 1000 "
-                                "AND id <= 1000 + %s", (n,)).fetchone()  # fmt: skip
+            upd = conn.execute(
+                "SELECT count(*) FROM geometrias WHERE id <= %s AND descricao = 'u' || id", (n,)
+            ).fetchone()
+            gone = conn.execute(
+                "SELECT count(*) FROM geometrias WHERE id > 1000 AND id <= 1000 + %s", (n,)
+            ).fetchone()
             total = conn.execute("SELECT count(*) FROM geometrias").fetchone()[0]
         assert n > 0
         assert (ins[0], upd[0], gone[0], total) == (n, n, 0, 2000)

@@ -9,6 +9,7 @@ from stage4 import migrations, snapshot
 from stage4.config import settings
 from stage4.errors import MigrationError
 from stage4.optimisations import gis_columns
+from stage4.queries import base_sql
 
 S = settings()
 VIEWPORTS = [
@@ -140,23 +141,23 @@ class TestDerivedColumns:
 class TestVariants:
     def test_same_results_as_base(self, seeded_url):
         migrations.upgrade(seeded_url, "opt2")
-        base, variants = gis_columns.base_queries(S), gis_columns.REWRITES
+        base, variants = base_sql(S), gis_columns.rewrites(S)
         assert sorted(variants) == ["Q1", "Q3"]
         with psycopg.connect(seeded_url) as conn:
             for q, v in variants.items():
-                assert conn.execute(f"SELECT {v['requires']}").fetchone()[0] is True
+                assert conn.execute(f"SELECT {v.requires}").fetchone()[0] is True
                 for x0, y0, x1, y1 in VIEWPORTS:
                     p = {"min_lon": x0, "min_lat": y0, "max_lon": x1, "max_lat": y1}
                     want = conn.execute(base[q], p).fetchall()
-                    got = conn.execute(v["sql"], p).fetchall()
+                    got = conn.execute(v.sql, p).fetchall()
                     assert want and want[0][0], (q, p)
                     assert _same(want, got), (q, p)
 
     def test_requires_false_before_opt2(self, seeded_url):
         migrations.upgrade(seeded_url, "opt1")
         with psycopg.connect(seeded_url) as conn:
-            for v in gis_columns.REWRITES.values():
-                assert conn.execute(f"SELECT {v['requires']}").fetchone()[0] is False
+            for v in gis_columns.rewrites(S).values():
+                assert conn.execute(f"SELECT {v.requires}").fetchone()[0] is False
 
 
 def test_offline_sql():

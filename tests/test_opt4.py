@@ -16,8 +16,8 @@ from stage4 import migrations, snapshot
 from stage4.config import settings
 from stage4.db import engine
 from stage4.ddl import cron
-from stage4.ddl import future_partitions as fp
 from stage4.errors import MigrationError
+from stage4.optimisations import future_partitions as fp
 
 S = settings()
 HORIZON = max(date.today().year, S.last_year) + S.years_ahead
@@ -107,8 +107,10 @@ class TestUpgrade:
                 conn.execute(f"CREATE ROLE {role}")
             try:
                 conn.execute(f"GRANT SELECT ON {S.schema}.{S.table}_default TO {reader}")
-                conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {S.schema} "
-                             f"GRANT ALL ON TABLES TO {stranger}")  # fmt: skip
+                conn.execute(
+                    f"ALTER DEFAULT PRIVILEGES IN SCHEMA {S.schema} "
+                    f"GRANT ALL ON TABLES TO {stranger}"
+                )
                 conn.execute(f"SELECT * FROM {S.schema}.{fp.FUNCTION}({S.years_ahead + 1})")
                 acl, rls, owner = conn.execute(
                     "SELECT relacl::text, relrowsecurity, pg_get_userbyid(relowner) FROM pg_class "
@@ -118,8 +120,10 @@ class TestUpgrade:
                 assert acl == f"{{{owner}=arwdDxt/{owner}}}"
                 assert rls is True
             finally:
-                conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {S.schema} "
-                             f"REVOKE ALL ON TABLES FROM {stranger}")  # fmt: skip
+                conn.execute(
+                    f"ALTER DEFAULT PRIVILEGES IN SCHEMA {S.schema} "
+                    f"REVOKE ALL ON TABLES FROM {stranger}"
+                )
                 for role in (reader, stranger):
                     conn.execute(f"DROP OWNED BY {role}")
                     conn.execute(f"DROP ROLE {role}")

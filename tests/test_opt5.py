@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from stage4 import migrations, snapshot
 from stage4.cli import app
 from stage4.config import settings
-from stage4.ddl import aggregates as agg
 from stage4.ddl import cron, functions
 from stage4.errors import MigrationError, Stage4Error
+from stage4.optimisations import aggregates as agg
 from stage4.refresh import refresh_all
 from stage4.workload import base_sql
 
@@ -30,8 +30,15 @@ def _tile(lon: float, lat: float, z: int) -> tuple[int, int, int]:
     return z, x, y
 
 
-TILES = [(0, 0, 0), _tile(*SE, 10), _tile(*SE, 12), _tile(*SE, 14), _tile(*SE, 16),
-         _tile(-46.40, -23.95, 13), (12, 0, 0)]  # fmt: skip
+TILES = [
+    (0, 0, 0),
+    _tile(*SE, 10),
+    _tile(*SE, 12),
+    _tile(*SE, 14),
+    _tile(*SE, 16),
+    _tile(-46.40, -23.95, 13),
+    (12, 0, 0),
+]
 Q9_BASE = base_sql(S)["Q9"]  # the workload's own text: the variant must match it
 MANUAL = "the materialized views are not refreshed automatically: run `stage4 refresh`"
 
@@ -50,8 +57,11 @@ def _answers(conn: psycopg.Connection) -> dict:
 
 
 def _body(conn: psycopg.Connection, fn: functions.Function) -> str:
-    return conn.execute("SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)",
-                        (fn.identity,)).fetchone()[0].strip()  # fmt: skip
+    return (
+        conn.execute("SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)", (fn.identity,))
+        .fetchone()[0]
+        .strip()
+    )
 
 
 @pytest.fixture
@@ -86,12 +96,24 @@ class TestUpgrade:
         are free, Q7 and Q9 on them get none (on the table at opt4 they do)."""
         migrations.upgrade(at_opt4, "opt5")
         # opt1 turned parallel plans off for the database: this session turns them back on
-        free = ("SET max_parallel_workers_per_gather = 2",
-                "SET parallel_setup_cost = 0", "SET parallel_tuple_cost = 0",
-                "SET min_parallel_table_scan_size = 0", "SET min_parallel_index_scan_size = 0")  # fmt: skip
-        p = {"lon": SE[0], "lat": SE[1], "radius_m": 1000, "cat_point": "x", "cat_poly": "y",
-             "min_lon": SE[0] - 0.05, "min_lat": SE[1] - 0.05,
-             "max_lon": SE[0] + 0.05, "max_lat": SE[1] + 0.05}  # fmt: skip
+        free = (
+            "SET max_parallel_workers_per_gather = 2",
+            "SET parallel_setup_cost = 0",
+            "SET parallel_tuple_cost = 0",
+            "SET min_parallel_table_scan_size = 0",
+            "SET min_parallel_index_scan_size = 0",
+        )
+        p = {
+            "lon": SE[0],
+            "lat": SE[1],
+            "radius_m": 1000,
+            "cat_point": "x",
+            "cat_poly": "y",
+            "min_lon": SE[0] - 0.05,
+            "min_lat": SE[1] - 0.05,
+            "max_lon": SE[0] + 0.05,
+            "max_lat": SE[1] + 0.05,
+        }
         with psycopg.connect(at_opt4) as conn:
             for view in (agg.tiles(S), agg.points(S)):
                 options = conn.execute(
@@ -106,7 +128,7 @@ class TestUpgrade:
 
             assert "Gather" in plan(base_sql(S)["Q7"])  # the partitioned table: parallel
             for qid in ("Q7", "Q9"):
-                assert "Gather" not in plan(agg.REWRITES[qid]["sql"]), qid
+                assert "Gather" not in plan(agg.rewrites(S)[qid].sql), qid
 
     def test_rpc_results_are_identical_before_and_after(self, at_opt4):
         with psycopg.connect(at_opt4) as conn:
@@ -144,36 +166,45 @@ class TestUpgrade:
 
     def test_q9_variant_returns_what_the_base_query_returns(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
-        variant = agg.REWRITES["Q9"]
+        variant = agg.rewrites(S)["Q9"]
         box = {"min_lon": -46.75, "min_lat": -23.70, "max_lon": -46.50, "max_lat": -23.45}
         seen = 0
         with psycopg.connect(at_opt4) as conn:
-            assert conn.execute(f"SELECT {variant['requires']}").fetchone()[0] is True
-            for poly, point in [("bairro", "escola"), ("parque", "biblioteca"),
-                                ("lote", "hospital"), ("escola", "escola"), ("bairro", "rio")]:  # fmt: skip
+            assert conn.execute(f"SELECT {variant.requires}").fetchone()[0] is True
+            for poly, point in [
+                ("bairro", "escola"),
+                ("parque", "biblioteca"),
+                ("lote", "hospital"),
+                ("escola", "escola"),
+                ("bairro", "rio"),
+            ]:
                 params = {"cat_poly": poly, "cat_point": point, **box}
                 base = conn.execute(Q9_BASE, params).fetchall()
-                assert conn.execute(variant["sql"], params).fetchall() == base, (poly, point)
+                assert conn.execute(variant.sql, params).fetchall() == base, (poly, point)
                 seen += len(base)
         assert seen > 0
 
     def test_q6_variant_returns_what_the_base_query_returns(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
-        variant, base_q6 = agg.REWRITES["Q6"], base_sql(S)["Q6"]
+        variant, base_q6 = agg.rewrites(S)["Q6"], base_sql(S)["Q6"]
         seen = 0
         with psycopg.connect(at_opt4) as conn:
-            assert conn.execute(f"SELECT {variant['requires']}").fetchone()[0] is True
+            assert conn.execute(f"SELECT {variant.requires}").fetchone()[0] is True
             # Inside polygons (many features at distance 0: the tie-break by id decides),
             # on the city edge, and far away (every feature equally far in index terms).
             for lon, lat in [SE, (-46.70, -23.60), (-46.40, -23.80), (-40.0, -10.0)]:
                 for k in (1, 5, 20):
                     params = {"lon": lon, "lat": lat, "k": k}
                     base = conn.execute(base_q6, params).fetchall()
-                    assert conn.execute(variant["sql"], params).fetchall() == base, (lon, lat, k)
+                    assert conn.execute(variant.sql, params).fetchall() == base, (lon, lat, k)
                     seen += len(base)
             # one ordered scan of the (geom, id) GiST that stops at the k-th row: no Sort
-            plan = "\n".join(r[0] for r in conn.execute(
-                f"EXPLAIN (COSTS OFF) {variant['sql']}", {"lon": SE[0], "lat": SE[1], "k": 5}))  # fmt: skip
+            plan = "\n".join(
+                r[0]
+                for r in conn.execute(
+                    f"EXPLAIN (COSTS OFF) {variant.sql}", {"lon": SE[0], "lat": SE[1], "k": 5}
+                )
+            )
             assert f"Index Scan using {agg.tiles(S).name}_idx3" in plan, plan
             assert "Sort" not in plan, plan
         assert seen > 0
@@ -187,7 +218,7 @@ class TestUpgrade:
                 "UPDATE geometrias SET id = -id WHERE id = (SELECT min(id) FROM geometrias)"
             )
             conn.execute(f"REFRESH MATERIALIZED VIEW {tv}")
-            assert conn.execute(f"SELECT {agg.REWRITES['Q6']['requires']}").fetchone()[0] is False
+            assert conn.execute(f"SELECT {agg.rewrites(S)['Q6'].requires}").fetchone()[0] is False
 
     def test_every_view_variant_returns_what_the_base_query_returns(self, at_opt4):
         from stage4 import workload
@@ -196,13 +227,13 @@ class TestUpgrade:
         catalogue = workload.queries(S)
         with psycopg.connect(at_opt4) as conn:
             anchors = workload.sample_anchors(conn, S)
-            assert sorted(agg.REWRITES) == ["Q2", "Q6", "Q7", "Q9"]
-            for qid, variant in agg.REWRITES.items():
-                assert conn.execute(f"SELECT {variant['requires']}").fetchone()[0] is True
+            assert sorted(agg.rewrites(S)) == ["Q2", "Q6", "Q7", "Q9"]
+            for qid, variant in agg.rewrites(S).items():
+                assert conn.execute(f"SELECT {variant.requires}").fetchone()[0] is True
                 rows = 0
                 for params in workload.parameters(qid, anchors, 12, stream="test"):
                     base = conn.execute(catalogue[qid].sql, params).fetchall()
-                    got = conn.execute(variant["sql"], params).fetchall()
+                    got = conn.execute(variant.sql, params).fetchall()
                     ordered = catalogue[qid].ordered
                     assert workload.normalise_rows(got, ordered) == workload.normalise_rows(
                         base, ordered
@@ -215,7 +246,7 @@ class TestUpgrade:
         base query's rows, in order, including a feature whose bbox only touches the box's
         edge (where float4 rounding matters)."""
         migrations.upgrade(at_opt4, "opt5")
-        base, variant = base_sql(S)["Q2"], agg.REWRITES["Q2"]["sql"]
+        base, variant = base_sql(S)["Q2"], agg.rewrites(S)["Q2"].sql
         with psycopg.connect(at_opt4) as conn:
             x0, y0, x1, y1 = conn.execute(
                 "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
@@ -256,8 +287,10 @@ class TestUpgrade:
         with psycopg.connect(seeded_url) as conn:
             conn.add_notice_handler(lambda d: notices.append(d.message_primary))
             conn.execute(cron.schedule_sql(agg.jobs(S), "refresh is manual: run `stage4 refresh`"))
-        assert notices == ["stage4: pg_cron is not installed in this database; "
-                           "refresh is manual: run `stage4 refresh`"]  # fmt: skip
+        assert notices == [
+            "stage4: pg_cron is not installed in this database; "
+            "refresh is manual: run `stage4 refresh`"
+        ]
 
 
 class TestRefresh:
@@ -275,8 +308,10 @@ class TestRefresh:
         with psycopg.connect(at_opt4, autocommit=True) as conn:
             conn.execute(f"REFRESH MATERIALIZED VIEW {agg.tiles(S).qualified} WITH NO DATA")
             refresh_all(at_opt4)
-            assert conn.execute("SELECT relispopulated FROM pg_class WHERE oid = %s::regclass",
-                                (agg.tiles(S).qualified,)).fetchone()[0]  # fmt: skip
+            assert conn.execute(
+                "SELECT relispopulated FROM pg_class WHERE oid = %s::regclass",
+                (agg.tiles(S).qualified,),
+            ).fetchone()[0]
 
     def test_a_failing_refresh_says_which_view(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
@@ -327,10 +362,11 @@ class TestSafety:
                 for fn in (functions.monthly_counts(S), functions.tile(S)):
                     assert _body(conn, fn) == fn.body.strip()
                 for view in agg.views(S):
-                    assert not conn.execute("SELECT has_table_privilege(%s, %s, 'SELECT')",
-                                            (role, view.qualified)).fetchone()[0]  # fmt: skip
+                    assert not conn.execute(
+                        "SELECT has_table_privilege(%s, %s, 'SELECT')", (role, view.qualified)
+                    ).fetchone()[0]
                 assert (
-                    conn.execute(f"SELECT {agg.REWRITES['Q9']['requires']}").fetchone()[0] is False
+                    conn.execute(f"SELECT {agg.rewrites(S)['Q9'].requires}").fetchone()[0] is False
                 )
             finally:
                 conn.execute(f"DROP OWNED BY {role}")
@@ -345,8 +381,9 @@ class TestSafety:
                 conn.execute(f"GRANT SELECT ON {S.qualified_table} TO {role}")
                 migrations.upgrade(at_opt4, "opt5")
                 for view in agg.views(S):
-                    assert conn.execute("SELECT has_table_privilege(%s, %s, 'SELECT')",
-                                        (role, view.qualified)).fetchone()[0]  # fmt: skip
+                    assert conn.execute(
+                        "SELECT has_table_privilege(%s, %s, 'SELECT')", (role, view.qualified)
+                    ).fetchone()[0]
             finally:
                 conn.execute(f"DROP OWNED BY {role}")
                 conn.execute(f"DROP ROLE {role}")

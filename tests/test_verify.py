@@ -15,7 +15,7 @@ import pytest
 
 from stage4 import migrations, verify
 from stage4.config import settings
-from stage4.ddl import future_partitions as fp
+from stage4.optimisations import future_partitions as fp
 
 S = settings()
 CRON_PROMISES = {
@@ -25,7 +25,7 @@ CRON_PROMISES = {
 
 
 def _texts(rev: str, s=S) -> list[str]:
-    return [p[0] for p in verify.promises(s, rev)]
+    return [p.text for p in verify.promises(s, rev)]
 
 
 def _partition_promise(s) -> str:

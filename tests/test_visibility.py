@@ -21,8 +21,8 @@ from psycopg import errors
 
 from stage4 import gate, migrations, snapshot, visibility
 from stage4.config import settings
-from stage4.ddl import future_partitions as fp
 from stage4.errors import GateError
+from stage4.optimisations import future_partitions as fp
 from supabase_roles import ROLES_SQL
 
 S = settings()

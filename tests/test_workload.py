@@ -99,11 +99,10 @@ class TestRewrites:
         found = workload.available(conn, {"Q3": {"alt": alt}, "Q1": {"off": off, "gone": gone}})
         assert found == {"Q3": {"alt": alt.sql}}  # at schema no registered rewrite holds
 
-    def test_dict_rewrites_from_ddl_modules_are_accepted(self) -> None:
-        v = workload._as_rewrite({"requires": "true", "sql": "SELECT 1"})
-        assert v == Rewrite(requires="true", sql="SELECT 1")
+    def test_the_registry_offers_the_units_rewrites_of_sql_queries(self) -> None:
         found = workload.registry()
         assert set(found) == {"Q1", "Q2", "Q3", "Q6", "Q7", "Q9"}
+        assert found["Q1"].keys() == {"gis_columns"} and found["Q9"].keys() == {"aggregates"}
         for qid, rewrites in found.items():
             assert workload.CONTRACT[qid] == "SQL"  # an RPC is re-pointed, never rewritten
             assert all(isinstance(x, Rewrite) for x in rewrites.values())

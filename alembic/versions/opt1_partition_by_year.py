@@ -26,7 +26,7 @@ contain the partition key):
 * inserting directly into a partition bypasses the identity default (use the parent);
 * the database gets ``max_parallel_workers_per_gather = 0`` (new sessions): a parallel
   plan over the partitions costs more in worker start-up than short queries take
-  (pre-flight measures it; ``stage4.ddl.parallel``); the downgrade restores the
+  (pre-flight measures it; ``stage4.optimisations.partition_by_year``); the downgrade restores the
   previous value exactly.
 
 The upgrade REFUSES, before changing anything and naming them, when views,
@@ -53,8 +53,9 @@ import logging
 from alembic import context, op
 
 from stage4.config import settings
-from stage4.ddl import parallel, partitioning, privileges
+from stage4.ddl import partitioning, privileges
 from stage4.errors import MigrationError
+from stage4.optimisations import partition_by_year
 
 revision: str = "opt1"
 down_revision: str | None = "schema"
@@ -99,8 +100,8 @@ def _report(r: partitioning.Rebuild) -> None:
     if isinstance(metrics, dict):
         metrics.update(r.metrics)
     if r.metrics:
-        log.info("opt1: writers blocked %.3f s, readers blocked %.3f s (until commit)",
-                 r.metrics["writers_blocked_s"], r.metrics["readers_blocked_s"])  # fmt: skip
+        blocked = r.metrics["writers_blocked_s"], r.metrics["readers_blocked_s"]
+        log.info("opt1: writers blocked %.3f s, readers blocked %.3f s (until commit)", *blocked)
 
 
 def upgrade() -> None:
@@ -113,7 +114,7 @@ def upgrade() -> None:
     r.catch_up()
     r.swap()
     partitioning.publications_up(r)
-    op.execute(parallel.serial_sql(r.s))
+    op.execute(partition_by_year.serial_sql(r.s))
     _report(r)
 
 
@@ -121,7 +122,7 @@ def downgrade() -> None:
     """Partitioned -> plain, from the parent (every partition, opt4's included)."""
     r = _rebuild(partitioned=False)
     _check(r, "p", "un-partition")
-    op.execute(parallel.restore_sql(r.s))  # its memo lives on a partition: first
+    op.execute(partition_by_year.restore_sql(r.s))  # its memo lives on a partition: first
     flipped = partitioning.publications_down(r)
     r.create()
     r.copy()

@@ -5,7 +5,7 @@ right by PostgreSQL on every write, cascaded to partitions when the table is
 partitioned) and switches ``descricao``/``propriedades`` to lz4 + EXTENDED storage for
 values written from now on (existing values are not rewritten: see
 ``stage4.optimisations.gis_columns``). An app that reads the stored columns (Q1 and Q3 as
-``gis_columns.REWRITES`` writes them) gains from them; the app's SQL as it is does not
+``gis_columns.rewrites`` writes them) gains from them; the app's SQL as it is does not
 change. Users see five more columns in ``SELECT *`` (read-only:
 writing them is an error, as for any generated column).
 

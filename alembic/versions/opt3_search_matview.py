@@ -5,7 +5,7 @@ its unique, GIN and GiST indexes, gives it the grants of ``matviews.grants_sql``
 (the table's SELECT grants while the table has no row level security, its owner only
 otherwise), saves the live definition of ``buscar_geometrias`` in the view's comment
 and, while the table has no RLS, re-points the function at the view (same signature;
-it joins back to the table: see ``stage4.ddl.search_matview``). With RLS the function
+it joins back to the table: see its unit, ``stage4.optimisations.search_matview``). With RLS the function
 keeps reading the table, and the revision says so. Users see the same results for
 data as of the last ``REFRESH MATERIALIZED VIEW CONCURRENTLY public.geometrias_busca``,
 which pg_cron runs every 15 minutes where it runs (``stage4 refresh`` elsewhere): Q4's
@@ -23,7 +23,8 @@ from __future__ import annotations
 from alembic import context, op
 
 from stage4.config import settings
-from stage4.ddl import cron, matviews, search_matview
+from stage4.ddl import cron, matviews
+from stage4.optimisations import search_matview
 
 revision: str = "opt3"
 down_revision: str | None = "opt2"
@@ -33,13 +34,6 @@ depends_on = None
 # The gate's canary check finds Q4 stale (rows written since the last refresh are not
 # found): the budget the user accepts with --accept-stale.
 STALENESS = {"Q4": "up to 15 minutes (pg_cron refresh; manual `stage4 refresh` without pg_cron)"}
-SCHEDULE = "7-59/15 * * * *"  # between opt5's refreshes
-
-
-def _job(s) -> cron.Job:
-    mv = search_matview.view(s)
-    return cron.Job(f"stage4_refresh_{mv.name}", SCHEDULE,
-                    f"REFRESH MATERIALIZED VIEW CONCURRENTLY {mv.qualified}")  # fmt: skip
 
 
 def upgrade() -> None:
@@ -53,16 +47,20 @@ def upgrade() -> None:
     op.execute(search_matview.repoint_sql(s))
     bind = None if context.is_offline_mode() else op.get_bind()
     if bind is not None and matviews.rls_enabled(bind, s.qualified_table):
-        cron.note(context.config.attributes,
-                  f"opt3: {s.qualified_table} has row level security enabled; a materialized "
-                  "view ignores it, so buscar_geometrias keeps reading the table and the view "
-                  "is readable by its owner only")  # fmt: skip
-    op.execute(cron.schedule_sql([_job(s)], "refresh is manual: run `stage4 refresh`"))
+        cron.note(
+            context.config.attributes,
+            f"opt3: {s.qualified_table} has row level security enabled; a materialized "
+            "view ignores it, so buscar_geometrias keeps reading the table and the view "
+            "is readable by its owner only",
+        )
+    op.execute(
+        cron.schedule_sql([search_matview.job(s)], "refresh is manual: run `stage4 refresh`")
+    )
 
 
 def downgrade() -> None:
     """Restore the function as it was (it no longer reads the view), then drop the view."""
     s = settings()
-    op.execute(cron.unschedule_sql([_job(s).name]))
+    op.execute(cron.unschedule_sql([search_matview.job(s).name]))
     op.execute(search_matview.restore_previous_sql(s))
     op.execute(search_matview.view(s).drop_sql())

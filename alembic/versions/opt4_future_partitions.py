@@ -16,8 +16,8 @@ from alembic import context, op
 
 from stage4.config import settings
 from stage4.ddl import cron
-from stage4.ddl import future_partitions as fp
 from stage4.errors import MigrationError
+from stage4.optimisations import future_partitions as fp
 
 revision: str = "opt4"
 down_revision: str | None = "opt3"
@@ -44,17 +44,19 @@ def upgrade() -> None:
         op.execute(fp.run_sql(s))
     else:
         for name, moved in bind.exec_driver_sql(fp.run_sql(s)).all():
-            cron.log.info("created %s.%s (%d rows moved out of the default partition)",
-                          s.schema, name, moved)  # fmt: skip
+            msg = "created %s.%s (%d rows moved out of the default partition)"
+            cron.log.info(msg, s.schema, name, moved)
     if progress:
         progress("future partitions", 1, 1)
     manual = f"run `SELECT {s.schema}.{fp.FUNCTION}()` at least once a year"
-    op.execute(cron.schedule_sql([cron.Job(fp.JOB, fp.SCHEDULE, fp.command(s))], manual))
+    op.execute(cron.schedule_sql([fp.job(s)], manual))
     if bind is not None:
         state = cron.status(bind)
         if not state.runs:
-            cron.note(attributes, f"opt4: {state.reason}; future partitions are not "
-                                  f"created automatically: {manual}")  # fmt: skip
+            cron.note(
+                attributes,
+                f"opt4: {state.reason}; future partitions are not created automatically: {manual}",
+            )
 
 
 def downgrade() -> None:

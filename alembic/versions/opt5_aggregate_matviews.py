@@ -1,9 +1,9 @@
 """Materialized views for Q8–Q10, refreshed CONCURRENTLY on a pg_cron schedule.
 
 Creates three views with unique indexes (monthly counts, tile-ready geometry,
-the POINT features for Q9's join; the earlier all-pairs containment view grew with
-the square of the density and is gone; GiST (categoria, geom) indexes need the
-btree_gist extension, created only when missing and then dropped by the downgrade), gives them the table's SELECT grants, re-points
+the POINT features for Q9's join; GiST (categoria, geom) indexes need the btree_gist
+extension, created only when missing and then dropped by the downgrade), gives them
+the grants of ``matviews.grants_sql``, re-points
 ``contagem_mensal`` and ``tile_mvt`` at them (same signatures, same results after
 a refresh) and schedules one refresh job per view. Without pg_cron it says once
 that refresh is manual: ``stage4 refresh``.
@@ -24,9 +24,9 @@ from __future__ import annotations
 from alembic import context, op
 
 from stage4.config import settings
-from stage4.ddl import aggregates as agg
-from stage4.ddl import cron, functions
+from stage4.ddl import cron, functions, matviews
 from stage4.errors import MigrationError
+from stage4.optimisations import aggregates as agg
 
 revision: str = "opt5"
 down_revision: str | None = "opt4"
@@ -58,7 +58,7 @@ def upgrade() -> None:
     pairs = _repointed(s)
     if bind is not None:
         for old, new in pairs:
-            live = agg.live_body(bind, old.identity)
+            live = functions.live_body(bind, old.identity)
             if live not in (old.body.strip(), new.body.strip()):
                 raise MigrationError(
                     f"opt5 cannot re-point {old.identity}: its body is not the one stage4 "
@@ -72,14 +72,17 @@ def upgrade() -> None:
             progress("materialized views", i, len(views))
         for stmt in view.create_sql():
             op.execute(stmt)
-        op.execute(agg.grants_sql(s, view))
+        op.execute(matviews.grants_sql(s.qualified_table, view.qualified))
     op.execute(agg.btree_gist_mark_sql(s))
     if progress:
         progress("materialized views", len(views), len(views))
-    if bind is not None and agg.rls_enabled(bind, s):
-        cron.note(attributes, f"opt5: {s.qualified_table} has row level security enabled; "
-                              "materialized views ignore it, so the RPCs keep reading the table "
-                              "and the views are readable by their owner only")  # fmt: skip
+    if bind is not None and matviews.rls_enabled(bind, s.qualified_table):
+        cron.note(
+            attributes,
+            f"opt5: {s.qualified_table} has row level security enabled; materialized views "
+            "ignore it, so the RPCs keep reading the table and the views are readable by "
+            "their owner only",
+        )
     else:
         for _, new in pairs:
             op.execute(new.create_sql())
@@ -87,20 +90,21 @@ def upgrade() -> None:
     if bind is not None:
         state = cron.status(bind)
         if not state.runs:
-            cron.note(attributes, f"opt5: {state.reason}; the materialized views are not "
-                                  "refreshed automatically: run `stage4 refresh`")  # fmt: skip
+            cron.note(
+                attributes,
+                f"opt5: {state.reason}; the materialized views are not refreshed "
+                "automatically: run `stage4 refresh`",
+            )
 
 
 def downgrade() -> None:
     """Unschedule, restore the previous RPC bodies, drop the views."""
     s = settings()
     bind = None if context.is_offline_mode() else op.get_bind()
-    legacy = agg.LEGACY_VIEW.format(table=s.table)  # built by an earlier opt5
-    op.execute(cron.unschedule_sql([*(j.name for j in agg.jobs(s)), f"stage4_refresh_{legacy}"]))
+    op.execute(cron.unschedule_sql([j.name for j in agg.jobs(s)]))
     for old, new in _repointed(s):
-        if bind is None or agg.live_body(bind, old.identity) == new.body.strip():
+        if bind is None or functions.live_body(bind, old.identity) == new.body.strip():
             op.execute(old.create_sql())
     op.execute(agg.btree_gist_drop_sql(s))
     for view in reversed(agg.views(s)):
         op.execute(view.drop_sql())
-    op.execute(f"DROP MATERIALIZED VIEW IF EXISTS {s.schema}.{legacy}")

@@ -337,12 +337,12 @@ def settle(url: str, progress=None, connection=None) -> dict[str, float]:
     from psycopg import sql
     from sqlalchemy.exc import DBAPIError
 
+    from stage4 import optimisations
     from stage4.config import settings
-    from stage4.ddl import aggregates, search_matview
     from stage4.errors import Stage4Error
 
     s = settings()
-    ours = [v.qualified for v in (search_matview.view(s), *aggregates.views(s))]
+    ours = [v.qualified for v in optimisations.views(s)]
     done: dict[str, float] = {}
     try:
         with _autocommit(url, connection) as conn:

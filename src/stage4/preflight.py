@@ -12,6 +12,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+from stage4 import optimisations
 from stage4.config import Settings
 from stage4.errors import PreflightError
 
@@ -75,7 +76,7 @@ def run(conn, s: Settings, *, steps: list[str], expect_features: int | None = No
     table_exists = one("SELECT to_regclass(%s) IS NOT NULL", s.qualified_table)
     if table_exists:
         _table_checks(p, conn, s, one, expect_features)
-        if "opt1" in steps:
+        if optimisations.rebuilds_table(steps):
             _blockers(p, conn, s)
             _parallel_start(p, conn, one)
     elif "schema" not in steps:
@@ -164,7 +165,7 @@ def _parallel_start(p: Preflight, conn, one) -> None:
     takes milliseconds to start, a query of a few milliseconds can take several times
     as long and the gate may call opt1 slower. A worker running PostGIS also loads it
     first, so the figure measured here on a trivial query is a lower bound. Said, not
-    refused: opt1 carries the remedy (``stage4.ddl.parallel``)."""
+    refused: opt1 carries the remedy (``stage4.optimisations.partition_by_year``)."""
     if int(one("SHOW max_parallel_workers_per_gather")) == 0:
         p.add("parallel workers", True, "parallel queries are off (max_parallel_workers_per_gather = 0)",
               fatal=False)  # fmt: skip

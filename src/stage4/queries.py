@@ -1,8 +1,8 @@
 """The app's queries Q1–Q10 as it sends them at revision ``schema``: one text per query.
 
-The workload (``stage4.workload``) replays them, and a revision's ``REWRITES`` are built
-from them where only the relation changes, so the DDL layer can name a query's text without
-importing the workload that measures it.
+The workload (``stage4.workload``) replays them, and an optimisation unit's ``rewrites``
+are built from them where only the relation changes, so a unit can name a query's text
+without importing the workload that measures it.
 """
 
 from __future__ import annotations

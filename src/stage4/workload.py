@@ -15,8 +15,8 @@ The app contract (``CONTRACT``): what is judged is the app as it runs. A query t
 sends as SQL is measured with the same text at every revision; a revision may change
 what runs under it (indexes, partitions, settings), never the text. A query the app
 calls as an RPC (Q4, Q8, Q10) may be re-pointed by a revision: same signature, same
-results. A faster SQL that needs the app to change its code is a ``Rewrite`` a
-revision's ``stage4.ddl`` module offers in ``REWRITES``: the bench measures it beside
+results. A faster SQL that needs the app to change its code is a ``Rewrite`` an
+optimisation unit offers (``stage4.optimisations``): the bench measures it beside
 the app's query ("available if your app adopts it": same results?, speedup) and the
 gate never counts it.
 """
@@ -26,9 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import hashlib
-import importlib
 import math
-import pkgutil
 import random
 import re
 import zlib
@@ -37,7 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stage4 import optimisations
 from stage4.config import Settings
+from stage4.optimisations import Rewrite
 from stage4.queries import base_sql
 
 Params = dict[str, Any]
@@ -46,17 +46,6 @@ Params = dict[str, Any]
 FINGERPRINT_SETS = 6
 # Anchor features sampled from the data; every parameter is drawn around one of them.
 ANCHORS = 256
-
-
-@dataclass(frozen=True)
-class Rewrite:
-    """A faster SQL for a query that the app would have to adopt (its code changes).
-
-    Offered when ``requires`` (a SQL boolean; one naming a relation or column that does
-    not exist does not hold, see ``_holds``) is true; never what the gate judges."""
-
-    requires: str
-    sql: str
 
 
 @dataclass(frozen=True)
@@ -363,43 +352,21 @@ def params_digest(sequence: Mapping[str, Sequence[Params]]) -> str:
 # ------------------------------------------------------------------ rewrites
 
 
-def _as_rewrite(v: Rewrite | Mapping[str, str]) -> Rewrite:
-    return v if isinstance(v, Rewrite) else Rewrite(requires=v["requires"], sql=v["sql"])
+def registry(s: Settings | None = None) -> dict[str, dict[str, Rewrite]]:
+    """Every unit's rewrites: qid -> {unit name: Rewrite} (``optimisations.rewrites``)."""
+    from stage4.config import settings
 
-
-def registry() -> dict[str, dict[str, Rewrite]]:
-    """Every ``REWRITES`` found in ``stage4.ddl`` modules: qid -> {rewrite name: Rewrite}.
-
-    A rewrite's name is its module's name (e.g. ``gis_columns``); modules are read in
-    name order, so the listing is stable.
-    """
-    import stage4.ddl as ddl
-    import stage4.optimisations as optimisations
-
-    modules = [
-        (i.name, importlib.import_module(f"stage4.ddl.{i.name}"))
-        for i in pkgutil.iter_modules(ddl.__path__)
-    ]
-    modules += [
-        (i.name, importlib.import_module(f"stage4.optimisations.{i.name}"))
-        for i in pkgutil.iter_modules(optimisations.__path__)
-    ]
-    found: dict[str, dict[str, Rewrite]] = {}
-    for name, module in sorted(modules, key=lambda m: m[0]):
-        table = getattr(module, "REWRITES", None)
-        for qid, v in (table or {}).items():
-            found.setdefault(qid, {})[name] = _as_rewrite(v)
-    return found
+    return optimisations.rewrites(s or settings())
 
 
 def available(
-    conn, extra: Mapping[str, Mapping[str, Rewrite]] | None = None
+    conn, extra: Mapping[str, Mapping[str, Rewrite]] | None = None, s: Settings | None = None
 ) -> dict[str, dict[str, str]]:
     """qid -> {name: SQL} of the rewrites the database offers now (``requires`` holds).
 
     ``extra`` rewrites (tests, experiments) are listed with the registered ones."""
     out: dict[str, dict[str, str]] = {}
-    reg = registry()
+    reg = registry(s)
     for qid in sorted({*reg, *(extra or {})}, key=lambda q: int(q[1:]) if q[1:].isdigit() else 0):
         for name, v in {**reg.get(qid, {}), **(extra or {}).get(qid, {})}.items():
             if _holds(conn, v.requires):

@@ -1,4 +1,10 @@
-"""DDL helpers the revisions call: each module one kind of Postgres object.
+"""DDL helpers the optimisation units call: each module one kind of Postgres object.
 
-Nothing here knows about the benchmark or the gate.
+Nothing here knows about an optimisation, the benchmark or the gate.
 """
+
+
+def literal(text: str) -> str:
+    """A SQL string literal, single quotes doubled (dollar quoting would break on ``$`` in
+    function bodies)."""
+    return "'" + text.replace("'", "''") + "'"

@@ -18,6 +18,8 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from stage4.ddl import literal
+
 log = logging.getLogger("alembic.runtime.migration")
 
 INSTALLED = "EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')"
@@ -41,11 +43,6 @@ class CronStatus:
     reason: str
 
 
-def literal(text: str) -> str:
-    """A SQL string literal (single quotes doubled)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _fetch(bind: Any, sql: str) -> list[tuple]:
     """Rows from a SQLAlchemy Connection (revisions) or a psycopg connection (library, tests)."""
     if hasattr(bind, "exec_driver_sql"):
@@ -66,8 +63,11 @@ def status(bind: Any) -> CronStatus:
     if installed and preloaded:
         return CronStatus(True, True, "pg_cron is installed and preloaded")
     if installed:
-        return CronStatus(True, False, "pg_cron is installed but not in shared_preload_libraries, "
-                                       "so its jobs do not run")  # fmt: skip
+        return CronStatus(
+            True,
+            False,
+            "pg_cron is installed but not in shared_preload_libraries, so its jobs do not run",
+        )
     if not available:
         reason = "pg_cron is not installed on this server"
     elif not preloaded:

@@ -115,3 +115,11 @@ def baseline(s: Settings) -> list[Function]:
 def exists_sql(fn: Function) -> str:
     """A query returning a row when the function (by identity) exists."""
     return f"SELECT to_regprocedure('{fn.identity}')::oid AS oid WHERE to_regprocedure('{fn.identity}') IS NOT NULL"
+
+
+def live_body(bind, identity: str) -> str | None:
+    """The body (prosrc) of a function by identity, stripped; None when it does not exist."""
+    src = bind.exec_driver_sql(
+        f"SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure('{identity}')"
+    ).scalar()
+    return None if src is None else src.strip()

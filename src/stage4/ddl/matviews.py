@@ -1,22 +1,34 @@
-"""Materialized views with their indexes, as data: create, drop, refresh, grants (opt3, opt5).
+"""Materialized views with their indexes, as data: create, drop, refresh, grants, refresh job.
 
 Every view has a unique index so ``REFRESH MATERIALIZED VIEW CONCURRENTLY`` works
 (readers are never blocked by a refresh). A materialized view has no row level
 security: whoever may SELECT it sees every row it holds, whatever the policies of
-the tables it was built from. ``copy_select_grants_sql`` only copies the
-SELECT grants a source table already has (nobody gains access to a row they could
-not already SELECT without policies), and callers that serve RLS-protected data must
-join back to the table so its policies filter the result (see opt3).
+the tables it was built from. ``grants_sql`` is the one grant rule every view follows:
+the source table's SELECT grants only while that table has row level security off
+(nobody gains access to a row they could not already SELECT), its owner only otherwise;
+callers that serve RLS-protected data join back to the table so its policies filter
+the result.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stage4.ddl import literal
+from stage4.ddl.cron import Job
+
 
 @dataclass(frozen=True)
 class MatView:
-    """One materialized view: ``query`` plus ``indexes`` (name -> ``USING … (…)`` tail)."""
+    """One materialized view: ``query``, its unique index, ``indexes`` (name -> ``USING … (…)``
+    tail), a comment, and ``serial`` for a view read by short queries only.
+
+    ``serial`` sets ``parallel_workers = 0`` (a storage parameter of this view only): the
+    queries such a view serves read a few thousand rows, and PostGIS's function costs make
+    the planner hand those to parallel workers, each of which must start and load PostGIS
+    first, which on a small machine costs more than the short query itself
+    (``benchmarks/probes/parallel_startup.py`` measures it).
+    """
 
     schema: str
     name: str
@@ -24,20 +36,29 @@ class MatView:
     unique: tuple[str, str]  # (index name, column list) — needed by REFRESH CONCURRENTLY
     indexes: dict[str, str] = field(default_factory=dict)
     comment: str | None = None
+    serial: bool = False
 
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
 
+    def qualified_index(self, name: str) -> str:
+        return f"{self.schema}.{name}"
+
     def create_sql(self) -> list[str]:
-        """CREATE … WITH DATA, the unique index, the other indexes, the comment."""
+        """CREATE … WITH DATA, the unique index, the other indexes, the comment.
+
+        No IF NOT EXISTS: a view of that name that the revision did not build is an error,
+        never adopted."""
+        storage = " WITH (parallel_workers = 0)" if self.serial else ""
         out = [
-            f"CREATE MATERIALIZED VIEW {self.qualified} AS\n{self.query.strip()}\nWITH DATA",
+            f"CREATE MATERIALIZED VIEW {self.qualified}{storage} AS\n"
+            f"{self.query.strip()}\nWITH DATA",
             f"CREATE UNIQUE INDEX {self.unique[0]} ON {self.qualified} ({self.unique[1]})",
         ]
         out += [f"CREATE INDEX {n} ON {self.qualified} {tail}" for n, tail in self.indexes.items()]
         if self.comment is not None:
-            out.append(f"COMMENT ON MATERIALIZED VIEW {self.qualified} IS {quote(self.comment)}")
+            out.append(f"COMMENT ON MATERIALIZED VIEW {self.qualified} IS {literal(self.comment)}")
         return out
 
     def drop_sql(self) -> str:
@@ -51,10 +72,9 @@ class MatView:
     def exists_sql(self) -> str:
         return f"SELECT to_regclass('{self.qualified}') IS NOT NULL"
 
-
-def quote(text: str) -> str:
-    """A SQL string literal (dollar quoting would break on ``$`` in function bodies)."""
-    return "'" + text.replace("'", "''") + "'"
+    def job(self, schedule: str) -> Job:
+        """The pg_cron job refreshing the view CONCURRENTLY (readers are never blocked)."""
+        return Job(f"stage4_refresh_{self.name}", schedule, self.refresh_sql())
 
 
 def grants_sql(source_table: str, view: str) -> str:
@@ -93,19 +113,5 @@ $acl$"""
 
 def rls_enabled(bind, table: str) -> bool:
     """Has ``table`` row level security enabled (SQLAlchemy connection)?"""
-    return bool(bind.exec_driver_sql(
-        f"SELECT relrowsecurity FROM pg_class WHERE oid = '{table}'::regclass"
-    ).scalar())  # fmt: skip
-
-
-def comment_sql(qualified: str) -> str:
-    """The comment of a relation (None when absent or the relation is missing)."""
-    return (
-        f"SELECT obj_description(to_regclass('{qualified}'), 'pg_class') "
-        f"WHERE to_regclass('{qualified}') IS NOT NULL"
-    )
-
-
-def refresh(conn, view: MatView, concurrently: bool = True) -> None:
-    """Refresh now (psycopg connection; CONCURRENTLY must run outside a transaction block)."""
-    conn.execute(view.refresh_sql(concurrently))
+    sql = f"SELECT relrowsecurity FROM pg_class WHERE oid = '{table}'::regclass"
+    return bool(bind.exec_driver_sql(sql).scalar())

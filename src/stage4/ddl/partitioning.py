@@ -202,8 +202,10 @@ class Rebuild:
         if not self.partitioned:
             pk_cols = [c for c in pk_cols if c != self.s.time_column]
         self.pk_name = pk_name
-        like = ("INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING GENERATED INCLUDING STORAGE "
-                "INCLUDING COMPRESSION INCLUDING CONSTRAINTS")  # fmt: skip
+        like = (
+            "INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING GENERATED INCLUDING STORAGE "
+            "INCLUDING COMPRESSION INCLUDING CONSTRAINTS"
+        )
         tail = f" PARTITION BY RANGE ({self.s.time_column})" if self.partitioned else ""
         self.pk_cols = pk_cols
         self.execute(f"CREATE TABLE {self.new} (LIKE {self.old} {like}){tail}")
@@ -214,8 +216,9 @@ class Rebuild:
     def copy(self) -> None:
         """In batches (``batches``) under ACCESS SHARE on the old table; progress after each."""
         cols = ", ".join(self.columns())
-        insert = (f"INSERT INTO {self.new} ({cols}) OVERRIDING SYSTEM VALUE "
-                  f"SELECT {cols} FROM {self.old}")  # fmt: skip
+        insert = (
+            f"INSERT INTO {self.new} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {self.old}"
+        )
         if self.bind is None:
             self.execute(
                 "-- online: copied in batches (quarters up, id ranges down), then the rows\n"
@@ -259,23 +262,25 @@ class Rebuild:
         if lo is None:
             return [], 0
         step = self.batch_rows
-        return [("id >= %(a)s AND id < %(b)s", {"a": a, "b": a + step})
-                for a in range(lo, hi + 1, step)], total  # fmt: skip
+        ranges = [
+            ("id >= %(a)s AND id < %(b)s", {"a": a, "b": a + step}) for a in range(lo, hi + 1, step)
+        ]
+        return ranges, total
 
     def _time_indexed(self) -> bool:
-        return bool(self._scalar(
-            """SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
-                 ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-               WHERE i.indrelid = %(t)s::regclass AND a.attname = %(c)s)""",
-            t=self.old, c=self.s.time_column,
-        ))  # fmt: skip
+        sql = """SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
+                   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                 WHERE i.indrelid = %(t)s::regclass AND a.attname = %(c)s)"""
+        return bool(self._scalar(sql, t=self.old, c=self.s.time_column))
 
     def _quarter_batches(self) -> tuple[list[tuple[str, dict]], int]:
         d, g = self.s.time_column, self.s.geometry_column
         typ = self._scalar(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = %(t)s::regclass AND attname = %(c)s", t=self.old, c=d,
-        )  # fmt: skip
+            "WHERE attrelid = %(t)s::regclass AND attname = %(c)s",
+            t=self.old,
+            c=d,
+        )
         rows = self.bind.exec_driver_sql(
             f"SELECT date_trunc('quarter', {d})::{typ}, "
             f"(date_trunc('quarter', {d}) + interval '3 months')::{typ}, "
@@ -285,8 +290,11 @@ class Rebuild:
         rows.sort(key=lambda r: (r[0] is None, r[0] and (r[0].year, order[r[0].month])))
         out = []
         for q0, q1, lo, hi, n in rows:
-            when = (f"{d} >= %(q0)s AND {d} < %(q1)s", {"q0": q0, "q1": q1}) if q0 is not None \
-                else (f"{d} IS NULL", {})  # fmt: skip
+            when = (
+                (f"{d} >= %(q0)s AND {d} < %(q1)s", {"q0": q0, "q1": q1})
+                if q0 is not None
+                else (f"{d} IS NULL", {})
+            )
             parts = -(-n // self.batch_rows)
             step = -(-(hi - lo + 1) // parts)
             for a in range(lo, hi + 1, step):

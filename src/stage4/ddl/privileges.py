@@ -12,12 +12,19 @@ same), identity-sequence grants, RLS enabled/forced, every policy, comments on t
 table, its columns, indexes, constraints, triggers and policies, user triggers with
 their enabled state, replica identity, and publication membership (row filter and
 column list included).
+
+The owner-only policies live here too: partitions (``owner_only_plpgsql``,
+``partitions_owner_only_sql``) and functions that must not be RPC endpoints
+(``function_owner_only_sql``). Materialized views have their one rule in
+``matviews.grants_sql``.
 """
 
 from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
+
+from stage4.ddl import literal
 
 _CMD = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 _TRIGGER_STATE = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
@@ -45,8 +52,9 @@ def _q(bind, sql: str, **params) -> list[tuple]:
 
 
 def _acl(bind, acl_sql: str, rel: str) -> list[tuple[str, str, str, bool]] | None:
-    has = _q(bind, f"SELECT {acl_sql} IS NOT NULL FROM pg_class c WHERE c.oid = %(r)s::regclass",
-             r=rel)  # fmt: skip
+    has = _q(
+        bind, f"SELECT {acl_sql} IS NOT NULL FROM pg_class c WHERE c.oid = %(r)s::regclass", r=rel
+    )
     if not has or not has[0][0]:
         return None
     return _q(
@@ -69,8 +77,9 @@ def capture(bind, rel: str, sequence: str | None) -> Carry:
         " relreplident::text FROM pg_class WHERE oid = %(r)s::regclass",
         r=rel,
     )[0]
-    carry = Carry(owner=owner, acl=_acl(bind, "c.relacl", rel), rls=(rls, force),
-                  replica_identity=ident)  # fmt: skip
+    carry = Carry(
+        owner=owner, acl=_acl(bind, "c.relacl", rel), rls=(rls, force), replica_identity=ident
+    )
     if sequence:
         carry.sequence_acl = _acl(bind, "c.relacl", sequence)
     carry.column_acl = _q(
@@ -93,8 +102,10 @@ def capture(bind, rel: str, sequence: str | None) -> Carry:
            FROM pg_policy WHERE polrelid = %(r)s::regclass ORDER BY polname""",
         r=rel,
     ):
-        sql = (f"CREATE POLICY {name} ON %s AS {'PERMISSIVE' if permissive else 'RESTRICTIVE'} "
-               f"FOR {_CMD[cmd]} TO {roles}")  # fmt: skip
+        sql = (
+            f"CREATE POLICY {name} ON %s AS {'PERMISSIVE' if permissive else 'RESTRICTIVE'} "
+            f"FOR {_CMD[cmd]} TO {roles}"
+        )
         sql += f" USING ({qual})" if qual else ""
         sql += f" WITH CHECK ({check})" if check else ""
         carry.policies.append(sql)
@@ -219,7 +230,6 @@ def comment_sql(comments: list[tuple[str, str, str]], target: str) -> list[str]:
     schema = target.split(".")[0]
     out = []
     for kind, name, text in comments:
-        literal = "'" + text.replace("'", "''") + "'"
         obj = {
             "TABLE": f"TABLE {target}",
             "COLUMN": f"COLUMN {target}.{name}",
@@ -228,7 +238,7 @@ def comment_sql(comments: list[tuple[str, str, str]], target: str) -> list[str]:
             "TRIGGER": f"TRIGGER {name} ON {target}",
             "POLICY": f"POLICY {name} ON {target}",
         }[kind]
-        out.append(f"COMMENT ON {obj} IS {literal}")
+        out.append(f"COMMENT ON {obj} IS {literal(text)}")
     return out
 
 
@@ -296,6 +306,21 @@ BEGIN
   FOR p IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = '{parent}'::regclass
            ORDER BY inhrelid LOOP
     {textwrap.indent(owner_only_plpgsql("p"), "  ").lstrip()}
+  END LOOP;
+END
+$acl$"""
+
+
+def function_owner_only_sql(identity: str) -> str:
+    """Only the function's owner may EXECUTE it: revoked from PUBLIC and from every role
+    that default privileges named (one DO block, so offline ``--sql`` renders it too)."""
+    return f"""DO $acl$
+DECLARE r record;
+BEGIN
+  REVOKE ALL ON FUNCTION {identity} FROM PUBLIC;
+  FOR r IN SELECT DISTINCT a.grantee FROM pg_proc p, aclexplode(p.proacl) a
+           WHERE p.oid = {literal(identity)}::regprocedure AND a.grantee NOT IN (0, p.proowner) LOOP
+    EXECUTE format('REVOKE ALL ON FUNCTION {identity} FROM %I', pg_get_userbyid(r.grantee));
   END LOOP;
 END
 $acl$"""

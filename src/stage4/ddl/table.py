@@ -52,11 +52,14 @@ def geometrias_table(s: Settings, metadata: MetaData | None = None) -> Table:
 def baseline_indexes(s: Settings, table: Table) -> list[Index]:
     """What a competent team already has at ``schema``: GiST on geom, btree on date, category."""
     return [
-        Index(f"{s.table}_{s.geometry_column}_gist", table.c[s.geometry_column],
-              postgresql_using="gist"),
+        Index(
+            f"{s.table}_{s.geometry_column}_gist",
+            table.c[s.geometry_column],
+            postgresql_using="gist",
+        ),
         Index(f"{s.table}_{s.time_column}_idx", table.c[s.time_column]),
         Index(f"{s.table}_categoria_idx", table.c.categoria),
-    ]  # fmt: skip
+    ]
 
 
 def contract(s: Settings) -> dict[str, set[str]]:

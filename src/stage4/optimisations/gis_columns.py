@@ -1,4 +1,4 @@
-"""Derived spatial measures as narrow stored columns, and lz4 for the wide columns (opt2).
+"""opt2, derived spatial measures as narrow stored columns, and lz4 for the wide columns.
 
 Why: Q1 and Q3 spend most of their time in ``ST_Area(geom::geography)`` (a spheroid
 area per row) and Q3 also in ``ST_Intersects`` (a GEOS call per row). Storing the
@@ -30,8 +30,14 @@ revision owns), so the downgrade restores exactly what was there.
 
 from __future__ import annotations
 
-from stage4.config import Settings
+from dataclasses import replace
 
+from stage4.config import Settings
+from stage4.ddl.matviews import MatView
+from stage4.ddl.partitioning import partitions_sql
+from stage4.optimisations.base import Promise, Reference, Rewrite, copy_sql
+
+REVISION = "opt2"
 WIDE_COLUMNS = ("descricao", "propriedades")
 STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
 COMPRESSION = {"": "DEFAULT", "p": "pglz", "l": "lz4"}
@@ -154,19 +160,7 @@ def _envelope(s: Settings) -> str:
     return f"ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, {s.srid})"
 
 
-def base_queries(s: Settings) -> dict[str, str]:
-    """Q1–Q3 as the app runs them (what the rewrites must match)."""
-    t, g, env = s.qualified_table, s.geometry_column, _envelope(s)
-    return {
-        "Q1": f"SELECT count(*), sum(ST_Area({g}::geography)) FROM {t} WHERE {g} && {env}",
-        "Q2": f"SELECT id, nome, categoria, ST_AsGeoJSON(ST_Simplify({g}, 0.0001)) "
-        f"FROM {t} WHERE {g} && {env} ORDER BY id LIMIT 500",
-        "Q3": f"SELECT categoria, count(*), sum(ST_Area({g}::geography)) FROM {t} "
-        f"WHERE ST_Intersects({g}, {env}) GROUP BY categoria",
-    }
-
-
-def rewrites(s: Settings) -> dict[str, dict[str, str]]:
+def rewrites(s: Settings) -> dict[str, Rewrite]:
     """Q1 and Q3 reading the stored columns: SQL the app must adopt to gain from them
     (the app's own SQL computes ``ST_Area`` per row whatever is stored), so the gate
     never counts them; the bench measures them beside the app's. Q2 has none: it already reads ~500 rows by
@@ -187,23 +181,53 @@ def rewrites(s: Settings) -> dict[str, dict[str, str]]:
         "AND bbox_ymin >= %(min_lat)s AND bbox_ymax <= %(max_lat)s"
     )
     return {
-        "Q1": {
-            "requires": requires,
-            "sql": f"SELECT count(*), sum(area_m2) FROM {t} WHERE {g} && {env}",
-        },
-        "Q3": {
-            "requires": requires,
-            "sql": f"SELECT categoria, count(*), sum(area_m2) FROM {t} "
+        "Q1": Rewrite(requires, f"SELECT count(*), sum(area_m2) FROM {t} WHERE {g} && {env}"),
+        "Q3": Rewrite(
+            requires,
+            f"SELECT categoria, count(*), sum(area_m2) FROM {t} "
             f"WHERE {g} && {env} AND (({inside}) OR ST_Intersects({g}, {env})) "
             "GROUP BY categoria",
-        },
+        ),
     }
 
 
-def __getattr__(name: str):
-    # REWRITES follows the configured names, computed when first read.
-    if name == "REWRITES":
-        from stage4.config import settings
+# ------------------------------------------------------------------ what the unit declares
 
-        return rewrites(settings())
-    raise AttributeError(name)
+
+def views(s: Settings) -> list[MatView]:
+    """None to settle: the upgrade analyzes the new columns itself."""
+    return []
+
+
+def promises(s: Settings) -> list[Promise]:
+    q, names = s.qualified_table, ", ".join(f"'{c}'" for c in derived(s))
+    wide = ", ".join(f"'{c}'" for c in WIDE_COLUMNS)
+    return [
+        Promise(
+            "stored area and bbox columns exist (generated)",
+            f"SELECT count(*) = {len(derived(s))} FROM pg_attribute WHERE attrelid = '{q}'::regclass "
+            f"AND attgenerated = 's' AND attname IN ({names})",
+        ),
+        Promise(
+            "wide columns compressed with lz4",
+            f"SELECT bool_and(attcompression = 'l') FROM pg_attribute "
+            f"WHERE attrelid = '{q}'::regclass AND attname IN ({wide})",
+        ),
+    ]
+
+
+def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
+    """Up: the columns added (rolled back). Down: a partitioned copy of the table in
+    ``scratch`` with the same generated columns, storage and rows, whose wide columns get
+    their storage back and whose columns are dropped, committed."""
+    if direction == "up":
+        return Reference((add_columns_sql(s),))
+    r = replace(s, schema=scratch)
+    like = (
+        "INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION "
+        "INCLUDING CONSTRAINTS"
+    )
+    setup = copy_sql(conn, s, r.qualified_table, like, partitions_sql(r, r.qualified_table))
+    return Reference(
+        (restore_storage_sql(r), drop_columns_sql(r)), setup=tuple(setup), committed=True
+    )

@@ -1,11 +1,15 @@
-"""opt1's serial setting: ``max_parallel_workers_per_gather = 0`` for the database.
+"""opt1, the table partitioned by year: its promises, its reference, and its serial setting.
 
-Why: once ``geometrias`` is partitioned, PostgreSQL plans short viewport queries as a
-Gather over a Parallel Append of the partitions (PostGIS's function costs make splitting
-look worth it). Where a worker is slow to start (pre-flight measures it; on a small VM
-it takes milliseconds, and a worker running PostGIS loads it first) that start costs
-more than the whole serial query, and the app's unchanged SQL gets slower. The cure is part of
-the revision, not a setting the user must type.
+The rebuild itself (plain <-> partitioned in one transaction, readers and writers going
+on) is ``stage4.ddl.partitioning.Rebuild``, the helper for partitioned tables.
+
+The serial setting: ``max_parallel_workers_per_gather = 0`` for the database. Why: once
+``geometrias`` is partitioned, PostgreSQL plans short viewport queries as a Gather over a
+Parallel Append of the partitions (PostGIS's function costs make splitting look worth
+it). Where a worker is slow to start (pre-flight measures it; on a small VM it takes
+milliseconds, and a worker running PostGIS loads it first) that start costs more than
+the whole serial query, and the app's unchanged SQL gets slower. The cure is part of the
+revision, not a setting the user must type.
 
 Why the database and not a role or the functions: the app's SQL runs under whatever role
 its connection uses (``authenticator`` switching to ``anon``/``authenticated`` on
@@ -23,8 +27,17 @@ NOTICE and the setting is not changed.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from stage4.config import Settings
-from stage4.ddl.partitioning import partition_name
+from stage4.ddl.matviews import MatView
+from stage4.ddl.partitioning import partition_name, partitions_sql
+from stage4.optimisations.base import Promise, Reference, Rewrite, copy_sql
+
+REVISION = "opt1"
+# Pre-flight checks what stops a rebuild (dependent views, foreign keys…) and what a
+# parallel worker costs here, before a chain that includes this step.
+REBUILDS_TABLE = True
 
 SETTING = "max_parallel_workers_per_gather"
 MEMO = f"stage4 opt1: {SETTING} of this database before opt1: "
@@ -91,3 +104,58 @@ $par$"""
 def database_value(bind) -> str | None:
     """The database-level value now (None when absent): for tests and verify."""
     return bind.execute(f"SELECT {_CURRENT}").fetchone()[0]
+
+
+# ------------------------------------------------------------------ what the unit declares
+
+
+def views(s: Settings) -> list[MatView]:
+    """None: the new table itself is settled as every never-analyzed table is."""
+    return []
+
+
+def promises(s: Settings) -> list[Promise]:
+    q, t = s.qualified_table, s.table
+    names = ", ".join(
+        f"'{s.schema}.{partition_name(s, y)}'" for y in range(s.first_year, s.last_year + 1)
+    )
+    return [
+        Promise(
+            f"{q} is partitioned by range",
+            f"SELECT relkind = 'p' FROM pg_class WHERE oid = '{q}'::regclass",
+        ),
+        Promise(
+            f"yearly partitions {s.first_year}–{s.last_year} and a default exist",
+            f"SELECT bool_and(to_regclass(p) IS NOT NULL) AND "
+            f"to_regclass('{s.schema}.{partition_name(s)}') IS NOT NULL FROM unnest(ARRAY[{names}]) p",
+        ),
+        Promise(
+            "GiST index on the geometry of the parent",
+            f"SELECT count(*) > 0 FROM pg_indexes WHERE schemaname = '{s.schema}' "
+            f"AND tablename = '{t}' AND indexdef ILIKE '%USING gist ({s.geometry_column})%'",
+        ),
+    ]
+
+
+def rewrites(s: Settings) -> dict[str, Rewrite]:
+    """None: the app's SQL gains (or loses) from the partitions as it is."""
+    return {}
+
+
+def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
+    """Both ways: INSERT…SELECT of every row into a bare copy (partitioned up, plain down)
+    with the same indexes (primary key, GiST, two b-trees), rolled back."""
+    ref = f"{scratch}.{s.table}"
+    like = "INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION INCLUDING CONSTRAINTS"
+    up = direction == "up"
+    parts = partitions_sql(replace(s, schema=scratch), ref) if up else None
+    g, d = s.geometry_column, s.time_column
+    return Reference(
+        (
+            *copy_sql(conn, s, ref, like, parts),
+            f"ALTER TABLE {ref} ADD PRIMARY KEY (id{f', {d}' if up else ''})",
+            f"CREATE INDEX ON {ref} USING gist ({g})",
+            f"CREATE INDEX ON {ref} ({d})",
+            f"CREATE INDEX ON {ref} (categoria)",
+        )
+    )

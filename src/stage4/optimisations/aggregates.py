@@ -1,4 +1,4 @@
-"""Materialized views behind the aggregate and tile queries (opt5): Q8, Q9, Q10.
+"""opt5, materialized views behind the aggregate and tile queries: Q8, Q9, Q10.
 
 Each view answers a query from precomputed rows and has a unique index, so
 ``REFRESH MATERIALIZED VIEW CONCURRENTLY`` can rebuild it without blocking
@@ -11,83 +11,39 @@ per-row ST_Transform).
 Views ignore row level security: whoever may SELECT a view sees every row. So
 the views follow ``matviews.grants_sql``: the table's SELECT grants only while the
 table has RLS disabled; with RLS on, they are readable by their owner only and the
-RPCs keep reading the table (see ``rls_enabled``).
+RPCs keep reading the table (``matviews.rls_enabled``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 from stage4.config import Settings
-from stage4.ddl import matviews
+from stage4.ddl import cron, literal
 from stage4.ddl.cron import Job
+from stage4.ddl.matviews import MatView
+from stage4.optimisations.base import Promise, Reference, Rewrite
 from stage4.queries import base_sql
 
-# The all-pairs containment view of the first opt5 (dropped by the downgrade if present).
-LEGACY_VIEW = "{table}_contencao_mv"
+REVISION = "opt5"
 SCHEDULES = ("*/15 * * * *", "5-59/15 * * * *", "10-59/15 * * * *")  # staggered: 2 cores
-
-
-@dataclass(frozen=True)
-class MatView:
-    """A materialized view with its unique index (for CONCURRENTLY) and extra indexes."""
-
-    schema: str
-    name: str
-    query: str
-    unique: tuple[str, ...]
-    indexes: tuple[str, ...] = ()  # "using_and_columns", e.g. "USING gist (geom)"
-    # parallel_workers = 0: read by short viewport queries only serially (``tiles``)
-    serial: bool = False
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    def index_name(self, spec: str) -> str:
-        """The name ``create_sql`` gives the index built from ``spec`` (one of ``indexes``)."""
-        return f"{self.name}_idx{self.indexes.index(spec) + 1}"
-
-    def qualified_index(self, spec: str) -> str:
-        return f"{self.schema}.{self.index_name(spec)}"
-
-    def create_sql(self) -> list[str]:
-        stmts = [
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.qualified}"
-            f"{' WITH (parallel_workers = 0)' if self.serial else ''} AS\n"
-            f"{self.query.strip()}\nWITH DATA",
-            f"CREATE UNIQUE INDEX IF NOT EXISTS {self.name}_key ON {self.qualified} "
-            f"({', '.join(self.unique)})",
-        ]
-        for spec in self.indexes:
-            name = self.index_name(spec)
-            stmts.append(f"CREATE INDEX IF NOT EXISTS {name} ON {self.qualified} {spec}")
-        return stmts
-
-    def drop_sql(self) -> str:
-        return f"DROP MATERIALIZED VIEW IF EXISTS {self.qualified}"
-
-    def refresh_sql(self) -> str:
-        return f"REFRESH MATERIALIZED VIEW CONCURRENTLY {self.qualified}"
-
-    def job(self, schedule: str) -> Job:
-        return Job(f"stage4_refresh_{self.name}", schedule, self.refresh_sql())
 
 
 def monthly(s: Settings) -> MatView:
     """Q8: features per (month, category), every year."""
-    t = s.time_column
-    return MatView(s.schema, f"{s.table}_mensal_mv", f"""
+    t, name = s.time_column, f"{s.table}_mensal_mv"
+    query = f"""
 SELECT date_trunc('month', g.{t})::date AS mes, g.categoria, count(*) AS total
 FROM {s.qualified_table} g
-GROUP BY 1, 2""", ("mes", "categoria"))  # fmt: skip
+GROUP BY 1, 2"""
+    return MatView(s.schema, name, query, (f"{name}_key", "mes, categoria"))
 
 
 def tiles(s: Settings) -> MatView:
     """Q10: the tile attributes with the geometry already in EPSG:3857 (and the original).
 
     A non-partitioned copy with one GiST on the geometry, which Q2, Q6 and Q7 read
-    for the rewrites of Q2, Q6, Q7 and Q9 (see ``_rewrites``). The (categoria, geom) GiST is
+    for the rewrites of Q2, Q6, Q7 and Q9 (see ``rewrites``). The (categoria, geom) GiST is
     partial on ``categoria IS NOT NULL`` so that only a query filtering on a category
     (Q9) can use it: without the predicate the planner also picks it for plain ``geom``
     filters, scanning many times the buffers.
@@ -95,31 +51,34 @@ def tiles(s: Settings) -> MatView:
     Rows are written in the geometry's b-tree (Hilbert) order, as opt1 writes the table,
     so a viewport's rows share pages. Q2 and Q6 want rows in id order
     (Q6 after the distance), which that layout scatters: the GiST on ``(geom,
-    id::float8)`` gives that order from the index itself (see ``_rewrites``).
+    id::float8)`` gives that order from the index itself (see ``rewrites``).
     ``REFRESH … CONCURRENTLY`` keeps unchanged rows where they are and appends changed ones.
 
-    Read serially (``parallel_workers = 0``, a storage parameter of this view only): the
-    queries it serves read a few thousand rows, and PostGIS's function costs make the
-    planner hand those to parallel workers, each of which must start and load PostGIS
-    first, which on a small machine costs more than the short query itself
-    (``benchmarks/probes/parallel_startup.py`` measures it).
+    Read serially (``MatView.serial``), as the queries it serves read a few thousand rows.
     """
-    t, gc = s.time_column, s.geometry_column
-    return MatView(s.schema, f"{s.table}_tile_mv", f"""
+    t, gc, name = s.time_column, s.geometry_column, f"{s.table}_tile_mv"
+    query = f"""
 SELECT g.id, g.{t}, g.nome, g.categoria, g.{gc}, ST_Transform(g.{gc}, 3857) AS geom_3857
 FROM {s.qualified_table} g
-ORDER BY g.{gc}""", ("id", t), (f"USING gist ({gc})", _by_category(s), _by_id(s)),
-                   serial=True)  # fmt: skip
+ORDER BY g.{gc}"""
+    indexes = {
+        f"{name}_idx1": f"USING gist ({gc})",
+        # (categoria, geom) GiST (btree_gist), for Q9
+        _by_category(s): f"USING gist (categoria, {gc}) WHERE categoria IS NOT NULL",
+        # (geom, id) GiST (btree_gist): ``ORDER BY … BY_ID`` in index order
+        _by_id(s): f"USING gist ({gc}, (id::float8))",
+    }
+    return MatView(s.schema, name, query, (f"{name}_key", f"id, {t}"), indexes, serial=True)
 
 
 def _by_category(s: Settings) -> str:
-    """The tile view's (categoria, geom) GiST (btree_gist), for Q9."""
-    return f"USING gist (categoria, {s.geometry_column}) WHERE categoria IS NOT NULL"
+    """The name of the tile view's (categoria, geom) GiST."""
+    return f"{s.table}_tile_mv_idx2"
 
 
 def _by_id(s: Settings) -> str:
-    """The tile view's (geom, id) GiST (btree_gist): ``ORDER BY … BY_ID`` in index order."""
-    return f"USING gist ({s.geometry_column}, (id::float8))"
+    """The name of the tile view's (geom, id) GiST."""
+    return f"{s.table}_tile_mv_idx3"
 
 
 BY_ID = "id::float8 <-> 0::float8"  # the order by id, for ids in [0, 2^53): ``_by_id_gist``
@@ -134,12 +93,14 @@ def points(s: Settings) -> MatView:
     every geometry), so each point probes one index instead of one per partition. Read
     serially, as the tile view.
     """
-    t, gc = s.time_column, s.geometry_column
-    return MatView(s.schema, f"{s.table}_pontos_mv", f"""
+    t, gc, name = s.time_column, s.geometry_column, f"{s.table}_pontos_mv"
+    query = f"""
 SELECT g.id, g.{t}, g.categoria, g.{gc}
 FROM {s.qualified_table} g
 WHERE GeometryType(g.{gc}) = 'POINT'
-ORDER BY g.{gc}""", ("id", t), (f"USING gist (categoria, {gc})",), serial=True)  # fmt: skip
+ORDER BY g.{gc}"""
+    indexes = {f"{name}_idx1": f"USING gist (categoria, {gc})"}
+    return MatView(s.schema, name, query, (f"{name}_key", f"id, {t}"), indexes, serial=True)
 
 
 # Q9 filters both sides by category: a GiST on (categoria, geom) (btree_gist) visits only
@@ -173,11 +134,12 @@ $ext$"""
 
 def btree_gist_drop_sql(s: Settings) -> str:
     """Before the points view goes: drop btree_gist if opt5 made it and nothing else uses it."""
+    tv = tiles(s)
     return f"""DO $ext$
 BEGIN
   IF obj_description(to_regclass('{points(s).qualified}'), 'pg_class') = '{BTREE_GIST_MARK}' THEN
     DROP MATERIALIZED VIEW {points(s).qualified};
-    DROP INDEX IF EXISTS {tiles(s).qualified_index(_by_category(s))}, {tiles(s).qualified_index(_by_id(s))};
+    DROP INDEX IF EXISTS {tv.qualified_index(_by_category(s))}, {tv.qualified_index(_by_id(s))};
     BEGIN
       DROP EXTENSION btree_gist;
     EXCEPTION WHEN dependent_objects_still_exist THEN
@@ -189,6 +151,7 @@ $ext$"""
 
 
 def views(s: Settings) -> list[MatView]:
+    """The three views, in creation order (and the ones to settle after the step)."""
     return [monthly(s), tiles(s), points(s)]
 
 
@@ -221,23 +184,6 @@ FROM (
 WHERE m.geom IS NOT NULL"""
 
 
-def grants_sql(s: Settings, view: MatView) -> str:
-    """The view's grants: the one rule of ``matviews.grants_sql``."""
-    return matviews.grants_sql(s.qualified_table, view.qualified)
-
-
-def rls_enabled(bind, s: Settings) -> bool:
-    return matviews.rls_enabled(bind, s.qualified_table)
-
-
-def live_body(bind, identity: str) -> str | None:
-    """The body (prosrc) of a function by identity, stripped; None when it does not exist."""
-    src = bind.exec_driver_sql(
-        f"SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure('{identity}')"
-    ).scalar()
-    return None if src is None else src.strip()
-
-
 def _populated(name: str) -> str:
     return f"EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass('{name}') AND relispopulated)"
 
@@ -247,13 +193,15 @@ def _by_id_gist(s: Settings) -> str:
     ids in [0, 2^53) (exact in a double; the distance to 0 is the id itself)."""
     tv = tiles(s)
     idx = tv.qualified_index(_by_id(s))
-    return (f"(SELECT a.amname = 'gist' AND x.indnatts = 2 FROM pg_index x "
-            f"JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am a ON a.oid = c.relam "
-            f"WHERE x.indexrelid = to_regclass('{idx}')) AND (SELECT coalesce(min(id) >= 0 "
-            f"AND max(id) < 2::float8 ^ 53, true) FROM {tv.qualified})")  # fmt: skip
+    return (
+        f"(SELECT a.amname = 'gist' AND x.indnatts = 2 FROM pg_index x "
+        f"JOIN pg_class c ON c.oid = x.indexrelid JOIN pg_am a ON a.oid = c.relam "
+        f"WHERE x.indexrelid = to_regclass('{idx}')) AND (SELECT coalesce(min(id) >= 0 "
+        f"AND max(id) < 2::float8 ^ 53, true) FROM {tv.qualified})"
+    )
 
 
-def _rewrites(s: Settings) -> dict[str, dict[str, str]]:
+def rewrites(s: Settings) -> dict[str, Rewrite]:
     """Q2, Q6, Q7 and Q9 on the views: non-partitioned relations. Available if the app
     adopts them (its SQL names the table, not the views), and as fresh as the views'
     last refresh: the bench measures them beside the app's SQL, the gate never counts them.
@@ -287,38 +235,60 @@ def _rewrites(s: Settings) -> dict[str, dict[str, str]]:
     base = base_sql(s)  # the app's Q7: only the relation changes
     # Q1 and Q3 stay on the table (opt2's stored area and bbox): the view does not make
     # them faster, and the table is never stale.
-    return {
-        "Q2": {
-            "requires": f"{on_view} AND {by_id}",
-            "sql": f"SELECT id, nome, categoria, ST_AsGeoJSON(ST_Simplify({g}, 0.0001)) "
-            f"FROM {tv.qualified} WHERE {g} && {env} ORDER BY {BY_ID} LIMIT 500",
-        },
-        "Q7": {"requires": on_view, "sql": base["Q7"].replace(s.qualified_table, tv.qualified)},
-        "Q6": {
-            "requires": f"{on_view} AND {by_id}",
-            "sql": f"SELECT id, nome, categoria, ST_Distance({geog}, {pt}::geography) AS metros "
-            f"FROM {tv.qualified} ORDER BY {g} <-> {pt}, {BY_ID} LIMIT %(k)s",
-        },
-        "Q9": {
-            "requires": f"{_populated(pv.qualified)} AND {_populated(tv.qualified)} AND {no_rls}",
-            "sql": f"""SELECT pt.id AS point_id, pg.id AS polygon_id
+    q9 = f"""SELECT pt.id AS point_id, pg.id AS polygon_id
 FROM {pv.qualified} pt
 JOIN {tv.qualified} pg ON ST_Contains(pg.{g}, pt.{g})
 WHERE pt.categoria = %(cat_point)s AND pt.{g} && {env} AND pg.categoria = %(cat_poly)s
-ORDER BY 1, 2""",
-        },
+ORDER BY 1, 2"""
+    return {
+        "Q2": Rewrite(
+            f"{on_view} AND {by_id}",
+            f"SELECT id, nome, categoria, ST_AsGeoJSON(ST_Simplify({g}, 0.0001)) "
+            f"FROM {tv.qualified} WHERE {g} && {env} ORDER BY {BY_ID} LIMIT 500",
+        ),
+        "Q7": Rewrite(on_view, base["Q7"].replace(s.qualified_table, tv.qualified)),
+        "Q6": Rewrite(
+            f"{on_view} AND {by_id}",
+            f"SELECT id, nome, categoria, ST_Distance({geog}, {pt}::geography) AS metros "
+            f"FROM {tv.qualified} ORDER BY {g} <-> {pt}, {BY_ID} LIMIT %(k)s",
+        ),
+        "Q9": Rewrite(
+            f"{_populated(pv.qualified)} AND {_populated(tv.qualified)} AND {no_rls}", q9
+        ),
     }
 
 
-def rewrites(s: Settings) -> dict[str, dict[str, str]]:
-    """Rewrites offered to the app (``stage4.workload.Rewrite`` as plain dicts)."""
-    return _rewrites(s)
+# ------------------------------------------------------------------ what the unit declares
 
 
-def __getattr__(name: str):
-    # REWRITES follows the configured names, computed when first read.
-    if name == "REWRITES":
-        from stage4.config import settings
+def promises(s: Settings) -> list[Promise]:
+    names = ", ".join(f"'{v.name}'" for v in views(s))
+    return [
+        Promise(
+            "aggregate/tile/points materialized views populated with unique indexes",
+            f"SELECT count(*) = {len(views(s))} FROM pg_matviews m JOIN pg_class c "
+            f"ON c.relname = m.matviewname AND c.relnamespace = '{s.schema}'::regnamespace "
+            f"WHERE m.schemaname = '{s.schema}' AND m.matviewname IN ({names}) "
+            "AND m.ispopulated AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
+            "AND i.indisunique)",
+        ),
+        Promise(
+            "refresh jobs scheduled with pg_cron (pg_cron is installed in this database)",
+            f"SELECT count(*) = {len(jobs(s))} FROM cron.job WHERE jobname = ANY "
+            f"(ARRAY[{', '.join(literal(j.name) for j in jobs(s))}])",
+            f"SELECT {cron.INSTALLED}",
+        ),
+    ]
 
-        return _rewrites(settings())
-    raise AttributeError(name)
+
+def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
+    """Up: btree_gist where missing and the three views with their indexes, rolled back.
+    Down: the same views built in ``scratch`` from the real table, dropped and committed."""
+    if direction == "up":
+        return Reference((btree_gist_sql(), *(x for v in views(s) for x in v.create_sql())))
+    copies = [replace(v, schema=scratch) for v in views(s)]
+    return Reference(
+        tuple(v.drop_sql() for v in reversed(copies)),
+        setup=tuple(x for v in copies for x in v.create_sql()),
+        committed=True,
+    )

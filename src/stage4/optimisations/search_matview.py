@@ -1,4 +1,4 @@
-"""The search index behind ``buscar_geometrias`` (opt3): one materialized view and its RPC body.
+"""opt3, the search index behind ``buscar_geometrias``: one materialized view and its RPC body.
 
 The view holds, per feature, the tsvector the baseline function computes on the fly
 (``to_tsvector('portuguese', nome || ' ' || descricao)``, same expression), the bbox
@@ -22,11 +22,17 @@ added or edited are found with their old text/bbox until the next REFRESH.
 
 from __future__ import annotations
 
-from stage4.config import Settings
-from stage4.ddl import functions
-from stage4.ddl.matviews import MatView, quote
+from dataclasses import replace
 
+from stage4.config import Settings
+from stage4.ddl import functions, literal
+from stage4.ddl.cron import Job
+from stage4.ddl.matviews import MatView
+from stage4.optimisations.base import Promise, Reference, Rewrite
+
+REVISION = "opt3"
 MARK = "-- stage4 opt3: previous definition of buscar_geometrias, restored on downgrade --\n"
+SCHEDULE = "7-59/15 * * * *"  # between opt5's refreshes
 
 
 def view(s: Settings, comment: str | None = None) -> MatView:
@@ -73,7 +79,7 @@ def save_previous_sql(s: Settings) -> str:
     return f"""DO $do$
 BEGIN
   EXECUTE 'COMMENT ON MATERIALIZED VIEW {mv.qualified} IS '
-    || quote_literal({quote(MARK)} || pg_get_functiondef('{fn.identity}'::regprocedure));
+    || quote_literal({literal(MARK)} || pg_get_functiondef('{fn.identity}'::regprocedure));
 END
 $do$"""
 
@@ -85,10 +91,10 @@ def restore_previous_sql(s: Settings) -> str:
 DECLARE
   saved text := obj_description(to_regclass('{mv.qualified}'), 'pg_class');
 BEGIN
-  IF saved IS NOT NULL AND position({quote(MARK)} IN saved) = 1 THEN
-    EXECUTE substr(saved, length({quote(MARK)}) + 1);
+  IF saved IS NOT NULL AND position({literal(MARK)} IN saved) = 1 THEN
+    EXECUTE substr(saved, length({literal(MARK)}) + 1);
   ELSE
-    EXECUTE {quote(fn.create_sql())};
+    EXECUTE {literal(fn.create_sql())};
   END IF;
 END
 $do$"""
@@ -100,7 +106,53 @@ def repoint_sql(s: Settings) -> str:
     return f"""DO $do$
 BEGIN
   IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = '{s.qualified_table}'::regclass) THEN
-    EXECUTE {quote(search_on_view(s).create_sql())};
+    EXECUTE {literal(search_on_view(s).create_sql())};
   END IF;
 END
 $do$"""
+
+
+def job(s: Settings) -> Job:
+    """The pg_cron job refreshing the view."""
+    return view(s).job(SCHEDULE)
+
+
+# ------------------------------------------------------------------ what the unit declares
+
+
+def views(s: Settings) -> list[MatView]:
+    """The views to VACUUM (ANALYZE) once the step has committed."""
+    return [view(s)]
+
+
+def promises(s: Settings) -> list[Promise]:
+    mv = view(s)
+    return [
+        Promise(
+            "search materialized view populated, with a unique index",
+            f"SELECT m.ispopulated AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = "
+            f"'{mv.qualified}'::regclass AND i.indisunique) FROM pg_matviews m "
+            f"WHERE m.schemaname = '{mv.schema}' AND m.matviewname = '{mv.name}'",
+        ),
+        Promise(
+            "buscar_geometrias reads the materialized view",
+            f"SELECT prosrc LIKE '%{mv.name}%' FROM pg_proc "
+            f"WHERE oid = to_regprocedure('{functions.search(s).identity}')",
+            # with RLS on, the function keeps reading the table (``repoint_sql``)
+            f"SELECT NOT relrowsecurity FROM pg_class WHERE oid = '{s.qualified_table}'::regclass",
+        ),
+    ]
+
+
+def rewrites(s: Settings) -> dict[str, Rewrite]:
+    """None: Q4 is an RPC, re-pointed by the revision itself."""
+    return {}
+
+
+def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
+    """Up: the view and its indexes, built and rolled back. Down: the same view built in
+    ``scratch`` from the real table, then dropped and committed."""
+    if direction == "up":
+        return Reference(tuple(view(s).create_sql()))
+    copy = replace(view(s), schema=scratch)
+    return Reference((copy.drop_sql(),), setup=tuple(copy.create_sql()), committed=True)

@@ -1,4 +1,4 @@
-"""Yearly partitions ahead of time (opt4): a self-contained plpgsql routine, run daily.
+"""opt4, yearly partitions ahead of time: a self-contained plpgsql routine, run daily.
 
 Why a routine of our own rather than pg_partman: it works on any PostgreSQL 12+
 (Supabase included) with nothing to install, and it keeps opt1's naming
@@ -21,9 +21,15 @@ and the routine refuses to move rows of a table that foreign keys reference.
 
 from __future__ import annotations
 
-from stage4.config import Settings
-from stage4.ddl import privileges
+from dataclasses import replace
+from datetime import date
 
+from stage4.config import Settings
+from stage4.ddl import cron, literal, privileges
+from stage4.ddl.matviews import MatView
+from stage4.optimisations.base import Promise, Reference, Rewrite
+
+REVISION = "opt4"
 FUNCTION = "stage4_ensure_partitions"
 JOB = "stage4_ensure_partitions"
 SCHEDULE = "17 3 * * *"  # daily at 03:17, away from the hour when other jobs pile up
@@ -53,7 +59,7 @@ SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-  parent regclass := {_lit(s.qualified_table)}::regclass;
+  parent regclass := {literal(s.qualified_table)}::regclass;
   horizon integer;
   deflt regclass;
   created regclass;
@@ -70,11 +76,11 @@ BEGIN
   -- A pg_cron run has no lock_timeout: fail fast (and retry tomorrow) rather than queue
   -- the app's queries behind ours. A caller's own lock_timeout (the migration's) wins.
   IF current_setting('lock_timeout') IN ('0', '0ms') THEN
-    PERFORM set_config('lock_timeout', {_lit(s.lock_timeout)}, true);
+    PERFORM set_config('lock_timeout', {literal(s.lock_timeout)}, true);
   END IF;
   FOR y IN {first_future_year(s)} .. horizon LOOP
-    part := {_lit(table)} || '_p' || y;
-    CONTINUE WHEN to_regclass(format('%I.%I', {_lit(schema)}, part)) IS NOT NULL;
+    part := {literal(table)} || '_p' || y;
+    CONTINUE WHEN to_regclass(format('%I.%I', {literal(schema)}, part)) IS NOT NULL;
     -- Parent first, then the default partition: the order every query locks them in.
     EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', parent);
     SELECT nullif(p.partdefid, 0)::regclass INTO deflt
@@ -103,8 +109,8 @@ BEGIN
       END IF;
     END IF;
     EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
-                   {_lit(schema)}, part, parent, make_date(y, 1, 1), make_date(y + 1, 1, 1));
-    created := format('%I.%I', {_lit(schema)}, part)::regclass;
+                   {literal(schema)}, part, parent, make_date(y, 1, 1), make_date(y + 1, 1, 1));
+    created := format('%I.%I', {literal(schema)}, part)::regclass;
     IF moved > 0 THEN
       EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM stage4_moving',
                      parent, cols, cols);
@@ -127,20 +133,9 @@ $fn$"""
 
 
 def restrict_sql(s: Settings) -> str:
-    """Only the owner runs the routine: not PUBLIC, not roles that default privileges named.
-
-    In Supabase every function in ``public`` is an RPC endpoint; this one must not be.
-    """
-    return f"""DO $acl$
-DECLARE r record;
-BEGIN
-  REVOKE ALL ON FUNCTION {identity(s)} FROM PUBLIC;
-  FOR r IN SELECT DISTINCT a.grantee FROM pg_proc p, aclexplode(p.proacl) a
-           WHERE p.oid = {_lit(identity(s))}::regprocedure AND a.grantee NOT IN (0, p.proowner) LOOP
-    EXECUTE format('REVOKE ALL ON FUNCTION {identity(s)} FROM %I', pg_get_userbyid(r.grantee));
-  END LOOP;
-END
-$acl$"""
+    """Only the owner runs the routine. In Supabase every function in ``public`` is an RPC
+    endpoint; this one must not be."""
+    return privileges.function_owner_only_sql(identity(s))
 
 
 def run_sql(s: Settings) -> str:
@@ -170,5 +165,72 @@ def partitioning_problem(bind, s: Settings) -> str | None:
     return None
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def job(s: Settings) -> cron.Job:
+    return cron.Job(JOB, SCHEDULE, command(s))
+
+
+# ------------------------------------------------------------------ what the unit declares
+
+
+def views(s: Settings) -> list[MatView]:
+    """None to settle: the routine's partitions are analyzed as it creates them."""
+    return []
+
+
+def promises(s: Settings) -> list[Promise]:
+    return [
+        Promise(
+            "partition maintenance routine exists",
+            f"SELECT to_regprocedure('{identity(s)}') IS NOT NULL",
+        ),
+        future_partitions_promise(s),
+        Promise(
+            "scheduled with pg_cron (pg_cron is installed in this database)",
+            f"SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = '{JOB}')",
+            f"SELECT {cron.INSTALLED}",
+        ),
+    ]
+
+
+def future_partitions_promise(s: Settings) -> Promise:
+    """A partition for every year from the first one opt1 did not create up to the routine's
+    horizon, ``years_ahead`` past the later of this year and ``last_year`` (the routine's
+    own expression, so the two cannot disagree)."""
+    first = first_future_year(s)
+    last = max(date.today().year, s.last_year) + s.years_ahead
+    n = s.years_ahead
+    if last < first:
+        text = f"no partition after {s.last_year} is due yet (years_ahead = {n})"
+    else:
+        years = f"{first}–{last}" if last > first else f"{first}"
+        text = f"partitions {years} exist (years_ahead = {n})"
+    # An empty range (nothing due yet) holds: bool_and of no rows is NULL.
+    sql = (
+        f"SELECT coalesce(bool_and(to_regclass('{s.schema}.{s.table}_p' || y) IS NOT NULL), true) "
+        f"FROM generate_series({first}, {horizon_sql(s, str(n))}) AS y"
+    )
+    return Promise(text, sql)
+
+
+def rewrites(s: Settings) -> dict[str, Rewrite]:
+    """None: the app's queries gain nothing new; rows of future years find their partition."""
+    return {}
+
+
+def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
+    """Up: create the routine and run it (rolled back). Down: the routine built in
+    ``scratch`` with a pg_cron job like its own (where pg_cron is installed), then the
+    job unscheduled and the routine dropped, committed."""
+    if direction == "up":
+        return Reference((create_function_sql(s), run_sql(s)))
+    r = replace(s, schema=scratch)
+    name = f"{scratch}_ensure_partitions"
+    schedule = (
+        f"DO $$BEGIN IF {cron.INSTALLED} THEN "
+        f"PERFORM cron.schedule('{name}', '0 3 1 * *', 'SELECT 1'); END IF; END$$"
+    )
+    return Reference(
+        (cron.unschedule_sql([name]), drop_function_sql(r)),
+        setup=(create_function_sql(r), schedule),
+        committed=True,
+    )

@@ -1,0 +1,82 @@
+"""The registry of optimisation units: chain order, the interface, promises that follow the
+settings, and each unit's reference running on a real database."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import psycopg
+import pytest
+
+from stage4 import migrations, optimisations, workload
+from stage4.config import settings
+from stage4.db import connect
+from stage4.optimisations import Promise, Reference, Rewrite
+
+S = settings()
+
+
+def test_the_registry_lists_the_chain_in_order():
+    assert optimisations.revisions() == [r for r in migrations.chain() if r != "schema"]
+    assert optimisations.by_revision("schema") is None
+    assert optimisations.by_revision("opt3").REVISION == "opt3"
+
+
+@pytest.mark.parametrize("unit", optimisations.UNITS, ids=optimisations.name)
+def test_every_unit_declares_the_interface(unit):
+    promises, rewrites, views = unit.promises(S), unit.rewrites(S), unit.views(S)
+    assert promises and all(isinstance(p, Promise) for p in promises)
+    assert all(isinstance(r, Rewrite) for r in rewrites.values())
+    # an RPC is re-pointed by its revision, never offered as a rewrite
+    assert all(workload.CONTRACT[qid] == "SQL" for qid in rewrites)
+    assert all(v.qualified.startswith(f"{S.schema}.") for v in views)
+
+
+@pytest.mark.parametrize("unit", optimisations.UNITS, ids=optimisations.name)
+def test_promises_follow_the_configured_names(unit):
+    """Another table name in the settings: no promise still names the default table."""
+    other = replace(S, table="parcelas")
+    for p in unit.promises(other):
+        assert f"{S.table}_" not in p.sql and f".{S.table} " not in p.sql, p.text
+
+
+def test_opt5_promises_exactly_its_own_refresh_jobs():
+    (jobs,) = [p for p in optimisations.promises(S, "opt5") if "refresh jobs" in p.text]
+    assert jobs.condition is not None  # checked only where pg_cron is installed
+    for view in optimisations.by_revision("opt5").views(S):
+        assert f"'stage4_refresh_{view.name}'" in jobs.sql
+
+
+def test_settle_learns_the_views_from_the_registry():
+    names = [v.name.removeprefix(S.table) for v in optimisations.views(S)]
+    assert names == ["_busca", "_mensal_mv", "_tile_mv", "_pontos_mv"]
+
+
+def _run(conn, ref: Reference) -> None:
+    for stmt in ref.setup:
+        conn.execute(stmt)
+    with conn.transaction(force_rollback=not ref.committed):
+        for stmt in ref.statements:
+            conn.execute(stmt)
+
+
+def test_every_reference_runs_up_and_down(seeded_url):
+    """Each step's reference (what the scale benchmark times beside it) runs on the database
+    as the step finds it: the upgrade's before the step, the downgrade's after it."""
+    for unit in optimisations.UNITS:
+        with connect(seeded_url, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA scratch")
+            _run(conn, unit.reference(conn, S, "up", "scratch"))
+            conn.execute("DROP SCHEMA scratch CASCADE")
+        migrations.upgrade(seeded_url, unit.REVISION)
+        with connect(seeded_url, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA scratch")
+            _run(conn, unit.reference(conn, S, "down", "scratch"))
+            views = conn.execute(
+                "SELECT count(*) FROM pg_class WHERE relnamespace = 'scratch'::regnamespace "
+                "AND relkind = 'm'"
+            ).fetchone()[0]
+            assert views == 0, unit.REVISION  # a committed downgrade dropped its copies
+            conn.execute("DROP SCHEMA scratch CASCADE")
+    with psycopg.connect(seeded_url) as conn:  # the references left the app's objects alone
+        assert conn.execute(f"SELECT count(*) FROM {S.qualified_table}").fetchone()[0] > 0
