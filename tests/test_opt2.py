@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
 import psycopg
 import pytest
 
@@ -10,6 +17,7 @@ from stage4.config import settings
 from stage4.errors import MigrationError
 from stage4.optimisations import gis_columns
 from stage4.queries import base_sql
+from supabase_roles import ROLES_SQL
 
 S = settings()
 VIEWPORTS = [
@@ -58,14 +66,24 @@ class TestRoundTrip:
         _round_trip(seeded_url)
         with psycopg.connect(seeded_url) as conn:
             rows = conn.execute(
-                "SELECT c.relname, a.attgenerated, a.attcompression::text FROM pg_attribute a "
+                "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
+                "a.attgenerated, a.attcompression::text FROM pg_attribute a "
                 "JOIN pg_class c ON c.oid = a.attrelid WHERE c.relname LIKE 'geometrias_p20%%' "
                 "AND a.attname IN ('area_m2', 'descricao') ORDER BY 1, 2"
             ).fetchall()
+            triggers = conn.execute(
+                "SELECT count(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE c.relname LIKE 'geometrias_p20%%' AND t.tgname = %s AND t.tgparentid <> 0",
+                (gis_columns.TRIGGER,),
+            ).fetchone()[0]
         years = S.last_year - S.first_year + 1
-        assert sorted({r[1] for r in rows}) == ["", "s"]
+        assert {(r[1], r[2], r[3]) for r in rows} == {
+            ("area_m2", "double precision", ""),  # plain, not generated: no rewrite
+            ("descricao", "text", ""),
+        }
         assert len(rows) == 2 * years
-        assert {r[2] for r in rows if r[1] == ""} == {"l"}
+        assert {r[4] for r in rows if r[1] == "descricao"} == {"l"}
+        assert triggers == years  # cloned to every partition
 
     def test_restores_non_default_storage(self, seeded_url):
         migrations.upgrade(seeded_url, "opt1")
@@ -162,8 +180,315 @@ class TestVariants:
 
 def test_offline_sql():
     sql = migrations.offline_sql("upgrade", "opt1:opt2")
-    assert "GENERATED ALWAYS AS (ST_Area(geom::geography)) STORED" in sql
+    assert "ADD COLUMN area_m2 double precision,\n" in sql and "GENERATED" not in sql
     assert "SET COMPRESSION lz4" in sql
+    assert f"CREATE TRIGGER {gis_columns.TRIGGER} BEFORE INSERT OR UPDATE OF geom, area_m2" in sql
+    # part 1 commits before the backfill, which runs outside any transaction block
+    assert (
+        sql.index("CREATE TRIGGER")
+        < sql.index("COMMIT;")
+        < sql.index(
+            "UPDATE public.geometrias SET area_m2 = NULL WHERE area_m2 IS NULL AND geom IS NOT NULL"
+        )
+        < sql.index("VACUUM (ANALYZE) public.geometrias (area_m2, ")
+        < sql.rindex("BEGIN;")
+    )
     down = migrations.offline_sql("downgrade", "opt2:opt1")
-    assert "SET COMPRESSION lz4" in sql and "pg_partition_tree" in down
+    assert "pg_partition_tree" in down
+    assert f"DROP TRIGGER IF EXISTS {gis_columns.TRIGGER} ON public.geometrias" in down
+    assert "DROP FUNCTION IF EXISTS public.stage4_geometrias_gis_columns()" in down
     assert "DROP COLUMN IF EXISTS area_m2" in down
+
+
+# ------------------------------------------------------------------ online: the backfill
+
+AREA_RIGHT = (
+    "SELECT count(*) FILTER (WHERE area_m2 IS DISTINCT FROM ST_Area(geom::geography) "
+    "OR bbox_xmin IS DISTINCT FROM ST_XMin(geom::box3d) "
+    "OR bbox_ymax IS DISTINCT FROM ST_YMax(geom::box3d)), count(*) FROM geometrias"
+)
+WAITING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+    "AND query LIKE 'UPDATE ONLY%%'"
+)
+ROW = "md5(ROW(id, nome, categoria, data_referencia, geom, propriedades, descricao)::text)"
+
+
+def _rows(url: str) -> dict[int, str]:
+    with psycopg.connect(url) as conn:
+        return dict(conn.execute(f"SELECT id, {ROW} FROM geometrias").fetchall())
+
+
+def _exclusive_locks(conn: psycopg.Connection) -> int:
+    """ACCESS EXCLUSIVE locks held by anyone on the table or its partitions."""
+    return conn.execute(
+        "SELECT count(*) FROM pg_locks l WHERE l.mode = 'AccessExclusiveLock' AND l.granted "
+        "AND l.relation IN (SELECT relid FROM pg_partition_tree('public.geometrias'))"
+    ).fetchone()[0]
+
+
+class TestOnline:
+    def test_readers_and_writers_go_on_during_the_backfill(self, seeded_url):
+        """At every batch boundary of the backfill, from another session with a 100 ms
+        lock_timeout: nobody holds ACCESS EXCLUSIVE, a full read and a write succeed, and
+        the row written is computed by the trigger. Afterwards every row is right."""
+        migrations.upgrade(seeded_url, "opt1")
+        seen: list[tuple[int, int, int]] = []
+        written: list[int] = []
+        with psycopg.connect(seeded_url, autocommit=True) as app:
+            app.execute("SET lock_timeout = '100ms'")
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase != "backfill" or not 0 < done < total:
+                    return
+                rows = app.execute("SELECT count(*) FROM geometrias").fetchone()[0]
+                new_id, area = app.execute(
+                    "INSERT INTO geometrias (nome, categoria, data_referencia, geom) VALUES "
+                    "('app', 'lote', '2023-03-01', ST_Buffer(ST_Point(-46.6, -23.5, 4326), "
+                    "0.001)) RETURNING id, area_m2"
+                ).fetchone()
+                assert area is not None and area > 0
+                written.append(new_id)
+                seen.append((_exclusive_locks(app), rows, done))
+
+            metrics: dict = {}
+            migrations.upgrade(
+                seeded_url,
+                "opt2",
+                progress=progress,
+                metrics=metrics,
+                backfill_target_s=0.0001,
+                backfill_first_blocks=8,
+            )
+            assert len(seen) >= 5, seen  # several batches, each committed on its own
+            assert all(locks == 0 for locks, _, _ in seen), seen
+            assert metrics["backfill_batches"] >= 5
+            assert metrics["backfill_rows"] == 2000
+            assert metrics["readers_blocked_s"] < 1.0
+            wrong, total = app.execute(AREA_RIGHT).fetchone()
+            assert (wrong, total) == (0, 2000 + len(written))
+
+    def test_rows_written_after_the_upgrade_are_right_and_rewrites_agree(self, seeded_url):
+        """Insert, update geom, update another column, move a row to another partition,
+        write a derived column directly: the columns stay equal to their expressions, and
+        the rewrites return what the base queries return."""
+        migrations.upgrade(seeded_url, "opt2")
+        with psycopg.connect(seeded_url) as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM geometrias ORDER BY id LIMIT 4")]
+            conn.execute(
+                "INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
+                "SELECT 'n' || i, 'escola', date '2021-01-01' + i, ST_Buffer(ST_Point("
+                "-46.65 + i * 0.0007, -23.55, 4326), 0.002) FROM generate_series(1, 50) i"
+            )
+            conn.execute(
+                "UPDATE geometrias SET geom = ST_Buffer(geom, 0.001) WHERE id = %s", (ids[0],)
+            )
+            conn.execute("UPDATE geometrias SET nome = 'renamed' WHERE id = %s", (ids[1],))
+            conn.execute(
+                "UPDATE geometrias SET data_referencia = '2031-06-01', "
+                "geom = ST_Translate(geom, 0.01, 0) WHERE id = %s",
+                (ids[2],),
+            )
+            conn.execute(
+                "UPDATE geometrias SET area_m2 = -1, bbox_xmin = 0 WHERE id = %s", (ids[3],)
+            )
+            wrong, _ = conn.execute(AREA_RIGHT).fetchone()
+            assert wrong == 0
+            base = base_sql(S)
+            for q, v in gis_columns.rewrites(S).items():
+                for x0, y0, x1, y1 in VIEWPORTS:
+                    p = {"min_lon": x0, "min_lat": y0, "max_lon": x1, "max_lat": y1}
+                    assert _same(
+                        conn.execute(base[q], p).fetchall(), conn.execute(v.sql, p).fetchall()
+                    ), (q, p)
+
+    def test_a_failed_backfill_drops_what_it_added(self, seeded_url):
+        """An app's row trigger that refuses updates of one row (the backfill is an UPDATE
+        of every row) fails the backfill: the step fails with one line, and the database
+        is back exactly at opt1."""
+        migrations.upgrade(seeded_url, "opt1")
+        with psycopg.connect(seeded_url) as conn:
+            conn.execute(
+                "CREATE FUNCTION frozen() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$BEGIN RAISE EXCEPTION 'row % is frozen', OLD.id; END$$; "
+                "CREATE TRIGGER app_frozen BEFORE UPDATE ON geometrias FOR EACH ROW "
+                "WHEN (OLD.id = 1500) EXECUTE FUNCTION frozen()"
+            )
+        before, rows = _snap(seeded_url), _rows(seeded_url)
+        with pytest.raises(MigrationError) as e:
+            migrations.upgrade(seeded_url, "opt2")
+        assert str(e.value) == (
+            "upgrade to opt2 failed during its backfill and was rolled back (its columns and "
+            "trigger dropped): row 1500 is frozen"
+        )
+        assert "\n" not in str(e.value)
+        assert migrations.current(seeded_url) == "opt1"
+        assert snapshot.diff(before, _snap(seeded_url)) == []
+        assert _rows(seeded_url) == rows
+
+    def test_an_interrupt_during_the_backfill_leaves_opt1_exactly(self, seeded_url):
+        """SIGINT while a batch waits for an app's row lock: the batch is cancelled, the
+        batches already committed are dropped with the columns, nothing of the app's lost."""
+        migrations.upgrade(seeded_url, "opt1")
+        before, rows = _snap(seeded_url), _rows(seeded_url)
+        ticks: list[int] = []
+        started = threading.Event()
+
+        def app_holding_a_row_lock() -> None:
+            """Once the backfill runs, lock the last row of the last leaf it reaches (earlier
+            batches commit first), SIGINT the upgrade while it waits, then let go."""
+            started.wait(60)
+            with (
+                psycopg.connect(seeded_url) as app,
+                psycopg.connect(seeded_url, autocommit=True) as watch,
+            ):
+                leaf = app.execute(
+                    "SELECT max(relid::regclass::text) FROM pg_partition_tree("
+                    "'public.geometrias') WHERE isleaf AND pg_relation_size(relid) > 0"
+                ).fetchone()[0]
+                app.execute(f"SELECT id FROM {leaf} ORDER BY ctid DESC LIMIT 1 FOR UPDATE")
+                for _ in range(1200):
+                    if watch.execute(WAITING).fetchone()[0]:
+                        os.kill(os.getpid(), signal.SIGINT)
+                        break
+                    time.sleep(0.05)
+                time.sleep(0.5)
+                app.rollback()  # the app's transaction ends: the upgrade's undo gets its lock
+
+        def progress(phase: str, done: int, total: int) -> None:
+            ticks.append(done)
+            started.set()
+            time.sleep(0.02)  # slow enough for the app to lock its row first
+
+        app = threading.Thread(target=app_holding_a_row_lock)
+        app.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                migrations.upgrade(
+                    seeded_url,
+                    "opt2",
+                    lock_timeout="60s",
+                    progress=progress,
+                    backfill_target_s=0.0001,
+                    backfill_first_blocks=8,
+                )
+        finally:
+            started.set()
+            app.join()
+        assert len(ticks) > 2  # some batches had committed before the interrupt
+        assert migrations.current(seeded_url) == "opt1"
+        assert snapshot.diff(before, _snap(seeded_url)) == []
+        assert _rows(seeded_url) == rows
+        migrations.upgrade(seeded_url, "opt2")  # and it can be run again
+        with psycopg.connect(seeded_url) as conn:
+            assert conn.execute(AREA_RIGHT).fetchone()[0] == 0
+
+    def test_a_killed_backfill_is_resumed_then_downgraded_exactly(self, seeded_url):
+        """SIGKILL during the backfill leaves part 1 committed at opt1; the next upgrade
+        resumes the backfill (no clash with its own columns), the downgrade restores opt1."""
+        migrations.upgrade(seeded_url, "opt1")
+        before, rows = _snap(seeded_url), _rows(seeded_url)
+        script = (
+            "import sys, time; from stage4 import migrations; "
+            "migrations.upgrade(sys.argv[1], 'opt2', lock_timeout='60s', "
+            "backfill_target_s=0.0001, backfill_first_blocks=8, "
+            "progress=lambda *_: time.sleep(0.05))"  # slow enough for the app to lock first
+        )
+        with (
+            psycopg.connect(seeded_url) as app,
+            psycopg.connect(seeded_url, autocommit=True) as watch,
+        ):
+            child = subprocess.Popen([sys.executable, "-c", script, seeded_url])
+            try:
+                # once part 1 has committed (the trigger exists), the app locks the first
+                # row of the second leaf the backfill reaches: it waits there, the first
+                # leaf filled, the later ones not
+                for _ in range(1200):
+                    if watch.execute(gis_columns.leftover_sql(S)).fetchone()[0]:
+                        break
+                    time.sleep(0.02)
+                leaf = app.execute(
+                    "SELECT relid::regclass::text FROM pg_partition_tree('public.geometrias') "
+                    "WHERE isleaf AND pg_relation_size(relid) > 0 ORDER BY 1 OFFSET 1 LIMIT 1"
+                ).fetchone()[0]
+                app.execute(f"SELECT id FROM {leaf} ORDER BY ctid LIMIT 1 FOR UPDATE")
+                for _ in range(1200):
+                    if watch.execute(WAITING).fetchone()[0]:
+                        break
+                    time.sleep(0.05)
+                else:
+                    pytest.fail("the backfill never waited for the row lock")
+            finally:
+                child.kill()
+                child.wait()
+            app.rollback()
+        with psycopg.connect(seeded_url) as conn:
+            filled, nulls = conn.execute(
+                "SELECT count(area_m2), count(*) - count(area_m2) FROM geometrias"
+            ).fetchone()
+            assert filled > 0 and nulls > 0  # partly filled
+            assert conn.execute(f"SELECT {gis_columns.rewrites(S)['Q1'].requires}").fetchone() == (
+                False,
+            )
+        assert migrations.current(seeded_url) == "opt1"
+        migrations.upgrade(seeded_url, "opt2")
+        with psycopg.connect(seeded_url) as conn:
+            assert conn.execute(AREA_RIGHT).fetchone() == (0, 2000)
+        migrations.downgrade(seeded_url, "opt1")
+        assert snapshot.diff(before, _snap(seeded_url)) == []
+        assert _rows(seeded_url) == rows
+
+
+# ------------------------------------------------------------------ who reaches the trigger
+
+
+def test_trigger_function_roles(seeded_url):
+    """Owned by the table's owner, SECURITY INVOKER, fixed search_path, executable by no
+    one else (not PUBLIC, not anon/authenticated even with default privileges granting
+    every function to them); an authenticated write still fires it (a trigger function
+    needs no EXECUTE grant), within the writes its policies allow."""
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(ROLES_SQL)
+        conn.execute(
+            "GRANT USAGE ON SCHEMA public TO anon, authenticated; "
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT EXECUTE ON FUNCTIONS "
+            "TO anon, authenticated; "
+            "GRANT SELECT ON geometrias TO anon; GRANT SELECT, INSERT ON geometrias TO "
+            "authenticated; ALTER TABLE geometrias ENABLE ROW LEVEL SECURITY; "
+            "CREATE POLICY r ON geometrias FOR SELECT TO anon, authenticated USING (true); "
+            "CREATE POLICY w ON geometrias FOR INSERT TO authenticated "
+            "WITH CHECK (categoria = 'escola')"
+        )
+    migrations.upgrade(seeded_url, "opt2")
+    fn = f"{gis_columns.function(S)}()"
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        owner, table_owner, definer, config = conn.execute(
+            "SELECT pg_get_userbyid(p.proowner), (SELECT pg_get_userbyid(relowner) FROM "
+            "pg_class WHERE oid = 'geometrias'::regclass), p.prosecdef, p.proconfig "
+            "FROM pg_proc p WHERE p.oid = %s::regprocedure",
+            (fn,),
+        ).fetchone()
+        assert owner == table_owner and definer is False
+        assert config == ["search_path=pg_catalog, public, pg_temp"]
+        reach = conn.execute(
+            "SELECT r, has_function_privilege(r, %s, 'EXECUTE') FROM unnest(ARRAY['public', "
+            "'anon', 'authenticated']) r ORDER BY r",
+            (fn,),
+        ).fetchall()
+        assert reach == [("anon", False), ("authenticated", False), ("public", False)]
+        conn.execute("SET ROLE authenticated")
+        area = conn.execute(
+            "INSERT INTO geometrias (nome, categoria, data_referencia, geom) VALUES ('a', "
+            "'escola', '2024-01-01', ST_Buffer(ST_Point(-46.6, -23.5, 4326), 0.001)) "
+            "RETURNING area_m2"
+        ).fetchone()[0]
+        assert area > 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "INSERT INTO geometrias (nome, categoria, data_referencia, geom) VALUES "
+                "('b', 'lote', '2024-01-01', ST_Point(-46.6, -23.5, 4326))"
+            )
+        conn.execute("RESET ROLE")
+        conn.execute("SET ROLE anon")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"SELECT {fn.removesuffix('()')}()")

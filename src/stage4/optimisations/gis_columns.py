@@ -1,15 +1,23 @@
-"""opt2, derived spatial measures as narrow stored columns, and lz4 for the wide columns.
+"""opt2, derived spatial measures as narrow columns kept by a trigger, and lz4 for the wide columns.
 
 Why: Q1 and Q3 spend most of their time in ``ST_Area(geom::geography)`` (a spheroid
 area per row) and Q3 also in ``ST_Intersects`` (a GEOS call per row). Storing the
 area and the exact bbox once per row turns those into reads of 8-byte columns.
 
-* ``area_m2`` and ``bbox_xmin/ymin/xmax/ymax`` are ``GENERATED ALWAYS … STORED``:
-  PostgreSQL recomputes them on every INSERT and UPDATE of ``geom`` (``ST_Area(geography)``,
-  ``geography(geometry)``, ``box3d(geometry)`` and ``ST_XMin(box3d)`` are IMMUTABLE), so
-  no trigger can be forgotten or disabled. On a partitioned table the columns cascade to
-  every partition. Adding them rewrites the table under ACCESS EXCLUSIVE (a stored
-  generated column is computed for every row), bounded by ``lock_timeout``.
+* ``area_m2`` and ``bbox_xmin/ymin/xmax/ymax`` are plain nullable ``double precision``
+  columns: adding them changes the catalog only (a STORED generated column would
+  rewrite the whole table under ACCESS EXCLUSIVE, blocking readers for as long as the
+  rewrite takes). A BEFORE INSERT OR UPDATE trigger (``trigger_sql``) computes them
+  with the expressions of ``derived`` on every write of ``geom`` or of one of them, so
+  whatever a client writes into them is replaced: they are read-only in effect, as
+  generated columns were. On a partitioned table the trigger is cloned to every
+  partition, including those created later (opt4). Its name sorts after the app's own
+  BEFORE triggers (PostgreSQL fires them in name order), so it sees the final ``geom``
+  as a generated column would.
+* The rows present before the trigger are filled by ``stage4.ddl.backfill`` (batches of
+  heap blocks, each committed on its own: see that module and the revision for what the
+  app sees). Until the backfill ends the columns are NULL on rows it has not reached,
+  which is why ``rewrites`` require the revision to be applied, not just the columns.
 * No covering (INCLUDE) index: PostGIS's GiST opclasses have no ``fetch`` support
   function, so a query filtering on ``geom`` can never be an index-only scan; INCLUDE
   columns would only make the GiST index bigger. The gain comes from not computing,
@@ -17,10 +25,9 @@ area and the exact bbox once per row turns those into reads of 8-byte columns.
 * ``descricao`` (text) and ``propriedades`` (jsonb) get ``SET COMPRESSION lz4`` and
   ``SET STORAGE EXTENDED`` (compressed, then moved out of line when a row is still
   over ~2 kB). SET COMPRESSION only affects values written afterwards, and we do
-  **not** rewrite existing values: a rewrite is an UPDATE of every row, which fires
-  the app's triggers, emits every row to logical replication / Supabase Realtime and
-  bloats the table, for a gain limited to decompression speed of columns Q1–Q3 never
-  read. Old values keep pglz until the app next writes them.
+  **not** rewrite existing values: that would be a second UPDATE of every row, for a
+  gain limited to decompression speed of columns Q1–Q3 never read. Old values keep
+  pglz until the app next writes them.
 
 The settings found before the upgrade (per relation: on a partitioned table SET
 COMPRESSION does not recurse, so every partition is set and restored by itself; partitions
@@ -42,11 +49,13 @@ WIDE_COLUMNS = ("descricao", "propriedades")
 STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
 COMPRESSION = {"": "DEFAULT", "p": "pglz", "l": "lz4"}
 _MARK = "stage4 opt2 previous storage: "
+# Fired after the app's BEFORE triggers, which PostgreSQL runs in name order: one that
+# sets geom (say from lat/lon columns) runs first, and the columns follow its result.
+TRIGGER = "zz_stage4_gis_columns"
+FILLED = "stage4 opt2: every row filled, kept right by this trigger"
 
 
-def derived(s: Settings) -> dict[str, str]:
-    """Column name -> generated expression (all ``double precision``)."""
-    g = s.geometry_column
+def _expressions(g: str) -> dict[str, str]:
     return {
         "area_m2": f"ST_Area({g}::geography)",
         "bbox_xmin": f"ST_XMin({g}::box3d)",
@@ -54,6 +63,16 @@ def derived(s: Settings) -> dict[str, str]:
         "bbox_xmax": f"ST_XMax({g}::box3d)",
         "bbox_ymax": f"ST_YMax({g}::box3d)",
     }
+
+
+def derived(s: Settings) -> dict[str, str]:
+    """Column name -> the expression it holds (all ``double precision``), of the row's geometry."""
+    return _expressions(s.geometry_column)
+
+
+def function(s: Settings) -> str:
+    """The trigger function, in the table's schema."""
+    return f"{s.schema}.stage4_{s.table}_gis_columns"
 
 
 def existing_columns_sql(s: Settings) -> str:
@@ -65,13 +84,101 @@ def existing_columns_sql(s: Settings) -> str:
     )
 
 
-def add_columns_sql(s: Settings) -> str:
-    """One ALTER TABLE (one rewrite, cascading to partitions) adding every derived column."""
-    adds = ",\n  ".join(
-        f"ADD COLUMN {name} double precision GENERATED ALWAYS AS ({expr}) STORED"
-        for name, expr in derived(s).items()
+def leftover_sql(s: Settings) -> str:
+    """True when an upgrade committed the columns and the trigger but never finished its
+    backfill (killed): it is resumed, not refused."""
+    return (
+        f"SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = '{s.qualified_table}'::regclass "
+        f"AND tgname = '{TRIGGER}' AND NOT tgisinternal) "
+        f"AND to_regprocedure('{function(s)}()') IS NOT NULL"
     )
+
+
+def add_columns_sql(s: Settings) -> str:
+    """One ALTER TABLE adding every derived column: no default, so catalog only (no rewrite),
+    cascading to partitions."""
+    adds = ",\n  ".join(f"ADD COLUMN {name} double precision" for name in derived(s))
     return f"ALTER TABLE {s.qualified_table}\n  {adds}"
+
+
+def function_sql(s: Settings) -> str:
+    """The trigger function: the writer's rights (SECURITY INVOKER), a fixed search_path
+    (pg_catalog, PostGIS's schema, pg_temp last), owned by the table's owner, executable
+    by nobody else. A trigger function needs no EXECUTE grant to fire (PostgreSQL checks
+    it when the trigger is created), so anon and authenticated reach it only through
+    writes their grants and policies already allow. One DO block, so that offline
+    ``--sql`` renders the same statement (PostGIS's schema is found when it runs)."""
+    g, fn = s.geometry_column, function(s)
+    body = "\n".join(f"  NEW.{c} := {e};" for c, e in _expressions(f"NEW.{g}").items())
+    return f"""DO $do$
+DECLARE
+  postgis text := (SELECT quote_ident(extnamespace::regnamespace::text) FROM pg_extension
+                   WHERE extname = 'postgis');
+  r record;
+BEGIN
+  EXECUTE format($fn$CREATE FUNCTION {fn}() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path = pg_catalog, %s, pg_temp
+AS $body$
+BEGIN
+{body}
+  RETURN NEW;
+END
+$body$$fn$, postgis);
+  EXECUTE format('ALTER FUNCTION {fn}() OWNER TO %I',
+                 (SELECT pg_get_userbyid(relowner) FROM pg_class
+                  WHERE oid = '{s.qualified_table}'::regclass));
+  REVOKE ALL ON FUNCTION {fn}() FROM PUBLIC;
+  FOR r IN SELECT DISTINCT a.grantee FROM pg_proc p, aclexplode(p.proacl) a
+           WHERE p.oid = '{fn}()'::regprocedure AND a.grantee NOT IN (0, p.proowner) LOOP
+    EXECUTE format('REVOKE ALL ON FUNCTION {fn}() FROM %I', pg_get_userbyid(r.grantee));
+  END LOOP;
+  COMMENT ON FUNCTION {fn}() IS
+    'stage4 opt2: keeps area_m2 and bbox_* of {s.qualified_table} equal to their expressions of {g}';
+END
+$do$"""
+
+
+def trigger_sql(s: Settings) -> str:
+    cols = ", ".join([s.geometry_column, *derived(s)])
+    return (
+        f"CREATE TRIGGER {TRIGGER} BEFORE INSERT OR UPDATE OF {cols} ON {s.qualified_table} "
+        f"FOR EACH ROW EXECUTE FUNCTION {function(s)}()"
+    )
+
+
+def filled_sql(s: Settings) -> str:
+    """Said once the backfill has left no row to fill (what ``rewrites`` require)."""
+    return f"COMMENT ON TRIGGER {TRIGGER} ON {s.qualified_table} IS '{FILLED}'"
+
+
+def filled_check_sql(s: Settings) -> str:
+    """True once the backfill has filled every row and while the trigger is enabled (rows
+    written since are right too). Catalog only: what the rewrites require, what the
+    revision promises."""
+    return (
+        f"EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass('{s.qualified_table}') "
+        f"AND tgname = '{TRIGGER}' AND tgenabled <> 'D' "
+        f"AND obj_description(oid, 'pg_trigger') = '{FILLED}')"
+    )
+
+
+def backfill_set(s: Settings) -> str:
+    """What the backfill writes: any write of a derived column makes the trigger compute all
+    five, so the rows are computed by the same function as the app's writes."""
+    return "area_m2 = NULL"
+
+
+def backfill_todo(s: Settings) -> str:
+    """The rows left to fill (a NULL geometry has NULL measures)."""
+    return f"area_m2 IS NULL AND {s.geometry_column} IS NOT NULL"
+
+
+def drop_trigger_sql(s: Settings) -> list[str]:
+    return [
+        f"DROP TRIGGER IF EXISTS {TRIGGER} ON {s.qualified_table}",
+        f"DROP FUNCTION IF EXISTS {function(s)}()",
+    ]
 
 
 def drop_columns_sql(s: Settings) -> str:
@@ -173,10 +280,9 @@ def rewrites(s: Settings) -> dict[str, Rewrite]:
     ST_Intersects, so the row set is exactly the base one.
     """
     t, g, env = s.qualified_table, s.geometry_column, _envelope(s)
-    requires = (
-        f"EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('{t}') "
-        "AND attname = 'area_m2' AND attgenerated = 's' AND NOT attisdropped)"
-    )
+    # every row filled (a backfill that was stopped leaves some NULL), and the trigger
+    # enabled, so that rows written since are right too
+    requires = filled_check_sql(s)
     inside = (
         "bbox_xmin >= %(min_lon)s AND bbox_xmax <= %(max_lon)s "
         "AND bbox_ymin >= %(min_lat)s AND bbox_ymax <= %(max_lat)s"
@@ -205,9 +311,10 @@ def promises(s: Settings) -> list[Promise]:
     wide = ", ".join(f"'{c}'" for c in WIDE_COLUMNS)
     return [
         Promise(
-            "stored area and bbox columns exist (generated)",
-            f"SELECT count(*) = {len(derived(s))} FROM pg_attribute WHERE attrelid = '{q}'::regclass "
-            f"AND attgenerated = 's' AND attname IN ({names})",
+            "stored area and bbox columns exist, every row filled, kept by the trigger",
+            f"SELECT count(*) = {len(derived(s))} AND {filled_check_sql(s)} FROM pg_attribute "
+            f"WHERE attrelid = '{q}'::regclass AND NOT attisdropped "
+            f"AND atttypid = 'float8'::regtype AND attname IN ({names})",
         ),
         Promise(
             "wide columns compressed with lz4",
