@@ -88,7 +88,9 @@ class TestRecorded:
         _sql(seeded_url, f"ALTER TABLE {t} DETACH PARTITION {t}_p2020")
         assert drift.check(seeded_url).differences == [
             "partition public.geometrias_p2020: partition bound \"FOR VALUES FROM ('2020-01-01') "
-            "TO ('2021-01-01')\" in the record, '' now"
+            "TO ('2021-01-01')\" in the record, '' now",
+            # the detached table loses the clone of opt2's trigger too
+            "trigger zz_stage4_gis_columns of public.geometrias_p2020: missing",
         ]
 
     @pytest.mark.cron
