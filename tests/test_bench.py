@@ -10,7 +10,7 @@ import json
 
 import psycopg
 
-from stage4 import bench, stats, store, workload
+from stage4 import bench, stats, store, throughput, workload
 from stage4.config import settings
 from stage4.metrics import export
 from stage4.workload import Rewrite
@@ -150,7 +150,7 @@ def test_metrics_json_fields(seeded_url: str, tmp_path) -> None:
 
 
 def test_python_threads_fallback_measures_throughput(seeded_url: str) -> None:
-    assert bench._threads(seeded_url, ["SELECT 1"], 2, 0.3, 1) > 0
+    assert throughput.threads(seeded_url, ["SELECT 1"], 2, 0.3, 1) > 0
 
 
 def test_workload_files_are_measured_like_q1_q10(seeded_url: str, tmp_path) -> None:

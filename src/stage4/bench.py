@@ -46,15 +46,10 @@ bench every step of a rollout; BENCHMARKS.md gives measured durations.
 
 from __future__ import annotations
 
-import math
 import os
 import platform
-import re
-import shutil
 import statistics
 import subprocess
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -62,11 +57,10 @@ from pathlib import Path
 
 import psycopg
 
-from stage4 import livewrites, store, workload
-from stage4.config import settings, split_password
+from stage4 import livewrites, store, throughput, workload
+from stage4.config import settings
 from stage4.db import connect, where
 from stage4.errors import Stage4Error
-from stage4.interrupts import die_with_parent
 from stage4.metrics import BenchRun, export, round_samples
 
 __all__ = ["BenchRun", "export", "run"]
@@ -143,7 +137,7 @@ def run(
         # Throughput first: every latency phase then follows the same saturating load
         # (on a burstable VM the first minute after idling runs faster: a baseline taken
         # on a rested machine would make every later run look slower).
-        qps, tool = _throughput(url, scripts, concurrency, duration, seed, tick)
+        qps, tool = throughput.measure(url, scripts, concurrency, duration, seed, tick)
         executions, control = _latency(conn, draw, iterations, tick)
         conn.execute("SELECT pg_stat_force_next_flush()")
         _time_rewrites(conn, draw.catalogue, rewrites, draw.latency, tick)
@@ -297,6 +291,10 @@ def _recorded(draw: _Draw, errors, rewrites, control: list[float]) -> dict:
     }
 
 
+def _literal(conn, sql: str, params: dict) -> str:
+    return psycopg.ClientCursor(conn).mogrify(sql, params)
+
+
 def _fingerprint(conn, sql: str, params: list[dict], ordered: bool, raising: bool = False):
     """A query's fingerprint on its parameter sets; a rewrite that errors gets None."""
     fp = workload.Fingerprint()
@@ -330,100 +328,6 @@ def _time_rewrites(conn, catalogue, rewrites, lat_params, tick) -> None:
             speedup=round(app / new, 2) if new > 0 else None,
         )
         tick("rewrites", k + 1, len(todo))
-
-
-# ------------------------------------------------------------------ throughput
-
-
-def _literal(conn, sql: str, params: dict) -> str:
-    import psycopg
-
-    return psycopg.ClientCursor(conn).mogrify(sql, params)
-
-
-def pgbench_path() -> str | None:
-    """pgbench on PATH, else the newest one under /usr/lib/postgresql."""
-    found = shutil.which("pgbench")
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))
-    return str(candidates[-1]) if candidates else None
-
-
-def _throughput(url, scripts, concurrency, duration, seed, tick) -> tuple[float, str]:
-    # counted in seconds (pgbench -T runs whole ones): a display can show time elapsed of it
-    seconds = max(1, math.ceil(duration))
-    tick("throughput", 0, seconds)
-    binary = pgbench_path()
-    if binary:
-        qps = _pgbench(binary, url, scripts, concurrency, duration, seed)
-        tool = f"pgbench ({binary})"
-    else:
-        qps, tool = _threads(url, scripts, concurrency, duration, seed), "python threads"
-    tick("throughput", seconds, seconds)
-    return qps, tool
-
-
-def _pgbench(binary, url, scripts, concurrency, duration, seed) -> float:
-    """Run pgbench with one file per script; the password travels in PGPASSWORD only."""
-    clean_url, password = split_password(url)
-    env = dict(os.environ)
-    if password is not None:
-        env["PGPASSWORD"] = password
-    seconds = max(1, math.ceil(duration))  # pgbench -T takes whole seconds
-    with tempfile.TemporaryDirectory(prefix="stage4-pgbench-") as tmp:
-        args = [
-            binary,
-            "-n",
-            "-c",
-            str(concurrency),
-            "-j",
-            str(min(concurrency, os.cpu_count() or 1)),
-            "-T",
-            str(seconds),
-            f"--random-seed={seed}",
-        ]
-        for i, sql in enumerate(scripts):
-            path = Path(tmp) / f"s{i:03d}.sql"
-            path.write_text(sql.replace("\n", " ") + ";\n")
-            args += ["-f", str(path)]
-        args.append(clean_url)
-        done = subprocess.run(
-            args,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=seconds + 120,
-            preexec_fn=die_with_parent,
-        )
-    match = re.search(r"^tps = ([0-9.]+)", done.stdout, re.MULTILINE)
-    if done.returncode != 0 or match is None:
-        tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
-        raise Stage4Error(f"pgbench failed on {where(url)}: {' / '.join(tail)}")
-    return float(match.group(1))
-
-
-def _threads(url, scripts, concurrency, duration, seed) -> float:
-    """The pgbench phase on Python threads (psycopg releases the GIL while waiting)."""
-    import random
-
-    stop = time.perf_counter() + duration
-    counts = [0] * concurrency
-
-    def client(k: int) -> None:
-        rng = random.Random(seed * 1000 + k)
-        with connect(url, autocommit=True, prepare_threshold=None) as conn:
-            while time.perf_counter() < stop:
-                conn.execute(rng.choice(scripts)).fetchall()
-                counts[k] += 1
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------ cache hits, environment
