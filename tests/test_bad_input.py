@@ -67,21 +67,35 @@ def _sql(url: str, *statements: str) -> None:
 
 
 def _upgrade(url: str, tmp: Path, *extra: str, **env: str):
-    return _run(["--database-url", url, "upgrade", "--to", "opt1", "--no-backup",
-                 "--reports-dir", str(tmp / "reports"), *extra], **env)  # fmt: skip
+    return _run(
+        [
+            "--database-url",
+            url,
+            "upgrade",
+            "--to",
+            "opt1",
+            "--no-backup",
+            "--reports-dir",
+            str(tmp / "reports"),
+            *extra,
+        ],
+        **env,
+    )
 
 
 class TestConnection:
     @pytest.mark.parametrize(
         ("url", "reason"),
         [
-            ("mysql://u:secret@h/db",
-             "'mysql://u:***@h/db': expected postgresql://user@host:port/dbname"),
+            (
+                "mysql://u:secret@h/db",
+                "'mysql://u:***@h/db': expected postgresql://user@host:port/dbname",
+            ),
             ("postgresql://u@localhost:port/db", "'postgresql://u@localhost:port/db': bad port"),
             ("postgresql://u@localhost:5432", "'postgresql://u@localhost:5432': no database name"),
         ],
         ids=["scheme", "port", "no-db"],
-    )  # fmt: skip
+    )
     def test_malformed_url(self, url: str, reason: str) -> None:
         assert _failed(_run(["--database-url", url, "status"]), 2) == (
             f"malformed database URL {reason}"
@@ -106,14 +120,23 @@ class TestConnection:
         env = {**os.environ, "PYTHONPATH": str(SRC)}
         env.pop("DATABASE_URL", None)
         cases = [
-            (["--database-url", _as(seeded_url, role, "nope"), "status"], 1,
-             "password authentication failed"),
+            (
+                ["--database-url", _as(seeded_url, role, "nope"), "status"],
+                1,
+                "password authentication failed",
+            ),
             (["--database-url", seeded_url, "upgrade", "--to", "opt9"], 2, "unknown target 'opt9'"),
             (["--database-url", "mysql://x@h/db", "plan"], 2, "malformed database URL"),
-        ]  # fmt: skip
+        ]
         for args, code, words in cases:
-            done = subprocess.run([sys.executable, "-m", "stage4.cli", *args], env=env,
-                                  capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, "-m", "stage4.cli", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
             assert done.returncode == code, done
             assert "Traceback" not in done.stderr
             lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -178,10 +201,12 @@ class TestPreflight:
         )
 
     def test_null_and_invalid_geometries(self, seeded_url: str, tmp_path: Path) -> None:
-        _sql(seeded_url, "ALTER TABLE geometrias ALTER COLUMN geom DROP NOT NULL",
-             "UPDATE geometrias SET geom = NULL WHERE id = 5",
-             "UPDATE geometrias SET geom = 'SRID=4326;POLYGON((0 0,1 1,1 0,0 1,0 0))' "
-             "WHERE id = 9")  # fmt: skip
+        _sql(
+            seeded_url,
+            "ALTER TABLE geometrias ALTER COLUMN geom DROP NOT NULL",
+            "UPDATE geometrias SET geom = NULL WHERE id = 5",
+            "UPDATE geometrias SET geom = 'SRID=4326;POLYGON((0 0,1 1,1 0,0 1,0 0))' WHERE id = 9",
+        )
         assert self._refused(seeded_url, tmp_path) == REFUSED + (
             "geometries: 1 NULL and 1 invalid geometries (first id 5): fill or delete the NULL "
             "ones and repair the invalid ones (UPDATE … SET geom = ST_MakeValid(geom) WHERE NOT "
@@ -189,15 +214,21 @@ class TestPreflight:
         )
 
     def test_mixed_srids(self, seeded_url: str, tmp_path: Path) -> None:
-        _sql(seeded_url, "ALTER TABLE geometrias ALTER COLUMN geom TYPE geometry",
-             "UPDATE geometrias SET geom = ST_SetSRID(geom, 3857) WHERE id IN (3, 4)")  # fmt: skip
+        _sql(
+            seeded_url,
+            "ALTER TABLE geometrias ALTER COLUMN geom TYPE geometry",
+            "UPDATE geometrias SET geom = ST_SetSRID(geom, 3857) WHERE id IN (3, 4)",
+        )
         assert self._refused(seeded_url, tmp_path) == REFUSED + (
             "SRID: mixed SRIDs [3857, 4326]; every geometry must be SRID 4326"
         )
 
     def test_dates_far_outside(self, seeded_url: str, tmp_path: Path) -> None:
-        _sql(seeded_url, "UPDATE geometrias SET data_referencia = '1850-06-01' WHERE id = 3",
-             "UPDATE geometrias SET data_referencia = '2500-01-01' WHERE id = 4")  # fmt: skip
+        _sql(
+            seeded_url,
+            "UPDATE geometrias SET data_referencia = '1850-06-01' WHERE id = 3",
+            "UPDATE geometrias SET data_referencia = '2500-01-01' WHERE id = 4",
+        )
         assert self._refused(seeded_url, tmp_path) == REFUSED + (
             "dates: 2 rows dated outside 1900–2199 (from 1850-06-01 to 2500-01-01): "
             "fix the data first"
@@ -217,8 +248,10 @@ class TestPreflight:
         with psycopg.connect(seeded_url) as conn:
             p = preflight.run(conn, settings(), steps=["opt1"])
         assert p.failures == []
-        assert "[warn] feature count: the table is empty: the benchmark will measure an empty " \
-               "workload" in [c.line() for c in p.checks]  # fmt: skip
+        assert (
+            "[warn] feature count: the table is empty: the benchmark will measure an empty "
+            "workload" in [c.line() for c in p.checks]
+        )
         p.raise_for_failures()  # allowed
         result = _run(["--database-url", seeded_url, "status"])
         assert result.exit_code == 0
@@ -236,8 +269,10 @@ class TestPreflight:
             assert conn.execute("SHOW force_parallel_mode").fetchone()[0] == "off"
             conn.execute("SET max_parallel_workers_per_gather = 0")
             p = preflight.run(conn, settings(), steps=["opt1"])
-            assert "[ok] parallel workers: parallel queries are off " \
-                   "(max_parallel_workers_per_gather = 0)" in [c.line() for c in p.checks]  # fmt: skip
+            assert (
+                "[ok] parallel workers: parallel queries are off "
+                "(max_parallel_workers_per_gather = 0)" in [c.line() for c in p.checks]
+            )
             p = preflight.run(conn, settings(), steps=["opt2"])
             assert "parallel workers" not in [c.name for c in p.checks]
 
@@ -247,8 +282,19 @@ class TestBackupDir:
         blocker = tmp_path / "a-file"
         blocker.write_text("")
         target = blocker / "backups"  # a folder under a file: never writable, even as root
-        result = _run(["--database-url", seeded_url, "upgrade", "--to", "opt1",
-                       "--backup-dir", str(target), "--reports-dir", str(tmp_path / "r")])  # fmt: skip
+        result = _run(
+            [
+                "--database-url",
+                seeded_url,
+                "upgrade",
+                "--to",
+                "opt1",
+                "--backup-dir",
+                str(target),
+                "--reports-dir",
+                str(tmp_path / "r"),
+            ]
+        )
         assert _failed(result, 1) == (
             f"backup directory {target} is not writable (Not a directory); "
             "pass --backup-dir DIR or --no-backup"

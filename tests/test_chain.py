@@ -47,8 +47,11 @@ def _answers(conn: psycopg.Connection) -> dict[str, dict[str, str]]:
     for role in ROLES:
         conn.execute(f"SET ROLE {role}")
         fp = workload.Fingerprint()
-        fp.add(conn.execute(f"SELECT id, nome, categoria, {S.time_column} FROM "
-                            f"{S.qualified_table} ORDER BY id").fetchall())  # fmt: skip
+        fp.add(
+            conn.execute(
+                f"SELECT id, nome, categoria, {S.time_column} FROM {S.qualified_table} ORDER BY id"
+            ).fetchall()
+        )
         answers = {"table": fp.hexdigest()}
         for qid, q in queries.items():
             fp = workload.Fingerprint()

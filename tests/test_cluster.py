@@ -67,8 +67,15 @@ def test_url_names_loopback_database_and_password_file(tmp_path: Path) -> None:
 
 
 def _login(c: Cluster, **kw) -> None:
-    params = {"host": "127.0.0.1", "port": c.port(), "user": "postgres", "dbname": "postgres",
-              "passfile": "/nonexistent", "connect_timeout": 10, **kw}  # fmt: skip
+    params = {
+        "host": "127.0.0.1",
+        "port": c.port(),
+        "user": "postgres",
+        "dbname": "postgres",
+        "passfile": "/nonexistent",
+        "connect_timeout": 10,
+        **kw,
+    }
     psycopg.connect(**params).close()
 
 
@@ -78,8 +85,11 @@ def test_every_login_needs_the_password(tmp_path: Path) -> None:
     try:
         assert stat.S_IMODE(c.passfile.stat().st_mode) == 0o600
         assert stat.S_IMODE(c.run_dir.stat().st_mode) == 0o700
-        hba = [ln for ln in (c.data / "pg_hba.conf").read_text().splitlines()
-               if ln and not ln.startswith("#")]  # fmt: skip
+        hba = [
+            ln
+            for ln in (c.data / "pg_hba.conf").read_text().splitlines()
+            if ln and not ln.startswith("#")
+        ]
         assert hba == ["local all all scram-sha-256", "host all all 127.0.0.1/32 scram-sha-256"]
         with pytest.raises(psycopg.OperationalError, match="no password supplied"):
             _login(c)  # over TCP, as the superuser, without a password
@@ -102,15 +112,19 @@ def test_a_trusting_cluster_from_an_older_stage4_is_converted(tmp_path: Path) ->
     try:
         with psycopg.connect(c.url(), autocommit=True) as conn:  # make it as an older stage4 did
             conn.execute("ALTER ROLE postgres PASSWORD NULL")
-            (c.data / "pg_hba.conf").write_text("local all all trust\n"
-                                                "host all postgres 127.0.0.1/32 trust\n"
-                                                "host all all 127.0.0.1/32 scram-sha-256\n")  # fmt: skip
+            (c.data / "pg_hba.conf").write_text(
+                "local all all trust\n"
+                "host all postgres 127.0.0.1/32 trust\n"
+                "host all all 127.0.0.1/32 scram-sha-256\n"
+            )
             conn.execute("SELECT pg_reload_conf()")
         c.passfile.unlink()
         c.stop()
         c.ensure_started()
-        assert said == [f"the embedded cluster in {c.home} now requires a password "
-                        f"(scram-sha-256), kept in {c.passfile}"]  # fmt: skip
+        assert said == [
+            f"the embedded cluster in {c.home} now requires a password "
+            f"(scram-sha-256), kept in {c.passfile}"
+        ]
         assert stat.S_IMODE(c.passfile.stat().st_mode) == 0o600
         with pytest.raises(psycopg.OperationalError, match="no password supplied"):
             _login(c)
@@ -133,8 +147,10 @@ def test_a_taken_port_is_replaced_and_said(tmp_path: Path) -> None:
             c.ensure_started()
         new = c.port()
         assert new != old
-        assert said == [f"port {old} is taken by another program: the embedded cluster now "
-                        f"listens on port {new} (stage4 db url prints the new URL)"]  # fmt: skip
+        assert said == [
+            f"port {old} is taken by another program: the embedded cluster now "
+            f"listens on port {new} (stage4 db url prints the new URL)"
+        ]
         with psycopg.connect(c.url()) as conn:
             assert conn.execute("SELECT 1").fetchone()[0] == 1
     finally:

@@ -26,14 +26,21 @@ class TestUrls:
     @pytest.mark.parametrize(
         ("url", "message"),
         [
-            ("mysql://u:pw@h/db", "malformed database URL 'mysql://u:***@h/db': expected "
-             "postgresql://user@host:port/dbname"),
-            ("postgresql://u:pw@h:notaport/db", "malformed database URL "
-             "'postgresql://u:***@h:notaport/db': bad port"),
-            ("postgresql://u@h:5432", "malformed database URL 'postgresql://u@h:5432': "
-             "no database name"),
+            (
+                "mysql://u:pw@h/db",
+                "malformed database URL 'mysql://u:***@h/db': expected "
+                "postgresql://user@host:port/dbname",
+            ),
+            (
+                "postgresql://u:pw@h:notaport/db",
+                "malformed database URL 'postgresql://u:***@h:notaport/db': bad port",
+            ),
+            (
+                "postgresql://u@h:5432",
+                "malformed database URL 'postgresql://u@h:5432': no database name",
+            ),
         ],
-    )  # fmt: skip
+    )
     def test_malformed_urls_are_refused_without_the_password(self, url, message) -> None:
         with pytest.raises(ConfigError) as e:
             config.check_url(url)
@@ -43,17 +50,23 @@ class TestUrls:
     @pytest.mark.parametrize(
         ("url", "why"),
         [
-            ("postgresql://u:a%zzb@h/db", "a '%' not followed by two hex digits (write a literal "
-             "% as %25)"),
+            (
+                "postgresql://u:a%zzb@h/db",
+                "a '%' not followed by two hex digits (write a literal % as %25)",
+            ),
             ("postgresql://u:a b@h/db", "it contains a space (write it as %20)"),
-            ("postgresql://u:a@b@h/db", "more than one '@' (write an '@' in the user or password "
-             "as %40)"),
+            (
+                "postgresql://u:a@b@h/db",
+                "more than one '@' (write an '@' in the user or password as %40)",
+            ),
             ("postgresql://u:a/b@h/db", "a '/' in the user or password (write it as %2F)"),
-            ("postgresql://u:a?b@h/db", "a '?' or '#' in the user or password (write them as %3F "
-             "and %23)"),
+            (
+                "postgresql://u:a?b@h/db",
+                "a '?' or '#' in the user or password (write them as %3F and %23)",
+            ),
         ],
         ids=["percent", "space", "at", "slash", "question"],
-    )  # fmt: skip
+    )
     def test_passwords_a_driver_would_misread_are_refused(self, url: str, why: str) -> None:
         with pytest.raises(ConfigError) as e:
             config.check_url(url)
@@ -61,9 +74,13 @@ class TestUrls:
 
     @pytest.mark.parametrize(
         "url",
-        ["postgresql://h/db?user=a@b", "postgresql://h:5432/db?passfile=/x/pgpass",
-         "postgresql://u:a:b@h/db", "postgresql://u:a%40b%2Fc@h:5/db"],
-    )  # fmt: skip
+        [
+            "postgresql://h/db?user=a@b",
+            "postgresql://h:5432/db?passfile=/x/pgpass",
+            "postgresql://u:a:b@h/db",
+            "postgresql://u:a%40b%2Fc@h:5/db",
+        ],
+    )
     def test_well_formed_urls_pass(self, url: str) -> None:
         assert config.check_url(url) == url
 
@@ -86,8 +103,12 @@ class TestSettings:
     def test_defaults_come_from_the_project(self) -> None:
         s = config.settings()
         assert (s.schema, s.table, s.time_column, s.geometry_column, s.srid) == (
-            "public", "geometrias", "data_referencia", "geom", 4326,
-        )  # fmt: skip
+            "public",
+            "geometrias",
+            "data_referencia",
+            "geom",
+            4326,
+        )
         assert s.qualified_table == "public.geometrias"
 
     def test_tool_stage4_table_overrides(self, tmp_path: Path) -> None:

@@ -54,15 +54,22 @@ class TestRecorded:
 
     def test_names_an_added_index_and_a_changed_grant(self, seeded_url: str) -> None:
         drift.record(seeded_url)
-        _sql(seeded_url, "CREATE INDEX extra_idx ON public.geometrias (nome)",
-             "CREATE ROLE drift_reader", "GRANT SELECT ON public.geometrias TO drift_reader")  # fmt: skip
+        _sql(
+            seeded_url,
+            "CREATE INDEX extra_idx ON public.geometrias (nome)",
+            "CREATE ROLE drift_reader",
+            "GRANT SELECT ON public.geometrias TO drift_reader",
+        )
         try:
             found = drift.check(seeded_url).differences
         finally:
             _sql(seeded_url, "DROP OWNED BY drift_reader", "DROP ROLE drift_reader")
         assert len(found) == 2, found
-        assert re.fullmatch(r"table public\.geometrias: grants .* in the record, .*"
-                            r"drift_reader=r/postgres.* now", found[0]), found  # fmt: skip
+        assert re.fullmatch(
+            r"table public\.geometrias: grants .* in the record, .*"
+            r"drift_reader=r/postgres.* now",
+            found[0],
+        ), found
         assert found[1] == "index public.extra_idx on public.geometrias: not in the record (added)"
 
     def test_names_a_database_setting(self, seeded_url: str) -> None:
@@ -81,8 +88,9 @@ class TestRecorded:
         # opt4's routine keeps partitions ahead: one more year (rows moved out of the default
         # partition) is the revision doing its job, not drift
         with psycopg.connect(seeded_url) as conn:
-            made = conn.execute("SELECT * FROM public.stage4_ensure_partitions(%s)",
-                                (settings().years_ahead + 1,)).fetchall()  # fmt: skip
+            made = conn.execute(
+                "SELECT * FROM public.stage4_ensure_partitions(%s)", (settings().years_ahead + 1,)
+            ).fetchall()
         assert len(made) == 1, made
         assert drift.check(seeded_url).differences == []
         _sql(seeded_url, f"ALTER TABLE {t} DETACH PARTITION {t}_p2020")
@@ -141,11 +149,16 @@ class TestCli:
     def test_status_has_a_drift_section(self, seeded_url: str, tmp_path) -> None:
         drift.record(seeded_url)
         _sql(seeded_url, "DROP INDEX public.geometrias_geom_gist")
-        result = runner.invoke(cli.app, ["--database-url", seeded_url, "status",
-                                         "--reports-dir", str(tmp_path)])  # fmt: skip
+        result = runner.invoke(
+            cli.app, ["--database-url", seeded_url, "status", "--reports-dir", str(tmp_path)]
+        )
         assert result.exit_code == 0, result.output
-        assert re.search(r"^drift: 1 difference\(s\) from record \d+ of schema, taken .*:\n"
-                         rf"  {re.escape(GIST_GONE)}$", result.output, re.M), result.output  # fmt: skip
+        assert re.search(
+            r"^drift: 1 difference\(s\) from record \d+ of schema, taken .*:\n"
+            rf"  {re.escape(GIST_GONE)}$",
+            result.output,
+            re.M,
+        ), result.output
 
 
 class TestUpgrade:
@@ -154,9 +167,23 @@ class TestUpgrade:
     ) -> None:
         drift.record(seeded_url)
         _sql(seeded_url, "DROP INDEX public.geometrias_geom_gist")
-        args = ["stage4", "--database-url", seeded_url, "upgrade", "--to", "opt1", "--no-backup",
-                "--reports-dir", str(tmp_path), "--iterations", "2", "--concurrency", "1",
-                "--duration", "1"]  # fmt: skip
+        args = [
+            "stage4",
+            "--database-url",
+            seeded_url,
+            "upgrade",
+            "--to",
+            "opt1",
+            "--no-backup",
+            "--reports-dir",
+            str(tmp_path),
+            "--iterations",
+            "2",
+            "--concurrency",
+            "1",
+            "--duration",
+            "1",
+        ]
         monkeypatch.setattr(sys, "argv", args)
         with pytest.raises(SystemExit) as e:
             cli.main()
@@ -170,8 +197,14 @@ class TestUpgrade:
         assert migrations.current(seeded_url) == "schema"
         assert not list(tmp_path.iterdir()), "refused before any report or write"
 
-        opts = gate.GateOptions(backup=False, reports_dir=tmp_path, iterations=2, concurrency=1,
-                                duration=1.0, accept_drift=True)  # fmt: skip
+        opts = gate.GateOptions(
+            backup=False,
+            reports_dir=tmp_path,
+            iterations=2,
+            concurrency=1,
+            duration=1.0,
+            accept_drift=True,
+        )
         try:
             rollout = gate.upgrade(seeded_url, "opt1", opts)
             outcome = rollout.outcome

@@ -18,8 +18,10 @@ def test_check_copy_names_the_lost_the_stray_and_the_altered_ids(seeded_url: str
     try:
         with eng.begin() as c:
             q = c.exec_driver_sql
-            q("CREATE TABLE public.copy_src AS SELECT id, nome, geom FROM public.geometrias "
-              "WHERE id <= 50")  # fmt: skip
+            q(
+                "CREATE TABLE public.copy_src AS SELECT id, nome, geom FROM public.geometrias "
+                "WHERE id <= 50"
+            )
             q("CREATE TABLE public.copy_dst AS SELECT * FROM public.copy_src")
             xid = int(q("SELECT pg_current_xact_id()::text").scalar())
             snap = q("SELECT pg_current_snapshot()::text").scalar()

@@ -18,13 +18,17 @@ from stage4 import locks, migrations, snapshot
 from stage4.cli import app
 from stage4.errors import MigrationError
 
-INSERT = ("INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
-          "VALUES ('b', 'escola', '2023-01-01', 'SRID=4326;POINT(0 0)')")  # fmt: skip
+INSERT = (
+    "INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
+    "VALUES ('b', 'escola', '2023-01-01', 'SRID=4326;POINT(0 0)')"
+)
 # An app write in an open transaction (no nextval: the snapshot after its rollback is exact).
 UPDATE = "UPDATE geometrias SET descricao = 'blocked' WHERE id = 7"
-RETRY = ("retry when it has finished, or raise the lock timeout "
-         "(stage4 upgrade --lock-timeout 30s, stage4 downgrade --lock-timeout 30s, "
-         "alembic -x lock_timeout=30s)")  # fmt: skip
+RETRY = (
+    "retry when it has finished, or raise the lock timeout "
+    "(stage4 upgrade --lock-timeout 30s, stage4 downgrade --lock-timeout 30s, "
+    "alembic -x lock_timeout=30s)"
+)
 
 
 def _snap(url: str) -> dict:
@@ -41,8 +45,10 @@ def _blocker(url: str, sql: str) -> psycopg.Connection:
 
 
 def _expected(verb: str, target: str, pid: int, state: str, mode: str) -> re.Pattern:
-    head = (f"{verb} to {target} failed and was rolled back: lock timeout (1s) waiting for a "
-            f"lock on public.geometrias, held by pid {pid} (blocking-app as postgres, {state} for ")  # fmt: skip
+    head = (
+        f"{verb} to {target} failed and was rolled back: lock timeout (1s) waiting for a "
+        f"lock on public.geometrias, held by pid {pid} (blocking-app as postgres, {state} for "
+    )
     return re.compile(re.escape(head) + r"\d+" + re.escape(f" s, holds {mode}); {RETRY}"))
 
 
@@ -100,8 +106,10 @@ class TestUpgradeBlocked:
             for kill_first in (False, True):
                 if kill_first:
                     with psycopg.connect(seeded_url, autocommit=True) as conn:
-                        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                     "WHERE application_name = 'stage4-alembic'")  # fmt: skip
+                        conn.execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = 'stage4-alembic'"
+                        )
                 blocker = _blocker(seeded_url, "LOCK TABLE geometrias IN ACCESS EXCLUSIVE MODE")
                 release = threading.Timer(15, blocker.rollback)
                 release.start()
@@ -190,9 +198,14 @@ class TestDowngradeBlocked:
     def test_bad_lock_timeout_is_refused_before_connecting(self, verb: str) -> None:
         result = CliRunner().invoke(
             app,
-            ["--database-url", "postgresql://nobody@127.0.0.1:1/none", verb,
-             "--lock-timeout", "soon"],
-        )  # fmt: skip
+            [
+                "--database-url",
+                "postgresql://nobody@127.0.0.1:1/none",
+                verb,
+                "--lock-timeout",
+                "soon",
+            ],
+        )
         assert result.exit_code == 2
         assert result.stderr == (
             "FAILED: lock timeout 'soon' is not a duration: use e.g. 5s, 500ms, 2min "
@@ -210,16 +223,21 @@ BUSY = re.compile(
 def _stage4(url: str, *args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "stage4"), "--database-url", url, *args],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _lock_sessions_all(url: str) -> dict[int, str]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return dict(conn.execute(
-            "SELECT pid, application_name FROM pg_stat_activity "
-            "WHERE application_name LIKE 'stage4%%' AND datname = current_database()"
-        ).fetchall())  # fmt: skip
+        return dict(
+            conn.execute(
+                "SELECT pid, application_name FROM pg_stat_activity "
+                "WHERE application_name LIKE 'stage4%%' AND datname = current_database()"
+            ).fetchall()
+        )
 
 
 def _lock_sessions(url: str) -> dict[int, str]:
@@ -230,8 +248,20 @@ class TestOneRolloutAtATime:
     def test_two_upgrades_started_together_one_is_refused_naming_the_other(
         self, seeded_url: str, tmp_path: Path
     ) -> None:
-        args = ("upgrade", "--to", "opt1", "--no-backup", "--reports-dir", str(tmp_path),
-                "--iterations", "3", "--concurrency", "1", "--duration", "1")  # fmt: skip
+        args = (
+            "upgrade",
+            "--to",
+            "opt1",
+            "--no-backup",
+            "--reports-dir",
+            str(tmp_path),
+            "--iterations",
+            "3",
+            "--concurrency",
+            "1",
+            "--duration",
+            "1",
+        )
         first, second = (_stage4(seeded_url, *args, cwd=tmp_path) for _ in range(2))
         seen: dict[int, str] = {}
         while first.poll() is None or second.poll() is None:
@@ -252,8 +282,12 @@ class TestOneRolloutAtATime:
         assert match.group(2) == "stage4 upgrade --to opt1"
         assert seen.get(int(match.group(1))) == "stage4 upgrade --to opt1", (seen, line)
         with psycopg.connect(seeded_url) as conn:  # one baseline, measured once
-            assert conn.execute("SELECT count(*) FROM benchmarking.runs WHERE label = 'BASELINE'"
-                                ).fetchone()[0] == 1  # fmt: skip
+            assert (
+                conn.execute(
+                    "SELECT count(*) FROM benchmarking.runs WHERE label = 'BASELINE'"
+                ).fetchone()[0]
+                == 1
+            )
 
     def test_alembic_and_stage4_downgrade_are_refused_during_a_rollout(
         self, seeded_url: str, tmp_path: Path
@@ -261,12 +295,17 @@ class TestOneRolloutAtATime:
         migrations.upgrade(seeded_url, "opt1")
         root = Path(__file__).resolve().parents[1]
         with locks.rollout_lock(seeded_url, "upgrade --to opt3"):
-            (holder,) = [p for p, a in _lock_sessions(seeded_url).items()
-                         if a == "stage4 upgrade --to opt3"]  # fmt: skip
+            (holder,) = [
+                p for p, a in _lock_sessions(seeded_url).items() if a == "stage4 upgrade --to opt3"
+            ]
             alembic = subprocess.run(
                 [sys.executable, "-m", "alembic", "-x", f"url={seeded_url}", "downgrade", "-1"],
-                cwd=root, capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
             stage4 = _stage4(seeded_url, "downgrade", "-1", cwd=tmp_path)
             _, stage4_err = stage4.communicate(timeout=120)
             # the holder's own process runs Alembic on another connection: not refused
@@ -298,13 +337,17 @@ class TestOneRolloutAtATime:
                 paused.set()
                 release.wait(60)
 
-        t = threading.Thread(target=migrations.upgrade, args=(seeded_url, "opt1"),
-                             kwargs={"progress": progress, "batch_rows": 200})  # fmt: skip
+        t = threading.Thread(
+            target=migrations.upgrade,
+            args=(seeded_url, "opt1"),
+            kwargs={"progress": progress, "batch_rows": 200},
+        )
         t.start()
         try:
             assert paused.wait(60)
-            (alembic_pid,) = [p for p, a in _lock_sessions_all(seeded_url).items()
-                              if a == "stage4-alembic"]  # fmt: skip
+            (alembic_pid,) = [
+                p for p, a in _lock_sessions_all(seeded_url).items() if a == "stage4-alembic"
+            ]
             refused = _stage4(seeded_url, "baseline", cwd=tmp_path)
             _, errors = refused.communicate(timeout=120)
         finally:
@@ -320,23 +363,44 @@ class TestOneRolloutAtATime:
 
     def test_bench_runs_beside_a_rollout_and_says_so(self, seeded_url: str, tmp_path: Path):
         with locks.rollout_lock(seeded_url, "upgrade --to opt2"):
-            (pid,) = [p for p, a in _lock_sessions(seeded_url).items()
-                      if a == "stage4 upgrade --to opt2"]  # fmt: skip
+            (pid,) = [
+                p for p, a in _lock_sessions(seeded_url).items() if a == "stage4 upgrade --to opt2"
+            ]
             assert locks.running(seeded_url) is None  # the holder's own process: no note
-            bench = _stage4(seeded_url, "bench", "--iterations", "1", "--concurrency", "1",
-                            "--duration", "1", cwd=tmp_path)  # fmt: skip
+            bench = _stage4(
+                seeded_url,
+                "bench",
+                "--iterations",
+                "1",
+                "--concurrency",
+                "1",
+                "--duration",
+                "1",
+                cwd=tmp_path,
+            )
             _, errors = bench.communicate(timeout=300)
             status = subprocess.run(
-                [str(Path(sys.executable).parent / "stage4"), "--database-url", seeded_url,
-                 "status", "--reports-dir", str(tmp_path)],
-                cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-            )  # fmt: skip
+                [
+                    str(Path(sys.executable).parent / "stage4"),
+                    "--database-url",
+                    seeded_url,
+                    "status",
+                    "--reports-dir",
+                    str(tmp_path),
+                ],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
         assert bench.returncode == 0, errors
         assert status.returncode == 0, status.stderr
         assert re.search(
             rf"^rollout running: pid {pid} \(stage4 upgrade --to opt2\) since \S+ \S+ UTC$",
-            status.stdout, re.M,
-        ), status.stdout  # fmt: skip
+            status.stdout,
+            re.M,
+        ), status.stdout
         notes = [x for x in errors.splitlines() if x.startswith("note:")]
         assert len(notes) == 1, errors
         assert re.fullmatch(

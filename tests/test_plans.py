@@ -10,17 +10,37 @@ import psycopg
 from stage4 import plans, workload
 from stage4.config import settings
 
-INDEX = {"Node Type": "Index Scan", "Index Name": "geometrias_geom_gist",
-         "Relation Name": "geometrias", "Actual Rows": 431, "Actual Loops": 1,
-         "Shared Hit Blocks": 52, "Shared Read Blocks": 3}  # fmt: skip
+INDEX = {
+    "Node Type": "Index Scan",
+    "Index Name": "geometrias_geom_gist",
+    "Relation Name": "geometrias",
+    "Actual Rows": 431,
+    "Actual Loops": 1,
+    "Shared Hit Blocks": 52,
+    "Shared Read Blocks": 3,
+}
 APPEND = {
-    "Node Type": "Gather", "Actual Rows": 431, "Shared Hit Blocks": 900,
-    "Plans": [{"Node Type": "Append", "Parallel Aware": True, "Actual Rows": 144,
-               "Actual Loops": 3,
-               "Plans": [{"Node Type": "Seq Scan", "Parallel Aware": True,
-                          "Relation Name": f"geometrias_p{y}"} for y in range(2020, 2030)]
-               + [{"Node Type": "Seq Scan", "Relation Name": "geometrias_default"}]}],
-}  # fmt: skip
+    "Node Type": "Gather",
+    "Actual Rows": 431,
+    "Shared Hit Blocks": 900,
+    "Plans": [
+        {
+            "Node Type": "Append",
+            "Parallel Aware": True,
+            "Actual Rows": 144,
+            "Actual Loops": 3,
+            "Plans": [
+                {
+                    "Node Type": "Seq Scan",
+                    "Parallel Aware": True,
+                    "Relation Name": f"geometrias_p{y}",
+                }
+                for y in range(2020, 2030)
+            ]
+            + [{"Node Type": "Seq Scan", "Relation Name": "geometrias_default"}],
+        }
+    ],
+}
 
 
 class TestPure:
@@ -41,16 +61,22 @@ class TestPure:
         assert lines[3] == "… 10 more nodes"
 
     def test_headline_looks_through_pass_through_nodes(self) -> None:
-        assert plans.headline({"Node Type": "Limit", "Plans": [{"Node Type": "Sort",
-                               "Plans": [INDEX]}]}) == "Index Scan using geometrias_geom_gist"  # fmt: skip
+        assert (
+            plans.headline(
+                {"Node Type": "Limit", "Plans": [{"Node Type": "Sort", "Plans": [INDEX]}]}
+            )
+            == "Index Scan using geometrias_geom_gist"
+        )
         assert plans.headline(APPEND) == (
             "Parallel Append over 11 partitions (Parallel Seq Scan ×10, Seq Scan ×1)"
         )
 
     def test_a_bitmap_scan_names_its_index(self) -> None:
-        bitmap = {"Node Type": "Bitmap Heap Scan", "Relation Name": "geometrias",
-                  "Plans": [{"Node Type": "Bitmap Index Scan",
-                             "Index Name": "geometrias_geom_gist"}]}  # fmt: skip
+        bitmap = {
+            "Node Type": "Bitmap Heap Scan",
+            "Relation Name": "geometrias",
+            "Plans": [{"Node Type": "Bitmap Index Scan", "Index Name": "geometrias_geom_gist"}],
+        }
         assert plans.headline({"Node Type": "Aggregate", "Plans": [bitmap]}) == (
             "Bitmap Heap Scan on geometrias via geometrias_geom_gist"
         )
@@ -99,8 +125,9 @@ class TestInTheRollout:
         from stage4 import gate
         from stage4.errors import GateError
 
-        opts = gate.GateOptions(backup=False, reports_dir=tmp_path, iterations=2, concurrency=1,
-                                duration=1.0)  # fmt: skip
+        opts = gate.GateOptions(
+            backup=False, reports_dir=tmp_path, iterations=2, concurrency=1, duration=1.0
+        )
         try:
             rollout = gate.upgrade(seeded_url, "opt1", opts)
             step = rollout.steps[0]
@@ -129,5 +156,7 @@ class TestInTheRollout:
         judging.explain_step(seeded_url, rec, before)
         change = rec.plans["Q5"]["change"]
         assert change and " → " in change
-        assert rec.reasons == ["Q5 slower: median 9.0 ms vs baseline 3.0 ms",
-                               f"Q5 plan changed: {change}"]  # fmt: skip
+        assert rec.reasons == [
+            "Q5 slower: median 9.0 ms vs baseline 3.0 ms",
+            f"Q5 plan changed: {change}",
+        ]

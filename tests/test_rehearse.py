@@ -34,8 +34,20 @@ def _state(url: str) -> dict:
 
 
 def _invoke(source: str, scratch: str, *extra: str):
-    return runner.invoke(cli.app, ["--database-url", source, "rehearse", "--to", "opt1",
-                                   "--scratch-url", scratch, *FAST, *extra])  # fmt: skip
+    return runner.invoke(
+        cli.app,
+        [
+            "--database-url",
+            source,
+            "rehearse",
+            "--to",
+            "opt1",
+            "--scratch-url",
+            scratch,
+            *FAST,
+            *extra,
+        ],
+    )
 
 
 class TestRehearse:
@@ -49,12 +61,20 @@ class TestRehearse:
         after = _state(seeded_url)
         assert after == before, "\n".join(snapshot.diff(before, after))
         out = result.stdout
-        assert re.search(r"^rehearsal of .*/s\d+_\d+ \(schema\) to opt1 in .*/t\d+_\d+: 2000 "
-                         r"rows copied in \d+\.\d s$", out, re.M), out  # fmt: skip
+        assert re.search(
+            r"^rehearsal of .*/s\d+_\d+ \(schema\) to opt1 in .*/t\d+_\d+: 2000 "
+            r"rows copied in \d+\.\d s$",
+            out,
+            re.M,
+        ), out
         assert re.search(r"^opt1: (GO|NO-GO) \(upgrade \d+\.\d s", out, re.M), out
-        assert re.search(rf"^scratch baseline \(run \d+, [\d.]+ ms mean\) vs the source's stored "
-                         rf"one \(run {base.run_id}, [\d.]+ ms mean\): geometric mean of "
-                         r"per-query ratios x[\d.]+$", out, re.M), out  # fmt: skip
+        assert re.search(
+            rf"^scratch baseline \(run \d+, [\d.]+ ms mean\) vs the source's stored "
+            rf"one \(run {base.run_id}, [\d.]+ ms mean\): geometric mean of "
+            r"per-query ratios x[\d.]+$",
+            out,
+            re.M,
+        ), out
         # same test server here: the output says what differs all the same
         assert "on the source's own server: the same hardware, but not the source's cache" in out
         report = re.search(r"^report: (.*REPORT\.md)$", out, re.M)
@@ -73,8 +93,9 @@ class TestRehearse:
         assert result.exit_code in (0, 3), result.output
         assert _state(seeded_url) == before
         assert " 500 rows copied in " in result.stdout
-        assert re.search(r"^sample: 500 of 2000 rows \(the first by a hash of their id\)$",
-                         result.stdout, re.M), result.stdout  # fmt: skip
+        assert re.search(
+            r"^sample: 500 of 2000 rows \(the first by a hash of their id\)$", result.stdout, re.M
+        ), result.stdout
         assert "the source has no stored baseline to compare with" in result.stdout
 
 

@@ -16,8 +16,10 @@ from stage4 import gate, migrations, retry
 from stage4.cli import app
 from stage4.errors import ConfigError
 
-INSERT = ("INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
-          "VALUES ('b', 'escola', '2023-01-01', 'SRID=4326;POINT(0 0)')")  # fmt: skip
+INSERT = (
+    "INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
+    "VALUES ('b', 'escola', '2023-01-01', 'SRID=4326;POINT(0 0)')"
+)
 UPDATE = "UPDATE geometrias SET descricao = 'blocked' WHERE id = 7"
 HELD = 4.0
 
@@ -73,8 +75,9 @@ class TestDowngrade:
     def test_cli_outlasts_a_lock_held_4s(self, seeded_url: str) -> None:
         migrations.upgrade(seeded_url, "opt1")
         with _Held(seeded_url, INSERT) as held:
-            result = CliRunner().invoke(app, ["--database-url", seeded_url, "downgrade",
-                                              "--lock-timeout", "1s"])  # fmt: skip
+            result = CliRunner().invoke(
+                app, ["--database-url", seeded_url, "downgrade", "--lock-timeout", "1s"]
+            )
             took = time.monotonic() - held.started
         assert result.exit_code == 0, result.output
         assert migrations.current(seeded_url) == "schema"
@@ -88,8 +91,18 @@ class TestDowngrade:
     def test_no_retries_fails_at_once_with_the_blocker(self, seeded_url: str) -> None:
         migrations.upgrade(seeded_url, "opt1")
         with _Held(seeded_url, INSERT) as held:
-            result = CliRunner().invoke(app, ["--database-url", seeded_url, "downgrade",
-                                              "--lock-timeout", "1s", "--lock-retries", "0"])  # fmt: skip
+            result = CliRunner().invoke(
+                app,
+                [
+                    "--database-url",
+                    seeded_url,
+                    "downgrade",
+                    "--lock-timeout",
+                    "1s",
+                    "--lock-retries",
+                    "0",
+                ],
+            )
             took = time.monotonic() - held.started
         assert result.exit_code == 1, result.output
         assert took < HELD, took
@@ -108,8 +121,9 @@ class TestGate:
         rec = gate.StepRecord("opt1")
         told: list[tuple[str, str]] = []
         with _Held(seeded_url, UPDATE) as held:
-            gate._timed_upgrade(seeded_url, rec, None, "1s", 5,
-                                lambda step, text: told.append((step, text)))  # fmt: skip
+            gate._timed_upgrade(
+                seeded_url, rec, None, "1s", 5, lambda step, text: told.append((step, text))
+            )
         assert migrations.current(seeded_url) == "opt1"
         waits = [n for n in rec.notes if "lock timeout on try" in n]
         assert waits and [text for _, text in told] == waits

@@ -26,17 +26,27 @@ def test_creates_table_indexes_and_functions_on_an_empty_database(db_url: str) -
     migrations.upgrade(db_url, "schema")
     assert migrations.current(db_url) == "schema"
     with psycopg.connect(db_url) as conn:
-        idx = {r[0] for r in conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'geometrias'")}  # fmt: skip
-        fns = {r[0] for r in conn.execute(
-            "SELECT proname FROM pg_proc WHERE proname IN "
-            "('buscar_geometrias', 'contagem_mensal', 'tile_mvt') AND NOT prosecdef")}  # fmt: skip
+        idx = {
+            r[0]
+            for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'geometrias'")
+        }
+        fns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT proname FROM pg_proc WHERE proname IN "
+                "('buscar_geometrias', 'contagem_mensal', 'tile_mvt') AND NOT prosecdef"
+            )
+        }
         typ = conn.execute(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
             "WHERE attrelid = 'public.geometrias'::regclass AND attname = 'geom'"
         ).fetchone()[0]
-    assert idx == {"geometrias_pkey", "geometrias_geom_gist", "geometrias_data_referencia_idx",
-                   "geometrias_categoria_idx"}  # fmt: skip
+    assert idx == {
+        "geometrias_pkey",
+        "geometrias_geom_gist",
+        "geometrias_data_referencia_idx",
+        "geometrias_categoria_idx",
+    }
     assert fns == {"buscar_geometrias", "contagem_mensal", "tile_mvt"}
     assert typ == "geometry(Geometry,4326)"
 
@@ -48,17 +58,25 @@ def test_adopts_an_existing_populated_table_without_touching_it(db_url: str) -> 
     migrations.upgrade(db_url, "schema")
     with psycopg.connect(db_url) as conn:
         assert snapshot.data(conn) == before
-        idx = {r[0] for r in conn.execute(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'geometrias'")}  # fmt: skip
+        idx = {
+            r[0]
+            for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'geometrias'")
+        }
     # the team's own GiST index is kept and not duplicated; missing btrees are added
-    assert idx == {"geometrias_pkey", "my_own_geom_index", "geometrias_data_referencia_idx",
-                   "geometrias_categoria_idx"}  # fmt: skip
+    assert idx == {
+        "geometrias_pkey",
+        "my_own_geom_index",
+        "geometrias_data_referencia_idx",
+        "geometrias_categoria_idx",
+    }
 
 
 def test_refuses_to_adopt_a_table_missing_a_required_column(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE public.geometrias (id bigint PRIMARY KEY, nome text, "
-                     "categoria text, data_referencia text)")  # fmt: skip
+        conn.execute(
+            "CREATE TABLE public.geometrias (id bigint PRIMARY KEY, nome text, "
+            "categoria text, data_referencia text)"
+        )
     with pytest.raises(MigrationError) as e:
         migrations.upgrade(db_url, "schema")
     assert str(e.value) == (

@@ -85,12 +85,14 @@ def test_refuses_a_missing_table(db_url: str) -> None:
 
 def test_cli_seed_if_empty_is_rerunnable(empty_url: str) -> None:
     runner = CliRunner()
-    first = runner.invoke(app, ["--database-url", empty_url, "seed", "--features", "300",
-                                "--if-empty"])  # fmt: skip
+    first = runner.invoke(
+        app, ["--database-url", empty_url, "seed", "--features", "300", "--if-empty"]
+    )
     assert first.exit_code == 0, first.output
     assert "seeded 300 features" in first.stdout
-    again = runner.invoke(app, ["--database-url", empty_url, "seed", "--features", "300",
-                                "--if-empty"])  # fmt: skip
+    again = runner.invoke(
+        app, ["--database-url", empty_url, "seed", "--features", "300", "--if-empty"]
+    )
     assert again.exit_code == 0
     assert "already holds 300 rows: not seeding" in again.stdout
     refused = runner.invoke(app, ["--database-url", empty_url, "seed", "--features", "300"])

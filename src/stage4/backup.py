@@ -56,14 +56,23 @@ def dump(url: str, s: Settings, folder: Path, label: str) -> Path:
     # written under another name, renamed once complete: an interrupted or killed dump
     # (SIGKILL leaves no one to delete it) never looks like a backup
     partial = target.with_name(target.name + ".partial")
-    cmd = [str(pg_dump), "-Fc", "--no-sync", f"--schema={s.schema}", "-f", str(partial),
-           "--dbname", clean_url]  # fmt: skip
+    cmd = [
+        str(pg_dump),
+        "-Fc",
+        "--no-sync",
+        f"--schema={s.schema}",
+        "-f",
+        str(partial),
+        "--dbname",
+        clean_url,
+    ]
     # pg_dump creates the file with our umask: make it exist, private, before it writes
     os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     partial.chmod(0o600)
     try:  # interrupted, run() kills pg_dump
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False,
-                             preexec_fn=die_with_parent)  # fmt: skip
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, env=env, check=False, preexec_fn=die_with_parent
+        )
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

@@ -34,16 +34,40 @@ from stage4.config import Settings, settings
 # section: (what one row is, how many leading columns name it, what the others are)
 SECTIONS: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "schemas": ("schema", 1, ("grants", "comment")),
-    "relations": ("relation", 2, ("kind", "persistence", "row level security",
-                                  "forced row level security", "storage options",
-                                  "partition bound", "partition key", "grants", "comment",
-                                  "owner")),
-    "columns": ("column", 3, ("type", "not null", "default", "identity", "generated", "storage",
-                              "compression", "grants", "comment")),
+    "relations": (
+        "relation",
+        2,
+        (
+            "kind",
+            "persistence",
+            "row level security",
+            "forced row level security",
+            "storage options",
+            "partition bound",
+            "partition key",
+            "grants",
+            "comment",
+            "owner",
+        ),
+    ),
+    "columns": (
+        "column",
+        3,
+        (
+            "type",
+            "not null",
+            "default",
+            "identity",
+            "generated",
+            "storage",
+            "compression",
+            "grants",
+            "comment",
+        ),
+    ),
     "indexes": ("index", 2, ("table", "definition", "comment")),
     "constraints": ("constraint", 3, ("type", "definition", "comment")),
-    "functions": ("function", 3, ("body", "grants", "comment", "security definer",
-                                  "settings")),
+    "functions": ("function", 3, ("body", "grants", "comment", "security definer", "settings")),
     "views": ("view", 2, ("kind", "definition")),
     "policies": ("policy", 3, ("command", "permissive", "roles", "using", "with check")),
     "triggers": ("trigger", 3, ("definition", "enabled")),
@@ -51,9 +75,15 @@ SECTIONS: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "publications": ("publication", 1, ("via root", "insert", "update", "delete", "tables")),
     "database_settings": ("database setting", 2, ()),
     "cron_jobs": ("cron job", 1, ("schedule", "command", "database", "username", "active")),
-}  # fmt: skip
-_KINDS = {"r": "table", "p": "partitioned table", "v": "view", "m": "materialized view",
-          "S": "sequence", "f": "foreign table"}  # fmt: skip
+}
+_KINDS = {
+    "r": "table",
+    "p": "partitioned table",
+    "v": "view",
+    "m": "materialized view",
+    "S": "sequence",
+    "f": "foreign table",
+}
 _INDEX_NAME = re.compile(r"INDEX (?:CONCURRENTLY )?(?:IF NOT EXISTS )?(\S+) ON ")
 _SHORT = 60  # values longer than this are said to differ, not printed
 

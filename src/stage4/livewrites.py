@@ -39,8 +39,12 @@ def counters(conn, s: Settings) -> dict[str, Any]:
     """{"oids": [...], "writes": n, "reads": n, "at": epoch seconds} for the app table now."""
     conn.execute("SELECT pg_stat_clear_snapshot()")  # a fresh reading, not the transaction's
     oids, writes, reads = conn.execute(COUNTERS, {"t": s.qualified_table}).fetchone()
-    return {"oids": [int(o) for o in oids], "writes": int(writes), "reads": int(reads),
-            "at": time.time()}  # fmt: skip
+    return {
+        "oids": [int(o) for o in oids],
+        "writes": int(writes),
+        "reads": int(reads),
+        "at": time.time(),
+    }
 
 
 def writes_between(a: dict | None, b: dict | None) -> int | None:
@@ -67,10 +71,14 @@ def load(start: dict, end: dict) -> dict[str, Any]:
     seconds = max(end["at"] - start["at"], 1e-6)
     writes = writes_between(start, end)
     reads = end["reads"] - start["reads"] if start["oids"] == end["oids"] else None
-    return {"seconds": round(seconds, 3), "app_writes": writes,
-            "app_writes_per_s": None if writes is None else round(writes / seconds, 2),
-            "tuples_read_per_s": None if reads is None else round(reads / seconds, 1),
-            "start": start, "end": end}  # fmt: skip
+    return {
+        "seconds": round(seconds, 3),
+        "app_writes": writes,
+        "app_writes_per_s": None if writes is None else round(writes / seconds, 2),
+        "tuples_read_per_s": None if reads is None else round(reads / seconds, 1),
+        "start": start,
+        "end": end,
+    }
 
 
 def differs(base: dict | None, run: dict | None) -> str | None:
@@ -89,16 +97,25 @@ def differs(base: dict | None, run: dict | None) -> str | None:
 
 def _written(alias: str, snapshot: str, xid: int) -> str:
     """SQL: the row version ``alias`` was committed after ``snapshot`` (``xid``: ours)."""
-    return (f"NOT pg_visible_in_snapshot(({xid} - age({alias}.xmin)::bigint)::text::xid8, "
-            f"'{snapshot}'::pg_snapshot)")  # fmt: skip
+    return (
+        f"NOT pg_visible_in_snapshot(({xid} - age({alias}.xmin)::bigint)::text::xid8, "
+        f"'{snapshot}'::pg_snapshot)"
+    )
 
 
 def _row(alias: str, cols: list[str]) -> str:
     return "(" + ", ".join(f"{alias}.{c}" for c in cols) + ")"
 
 
-def check_copy(bind, old: str, new: str, cols: list[str], snapshot: str | None, xid: int,
-               stable_since: str | None = None) -> None:  # fmt: skip
+def check_copy(
+    bind,
+    old: str,
+    new: str,
+    cols: list[str],
+    snapshot: str | None,
+    xid: int,
+    stable_since: str | None = None,
+) -> None:
     """Source vs copy, exact (see the module's docstring); raises naming lost/altered ids.
 
     With ``stable_since`` (a snapshot taken after ``snapshot``; the first part of the
@@ -108,31 +125,61 @@ def check_copy(bind, old: str, new: str, cols: list[str], snapshot: str | None, 
     None, every row's content is compared (when something is already known to be wrong)."""
     q = bind.exec_driver_sql
     stable = "" if stable_since is None else f" AND NOT {_written('o', stable_since, xid)}"
-    missing = [r[0] for r in q(f"SELECT o.id FROM {old} o WHERE NOT EXISTS (SELECT 1 FROM "
-                               f"{new} n WHERE n.id = o.id){stable} ORDER BY 1 LIMIT 10")]  # fmt: skip
-    extra = [] if stable_since is not None else [
-        r[0] for r in q(f"SELECT n.id FROM {new} n WHERE NOT EXISTS (SELECT 1 FROM "
-                        f"{old} o WHERE o.id = n.id) ORDER BY 1 LIMIT 10")]  # fmt: skip
+    missing = [
+        r[0]
+        for r in q(
+            f"SELECT o.id FROM {old} o WHERE NOT EXISTS (SELECT 1 FROM "
+            f"{new} n WHERE n.id = o.id){stable} ORDER BY 1 LIMIT 10"
+        )
+    ]
+    extra = (
+        []
+        if stable_since is not None
+        else [
+            r[0]
+            for r in q(
+                f"SELECT n.id FROM {new} n WHERE NOT EXISTS (SELECT 1 FROM "
+                f"{old} o WHERE o.id = n.id) ORDER BY 1 LIMIT 10"
+            )
+        ]
+    )
     written = "true" if snapshot is None else _written("o", snapshot, xid)
-    altered = [r[0] for r in q(f"SELECT o.id FROM {old} o JOIN {new} n ON n.id = o.id "
-                               f"WHERE {written}{stable} AND "
-                               f"{_row('o', cols)} IS DISTINCT FROM {_row('n', cols)} "
-                               "ORDER BY 1 LIMIT 10")]  # fmt: skip
-    problems = [f"{what}: ids {', '.join(map(str, ids))}" for what, ids in
-                (("missing from the copy", missing), ("in the copy only", extra),
-                 ("different in the copy", altered)) if ids]  # fmt: skip
+    altered = [
+        r[0]
+        for r in q(
+            f"SELECT o.id FROM {old} o JOIN {new} n ON n.id = o.id "
+            f"WHERE {written}{stable} AND "
+            f"{_row('o', cols)} IS DISTINCT FROM {_row('n', cols)} "
+            "ORDER BY 1 LIMIT 10"
+        )
+    ]
+    problems = [
+        f"{what}: ids {', '.join(map(str, ids))}"
+        for what, ids in (
+            ("missing from the copy", missing),
+            ("in the copy only", extra),
+            ("different in the copy", altered),
+        )
+        if ids
+    ]
     if problems:
-        raise MigrationError(f"the copy of {old} does not match it ({'; '.join(problems)}): "
-                             "rolled back, nothing was changed")  # fmt: skip
+        raise MigrationError(
+            f"the copy of {old} does not match it ({'; '.join(problems)}): "
+            "rolled back, nothing was changed"
+        )
 
 
 def check_delta(bind, old: str, new: str, cols: list[str], delta: str) -> list[int]:
     """Ids listed in the table ``delta`` whose source row is missing or different in the
     copy (up to 10): the second part, under the lock, for the rows written meanwhile."""
-    return [r[0] for r in bind.exec_driver_sql(
-        f"SELECT o.id FROM {delta} d JOIN {old} o ON o.id = d.id LEFT JOIN {new} n "
-        f"ON n.id = o.id WHERE n.id IS NULL OR {_row('o', cols)} IS DISTINCT FROM "
-        f"{_row('n', cols)} ORDER BY 1 LIMIT 10")]  # fmt: skip
+    return [
+        r[0]
+        for r in bind.exec_driver_sql(
+            f"SELECT o.id FROM {delta} d JOIN {old} o ON o.id = d.id LEFT JOIN {new} n "
+            f"ON n.id = o.id WHERE n.id IS NULL OR {_row('o', cols)} IS DISTINCT FROM "
+            f"{_row('n', cols)} ORDER BY 1 LIMIT 10"
+        )
+    ]
 
 
 def copy_writes(bind, new: str) -> tuple[int, int, int]:

@@ -60,11 +60,19 @@ def explain_timeout(url: str, lock_timeout: str | None, statement: str | None) -
 
     s = settings()
     timeout = lock_timeout or s.lock_timeout
-    names = [s.qualified_table, *(n for n in _QUALIFIED.findall(statement or "")
-                                  if not n.startswith(("pg_", "information_schema.")))]  # fmt: skip
-    retry = ("retry when it has finished, or raise the lock timeout "
-             "(stage4 upgrade --lock-timeout 30s, stage4 downgrade --lock-timeout 30s, "
-             "alembic -x lock_timeout=30s)")  # fmt: skip
+    names = [
+        s.qualified_table,
+        *(
+            n
+            for n in _QUALIFIED.findall(statement or "")
+            if not n.startswith(("pg_", "information_schema."))
+        ),
+    ]
+    retry = (
+        "retry when it has finished, or raise the lock timeout "
+        "(stage4 upgrade --lock-timeout 30s, stage4 downgrade --lock-timeout 30s, "
+        "alembic -x lock_timeout=30s)"
+    )
     try:
         with connect(url, autocommit=True) as conn:
             found = holders(conn, list(dict.fromkeys(names)))
@@ -73,8 +81,10 @@ def explain_timeout(url: str, lock_timeout: str | None, statement: str | None) -
     if found is None:
         return f"lock timeout ({timeout}) waiting for a lock on {s.qualified_table}; {retry}"
     if not found:
-        return (f"lock timeout ({timeout}) waiting for a lock on {s.qualified_table}; the "
-                "session that held it has finished since: retry")  # fmt: skip
+        return (
+            f"lock timeout ({timeout}) waiting for a lock on {s.qualified_table}; the "
+            "session that held it has finished since: retry"
+        )
     relation = found[0][5]
     who = ", ".join(describe(r) for r in found)
     return f"lock timeout ({timeout}) waiting for a lock on {relation}, held by {who}; {retry}"
@@ -113,8 +123,10 @@ def rollout_holder(conn) -> tuple[int, str, str] | None:
 
 def busy_message(holder: tuple[int, str, str]) -> str:
     pid, app, since = holder
-    return (f"another rollout is running on {settings().qualified_table}: pid {pid} ({app}) "
-            f"since {since}; wait for it to finish (`stage4 status` shows it)")  # fmt: skip
+    return (
+        f"another rollout is running on {settings().qualified_table}: pid {pid} ({app}) "
+        f"since {since}; wait for it to finish (`stage4 status` shows it)"
+    )
 
 
 def _ours(holder: tuple | None) -> bool:
@@ -140,13 +152,17 @@ def rollout_lock(url: str, doing: str):
     conn = connect(url, autocommit=True, application_name=f"stage4 {doing}"[:63])
     try:
         conn.execute("SET idle_session_timeout = 0")  # an idle lock holder must not be cut off
-        got = conn.execute(f"SELECT pg_try_advisory_lock({_KEY})",
-                           (ROLLOUT_CLASS, settings().qualified_table)).fetchone()[0]  # fmt: skip
+        got = conn.execute(
+            f"SELECT pg_try_advisory_lock({_KEY})", (ROLLOUT_CLASS, settings().qualified_table)
+        ).fetchone()[0]
         if not got:
             holder = rollout_holder(conn)
             if not _ours(holder):
-                raise RolloutBusy(busy_message(holder) if holder else
-                                  "another rollout is running (its session just ended): retry")  # fmt: skip
+                raise RolloutBusy(
+                    busy_message(holder)
+                    if holder
+                    else "another rollout is running (its session just ended): retry"
+                )
             conn.close()  # this process holds it on another URL spelling of the same database
             yield
             return
@@ -193,8 +209,11 @@ def alembic_guard(connection, held_by_caller: bool = False):
         holder = connection.exec_driver_sql(ROLLOUT_HOLDER, key).fetchone()
         connection.commit()
         if not _ours(holder):
-            raise RolloutBusy(busy_message(tuple(holder)) if holder else
-                              "another rollout is running (its session just ended): retry")  # fmt: skip
+            raise RolloutBusy(
+                busy_message(tuple(holder))
+                if holder
+                else "another rollout is running (its session just ended): retry"
+            )
         yield
         return
     connection.commit()

@@ -23,9 +23,24 @@ from typing import Any
 
 Plan = dict[str, Any]
 # nodes that only pass rows on: a headline looks through them to the access path
-_PASS = {"Limit", "Sort", "Incremental Sort", "Aggregate", "Gather", "Gather Merge",
-         "Result", "Unique", "Materialize", "Memoize", "WindowAgg", "Hash", "SetOp",
-         "ProjectSet", "Subquery Scan", "Group"}  # fmt: skip
+_PASS = {
+    "Limit",
+    "Sort",
+    "Incremental Sort",
+    "Aggregate",
+    "Gather",
+    "Gather Merge",
+    "Result",
+    "Unique",
+    "Materialize",
+    "Memoize",
+    "WindowAgg",
+    "Hash",
+    "SetOp",
+    "ProjectSet",
+    "Subquery Scan",
+    "Group",
+}
 _APPEND = {"Append", "Merge Append"}
 
 
@@ -161,8 +176,12 @@ def report_lines(step_plans: Mapping[str, Mapping[str, Any]]) -> list[str]:
     for qid, p in step_plans.items():
         change = f" (changed: {p['change']})" if p.get("change") else ""
         lines.append(f"- plan {qid}: {p['headline']}{change}")
-    lines += ["", "<details><summary>plans (EXPLAIN ANALYZE, BUFFERS, once after the timed "
-              "rounds)</summary>", "", "```"]  # fmt: skip
+    lines += [
+        "",
+        "<details><summary>plans (EXPLAIN ANALYZE, BUFFERS, once after the timed rounds)</summary>",
+        "",
+        "```",
+    ]
     for qid, p in step_plans.items():
         lines += [f"{qid}:", *(f"  {line}" for line in p["compact"])]
     return [*lines, "```", "", "</details>"]

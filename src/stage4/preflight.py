@@ -60,19 +60,31 @@ def run(conn, s: Settings, *, steps: list[str], expect_features: int | None = No
         "WHERE name = 'postgis'"
     ).fetchone()
     if postgis is None:
-        p.add("postgis", False, "PostGIS is not available on the server "
-              "(install postgresql-15-postgis-3 there)")  # fmt: skip
+        p.add(
+            "postgis",
+            False,
+            "PostGIS is not available on the server (install postgresql-15-postgis-3 there)",
+        )
     elif postgis[0] is None and "schema" not in steps:
-        p.add("postgis", False, "the postgis extension is not installed in this database "
-              "(CREATE EXTENSION postgis)")  # fmt: skip
+        p.add(
+            "postgis",
+            False,
+            "the postgis extension is not installed in this database (CREATE EXTENSION postgis)",
+        )
     else:
         p.facts["postgis"] = postgis[0] or f"{postgis[1]} (available)"
         p.add("postgis", True, str(p.facts["postgis"]))
     preload = one("SHOW shared_preload_libraries")
     cron = "pg_cron" in preload
     p.facts["pg_cron"] = cron
-    p.add("pg_cron", True, "preloaded: scheduled refreshes" if cron
-          else "not preloaded: refresh will be manual (stage4 refresh)", fatal=False)  # fmt: skip
+    p.add(
+        "pg_cron",
+        True,
+        "preloaded: scheduled refreshes"
+        if cron
+        else "not preloaded: refresh will be manual (stage4 refresh)",
+        fatal=False,
+    )
     table_exists = one("SELECT to_regclass(%s) IS NOT NULL", s.qualified_table)
     if table_exists:
         _table_checks(p, conn, s, one, expect_features)
@@ -86,8 +98,11 @@ def run(conn, s: Settings, *, steps: list[str], expect_features: int | None = No
         "WHERE rolname = current_user",
         s.schema,
     )
-    p.add("privileges", bool(privileged),
-          "may create objects" if privileged else f"current user may not CREATE in {s.schema}")  # fmt: skip
+    p.add(
+        "privileges",
+        bool(privileged),
+        "may create objects" if privileged else f"current user may not CREATE in {s.schema}",
+    )
     if table_exists:
         _disk(p, conn, s, one)
     return p
@@ -105,8 +120,12 @@ def _table_checks(p: Preflight, conn, s: Settings, one, expect_features: int | N
     if expect_features is not None and n != expect_features:
         p.add("feature count", False, f"{n} features, expected {expect_features}")
     elif n == 0:
-        p.add("feature count", False, "the table is empty: the benchmark will measure an "
-              "empty workload", fatal=False)  # fmt: skip
+        p.add(
+            "feature count",
+            False,
+            "the table is empty: the benchmark will measure an empty workload",
+            fatal=False,
+        )
     else:
         p.add("feature count", True, f"{n} features")
     g, t = s.geometry_column, s.time_column
@@ -120,39 +139,66 @@ def _table_checks(p: Preflight, conn, s: Settings, one, expect_features: int | N
         SANE_YEARS,
     ).fetchone()
     nulls, invalid, example, srids, insane, lo, hi = bad
-    p.add("geometries", not (nulls or invalid),
-          f"{nulls} NULL and {invalid} invalid geometries (first id {example}): fill or delete "
-          f"the NULL ones and repair the invalid ones (UPDATE … SET {g} = ST_MakeValid({g}) "
-          f"WHERE NOT ST_IsValid({g})) before migrating"
-          if nulls or invalid else "all valid")  # fmt: skip
+    p.add(
+        "geometries",
+        not (nulls or invalid),
+        f"{nulls} NULL and {invalid} invalid geometries (first id {example}): fill or delete "
+        f"the NULL ones and repair the invalid ones (UPDATE … SET {g} = ST_MakeValid({g}) "
+        f"WHERE NOT ST_IsValid({g})) before migrating"
+        if nulls or invalid
+        else "all valid",
+    )
     srids = sorted(srids or [])
-    p.add("SRID", srids in ([], [s.srid]),
-          f"mixed SRIDs {srids}; every geometry must be SRID {s.srid}"
-          if srids not in ([], [s.srid]) else f"all {s.srid}")  # fmt: skip
-    p.add("dates", not insane,
-          f"{insane} rows dated outside {SANE_YEARS[0]}–{SANE_YEARS[1] - 1} (from {lo} to {hi}): "
-          "fix the data first" if insane else f"from {lo} to {hi}")  # fmt: skip
+    p.add(
+        "SRID",
+        srids in ([], [s.srid]),
+        f"mixed SRIDs {srids}; every geometry must be SRID {s.srid}"
+        if srids not in ([], [s.srid])
+        else f"all {s.srid}",
+    )
+    p.add(
+        "dates",
+        not insane,
+        f"{insane} rows dated outside {SANE_YEARS[0]}–{SANE_YEARS[1] - 1} (from {lo} to {hi}): "
+        "fix the data first"
+        if insane
+        else f"from {lo} to {hi}",
+    )
 
 
 def _blockers(p: Preflight, conn, s: Settings) -> None:
     """Dependent views and inbound foreign keys stop opt1 (it recreates the table)."""
-    views = [r[0] for r in conn.execute(
-        "SELECT DISTINCT dv.oid::regclass::text FROM pg_depend d "
-        "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class dv ON dv.oid = r.ev_class "
-        "WHERE d.refobjid = %s::regclass AND dv.oid <> d.refobjid ORDER BY 1",
-        (s.qualified_table,),
-    ).fetchall()]  # fmt: skip
-    fks = [r[0] for r in conn.execute(
-        "SELECT conname || ' on ' || conrelid::regclass::text FROM pg_constraint "
-        "WHERE contype = 'f' AND confrelid = %s::regclass AND conrelid <> confrelid ORDER BY 1",
-        (s.qualified_table,),
-    ).fetchall()]  # fmt: skip
+    views = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT dv.oid::regclass::text FROM pg_depend d "
+            "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class dv ON dv.oid = r.ev_class "
+            "WHERE d.refobjid = %s::regclass AND dv.oid <> d.refobjid ORDER BY 1",
+            (s.qualified_table,),
+        ).fetchall()
+    ]
+    fks = [
+        r[0]
+        for r in conn.execute(
+            "SELECT conname || ' on ' || conrelid::regclass::text FROM pg_constraint "
+            "WHERE contype = 'f' AND confrelid = %s::regclass AND conrelid <> confrelid ORDER BY 1",
+            (s.qualified_table,),
+        ).fetchall()
+    ]
     if views:
-        p.add("dependent views", False, f"opt1 recreates {s.qualified_table}; drop or "
-              f"recreate these views around it: {', '.join(views)}")  # fmt: skip
+        p.add(
+            "dependent views",
+            False,
+            f"opt1 recreates {s.qualified_table}; drop or "
+            f"recreate these views around it: {', '.join(views)}",
+        )
     if fks:
-        p.add("inbound foreign keys", False, f"opt1 recreates {s.qualified_table}; these "
-              f"foreign keys reference it: {', '.join(fks)}")  # fmt: skip
+        p.add(
+            "inbound foreign keys",
+            False,
+            f"opt1 recreates {s.qualified_table}; these "
+            f"foreign keys reference it: {', '.join(fks)}",
+        )
 
 
 SLOW_WORKER_MS = 3.0
@@ -167,18 +213,27 @@ def _parallel_start(p: Preflight, conn, one) -> None:
     first, so the figure measured here on a trivial query is a lower bound. Said, not
     refused: opt1 carries the remedy (``stage4.optimisations.partition_by_year``)."""
     if int(one("SHOW max_parallel_workers_per_gather")) == 0:
-        p.add("parallel workers", True, "parallel queries are off (max_parallel_workers_per_gather = 0)",
-              fatal=False)  # fmt: skip
+        p.add(
+            "parallel workers",
+            True,
+            "parallel queries are off (max_parallel_workers_per_gather = 0)",
+            fatal=False,
+        )
         return
     startup = worker_start_ms(conn)
     p.facts["parallel_worker_ms"] = round(startup, 2)
     if startup <= SLOW_WORKER_MS:
         p.add("parallel workers", True, f"one worker starts in {startup:.1f} ms", fatal=False)
         return
-    p.add("parallel workers", False, f"one worker starts in {startup:.1f} ms here: a parallel "
-          "plan over the partitions would cost short queries more than they take; opt1 sets "
-          "max_parallel_workers_per_gather = 0 for this database (new sessions; its downgrade "
-          "restores the previous value)", fatal=False)  # fmt: skip
+    p.add(
+        "parallel workers",
+        False,
+        f"one worker starts in {startup:.1f} ms here: a parallel "
+        "plan over the partitions would cost short queries more than they take; opt1 sets "
+        "max_parallel_workers_per_gather = 0 for this database (new sessions; its downgrade "
+        "restores the previous value)",
+        fatal=False,
+    )
 
 
 def worker_start_ms(conn, n: int = 7) -> float:
@@ -208,14 +263,23 @@ def _disk(p: Preflight, conn, s: Settings, one) -> None:
     p.facts["table_bytes"] = need
     free = free_bytes(conn)
     if free is None:
-        p.add("disk", True, f"copy needs ~{_mb(need)}; free space not visible from here "
-              "(remote server)", fatal=False)  # fmt: skip
+        p.add(
+            "disk",
+            True,
+            f"copy needs ~{_mb(need)}; free space not visible from here (remote server)",
+            fatal=False,
+        )
         return
     p.facts["free_bytes"] = free
     ok = free > need * 1.2
-    p.add("disk", ok, f"copy needs ~{_mb(need)}, {_mb(free)} free" if ok else
-          f"the migration copies the table ({_mb(need)}) and needs ~{_mb(int(need * 1.2))} free "
-          f"on the database server's disk, which has {_mb(free)}: free space first")  # fmt: skip
+    p.add(
+        "disk",
+        ok,
+        f"copy needs ~{_mb(need)}, {_mb(free)} free"
+        if ok
+        else f"the migration copies the table ({_mb(need)}) and needs ~{_mb(int(need * 1.2))} free "
+        f"on the database server's disk, which has {_mb(free)}: free space first",
+    )
 
 
 def free_bytes(conn) -> int | None:

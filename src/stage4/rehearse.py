@@ -26,16 +26,20 @@ from stage4.db import connect, where
 from stage4.errors import ConfigError, GateError, PreflightError, Stage4Error
 
 _OTHER = "on {scratch}, not on the source's server: other hardware, other cache, other load"
-_SAME = ("in {scratch}, on the source's own server: the same hardware, but not the source's "
-         "cache, and the load of a rehearsal, not of production")  # fmt: skip
+_SAME = (
+    "in {scratch}, on the source's own server: the same hardware, but not the source's "
+    "cache, and the load of a rehearsal, not of production"
+)
 
 
 def hardware(source: str, scratch: str) -> str:
     """What the rehearsal's figures are worth, said in its output and report."""
     same = source.rsplit("/", 1)[0] == scratch.rsplit("/", 1)[0]
     where_ = (_SAME if same else _OTHER).format(scratch=scratch)
-    return (f"The rehearsal ran {where_}. Its verdicts say what each step does to this "
-            "workload; its milliseconds are the scratch server's.")  # fmt: skip
+    return (
+        f"The rehearsal ran {where_}. Its verdicts say what each step does to this "
+        "workload; its milliseconds are the scratch server's."
+    )
 
 
 class RehearsalError(Stage4Error):
@@ -132,10 +136,23 @@ def copy(url: str, scratch: str, s: Settings, sample: int | None = None) -> list
             have = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace")}
         listing = Path(tmp) / "restore.list"
         toc = _tool("pg_restore", None, ["--list", str(dump)])
-        listing.write_text("".join(line for line in toc.splitlines(keepends=True)
-                                   if not _existing_schema(line, have)))  # fmt: skip
-        _tool("pg_restore", scratch, ["--no-owner", "--exit-on-error", "--single-transaction",
-                                      "--use-list", str(listing), str(dump)])  # fmt: skip
+        listing.write_text(
+            "".join(
+                line for line in toc.splitlines(keepends=True) if not _existing_schema(line, have)
+            )
+        )
+        _tool(
+            "pg_restore",
+            scratch,
+            [
+                "--no-owner",
+                "--exit-on-error",
+                "--single-transaction",
+                "--use-list",
+                str(listing),
+                str(dump),
+            ],
+        )
     if sample is not None:
         notes.append(_sample(url, scratch, s, sample))
     return notes
@@ -146,8 +163,12 @@ def _prepare(url: str, scratch: str) -> list[str]:
     notes = []
     with connect(url) as src:
         src.execute("SET default_transaction_read_only = on")
-        extensions = [r[0] for r in src.execute(
-            "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY oid")]  # fmt: skip
+        extensions = [
+            r[0]
+            for r in src.execute(
+                "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY oid"
+            )
+        ]
         roles = [r[0] for r in src.execute("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_'")]
     with connect(scratch, autocommit=True) as dst:
         have = {r[0] for r in dst.execute("SELECT rolname FROM pg_roles")}
@@ -158,8 +179,10 @@ def _prepare(url: str, scratch: str) -> list[str]:
             try:
                 dst.execute(f'CREATE EXTENSION IF NOT EXISTS "{ext}"')
             except Exception as e:  # pg_cron runs in one database per server: not this one
-                notes.append(f"extension {ext} not available in the scratch database: "
-                             f"{redact(str(e).strip().splitlines()[0])}")  # fmt: skip
+                notes.append(
+                    f"extension {ext} not available in the scratch database: "
+                    f"{redact(str(e).strip().splitlines()[0])}"
+                )
     return notes
 
 
@@ -169,15 +192,22 @@ def _sample(url: str, scratch: str, s: Settings, rows: int) -> str:
     t = s.qualified_table
     with connect(url) as src, connect(scratch) as dst:
         src.execute("SET default_transaction_read_only = on")
-        cols = ", ".join(r[0] for r in src.execute(
-            "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = %s::regclass "
-            "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", (t,)))  # fmt: skip
+        cols = ", ".join(
+            r[0]
+            for r in src.execute(
+                "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                (t,),
+            )
+        )
         total = src.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
         # the rows whose hashed id comes first: a spread over the whole table, the same
         # rows on every rehearsal of the same data (a Bernoulli sample is neither exact in
         # size nor, on a partitioned table, sized from the right row estimate)
-        query = (f"COPY (SELECT {cols} FROM {t} ORDER BY hashint8extended(id, 42) "
-                 f"LIMIT {rows}) TO STDOUT")  # fmt: skip
+        query = (
+            f"COPY (SELECT {cols} FROM {t} ORDER BY hashint8extended(id, 42) "
+            f"LIMIT {rows}) TO STDOUT"
+        )
         with (
             src.cursor().copy(query) as out,
             dst.cursor().copy(f"COPY {t} ({cols}) FROM STDIN") as into,
@@ -300,8 +330,12 @@ def _drop(scratch: str) -> None:
 def _existing_schema(toc_line: str, have: set[str]) -> bool:
     """A ``pg_restore --list`` line creating a schema the target already has."""
     parts = toc_line.split()
-    return (len(parts) > 5 and not toc_line.startswith(";") and parts[3:5] == ["SCHEMA", "-"]
-            and parts[5] in have)  # fmt: skip
+    return (
+        len(parts) > 5
+        and not toc_line.startswith(";")
+        and parts[3:5] == ["SCHEMA", "-"]
+        and parts[5] in have
+    )
 
 
 def _tool(name: str, url: str | None, args: list[str]) -> str:

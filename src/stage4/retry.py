@@ -66,9 +66,11 @@ def on_lock_timeout(
             if attempt == retries or not is_lock_timeout(e):
                 raise
             wait = backoff(attempt)
-            line = (f"{what}: lock timeout on try {attempt + 1} of {retries + 1}, "
-                    f"{blockers(url, getattr(e.__cause__, 'statement', None))}; "
-                    f"retrying in {wait:.1f} s")  # fmt: skip
+            line = (
+                f"{what}: lock timeout on try {attempt + 1} of {retries + 1}, "
+                f"{blockers(url, getattr(e.__cause__, 'statement', None))}; "
+                f"retrying in {wait:.1f} s"
+            )
             if say is not None:
                 say(line)
             else:
@@ -90,8 +92,14 @@ def blockers(url: str, statement: str | None) -> str:
     from stage4.errors import Stage4Error
 
     s = settings()
-    names = [s.qualified_table, *(n for n in locks._QUALIFIED.findall(statement or "")
-                                  if not n.startswith(("pg_", "information_schema.")))]  # fmt: skip
+    names = [
+        s.qualified_table,
+        *(
+            n
+            for n in locks._QUALIFIED.findall(statement or "")
+            if not n.startswith(("pg_", "information_schema."))
+        ),
+    ]
     try:
         with connect(url, autocommit=True) as conn:
             found = locks.holders(conn, list(dict.fromkeys(names)))

@@ -36,6 +36,7 @@ BBOX = (-47.2, -24.0, -46.2, -23.3)
 MX, MY = 102_000.0, 110_800.0  # metres per degree of lon / lat at 23.6° S
 
 # category -> (shape, weight within its geometry type, size range in metres, name labels)
+# The tables below are data: a few names to a line (the formatter skips them), not one per line.
 CATEGORIES = {
     "escola": ("point", 3, (0, 0), ["Escola Estadual", "Escola Municipal", "Escola Técnica"]),
     "biblioteca": ("point", 3, (0, 0), ["Biblioteca Municipal", "Biblioteca Comunitária",
@@ -94,28 +95,39 @@ def _insert_sql(conn: psycopg.Connection, s: Settings, seed: int) -> str:
     def by_cat(values: dict[str, str]) -> str:
         return "CASE cat " + " ".join(f"WHEN '{c}' THEN {v}" for c, v in values.items()) + " END"
 
-    shapes = {kind: [c for c, v in CATEGORIES.items() if v[0] == kind for _ in range(v[1])]
-              for kind in ("point", "line", "quad", "disc")}  # fmt: skip
+    shapes = {
+        kind: [c for c, v in CATEGORIES.items() if v[0] == kind for _ in range(v[1])]
+        for kind in ("point", "line", "quad", "disc")
+    }
     cats = lambda *kinds: ",".join(f"'{c}'" for c, v in CATEGORIES.items() if v[0] in kinds)  # noqa: E731
     centre = lambda j: "(ARRAY[" + ",".join(str(c[j]) for c in CENTRES) + "]::float8[])[c]"  # noqa: E731
     gauss = f"sqrt(-2 * ln(1 - {u(4)}))"
     x0, y0, x1, y1 = BBOX
     first, last = s.first_year, s.last_year
-    spans = [(date(first - 5, 1, 1), date(first, 1, 1)), (date(last + 1, 1, 1), date(last + 5, 1, 1)),
-             (date(first, 1, 1), date(last + 1, 1, 1))]  # fmt: skip
+    spans = [
+        (date(first - 5, 1, 1), date(first, 1, 1)),
+        (date(last + 1, 1, 1), date(last + 5, 1, 1)),
+        (date(first, 1, 1), date(last + 1, 1, 1)),
+    ]
     day = [f"date '{a}' + floor({u(31)} * {(b - a).days})::int" for a, b in spans]
     # Line vertices: a walk of 1-4 segments of length `size`, turning up to ±0.5 rad each step.
     heading = [f"h{j}" for j in range(4)]
-    vertex = [f"ST_MakePoint(x + size / {MX} * ({' + '.join(f'cos({h})' for h in heading[:k]) or '0'}), "
-              f"y + size / {MY} * ({' + '.join(f'sin({h})' for h in heading[:k]) or '0'}))"
-              for k in range(5)]  # fmt: skip
-    corner = [f"ST_MakePoint(x + ({a} * size * cos(phi) - {b} * size * asp * sin(phi)) / {MX}, "
-              f"y + ({a} * size * sin(phi) + {b} * size * asp * cos(phi)) / {MY})"
-              for a, b in ((-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5), (-0.5, -0.5))]  # fmt: skip
-    geom = (f"ST_SetSRID(ST_SnapToGrid(CASE WHEN cat IN ({cats('point')}) THEN ST_MakePoint(x, y) "
-            f"WHEN cat IN ({cats('line')}) THEN ST_MakeLine((ARRAY[{','.join(vertex)}])[1:nv]) "
-            f"WHEN cat IN ({cats('quad')}) THEN ST_MakePolygon(ST_MakeLine(ARRAY[{','.join(corner)}])) "
-            f"ELSE ST_Buffer(ST_MakePoint(x, y), size / {MY}, 'quad_segs=4') END, 1e-7), 4326)")  # fmt: skip
+    vertex = [
+        f"ST_MakePoint(x + size / {MX} * ({' + '.join(f'cos({h})' for h in heading[:k]) or '0'}), "
+        f"y + size / {MY} * ({' + '.join(f'sin({h})' for h in heading[:k]) or '0'}))"
+        for k in range(5)
+    ]
+    corner = [
+        f"ST_MakePoint(x + ({a} * size * cos(phi) - {b} * size * asp * sin(phi)) / {MX}, "
+        f"y + ({a} * size * sin(phi) + {b} * size * asp * cos(phi)) / {MY})"
+        for a, b in ((-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5), (-0.5, -0.5))
+    ]
+    geom = (
+        f"ST_SetSRID(ST_SnapToGrid(CASE WHEN cat IN ({cats('point')}) THEN ST_MakePoint(x, y) "
+        f"WHEN cat IN ({cats('line')}) THEN ST_MakeLine((ARRAY[{','.join(vertex)}])[1:nv]) "
+        f"WHEN cat IN ({cats('quad')}) THEN ST_MakePolygon(ST_MakeLine(ARRAY[{','.join(corner)}])) "
+        f"ELSE ST_Buffer(ST_MakePoint(x, y), size / {MY}, 'quad_segs=4') END, 1e-7), 4326)"
+    )
     if s.srid != 4326:
         geom = f"ST_Transform({geom}, {int(s.srid)})"
     pattern = [NOUNS, ADJECTIVES, LINKS, NOUNS, ADJECTIVES, LINKS, NOUNS, ADJECTIVES]

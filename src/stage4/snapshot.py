@@ -123,13 +123,16 @@ def catalog(conn: Any, bench_schema: str = "benchmarking") -> dict[str, list[lis
     has_cron = conn.execute("SELECT to_regclass('cron.job') IS NOT NULL").fetchone()[0]
     snap["cron_jobs"] = (
         sorted(
-            [list(r) for r in conn.execute(
-                "SELECT jobname, schedule, command, database, username, active FROM cron.job"
-            ).fetchall()]
+            [
+                list(r)
+                for r in conn.execute(
+                    "SELECT jobname, schedule, command, database, username, active FROM cron.job"
+                ).fetchall()
+            ]
         )
         if has_cron
         else []
-    )  # fmt: skip
+    )
     return snap
 
 

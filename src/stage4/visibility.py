@@ -58,8 +58,10 @@ class Reach:
     def summary(self) -> str:
         """One line for the gate's record of what was checked."""
         rels = len({rel for _, rel in self.reads})
-        text = (f"who can see what: {', '.join(self.roles) or 'no API role exists'} read and "
-                f"write no more than before ({rels} readable relations checked)")  # fmt: skip
+        text = (
+            f"who can see what: {', '.join(self.roles) or 'no API role exists'} read and "
+            f"write no more than before ({rels} readable relations checked)"
+        )
         if self.unchecked:
             text += f"; not checked (cannot SET ROLE): {', '.join(self.unchecked)}"
         return text
@@ -68,8 +70,12 @@ class Reach:
 def roles(conn, s: Settings) -> list[str]:
     """The API roles that exist, in the order given."""
     wanted = list(dict.fromkeys([*ROLES, *s.api_roles]))
-    found = {r for (r,) in conn.execute(
-        "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (wanted,)).fetchall()}  # fmt: skip
+    found = {
+        r
+        for (r,) in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (wanted,)
+        ).fetchall()
+    }
     return [r for r in wanted if r in found]
 
 
@@ -84,13 +90,16 @@ def take(conn, s: Settings) -> Reach:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         rls = conn.execute(
             "SELECT coalesce((SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass(%s)),"
-            " false)", (table,)).fetchone()[0]  # fmt: skip
+            " false)",
+            (table,),
+        ).fetchone()[0]
         reach = Reach(table=table, rls=rls)
         rels = _relations(conn, schemas)
         shared: dict[tuple[str, bool], Read | None] = {}
         for role in roles(conn, s):
-            if not conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')",
-                                (role,)).fetchone()[0]:  # fmt: skip
+            if not conn.execute(
+                "SELECT pg_has_role(current_user, %s, 'MEMBER')", (role,)
+            ).fetchone()[0]:
                 reach.unchecked.append(role)
                 continue
             reach.roles.append(role)
@@ -101,15 +110,20 @@ def take(conn, s: Settings) -> Reach:
 
 def _relations(conn, schemas: list[str]) -> list[tuple[str, str, bool, bool, str]]:
     """(name, relkind, has the id column, RLS enabled, owner) of every relation checked."""
-    return [tuple(r) for r in conn.execute(
-        f"""SELECT {_NAME}, c.relkind::text,
+    return [
+        tuple(r)
+        for r in conn.execute(
+            f"""SELECT {_NAME}, c.relkind::text,
                   EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
                           AND a.attname = 'id' AND NOT a.attisdropped
                           AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)),
                   c.relrowsecurity, pg_get_userbyid(c.relowner)::text
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = ANY(%s) AND c.relkind::text = ANY(%s)
-           ORDER BY 1""", (schemas, list(_KINDS))).fetchall()]  # fmt: skip
+           ORDER BY 1""",
+            (schemas, list(_KINDS)),
+        ).fetchall()
+    ]
 
 
 def _writes(conn, role: str, schemas: list[str]) -> set[str]:
@@ -144,18 +158,22 @@ def _reads(conn, role, table, rels, reach: Reach, shared) -> None:
         "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = %s", (role,)
     ).fetchone()
     bypass = bool(attrs[0] or attrs[1])
-    may = dict(conn.execute(
-        f"""SELECT {_NAME}, has_any_column_privilege(%(r)s, c.oid, 'SELECT')
+    may = dict(
+        conn.execute(
+            f"""SELECT {_NAME}, has_any_column_privilege(%(r)s, c.oid, 'SELECT')
                   AND has_schema_privilege(%(r)s, c.relnamespace, 'USAGE')
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE {_NAME} = ANY(%(n)s)""",
-        {"r": role, "n": [r[0] for r in rels]}).fetchall())  # fmt: skip
+            {"r": role, "n": [r[0] for r in rels]},
+        ).fetchall()
+    )
     owner_of = {name: owner for name, _, _, _, owner in rels}
     # Does the role get every row of the table (no RLS, or it bypasses it)? Then a
     # relation that shows everyone the same rows shows this role the same as any other.
     table_rls = next((r[3] for r in rels if r[0] == table), False)
-    sees_table_whole = bool(may.get(table)) and (not table_rls or bypass
-                                                 or owner_of.get(table) == role)  # fmt: skip
+    sees_table_whole = bool(may.get(table)) and (
+        not table_rls or bypass or owner_of.get(table) == role
+    )
     with conn.transaction(force_rollback=True):  # the rollback to it resets the role
         conn.execute("SELECT set_config('role', %s, true)", (role,))
         for name, kind, has_id, rel_rls, owner in rels:
@@ -234,16 +252,22 @@ def wider(before: Reach, after: Reach) -> list[str]:
                 if now.rows:
                     out.append(f"{role} can now read {now.rows} rows of {rel}")
             elif now.ids != was.ids and now.rows >= was.rows:
-                out.append(f"{role} reads other rows of {rel} than before "
-                           f"({now.rows} rows, {was.rows} before)")  # fmt: skip
+                out.append(
+                    f"{role} reads other rows of {rel} than before "
+                    f"({now.rows} rows, {was.rows} before)"
+                )
         elif now.hidden is not None:
             already = was.hidden if was is not None and was.hidden is not None else 0
             if now.hidden > already:
-                out.append(f"{role} can read {now.hidden} rows through {rel} that {after.table} "
-                           f"hides from it ({already} before)")  # fmt: skip
+                out.append(
+                    f"{role} can read {now.hidden} rows through {rel} that {after.table} "
+                    f"hides from it ({already} before)"
+                )
         elif was is None and after.rls:
-            out.append(f"{role} can now read {rel} ({now.rows} rows) while {after.table} "
-                       "has row level security")  # fmt: skip
+            out.append(
+                f"{role} can now read {rel} ({now.rows} rows) while {after.table} "
+                "has row level security"
+            )
     for role in after.roles:
         for what in sorted(after.writes.get(role, set()) - before.writes.get(role, set())):
             out.append(f"{role} can now {what}")
@@ -262,8 +286,11 @@ def already_open(reach: Reach) -> list[str]:
     """Rows the table hides that a role reads through another relation anyway: not a step's
     doing when they were there before it (e.g. RLS enabled after opt3 granted its view),
     but worth saying."""
-    return [f"{role} reads {got.hidden} rows through {rel} that {reach.table} hides from it"
-            for (role, rel), got in sorted(reach.reads.items()) if got.hidden]  # fmt: skip
+    return [
+        f"{role} reads {got.hidden} rows through {rel} that {reach.table} hides from it"
+        for (role, rel), got in sorted(reach.reads.items())
+        if got.hidden
+    ]
 
 
 def check(url: str, s: Settings, before: Reach) -> tuple[list[str], list[str]]:
