@@ -54,18 +54,24 @@ def _snap(url: str) -> dict:
 
 def _migration_backends(url: str) -> list[int]:
     with psycopg.connect(url, autocommit=True) as conn:
-        return [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'stage4-alembic' "
-            "AND datname = current_database()"
-        )]  # fmt: skip
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'stage4-alembic' "
+                "AND datname = current_database()"
+            )
+        ]
 
 
 def _start(url: str, verb: str, target: str, phase: str, marker: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, url, verb, target, phase, str(marker)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not marker.exists():
         if child.poll() is not None:
@@ -163,10 +169,25 @@ class Rollout:
     def __init__(self, url: str, tmp: Path, *args: str) -> None:
         self.url, self.tmp = url, tmp
         self.proc = subprocess.Popen(
-            [STAGE4, "--database-url", url, "upgrade", "--to", "opt1", "--reports-dir",
-             str(tmp / "reports"), "--backup-dir", str(tmp / "backups"), *FAST, *args],
-            cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                STAGE4,
+                "--database-url",
+                url,
+                "upgrade",
+                "--to",
+                "opt1",
+                "--reports-dir",
+                str(tmp / "reports"),
+                "--backup-dir",
+                str(tmp / "backups"),
+                *FAST,
+                *args,
+            ],
+            cwd=tmp,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -236,16 +257,23 @@ def _no_children(url: str) -> None:
 
 
 def _status(url: str, tmp: Path) -> str:
-    done = subprocess.run([STAGE4, "--database-url", url, "status", "--reports-dir",
-                           str(tmp / "reports")], cwd=tmp, capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    done = subprocess.run(
+        [STAGE4, "--database-url", url, "status", "--reports-dir", str(tmp / "reports")],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 def _unjudged_line(rev: str) -> str:
-    return (f"unjudged: {rev} applied, never judged (`stage4 upgrade` judges it, "
-            "`stage4 downgrade` removes it)")  # fmt: skip
+    return (
+        f"unjudged: {rev} applied, never judged (`stage4 upgrade` judges it, "
+        "`stage4 downgrade` removes it)"
+    )
 
 
 def _judged_next(url: str, tmp: Path) -> None:
@@ -265,10 +293,13 @@ def test_interrupted_benchmark_rolls_the_step_back(seeded_url: str, tmp_path: Pa
     run.in_benchmark()
     code, last = run.end(sig)
     assert code == 130, "\n".join(run.lines)
-    assert last == ("FAILED: interrupted during opt1 benchmarking: opt1 rolled back (not "
-                    "judged); the database is at schema"), run.lines  # fmt: skip
-    assert any(x.startswith("opt1 interrupted before it was judged: rolling back: ")
-               for x in run.lines), run.lines  # fmt: skip
+    assert last == (
+        "FAILED: interrupted during opt1 benchmarking: opt1 rolled back (not "
+        "judged); the database is at schema"
+    ), run.lines
+    assert any(
+        x.startswith("opt1 interrupted before it was judged: rolling back: ") for x in run.lines
+    ), run.lines
     assert migrations.current(seeded_url) == "schema"
     _no_children(seeded_url)
     status = _status(seeded_url, tmp_path)
@@ -282,9 +313,11 @@ def test_keep_unjudged_then_the_next_upgrade_judges_it(seeded_url: str, tmp_path
     run.in_benchmark()
     code, last = run.end(signal.SIGTERM)
     assert code == 130, "\n".join(run.lines)
-    assert last == ("FAILED: interrupted during opt1 benchmarking: opt1 kept, not judged "
-                    "(--keep-unjudged): the next `stage4 upgrade` judges it; the database is "
-                    "at opt1"), run.lines  # fmt: skip
+    assert last == (
+        "FAILED: interrupted during opt1 benchmarking: opt1 kept, not judged "
+        "(--keep-unjudged): the next `stage4 upgrade` judges it; the database is "
+        "at opt1"
+    ), run.lines
     assert migrations.current(seeded_url) == "opt1"
     _no_children(seeded_url)
     status = _status(seeded_url, tmp_path)
@@ -334,8 +367,10 @@ def test_interrupted_backup_leaves_no_pg_dump_and_no_file(
         assert code == -signal.SIGKILL
         return
     assert code == 130, "\n".join(run.lines)
-    assert last == ("FAILED: interrupted during backup pg_dump -Fc: nothing unjudged was left "
-                    "applied; the database is at schema"), run.lines  # fmt: skip
+    assert last == (
+        "FAILED: interrupted during backup pg_dump -Fc: nothing unjudged was left "
+        "applied; the database is at schema"
+    ), run.lines
     assert "unjudged" not in _status(seeded_url, tmp_path).split("last rollout")[0]
 
 
@@ -358,8 +393,10 @@ def test_interrupted_step_is_rolled_back_by_postgresql(seeded_url: str, tmp_path
         blocker.rollback()
         blocker.close()
     assert code == 130, "\n".join(run.lines)
-    assert last == ("FAILED: interrupted during opt1 upgrading: nothing unjudged was left "
-                    "applied; the database is at schema"), run.lines  # fmt: skip
+    assert last == (
+        "FAILED: interrupted during opt1 upgrading: nothing unjudged was left "
+        "applied; the database is at schema"
+    ), run.lines
     assert migrations.current(seeded_url) == "schema"
     status = _status(seeded_url, tmp_path)
     assert "revision: schema" in status and _unjudged_line("opt1") not in status
@@ -368,8 +405,7 @@ def test_interrupted_step_is_rolled_back_by_postgresql(seeded_url: str, tmp_path
 def test_interrupted_rollback_leaves_the_step_named_unjudged(
     seeded_url: str, tmp_path: Path
 ) -> None:
-    run = Rollout(seeded_url, tmp_path, "--no-backup", "--lock-timeout", "120s",
-                  "--duration", "8")  # fmt: skip
+    run = Rollout(seeded_url, tmp_path, "--no-backup", "--lock-timeout", "120s", "--duration", "8")
     run.in_benchmark()
     # the rollback the interrupt starts must wait for this app transaction's lock
     blocker = psycopg.connect(seeded_url, application_name="blocking-app")
@@ -382,10 +418,12 @@ def test_interrupted_rollback_leaves_the_step_named_unjudged(
         blocker.rollback()
         blocker.close()
     assert code == 130, "\n".join(run.lines)
-    assert last == ("FAILED: interrupted during opt1 benchmarking: rolling back opt1 stopped "
-                    "(interrupted again): opt1 left applied, not judged; the next `stage4 "
-                    "upgrade` judges it, `stage4 downgrade` removes it; the database is at "
-                    "opt1"), run.lines  # fmt: skip
+    assert last == (
+        "FAILED: interrupted during opt1 benchmarking: rolling back opt1 stopped "
+        "(interrupted again): opt1 left applied, not judged; the next `stage4 "
+        "upgrade` judges it, `stage4 downgrade` removes it; the database is at "
+        "opt1"
+    ), run.lines
     assert migrations.current(seeded_url) == "opt1"
     _no_children(seeded_url)
     assert _unjudged_line("opt1") in _status(seeded_url, tmp_path)

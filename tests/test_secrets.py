@@ -75,8 +75,19 @@ def test_cli_commands_never_print_the_password(secret_url: str, tmp_path: Path) 
     assert _cli([*base, "plan", "--to", "opt1"]).exit_code == 0
     assert _cli([*base, "downgrade", "--to", "base"]).exit_code == 1  # refused: holds rows
     assert _cli([*base, "upgrade", "--to", "opt9"]).exit_code == 2
-    refused = _cli([*base, "upgrade", "--to", "opt1", "--backup-dir", str(tmp_path / "b"),
-                    "--reports-dir", str(tmp_path / "r")], STAGE4_FREE_BYTES="1")  # fmt: skip
+    refused = _cli(
+        [
+            *base,
+            "upgrade",
+            "--to",
+            "opt1",
+            "--backup-dir",
+            str(tmp_path / "b"),
+            "--reports-dir",
+            str(tmp_path / "r"),
+        ],
+        STAGE4_FREE_BYTES="1",
+    )
     assert refused.exit_code == 1
     assert "pre-flight refused" in refused.stderr
     host = secret_url.split("@", 1)[1]
@@ -103,8 +114,14 @@ def test_env_url_and_debug_tracebacks(secret_url: str) -> None:
         ["--debug", "--database-url", f"mysql://{ROLE}:{PASSWORD}@h/db", "status"],
     ]
     for args in runs:
-        done = subprocess.run([sys.executable, "-m", "stage4.cli", *args], env=env,
-                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "stage4.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         _clean(done.stdout, done.stderr)
     assert done.returncode != 0 and "Traceback" in done.stderr  # --debug did show one
 
@@ -149,10 +166,26 @@ def test_a_full_gated_run_never_stores_the_password(secret_url: str, tmp_path: P
     # --no-gate: every step benchmarked, compared and recorded, whatever the verdict (on
     # this kind of VM a parallel plan can make a query at opt1 ten times slower: a NO-GO
     # would stop the run before opt2)
-    result = _cli(["--database-url", secret_url, "upgrade", "--to", "opt2", "--no-gate",
-                   "--iterations", "3", "--concurrency", "2", "--duration", "1",
-                   "--backup-dir", str(tmp_path / "backups"),
-                   "--reports-dir", str(tmp_path / "reports")])  # fmt: skip
+    result = _cli(
+        [
+            "--database-url",
+            secret_url,
+            "upgrade",
+            "--to",
+            "opt2",
+            "--no-gate",
+            "--iterations",
+            "3",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1",
+            "--backup-dir",
+            str(tmp_path / "backups"),
+            "--reports-dir",
+            str(tmp_path / "reports"),
+        ]
+    )
     assert result.exit_code == 0, result.stderr
     assert "REPORT.md" in result.stdout
     assert _files_clean(tmp_path / "reports") >= 5  # report, rollout, 3 METRICS, charts
@@ -180,9 +213,19 @@ MALFORMED = [
 ]
 # ':' in the password is well-formed (libpq splits at the first one): it reaches the server
 COLON = "postgresql://postgres:Leak:Secret9@127.0.0.1:{port}/db"
-COMMANDS = [["status"], ["plan", "--to", "opt1"], ["upgrade", "--to", "opt1"], ["downgrade"],
-            ["seed"], ["bench"], ["baseline"], ["compare"], ["refresh"], ["db", "url"],
-            ["db", "url", "--show-password"]]  # fmt: skip
+COMMANDS = [
+    ["status"],
+    ["plan", "--to", "opt1"],
+    ["upgrade", "--to", "opt1"],
+    ["downgrade"],
+    ["seed"],
+    ["bench"],
+    ["baseline"],
+    ["compare"],
+    ["refresh"],
+    ["db", "url"],
+    ["db", "url", "--show-password"],
+]
 
 
 def _no_secret(*texts: str) -> None:
@@ -195,8 +238,10 @@ def _no_secret(*texts: str) -> None:
 def test_no_malformed_url_prints_its_password(url: str, debug: list[str]) -> None:
     """Every command's error path, with the URL as an option and in DATABASE_URL."""
     for command in COMMANDS:
-        for args, env in (([*debug, "--database-url", url, *command], {}),
-                          ([*debug, *command], {"DATABASE_URL": url})):  # fmt: skip
+        for args, env in (
+            ([*debug, "--database-url", url, *command], {}),
+            ([*debug, *command], {"DATABASE_URL": url}),
+        ):
             result = CliRunner().invoke(app, args, env=env)
             _no_secret(result.stdout, result.stderr, repr(result.exception))
             assert result.exit_code == 2, (args, result.stdout, result.stderr)
@@ -223,9 +268,14 @@ def test_debug_in_a_real_process_prints_no_malformed_password() -> None:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     env.pop("DATABASE_URL", None)
     for url in MALFORMED[:3]:
-        done = subprocess.run([sys.executable, "-m", "stage4.cli", "--debug", "--database-url",
-                               url, "status"], env=env, capture_output=True, text=True,
-                              timeout=120, check=False)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "stage4.cli", "--debug", "--database-url", url, "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         _no_secret(done.stdout, done.stderr)
         assert done.returncode == 2 and "Traceback" in done.stderr
 
@@ -236,8 +286,15 @@ ROOT = SRC.parent
 def _alembic(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     env.pop("DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "alembic", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _one_line(done: subprocess.CompletedProcess) -> str:
@@ -248,8 +305,9 @@ def _one_line(done: subprocess.CompletedProcess) -> str:
     return lines[0].removeprefix("FAILED: ")
 
 
-@pytest.mark.parametrize("url", [*MALFORMED, COLON.format(port=1)],
-                         ids=lambda u: u.split("Leak", 1)[1][:8])  # fmt: skip
+@pytest.mark.parametrize(
+    "url", [*MALFORMED, COLON.format(port=1)], ids=lambda u: u.split("Leak", 1)[1][:8]
+)
 def test_alembic_x_url_malformed(url: str) -> None:
     for args in (["current"], ["upgrade", "schema:opt1", "--sql"]):
         done = _alembic("-x", f"url={url}", *args)

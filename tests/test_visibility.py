@@ -116,8 +116,9 @@ def _refused(conn, role: str, sql: str) -> bool:
         with conn.transaction(force_rollback=True):
             conn.execute(f"SET LOCAL ROLE {role}")
             cur = conn.execute(sql)
-            return cur.rowcount == 0 if cur.statusmessage.split()[0] in ("UPDATE", "DELETE") \
-                else False  # fmt: skip
+            return (
+                cur.rowcount == 0 if cur.statusmessage.split()[0] in ("UPDATE", "DELETE") else False
+            )
     except errors.InsufficientPrivilege:
         return True
 
@@ -240,13 +241,15 @@ def test_identity_sequence_acl_is_exact_after_the_round_trip(supabase_url) -> No
     seq = f"{S.schema}.{S.table}_id_seq"
     with psycopg.connect(supabase_url, autocommit=True) as conn:
         conn.execute(f"REVOKE UPDATE ON SEQUENCE {seq} FROM anon")  # an ACL of its own
-        before = conn.execute("SELECT relacl::text FROM pg_class WHERE oid = %s::regclass",
-                              (seq,)).fetchone()[0]  # fmt: skip
+        before = conn.execute(
+            "SELECT relacl::text FROM pg_class WHERE oid = %s::regclass", (seq,)
+        ).fetchone()[0]
     migrations.upgrade(supabase_url, "opt1")
     migrations.downgrade(supabase_url, "schema")
     with psycopg.connect(supabase_url, autocommit=True) as conn:
-        after = conn.execute("SELECT relacl::text FROM pg_class WHERE oid = %s::regclass",
-                             (seq,)).fetchone()[0]  # fmt: skip
+        after = conn.execute(
+            "SELECT relacl::text FROM pg_class WHERE oid = %s::regclass", (seq,)
+        ).fetchone()[0]
     assert after == before
     assert "anon=rU/" in after
 
@@ -333,11 +336,13 @@ def test_a_configured_role_is_checked(supabase_url) -> None:
             conn.execute(f"GRANT SELECT ON {S.qualified_table} TO web_anon_vis")
             # RLS and no policy for it: a grant alone shows it no row
             assert visibility.wider(before, visibility.take(conn, s)) == []
-            conn.execute(f"CREATE POLICY web ON {S.qualified_table} FOR SELECT TO web_anon_vis "
-                         "USING (true)")  # fmt: skip
+            conn.execute(
+                f"CREATE POLICY web ON {S.qualified_table} FOR SELECT TO web_anon_vis USING (true)"
+            )
             widened = visibility.wider(before, visibility.take(conn, s))
-            assert widened == [f"web_anon_vis can now read {len(_ids_all(supabase_url))} rows "
-                               "of public.geometrias"]  # fmt: skip
+            assert widened == [
+                f"web_anon_vis can now read {len(_ids_all(supabase_url))} rows of public.geometrias"
+            ]
         finally:
             conn.execute("DROP OWNED BY web_anon_vis")
             conn.execute("DROP ROLE web_anon_vis")
@@ -368,8 +373,9 @@ def test_a_leaky_step_is_no_go_naming_the_role_and_the_view(
     supabase_url, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dst = tmp_path / "alembic-leaky"
-    shutil.copytree(migrations._script_location(), dst,
-                    ignore=shutil.ignore_patterns("__pycache__", "opt*"))  # fmt: skip
+    shutil.copytree(
+        migrations._script_location(), dst, ignore=shutil.ignore_patterns("__pycache__", "opt*")
+    )
     (dst / "versions" / "leaky.py").write_text(LEAKY)
     monkeypatch.setattr(migrations, "_script_location", lambda: dst)
     migrations.chain.cache_clear()
@@ -379,8 +385,13 @@ def test_a_leaky_step_is_no_go_naming_the_role_and_the_view(
                 f"SELECT count(*) FROM {S.qualified_table} WHERE NOT ({POLICY['anon']})"
             ).fetchone()[0]
             before = snapshot.take(conn)
-        opts = gate.GateOptions(backup_dir=tmp_path / "b", reports_dir=tmp_path / "r",
-                                iterations=6, concurrency=2, duration=1.0)  # fmt: skip
+        opts = gate.GateOptions(
+            backup_dir=tmp_path / "b",
+            reports_dir=tmp_path / "r",
+            iterations=6,
+            concurrency=2,
+            duration=1.0,
+        )
         with pytest.raises(GateError) as no_go:
             gate.upgrade(supabase_url, "leaky", opts)
     finally:
@@ -397,8 +408,14 @@ def test_a_leaky_step_is_no_go_naming_the_role_and_the_view(
 
 
 def test_a_step_that_widens_nothing_records_what_was_checked(supabase_url, tmp_path: Path) -> None:
-    opts = gate.GateOptions(backup_dir=tmp_path / "b", reports_dir=tmp_path / "r", gate=False,
-                            iterations=6, concurrency=2, duration=1.0)  # fmt: skip
+    opts = gate.GateOptions(
+        backup_dir=tmp_path / "b",
+        reports_dir=tmp_path / "r",
+        gate=False,
+        iterations=6,
+        concurrency=2,
+        duration=1.0,
+    )
     rollout = gate.upgrade(supabase_url, "opt1", opts)
     step = rollout.steps[-1]
     assert step.revision == "opt1"
