@@ -83,34 +83,28 @@ def _arr(items: list[str]) -> str:
     return "ARRAY[" + ",".join("'" + w.replace("'", "''") + "'" for w in items) + "]::text[]"
 
 
-def _insert_sql(conn: psycopg.Connection, s: Settings, seed: int) -> str:
-    """One INSERT … SELECT over generate_series(%(lo)s, %(hi)s): row i depends on (i, seed) only."""
+def _uniform(seed: int):
+    """``u(k)``: the SQL of row i's k-th uniform draw in [0, 1), 48 bits of a hash of (i, seed)."""
 
-    def u(k: int) -> str:  # uniform [0, 1) from 48 bits of the hash
+    def u(k: int) -> str:
         return f"((hashint8extended(i, {int(seed) * 1000 + k}) & 281474976710655)::float8 / 281474976710656.0)"
 
-    def pick(items: list[str], k: int) -> str:
-        return f"({_arr(items)})[1 + floor({u(k)} * {len(items)})::int]"
+    return u
 
-    def by_cat(values: dict[str, str]) -> str:
-        return "CASE cat " + " ".join(f"WHEN '{c}' THEN {v}" for c, v in values.items()) + " END"
 
-    shapes = {
-        kind: [c for c, v in CATEGORIES.items() if v[0] == kind for _ in range(v[1])]
-        for kind in ("point", "line", "quad", "disc")
-    }
-    cats = lambda *kinds: ",".join(f"'{c}'" for c, v in CATEGORIES.items() if v[0] in kinds)  # noqa: E731
-    centre = lambda j: "(ARRAY[" + ",".join(str(c[j]) for c in CENTRES) + "]::float8[])[c]"  # noqa: E731
-    gauss = f"sqrt(-2 * ln(1 - {u(4)}))"
-    x0, y0, x1, y1 = BBOX
-    first, last = s.first_year, s.last_year
-    spans = [
-        (date(first - 5, 1, 1), date(first, 1, 1)),
-        (date(last + 1, 1, 1), date(last + 5, 1, 1)),
-        (date(first, 1, 1), date(last + 1, 1, 1)),
-    ]
-    day = [f"date '{a}' + floor({u(31)} * {(b - a).days})::int" for a, b in spans]
-    # Line vertices: a walk of 1-4 segments of length `size`, turning up to ±0.5 rad each step.
+def _cats(*kinds: str) -> str:
+    """The categories of these geometry kinds, as an SQL list of literals."""
+    return ",".join(f"'{c}'" for c, v in CATEGORIES.items() if v[0] in kinds)
+
+
+def _by_cat(values: dict[str, str]) -> str:
+    return "CASE cat " + " ".join(f"WHEN '{c}' THEN {v}" for c, v in values.items()) + " END"
+
+
+def _geometry_sql(s: Settings) -> str:
+    """Row i's geometry from its category, centre (x, y), size and shape draws: a point, a
+    line (a walk of 1-4 segments of length ``size``, turning up to ±0.5 rad each step), a
+    rotated rectangle or a disc."""
     heading = [f"h{j}" for j in range(4)]
     vertex = [
         f"ST_MakePoint(x + size / {MX} * ({' + '.join(f'cos({h})' for h in heading[:k]) or '0'}), "
@@ -123,16 +117,39 @@ def _insert_sql(conn: psycopg.Connection, s: Settings, seed: int) -> str:
         for a, b in ((-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5), (-0.5, -0.5))
     ]
     geom = (
-        f"ST_SetSRID(ST_SnapToGrid(CASE WHEN cat IN ({cats('point')}) THEN ST_MakePoint(x, y) "
-        f"WHEN cat IN ({cats('line')}) THEN ST_MakeLine((ARRAY[{','.join(vertex)}])[1:nv]) "
-        f"WHEN cat IN ({cats('quad')}) THEN ST_MakePolygon(ST_MakeLine(ARRAY[{','.join(corner)}])) "
+        f"ST_SetSRID(ST_SnapToGrid(CASE WHEN cat IN ({_cats('point')}) THEN ST_MakePoint(x, y) "
+        f"WHEN cat IN ({_cats('line')}) THEN ST_MakeLine((ARRAY[{','.join(vertex)}])[1:nv]) "
+        f"WHEN cat IN ({_cats('quad')}) THEN ST_MakePolygon(ST_MakeLine(ARRAY[{','.join(corner)}])) "
         f"ELSE ST_Buffer(ST_MakePoint(x, y), size / {MY}, 'quad_segs=4') END, 1e-7), 4326)"
     )
-    if s.srid != 4326:
-        geom = f"ST_Transform({geom}, {int(s.srid)})"
+    return geom if s.srid == 4326 else f"ST_Transform({geom}, {int(s.srid)})"
+
+
+def _insert_sql(conn: psycopg.Connection, s: Settings, seed: int) -> str:
+    """One INSERT … SELECT over generate_series(%(lo)s, %(hi)s): row i depends on (i, seed) only."""
+    u = _uniform(seed)
+
+    def pick(items: list[str], k: int) -> str:
+        return f"({_arr(items)})[1 + floor({u(k)} * {len(items)})::int]"
+
+    shapes = {
+        kind: [c for c, v in CATEGORIES.items() if v[0] == kind for _ in range(v[1])]
+        for kind in ("point", "line", "quad", "disc")
+    }
+    centre = lambda j: "(ARRAY[" + ",".join(str(c[j]) for c in CENTRES) + "]::float8[])[c]"  # noqa: E731
+    gauss = f"sqrt(-2 * ln(1 - {u(4)}))"
+    x0, y0, x1, y1 = BBOX
+    first, last = s.first_year, s.last_year
+    spans = [
+        (date(first - 5, 1, 1), date(first, 1, 1)),
+        (date(last + 1, 1, 1), date(last + 5, 1, 1)),
+        (date(first, 1, 1), date(last + 1, 1, 1)),
+    ]
+    day = [f"date '{a}' + floor({u(31)} * {(b - a).days})::int" for a, b in spans]
+    geom = _geometry_sql(s)
     pattern = [NOUNS, ADJECTIVES, LINKS, NOUNS, ADJECTIVES, LINKS, NOUNS, ADJECTIVES]
     words = f"(ARRAY[{','.join(pick(p, 40 + j) for j, p in enumerate(pattern))}])[1:nw]"
-    labels = by_cat({c: pick(v[3], 20) for c, v in CATEGORIES.items()})
+    labels = _by_cat({c: pick(v[3], 20) for c, v in CATEGORIES.items()})
     ident = lambda name: sql.Identifier(name).as_string(conn)  # noqa: E731
     return f"""
 INSERT INTO {sql.Identifier(s.schema, s.table).as_string(conn)}
@@ -145,7 +162,7 @@ SELECT i,
     cat, d, {geom},
     jsonb_build_object('fonte', {pick(FONTES, 23)},
         'populacao', (CASE WHEN cat = 'bairro' THEN 2000 + floor({u(24)} * {u(24)} * 78000)
-                      WHEN cat IN ({cats("line")}) THEN 0 ELSE floor({u(24)} * 5000) END)::int,
+                      WHEN cat IN ({_cats("line")}) THEN 0 ELSE floor({u(24)} * 5000) END)::int,
         'tags', to_jsonb(({_arr(TAGS)} || {_arr(TAGS)})[tb + 1 : tb + nt]),
         'versao', 1 + floor({u(25)} * 5)::int),
     CASE WHEN {u(26)} >= 0.04 THEN upper(left(phrase, 1)) || substr(phrase, 2) || '.' END,
@@ -179,7 +196,7 @@ FROM (
               FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i) g
     ) a
     CROSS JOIN LATERAL (SELECT {
-        by_cat({c: f"{v[2][0]} + {v[2][1] - v[2][0]} * size_u" for c, v in CATEGORIES.items()})
+        _by_cat({c: f"{v[2][0]} + {v[2][1] - v[2][0]} * size_u" for c, v in CATEGORIES.items()})
     } AS size) z
     OFFSET 0
 ) b
