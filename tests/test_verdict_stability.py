@@ -135,6 +135,8 @@ class TestSameWindow:
         assert line.startswith("margin x") and line.split("; ")[0].endswith(" vs baseline")
         text = (Path(rollout.folder) / "REPORT.md").read_text()
         assert f"### noop: GO\n- {line}\n" in text
+        saved_step = json.loads((Path(rollout.folder) / "rollout.json").read_text())["steps"][0]
+        assert saved_step["margin"] == line  # rollout.json says what was printed
         assert f"re-measured at the start of this rollout as run {rollout.baseline_run_id}" in text
         # the run judged against is the one re-measured now, and its file is the baseline's
         saved = json.loads((Path(rollout.folder) / "METRICS_BASELINE.json").read_text())
