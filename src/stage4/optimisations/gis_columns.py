@@ -325,16 +325,15 @@ def promises(s: Settings) -> list[Promise]:
 
 
 def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
-    """Up: the columns added (rolled back). Down: a partitioned copy of the table in
-    ``scratch`` with the same generated columns, storage and rows, whose wide columns get
-    their storage back and whose columns are dropped, committed."""
+    """Up: the columns added and every row filled by one UPDATE computing the expressions
+    (no trigger, no batches), rolled back. Down: a partitioned copy of the table in
+    ``scratch`` with the same columns, storage and rows, whose wide columns get their
+    storage back and whose derived columns are dropped, committed."""
     if direction == "up":
-        return Reference((add_columns_sql(s),))
+        fill = ", ".join(f"{c} = {e}" for c, e in derived(s).items())
+        return Reference((add_columns_sql(s), f"UPDATE {s.qualified_table} SET {fill}"))
     r = replace(s, schema=scratch)
-    like = (
-        "INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION "
-        "INCLUDING CONSTRAINTS"
-    )
+    like = "INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION INCLUDING CONSTRAINTS"
     setup = copy_sql(conn, s, r.qualified_table, like, partitions_sql(r, r.qualified_table))
     return Reference(
         (restore_storage_sql(r), drop_columns_sql(r)), setup=tuple(setup), committed=True
