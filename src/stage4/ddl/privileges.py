@@ -311,16 +311,22 @@ END
 $acl$"""
 
 
+def function_owner_only_plpgsql(identity: str, r: str = "r") -> str:
+    """PL/pgSQL statements leaving the function ``identity`` to its owner: EXECUTE revoked
+    from PUBLIC and from every role that default privileges named. ``r`` is a ``record``
+    variable the caller declares."""
+    return f"""REVOKE ALL ON FUNCTION {identity} FROM PUBLIC;
+  FOR {r} IN SELECT DISTINCT a.grantee FROM pg_proc p, aclexplode(p.proacl) a
+           WHERE p.oid = {literal(identity)}::regprocedure AND a.grantee NOT IN (0, p.proowner) LOOP
+    EXECUTE format('REVOKE ALL ON FUNCTION {identity} FROM %I', pg_get_userbyid({r}.grantee));
+  END LOOP;"""
+
+
 def function_owner_only_sql(identity: str) -> str:
-    """Only the function's owner may EXECUTE it: revoked from PUBLIC and from every role
-    that default privileges named (one DO block, so offline ``--sql`` renders it too)."""
+    """``function_owner_only_plpgsql`` as one DO block (offline ``--sql`` renders it too)."""
     return f"""DO $acl$
 DECLARE r record;
 BEGIN
-  REVOKE ALL ON FUNCTION {identity} FROM PUBLIC;
-  FOR r IN SELECT DISTINCT a.grantee FROM pg_proc p, aclexplode(p.proacl) a
-           WHERE p.oid = {literal(identity)}::regprocedure AND a.grantee NOT IN (0, p.proowner) LOOP
-    EXECUTE format('REVOKE ALL ON FUNCTION {identity} FROM %I', pg_get_userbyid(r.grantee));
-  END LOOP;
+  {function_owner_only_plpgsql(identity)}
 END
 $acl$"""

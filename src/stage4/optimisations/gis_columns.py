@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stage4.config import Settings
+from stage4.ddl import privileges
 from stage4.ddl.matviews import MatView
 from stage4.ddl.partitioning import partitions_sql
 from stage4.optimisations.base import Promise, Reference, Rewrite, copy_sql
@@ -128,11 +129,7 @@ $body$$fn$, postgis);
   EXECUTE format('ALTER FUNCTION {fn}() OWNER TO %I',
                  (SELECT pg_get_userbyid(relowner) FROM pg_class
                   WHERE oid = '{s.qualified_table}'::regclass));
-  REVOKE ALL ON FUNCTION {fn}() FROM PUBLIC;
-  FOR r IN SELECT DISTINCT a.grantee FROM pg_proc p, aclexplode(p.proacl) a
-           WHERE p.oid = '{fn}()'::regprocedure AND a.grantee NOT IN (0, p.proowner) LOOP
-    EXECUTE format('REVOKE ALL ON FUNCTION {fn}() FROM %I', pg_get_userbyid(r.grantee));
-  END LOOP;
+  {privileges.function_owner_only_plpgsql(f"{fn}()")}
   COMMENT ON FUNCTION {fn}() IS
     'stage4 opt2: keeps area_m2 and bbox_* of {s.qualified_table} equal to their expressions of {g}';
 END
