@@ -657,6 +657,7 @@ def _forward(url, s, result: dict, revisions: list[str], args) -> None:
     with migrations.session(url):  # as `stage4 upgrade`: one connection for the steps
         for rev in revisions:
             say(f"{rev}: physical reference of the upgrade")
+            quiesce(url)  # a view's scheduled refresh would hold the lock the reference takes
             ref_up = time_reference(url, s, rev, "up")
             metrics: dict = {}
             say(f"{rev}: upgrade (reference {ref_up:.2f} s)")
@@ -664,6 +665,7 @@ def _forward(url, s, result: dict, revisions: list[str], args) -> None:
             up, settled = migrations.timed(migrations.upgrade, url, rev, metrics=metrics,
                                            progress=_progress(f"upgrade {rev}"))  # fmt: skip
             say(f"{rev}: upgraded in {up:.2f} s {metrics or ''}, then VACUUM (ANALYZE) {settled}")
+            quiesce(url)
             ref_down = time_reference(url, s, rev, "down")
             result["migrations"][f"{rev} up"] = {"seconds": up, "reference_s": ref_up,
                                                  "metrics": metrics, "settled_s": settled}  # fmt: skip
@@ -671,6 +673,7 @@ def _forward(url, s, result: dict, revisions: list[str], args) -> None:
             with connect(url, autocommit=True) as conn:
                 conn.execute("ANALYZE")
             say(f"bench at {rev}")
+            quiesce(url)
             t0 = time.perf_counter()
             run = bench.run(
                 url,
