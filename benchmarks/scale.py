@@ -296,11 +296,21 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
         per_set = set_ratios(base, last, "Q5")
         qps = last["qps"] / base["qps"]
         files = sorted(set(sp) - set(TITLES))
+        # the same two figures without the reads served stale from a view (labelled apart:
+        # a lag accepted for speed is not the speedup of a fresh read)
+        stale_q = [q for q, f in result.get("freshness", {}).get("opt5", {}).items()
+                   if f["fresh"] is False]  # fmt: skip
+        fresh_q = [q for q in core if q not in stale_q]
+        fresh_note = ""
+        if stale_q and fresh_q:
+            fa, fb = (statistics.fmean(x["mean_ms"][q] for q in fresh_q) for x in (base, last))
+            fresh_note = (f"; the fresh reads alone ({', '.join(fresh_q)}): mean ×{fa / fb:.2f}, "
+                          f"geomean ×{geomean({q: sp[q] for q in fresh_q}):.2f} by median")  # fmt: skip
         rows += [
             ("mean latency Q1–Q10 ≥ 3× lower", f"×{mean_ratio:.2f} "
-             f"({mean_a:.2f} → {mean_b:.2f} ms)", mean_ratio >= 3),
+             f"({mean_a:.2f} → {mean_b:.2f} ms)" + fresh_note, mean_ratio >= 3),
             ("geometric mean of Q1–Q10's speedups ≥ 2×", f"×{geo_med:.2f} by median, "
-             f"×{geo_mean:.2f} by mean", min(geo_med, geo_mean) >= 2),
+             f"×{geo_mean:.2f} by mean" + fresh_note, min(geo_med, geo_mean) >= 2),
             (f"no query slower (Q1–Q10{' and ' + ', '.join(files) if files else ''})",
              "slower: " + ", ".join(f"{q} ×{sp[q]:.2f} by median, ×{spm[q]:.2f} by mean"
                                     for q in slower) if slower else
