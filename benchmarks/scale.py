@@ -10,11 +10,19 @@ On a private embedded cluster (``STAGE4_HOME=/tmp/perf-pg-<N>``), seeded with
 2. for each revision opt1..opt5: the physical reference of the upgrade (the bare work
    it does, in a transaction rolled back), the timed upgrade (``metrics`` dict: opt1
    fills writers_blocked_s / readers_blocked_s), the physical reference of its
-   downgrade (rolled back), ANALYZE, a default bench;
-3. gate cost at opt5: a default bench + ``stats.compare_runs`` against the baseline;
+   downgrade (rolled back), ANALYZE, a default bench, the canary freshness check;
+3. gate cost at opt5: a default bench + ``stats.compare_runs`` against the baseline,
+   then the same-window A/B (``ab_compare``) that the workload targets are judged on;
 4. timed downgrades of every step back to ``schema`` (one under 0.1 s: three times,
    with its reference, medians compared);
 5. ``stage4 --help`` and ``stage4 status`` start-up (median of 5 subprocess runs).
+
+Every bench measures the app as it runs: Q1–Q10 and the workload files of ``--workload``
+(default ``benchmarks/workload``: common reads of an app) with the same text at every
+revision, RPCs re-pointed by the revisions, views read without a refresh first. The mean
+and geometric mean targets are Q1–Q10's; "no query slower" covers the files too; a read
+the canary check finds stale is labelled with its declared budget wherever its speedup
+is shown; rewrites an app would have to adopt are listed as available, counted nowhere.
 
 References (what a hand-written migration would have to do at least) are each
 optimisation unit's own (``reference`` in ``stage4.optimisations``): opt1 both ways,
