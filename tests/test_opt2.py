@@ -268,6 +268,28 @@ class TestOnline:
             wrong, total = app.execute(AREA_RIGHT).fetchone()
             assert (wrong, total) == (0, 2000 + len(written))
 
+    def test_a_row_written_behind_the_backfill_is_caught_up(self, seeded_url):
+        """A row written, once every block has been passed, by a session whose triggers do
+        not fire (a replication apply: session_replication_role = replica) still gets its
+        columns: the catch-up fills what the block pass left."""
+        migrations.upgrade(seeded_url, "opt1")
+        with psycopg.connect(seeded_url, autocommit=True) as app:
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase == "backfill" and done == total > 0:
+                    app.execute("SET session_replication_role = replica")
+                    app.execute(
+                        "INSERT INTO geometrias (nome, categoria, data_referencia, geom) VALUES "
+                        "('late', 'rio', '2022-02-02', ST_Buffer(ST_Point(-46.6, -23.5, 4326), "
+                        "0.001))"
+                    )
+                    app.execute("RESET session_replication_role")
+
+            metrics: dict = {}
+            migrations.upgrade(seeded_url, "opt2", progress=progress, metrics=metrics)
+            assert metrics["backfill_caught_up_rows"] == 1
+            assert app.execute(AREA_RIGHT).fetchone() == (0, 2001)
+
     def test_rows_written_after_the_upgrade_are_right_and_rewrites_agree(self, seeded_url):
         """Insert, update geom, update another column, move a row to another partition,
         write a derived column directly: the columns stay equal to their expressions, and
@@ -437,6 +459,42 @@ class TestOnline:
         migrations.downgrade(seeded_url, "opt1")
         assert snapshot.diff(before, _snap(seeded_url)) == []
         assert _rows(seeded_url) == rows
+
+    def test_a_lost_connection_says_what_is_left_and_is_resumed(self, seeded_url):
+        """The migration's session terminated mid-backfill: the columns cannot be dropped
+        on it, so the error says where the database stands (one line), and the next
+        upgrade resumes the backfill."""
+        migrations.upgrade(seeded_url, "opt1")
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase == "backfill" and done > 0:
+                with psycopg.connect(seeded_url, autocommit=True) as admin:
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                        "datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend'"
+                    )
+
+        with pytest.raises(MigrationError) as e:
+            migrations.upgrade(
+                seeded_url,
+                "opt2",
+                progress=progress,
+                backfill_target_s=0.0001,
+                backfill_first_blocks=8,
+            )
+        assert str(e.value).startswith(
+            "upgrade to opt2 stopped during its backfill (terminating connection due to "
+            "administrator command) and dropping its columns failed ("
+        )
+        assert str(e.value).endswith(
+            "public.geometrias is at opt1 with opt2's columns and trigger; `alembic upgrade "
+            "opt2` resumes the backfill"
+        )
+        assert migrations.current(seeded_url) == "opt1"
+        migrations.upgrade(seeded_url, "opt2")
+        with psycopg.connect(seeded_url) as conn:
+            assert conn.execute(AREA_RIGHT).fetchone() == (0, 2000)
 
 
 # ------------------------------------------------------------------ who reaches the trigger

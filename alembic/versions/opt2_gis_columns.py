@@ -126,26 +126,36 @@ def upgrade() -> None:
             )
         _catalog(s)
     attrs = context.config.attributes
-    with op.get_context().autocommit_block():  # commits part 1
-        held = 0.0 if resumed else time.perf_counter() - t0
-        raw = op.get_bind().connection.driver_connection  # psycopg, in autocommit
-        filler = backfill.Backfill(
-            raw,
-            s.qualified_table,
-            gis_columns.backfill_set(s),
-            gis_columns.backfill_todo(s),
-            progress=attrs.get("progress"),
-            **{
-                k: attrs[f"backfill_{k}"]
-                for k in ("target_s", "first_blocks")
-                if f"backfill_{k}" in attrs
-            },
-        )
-        try:
-            _fill(raw, s, filler)
-        except BaseException as e:
-            _undo(raw, s, e)
-            raise
+    left: list[str] = []  # what is left when the undo failed too
+    try:
+        with op.get_context().autocommit_block():  # commits part 1
+            held = 0.0 if resumed else time.perf_counter() - t0
+            raw = op.get_bind().connection.driver_connection  # psycopg, in autocommit
+            filler = backfill.Backfill(
+                raw,
+                s.qualified_table,
+                gis_columns.backfill_set(s),
+                gis_columns.backfill_todo(s),
+                progress=attrs.get("progress"),
+                **{
+                    k: attrs[f"backfill_{k}"]
+                    for k in ("target_s", "first_blocks")
+                    if f"backfill_{k}" in attrs
+                },
+            )
+            try:
+                _fill(raw, s, filler)
+            except BaseException as e:
+                left.extend(_undo(raw, s, e))
+                if isinstance(e, Exception):  # an interrupt stays one
+                    raise MigrationError(left[0] if left else _rolled_back(e)) from e
+                raise
+    except Exception as e:
+        # a lost connection also fails Alembic's commit on leaving the block, whose error
+        # would hide where the database stands
+        if left and not isinstance(e, MigrationError):
+            raise MigrationError(left[0]) from e
+        raise
     m = filler.metrics
     m["readers_blocked_s"] = round(held, 4)
     m["writers_blocked_s"] = round(max(held, m.get("backfill_longest_batch_s", 0.0)), 4)
@@ -191,38 +201,46 @@ def _fill(raw, s: Settings, filler: backfill.Backfill) -> None:
         filler.progress("VACUUM (ANALYZE) after the backfill", 1, 1)
 
 
-def _undo(raw, s: Settings, error: BaseException) -> None:
+def _why(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _rolled_back(error: BaseException) -> str:
+    return (
+        "upgrade to opt2 failed during its backfill and was rolled back (its columns and "
+        f"trigger dropped): {_why(error)}"
+    )
+
+
+def _undo(raw, s: Settings, error: BaseException) -> list[str]:
     """The backfill stopped: drop what part 1 committed (one transaction, catalog only),
-    signals held off meanwhile. A database error becomes a MigrationError."""
+    signals held off meanwhile. Returns the line saying what is left when that failed too
+    (a lost connection, a lock never granted), else nothing."""
     import psycopg
 
-    why = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    if isinstance(error, KeyboardInterrupt):
-        why = "interrupted"
     try:
         with interrupts.shielded(), raw.transaction():
             for sql in _down_sql(s):
                 raw.execute(sql)
     except psycopg.Error as e:
-        undo = str(e).strip().splitlines()[0]
         message = (
-            f"upgrade to opt2 stopped during its backfill ({why}) and dropping its columns "
-            f"failed ({undo}): {s.qualified_table} is at opt1 with opt2's columns and "
-            "trigger; `alembic upgrade opt2` resumes the backfill"
+            f"upgrade to opt2 stopped during its backfill ({_why(error)}) and dropping its "
+            f"columns failed ({_why(e)}): {s.qualified_table} is at opt1 with opt2's columns "
+            "and trigger; `alembic upgrade opt2` resumes the backfill"
         )
-        if isinstance(error, Exception):
-            raise MigrationError(message) from error
         log.warning("%s", message)
-        return
-    if isinstance(error, psycopg.Error):
-        raise MigrationError(
-            f"upgrade to opt2 failed during its backfill and was rolled back (its columns "
-            f"and trigger dropped): {why}"
-        ) from error
+        return [message]
+    return []
 
 
 def _down_sql(s: Settings) -> list[str]:
+    # The table (then its partitions) first: DROP TRIGGER opens the table with a weak lock,
+    # drops the partitions' clones, and only then asks for ACCESS EXCLUSIVE on the table,
+    # which deadlocks with any reader between the two.
     return [
+        f"LOCK TABLE {s.qualified_table} IN ACCESS EXCLUSIVE MODE",
         *gis_columns.drop_trigger_sql(s),
         gis_columns.restore_storage_sql(s),
         gis_columns.drop_columns_sql(s),
