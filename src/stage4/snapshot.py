@@ -161,6 +161,16 @@ def take(conn: Any, bench_schema: str = "benchmarking") -> dict[str, Any]:
     return {"catalog": catalog(conn, bench_schema), "data": data(conn, bench_schema)}
 
 
+def without_app_writes(snap: dict[str, Any], table: str) -> dict[str, Any]:
+    """``snap`` minus what the app's own writes move: the app table's rows and every
+    sequence's last value. A rollback during live writes is compared this way; its rows are
+    proved by the downgrade's exact "every row kept" check instead."""
+    catalog = dict(snap.get("catalog", {}))
+    catalog["sequences"] = [[*r[:2], None, *r[3:]] for r in catalog.get("sequences", [])]
+    data = {k: v for k, v in snap.get("data", {}).items() if k != table}
+    return {**snap, "catalog": catalog, "data": data}
+
+
 def diff(before: dict[str, Any], after: dict[str, Any], limit: int = 20) -> list[str]:
     """Human-readable differences (``- row`` gone, ``+ row`` new), at most ``limit`` lines."""
     lines: list[str] = []
