@@ -216,3 +216,12 @@ def test_cli_bench_baseline_compare_take_a_workload_folder(
     assert code == 0 and "baseline: run 2" in out
     code, out, _ = main("compare", "--workload", str(folder))
     assert code == 0 and "recent" in out
+
+
+def test_pgbench_runs_a_statement_with_a_comment_line_whole(seeded_url: str) -> None:
+    """A workload file's `--` comment ends at its line: the statement after it still runs
+    (a sleep of 0.3 s caps one client near 3 statements a second)."""
+    sql = "SELECT -- the app's own comment\n pg_sleep(0.3)"
+    qps, tool = throughput.measure(seeded_url, [sql], 1, 1.0, 42, lambda *_: None)
+    assert tool.startswith("pgbench")
+    assert 0 < qps < 5, qps

@@ -69,7 +69,9 @@ def _pgbench(binary, url, scripts, concurrency, duration, seed) -> float:
         ]
         for i, sql in enumerate(scripts):
             path = Path(tmp) / f"s{i:03d}.sql"
-            path.write_text(sql.replace("\n", " ") + ";\n")
+            # newlines kept (pgbench reads a statement up to its semicolon, lines and all):
+            # joined into one line, a `--` comment would swallow the rest of the statement
+            path.write_text(sql.rstrip() + "\n;\n")
             args += ["-f", str(path)]
         args.append(clean_url)
         done = subprocess.run(
