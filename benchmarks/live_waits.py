@@ -74,27 +74,24 @@ def longest_wait(during, usual: dict[str, float]) -> dict:
     }
 
 
-def lock_waits(seen: list[tuple], t0: float, t1: float, top: int = 5) -> list[dict]:
+def lock_waits(seen: list[tuple], t0: float, t1: float, top: int = 8) -> list[dict]:
     """The monitor's rows in [t0, t1] grouped by who waited on which statement: the longest
-    wait seen of each, longest first."""
+    wait seen during each (the blocker's state and locks at that sample), longest first."""
     groups: dict[tuple, dict] = {}
     for now, who, waited, pid, app, query, state, locks in seen:
-        if not t0 <= now <= t1:
+        waited = float(waited or 0)
+        g = groups.get((who, app, query))
+        if not t0 <= now <= t1 or (g is not None and g["waited_s"] >= waited):
             continue
-        key = (who, app, query, locks)
-        g = groups.setdefault(
-            key,
-            {
-                "who": who.removeprefix("bench-"),
-                "waited_s": 0.0,
-                "blocker_pid": pid,
-                "blocker": app,
-                "statement": query,
-                "blocker_waiting_on": state,
-                "strong_locks": locks,
-            },
-        )
-        g["waited_s"] = round(max(g["waited_s"], float(waited or 0)), 3)
+        groups[(who, app, query)] = {
+            "who": who.removeprefix("bench-"),
+            "waited_s": round(waited, 3),
+            "blocker_pid": pid,
+            "blocker": app,
+            "statement": query,
+            "blocker_waiting_on": state,
+            "strong_locks": locks,
+        }
     return sorted(groups.values(), key=lambda g: -g["waited_s"])[:top]
 
 
@@ -125,7 +122,8 @@ def verdict(steps: list[dict]) -> dict:
 
 
 def apply_step(url: str, direction: str, rev: str, target: str) -> dict:
-    """The step as `stage4` runs it; {step_s, settled, metrics, notes, checks}."""
+    """The step as `stage4` runs it: {step_s, settled, and metrics and notes (upgrade)
+    or checks (downgrade)}."""
     from stage4 import gate, locks, migrations, retry
 
     if direction == "down":
@@ -134,7 +132,6 @@ def apply_step(url: str, direction: str, rev: str, target: str) -> dict:
             "step_s": done[0].seconds,
             "settled": done[0].settled,
             "checks": done[0].verified,
-            "metrics": getattr(done[0], "metrics", {}),
         }
     metrics: dict = {}
     notes: list[str] = []
@@ -177,8 +174,14 @@ def measure(live: Live, direction: str, rev: str, target: str, calm_s: float) ->
         writes_committed=sum(1 for o in writes if t0 <= o.started + o.seconds <= t1),
         lock_waits=lock_waits(live.monitor.seen, t0, t1),
     )
+    c = time.perf_counter()
     found, rows = live.check()
-    record.update(rows_after=rows, nothing_lost=not found, problems=found[:20])
+    record.update(
+        rows_after=rows,
+        nothing_lost=not found,
+        problems=found[:20],
+        check_s=round(time.perf_counter() - c, 1),
+    )
     return record
 
 
@@ -217,7 +220,8 @@ def line(r: dict) -> str:
         f"{r['revision']:5} {r['direction']:4} total {r['total_s']:8.2f} s | reader wait "
         f"{rd['wait_s']} s (longest {rd['longest_s']}) | writer wait {wr['wait_s']} s "
         f"(longest {wr['longest_s']}) | writes {r['writes_committed']} | nothing lost "
-        f"{r['nothing_lost']}" + (f" | FAILED: {r['error']}" if r.get("error") else "")
+        f"{r['nothing_lost']} (checked in {r['check_s']} s)"
+        + (f" | FAILED: {r['error']}" if r.get("error") else "")
     )
 
 
@@ -325,7 +329,31 @@ def run_markdown(r: dict) -> list[str]:
             f"for {w['blocker']} running `{w['statement'][:100]}`"
         )
         out += _wrap(text + (f", holding {w['strong_locks']}" if w["strong_locks"] else ""), True)
+    late = [
+        (s, who)
+        for s in steps
+        for who, limit in (("reader", READER_LIMIT_S), ("writer", WRITER_LIMIT_S))
+        if (s[who]["wait_s"] or 0) >= limit
+    ]
+    if late:
+        out += [
+            "",
+            *_wrap(
+                "Where a wait missed its target, what the step ran while the app "
+                "waited (each statement with how far into the wait the monitor "
+                "last saw it):"
+            ),
+            "",
+        ]
+        out += [line for s, who in late for line in _wrap(timeline(s, who), True)]
     return out
+
+
+def timeline(s: dict, who: str) -> str:
+    """``- opt1 up, writer (19.07 s): `stmt` (6.2 s), `stmt` (10.9 s) …`` from the monitor."""
+    seen = sorted((w for w in s["lock_waits"] if w["who"] == who), key=lambda w: w["waited_s"])
+    steps = ", ".join(f"`{w['statement'][:70]}` ({w['waited_s']:.1f} s)" for w in seen)
+    return f"- {s['revision']} {s['direction']}, {who} ({s[who]['wait_s']:.2f} s): {steps or 'not seen'}"
 
 
 def write_markdown(text: str) -> None:

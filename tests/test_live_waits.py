@@ -101,6 +101,15 @@ def test_the_targets_fail_at_one_second_for_readers_and_five_for_writers(lw) -> 
 
 def test_the_section_names_its_command_and_each_verdict(lw) -> None:
     steps = [step("opt1", 0.1, 0.2), step("opt2", 1.5, 0.2)]
+    seen = [
+        (at, "bench-reader", waited, 41, "stage4-alembic", sql, None, "AccessExclusiveLock on t")
+        for at, waited, sql in (
+            (1.0, 0.4, "ALTER TABLE t"),
+            (1.2, 0.6, "ALTER TABLE t"),
+            (1.9, 1.3, "ANALYZE t"),
+        )
+    ]
+    steps[1]["lock_waits"] = lw.lock_waits(seen, 0.0, 2.0)
     run = {
         "features": 300000,
         "when": "2026-12-01 09:00 UTC",
@@ -118,3 +127,5 @@ def test_the_section_names_its_command_and_each_verdict(lw) -> None:
     )
     assert "every reader wait < 1 s: **FAIL** (longest 1.50 s, opt2 up)" in text
     assert "every writer wait < 5 s: **PASS**" in text
+    assert "- opt2 up: the reader waited 1.3 s for stage4-alembic running `ANALYZE t`" in text
+    assert "- opt2 up, reader (1.50 s): `ALTER TABLE t` (0.6 s), `ANALYZE t` (1.3 s)" in text
