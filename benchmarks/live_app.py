@@ -58,7 +58,10 @@ SELECT w.application_name, extract(epoch FROM clock_timestamp() - w.query_start)
                                       WHERE datname = current_database())
                    AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock',
                                   'AccessExclusiveLock')
-                 GROUP BY l.mode) x)
+                 GROUP BY l.mode) x),
+       (SELECT string_agg(coalesce(nullif(x.application_name, ''), x.backend_type) || ' ('
+                          || left(regexp_replace(x.query, '\\s+', ' ', 'g'), 80) || ')', '; ')
+          FROM pg_stat_activity x WHERE x.pid = ANY (pg_blocking_pids(b.pid)))
   FROM pg_stat_activity w
  CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS bp(pid)
   JOIN pg_stat_activity b ON b.pid = bp.pid
@@ -158,6 +161,8 @@ class Writer(threading.Thread):
         self.rate = rate
         self.ops: list[Op] = []
         self.errors: list[str] = []
+        self.failed: list[tuple[float, str]] = []  # (when, error) of each statement refused
+        self.returned = 0.0  # start of the latest statement that has returned
         self.stop, self.pause, self.turn = threading.Event(), threading.Event(), threading.Lock()
 
     def _values(self, n: int) -> dict:
@@ -228,11 +233,15 @@ class Writer(threading.Thread):
                     break
                 due = self._pace(due)
                 with self.turn:
+                    at = time.perf_counter()
                     try:
                         op = self._one(conn, n)
                     except psycopg.Error as e:  # not committed: not logged as a write
                         self.errors.append(str(e).splitlines()[0])
+                        self.failed.append((at, self.errors[-1]))
                         continue
+                    finally:
+                        self.returned = at
                     if op is not None:
                         self.ops.append(op)
 
@@ -247,6 +256,8 @@ class Reader(threading.Thread):
         self.ids = ids or [4242]
         self.timings: list[tuple[float, float, str]] = []
         self.errors: list[str] = []
+        self.failed: list[tuple[float, str]] = []
+        self.returned = 0.0
         self.stop = threading.Event()
 
     def _params(self) -> dict:
@@ -275,7 +286,10 @@ class Reader(threading.Thread):
                     conn.execute(READS[kind], self._params()).fetchall()
                 except psycopg.Error as e:
                     self.errors.append(str(e).splitlines()[0])
+                    self.failed.append((t0, self.errors[-1]))
                     continue
+                finally:
+                    self.returned = t0
                 self.timings.append((t0, time.perf_counter() - t0, kind))
                 if self.every:
                     time.sleep(self.every)
@@ -341,6 +355,18 @@ class Live:
             t.stop.set()
         for t in (self.writer, self.reader, self.monitor):
             t.join(60)
+
+    def returned_since(self, t: float, timeout: float = 300) -> None:
+        """Wait until the writer and the reader have each had a statement that started
+        after ``t`` return: every statement in flight at ``t`` is then in the figures (one
+        blocked until a step commits returns just after the step ends)."""
+        deadline = time.monotonic() + timeout
+        while min(self.writer.returned, self.reader.returned) <= t:
+            if time.monotonic() > deadline or not (
+                self.writer.is_alive() and self.reader.is_alive()
+            ):
+                raise TimeoutError("the app has not come back since the step ended")
+            time.sleep(0.01)
 
     def check(self) -> tuple[list[str], int]:
         """Pause the writer, compare the whole table with the log's; (problems, rows)."""

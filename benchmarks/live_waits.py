@@ -78,7 +78,7 @@ def lock_waits(seen: list[tuple], t0: float, t1: float, top: int = 8) -> list[di
     """The monitor's rows in [t0, t1] grouped by who waited on which statement: the longest
     wait seen during each (the blocker's state and locks at that sample), longest first."""
     groups: dict[tuple, dict] = {}
-    for now, who, waited, pid, app, query, state, locks in seen:
+    for now, who, waited, pid, app, query, state, locks, *behind in seen:
         waited = float(waited or 0)
         g = groups.get((who, app, query))
         if not t0 <= now <= t1 or (g is not None and g["waited_s"] >= waited):
@@ -91,6 +91,7 @@ def lock_waits(seen: list[tuple], t0: float, t1: float, top: int = 8) -> list[di
             "statement": query,
             "blocker_waiting_on": state,
             "strong_locks": locks,
+            "blocker_waits_for": behind[0] if behind else None,
         }
     return sorted(groups.values(), key=lambda g: -g["waited_s"])[:top]
 
@@ -160,6 +161,7 @@ def measure(live: Live, direction: str, rev: str, target: str, calm_s: float) ->
     except Stage4Error as e:
         record["error"] = str(e)
     t1 = time.perf_counter()
+    live.returned_since(t1)
     writes = live.writer.ops
     record.update(
         total_s=round(t1 - t0, 3),
@@ -173,6 +175,12 @@ def measure(live: Live, direction: str, rev: str, target: str, calm_s: float) ->
         ),
         writes_committed=sum(1 for o in writes if t0 <= o.started + o.seconds <= t1),
         lock_waits=lock_waits(live.monitor.seen, t0, t1),
+        app_errors=[
+            f"{who}: {e}"
+            for who, app in (("writer", live.writer), ("reader", live.reader))
+            for at, e in app.failed
+            if t0 <= at <= t1
+        ],
     )
     c = time.perf_counter()
     found, rows = live.check()
@@ -268,20 +276,28 @@ def _wrap(text: str, bullet: bool = False) -> list[str]:
     )
 
 
+def runs_of(doc: dict) -> dict[int, list[dict]]:
+    """{features: [run, …]} from the JSON (a scale's entry is a run or a list of runs)."""
+    out = {int(k): v if isinstance(v, list) else [v] for k, v in doc["runs"].items()}
+    return dict(sorted(out.items(), reverse=True))
+
+
 def markdown(doc: dict) -> str:
-    runs = sorted(doc["runs"].values(), key=lambda r: -r["features"])
-    lines = [SECTION, "", "```bash", *(command(r["features"]) for r in runs), "```", ""]
+    scales = runs_of(doc)
+    said = [r.get("command", command(n)) for n, runs in scales.items() for r in runs]
+    lines = [SECTION, "", "```bash", *said, "```", ""]
     lines += _wrap(METHOD)
-    for r in runs:
-        lines += ["", *run_markdown(r)]
+    for n, runs in scales.items():
+        lines += ["", f"### {n:,} features"]
+        for r in runs:
+            lines += ["", *run_markdown(r)]
     return "\n".join(lines) + "\n"
 
 
 def run_markdown(r: dict) -> list[str]:
     steps, v = r["steps"], r["verdict"]
     loads = [x for s in steps for x in s["load_average"]]
-    out = [f"### {r['features']:,} features", ""]
-    out += _wrap(
+    out = _wrap(
         f"Measured {r['when']} (`benchmarks/results/live_waits.json`), writer paced at "
         f"{r['writes_per_s']:g} writes/s, a read every {r['read_every_s']:g} s; 1-minute load "
         f"average {min(loads):.1f}–{max(loads):.1f} during the steps, on the shared 2-core "
@@ -290,8 +306,8 @@ def run_markdown(r: dict) -> list[str]:
     out += [
         "",
         "| revision | direction | step | total | longest read (typical) | reader wait "
-        "| longest write (typical) | writer wait | writes committed | nothing lost |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| longest write (typical) | writer wait | writes committed | app errors | nothing lost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in steps:
         rd, wr = s["reader"], s["writer"]
@@ -299,7 +315,8 @@ def run_markdown(r: dict) -> list[str]:
             f"| {s['revision']} | {s['direction']} | {_s(s.get('step_s'))} | {_s(s['total_s'])} | "
             f"{_s(rd['longest_s'])} ({_s(rd['typical_s'])}) | {_s(rd['wait_s'])} | "
             f"{_s(wr['longest_s'])} ({_s(wr['typical_s'])}) | {_s(wr['wait_s'])} | "
-            f"{s['writes_committed']} | {'yes' if s['nothing_lost'] else 'NO'} |"
+            f"{s['writes_committed']} | {len(s['app_errors']) if 'app_errors' in s else '—'} | "
+            f"{'yes' if s['nothing_lost'] else 'NO'} |"
         )
     mark = {True: "PASS", False: "FAIL"}
     out += [""]
@@ -310,9 +327,23 @@ def run_markdown(r: dict) -> list[str]:
             bullet=True,
         )
     out.append(f"- nothing lost after every step: **{mark[v['nothing_lost']]}**")
+    app = r.get("app", {})
+    refused = [f"{who} {e}" for who in ("writer", "reader") for e in app.get(f"{who}_errors", [])]
+    out += _wrap(
+        f"- statements of the app that failed over the whole walk: "
+        f"{'; '.join(refused) if refused else 'none'}",
+        bullet=True,
+    )
     for s in steps:
         if s.get("error"):
             out += _wrap(f"- {s['revision']} {s['direction']} failed: {s['error']}", bullet=True)
+        errors = sorted(set(s.get("app_errors", [])))
+        if errors:
+            out += _wrap(
+                f"- {s['revision']} {s['direction']}: the app got "
+                f"{len(s['app_errors'])} error(s): {'; '.join(errors)}",
+                bullet=True,
+            )
     waits = [(s, w) for s in steps for w in s["lock_waits"][:1] if w["waited_s"] >= 0.2]
     if not waits:
         return out
@@ -328,7 +359,10 @@ def run_markdown(r: dict) -> list[str]:
             f"- {s['revision']} {s['direction']}: the {w['who']} waited {w['waited_s']:.1f} s "
             f"for {w['blocker']} running `{w['statement'][:100]}`"
         )
-        out += _wrap(text + (f", holding {w['strong_locks']}" if w["strong_locks"] else ""), True)
+        text += f", holding {w['strong_locks']}" if w["strong_locks"] else ""
+        if w.get("blocker_waits_for"):
+            text += f"; it was itself waiting for {w['blocker_waits_for']}"
+        out += _wrap(text, True)
     late = [
         (s, who)
         for s in steps
@@ -426,6 +460,9 @@ def main() -> None:
     ap.add_argument("--calm", type=float, default=3.0, help="seconds measured before each step")
     ap.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument(
+        "--keep", action="store_true", help="keep the stored runs of this scale beside this one"
+    )
+    ap.add_argument(
         "--render",
         action="store_true",
         help="rewrite BENCHMARKS.md's section from live_waits.json; run nothing",
@@ -450,8 +487,8 @@ def main() -> None:
     finally:
         done()
     app = steps.pop()
-    doc["runs"][str(args.features)] = {
-        "command": command(args.features),
+    run = {
+        "command": command(args.features) + (" --keep" if args.keep else ""),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "features": args.features,
         "machine": {
@@ -467,6 +504,8 @@ def main() -> None:
         "verdict": verdict(steps),
         "steps": steps,
     }
+    kept = runs_of(doc).get(args.features, []) if args.keep else []
+    doc["runs"][str(args.features)] = [*kept, run]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     print(f"wrote {RESULTS}")
@@ -474,7 +513,7 @@ def main() -> None:
     print(text)
     if not args.no_markdown:
         write_markdown(text)
-    v = doc["runs"][str(args.features)]["verdict"]
+    v = run["verdict"]
     if not (v["nothing_lost"] and v["all_steps_ran"]) or app["writer_errors"]:
         sys.exit(1)
 

@@ -110,6 +110,7 @@ def test_the_section_names_its_command_and_each_verdict(lw) -> None:
         )
     ]
     steps[1]["lock_waits"] = lw.lock_waits(seen, 0.0, 2.0)
+    steps[1]["app_errors"] = ["writer: deadlock detected"]
     run = {
         "features": 300000,
         "when": "2026-12-01 09:00 UTC",
@@ -122,10 +123,28 @@ def test_the_section_names_its_command_and_each_verdict(lw) -> None:
     assert text.startswith(lw.SECTION + "\n")
     assert ".venv/bin/python -m benchmarks.live_waits --features 300000" in text
     assert (
-        "| opt2 | up | 1.00 | 1.50 | 1.51 (0.010) | 1.50 | 0.210 (0.010) | 0.200 | 7 | yes |"
+        "| opt2 | up | 1.00 | 1.50 | 1.51 (0.010) | 1.50 | 0.210 (0.010) | 0.200 | 7 | 1 | yes |"
         in text
     )
     assert "every reader wait < 1 s: **FAIL** (longest 1.50 s, opt2 up)" in text
     assert "every writer wait < 5 s: **PASS**" in text
     assert "- opt2 up: the reader waited 1.3 s for stage4-alembic running `ANALYZE t`" in text
+    assert "- opt2 up: the app got 1 error(s): writer: deadlock detected" in text
     assert "- opt2 up, reader (1.50 s): `ALTER TABLE t` (0.6 s), `ANALYZE t` (1.3 s)" in text
+
+
+def test_runs_of_one_scale_share_its_heading_largest_scale_first(lw) -> None:
+    steps = [step("opt1", 0.1, 0.2)]
+    run = {
+        "features": 1000,
+        "when": "W",
+        "writes_per_s": 50.0,
+        "read_every_s": 0.05,
+        "steps": steps,
+        "verdict": lw.verdict(steps),
+    }
+    doc = {"runs": {"1000": [run, run], "5000": {**run, "features": 5000}}}
+    assert list(lw.runs_of(doc)) == [5000, 1000]
+    text = lw.markdown(doc)
+    assert text.count("### 1,000 features") == 1 and text.count("Measured W") == 3
+    assert text.index("### 5,000 features") < text.index("### 1,000 features")
