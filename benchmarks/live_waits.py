@@ -334,6 +334,8 @@ def run_markdown(r: dict) -> list[str]:
         f"{'; '.join(refused) if refused else 'none'}",
         bullet=True,
     )
+    for note in r.get("observed", []):  # measured beside the run, said with their command
+        out += _wrap(f"- {note}", bullet=True)
     for s in steps:
         if s.get("error"):
             out += _wrap(f"- {s['revision']} {s['direction']} failed: {s['error']}", bullet=True)
