@@ -305,9 +305,8 @@ def _reject(run: RolloutRun, rec: StepRecord, before: StepStart) -> NoReturn:
             table = run.s.qualified_table
             start, now = (snapshot.without_app_writes(x, table) for x in (start, now))
             rec.notes.append(
-                f"after rollback: the app wrote {table} meanwhile ({wrote}); its rows and the "
-                "sequences' values are proved by the downgrade's row check, not compared with "
-                "the snapshot"
+                f"after rollback: {wrote}; its rows and the sequences' values are proved by "
+                "the downgrade's row check, not compared with the snapshot"
             )
         differences = snapshot.diff(start, now)
         rec.restored_exactly = not differences
@@ -324,16 +323,19 @@ def _reject(run: RolloutRun, rec: StepRecord, before: StepStart) -> NoReturn:
 
 
 def _app_wrote(conn, run: RolloutRun, rec: StepRecord) -> str | None:
-    """Whether the app wrote its table since the compared snapshot was taken (None: it did
-    not): counted by PostgreSQL's statistics; unknown across a table swap counts as written."""
+    """What the app wrote to its table since the compared snapshot was taken, as a clause for
+    the report (None: nothing), counted by PostgreSQL's statistics; across a table swap the
+    count is unknown and the rows are left to the downgrade's row check."""
     first = run.applied[0] if run.package and run.applied else rec
     since = (first.counters or {}).get("before")
     n = livewrites.settled(conn, run.s, since) if since else None
     earlier = sum(st.app_writes or 0 for st in run.applied)
     if n is None:
-        return "not countable across the table swap"
+        return (
+            f"the app's writes to {run.s.qualified_table} cannot be counted across the table swap"
+        )
     if n or earlier:
-        return f"{n + earlier} rows"
+        return f"the app wrote {run.s.qualified_table} meanwhile ({n + earlier} rows)"
     return None
 
 
