@@ -114,3 +114,63 @@ def test_a_row_damaged_after_the_check_without_the_lock_is_still_caught(
         eng.dispose()
     assert seen.count("catch-up") == 1  # the report before the lock, not the final one
     assert str(e.value) == message
+
+
+SCANS = """SELECT coalesce(sum(seq_scan), 0)::int FROM pg_stat_xact_user_tables
+WHERE relid = to_regclass(%(t)s)
+   OR relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(%(t)s))"""
+PARTS = "SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass(%(t)s)"
+
+
+@pytest.mark.parametrize("delete", [False, True], ids=["no-delete", "a-delete"])
+def test_under_the_writers_lock_the_work_follows_the_rows_written(
+    seeded_url: str, delete: bool
+) -> None:
+    """Writers wait from the EXCLUSIVE lock to the commit: there the catch-up passes over
+    the source once for the rows written since the check before the lock and counts it
+    once; the copy is not scanned (the changed rows are looked up by id), except once,
+    when the app deleted rows meanwhile, to find them (an anti-join). Every write the app
+    made meanwhile (an update, an insert, a delete) is carried."""
+    from stage4.ddl import partitioning
+
+    eng = engine(seeded_url)
+    scans: list[tuple[int, int]] = []
+    try:
+        with eng.connect() as c, psycopg.connect(seeded_url, autocommit=True) as app:
+            r = partitioning.Rebuild(
+                s=settings(), bind=c, execute=c.exec_driver_sql, partitioned=True
+            )
+
+            def at(phase: str, done: int, total: int) -> None:
+                if phase != "catch-up":
+                    return
+                if not scans:  # the report just before the lock: the app writes now
+                    app.execute("UPDATE geometrias SET nome = 'late' WHERE id = 11")
+                    if delete:
+                        app.execute("DELETE FROM geometrias WHERE id = 12")
+                    app.execute(
+                        "INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
+                        "SELECT 'new', categoria, data_referencia, geom FROM geometrias "
+                        "WHERE id = 13"
+                    )
+                q = c.exec_driver_sql
+                scans.append((q(SCANS, {"t": r.old}).scalar(), q(SCANS, {"t": r.new}).scalar()))
+
+            r.progress = at
+            r.create()
+            r.copy()
+            r.build_indexes()
+            r.catch_up()
+            parts = c.exec_driver_sql(PARTS, {"t": r.new}).scalar()
+            rows = c.exec_driver_sql(
+                f"SELECT (SELECT nome FROM {r.new} WHERE id = 11), "
+                f"(SELECT count(*) FROM {r.new} WHERE id = 12), "
+                f"(SELECT count(*) FROM {r.new} WHERE nome = 'new')"
+            ).first()
+            c.rollback()
+    finally:
+        eng.dispose()
+    (old0, new0), (old1, new1) = scans
+    assert new1 - new0 <= (parts if delete else 0), "the copy was scanned under the lock"
+    assert old1 - old0 <= (3 if delete else 2), f"{old1 - old0} scans of the source"
+    assert tuple(rows) == ("late", 0 if delete else 1, 1)

@@ -331,6 +331,9 @@ class Rebuild:
             f"CREATE TEMP TABLE stage4_delta ON COMMIT DROP AS SELECT {cols} FROM {self.old} "
             f"WHERE {changed}"
         )
+        # Its size, for the planner: a few changed rows are then looked up by id in the copy
+        # instead of joined with a scan of it (under the lock, writers wait for this).
+        b.exec_driver_sql("ANALYZE stage4_delta")
         gone = b.exec_driver_sql(
             f"DELETE FROM {self.new} n USING stage4_delta d WHERE n.id = d.id"
         ).rowcount
@@ -361,6 +364,12 @@ class Rebuild:
         changed by nothing but those re-copies and the removal of rows deleted meanwhile,
         and both tables have as many rows. Any doubt runs the full comparison, which
         names the ids.
+
+        Under the lock the work follows the rows written, not the table: one pass over the
+        source for the rows written since ``snap1`` and one count of it; the copy's count
+        follows from its count before the lock and this transaction's writes to it; the
+        changed rows are looked up by id. Only rows deleted meanwhile cost one anti-join
+        of both tables (nothing else names a deleted row).
         """
         if self.bind is None:
             self.execute(f"LOCK TABLE {self.old} IN EXCLUSIVE MODE")
@@ -371,23 +380,26 @@ class Rebuild:
         livewrites.check_copy(
             self.bind, self.old, self.new, cols, self.snap0, self.xid, stable_since=snap1
         )
+        # The copy's row count, taken here (a scan writers need not wait for): under the
+        # lock it follows from PostgreSQL's count of this transaction's writes to the copy.
+        copied = self._scalar(f"SELECT count(*) FROM {self.new}")
         before = livewrites.copy_writes(self.bind, self.new)
         self._tell("catch-up", n, n)
         self.t_writers = time.perf_counter()
         self.execute(f"LOCK TABLE {self.old} IN EXCLUSIVE MODE")
+        # Under the lock: one pass over the source for the rows written since snap1, one
+        # count of it; the rest is proportional to those rows.
         m, gone = self._delta(snap1, deletions=False, keep=True)
         n += m
-        extra = self._scalar(
-            f"SELECT (SELECT count(*) FROM {self.new}) - (SELECT count(*) FROM {self.old})"
-        )
-        if extra:  # rows deleted during the catch-up: only then pay for the anti-join
-            gone += self.bind.exec_driver_sql(
+        want = self._scalar(f"SELECT count(*) FROM {self.old}")
+        have = copied + m - gone
+        extra = have - want
+        if extra > 0:  # rows deleted during the catch-up: only then pay for the anti-join
+            d = self.bind.exec_driver_sql(
                 f"DELETE FROM {self.new} n WHERE NOT EXISTS "
                 f"(SELECT 1 FROM {self.old} o WHERE o.id = n.id)"
             ).rowcount
-        have, want = self.bind.exec_driver_sql(
-            f"SELECT (SELECT count(*) FROM {self.new}), (SELECT count(*) FROM {self.old})"
-        ).first()
+            gone, have = gone + d, have - d
         expected = (before[0] + m, before[1], before[2] + gone)
         wrong = livewrites.check_delta(self.bind, self.old, self.new, cols, "stage4_delta")
         if have != want or wrong or livewrites.copy_writes(self.bind, self.new) != expected:
