@@ -79,7 +79,8 @@ def test_refuses_a_missing_table(db_url: str) -> None:
     with psycopg.connect(db_url) as conn, pytest.raises(Stage4Error) as e:
         seed.seed(conn, S, features=10)
     assert str(e.value) == (
-        "public.geometrias does not exist: run `stage4 upgrade` (or `alembic upgrade schema`) first"
+        "public.geometrias does not exist: run `stage4 upgrade --to schema` "
+        "(or `alembic upgrade schema`) first"
     )
 
 

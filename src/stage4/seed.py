@@ -247,7 +247,7 @@ def seed(
         ).fetchone()
         if kind is None:
             raise Stage4Error(
-                f"{s.qualified_table} does not exist: run `stage4 upgrade` "
+                f"{s.qualified_table} does not exist: run `stage4 upgrade --to schema` "
                 "(or `alembic upgrade schema`) first"
             )
         # Self-conflicting lock: two concurrent seeds cannot pick the same ids.
