@@ -7,6 +7,8 @@ database, so jobs cannot run here) and ``cron_url`` (the one where they do).
 from __future__ import annotations
 
 import os
+import threading
+import time
 from datetime import date
 
 import psycopg
@@ -94,9 +96,12 @@ class TestUpgrade:
         year = HORIZON + 1
         with psycopg.connect(seeded_url) as conn:
             waiting = _default_rows(conn, year, year)
+            conn.execute("SET lock_timeout = '3s'")
             made = conn.execute(f"SELECT * FROM {S.schema}.{fp.FUNCTION}({S.years_ahead + 1})")
             assert made.fetchall() == [(f"{S.table}_p{year}", waiting)]
             assert _default_rows(conn, year, year) == 0
+            # its short attempts' lock_timeout is not left behind
+            assert conn.execute("SHOW lock_timeout").fetchone()[0] == "3s"
 
     def test_new_partition_is_its_owners_only(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")
@@ -181,6 +186,50 @@ class TestRefusals:
             assert not _function_exists(conn)
             assert f"{S.table}_p{FUTURE[0]}" not in _partitions(conn)
         migrations.upgrade(seeded_url, "opt4")  # re-runnable once the lock is gone
+        assert migrations.current(seeded_url) == "opt4"
+
+    def test_readers_never_queue_behind_its_locks(self, seeded_url):
+        migrations.upgrade(seeded_url, "opt3")
+        outcome: list[object] = []
+
+        def upgrade():
+            try:
+                migrations.upgrade(seeded_url, "opt4", lock_timeout="3s")
+                outcome.append("done")
+            except Exception as e:  # asserted below
+                outcome.append(e)
+
+        with (
+            psycopg.connect(seeded_url) as blocker,
+            psycopg.connect(seeded_url, autocommit=True) as reader,
+        ):
+            blocker.execute(f"SELECT count(*) FROM {S.qualified_table}")  # ACCESS SHARE, kept
+            worker = threading.Thread(target=upgrade)
+            worker.start()
+            for _ in range(100):  # until the routine is waiting for its locks
+                waiting = reader.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = %s AND state = 'active'",
+                    (fp.run_sql(S),),
+                ).fetchone()[0]
+                if waiting:
+                    break
+                time.sleep(0.05)
+            assert waiting, "the routine never started"
+            reader.execute("SET statement_timeout = '1s'")  # queued for the 3 s: canceled
+            took = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                try:
+                    reader.execute(f"SELECT count(*) FROM {S.qualified_table} WHERE id = 4242")
+                except psycopg.errors.QueryCanceled:
+                    pytest.fail("a reader queued 1 s behind the routine's lock request")
+                took.append(time.perf_counter() - t0)
+                time.sleep(0.1)
+            assert worker.is_alive() and not outcome, "the upgrade waits for the blocker"
+            assert max(took) < 1, took
+            blocker.commit()
+            worker.join(10)
+        assert outcome == ["done"]
         assert migrations.current(seeded_url) == "opt4"
 
 

@@ -6,7 +6,18 @@ Why a routine of our own rather than pg_partman: it works on any PostgreSQL 12+
 
 A new partition cannot be created while the default partition holds rows in its
 range, so for each missing year the routine, in one transaction, locks the parent
-then the default partition (the order queries take them), moves that year's rows
+then the default partition (the order queries take them) ACCESS EXCLUSIVE.
+
+It takes those locks with retries. A lock request that waits makes every later query
+on the table queue behind it, so one long wait stalls the app's readers for all of
+it. Each attempt waits at most ``LOCK_ATTEMPT_MS``; on a timeout it gives back what
+it got, sleeps (``LOCK_RETRY_FIRST_MS`` doubling up to ``LOCK_RETRY_MAX_MS``, times a
+random 0.5–1.5 so retries do not fall into step with a periodic job) and tries again,
+until the ``lock_timeout`` in force when it starts is spent; then it fails with
+``lock_not_available`` as one long wait would. A reader waits one attempt at most.
+The ``lock_timeout`` in force is put back once the locks are held.
+
+With both locks held it moves that year's rows
 out of the default into a temporary table, creates the partition and re-inserts
 them through the parent. The new partition gets the parent's indexes
 automatically; it is owned by the parent's owner and reachable by that owner only,
@@ -33,6 +44,11 @@ REVISION = "opt4"
 FUNCTION = "stage4_ensure_partitions"
 JOB = "stage4_ensure_partitions"
 SCHEDULE = "17 3 * * *"  # daily at 03:17, away from the hour when other jobs pile up
+# Taking the parent's and the default partition's locks: the longest one attempt waits
+# (and so the longest a query queues behind it), then the sleep before the next attempt.
+LOCK_ATTEMPT_MS = 150
+LOCK_RETRY_FIRST_MS = 50
+LOCK_RETRY_MAX_MS = 500
 
 
 def identity(s: Settings) -> str:
@@ -68,6 +84,10 @@ DECLARE
   y integer;
   moved bigint;
   r record;
+  budget interval;
+  saved text;
+  deadline timestamptz;
+  tries integer;
 BEGIN
   IF years_ahead IS NULL OR years_ahead < 0 THEN
     RAISE EXCEPTION 'years_ahead must be 0 or more, not %', years_ahead;
@@ -78,13 +98,39 @@ BEGIN
   IF current_setting('lock_timeout') IN ('0', '0ms') THEN
     PERFORM set_config('lock_timeout', {literal(s.lock_timeout)}, true);
   END IF;
+  -- The whole wait for a year's locks, spread over short attempts.
+  saved := current_setting('lock_timeout');
+  budget := make_interval(secs => (SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout') / 1000.0);
   FOR y IN {first_future_year(s)} .. horizon LOOP
     part := {literal(table)} || '_p' || y;
     CONTINUE WHEN to_regclass(format('%I.%I', {literal(schema)}, part)) IS NOT NULL;
     -- Parent first, then the default partition: the order every query locks them in.
-    EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', parent);
-    SELECT nullif(p.partdefid, 0)::regclass INTO deflt
-      FROM pg_partitioned_table p WHERE p.partrelid = parent;
+    -- Short attempts: a query that arrives while one waits queues behind it for that
+    -- attempt only. A failed attempt's block is rolled back, releasing what it took.
+    deadline := clock_timestamp() + budget;
+    tries := 0;
+    LOOP
+      PERFORM set_config('lock_timeout', greatest(1, least({LOCK_ATTEMPT_MS},
+        ceil(extract(epoch FROM deadline - clock_timestamp()) * 1000)))::integer || 'ms', true);
+      BEGIN
+        EXECUTE format('LOCK TABLE ONLY %s IN ACCESS EXCLUSIVE MODE', parent);
+        SELECT nullif(p.partdefid, 0)::regclass INTO deflt
+          FROM pg_partitioned_table p WHERE p.partrelid = parent;
+        IF deflt IS NOT NULL THEN
+          EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', deflt);
+        END IF;
+        EXIT;
+      EXCEPTION WHEN lock_not_available THEN
+        IF clock_timestamp() >= deadline THEN
+          RAISE;  -- the budget is spent: the lock timeout, as one long wait would end
+        END IF;
+      END;
+      tries := tries + 1;
+      PERFORM pg_sleep(least(
+        least({LOCK_RETRY_FIRST_MS} * 2 ^ (tries - 1), {LOCK_RETRY_MAX_MS}) * (0.5 + random()),
+        greatest(0, extract(epoch FROM deadline - clock_timestamp()) * 1000)) / 1000.0);
+    END LOOP;
+    PERFORM set_config('lock_timeout', saved, true);
     IF deflt IS NULL AND NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = parent) THEN
       RAISE EXCEPTION '% is not partitioned: apply revision opt1 first', parent;
     END IF;
@@ -93,7 +139,6 @@ BEGIN
      WHERE a.attrelid = parent AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
     moved := 0;
     IF deflt IS NOT NULL THEN
-      EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', deflt);
       EXECUTE format('SELECT count(*) FROM %s WHERE {t} >= %L AND {t} < %L',
                      deflt, make_date(y, 1, 1), make_date(y + 1, 1, 1)) INTO moved;
       IF moved > 0 AND EXISTS (SELECT 1 FROM pg_constraint WHERE confrelid = parent AND contype = 'f') THEN
