@@ -18,6 +18,7 @@ writes committed during the step, what the monitor saw them wait for, and whethe
 was lost (``Live.check`` after the step). Writes ``benchmarks/results/live_waits.json``
 (one entry per scale) and the "Readers and writers during every step" section of
 BENCHMARKS.md; ``--render`` rewrites that section from the JSON without running anything.
+``--hogs N`` keeps N busy loops running through the walk: the same walk on a busy machine.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import itertools
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -236,8 +238,13 @@ def line(r: dict) -> str:
 # ------------------------------------------------------------------ BENCHMARKS.md
 
 
-def command(n: int) -> str:
-    return f".venv/bin/python -m benchmarks.live_waits --features {n}"
+HOG = [sys.executable, "-c", "while True: pass"]
+
+
+def command(n: int, hogs: int = 0) -> str:
+    return f".venv/bin/python -m benchmarks.live_waits --features {n}" + (
+        f" --hogs {hogs}" if hogs else ""
+    )
 
 
 def _s(x: float | None) -> str:
@@ -300,8 +307,13 @@ def run_markdown(r: dict) -> list[str]:
     out = _wrap(
         f"Measured {r['when']} (`benchmarks/results/live_waits.json`), writer paced at "
         f"{r['writes_per_s']:g} writes/s, a read every {r['read_every_s']:g} s; 1-minute load "
-        f"average {min(loads):.1f}–{max(loads):.1f} during the steps, on the shared 2-core "
-        "machine (other benchmarks and tests ran meanwhile)."
+        f"average {min(loads):.1f}–{max(loads):.1f} during the steps, on the 2-core machine"
+        + (
+            f", with {r['hogs']} CPU hog{'s' if r['hogs'] > 1 else ''} (busy loops) running "
+            "through the walk."
+            if r.get("hogs")
+            else "."
+        )
     )
     out += [
         "",
@@ -464,6 +476,7 @@ def main() -> None:
     ap.add_argument(
         "--keep", action="store_true", help="keep the stored runs of this scale beside this one"
     )
+    ap.add_argument("--hogs", type=int, default=0, help="busy loops kept running through the walk")
     ap.add_argument(
         "--render",
         action="store_true",
@@ -478,6 +491,7 @@ def main() -> None:
     url, done = prepare(args)
     seeded = time.perf_counter() - t0
     print(f"seeded {args.features:,} features at schema in {seeded:.1f} s", flush=True)
+    hogs = [subprocess.Popen(HOG) for _ in range(args.hogs)]
     try:
         steps = walk(
             url,
@@ -487,10 +501,13 @@ def main() -> None:
             say=lambda x: print(x, flush=True),
         )
     finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
         done()
     app = steps.pop()
     run = {
-        "command": command(args.features) + (" --keep" if args.keep else ""),
+        "command": command(args.features, args.hogs) + (" --keep" if args.keep else ""),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "features": args.features,
         "machine": {
@@ -501,6 +518,7 @@ def main() -> None:
         "writes_per_s": args.writes_per_s,
         "read_every_s": args.read_every,
         "calm_s": args.calm,
+        "hogs": args.hogs,
         "seed_s": round(seeded, 1),
         "app": app,
         "verdict": verdict(steps),
