@@ -9,7 +9,7 @@ FEATURES ?= 20000
 REPORTS ?= reports
 PG_PKGS := postgresql-15 postgresql-15-postgis-3 postgresql-15-cron
 
-.PHONY: setup system-packages demo demo-end test lint format upgrade downgrade status plan bench baseline compare report refresh seed db-start db-stop clean
+.PHONY: setup system-packages demo demo-end test lint format upgrade downgrade status plan bench baseline compare report refresh workload-capture seed db-start db-stop clean
 
 $(BIN)/stage4: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -85,6 +85,9 @@ report: setup  ## rebuild the newest rollout report (stage4 report)
 
 refresh: setup  ## refresh the materialized views by hand (stage4 refresh)
 	$(STAGE4) refresh
+
+workload-capture: setup  ## the heaviest reads of pg_stat_statements as workload files (TOP=10 OUT=workload)
+	$(STAGE4) workload capture --top $(or $(TOP),10) --out $(or $(OUT),workload)
 
 seed: setup
 	$(STAGE4) seed --features $(FEATURES)

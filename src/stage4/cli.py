@@ -74,6 +74,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The embedded PostgreSQL cluster under .stage4/.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+workload_app = typer.Typer(help="The app's own queries as workload files.", no_args_is_help=True)
+app.add_typer(workload_app, name="workload")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -653,6 +655,33 @@ def refresh() -> None:
         out.print("no materialized views to refresh")
     for name, seconds in done:
         out.print(f"{name}: refreshed in {seconds:.2f} s")
+
+
+@workload_app.command("capture")
+def workload_capture(
+    top: Annotated[int, typer.Option("--top", min=1, help="How many statements.")] = 10,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="The folder to write them to (created if missing).")
+    ] = Path("workload"),
+) -> None:
+    """Write the heaviest reads of pg_stat_statements as workload files to complete.
+
+    Each file, captured_NN.sql, has one `\\set pN TODO` line per parameter.
+    Give each a range or a value, then: stage4 bench --workload DIR.
+    Example: stage4 workload capture --top 5 --out workload
+    """
+    from stage4 import capture
+    from stage4.config import settings
+    from stage4.db import connect
+
+    with connect(_url(), autocommit=True) as conn:
+        rows = capture.top_statements(conn, top, settings().bench_schema)
+    if not rows:
+        out.print("pg_stat_statements holds no read of this database yet: nothing written")
+        return
+    for path in capture.write(rows, out_dir):
+        out.print(f"wrote {path}")
+    out.print(f"next: replace each TODO, then stage4 bench --workload {out_dir}")
 
 
 # ------------------------------------------------------------------ benchmark

@@ -228,9 +228,10 @@ class Cluster:
     def _write_conf(self, port: int, cron: bool) -> None:
         lines = [f"port = {port}", f"unix_socket_directories = '{self.run_dir}'"]
         lines += [f"{k} = {v}" for k, v in {**SERVER_SETTINGS, **self.extra_settings}.items()]
+        # pg_stat_statements: what the app runs, for `stage4 workload capture`
+        lines.append(f"shared_preload_libraries = '{'pg_cron,' if cron else ''}pg_stat_statements'")
         if cron:
             lines += [
-                "shared_preload_libraries = 'pg_cron'",
                 f"cron.database_name = '{self.cron_database or self.database}'",
                 "cron.use_background_workers = on",
                 "max_worker_processes = 16",

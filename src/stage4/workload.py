@@ -307,6 +307,9 @@ def parse_file(path: Path) -> Query:
             continue
         m = _SET.match(line.strip())
         expr = m.group(2) if m else ""
+        if expr == "TODO":  # left by `stage4 workload capture` for the user to complete
+            raise ConfigError(f"{path}:{n}: give :{m.group(1)} a value: replace TODO with "
+                              "random(a, b) or a number")  # fmt: skip
         rnd, num = _RANDOM.match(expr), _NUMBER.match(expr)
         if not m or not (rnd or num):
             raise ConfigError(f"{path}:{n}: only `\\set name random(a, b)` or `\\set name "
