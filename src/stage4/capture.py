@@ -41,9 +41,11 @@ def top_statements(conn, top: int, bench_schema: str) -> list[tuple[str, int, fl
 
     row = conn.execute(_EXTENSION).fetchone()
     if row is None:
+        loaded = "pg_stat_statements" in conn.execute("SHOW shared_preload_libraries").fetchone()[0]
         raise ConfigError(
-            "pg_stat_statements is not installed in this database: add it to "
-            "shared_preload_libraries, restart, then CREATE EXTENSION pg_stat_statements"
+            "pg_stat_statements is not installed in this database: "
+            + ("" if loaded else "add it to shared_preload_libraries, restart, then ")
+            + "run CREATE EXTENSION pg_stat_statements"
         )
     text = _TOP.format(ns=sql.Identifier(row[0]).as_string(conn), bench=bench_schema)
     try:
