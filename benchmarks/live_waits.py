@@ -28,7 +28,6 @@ import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from benchmarks._hogs import cpu_hogs
 from benchmarks.live_app import Live, overlapping
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,9 +236,6 @@ def line(r: dict) -> str:
 
 
 # ------------------------------------------------------------------ BENCHMARKS.md
-
-
-HOG = [sys.executable, "-c", "while True: pass"]
 
 
 def command(n: int, hogs: int = 0) -> str:
@@ -491,19 +488,16 @@ def main() -> None:
     url, done = prepare(args)
     seeded = time.perf_counter() - t0
     print(f"seeded {args.features:,} features at schema in {seeded:.1f} s", flush=True)
-    hogs = [subprocess.Popen(HOG) for _ in range(args.hogs)]
     try:
-        steps = walk(
-            url,
-            writes_per_s=args.writes_per_s,
-            read_every=args.read_every,
-            calm_s=args.calm,
-            say=lambda x: print(x, flush=True),
-        )
+        with cpu_hogs(args.hogs):
+            steps = walk(
+                url,
+                writes_per_s=args.writes_per_s,
+                read_every=args.read_every,
+                calm_s=args.calm,
+                say=lambda x: print(x, flush=True),
+            )
     finally:
-        for h in hogs:
-            h.kill()
-            h.wait()
         done()
     app = steps.pop()
     run = {

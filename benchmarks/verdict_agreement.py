@@ -32,16 +32,15 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks._cluster import RESULTS, seeded_cluster
+from benchmarks._hogs import cpu_hogs
 
 RPCS = {"Q4": "search", "Q8": "monthly_counts", "Q10": "tile"}
-HOG = [sys.executable, "-c", "while True: pass"]
 REAL_SCRIPTS = Path(__file__).resolve().parents[1] / "alembic"
 
 
@@ -54,7 +53,7 @@ def main() -> None:
     if args.replay:
         replay(args.features)
         return
-    # a kill ends the script through its `finally`, so the hog never outlives it
+    # a kill ends the script through cpu_hogs' `finally`, so the hog never outlives it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     url = seeded_cluster(args.features, home=f"/tmp/stage4-agree-{args.features}")
     from stage4 import bench, gate, migrations, store
@@ -77,21 +76,17 @@ def main() -> None:
 
     reps = []
     for i in range(2 * args.reps):
-        hog = subprocess.Popen(HOG) if i % 2 == 0 else None
-        try:
+        hog = i % 2 == 0
+        with cpu_hogs(1 if hog else 0):
             load = os.getloadavg()
             opts = gate.GateOptions(backup=False, reports_dir=work / "reports")
             try:
                 rollout = gate.upgrade(url, "slower2x", opts)
             except GateError:
                 rollout = None
-        finally:
-            if hog is not None:
-                hog.kill()
-                hog.wait()
         folder = sorted((work / "reports").iterdir())[-1]
         saved = json.loads((folder / "rollout.json").read_text())
-        rep = _judge_rep(saved, victim, hog is not None, load)
+        rep = _judge_rep(saved, victim, hog, load)
         rep["outcome"] = saved["outcome"] if rollout is None else rollout.outcome
         reps.append(rep)
         print(f"rep {i + 1:2d} hog={'on ' if rep['hog'] else 'off'} noop: {rep['noop']['verdict']:5s}"
