@@ -3,7 +3,8 @@
 Creates three views with unique indexes (monthly counts, tile-ready geometry,
 the POINT features for Q9's join; GiST (categoria, geom) indexes need the btree_gist
 extension, created only when missing and then dropped by the downgrade), gives them
-the grants of ``matviews.grants_sql``, re-points
+the grants of ``matviews.grants_sql`` (column by column: a role granted only some
+columns of the table reads the view columns built from those), re-points
 ``contagem_mensal`` and ``tile_mvt`` at them (same signatures, same results after
 a refresh) and schedules one refresh job per view. Without pg_cron it says once
 that refresh is manual: ``stage4 refresh``.
@@ -72,7 +73,7 @@ def upgrade() -> None:
             progress("materialized views", i, len(views))
         for stmt in view.create_sql():
             op.execute(stmt)
-        op.execute(matviews.grants_sql(s.qualified_table, view.qualified))
+        op.execute(view.grants_sql(s.qualified_table))
     op.execute(agg.btree_gist_mark_sql(s))
     if progress:
         progress("materialized views", len(views), len(views))

@@ -4,10 +4,12 @@ Every view has a unique index so ``REFRESH MATERIALIZED VIEW CONCURRENTLY`` work
 (readers are never blocked by a refresh). A materialized view has no row level
 security: whoever may SELECT it sees every row it holds, whatever the policies of
 the tables it was built from. ``grants_sql`` is the one grant rule every view follows:
-the source table's SELECT grants only while that table has row level security off
-(nobody gains access to a row they could not already SELECT), its owner only otherwise;
-callers that serve RLS-protected data join back to the table so its policies filter
-the result.
+while the source table has row level security off, a role may read a column of the
+view iff it may read every table column that column reveals (table-level and
+column-level grants alike: nobody reads through the view what the table hides from
+them, and an RPC re-pointed at the view keeps working for whoever could call it);
+its owner only otherwise. Callers that serve RLS-protected data join back to the
+table so its policies filter the result.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ from stage4.ddl.cron import Job
 @dataclass(frozen=True)
 class MatView:
     """One materialized view: ``query``, its unique index, ``indexes`` (name -> ``USING … (…)``
-    tail), a comment, and ``serial`` for a view read by short queries only.
+    tail), a comment, ``serial`` for a view read by short queries only, and ``reveals``.
+
+    ``reveals`` maps each column of the view to the source table's columns it reveals:
+    those it is computed from and those that choose, group or order the rows
+    (``lineage`` builds it). ``grants_sql`` grants a column to a role that may read all
+    of them; without it, every column reveals every table column the query names.
 
     ``serial`` sets ``parallel_workers = 0`` (a storage parameter of this view only): the
     queries such a view serves read a few thousand rows, and PostGIS's function costs make
@@ -37,6 +44,7 @@ class MatView:
     indexes: dict[str, str] = field(default_factory=dict)
     comment: str | None = None
     serial: bool = False
+    reveals: dict[str, tuple[str, ...]] | None = None
 
     @property
     def qualified(self) -> str:
@@ -72,23 +80,68 @@ class MatView:
     def exists_sql(self) -> str:
         return f"SELECT to_regclass('{self.qualified}') IS NOT NULL"
 
+    def grants_sql(self, source_table: str) -> str:
+        """``grants_sql`` for this view, column by column as ``reveals`` says."""
+        return grants_sql(source_table, self.qualified, self.reveals)
+
     def job(self, schedule: str) -> Job:
         """The pg_cron job refreshing the view CONCURRENTLY (readers are never blocked)."""
         return Job(f"stage4_refresh_{self.name}", schedule, self.refresh_sql())
 
 
-def grants_sql(source_table: str, view: str) -> str:
+def lineage(
+    columns: dict[str, tuple[str, ...]], rows: tuple[str, ...]
+) -> dict[str, tuple[str, ...]]:
+    """``MatView.reveals`` from each column's sources and the columns every row depends on
+    (WHERE, GROUP BY, ORDER BY: which rows exist, and in what order, says something of them)."""
+    return {c: tuple(sorted({*src, *rows})) for c, src in columns.items()}
+
+
+_WHO = "CASE WHEN {g} = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid({g})) END"
+
+
+def _reveals_sql(view: str, reveals: dict[str, tuple[str, ...]] | None) -> str:
+    """(col, needs): each view column and the table columns it reveals, as rows."""
+    if reveals is None:  # every table column the view's query names (its rule's dependencies)
+        return f"""SELECT at.attname::text, ARRAY(
+               SELECT DISTINCT t.attname::text FROM pg_rewrite rw
+               JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid
+               JOIN pg_attribute t ON t.attrelid = d.refobjid AND t.attnum = d.refobjsubid
+               WHERE rw.ev_class = '{view}'::regclass AND d.refobjid = %(src)s)
+             FROM pg_attribute at
+             WHERE at.attrelid = '{view}'::regclass AND at.attnum > 0 AND NOT at.attisdropped"""
+    rows = ", ".join(
+        f"({literal(c)}, ARRAY[{', '.join(literal(n) for n in needs)}]::text[])"
+        for c, needs in reveals.items()
+    )
+    return f"VALUES {rows}"
+
+
+def grants_sql(
+    source_table: str, view: str, reveals: dict[str, tuple[str, ...]] | None = None
+) -> str:
     """The one grant rule for a materialized view built from ``source_table`` (opt3, opt5).
 
     First everything the view received at creation is revoked from everyone but its owner
     (Supabase's default privileges grant ALL on every new relation in ``public`` to anon,
     authenticated and service_role). Then, only while the table has row level security
-    disabled, the view gets the table's table-level SELECT grants (grant option included):
-    a role that reads every row of the table reads nothing new in a copy of it. With RLS
-    on, the view stays its owner's: it would show every row to whoever may SELECT it.
-    One DO block, so offline ``--sql`` renders the same statement.
+    disabled:
+
+    * a role with table-level SELECT on the table gets SELECT on the view (grant option
+      included): a role that reads every row of the table reads nothing new in a copy;
+    * a role with column-level SELECT only gets SELECT on each view column whose
+      revealed table columns (``reveals``; ``MatView.reveals``) it may all read, by its
+      own grants or PUBLIC's (with grant option where its own carry it for all of them):
+      what ``SELECT those columns FROM table`` would give it, and an RPC that read the
+      table's columns reads the view's.
+
+    With RLS on, the view stays its owner's: it would show every row to whoever may
+    SELECT it. One DO block, so offline ``--sql`` renders the same statement.
     """
-    who = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END"
+    who = _WHO.format(g="a.grantee")
+    owner = f"(SELECT relowner FROM pg_class WHERE oid = '{view}'::regclass)"
+    src = f"'{source_table}'::regclass"
+    reveals_sql = _reveals_sql(view, reveals).replace("%(src)s", src)
     return f"""DO $acl$
 DECLARE r record;
 BEGIN
@@ -97,14 +150,40 @@ BEGIN
            WHERE c.oid = '{view}'::regclass AND a.grantee <> c.relowner LOOP
     EXECUTE format('REVOKE ALL ON {view} FROM %s', r.who);
   END LOOP;
-  IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = '{source_table}'::regclass) THEN
+  IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = {src}) THEN
     FOR r IN SELECT {who} AS who, a.is_grantable FROM pg_class c,
                aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
-             WHERE c.oid = '{source_table}'::regclass AND a.privilege_type = 'SELECT'
-               AND a.grantee <> (SELECT relowner FROM pg_class WHERE oid = '{view}'::regclass)
+             WHERE c.oid = {src} AND a.privilege_type = 'SELECT' AND a.grantee <> {owner}
     LOOP
       EXECUTE format('GRANT SELECT ON {view} TO %s%s', r.who,
                      CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+    END LOOP;
+    FOR r IN
+      WITH reveals(col, needs) AS ({reveals_sql}),
+      col_acl AS (
+        SELECT a.grantee, at.attname::text AS col, a.is_grantable
+        FROM pg_attribute at, aclexplode(at.attacl) a
+        WHERE at.attrelid = {src} AND at.attnum > 0 AND NOT at.attisdropped
+          AND a.privilege_type = 'SELECT'),
+      whole AS (
+        SELECT a.grantee FROM pg_class c,
+               aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+        WHERE c.oid = {src} AND a.privilege_type = 'SELECT'),
+      grantees AS (
+        SELECT DISTINCT grantee FROM col_acl
+        WHERE grantee <> {owner} AND grantee NOT IN (SELECT grantee FROM whole)),
+      granted AS (
+        SELECT g.grantee, v.col,
+               v.needs <@ ARRAY(SELECT k.col FROM col_acl k
+                                WHERE k.grantee = g.grantee AND k.is_grantable) AS grantable
+        FROM grantees g CROSS JOIN reveals v
+        WHERE v.needs <@ ARRAY(SELECT k.col FROM col_acl k WHERE k.grantee IN (g.grantee, 0)))
+      SELECT {_WHO.format(g="grantee")} AS who, grantable,
+             string_agg(quote_ident(col), ', ' ORDER BY col) AS cols
+      FROM granted GROUP BY grantee, grantable ORDER BY 1, 2
+    LOOP
+      EXECUTE format('GRANT SELECT (%s) ON {view} TO %s%s', r.cols, r.who,
+                     CASE WHEN r.grantable THEN ' WITH GRANT OPTION' ELSE '' END);
     END LOOP;
   END IF;
 END

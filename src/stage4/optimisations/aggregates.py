@@ -9,9 +9,11 @@ for the same ``&&`` filter and stores the EPSG:3857 copy so a tile skips the
 per-row ST_Transform).
 
 Views ignore row level security: whoever may SELECT a view sees every row. So
-the views follow ``matviews.grants_sql``: the table's SELECT grants only while the
-table has RLS disabled; with RLS on, they are readable by their owner only and the
-RPCs keep reading the table (``matviews.rls_enabled``).
+the views follow ``matviews.grants_sql``: while the table has RLS disabled, a role
+reads a view column iff it may read every table column that column reveals (each
+view's ``reveals``), so whoever could call an RPC on the table can call it on the
+views; with RLS on, they are readable by their owner only and the RPCs keep reading
+the table (``matviews.rls_enabled``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import replace
 from stage4.config import Settings
 from stage4.ddl import cron, literal
 from stage4.ddl.cron import Job
-from stage4.ddl.matviews import MatView
+from stage4.ddl.matviews import MatView, lineage
 from stage4.optimisations.base import Promise, Reference, Rewrite
 from stage4.queries import base_sql
 
@@ -36,7 +38,8 @@ def monthly(s: Settings) -> MatView:
 SELECT date_trunc('month', g.{t})::date AS mes, g.categoria, count(*) AS total
 FROM {s.qualified_table} g
 GROUP BY 1, 2"""
-    return MatView(s.schema, name, query, (f"{name}_key", "mes, categoria"))
+    reveals = lineage({"mes": (t,), "categoria": ("categoria",), "total": ()}, (t, "categoria"))
+    return MatView(s.schema, name, query, (f"{name}_key", "mes, categoria"), reveals=reveals)
 
 
 def tiles(s: Settings) -> MatView:
@@ -68,7 +71,11 @@ ORDER BY g.{gc}"""
         # (geom, id) GiST (btree_gist): ``ORDER BY … BY_ID`` in index order
         _by_id(s): f"USING gist ({gc}, (id::float8))",
     }
-    return MatView(s.schema, name, query, (f"{name}_key", f"id, {t}"), indexes, serial=True)
+    cols = {"id": ("id",), t: (t,), "nome": ("nome",), "categoria": ("categoria",)}
+    reveals = lineage({**cols, gc: (gc,), "geom_3857": (gc,)}, (gc,))
+    return MatView(
+        s.schema, name, query, (f"{name}_key", f"id, {t}"), indexes, serial=True, reveals=reveals
+    )
 
 
 def _by_category(s: Settings) -> str:
@@ -100,7 +107,10 @@ FROM {s.qualified_table} g
 WHERE GeometryType(g.{gc}) = 'POINT'
 ORDER BY g.{gc}"""
     indexes = {f"{name}_idx1": f"USING gist (categoria, {gc})"}
-    return MatView(s.schema, name, query, (f"{name}_key", f"id, {t}"), indexes, serial=True)
+    reveals = lineage({"id": ("id",), t: (t,), "categoria": ("categoria",), gc: (gc,)}, (gc,))
+    return MatView(
+        s.schema, name, query, (f"{name}_key", f"id, {t}"), indexes, serial=True, reveals=reveals
+    )
 
 
 # Q9 filters both sides by category: a GiST on (categoria, geom) (btree_gist) visits only
