@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from stage4 import backup
 from stage4.cli import app
+from stage4.config import settings
 
 
 def _old_dump(folder: Path, name: str, age_s: float) -> Path:
@@ -36,14 +37,17 @@ def test_prune_keeps_the_newest_and_only_touches_stage4_dumps(tmp_path: Path) ->
     assert backup.prune(tmp_path, 2) == []
 
 
-def test_retain_names_this_runs_dump_and_what_went(tmp_path: Path) -> None:
+def test_retain_names_this_runs_dump_and_what_went(seeded_url: str, tmp_path: Path) -> None:
     old = [
         _old_dump(tmp_path, f"stage4-opt{i}-2026010{i}-000000.dump", 1000 - i) for i in range(1, 4)
     ]
     began = time.time()
-    assert backup.retain(tmp_path, 2, began) == (None, old[:1])  # this run took none
-    made = _old_dump(tmp_path, "stage4-opt4-20260104-000000.dump", 0)
-    assert backup.retain(tmp_path, 2, began) == (made, old[1:2])
+    assert backup.retain(tmp_path, 2, began) == (None, [])  # this run took none: none go
+    # another process's dump, newer than any: not this run's, so not a reason to delete
+    _old_dump(tmp_path, "stage4-opt4-20260104-000000.dump", 0)
+    assert backup.retain(tmp_path, 2, began) == (None, [])
+    made = backup.dump(seeded_url, settings(), tmp_path, "schema")
+    assert backup.retain(tmp_path, 2, began) == (made, old)  # this run's and the newest stay
 
 
 def test_upgrade_keeps_n_backups_and_prints_a_restore_command_that_works(

@@ -117,11 +117,12 @@ class TestRefusals:
             "rehearse restores into an empty database"
         )
 
-    def test_nothing_to_rehearse(self, seeded_url: str, db_url: str) -> None:
-        from stage4 import rehearse
-
-        with pytest.raises(ConfigError, match="nothing to rehearse: the source is already at "):
-            rehearse.run(seeded_url, "schema", scratch_url=db_url)
+    def test_nothing_to_rehearse_succeeds_like_a_no_op_upgrade(self, seeded_url: str) -> None:
+        result = runner.invoke(
+            cli.app, ["--database-url", seeded_url, "rehearse", "--to", "schema"]
+        )
+        assert result.exit_code == 0, result.output
+        assert result.stdout.splitlines() == ["already at schema: nothing to do"]
 
 
 class TestCopy:

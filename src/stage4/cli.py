@@ -6,11 +6,14 @@ with a non-zero exit code; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import re
 import sys
 import time
-from enum import StrEnum
+from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,6 +28,16 @@ class _Stage4Group(TyperGroup):
     """Errors become one ``FAILED: …`` line and an exit code here, inside the app, so
     ``CliRunner`` and the console script behave the same (``--debug`` re-raises)."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _reflow(self.help)
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            command.help = _reflow(command.help)
+        return command
+
     def invoke(self, ctx):
         import psycopg
 
@@ -32,6 +45,9 @@ class _Stage4Group(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
             raise  # typer's own: usage errors and exits, printed by typer
+        except BrokenPipeError:  # `stage4 … | head`: the reader has all it wanted
+            _stdout_gone()
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:  # SIGINT outside a rollout (which says more: Interrupted)
             err.print("FAILED: interrupted", markup=False)
             raise typer.Exit(130) from None
@@ -43,6 +59,27 @@ class _Stage4Group(TyperGroup):
             else:  # a bug: still one line, the traceback is one --debug away
                 _fail(e, prefix=f"internal error ({type(e).__name__}, --debug shows where): ")
             raise typer.Exit(getattr(e, "exit_code", 1)) from None
+
+
+def _reflow(text: str | None) -> str | None:
+    """A docstring's paragraphs joined into lines the terminal wraps: their line breaks
+    are the source file's, not the sentences' (an ``Example:`` keeps its own line)."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(re.sub(r"\n(?!Example:)", " ", p) for p in paragraphs)
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout left (a pipe closed): what is still buffered goes nowhere, so
+    neither the exit nor the interpreter's last flush reports a broken pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file behind stdout (a test runner's buffer)
+        pass
 
 
 def _fail(e: BaseException, prefix: str = "") -> None:
@@ -72,9 +109,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-db_app = typer.Typer(help="The embedded PostgreSQL cluster under .stage4/.", no_args_is_help=True)
+db_app = typer.Typer(
+    cls=_Stage4Group, help="The embedded PostgreSQL cluster under .stage4/.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
-workload_app = typer.Typer(help="The app's own queries as workload files.", no_args_is_help=True)
+workload_app = typer.Typer(
+    cls=_Stage4Group, help="The app's own queries as workload files.", no_args_is_help=True
+)
 app.add_typer(workload_app, name="workload")
 
 out = Console(soft_wrap=True)
@@ -114,7 +155,7 @@ LockTimeoutOpt = Annotated[
         "--lock-timeout",
         callback=_duration,
         help="How long each step may wait for a table lock (e.g. 5s, 500ms); "
-        "default: [tool.stage4] lock_timeout.",
+        "default: \\[tool.stage4] lock_timeout.",
     ),
 ]
 
@@ -148,7 +189,21 @@ def main_callback(
 def _url() -> str:
     from stage4.db import resolve_url
 
-    return resolve_url(_state["url"])  # type: ignore[arg-type]
+    url = resolve_url(_state["url"])  # type: ignore[arg-type]
+    _check_passfile(url)
+    return url
+
+
+def _check_passfile(url: str) -> None:
+    """A URL's ``passfile`` must exist: libpq skips a missing one silently and the server
+    then answers only "no password supplied", which names neither the file nor the typo."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from stage4.errors import ConfigError
+
+    for name in parse_qs(urlsplit(url).query).get("passfile", []):
+        if not Path(name).expanduser().is_file():
+            raise ConfigError(f"the passfile the database URL names does not exist: {name}")
 
 
 # ------------------------------------------------------------------ db group
@@ -330,9 +385,43 @@ ScratchOpt = Annotated[
 SampleOpt = Annotated[
     int | None, typer.Option(min=1, help="Copy only this many rows of the table.")
 ]
-RehearseDriftOpt = Annotated[
-    bool, typer.Option("--accept-drift", help="Rehearse even when the source drifted.")
-]
+
+# What decides a verdict: `upgrade` and `rehearse` judge alike, so both take every one of
+# these, defined here once (``_judging`` gives them to a command). name: (option, default)
+JUDGING: dict[str, tuple[Any, Any]] = {
+    "threshold": (ThresholdOpt, 0.10),
+    "confidence": (ConfidenceOpt, 0.95),
+    "min_delta_ms": (MinDeltaOpt, 2.0),
+    "iterations": (GateIterOpt, None),
+    "concurrency": (GateConcOpt, None),
+    "duration": (GateDurOpt, None),
+    "expect_features": (ExpectOpt, None),
+    "lock_timeout": (LockTimeoutOpt, None),
+    "lock_retries": (LockRetriesOpt, DEFAULT_RETRIES),
+    "judge": (JudgeOpt, Judge.each),
+    "accept_stale": (AcceptStaleOpt, False),
+    "accept_drift": (AcceptDriftOpt, False),
+    "workload": (WorkloadOpt, None),
+}
+
+
+def _judging(command):
+    """``command`` taking the JUDGING options after its own; its ``**judging`` gets them
+    (typer reads the signature given here)."""
+    own = inspect.signature(command, eval_str=True)
+    kept = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=opt)
+        for name, (opt, default) in JUDGING.items()
+    ]
+
+    @functools.wraps(command)
+    def with_judging(**kwargs):
+        return command(**kwargs)
+
+    with_judging.__signature__ = own.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    with_judging.__annotations__ = {p.name: p.annotation for p in (*kept, *added)}
+    return with_judging
 
 
 def _gate_options(ctx: typer.Context, **given):
@@ -343,10 +432,12 @@ def _gate_options(ctx: typer.Context, **given):
     from stage4.rollout import GateOptions
 
     names = {f.name for f in fields(GateOptions)}
-    return GateOptions(**{k: v for k, v in ctx.params.items() if k in names} | given)
+    chosen = {k: v.value if isinstance(v, Enum) else v for k, v in ctx.params.items()}
+    return GateOptions(**{k: v for k, v in chosen.items() if k in names} | given)
 
 
 @app.command()
+@_judging
 def upgrade(
     ctx: typer.Context,
     to: ToOpt = "head",
@@ -355,20 +446,8 @@ def upgrade(
     backup_dir: BackupDirOpt = Path("backups"),
     keep_backups: KeepBackupsOpt = 5,
     reports_dir: ReportsOpt = Path("reports"),
-    threshold: ThresholdOpt = 0.10,
-    confidence: ConfidenceOpt = 0.95,
-    min_delta_ms: MinDeltaOpt = 2.0,
-    iterations: GateIterOpt = None,
-    concurrency: GateConcOpt = None,
-    duration: GateDurOpt = None,
-    expect_features: ExpectOpt = None,
-    lock_timeout: LockTimeoutOpt = None,
-    lock_retries: LockRetriesOpt = DEFAULT_RETRIES,
-    judge: JudgeOpt = Judge.each,
-    accept_stale: AcceptStaleOpt = False,
-    accept_drift: AcceptDriftOpt = False,
-    workload: WorkloadOpt = None,
     keep_unjudged: KeepUnjudgedOpt = False,
+    **judging: Any,
 ) -> None:
     """Upgrade one revision at a time to --to, benchmarking each step against the baseline.
 
@@ -379,7 +458,7 @@ def upgrade(
     """
     from stage4 import gate, report
 
-    opts = _gate_options(ctx, gate=gate_, judge=judge.value)
+    opts = _gate_options(ctx, gate=gate_)
     url, began = _url(), time.time()
     try:
         with Live(err) as (phase, progress):
@@ -390,24 +469,39 @@ def upgrade(
         raise
     for step in rollout.steps:
         out.print(report.step_line(step), markup=False)
+        for line in _overridden(step):
+            out.print(line, markup=False)
     if backup:
         _backup_lines(url, backup_dir, keep_backups, began, console=out)
     if rollout.folder:
         out.print(f"report: {Path(rollout.folder) / 'REPORT.md'}")
-    out.print(rollout.outcome, markup=False)
+    overridden = [st.revision for st in rollout.steps if _overridden(st)]
+    outcome = rollout.outcome
+    if overridden:
+        outcome += f" (--no-gate kept {', '.join(overridden)}, which the gate would have refused)"
+    out.print(outcome, markup=False)
+
+
+def _overridden(step) -> list[str]:
+    """A step --no-gate kept although the gate would not have: why, one line each (the
+    report lists them too; a bare GO on the terminal would hide them)."""
+    if not step.verdict.startswith("GO (gate disabled"):
+        return []
+    return [f"  not GO without --no-gate: {r}" for r in step.reasons]
 
 
 def _backup_lines(url: str, folder: Path, keep: int, since: float, console: Console) -> None:
-    """Where this run's backup is and how to restore it; then the retention: the older
-    dumps beyond ``keep`` are removed whatever the outcome."""
+    """Where this run's backup is and how to restore it; then the retention: once this run
+    wrote its own dump (under the rollout lock), the older ones beyond ``keep`` go, whatever
+    the outcome. A run that wrote none (refused: another rollout runs) deletes nothing."""
     from stage4 import backup
+    from stage4.config import settings
 
     taken, gone = backup.retain(folder, keep, since)
     if taken is not None:
+        restore = backup.restore_command(taken, url, settings().schema)
         console.print(f"backup: {taken}", markup=False, highlight=False)
-        console.print(
-            f"restore it with: {backup.restore_command(taken, url)}", markup=False, highlight=False
-        )
+        console.print(f"restore it with: {restore}", markup=False, highlight=False)
     if gone:
         console.print(
             f"removed {len(gone)} older backup(s) from {folder} (--keep-backups {keep})",
@@ -451,6 +545,7 @@ def downgrade(
 
 
 @app.command()
+@_judging
 def rehearse(
     ctx: typer.Context,
     to: ToOpt = "head",
@@ -458,23 +553,19 @@ def rehearse(
     sample: SampleOpt = None,
     keep: Annotated[bool, typer.Option(help="Keep the embedded scratch database.")] = False,
     reports_dir: ReportsOpt = Path("reports"),
-    iterations: GateIterOpt = None,
-    concurrency: GateConcOpt = None,
-    duration: GateDurOpt = None,
-    judge: Annotated[Judge, typer.Option(help="As for upgrade.")] = Judge.each,
-    lock_timeout: LockTimeoutOpt = None,
-    lock_retries: LockRetriesOpt = DEFAULT_RETRIES,
-    accept_drift: RehearseDriftOpt = False,
+    **judging: Any,
 ) -> None:
     """Rehearse `upgrade --to` on a copy of the database; the source is only read (pg_dump).
 
-    Prints each step's verdict, durations and lock waits, and the report's path. NO-GO
-    in the rehearsal: exit code 3.
+    It takes every judging option of upgrade (--threshold, --accept-stale, --workload …),
+    so it judges what the upgrade would. Prints each step's verdict, durations and lock
+    waits, and the report's path. NO-GO in the rehearsal: exit code 3; already at --to:
+    nothing to do, exit code 0.
     Example: stage4 rehearse --to opt3 --sample 100000
     """
     from stage4 import rehearse as rehearsal
 
-    opts = _gate_options(ctx, judge=judge.value)
+    opts = _gate_options(ctx)
     with Live(err) as (phase, progress):
         r = rehearsal.run(
             _url(),
@@ -486,6 +577,9 @@ def rehearse(
             phase=phase,
             progress=progress,
         )
+    if r.rows is None:  # nothing to rehearse: nothing was copied
+        out.print(r.outcome, markup=False)
+        return
     for line in _rehearsal_lines(r):
         out.print(line, markup=False)
     out.print(rehearsal.hardware(r.source, r.scratch), markup=False)
@@ -630,15 +724,26 @@ def plan(
     from stage4 import migrations
 
     target = migrations.check_target(to)
-    start = since if since is not None else (migrations.current(_url()) or "base")
-    up, down = migrations.offline_plan(start, target)
-    if up is None:
-        out.print(f"-- already at {target}: nothing to plan")
-        return
-    out.print(f"-- upgrade {start} -> {target}", markup=False, highlight=False)
-    out.print(up, markup=False, highlight=False)
-    out.print(f"-- rollback {target} -> {start}", markup=False, highlight=False)
-    out.print(down, markup=False, highlight=False)
+    start = migrations.check_target(since) if since is not None else None
+    start = start or migrations.current(_url()) or "base"
+    order = ["base", *migrations.chain()]
+    if order.index(target) < order.index(start):  # below the start: a downgrade's plan
+        sections = [
+            (f"-- downgrade {start} -> {target}", migrations.offline_sql("downgrade", f"{start}:{target}")),
+            (f"-- its reverse: upgrade {target} -> {start}", migrations.offline_sql("upgrade", f"{target}:{start}")),
+        ]  # fmt: skip
+    else:
+        up, down = migrations.offline_plan(start, target)
+        if up is None:
+            out.print(f"-- already at {target}: nothing to plan")
+            return
+        sections = [
+            (f"-- upgrade {start} -> {target}", up),
+            (f"-- rollback {target} -> {start}", down),
+        ]
+    for title, sql in sections:
+        out.print(title, markup=False, highlight=False)
+        out.print(sql, markup=False, highlight=False)
 
 
 @app.command()
@@ -724,6 +829,8 @@ def _run_table(run) -> None:
         title = f"{qid} {TITLES.get(qid, '')}"
         table.add_row(title, CONTRACT.get(qid, "SQL"), *figures, run.fingerprints.get(qid, "")[:12])
     out.print(table)
+    for e in run.environment.get("errors", {}).values():  # an app's file that failed
+        out.print(f"not measured: {e['file']}: {e['error']}", markup=False, highlight=False)
     o = run.overall
     hit = "–" if o["cache_hit_pct"] is None else f"{o['cache_hit_pct']:.2f} %"
     out.print(
@@ -838,7 +945,10 @@ def _comparison_table(c, confidence: float):
 
     base, run = c.base, c.run
     table = Table(title=f"run {run.run_id} {run.label} vs baseline run {base.run_id} {base.label}")
-    columns = ("query", "base p50", "run p50", "ratio", f"{confidence:.0%} CI", "verdict", "result")
+    # the measured ratio, and the one judged where the machine's speed was taken out
+    corrected = ["corrected"] if any(q.adjusted_ratio for q in c.queries.values()) else []
+    columns = ("query", "base p50", "run p50", "ratio", *corrected, f"{confidence:.0%} CI",
+               "verdict", "result")  # fmt: skip
     for col in columns:
         table.add_column(col, justify="left" if col in ("query", "verdict") else "right")
     for qid, q in c.queries.items():
@@ -847,6 +957,7 @@ def _comparison_table(c, confidence: float):
             f"{q.baseline_median:.2f}",
             f"{q.candidate_median:.2f}",
             f"x{q.ratio:.2f}",
+            *([f"x{q.adjusted_ratio:.2f}"] if corrected else []),
             f"x{q.ci_low:.2f}–x{q.ci_high:.2f}",
             q.verdict,
             "same" if c.same.get(qid) else "DIFFERENT",
@@ -884,6 +995,9 @@ def main() -> None:
     """Console-script entry: one line per error, exit code from the error class."""
     try:
         app(standalone_mode=True)
+    except BrokenPipeError:  # stdout closed outside a command (`stage4 --help | head`)
+        _stdout_gone()
+        sys.exit(1)
     except Stage4Error as e:  # raised outside a command (the group translates the rest)
         if _state["debug"]:
             _traceback(e)

@@ -22,6 +22,9 @@ from rich.progress import (
 from rich.progress_bar import ProgressBar
 from rich.text import Text
 
+# A phase's findings: a check's result ("[ok] postgis: 3.3.2"), an accepted drift.
+_FINDINGS = ("[", "drift accepted")
+
 
 class Live:
     """Gate progress on ``console``; ``with Live(console) as (phase, progress):`` hands
@@ -59,9 +62,9 @@ class Live:
         if self.tty:
             self.bar.console.print(f"[bold]{escape(step)}[/bold] {escape(text)}", highlight=False)
             return
-        if text.startswith("[") and self.open is not None:
-            self.details.append(f"{step} {text}")  # a check's result ("[ok] postgis: 3.3.2"),
-            return  # printed under the line of the phase that found it
+        if text.startswith(_FINDINGS) and self.open is not None:
+            self.details.append(f"{step} {text}")  # what a phase found, not a phase:
+            return  # printed under its line, without a duration of its own
         self._close()
         self.open = (f"{step} {text}", self.clock())
 

@@ -74,7 +74,9 @@ def run(
     phase=None,
     progress=None,
 ) -> Rehearsal:
-    """Copy the source into a scratch database and run the gated rollout to ``target`` there."""
+    """Copy the source into a scratch database and run the gated rollout to ``target`` there,
+    judged as ``opts`` says (the upgrade's own options). Already at ``target``: nothing is
+    copied, the outcome says so (as an upgrade's does)."""
     from stage4 import drift, gate, migrations
 
     s = settings()
@@ -85,10 +87,18 @@ def run(
     target = migrations.check_target(target)
     revision = migrations.current(url)
     if not migrations.steps(url, target):
-        raise ConfigError(f"nothing to rehearse: the source is already at {revision}")
+        return Rehearsal(
+            where(url),
+            "",
+            revision,
+            target,
+            sample,
+            outcome=f"already at {revision}: nothing to do",
+        )
     found = drift.check(url)  # read-only
     if found.drifted and not opts.accept_drift:
         raise PreflightError(drift.refusal(found))
+    _expect_features(url, s, opts.expect_features)
 
     created = scratch_url is None
     scratch = _embedded_scratch(s) if created else _check_scratch(url, scratch_url, s)
@@ -106,7 +116,13 @@ def run(
         say("copy", f"{result.rows} rows in {result.copy_seconds:.1f} s")
         # the copy differs from the source's record in what pg_dump does not carry (cron
         # jobs live in another database): the source's drift was checked above
-        scratch_opts = replace(opts, backup=False, accept_drift=True)
+        # --expect-features was the source's count (checked above); a sample holds fewer
+        scratch_opts = replace(
+            opts,
+            backup=False,
+            accept_drift=True,
+            expect_features=None if sample is not None else opts.expect_features,
+        )
         try:
             gate.upgrade(scratch, target, scratch_opts, phase=phase, progress=progress)
         except GateError:
@@ -116,6 +132,25 @@ def run(
         if created and not keep:
             _drop(scratch)
     return result
+
+
+def _expect_features(url: str, s: Settings, expected: int | None) -> None:
+    """``--expect-features`` holds for the source's table, before anything is copied."""
+    if expected is None:
+        return
+    with connect(url) as conn:
+        conn.execute("SET default_transaction_read_only = on")
+        present = conn.execute("SELECT to_regclass(%s)", (s.qualified_table,)).fetchone()[0]
+        n = (
+            conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
+            if present
+            else 0
+        )
+    if n != expected:
+        raise PreflightError(
+            f"pre-flight failed: feature count: {n} features in {s.qualified_table}, expected "
+            f"{expected} (--expect-features); nothing was copied"
+        )
 
 
 def copy(url: str, scratch: str, s: Settings, sample: int | None = None) -> list[str]:
@@ -260,7 +295,7 @@ def _collect(result: Rehearsal, scratch: str, reports_dir: Path, source_base, s)
                 f"ratios x{mean_ratio:.2f}"
             )
             result.baselines += [
-                f"{q}: {c.baseline_median:.2f} → {c.candidate_median:.2f} ms (x{c.ratio:.2f})"
+                f"{q}: {c.baseline_median:.2f} → {c.candidate_median:.2f} ms ({stats.ratio_text(c)})"
                 for q, c in comps.items()
             ]
     _append_report(folder, result)

@@ -24,11 +24,12 @@ def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[
         one = lambda sql, *a: conn.execute(sql, a or None).fetchone()[0]  # noqa: E731
         info["rows"] = table_rows(conn, s)
         runs: list[dict[str, Any]] = []
+        info["baseline"] = None
         if one("SELECT to_regclass(%s)", f"{s.bench_schema}.run_summary"):
             from stage4 import store
 
             runs = store.latest_runs(conn, 20, s)
-        info["baseline"] = next((r for r in runs if r["is_baseline"]), None)
+            info["baseline"] = store.baseline_summary(conn, s)
         latest: dict[str, dict[str, Any]] = {}
         for r in runs:
             latest.setdefault(r["label"], r)
@@ -100,7 +101,7 @@ def last_rollout(reports_dir: Path, database: str | None = None) -> dict[str, An
     if data.get("outcome") == "running":
         if not data.get("pid"):  # written before rollouts recorded their process
             data["outcome"] = "running, or interrupted (this rollout did not record its process)"
-        elif not _alive(data["pid"], data.get("host")):
+        elif not alive(data["pid"], data.get("host")):
             data["outcome"] = (
                 f"did not finish (its process, pid {data['pid']}, is gone: interrupted or "
                 "killed); each step commits or rolls back whole, so the revision above is "
@@ -109,8 +110,8 @@ def last_rollout(reports_dir: Path, database: str | None = None) -> dict[str, An
     return data
 
 
-def _alive(pid: int, host: str | None) -> bool:
-    """Whether the rollout's process still runs (assumed so when that cannot be known here:
+def alive(pid: int, host: str | None) -> bool:
+    """Whether a rollout's (or a dump's) process still runs (assumed so when that cannot be known here:
     another host)."""
     if host != socket.gethostname():
         return True

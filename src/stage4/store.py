@@ -221,18 +221,31 @@ def _qkey(qid: str) -> tuple[int, str]:
 
 def latest_runs(conn, limit: int = 20, s: Settings | None = None) -> list[dict[str, Any]]:
     """The newest runs (summary rows from the ``run_summary`` view), newest first."""
+    return _summaries(conn, s, "ORDER BY v.run_id DESC LIMIT %s", limit)
+
+
+def baseline_summary(conn, s: Settings | None = None) -> dict[str, Any] | None:
+    """The baseline's summary row, the run ``baseline_run_id`` names (as `stage4 compare`
+    finds it), however many runs were stored after it; None when none was set."""
+    run_id = baseline_run_id(conn, s)
+    found = None if run_id is None else _summaries(conn, s, "WHERE v.run_id = %s", run_id)
+    return found[0] if found else None
+
+
+def _summaries(conn, s: Settings | None, where: str, arg: int) -> list[dict[str, Any]]:
     b = (s or settings()).bench_schema
+    base = baseline_run_id(conn, s)
     cur = conn.execute(
-        f"SELECT v.*, (v.run_id = (SELECT run_id FROM {b}.baselines "
-        f"ORDER BY baseline_id DESC LIMIT 1)) IS TRUE AS is_baseline "
-        f"FROM {b}.run_summary v ORDER BY v.run_id DESC LIMIT %s",
-        (limit,),
+        f"SELECT v.*, v.run_id IS NOT DISTINCT FROM %s::bigint AS is_baseline "
+        f"FROM {b}.run_summary v {where}",
+        (base, arg),
     )
     names = [d.name for d in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
 def baseline_run_id(conn, s: Settings | None = None) -> int | None:
+    """The baseline: the newest row of the baselines table (every command reads it here)."""
     b = (s or settings()).bench_schema
     row = conn.execute(
         f"SELECT run_id FROM {b}.baselines ORDER BY baseline_id DESC LIMIT 1"
