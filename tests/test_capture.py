@@ -79,3 +79,25 @@ def test_without_the_extension_one_line_says_how_to_get_it(seeded_url: str, tmp_
     )
     assert "Traceback" not in res.output
     assert not list(tmp_path.glob("*.sql"))
+
+
+def test_the_same_sql_under_two_roles_is_written_once(seeded_url: str, tmp_path: Path) -> None:
+    """pg_stat_statements keeps one entry per role: the capture writes one file, calls summed."""
+    _with_statements(seeded_url)
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS stage4_reader")
+        conn.execute("CREATE ROLE stage4_reader")
+        conn.execute("GRANT SELECT ON geometrias TO stage4_reader")
+        conn.execute("SET ROLE stage4_reader")
+        for i in range(1, 11):  # the same text, another entry
+            conn.execute(APP_READ.replace("WHERE", " WHERE"), (i, "escola"))
+        conn.execute("RESET ROLE")
+    out = tmp_path / "workload"
+    res = runner.invoke(
+        app, ["--database-url", seeded_url, "workload", "capture", "--out", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    texts = [f.read_text() for f in sorted(out.glob("captured_*.sql"))]
+    mine = [t for t in texts if "FROM geometrias" in t and "id = :p1" in t]
+    assert len(mine) == 1, texts
+    assert "40 calls" in mine[0]

@@ -126,6 +126,7 @@ def run(
     catalogue = _catalogue(s, workload_dir)  # a bad file is refused before connecting
     with connect(url, autocommit=True, prepare_threshold=None) as conn:
         store.ensure(conn, s)
+        conn.execute(workload.READ_ONLY)  # from here on the workload cannot write
         offered = workload.available(conn, extra_rewrites)
         draw = _draw(conn, s, catalogue, sets, seed)
         env = _environment(conn, s, url)
@@ -212,6 +213,8 @@ def _fingerprints(conn, draw: _Draw, tick) -> tuple[dict[str, str], dict[str, di
     for qid, q in list(draw.catalogue.items()):
         try:
             fingerprints[qid] = _fingerprint(conn, q.sql, draw.fp[qid], q.ordered, raising=True)
+            if q.source is not None:
+                workload.still_read_only(conn)
         except psycopg.Error as e:
             if q.source is None:  # Q1–Q10 are ours: an error is a bug, raised as it is
                 raise

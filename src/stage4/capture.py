@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from stage4 import sqltext
 from stage4.errors import ConfigError
 
 _EXTENSION = """
@@ -48,13 +49,38 @@ def top_statements(conn, top: int, bench_schema: str) -> list[tuple[str, int, fl
             + "run CREATE EXTENSION pg_stat_statements"
         )
     text = _TOP.format(ns=sql.Identifier(row[0]).as_string(conn), bench=bench_schema)
-    try:
-        return conn.execute(text, (top,)).fetchall()
+    try:  # more than ``top``: one text may hold several entries (another role, search_path)
+        return distinct(conn.execute(text, (top * 4,)).fetchall())[:top]
     except psycopg.errors.ObjectNotInPrerequisiteState as e:
         raise ConfigError(
             "pg_stat_statements is installed but not loaded: add it to "
             "shared_preload_libraries and restart PostgreSQL"
         ) from e
+
+
+def normalised(query: str) -> str:
+    """The statement as code: comments out, spaces collapsed, unquoted words in lower case
+    (literals and quoted identifiers kept)."""
+    try:
+        toks = sqltext.code(sqltext.tokens(query.strip().rstrip(";")))
+    except sqltext.LexError:
+        return " ".join(query.split())
+    return " ".join(t.text.lower() if t.kind == "word" else t.text for t in toks)
+
+
+def distinct(rows) -> list[tuple[str, int, float, float]]:
+    """One entry per normalised text (pg_stat_statements keeps one per role, database and
+    search_path): calls and time summed, heaviest first."""
+    merged: dict[str, list] = {}
+    for query, calls, total, _mean in rows:
+        key = normalised(query)
+        if key in merged:
+            merged[key][1] += calls
+            merged[key][2] += total
+        else:
+            merged[key] = [query, calls, total]
+    out = [(q, c, t, t / c if c else 0.0) for q, c, t in merged.values()]
+    return sorted(out, key=lambda r: -r[2])
 
 
 def as_script(query: str, calls: int, total_ms: float, mean_ms: float) -> str:

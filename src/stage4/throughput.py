@@ -3,7 +3,8 @@
 pgbench runs one script file per (query, parameter set) with the literals inlined
 (pgbench variables cannot carry a bbox or a date), picked at random with a fixed
 ``--random-seed``; QPS = pgbench's tps since every script is one query. Without a
-pgbench binary the same scripts run on Python threads (the run records which).
+pgbench binary the same scripts run on Python threads (the run records which). Either
+way every session is read-only: a script that writes fails.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from stage4.config import split_password
 from stage4.db import connect, where
 from stage4.errors import Stage4Error
 from stage4.interrupts import die_with_parent
+from stage4.workload import READ_ONLY, READ_ONLY_OPTION
 
 
 def pgbench_path() -> str | None:
@@ -50,10 +52,15 @@ def measure(url, scripts, concurrency, duration, seed, tick) -> tuple[float, str
 
 def _pgbench(binary, url, scripts, concurrency, duration, seed) -> float:
     """Run pgbench with one file per script; the password travels in PGPASSWORD only."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
     clean_url, password = split_password(url)
     env = dict(os.environ)
     if password is not None:
         env["PGPASSWORD"] = password
+    # read-only sessions: the URL's options replace PGOPTIONS, so both are carried over
+    given = conninfo_to_dict(clean_url).get("options") or env.get("PGOPTIONS")
+    target = make_conninfo(clean_url, options=" ".join(filter(None, [given, READ_ONLY_OPTION])))
     seconds = max(1, math.ceil(duration))  # pgbench -T takes whole seconds
     with tempfile.TemporaryDirectory(prefix="stage4-pgbench-") as tmp:
         args = [
@@ -73,7 +80,7 @@ def _pgbench(binary, url, scripts, concurrency, duration, seed) -> float:
             # joined into one line, a `--` comment would swallow the rest of the statement
             path.write_text(sql.rstrip() + "\n;\n")
             args += ["-f", str(path)]
-        args.append(clean_url)
+        args.append(target)
         done = subprocess.run(
             args,
             capture_output=True,
@@ -95,12 +102,18 @@ def threads(url, scripts, concurrency, duration, seed) -> float:
 
     stop = time.perf_counter() + duration
     counts = [0] * concurrency
+    failed: list[str] = []
 
     def client(k: int) -> None:
         rng = random.Random(seed * 1000 + k)
         with connect(url, autocommit=True, prepare_threshold=None) as conn:
+            conn.execute(READ_ONLY)
             while time.perf_counter() < stop:
-                conn.execute(rng.choice(scripts)).fetchall()
+                try:
+                    conn.execute(rng.choice(scripts)).fetchall()
+                except Exception as e:  # said after the join, as pgbench says its own
+                    failed.append((str(e).strip().splitlines() or [type(e).__name__])[0])
+                    return
                 counts[k] += 1
 
     t0 = time.perf_counter()
@@ -109,4 +122,6 @@ def threads(url, scripts, concurrency, duration, seed) -> float:
         t.start()
     for t in threads:
         t.join()
+    if failed:
+        raise Stage4Error(f"the throughput phase failed on {where(url)}: {failed[0]}")
     return sum(counts) / (time.perf_counter() - t0)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import hashlib
+import itertools
 import math
 import random
 import re
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stage4 import optimisations
+from stage4 import optimisations, sqltext
 from stage4.config import Settings
 from stage4.optimisations import Rewrite
 from stage4.queries import base_sql
@@ -246,14 +247,18 @@ _SET = re.compile(r"^\\set\s+([A-Za-z_]\w*)\s+(.+?)\s*$")
 _RANDOM = re.compile(r"^random\(\s*(-?\d+)\s*,\s*(-?\d+)\s*\)$")
 _NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 _VAR = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-_LITERAL = re.compile(r"'(?:[^']|'')*'")
+# What a read starts with; a parenthesised one starts with "(".
+READS = ("SELECT", "WITH", "VALUES", "TABLE")
+# Every session that runs the app's files: a file that writes fails instead.
+READ_ONLY = "SET default_transaction_read_only = on"
+READ_ONLY_OPTION = "-c default_transaction_read_only=on"
 
 
 def load_dir(folder: Path | str) -> dict[str, Query]:
     """Every ``*.sql`` file of ``folder`` as a named query (its file name without .sql),
     in name order. pgbench's custom-script format: ``\\set name random(a, b)`` (or a
-    number) lines, then one statement using ``:name``. Bad input: ConfigError naming
-    the file (and line)."""
+    number) lines, then one read (``parse_file``) using ``:name``. Bad input: one
+    ConfigError naming every refused file (and line) with its reason."""
     from stage4.errors import ConfigError
 
     folder = Path(folder)
@@ -263,13 +268,20 @@ def load_dir(folder: Path | str) -> dict[str, Query]:
     if not files:
         raise ConfigError(f"workload folder {folder} holds no *.sql file")
     out: dict[str, Query] = {}
+    refused: list[str] = []
     for path in files:
-        q = parse_file(path)
+        try:
+            q = parse_file(path)
+        except ConfigError as e:
+            refused.append(str(e))
+            continue
         if q.qid in TITLES:
-            raise ConfigError(
-                f"{path}: {q.qid} is a name of the built-in workload: rename the file"
-            )
-        out[q.qid] = q
+            refused.append(f"{path}: {q.qid} is a name of the built-in workload: rename the file")
+        else:
+            out[q.qid] = q
+    if refused:
+        n = f"{len(refused)} of {len(files)} workload files refused" if len(refused) > 1 else ""
+        raise ConfigError("; ".join([n, *refused] if n else refused))
     return out
 
 
@@ -292,7 +304,9 @@ def require_measured(run, folder: Path | None, what: str, s: Settings | None = N
 
 
 def parse_file(path: Path) -> Query:
-    """One pgbench custom script as a ``Query`` (see ``load_dir``)."""
+    """One pgbench custom script as a ``Query`` (see ``load_dir``): one read, refused
+    (ConfigError naming the file and why) when it could write. The bench runs it in
+    read-only transactions too (``READ_ONLY``): what a check here misses fails there."""
     from stage4.errors import ConfigError
 
     try:
@@ -322,25 +336,94 @@ def parse_file(path: Path) -> Query:
         else:
             value = float(expr) if "." in expr else int(expr)
             draws[m.group(1)] = lambda rng, value=value: value
-    sql = "\n".join(body).strip()
-    code = _LITERAL.sub("''", "\n".join(ln.split("--")[0] for ln in sql.splitlines()))
-    if not code.strip().rstrip(";").strip():
+    try:
+        toks = sqltext.tokens("\n".join(body).strip())
+    except sqltext.LexError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    found = sqltext.statements(toks)
+    if not found:
         raise ConfigError(f"{path}: holds no SQL statement")
-    if ";" in code.strip().rstrip(";"):
+    if len(found) > 1:
         raise ConfigError(f"{path}: holds more than one statement (one per file)")
-    sql = sql.rstrip().rstrip(";").rstrip()
-    used = set(_VAR.findall(code))
+    (statement,) = found
+    meta = [f"\\{w.text}" for b, w in itertools.pairwise(statement) if b.text == "\\"]
+    if any(t.text == "\\" for t in statement):
+        raise ConfigError(f"{path}: {meta[0] if meta else 'a backslash'} is a meta-command: only "
+                          "whole `\\set name random(a, b)` lines are understood")  # fmt: skip
+    why = _not_a_read(sqltext.code(statement))
+    if why:
+        raise ConfigError(f"{path}: {why}: a workload file is one read (SELECT, WITH … "
+                          "SELECT, VALUES or TABLE), run in a read-only transaction")  # fmt: skip
+    refs = _references(statement)
+    used = set(refs.values())
     if used - set(draws):
         missing = ", ".join(f":{v}" for v in sorted(used - set(draws)))
         raise ConfigError(f"{path}: {missing} used but never set (\\set name random(a, b))")
-    sql = _VAR.sub(lambda m: f"%({m.group(1)})s" if m.group(1) in draws else m.group(0),
-                   sql.replace("%", "%%"))  # fmt: skip
+    sql = _bind(statement, refs, draws)
 
     def gen(rng: random.Random, _anchors: Anchors) -> Params:
         return {name: draw(rng) for name, draw in draws.items()}
 
-    return Query(path.stem, path.name, sql, gen, ordered=bool(re.search(r"(?i)\border\s+by\b", code)),
-                 source=str(path))  # fmt: skip
+    words = [t.text.upper() for t in sqltext.code(statement) if t.kind == "word"]
+    ordered = any(a == "ORDER" and b == "BY" for a, b in itertools.pairwise(words))
+    return Query(path.stem, path.name, sql, gen, ordered=ordered, source=str(path))
+
+
+def _references(statement: list[sqltext.Token]) -> dict[int, str]:
+    """Token index of each ``:`` starting a ``:name`` in code -> name (not a cast ``::``,
+    not a slice ``[1:n]``; never inside a literal, a quoted identifier or a comment)."""
+    out = {}
+    for i, (t, nxt) in enumerate(itertools.pairwise(statement)):
+        before = statement[i - 1].text[-1:] if i else ""
+        if t.text == ":" and nxt.kind == "word" and not (before == ":" or before.isalnum()
+                                                         or before == "_"):  # fmt: skip
+            out[i] = nxt.text
+    return out
+
+
+def _bind(statement: list[sqltext.Token], refs: Mapping[int, str], draws) -> str:
+    """The statement's text for psycopg: each ``:name`` as ``%(name)s``, every ``%`` doubled."""
+    parts, skip = [], -1
+    for i, t in enumerate(statement):
+        if i in refs and refs[i] in draws:
+            parts.append(f"%({refs[i]})s")
+            skip = i + 1
+        elif i != skip:
+            parts.append(t.text.replace("%", "%%"))
+    return "".join(parts).strip()
+
+
+def _not_a_read(code: list[sqltext.Token]) -> str | None:
+    """Why a statement (its code tokens) is not a plain read, or None."""
+    words = [t.text.upper() if t.kind == "word" else t.text for t in code]
+    first = next((w for w in words if w != "("), "")
+    if first not in READS:
+        return f"{first or 'it'} is not a read"
+    for i, w in enumerate(words):
+        before = words[i - 1] if i else ""
+        after = words[i + 1] if i + 1 < len(words) else ""
+        if w in ("INSERT", "MERGE") and after == "INTO":
+            return f"{w} INTO writes"
+        if w == "DELETE" and after == "FROM":
+            return "DELETE FROM writes"
+        if w == "UPDATE" and before not in ("FOR", "KEY") and "SET" in words[i:]:
+            return "UPDATE … SET writes"
+        if w == "INTO" and before not in ("INSERT", "MERGE"):
+            return "SELECT … INTO creates a table"
+        if w == "SET_CONFIG" and after == "(":
+            return "set_config() changes the session's settings"
+    return None
+
+
+def still_read_only(conn) -> None:
+    """After an app's file ran: the session still refuses writes, else it is put back and
+    the file fails (psycopg.Error), so no later query runs where it could write."""
+    import psycopg
+
+    if conn.execute("SHOW default_transaction_read_only").fetchone()[0] != "on":
+        conn.execute(READ_ONLY)
+        raise psycopg.Error("it turned default_transaction_read_only off: a workload file "
+                            "may not change the session's settings")  # fmt: skip
 
 
 def params_digest(sequence: Mapping[str, Sequence[Params]]) -> str:
