@@ -8,13 +8,17 @@ that show it no column the table hides; ``rpc_access`` names a role that loses a
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import psycopg
 import pytest
 from psycopg import errors
 
-from stage4 import migrations, rpc_access, visibility
+from stage4 import gate, migrations, rpc_access, visibility
 from stage4.config import settings
 from stage4.ddl import functions, matviews
+from stage4.errors import GateError
 from stage4.optimisations import aggregates as agg
 from supabase_roles import ROLES_SQL
 
@@ -259,3 +263,50 @@ def test_an_rpc_a_role_could_not_call_before_is_not_counted(column_url: str) -> 
         "public.buscar_geometrias, public.contagem_mensal, public.tile_mvt; service_role "
         "public.buscar_geometrias, public.contagem_mensal, public.tile_mvt"
     ]
+
+
+# ----------------------------------------------------------------- through the gate
+
+LOSES_RPC = '''"""Test-only: anon loses a column its tile RPC reads."""
+from alembic import op
+
+revision = "loses_rpc"
+down_revision = "schema"
+
+
+def upgrade() -> None:
+    op.execute("REVOKE SELECT (nome) ON public.geometrias FROM anon")
+
+
+def downgrade() -> None:
+    op.execute("GRANT SELECT (nome) ON public.geometrias TO anon")
+'''
+
+
+def test_a_step_that_loses_a_role_an_rpc_is_no_go_naming_both(
+    column_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dst = tmp_path / "alembic-loses-rpc"
+    shutil.copytree(
+        migrations._script_location(), dst, ignore=shutil.ignore_patterns("__pycache__", "opt*")
+    )
+    (dst / "versions" / "loses_rpc.py").write_text(LOSES_RPC)
+    monkeypatch.setattr(migrations, "_script_location", lambda: dst)
+    migrations.chain.cache_clear()
+    try:
+        opts = gate.GateOptions(
+            backup_dir=tmp_path / "b", reports_dir=tmp_path / "r", iterations=6,
+            concurrency=2, duration=1.0,
+        )  # fmt: skip
+        with pytest.raises(GateError) as no_go:
+            gate.upgrade(column_url, "loses_rpc", opts)
+    finally:
+        migrations.chain.cache_clear()
+    assert (
+        "promise broken: anon can no longer call public.tile_mvt(integer, integer, integer): "
+        "permission denied for table geometrias"
+    ) in str(no_go.value)
+    assert "contagem_mensal" not in str(no_go.value)  # it reads no nome: still anon's
+    assert migrations.current(column_url) == "schema"
+    with psycopg.connect(column_url, autocommit=True) as conn:
+        assert not isinstance(_as(conn, "anon", CALLS["tile_mvt"]), str)

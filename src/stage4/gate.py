@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
-from stage4 import interrupts, judging, livewrites, migrations, visibility
+from stage4 import interrupts, judging, livewrites, migrations, rpc_access, visibility
 from stage4.config import settings
 from stage4.db import connect, where
 from stage4.errors import ConfigError, GateError, MigrationError, PreflightError, Stage4Error
@@ -232,7 +232,7 @@ def _begin_step(run: RolloutRun, rev: str) -> tuple[StepRecord, StepStart]:
         if run.start is None:  # what the rollout starts from
             run.start = taken
             run.start_plans = judging.workload_plans(run.url, run.rollout.preflight)
-    before = StepStart(taken, rows, visibility.at(run.url, s))  # who can see what
+    before = StepStart(taken, rows, visibility.at(run.url, s), rpc_access.at(run.url, s))
     rec = StepRecord(rev)
     rec.counters = {
         "before": counters,

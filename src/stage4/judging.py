@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stage4 import livewrites, migrations, visibility
+from stage4 import livewrites, migrations, rpc_access, visibility
 from stage4.db import connect
 from stage4.errors import Stage4Error
 from stage4.rollout import GateOptions, RolloutRun, StepRecord, StepStart
@@ -78,6 +78,10 @@ def _promises(run: RolloutRun, rec: StepRecord, before: StepStart) -> list[str]:
     checked, widened = visibility.check(run.url, run.s, before.reach)
     rec.verified += checked
     broken += widened
+    if before.calls is not None:  # no API role can no longer call an RPC it called
+        checked, lost = rpc_access.check(run.url, run.s, before.calls)
+        rec.verified += checked
+        broken += lost
     with connect(run.url) as conn:
         content = rows_hash(conn, run.s)
         broken += rows_kept(conn, run.s, rec, content != before.rows)

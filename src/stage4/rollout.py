@@ -183,3 +183,4 @@ class StepStart:
     snapshot: Any
     rows: str | None
     reach: visibility.Reach
+    calls: Any = None  # rpc_access.Calls: which API role calls which RPC
