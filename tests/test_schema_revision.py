@@ -81,7 +81,8 @@ def test_refuses_to_adopt_a_table_missing_a_required_column(db_url: str) -> None
         migrations.upgrade(db_url, "schema")
     assert str(e.value) == (
         "public.geometrias exists but cannot be adopted: column data_referencia is text, "
-        "expected date; column geom is missing"
+        "expected date; column geom is missing; column propriedades is missing; column "
+        "descricao is missing; column created_at is missing; column updated_at is missing"
     )
     assert migrations.current(db_url) is None
 

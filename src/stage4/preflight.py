@@ -93,6 +93,7 @@ def run(conn, s: Settings, *, steps: list[str], expect_features: int | None = No
             _parallel_start(p, conn, one)
     elif "schema" not in steps:
         p.add("table", False, f"{s.qualified_table} does not exist")
+    _names(p, conn, s, steps)
     privileged = one(
         "SELECT rolsuper OR has_schema_privilege(%s, 'CREATE') FROM pg_roles "
         "WHERE rolname = current_user",
@@ -164,6 +165,39 @@ def _table_checks(p: Preflight, conn, s: Settings, one, expect_features: int | N
         if insane
         else f"from {lo} to {hi}",
     )
+
+
+def _names(p: Preflight, conn, s: Settings, steps: list[str]) -> None:
+    """Every name the steps create (``optimisations.creates``) that an object holds which
+    the step would not have made: the step would fail on it after the baseline bench, or
+    (a future partition) skip that year for good and leave its rows in the default."""
+    wanted = optimisations.creates(s, steps)
+    if not wanted:
+        return
+    taken = []
+    for rev, c in wanted:
+        row = conn.execute(c.found).fetchone()
+        if row is None or (c.mine is not None and _holds(conn, c.mine)):
+            continue
+        taken.append(f"{c.name} is {row[0]}, not {c.what} that {rev} creates")
+    p.add(
+        "names",
+        not taken,
+        "; ".join(taken) + ": rename, move or drop it first"
+        if taken
+        else f"none of the {len(wanted)} names {', '.join(steps)} create is taken",
+    )
+
+
+def _holds(conn, sql: str) -> bool:
+    """A SQL boolean; one that fails (a table it names is absent) does not hold."""
+    import psycopg
+
+    try:
+        with conn.transaction():
+            return bool(conn.execute(sql).fetchone()[0])
+    except psycopg.Error:
+        return False
 
 
 def _blockers(p: Preflight, conn, s: Settings) -> None:

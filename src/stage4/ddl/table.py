@@ -63,13 +63,21 @@ def baseline_indexes(s: Settings, table: Table) -> list[Index]:
 
 
 def contract(s: Settings) -> dict[str, set[str]]:
-    """Required column -> acceptable ``format_type`` spellings, for adoption and pre-flight."""
+    """Required column -> acceptable ``format_type`` spellings, for adoption and pre-flight:
+    every column of the declared table, since the RPCs, the workload and the content hash
+    that proves nothing was lost read them all."""
+    text = {"text", "character varying"}
+    stamp = {"timestamp"}  # with or without time zone, any precision
     return {
         "id": {"bigint", "integer"},
-        "nome": {"text", "character varying"},
-        "categoria": {"text", "character varying"},
+        "nome": text,
+        "categoria": text,
         s.time_column: {"date"},
         s.geometry_column: {"geometry", f"geometry(Geometry,{s.srid})"},
+        "propriedades": {"jsonb", "json"},
+        "descricao": text,
+        "created_at": stamp,
+        "updated_at": stamp,
     }
 
 

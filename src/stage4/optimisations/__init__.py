@@ -18,6 +18,10 @@ and what the generic modules need to know about it. Every unit exposes:
     the bare work of its step ``up`` or ``down``, for the scale benchmark to time beside
     the step (``scratch``: a schema it may build copies in).
 
+``creates(s) -> list[Creates]``
+    the objects its step creates by name, which pre-flight refuses to let it meet when
+    someone else's object already holds the name;
+
 and, optionally, ``REBUILDS_TABLE = True`` when its step rebuilds the app's table (pre-flight
 then checks what would stop the rebuild).
 
@@ -39,9 +43,9 @@ from stage4.optimisations import (
     partition_by_year,
     search_matview,
 )
-from stage4.optimisations.base import Promise, Reference, Rewrite
+from stage4.optimisations.base import Creates, Promise, Reference, Rewrite
 
-__all__ = ["UNITS", "Promise", "Reference", "Rewrite", "by_revision", "revisions"]
+__all__ = ["UNITS", "Creates", "Promise", "Reference", "Rewrite", "by_revision", "revisions"]
 
 # Chain order: each revision's down_revision is the one before it (``schema`` first).
 UNITS: tuple[ModuleType, ...] = (
@@ -86,6 +90,11 @@ def rewrites(s: Settings) -> dict[str, dict[str, Rewrite]]:
         for qid, rewrite in unit.rewrites(s).items():
             found.setdefault(qid, {})[name(unit)] = rewrite
     return found
+
+
+def creates(s: Settings, revs: list[str]) -> list[tuple[str, Creates]]:
+    """(revision, object) for every object the steps ``revs`` create by name, in order."""
+    return [(r, c) for r in revs for c in getattr(by_revision(r), "creates", lambda _: [])(s)]
 
 
 def rebuilds_table(revs: list[str]) -> bool:

@@ -24,7 +24,7 @@ from stage4.config import Settings
 from stage4.ddl import cron, literal
 from stage4.ddl.cron import Job
 from stage4.ddl.matviews import MatView, lineage
-from stage4.optimisations.base import Promise, Reference, Rewrite
+from stage4.optimisations.base import Creates, Promise, Reference, Rewrite, creates_matview
 from stage4.queries import base_sql
 
 REVISION = "opt5"
@@ -289,6 +289,11 @@ def promises(s: Settings) -> list[Promise]:
             f"SELECT {cron.INSTALLED}",
         ),
     ]
+
+
+def creates(s: Settings) -> list[Creates]:
+    """The three views and their indexes."""
+    return [c for v in views(s) for c in creates_matview(v)]
 
 
 def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:

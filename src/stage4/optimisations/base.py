@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stage4.config import Settings
+from stage4.ddl import literal
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,82 @@ class Rewrite:
 
     requires: str
     sql: str
+
+
+@dataclass(frozen=True)
+class Creates:
+    """An object a step creates by name, which pre-flight checks before anything runs.
+
+    ``found`` (SQL) returns what holds that name now (``a table``…), no row when nothing
+    does; ``mine`` (SQL boolean, optional) holds when what is there is what the step would
+    have made itself (a partition of the table left by an earlier run). Anything else of
+    that name is someone else's: the step would fail on it, or worse, skip or take it."""
+
+    name: str
+    what: str  # what the step makes of that name, for the refusal
+    found: str
+    mine: str | None = None
+
+
+_KINDS = ("CASE c.relkind WHEN 'r' THEN 'a table' WHEN 'p' THEN 'a partitioned table' "
+          "WHEN 'v' THEN 'a view' WHEN 'm' THEN 'a materialized view' WHEN 'i' THEN 'an index' "
+          "WHEN 'I' THEN 'a partitioned index' WHEN 'S' THEN 'a sequence' "
+          "WHEN 'f' THEN 'a foreign table' ELSE 'a relation' END")  # fmt: skip
+
+
+def creates_relation(name: str, what: str, mine: str | None = None) -> Creates:
+    """A table, view, index or sequence of that (schema-qualified) name: they share names."""
+    found = f"SELECT {_KINDS} FROM pg_class c WHERE c.oid = to_regclass({literal(name)})"
+    return Creates(name, what, found, mine)
+
+
+def creates_function(identity: str, what: str, mine: str | None = None) -> Creates:
+    """A function of that signature (``schema.name(argtypes)``)."""
+    found = f"SELECT 'a function' WHERE to_regprocedure({literal(identity)}) IS NOT NULL"
+    return Creates(identity, what, found, mine)
+
+
+def creates_column(s: Settings, column: str, what: str, mine: str | None = None) -> Creates:
+    """A column of the app's table."""
+    found = (
+        f"SELECT 'a column of {s.qualified_table} (' || format_type(atttypid, atttypmod) || ')' "
+        f"FROM pg_attribute WHERE attrelid = to_regclass({literal(s.qualified_table)}) "
+        f"AND attname = {literal(column)} AND attnum > 0 AND NOT attisdropped"
+    )
+    return Creates(f"{s.qualified_table}.{column}", what, found, mine)
+
+
+def creates_partition(s: Settings, year: int | None) -> Creates:
+    """The table's partition for ``year`` (its default partition for None), named as opt1
+    and opt4 name them; one attached to the table with those bounds is the step's own."""
+    suffix = f"p{year}" if year is not None else "default"
+    name = f"{s.schema}.{s.table}_{suffix}"
+    bound = (
+        f"FOR VALUES FROM (''{year}-01-01'') TO (''{year + 1}-01-01'')"
+        if year is not None
+        else "DEFAULT"
+    )
+    mine = (
+        f"SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        f"WHERE i.inhrelid = to_regclass({literal(name)}) "
+        f"AND i.inhparent = to_regclass({literal(s.qualified_table)}) "
+        f"AND pg_get_expr(c.relpartbound, c.oid) = '{bound}')"
+    )
+    what = f"the partition of {s.qualified_table} for " + (
+        str(year) if year is not None else "rows of no yearly partition (default)"
+    )
+    return creates_relation(name, what, mine)
+
+
+def creates_matview(view) -> list[Creates]:
+    """A materialized view (``stage4.ddl.matviews.MatView``) and its indexes."""
+    return [
+        creates_relation(view.qualified, f"a materialized view ({view.name})"),
+        *(
+            creates_relation(view.qualified_index(n), f"an index of {view.qualified}")
+            for n in (view.unique[0], *view.indexes)
+        ),
+    ]
 
 
 @dataclass(frozen=True)

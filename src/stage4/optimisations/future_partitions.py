@@ -38,7 +38,14 @@ from datetime import date
 from stage4.config import Settings
 from stage4.ddl import cron, literal, privileges
 from stage4.ddl.matviews import MatView
-from stage4.optimisations.base import Promise, Reference, Rewrite
+from stage4.optimisations.base import (
+    Creates,
+    Promise,
+    Reference,
+    Rewrite,
+    creates_function,
+    creates_partition,
+)
 
 REVISION = "opt4"
 FUNCTION = "stage4_ensure_partitions"
@@ -260,6 +267,16 @@ def future_partitions_promise(s: Settings) -> Promise:
 def rewrites(s: Settings) -> dict[str, Rewrite]:
     """None: the app's queries gain nothing new; rows of future years find their partition."""
     return {}
+
+
+def creates(s: Settings) -> list[Creates]:
+    """The routine, and the partitions its first run makes (up to the horizon of today):
+    a relation of such a name that is not that partition would be skipped for good."""
+    last = max(date.today().year, s.last_year) + s.years_ahead
+    return [
+        creates_function(identity(s), "the partition maintenance routine"),
+        *(creates_partition(s, y) for y in range(first_future_year(s), last + 1)),
+    ]
 
 
 def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:

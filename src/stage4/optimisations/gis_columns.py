@@ -43,7 +43,15 @@ from stage4.config import Settings
 from stage4.ddl import privileges
 from stage4.ddl.matviews import MatView
 from stage4.ddl.partitioning import partitions_sql
-from stage4.optimisations.base import Promise, Reference, Rewrite, copy_sql
+from stage4.optimisations.base import (
+    Creates,
+    Promise,
+    Reference,
+    Rewrite,
+    copy_sql,
+    creates_column,
+    creates_function,
+)
 
 REVISION = "opt2"
 WIDE_COLUMNS = ("descricao", "propriedades")
@@ -335,3 +343,12 @@ def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
     return Reference(
         (restore_storage_sql(r), drop_columns_sql(r)), setup=tuple(setup), committed=True
     )
+
+
+def creates(s: Settings) -> list[Creates]:
+    """The derived columns and the trigger function; an upgrade killed before its backfill
+    ended left them (``leftover_sql``): those are resumed, not refused."""
+    return [
+        *(creates_column(s, c, "a derived column opt2 adds", leftover_sql(s)) for c in derived(s)),
+        creates_function(f"{function(s)}()", "opt2's trigger function", leftover_sql(s)),
+    ]

@@ -31,8 +31,16 @@ from dataclasses import replace
 
 from stage4.config import Settings
 from stage4.ddl.matviews import MatView
-from stage4.ddl.partitioning import partition_name, partitions_sql
-from stage4.optimisations.base import Promise, Reference, Rewrite, copy_sql
+from stage4.ddl.partitioning import NEW_SUFFIX, partition_name, partitions_sql
+from stage4.optimisations.base import (
+    Creates,
+    Promise,
+    Reference,
+    Rewrite,
+    copy_sql,
+    creates_partition,
+    creates_relation,
+)
 
 REVISION = "opt1"
 # Pre-flight checks what stops a rebuild (dependent views, foreign keys…) and what a
@@ -140,6 +148,17 @@ def promises(s: Settings) -> list[Promise]:
 def rewrites(s: Settings) -> dict[str, Rewrite]:
     """None: the app's SQL gains (or loses) from the partitions as it is."""
     return {}
+
+
+def creates(s: Settings) -> list[Creates]:
+    """The yearly partitions, the default one, and the copy built while the step runs."""
+    years = range(s.first_year, s.last_year + 1)
+    copy = f"{s.schema}.{s.table}{NEW_SUFFIX}"
+    return [
+        *(creates_partition(s, y) for y in years),
+        creates_partition(s, None),
+        creates_relation(copy, f"the partitioned copy of {s.qualified_table} opt1 builds"),
+    ]
 
 
 def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:

@@ -1,0 +1,129 @@
+"""Pre-flight refuses, before any bench or change, a name a pending step creates that an
+object it would not have made already holds; and a column of the app contract that is
+missing or of another type."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import psycopg
+from typer.testing import CliRunner
+
+from stage4 import migrations, preflight
+from stage4.cli import app
+from stage4.config import settings
+
+REFUSED = "pre-flight refused (nothing was changed): "
+
+
+def _upgrade(url: str, tmp: Path, to: str):
+    args = ["--database-url", url, "upgrade", "--to", to, "--no-backup",
+            "--reports-dir", str(tmp / "reports")]  # fmt: skip
+    return CliRunner().invoke(app, args)
+
+
+def _failed(result) -> str:
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("FAILED: ")]
+    return line.removeprefix("FAILED: ")
+
+
+def _one(url: str, sql: str):
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchone()
+
+
+def _runs(url: str) -> int:
+    b = settings().bench_schema
+    if _one(url, f"SELECT to_regclass('{b}.runs')")[0] is None:
+        return 0
+    return _one(url, f"SELECT count(*) FROM {b}.runs")[0]
+
+
+def test_a_users_table_named_like_a_future_partition_stops_opt4(
+    seeded_url: str, tmp_path: Path
+) -> None:
+    migrations.upgrade(seeded_url, "opt3")
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.geometrias_p2029 (id bigint, secret text)")
+        conn.execute("INSERT INTO public.geometrias_p2029 VALUES (1, 'mine'), (2, 'also mine')")
+        conn.execute(  # rows of 2029 wait in the default partition for opt4 to move them
+            "UPDATE public.geometrias SET data_referencia = '2029-03-01' WHERE id <= 43"
+        )
+    waiting = "SELECT count(*) FROM public.geometrias_default WHERE data_referencia >= '2029-01-01'"
+    runs, later = _runs(seeded_url), _one(seeded_url, waiting)[0]
+    reason = _failed(_upgrade(seeded_url, tmp_path, "opt4"))
+    assert reason == REFUSED + (
+        "names: public.geometrias_p2029 is a table, not the partition of public.geometrias for "
+        "2029 that opt4 creates: rename, move or drop it first"
+    )
+    assert migrations.current(seeded_url) == "opt3"
+    assert _runs(seeded_url) == runs, "no bench ran"
+    assert not (tmp_path / "reports").exists()
+    assert _one(seeded_url, "SELECT count(*), min(secret) FROM public.geometrias_p2029") == (
+        2,
+        "also mine",
+    )
+    assert later >= 43 and _one(seeded_url, waiting)[0] == later
+
+
+def test_every_taken_name_of_the_chain_is_named_at_once(seeded_url: str, tmp_path: Path) -> None:
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.geometrias_p2024 (id bigint)")
+        conn.execute("CREATE TABLE public.notas (id bigint)")
+        conn.execute("CREATE INDEX geometrias_busca_gin ON public.notas (id)")
+        conn.execute("CREATE VIEW public.geometrias_default AS SELECT 1 AS um")
+    reason = _failed(_upgrade(seeded_url, tmp_path, "opt3"))
+    assert reason == REFUSED + (
+        "names: public.geometrias_p2024 is a table, not the partition of public.geometrias for "
+        "2024 that opt1 creates; public.geometrias_default is a view, not the partition of "
+        "public.geometrias for rows of no yearly partition (default) that opt1 creates; "
+        "public.geometrias_busca_gin is an index, not the search index (GIN) that opt3 "
+        "creates: rename, move or drop it first"
+    )
+    assert migrations.current(seeded_url) == "schema"
+
+
+def test_what_an_earlier_step_left_is_its_own(seeded_url: str) -> None:
+    """opt4's downgrade keeps its partitions: upgrading again finds them as its own."""
+    migrations.upgrade(seeded_url, "opt4")
+    migrations.downgrade(seeded_url, "opt3")
+    last = max(dt.date.today().year, settings().last_year) + settings().years_ahead
+    assert _one(seeded_url, f"SELECT to_regclass('public.geometrias_p{last}')")[0] is not None
+    with psycopg.connect(seeded_url) as conn:
+        found = preflight.run(conn, settings(), steps=["opt4"])
+    (names,) = [c for c in found.checks if c.name == "names"]
+    assert names.ok, names.detail
+    assert (
+        names.detail == f"none of the {1 + last - settings().last_year} names opt4 create is taken"
+    )
+
+
+def test_a_partition_with_other_bounds_is_not_the_steps(seeded_url: str) -> None:
+    """A partition of the table under that name but with other bounds: refused too."""
+    migrations.upgrade(seeded_url, "opt3")
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM public.geometrias WHERE data_referencia >= '2029-01-01'")
+        conn.execute("CREATE TABLE public.geometrias_p2029 PARTITION OF public.geometrias "
+                     "FOR VALUES FROM ('2029-01-01') TO ('2029-07-01')")  # fmt: skip
+        found = preflight.run(conn, settings(), steps=["opt4"])
+    (names,) = [c for c in found.checks if c.name == "names"]
+    assert not names.ok and names.detail.startswith(
+        "public.geometrias_p2029 is a table, not the partition of public.geometrias for 2029"
+    )
+
+
+def test_a_dropped_or_retyped_column_of_the_contract_is_named(
+    seeded_url: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE geometrias DROP COLUMN descricao")
+        conn.execute("ALTER TABLE geometrias ALTER COLUMN propriedades TYPE text")
+    reason = _failed(_upgrade(seeded_url, tmp_path, "opt1"))
+    assert reason == REFUSED + (
+        "table contract: column propriedades is text, expected json or jsonb; "
+        "column descricao is missing"
+    )
+    assert migrations.current(seeded_url) == "schema"
