@@ -349,10 +349,8 @@ def _check_drift(url: str, opts: GateOptions, say: Phase) -> list[str]:
         return []
     if not opts.accept_drift:
         raise PreflightError(drift.refusal(found))
-    accepted = [f"drift accepted (--accept-drift): {d}" for d in found.differences]
-    for line in accepted:
-        say("drift", line)
-    return accepted
+    # said once, with the pre-flight's findings (``_preflight``)
+    return [f"drift accepted (--accept-drift): {d}" for d in found.differences]
 
 
 def _record(url: str, s) -> None:
