@@ -257,8 +257,11 @@ def future_partitions_promise(s: Settings) -> Promise:
         years = f"{first}–{last}" if last > first else f"{first}"
         text = f"partitions {years} exist (years_ahead = {n})"
     # An empty range (nothing due yet) holds: bool_and of no rows is NULL.
+    # a partition of the table, not merely a relation of that name (which the routine skips)
     sql = (
-        f"SELECT coalesce(bool_and(to_regclass('{s.schema}.{s.table}_p' || y) IS NOT NULL), true) "
+        f"SELECT coalesce(bool_and(EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = "
+        f"to_regclass('{s.schema}.{s.table}_p' || y) AND i.inhparent = "
+        f"to_regclass('{s.qualified_table}'))), true) "
         f"FROM generate_series({first}, {horizon_sql(s, str(n))}) AS y"
     )
     return Promise(text, sql)
