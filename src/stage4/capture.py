@@ -6,9 +6,10 @@ replaced by ``$1``, ``$2`` …) is written in the workload's pgbench script form
 a ``TODO`` with the file and line, so nothing is measured until the user has given each
 parameter a range or a value; a realistic value is the app's to give, not a guess.
 
-Only reads are captured (SELECT or WITH, top-level statements of this database), not the
-catalog's or stage4's own statements (its bench schema, alembic_version): a workload file
-is run hundreds of times by every bench.
+Only reads are captured (top-level SELECT or WITH of this database, as the workload loader
+takes them: a WITH that writes is left out), one file per statement text, not the catalog's
+or stage4's own statements (its bench schema, alembic_version): a workload file is run
+hundreds of times by every bench.
 """
 
 from __future__ import annotations
@@ -50,12 +51,23 @@ def top_statements(conn, top: int, bench_schema: str) -> list[tuple[str, int, fl
         )
     text = _TOP.format(ns=sql.Identifier(row[0]).as_string(conn), bench=bench_schema)
     try:  # more than ``top``: one text may hold several entries (another role, search_path)
-        return distinct(conn.execute(text, (top * 4,)).fetchall())[:top]
+        found = conn.execute(text, (top * 4,)).fetchall()
+        return distinct([r for r in found if _a_read(r[0])])[:top]
     except psycopg.errors.ObjectNotInPrerequisiteState as e:
         raise ConfigError(
             "pg_stat_statements is installed but not loaded: add it to "
             "shared_preload_libraries and restart PostgreSQL"
         ) from e
+
+
+def _a_read(query: str) -> bool:
+    """What the workload loader takes: a WITH that writes (``WITH n AS (UPDATE …)``) is not."""
+    from stage4.workload import not_a_read
+
+    try:
+        return not_a_read(sqltext.code(sqltext.tokens(query))) is None
+    except sqltext.LexError:
+        return False
 
 
 def normalised(query: str) -> str:

@@ -350,7 +350,7 @@ def parse_file(path: Path) -> Query:
     if any(t.text == "\\" for t in statement):
         raise ConfigError(f"{path}: {meta[0] if meta else 'a backslash'} is a meta-command: only "
                           "whole `\\set name random(a, b)` lines are understood")  # fmt: skip
-    why = _not_a_read(sqltext.code(statement))
+    why = not_a_read(sqltext.code(statement))
     if why:
         raise ConfigError(f"{path}: {why}: a workload file is one read (SELECT, WITH … "
                           "SELECT, VALUES or TABLE), run in a read-only transaction")  # fmt: skip
@@ -393,7 +393,7 @@ def _bind(statement: list[sqltext.Token], refs: Mapping[int, str], draws) -> str
     return "".join(parts).strip()
 
 
-def _not_a_read(code: list[sqltext.Token]) -> str | None:
+def not_a_read(code: list[sqltext.Token]) -> str | None:
     """Why a statement (its code tokens) is not a plain read, or None."""
     words = [t.text.upper() if t.kind == "word" else t.text for t in code]
     first = next((w for w in words if w != "("), "")
