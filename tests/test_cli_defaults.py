@@ -345,6 +345,8 @@ def test_help_texts_wrap_at_80_columns_without_hard_breaks() -> None:
                 continue
             # a line ends early only when the next word did not fit on it
             assert len(line) + 1 + len(after.split()[0]) > 79, (command, line, after)
+    # an option's help is markup to typer: a bracketed word must be escaped to be shown
+    assert "default: [tool.stage4] lock_timeout." in _help("upgrade")
 
 
 def test_a_closed_stdout_ends_quietly() -> None:
