@@ -202,7 +202,7 @@ def _check_passfile(url: str) -> None:
     from stage4.errors import ConfigError
 
     for name in parse_qs(urlsplit(url).query).get("passfile", []):
-        if not Path(name).expanduser().is_file():
+        if not Path(name).is_file():
             raise ConfigError(f"the passfile the database URL names does not exist: {name}")
 
 
