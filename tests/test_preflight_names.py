@@ -72,16 +72,18 @@ def test_a_users_table_named_like_a_future_partition_stops_opt4(
 def test_every_taken_name_of_the_chain_is_named_at_once(seeded_url: str, tmp_path: Path) -> None:
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE public.geometrias_p2024 (id bigint)")
-        conn.execute("CREATE TABLE public.notas (id bigint)")
-        conn.execute("CREATE INDEX geometrias_busca_gin ON public.notas (id)")
         conn.execute("CREATE VIEW public.geometrias_default AS SELECT 1 AS um")
-    reason = _failed(_upgrade(seeded_url, tmp_path, "opt3"))
+        conn.execute("CREATE TABLE public.notas (id bigint, area_m2 numeric)")
+        conn.execute("CREATE INDEX geometrias_tile_mv_key ON public.notas (id)")
+        conn.execute("ALTER TABLE public.geometrias ADD COLUMN area_m2 numeric")
+    reason = _failed(_upgrade(seeded_url, tmp_path, "opt5"))
     assert reason == REFUSED + (
         "names: public.geometrias_p2024 is a table, not the partition of public.geometrias for "
         "2024 that opt1 creates; public.geometrias_default is a view, not the partition of "
         "public.geometrias for rows of no yearly partition (default) that opt1 creates; "
-        "public.geometrias_busca_gin is an index, not the search index (GIN) that opt3 "
-        "creates: rename, move or drop it first"
+        "public.geometrias.area_m2 is a column of public.geometrias (numeric), not the derived "
+        "column that opt2 creates; public.geometrias_tile_mv_key is an index, not "
+        "an index of public.geometrias_tile_mv that opt5 creates: rename, move or drop it first"
     )
     assert migrations.current(seeded_url) == "schema"
 

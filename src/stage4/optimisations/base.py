@@ -103,7 +103,7 @@ def creates_partition(s: Settings, year: int | None) -> Creates:
 def creates_matview(view) -> list[Creates]:
     """A materialized view (``stage4.ddl.matviews.MatView``) and its indexes."""
     return [
-        creates_relation(view.qualified, f"a materialized view ({view.name})"),
+        creates_relation(view.qualified, "the materialized view"),
         *(
             creates_relation(view.qualified_index(n), f"an index of {view.qualified}")
             for n in (view.unique[0], *view.indexes)

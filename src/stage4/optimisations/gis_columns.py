@@ -349,6 +349,6 @@ def creates(s: Settings) -> list[Creates]:
     """The derived columns and the trigger function; an upgrade killed before its backfill
     ended left them (``leftover_sql``): those are resumed, not refused."""
     return [
-        *(creates_column(s, c, "a derived column opt2 adds", leftover_sql(s)) for c in derived(s)),
-        creates_function(f"{function(s)}()", "opt2's trigger function", leftover_sql(s)),
+        *(creates_column(s, c, "the derived column", leftover_sql(s)) for c in derived(s)),
+        creates_function(f"{function(s)}()", "the trigger function", leftover_sql(s)),
     ]

@@ -157,7 +157,7 @@ def creates(s: Settings) -> list[Creates]:
     return [
         *(creates_partition(s, y) for y in years),
         creates_partition(s, None),
-        creates_relation(copy, f"the partitioned copy of {s.qualified_table} opt1 builds"),
+        creates_relation(copy, f"the partitioned copy of {s.qualified_table}"),
     ]
 
 
