@@ -345,6 +345,10 @@ def test_help_texts_wrap_at_80_columns_without_hard_breaks() -> None:
                 continue
             # a line ends early only when the next word did not fit on it
             assert len(line) + 1 + len(after.split()[0]) > 79, (command, line, after)
+        for i, line in enumerate(prose):  # an example is a line of its own, whole
+            if "Example:" in line:
+                assert line.strip().startswith("Example:"), (command, line)
+                assert not prose[i + 1].strip(), (command, line, prose[i + 1])
     # an option's help is markup to typer: a bracketed word must be escaped to be shown
     assert "default: [tool.stage4] lock_timeout." in _help("upgrade")
 

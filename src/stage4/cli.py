@@ -250,7 +250,8 @@ def db_url(
     """Print the URL of the database stage4 would use (starting the cluster if needed).
 
     The embedded cluster's URL names its password file (.stage4/pgpass) instead of the
-    password: psql and libpq read it from there. Example: psql "$(stage4 db url)"
+    password: psql and libpq read it from there.
+    Example: psql "$(stage4 db url)"
     """
     from stage4.cluster import Cluster
     from stage4.config import explicit_url, redact, settings
@@ -621,7 +622,8 @@ def status(
 ) -> None:
     """Revision, pending steps, rows, baseline, last run per step and verdicts, cron jobs.
 
-    Read-only. Example: stage4 status
+    Read-only.
+    Example: stage4 status
     """
     from stage4 import status as state
     from stage4.config import settings
@@ -868,7 +870,8 @@ def bench(
     """Benchmark Q1–Q10 now and store the run in the benchmarking schema.
 
     Warm-up + result fingerprints, interleaved latency rounds, a pgbench
-    throughput phase, cache-hit ratio. Example: stage4 bench --label opt1 --json-dir reports
+    throughput phase, cache-hit ratio.
+    Example: stage4 bench --label opt1 --json-dir reports
     """
     from stage4.metrics import export
 
