@@ -147,3 +147,22 @@ def test_opt4_promises_partitions_not_relations_of_their_names(seeded_url: str) 
         conn.execute(f"DROP TABLE public.geometrias_p{last}")
         conn.execute("SELECT public.stage4_ensure_partitions()")
     assert _one(seeded_url, promise.sql)[0] is True
+
+
+def test_what_a_killed_opt2_left_is_resumed_not_refused(seeded_url: str) -> None:
+    """Columns and trigger committed, backfill killed: the names are opt2's own."""
+    from stage4.optimisations import gis_columns
+
+    s = settings()
+    migrations.upgrade(seeded_url, "opt1")
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        for sql in (gis_columns.add_columns_sql(s), gis_columns.function_sql(s),
+                    gis_columns.trigger_sql(s)):  # fmt: skip
+            conn.execute(sql)
+        found = preflight.run(conn, s, steps=["opt2"])
+        (names,) = [c for c in found.checks if c.name == "names"]
+        assert names.ok, names.detail
+        conn.execute(f"DROP TRIGGER {gis_columns.TRIGGER} ON {s.qualified_table}")
+        found = preflight.run(conn, s, steps=["opt2"])
+    (names,) = [c for c in found.checks if c.name == "names"]
+    assert not names.ok and "public.geometrias.area_m2 is a column" in names.detail
