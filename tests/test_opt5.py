@@ -152,10 +152,8 @@ class TestUpgrade:
             conn.commit()
             stale = _answers(conn)
             done = refresh_all(at_opt4)
-            # every materialized view of the app schema: opt5's three and opt3's search view
-            assert {name for name, _ in done} == {v.qualified for v in agg.views(S)} | {
-                f"{S.schema}.{S.table}_busca"
-            }
+            # every materialized view of the app schema: opt5's three
+            assert {name for name, _ in done} == {v.qualified for v in agg.views(S)}
             fresh = _answers(conn)
             assert fresh != stale
             # The baseline bodies, run directly on the table, agree with the fresh views.
@@ -300,7 +298,7 @@ class TestRefresh:
         with psycopg.connect(at_opt4) as reader:
             reader.execute(f"SELECT count(*) FROM {view}")  # holds ACCESS SHARE until rollback
             url = at_opt4 + "?options=-c%20lock_timeout%3D1s"
-            assert len(refresh_all(url)) == 4  # opt3 + opt5 views; a plain REFRESH would time out
+            assert len(refresh_all(url)) == 3  # opt5's views; a plain REFRESH would time out
             reader.rollback()
 
     def test_an_unpopulated_view_gets_a_plain_refresh(self, at_opt4):
@@ -324,7 +322,7 @@ class TestRefresh:
             blocker.rollback()
         assert str(failed.value) == (
             f"refreshing {view} failed: canceling statement due to lock timeout "
-            "(1 views refreshed before it)"  # in name order: geometrias_busca only
+            "(0 views refreshed before it)"  # in name order: the first
         )
 
     def test_cli_refresh(self, at_opt4):
@@ -333,7 +331,7 @@ class TestRefresh:
         assert result.exit_code == 0, result.output
         lines = result.output.strip().splitlines()
         assert [line.split(":")[0] for line in lines] == sorted(
-            [v.qualified for v in agg.views(S)] + [f"{S.schema}.{S.table}_busca"]
+            v.qualified for v in agg.views(S)
         )
         assert all(line.endswith(" s") for line in lines)
 

@@ -1,18 +1,25 @@
-"""Indexed view behind the search RPC: ``geometrias_busca`` and ``buscar_geometrias`` on it.
+"""Search index behind the search RPC: GIN on ``geometrias``' own tsvector, current at every commit.
 
-Creates the materialized view (tsvector, bbox, centroid, category, year) WITH DATA,
-its unique, GIN and GiST indexes, gives it the grants of ``matviews.grants_sql``
-(the table's SELECT grants while the table has no row level security, its owner only
-otherwise), saves the live definition of ``buscar_geometrias`` in the view's comment
-and, while the table has no RLS, re-points the function at the view (same signature;
-it joins back to the table: see its unit, ``stage4.optimisations.search_matview``). With RLS the function
-keeps reading the table, and the revision says so. Users see the same results for
-data as of the last ``REFRESH MATERIALIZED VIEW CONCURRENTLY public.geometrias_busca``,
-which pg_cron runs every 15 minutes where it runs (``stage4 refresh`` elsewhere): Q4's
-staleness budget (``STALENESS``), which the gate accepts only with ``--accept-stale``.
+Creates ``geometrias_busca_gin``, a GIN index on the tsvector expression that
+``buscar_geometrias`` filters by, on the app's table, and re-points the RPC to the same
+query planned at each call (see its unit, ``stage4.optimisations.search_matview``). The
+RPC keeps its signature and reads the table as before: same rows, fresh (PostgreSQL keeps
+the index in every writing transaction), row level security as on any read. Nothing new
+appears in the API: an index is no relation PostgREST shows. A body of the app's own is
+not re-pointed, and the revision says so.
 
-Downgrade unschedules the refresh, re-creates the saved function definition exactly,
-then drops the view.
+Online, the index is built without blocking writers (``stage4.ddl.online_index``): on a
+partitioned table an index ``ON ONLY`` the parent, then one built CONCURRENTLY per
+partition and attached; on a plain table one CONCURRENTLY. That cannot run in a
+transaction, so the step commits before it (there is nothing to commit yet), then ANALYZE
+gives the planner the statistics of the indexed expression. A failure or an interrupt
+drops what was built before it re-raises; after a kill ``alembic upgrade opt3`` resumes.
+The re-pointing (definition saved in the index's comment) commits with the version.
+Offline (``--sql``) shows the plain CREATE INDEX, which holds SHARE (writers wait) for
+the whole build.
+
+Downgrade re-creates the saved definition of the RPC exactly, then drops the index (and
+every partition's), in short lock attempts.
 
 Revision ID: opt3
 Revises: opt2
@@ -23,7 +30,8 @@ from __future__ import annotations
 from alembic import context, op
 
 from stage4.config import settings
-from stage4.ddl import cron, matviews
+from stage4.ddl import cron
+from stage4.errors import MigrationError
 from stage4.optimisations import search_matview
 
 revision: str = "opt3"
@@ -31,36 +39,59 @@ down_revision: str | None = "opt2"
 branch_labels = None
 depends_on = None
 
-# The gate's canary check finds Q4 stale (rows written since the last refresh are not
-# found): the budget the user accepts with --accept-stale.
-STALENESS = {"Q4": "up to 15 minutes (pg_cron refresh; manual `stage4 refresh` without pg_cron)"}
-
 
 def upgrade() -> None:
-    """View, indexes, grants, saved definition, then the function's new body."""
+    """The index, built CONCURRENTLY outside the step's transaction; then the RPC."""
     s = settings()
-    mv = search_matview.view(s)
-    for statement in mv.create_sql():
-        op.execute(statement)
-    op.execute(matviews.grants_sql(s.qualified_table, mv.qualified))
-    op.execute(search_matview.save_previous_sql(s))
-    op.execute(search_matview.repoint_sql(s))
-    bind = None if context.is_offline_mode() else op.get_bind()
-    if bind is not None and matviews.rls_enabled(bind, s.qualified_table):
-        cron.note(
-            context.config.attributes,
-            f"opt3: {s.qualified_table} has row level security enabled; a materialized "
-            "view ignores it, so buscar_geometrias keeps reading the table and the view "
-            "is readable by its owner only",
+    ix = search_matview.index(s)
+    if context.is_offline_mode():
+        op.execute(
+            "-- online: CREATE INDEX CONCURRENTLY per partition, attached to an index ON ONLY\n"
+            "-- the parent (writers never wait for the build), then ANALYZE\n" + ix.create_sql()
         )
-    op.execute(
-        cron.schedule_sql([search_matview.job(s)], "refresh is manual: run `stage4 refresh`")
-    )
+        op.execute(ix.comment_sql())
+    else:
+        _build(ix, s)
+        if not search_matview.is_baseline(op.get_bind(), s):
+            cron.note(
+                context.config.attributes,
+                "opt3: buscar_geometrias is the app's own (not the baseline body): kept as it "
+                f"is; it uses {ix.qualified} only where it filters by the same expression",
+            )
+    op.execute(search_matview.repoint_sql(s))
+
+
+def _build(ix, s) -> None:
+    with op.get_context().autocommit_block():
+        raw = op.get_bind().connection.driver_connection  # psycopg, in autocommit
+        try:
+            ix.build(raw)
+        except BaseException as e:
+            first = _first_line(e)
+            try:
+                ix.undo(raw)
+            except Exception as u:
+                raise MigrationError(
+                    f"opt3: building {ix.qualified} failed ({first}) and dropping what it "
+                    f"had built failed too ({_first_line(u)}): `alembic upgrade opt3` "
+                    f"resumes it, `DROP INDEX {ix.qualified}` drops it"
+                ) from e
+            if isinstance(e, MigrationError | KeyboardInterrupt):
+                raise
+            raise MigrationError(
+                f"opt3: building {ix.qualified} failed ({first}); what it had built is dropped"
+            ) from e
+        # the expression's statistics (most common lexemes) for the per-call plans; blocks
+        # neither readers nor writers, and the step is complete without it
+        raw.execute(f"ANALYZE {s.qualified_table}")
 
 
 def downgrade() -> None:
-    """Restore the function as it was (it no longer reads the view), then drop the view."""
+    """The RPC as it was, then the index and every partition's attached to it."""
     s = settings()
-    op.execute(cron.unschedule_sql([search_matview.job(s).name]))
-    op.execute(search_matview.restore_previous_sql(s))
-    op.execute(search_matview.view(s).drop_sql())
+    op.execute(search_matview.restore_sql(s))
+    op.execute(search_matview.index(s).drop_sql())
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

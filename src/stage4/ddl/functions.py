@@ -26,6 +26,8 @@ class Function:
     returns: str
     body: str
     volatility: str = "STABLE"
+    language: str = "sql"
+    settings: tuple[str, ...] = ()  # more ``SET name = value`` for the function's calls
 
     @property
     def identity(self) -> str:
@@ -38,27 +40,31 @@ class Function:
     def create_sql(self) -> str:
         return (
             f"CREATE OR REPLACE FUNCTION {self.schema}.{self.name}({self.args})\n"
-            f"RETURNS {self.returns}\nLANGUAGE sql {self.volatility} PARALLEL SAFE\n"
+            f"RETURNS {self.returns}\nLANGUAGE {self.language} {self.volatility} PARALLEL SAFE\n"
             f"SECURITY INVOKER\nSET search_path = {SEARCH_PATH}\n"
-            f"AS $fn$\n{self.body.strip()}\n$fn$"
+            + "".join(f"SET {setting}\n" for setting in self.settings)
+            + f"AS $fn$\n{self.body.strip()}\n$fn$"
         )
 
     def drop_sql(self) -> str:
         return f"DROP FUNCTION IF EXISTS {self.identity}"
 
 
-def _tsv(s: Settings, alias: str = "g") -> str:
-    return f"to_tsvector('portuguese', coalesce({alias}.nome, '') || ' ' || coalesce({alias}.descricao, ''))"
+def tsv(s: Settings, alias: str | None = "g") -> str:
+    """Q4's tsvector expression; opt3 indexes it unqualified (``alias=None``), so the search
+    body matches its index only while both come from here."""
+    p = f"{alias}." if alias else ""
+    return f"to_tsvector('portuguese', coalesce({p}nome, '') || ' ' || coalesce({p}descricao, ''))"
 
 
 def search(s: Settings, source: str | None = None) -> Function:
     """Q4: text search inside a bbox, top N by rank (ties by id)."""
     body = f"""
 SELECT g.id, g.nome, g.categoria,
-       ts_rank({_tsv(s)}, plainto_tsquery('portuguese', termo)) AS rank
+       ts_rank({tsv(s)}, plainto_tsquery('portuguese', termo)) AS rank
 FROM {s.qualified_table} g
 WHERE g.{s.geometry_column} && ST_MakeEnvelope(min_lon, min_lat, max_lon, max_lat, {s.srid})
-  AND {_tsv(s)} @@ plainto_tsquery('portuguese', termo)
+  AND {tsv(s)} @@ plainto_tsquery('portuguese', termo)
 ORDER BY rank DESC, g.id
 LIMIT limite"""
     return Function(

@@ -1,23 +1,26 @@
-"""opt3, the search index behind ``buscar_geometrias``: one materialized view and its RPC body.
+"""opt3, the search index behind ``buscar_geometrias``: a GIN index on the table's own tsvector.
 
-The view holds, per feature, the tsvector the baseline function computes on the fly
-(``to_tsvector('portuguese', nome || ' ' || descricao)``, same expression), the bbox
-(``ST_Envelope(geom)``: ``&&`` on it matches ``&&`` on ``geom`` exactly, since both use
-the same float bbox), the centroid, the category and the year, with GIN (tsvector),
-GiST (bbox, centroid) and a unique index on the table's key (REFRESH CONCURRENTLY).
+The index is on the expression the search RPC filters by (``ddl.functions.tsv``: the
+same text, so the planner matches one with the other), on ``public.geometrias`` itself.
+Nothing to keep in sync: PostgreSQL updates it in the writing transaction, so a row
+committed is found by the next search, and row level security applies as on any read
+of the table (the RPC reads the table, as at ``schema``).
 
-RLS: a materialized view has none, and the re-pointed function is SECURITY INVOKER,
-so its caller must be able to read the view. The view follows the one grant rule of
-``matviews.grants_sql``: while the table has row level security disabled it gets the
-table's SELECT grants (a role that reads every row of the table learns nothing new
-from it) and the function is re-pointed; it joins every candidate back to the table by
-its key and reads ``nome``/``categoria`` live, the view is only the index. With RLS
-enabled the view is its owner's only and the function keeps reading the table
-(``repoint_sql``): the view would show anon every row's id, date, category, bbox and
-lexemes, whatever the policies say.
+The RPC is re-pointed to the same query in PL/pgSQL with ``plan_cache_mode =
+force_custom_plan``: planned at each call with its arguments. A SQL function's body is
+planned without them (PostgreSQL 15), and on the partitioned table the planner then
+guesses a bbox of one row per partition and never uses the GIN; with the term and bbox
+known it combines GIN and GiST (or takes the better one). Same signature, same query,
+same rows. Only the baseline body is re-pointed: a body of the app's own is kept (the
+revision says so). The previous definition is kept in the index's comment and
+re-created exactly on downgrade.
 
-Staleness: rows deleted since the last refresh disappear at once (the join), rows
-added or edited are found with their old text/bbox until the next REFRESH.
+Why an index and not an indexed view (a table of tsvector, bbox and centroid kept by
+triggers): every write would pay a second row and its indexes, the table would need its
+own grants and could not follow the table's RLS (a SECURITY INVOKER search reading it
+would show every row's lexemes to anon), and the search would still join back for
+``nome``. What such a table stores beyond the index, the tsvector ``ts_rank`` reads, saves
+recomputing ``to_tsvector`` for the matching rows only.
 """
 
 from __future__ import annotations
@@ -26,120 +29,113 @@ from dataclasses import replace
 
 from stage4.config import Settings
 from stage4.ddl import functions, literal
-from stage4.ddl.cron import Job
 from stage4.ddl.matviews import MatView
-from stage4.optimisations.base import Promise, Reference, Rewrite
+from stage4.ddl.online_index import OnlineIndex
+from stage4.ddl.partitioning import partitions_sql
+from stage4.optimisations.base import (
+    Creates,
+    Promise,
+    Reference,
+    Rewrite,
+    copy_sql,
+    creates_relation,
+)
 
 REVISION = "opt3"
-MARK = "-- stage4 opt3: previous definition of buscar_geometrias, restored on downgrade --\n"
-SCHEDULE = "7-59/15 * * * *"  # between opt5's refreshes
+MARK = "stage4 opt3: the search RPC's tsvector, dropped on downgrade"
+SAVED = "\n-- previous definition of buscar_geometrias, restored on downgrade --\n"
+PLANNED_PER_CALL = "plan_cache_mode = force_custom_plan"
 
 
-def view(s: Settings, comment: str | None = None) -> MatView:
-    t, g = s.time_column, s.geometry_column
-    return MatView(
-        schema=s.schema,
-        name=f"{s.table}_busca",
-        query=f"""
-SELECT g.id, g.{t}, g.categoria, extract(year FROM g.{t})::integer AS ano,
-       {functions._tsv(s)} AS tsv,
-       ST_Envelope(g.{g}) AS bbox,
-       ST_Centroid(g.{g}) AS centroid
-FROM {s.qualified_table} g""",
-        unique=(f"{s.table}_busca_key", f"id, {t}"),
-        indexes={
-            f"{s.table}_busca_tsv_gin": "USING gin (tsv)",
-            f"{s.table}_busca_bbox_gist": "USING gist (bbox)",
-            f"{s.table}_busca_centroid_gist": "USING gist (centroid)",
-        },
-        comment=comment,
+def index(s: Settings) -> OnlineIndex:
+    """GIN on Q4's tsvector expression, on the app's table (every partition)."""
+    return OnlineIndex(
+        table=s.qualified_table,
+        name=f"{s.table}_busca_gin",
+        using=f"gin (({functions.tsv(s, None)}))",
+        marker=MARK,
     )
 
 
-def search_on_view(s: Settings) -> functions.Function:
-    """Q4 on the view: same signature, same rows; RLS applies through the join."""
-    t = s.time_column
-    mv = view(s)
-    body = f"""
-SELECT g.id, g.nome, g.categoria,
-       ts_rank(m.tsv, plainto_tsquery('portuguese', termo)) AS rank
-FROM {mv.qualified} m
-JOIN {s.qualified_table} g ON g.id = m.id AND g.{t} = m.{t}
-WHERE m.bbox && ST_MakeEnvelope(min_lon, min_lat, max_lon, max_lat, {s.srid})
-  AND m.tsv @@ plainto_tsquery('portuguese', termo)
-ORDER BY rank DESC, g.id
-LIMIT limite"""
-    return functions.search(s, source=body)
+def search(s: Settings) -> functions.Function:
+    """Q4's baseline query as PL/pgSQL, planned at each call with its arguments."""
+    body = functions.search(s).body.strip()
+    return replace(
+        functions.search(
+            s, source=f"#variable_conflict use_column\nBEGIN\nRETURN QUERY\n{body};\nEND"
+        ),
+        language="plpgsql",
+        settings=(PLANNED_PER_CALL,),
+    )
 
 
-def save_previous_sql(s: Settings) -> str:
-    """Store the live definition of the search function in the view's comment (one DO block,
-    so the same statement works online and in offline ``--sql``)."""
-    fn, mv = functions.search(s), view(s)
-    return f"""DO $do$
-BEGIN
-  EXECUTE 'COMMENT ON MATERIALIZED VIEW {mv.qualified} IS '
-    || quote_literal({literal(MARK)} || pg_get_functiondef('{fn.identity}'::regprocedure));
-END
-$do$"""
+def _is_baseline_sql(s: Settings) -> str:
+    fn = functions.search(s)
+    return (
+        f"(SELECT btrim(prosrc, E' \\n') = {literal(fn.body.strip())} FROM pg_proc "
+        f"WHERE oid = to_regprocedure('{fn.identity}'))"
+    )
 
 
-def restore_previous_sql(s: Settings) -> str:
-    """Re-create the saved definition; the baseline one if the comment is gone."""
-    fn, mv = functions.search(s), view(s)
-    return f"""DO $do$
-DECLARE
-  saved text := obj_description(to_regclass('{mv.qualified}'), 'pg_class');
-BEGIN
-  IF saved IS NOT NULL AND position({literal(MARK)} IN saved) = 1 THEN
-    EXECUTE substr(saved, length({literal(MARK)}) + 1);
-  ELSE
-    EXECUTE {literal(fn.create_sql())};
-  END IF;
-END
-$do$"""
+def is_baseline(bind, s: Settings) -> bool:
+    """Is the live search RPC the baseline body (which opt3 re-points)?"""
+    return bool(bind.exec_driver_sql(f"SELECT coalesce({_is_baseline_sql(s)}, false)").scalar())
 
 
 def repoint_sql(s: Settings) -> str:
-    """Re-point the search RPC at the view, only while the table has RLS disabled (one DO
-    block, decided when it runs: online and in offline ``--sql`` alike)."""
+    """While the search RPC is the baseline body: its definition saved after the index's
+    marker, then the RPC re-pointed (one DO block: online and in offline ``--sql`` alike)."""
+    fn, ix = functions.search(s), index(s)
     return f"""DO $do$
 BEGIN
-  IF NOT (SELECT relrowsecurity FROM pg_class WHERE oid = '{s.qualified_table}'::regclass) THEN
-    EXECUTE {literal(search_on_view(s).create_sql())};
+  IF coalesce({_is_baseline_sql(s)}, false) THEN
+    EXECUTE 'COMMENT ON INDEX {ix.qualified} IS '
+      || quote_literal({literal(ix.marker + SAVED)} || pg_get_functiondef('{fn.identity}'::regprocedure));
+    EXECUTE {literal(search(s).create_sql())};
   END IF;
 END
 $do$"""
 
 
-def job(s: Settings) -> Job:
-    """The pg_cron job refreshing the view."""
-    return view(s).job(SCHEDULE)
+def restore_sql(s: Settings) -> str:
+    """Re-create the definition saved in the index's comment, if one is (one DO block)."""
+    ix = index(s)
+    head = ix.marker + SAVED
+    return f"""DO $do$
+DECLARE
+  saved text := obj_description(to_regclass('{ix.qualified}'), 'pg_class');
+BEGIN
+  IF position({literal(head)} IN saved) = 1 THEN
+    EXECUTE substr(saved, length({literal(head)}) + 1);
+  END IF;
+END
+$do$"""
 
 
 # ------------------------------------------------------------------ what the unit declares
 
 
 def views(s: Settings) -> list[MatView]:
-    """The views to VACUUM (ANALYZE) once the step has committed."""
-    return [view(s)]
+    """None: the index is the table's, kept by PostgreSQL."""
+    return []
 
 
 def promises(s: Settings) -> list[Promise]:
-    mv = view(s)
+    ix, fn = index(s), functions.search(s)
     return [
         Promise(
-            "search materialized view populated, with a unique index",
-            f"SELECT m.ispopulated AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = "
-            f"'{mv.qualified}'::regclass AND i.indisunique) FROM pg_matviews m "
-            f"WHERE m.schemaname = '{mv.schema}' AND m.matviewname = '{mv.name}'",
+            f"{ix.qualified}: GIN on the search tsvector, valid on every partition",
+            f"SELECT coalesce((SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = "
+            f"to_regclass('{ix.qualified}') AND i.indrelid = '{s.qualified_table}'::regclass), "
+            "false)",
         ),
         Promise(
-            "buscar_geometrias reads the materialized view",
-            f"SELECT prosrc LIKE '%{mv.name}%' FROM pg_proc "
-            f"WHERE oid = to_regprocedure('{functions.search(s).identity}')",
-            # with RLS on, the function keeps reading the table (``repoint_sql``)
-            f"SELECT NOT relrowsecurity FROM pg_class WHERE oid = '{s.qualified_table}'::regclass",
+            "buscar_geometrias is planned at each call with its arguments",
+            f"SELECT coalesce({literal(PLANNED_PER_CALL.replace(' ', ''))} = ANY(proconfig), "
+            f"false) FROM pg_proc WHERE oid = to_regprocedure('{fn.identity}')",
+            # only where opt3 re-pointed it (it saved the baseline definition)
+            f"SELECT coalesce(position({literal(SAVED)} IN "
+            f"obj_description(to_regclass('{ix.qualified}'), 'pg_class')) > 0, false)",
         ),
     ]
 
@@ -150,9 +146,23 @@ def rewrites(s: Settings) -> dict[str, Rewrite]:
 
 
 def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
-    """Up: the view and its indexes, built and rolled back. Down: the same view built in
-    ``scratch`` from the real table, then dropped and committed."""
+    """Up: the plain CREATE INDEX, rolled back. Down: the same index on a partitioned copy
+    of the table in ``scratch``, dropped and committed."""
+    ix = index(s)
     if direction == "up":
-        return Reference(tuple(view(s).create_sql()))
-    copy = replace(view(s), schema=scratch)
-    return Reference((copy.drop_sql(),), setup=tuple(copy.create_sql()), committed=True)
+        return Reference((ix.create_sql(),))
+    r = replace(s, schema=scratch)
+    copy = replace(ix, table=r.qualified_table)
+    setup = copy_sql(conn, s, r.qualified_table, "", partitions_sql(r, r.qualified_table))
+    return Reference((f"DROP INDEX {copy.qualified}",), setup=(*setup, copy.create_sql()),
+                     committed=True)  # fmt: skip
+
+
+def creates(s: Settings) -> list[Creates]:
+    """The GIN index; one carrying the marker is a killed build's, which the step resumes."""
+    ix = index(s)
+    mine = (
+        f"SELECT coalesce(position({literal(MARK)} IN "
+        f"obj_description(to_regclass({literal(ix.qualified)}), 'pg_class')) = 1, false)"
+    )
+    return [creates_relation(ix.qualified, "the search index (GIN)", mine)]
