@@ -3,7 +3,9 @@ promises as a fallback, `stage4 drift`/`status`, and an upgrade that refuses to 
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 import sys
 
 import psycopg
@@ -214,11 +216,140 @@ class TestUpgrade:
             f"drift accepted (--accept-drift): {GIST_GONE}"
             in (next(tmp_path.iterdir()) / "rollout.json").read_text()
         ), outcome
-        # the step stage4 applied (or rolled back) was recorded: no drift from that record
-        assert drift.check(seeded_url).differences == []
+        # a step kept is recorded: no drift from that record; a NO-GO rolled back to schema,
+        # where nothing is recorded: the drift accepted is still there
+        expected = [] if outcome.startswith("GO") else [GIST_GONE]
+        assert drift.check(seeded_url).differences == expected, outcome
 
     def test_gate_refusal_is_a_preflight_error(self, seeded_url: str, tmp_path) -> None:
         drift.record(seeded_url)
         _change_search_body(seeded_url)
         with pytest.raises(PreflightError, match="body differs from the record"):
             gate.upgrade(seeded_url, "opt1", gate.GateOptions(reports_dir=tmp_path))
+
+
+# ------------------------------------------------ what a downgrade leaves is no revision's promise
+FAST = {
+    "backup": False,
+    "iterations": 3,
+    "concurrency": 1,
+    "duration": 2.0,
+    "threshold": 100.0,
+    "min_delta_ms": 100_000.0,
+}
+AHEAD = [f"geometrias_p{y}" for y in (2029, 2030, 2031)]
+
+
+def _partitions_ahead(url: str) -> dict[str, int]:
+    """opt4's partitions after last_year that exist, with their rows."""
+    t = settings().qualified_table
+    with psycopg.connect(url) as conn:
+        return {
+            name: conn.execute(f"SELECT count(*) FROM public.{name}").fetchone()[0]
+            for (name,) in conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = %s::regclass AND c.relname = ANY(%s) ORDER BY 1",
+                (t, AHEAD),
+            ).fetchall()
+        }
+
+
+def _records(url: str) -> list[tuple[str, bool]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT revision, catalog ? 'reached' FROM benchmarking.catalog_records "
+            "ORDER BY record_id"
+        ).fetchall()
+
+
+def _up_with_records(url: str, target: str) -> None:
+    """Each revision up to ``target`` applied and recorded, as a kept step records it."""
+    revs = migrations.chain()
+    now = migrations.current(url)
+    for rev in revs[revs.index(now) + 1 : revs.index(target) + 1]:
+        migrations.upgrade(url, rev)
+        drift.record(url)
+
+
+def test_plain_alembic_downgrade_from_opt4_is_not_drift_and_opt4_upgrades_again(
+    seeded_url: str, tmp_path
+) -> None:
+    """opt4's downgrade keeps its partitions (dropping one would drop its rows): the record
+    of opt3, taken going up without them, accepts them, and `upgrade --to opt4` is not
+    refused as drift."""
+    import subprocess
+    from pathlib import Path
+
+    _up_with_records(seeded_url, "opt4")
+    root = Path(migrations.__file__).resolve().parents[2]
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "alembic"),
+            "-x",
+            f"url={seeded_url}",
+            "downgrade",
+            "-1",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert migrations.current(seeded_url) == "opt3"
+    ahead = _partitions_ahead(seeded_url)
+    assert sorted(ahead) == AHEAD and sum(ahead.values()) > 0, ahead  # kept, with their rows
+    found = drift.check(seeded_url)
+    assert found.source.startswith("record ") and " of opt3, taken " in found.source
+    assert found.differences == []
+    # a partition after last_year that is not one calendar year is drift all the same
+    _sql(
+        seeded_url,
+        f"CREATE TABLE public.geometrias_p2035 PARTITION OF {settings().qualified_table} "
+        "FOR VALUES FROM ('2035-01-01') TO ('2037-01-01')",
+    )
+    assert drift.check(seeded_url).differences == [
+        "partition public.geometrias_p2035: not in the record (added)"
+    ]
+    _sql(seeded_url, "DROP TABLE public.geometrias_p2035")
+    try:
+        rollout = gate.upgrade(seeded_url, "opt4", gate.GateOptions(reports_dir=tmp_path, **FAST))
+        outcome = rollout.outcome
+    except gate.GateError as no_go:  # a verdict either way: drift does not stop it
+        outcome = str(no_go)
+    assert "drifted" not in outcome, outcome
+    assert outcome.startswith(("GO", "NO-GO")), outcome
+
+
+def test_a_record_taken_going_down_is_never_the_desired_state(seeded_url: str, tmp_path) -> None:
+    """Up to opt4 (each revision recorded), `stage4 downgrade --to schema` (records nothing;
+    an older stage4 recorded opt1 on the way down, with opt4's partitions: such a record,
+    unmarked, is here too), then `stage4 upgrade --to opt1` killed in its benchmark: the
+    database is at opt1 without 2029–2031, which is what opt1 promised going up. No drift,
+    and the next upgrade judges the step."""
+    from test_interrupt import Rollout, _judged_next
+
+    _up_with_records(seeded_url, "opt4")
+    assert sorted(_partitions_ahead(seeded_url)) == AHEAD
+    recorded = _records(seeded_url)
+    gate.downgrade(seeded_url, "opt1")
+    assert _records(seeded_url) == recorded  # nothing recorded on the way down
+    assert sorted(_partitions_ahead(seeded_url)) == AHEAD  # kept by opt4's downgrade
+    assert drift.check(seeded_url).differences == []  # opt1's record accepts them
+    with psycopg.connect(seeded_url, autocommit=True) as conn:  # as an older stage4 did
+        conn.execute(
+            "INSERT INTO benchmarking.catalog_records (revision, catalog) VALUES ('opt1', %s)",
+            (json.dumps(drift.live(conn)),),
+        )
+    gate.downgrade(seeded_url, "schema")
+    run = Rollout(seeded_url, tmp_path, "--no-backup", "--duration", "8")
+    run.in_benchmark()
+    code, _ = run.end(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert migrations.current(seeded_url) == "opt1"
+    assert _partitions_ahead(seeded_url) == {}
+    found = drift.check(seeded_url)
+    assert found.differences == [], found
+    assert re.fullmatch(r"record \d+ of opt1, taken .*", found.source)
+    _judged_next(seeded_url, tmp_path)  # not refused as drift: the step is judged

@@ -59,6 +59,33 @@ def test_counters_see_the_app_writes_and_not_the_reads(seeded_url: str) -> None:
     assert load["app_writes"] == 4 and load["tuples_read_per_s"] > 0
 
 
+def test_a_flushed_session_is_counted_before_it_returns(seeded_url: str) -> None:
+    """A session that flushed its statistics less than a second ago keeps its next writes
+    pending (up to 10 s while idle): ``flush`` puts them in the shared counters before the
+    statement returns, so a reading taken right after counts every one."""
+    s = settings()
+    with (
+        psycopg.connect(seeded_url, autocommit=True) as reader,
+        psycopg.connect(seeded_url, autocommit=True) as ours,
+    ):
+        a = livewrites.counters(reader, s)
+        ours.execute("UPDATE geometrias SET descricao = descricao WHERE id = 1")  # flushed
+        ours.execute("UPDATE geometrias SET descricao = descricao WHERE id <= 100")  # pending
+        livewrites.flush(ours)
+        b = livewrites.counters(reader, s)
+    assert livewrites.writes_between(a, b) == 101
+
+
+def test_a_steps_own_writes_are_taken_off() -> None:
+    a = {"oids": [1], "writes": 10}
+    b = {"oids": [1], "writes": 2_010}
+    metrics = {"backfill_rows": 1_990, "backfill_caught_up_rows": 5, "vacuum_s": 0.1}
+    assert livewrites.own_writes(metrics) == 1_995
+    assert livewrites.own_writes(None) == 0
+    assert livewrites.writes_between(a, b, livewrites.own_writes(metrics)) == 5
+    assert livewrites.writes_between(a, b) == 2_000
+
+
 def test_different_load_is_said() -> None:
     assert livewrites.differs({"app_writes_per_s": 0.0}, {"app_writes_per_s": 0.0}) is None
     assert livewrites.differs({"app_writes_per_s": 30.0}, {"app_writes_per_s": 40.0}) is None

@@ -1,13 +1,16 @@
 """Drift: does the live catalog still hold what the database's revision promises?
 
-What a revision promises is taken from a record, not recomputed. Each time stage4
-leaves the database at a revision (a step applied by ``upgrade``, rolled back by the
-gate or by ``downgrade``), it stores the catalog snapshot of the app schemas
+What a revision promises is taken from a record, not recomputed. Each time ``upgrade``
+reaches a revision (a step kept), stage4 stores the catalog snapshot of the app schemas
 (``snapshot.catalog``: relations and their partition bounds, columns, indexes,
 constraints, views and their definitions, function bodies, grants, policies, triggers,
-cron jobs) in the benchmarking schema (``catalog_records``), tagged with that revision.
-Drift is the difference between the newest record of the current revision and the live
-catalog, named object by object. The record is exact (it holds every object, whatever
+cron jobs) in the benchmarking schema (``catalog_records``), tagged with that revision
+and marked as reached going up. Drift is the difference between the newest such record
+of the current revision and the live catalog, named object by object. Nothing is
+recorded on the way down: a downgrade may keep what the revision above made (opt4's
+keeps its partitions and their rows), so the state it leaves is no revision's promise,
+and an upgrade judged against it would be refused for the very objects it creates.
+Records without the mark (stage4 once took them both ways) are not used. The record is exact (it holds every object, whatever
 names the configuration chose) and costs one snapshot per step; the alternative,
 migrating a scratch database to the same revision and comparing, would need a second
 database and a table's worth of data to rebuild partitions and views on.
@@ -18,8 +21,10 @@ another revision says nothing about this one). There drift falls back to the pro
 objects that make each optimisation, not every grant or body), but true anywhere.
 
 Not drift: sequence positions (rows were inserted), cron jobs of other databases (pg_cron
-keeps one job table per server), and year partitions that opt4's routine creates ahead
-of time after the record (that is the revision doing its job).
+keeps one job table per server), and year partitions after ``last_year`` (one calendar
+year each, as opt4's routine makes them) that are not in the record: at opt4 and above
+the routine creates them ahead of time (the revision doing its job); below it, they are
+what opt4's downgrade keeps on purpose (dropping one would drop its rows).
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ _KINDS = {
 }
 _INDEX_NAME = re.compile(r"INDEX (?:CONCURRENTLY )?(?:IF NOT EXISTS )?(\S+) ON ")
 _SHORT = 60  # values longer than this are said to differ, not printed
+REACHED = "reached"  # the record's key saying how its revision was reached ("up")
 
 
 @dataclass
@@ -114,8 +120,9 @@ def live(conn: Any, s: Settings | None = None) -> dict[str, list[list[Any]]]:
 
 
 def record(url: str, s: Settings | None = None) -> int | None:
-    """Store the live catalog as what the current revision promises; its record id (None
-    when the database is at no revision: there is nothing to promise)."""
+    """Store the live catalog as what the current revision promises, reached going up
+    (call it only then); its record id (None when the database is at no revision: there
+    is nothing to promise)."""
     from stage4 import migrations, store
     from stage4.db import connect
 
@@ -128,20 +135,20 @@ def record(url: str, s: Settings | None = None) -> int | None:
         return conn.execute(
             f"INSERT INTO {s.bench_schema}.catalog_records (revision, catalog) "
             "VALUES (%s, %s) RETURNING record_id",
-            (revision, json.dumps(live(conn, s))),
+            (revision, json.dumps({**live(conn, s), REACHED: "up"})),
         ).fetchone()[0]
 
 
 def recorded(conn: Any, revision: str, s: Settings | None = None) -> tuple | None:
-    """(record id, taken at, catalog) of the newest record of ``revision``, or None.
-    Read-only: a database without the table has no record."""
+    """(record id, taken at, catalog) of the newest record of ``revision`` reached going
+    up, or None. Read-only: a database without the table has no record."""
     s = s or settings()
     table = f"{s.bench_schema}.catalog_records"
     if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
         return None
     return conn.execute(
         f"SELECT record_id, taken_at, catalog FROM {table} WHERE revision = %s "
-        "ORDER BY record_id DESC LIMIT 1",
+        f"AND catalog ->> '{REACHED}' = 'up' ORDER BY record_id DESC LIMIT 1",
         (revision,),
     ).fetchone()
 
@@ -245,17 +252,21 @@ def _relation(section: str, key: tuple, old: dict, new: dict) -> tuple | None:
 
 
 def _ahead(old: dict, new: dict, s: Settings) -> set[tuple]:
-    """Year partitions of the table added since the record, beyond the recorded ones, where
-    the record already had opt4's routine adding them."""
+    """Year partitions of the table after ``last_year`` that are not in the record, each
+    bounded by its calendar year (what opt4's routine creates, and its downgrade keeps)."""
     pattern = re.compile(rf"{re.escape(s.table)}_p(\d{{4}})")
-    years = [int(m.group(1)) for nsp, rel in old if (m := pattern.fullmatch(rel))]
-    if not years or max(years) <= s.last_year:  # no partition ahead: opt4 was not there
-        return set()
-    return {
-        (nsp, rel)
-        for nsp, rel in set(new) - set(old)
-        if nsp == s.schema and (m := pattern.fullmatch(rel)) and int(m.group(1)) > max(years)
-    }
+    out = set()
+    for nsp, rel in set(new) - set(old):
+        m = pattern.fullmatch(rel)
+        if nsp != s.schema or not m or int(m.group(1)) <= s.last_year:
+            continue
+        y = int(m.group(1))
+        bound = new[(nsp, rel)][5] or ""  # "partition bound", as pg_get_expr prints it
+        if re.fullmatch(
+            rf"FOR VALUES FROM \('{y}-01-01[^']*'\) TO \('{y + 1}-01-01[^']*'\)", bound
+        ):
+            out.add((nsp, rel))
+    return out
 
 
 def _name(section: str, what: str, key: tuple, row: tuple) -> str:

@@ -311,7 +311,6 @@ def _reject(run: RolloutRun, rec: StepRecord, before: StepStart) -> NoReturn:
         differences = snapshot.diff(start, now)
         rec.restored_exactly = not differences
         rec.notes += [f"after rollback: {d}" for d in differences]
-    _record(run.url, run.s)
     rec.verdict = "NO-GO"
     judging.rebench(
         run.url, rec, run.base if run.package else run.previous, run.opts, run.say, run.progress
@@ -328,7 +327,9 @@ def _app_wrote(conn, run: RolloutRun, rec: StepRecord) -> str | None:
     count is unknown and the rows are left to the downgrade's row check."""
     first = run.applied[0] if run.package and run.applied else rec
     since = (first.counters or {}).get("before")
-    n = livewrites.settled(conn, run.s, since) if since else None
+    steps = run.applied if run.package else [rec]
+    own = sum(livewrites.own_writes(getattr(st, "metrics_", None)) for st in steps)
+    n = livewrites.settled(conn, run.s, since, own=own) if since else None
     earlier = sum(st.app_writes or 0 for st in run.applied)
     if n is None:
         return (
@@ -354,8 +355,9 @@ def _check_drift(url: str, opts: GateOptions, say: Phase) -> list[str]:
 
 
 def _record(url: str, s) -> None:
-    """Record what the revision the database is now at looks like (drift.py). The step is
-    committed: a failure to record is a warning, never the step's failure."""
+    """Record what the revision the database has just been upgraded to looks like
+    (drift.py; never on the way down: a rollback's state is no revision's promise). The
+    step is committed: a failure to record is a warning, never the step's failure."""
     import logging
 
     import psycopg
@@ -655,6 +657,5 @@ def _downgrade(
                     f"rollback of {rev} committed but the check failed: {'; '.join(broken)}; "
                     f"restore from the backup taken before the upgrade if rows are missing"
                 )
-            _record(url, s)
             done.append(RollbackStep(rev, seconds, kept, settled))
     return done

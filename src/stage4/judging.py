@@ -154,9 +154,10 @@ def rows_kept(conn, s, rec: StepRecord, hash_moved: bool) -> list[str]:
     metrics = getattr(rec, "metrics_", {})
     rec.rows_checked = metrics.get("rows_checked")
     before = (rec.counters or {}).get("before")
-    n = livewrites.writes_between(before, livewrites.counters(conn, s))
+    own = livewrites.own_writes(metrics)  # the step's own (opt2's backfill), not the app's
+    n = livewrites.writes_between(before, livewrites.counters(conn, s), own)
     if n == 0 and hash_moved and rec.rows_checked is None:  # not counted yet? (~1 s lag)
-        n = livewrites.settled(conn, s, before)
+        n = livewrites.settled(conn, s, before, own=own)
     rec.app_writes = n if n is not None else metrics.get("rows_written_meanwhile")
     if rec.rows_checked is not None:
         rec.verified.append(f"every row kept: {rec.rows_checked} rows checked source vs copy "

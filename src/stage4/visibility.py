@@ -1,27 +1,37 @@
 """Who can see and change what: taken before and after a step, compared by the gate.
 
 For each API role that exists (anon, authenticated, service_role and the roles named
-in ``[tool.stage4] api_roles``), ``take`` records
+in ``[tool.stage4] api_roles``), ``take`` records, in one REPEATABLE READ snapshot:
 
-* what it can read through every relation (table, partition, view, materialized view,
-  foreign table) in the exposed schemas (``[tool.stage4] exposed_schemas``, default
-  ``public``, plus the table's own): the rows it gets as that role (``SET LOCAL ROLE``
-  in a transaction that is rolled back, so row level security applies as it would to
-  the API) — a count, and for relations with the table's ``id`` column an md5 of the
-  id set and how many of those ids the table itself hides from that role;
+* its **rule** on the app table: may it read it (a column grant is enough), and which
+  rows: all of them (no row level security, or the role bypasses it) or those its
+  SELECT policies let through (the permissive ones OR'ed, the restrictive ones AND'ed,
+  as PostgreSQL combines them), as one SQL expression;
+* the columns it may read of every relation in the exposed schemas
+  (``[tool.stage4] exposed_schemas``, default ``public``, plus the table's own);
+* what it reads through every relation (table, partition, view, materialized view,
+  foreign table) there, as that role (``SET LOCAL ROLE`` in a transaction that is rolled
+  back, so row level security applies as it would to the API): a count, and for
+  relations with the table's ``id`` column how many of those ids the table itself hides
+  from that role;
 * what it can change: INSERT, UPDATE, DELETE, TRUNCATE on those relations (column
   grants included), USAGE and UPDATE on their sequences (``nextval``/``setval``) and
   EXECUTE on their SECURITY DEFINER functions (which run with their owner's rights).
 
-``wider`` compares two of them: a step that lets a role read a row the table hides
-from it (through any relation), read more of the table itself, newly read a relation
-without ``id`` while the table has RLS, or change something it could not, breaks the
-promise; each reason names the role and the object.
+``take(..., since=before)`` also evaluates, where a role's rule on the table changed,
+the rule it had before over the rows it reads now, in the same snapshot: the rows the
+role reads that the old rule would not have shown it. The table is judged by rule, never
+by counting rows at two moments: the app inserts and deletes rows while a step runs.
 
-Why hashes and counts: the ids never leave the server (at 20,000 rows a snapshot of
-three roles reads each relation once per role that can read it). A relation whose
-rows do not depend on the role (a materialized view, a table without RLS) is read
-once and shared by the roles that may read it.
+``wider`` compares two of them: a step that lets a role read the table it could not,
+read rows of it its old rule hid, read a column it could not, read a row the table hides
+from it through another relation, newly read a relation without ``id`` while the table
+has RLS, or change something it could not, breaks the promise; each reason names the
+role and the object.
+
+Why counts: the ids never leave the server. A relation whose rows do not depend on the
+role (a materialized view, a table without RLS) is read once and shared by the roles that
+may read it.
 """
 
 from __future__ import annotations
@@ -40,27 +50,40 @@ class Read:
     """What one role reads through one relation."""
 
     rows: int
-    ids: str | None = None  # md5 of the sorted id set; None: the relation has no id column
-    hidden: int | None = None  # of those ids, how many the table does not show the role
+    hidden: int | None = None  # of its ids, how many the table does not show the role
 
 
 @dataclass
 class Reach:
-    """Every checked role's reads (by role and relation) and writes (by role)."""
+    """Every checked role's rule on the table, readable columns, reads (by role and
+    relation) and writes (by role)."""
 
     table: str
     rls: bool  # the table has row level security enabled
     roles: list[str] = field(default_factory=list)
+    # role -> the rows of the table it may read, as SQL ("true": all); None: not the table
+    rules: dict[str, str | None] = field(default_factory=dict)
+    columns: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # (relation, column)
+    existing: set[tuple[str, str]] = field(default_factory=set)  # every column checked
     reads: dict[tuple[str, str], Read] = field(default_factory=dict)
     writes: dict[str, set[str]] = field(default_factory=dict)
     unchecked: list[str] = field(default_factory=list)  # roles we may not SET ROLE to
+    # with ``since``: role -> rows it reads now that its rule in ``since`` did not show it
+    # (an int), or why that rule could not be evaluated now (a str)
+    beyond: dict[str, int | str] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line for the gate's record of what was checked."""
         rels = len({rel for _, rel in self.reads})
+        if not self.roles and not self.unchecked:
+            return (
+                f"who can see what: no API role ({', '.join(ROLES)}) exists here: nothing to check"
+            )
         text = (
-            f"who can see what: {', '.join(self.roles) or 'no API role exists'} read and "
-            f"write no more than before ({rels} readable relations checked)"
+            f"who can see what: {', '.join(self.roles)} read and write no more than before "
+            f"({rels} readable relations checked)"
+            if self.roles
+            else "who can see what: no API role could be checked"
         )
         if self.unchecked:
             text += f"; not checked (cannot SET ROLE): {', '.join(self.unchecked)}"
@@ -79,9 +102,11 @@ def roles(conn, s: Settings) -> list[str]:
     return [r for r in wanted if r in found]
 
 
-def take(conn, s: Settings) -> Reach:
+def take(conn, s: Settings, since: Reach | None = None) -> Reach:
     """Record what every API role reads and writes now (psycopg connection, not in a
-    transaction; everything is read in one REPEATABLE READ transaction, rolled back)."""
+    transaction; everything is read in one REPEATABLE READ transaction, rolled back).
+    ``since``: an earlier ``take``, whose rules are evaluated in this snapshot where they
+    changed (``Reach.beyond``)."""
     table = s.qualified_table
     schemas = list(dict.fromkeys([*s.exposed_schemas, s.schema]))
     idle = conn.info.transaction_status == _idle()
@@ -95,6 +120,7 @@ def take(conn, s: Settings) -> Reach:
         ).fetchone()[0]
         reach = Reach(table=table, rls=rls)
         rels = _relations(conn, schemas)
+        reach.existing = _columns(conn, schemas)
         shared: dict[tuple[str, bool], Read | None] = {}
         for role in roles(conn, s):
             if not conn.execute(
@@ -103,9 +129,68 @@ def take(conn, s: Settings) -> Reach:
                 reach.unchecked.append(role)
                 continue
             reach.roles.append(role)
+            reach.rules[role] = _rule(conn, role, table)
+            reach.columns[role] = _columns(conn, schemas, role)
             reach.writes[role] = _writes(conn, role, schemas)
-            _reads(conn, role, table, rels, reach, shared)
+            old = since.rules.get(role) if since is not None else None
+            changed = old not in (None, "true", reach.rules[role])
+            _reads(conn, role, table, rels, reach, shared, old if changed else None)
     return reach
+
+
+# A policy applies to ``role`` when it is for SELECT or ALL and names PUBLIC or a role that
+# ``role`` is a member of (policies are checked against every role the user belongs to).
+_APPLIES = """p.polrelid = c.oid AND p.polcmd IN ('r', '*') AND p.polqual IS NOT NULL
+  AND (0 = ANY(p.polroles)
+       OR EXISTS (SELECT 1 FROM unnest(p.polroles) x WHERE x <> 0
+                  AND pg_has_role(%(r)s, x, 'MEMBER')))"""
+
+
+def _rule(conn, role: str, table: str) -> str | None:
+    """The rows of ``table`` that ``role`` may read, as a boolean SQL expression over its
+    columns: "true" for all of them (no RLS, or the role bypasses it or owns the table
+    without FORCE), else PostgreSQL's own combination of its SELECT policies (no
+    permissive one: no row); None when it may not read the table."""
+    row = conn.execute(
+        f"""SELECT has_any_column_privilege(%(r)s, c.oid, 'SELECT')
+                 AND has_schema_privilege(%(r)s, c.relnamespace, 'USAGE'),
+               NOT c.relrowsecurity OR a.rolsuper OR a.rolbypassrls
+                 OR (pg_has_role(%(r)s, c.relowner, 'USAGE') AND NOT c.relforcerowsecurity),
+               (SELECT string_agg('(' || pg_get_expr(p.polqual, p.polrelid) || ')', ' OR '
+                                  ORDER BY p.polname)
+                  FROM pg_policy p WHERE p.polpermissive AND {_APPLIES}),
+               (SELECT string_agg('(' || pg_get_expr(p.polqual, p.polrelid) || ')', ' AND '
+                                  ORDER BY p.polname)
+                  FROM pg_policy p WHERE NOT p.polpermissive AND {_APPLIES})
+           FROM pg_class c, pg_roles a WHERE c.oid = to_regclass(%(t)s) AND a.rolname = %(r)s""",
+        {"r": role, "t": table},
+    ).fetchone()
+    if row is None or not row[0]:
+        return None
+    _, whole, permissive, restrictive = row
+    if whole:
+        return "true"
+    if permissive is None:
+        return "false"
+    return f"({permissive})" + (f" AND {restrictive}" if restrictive else "")
+
+
+def _columns(conn, schemas: list[str], role: str | None = None) -> set[tuple[str, str]]:
+    """(relation, column) of every relation checked; with ``role``: those it may read."""
+    may = (
+        "true"
+        if role is None
+        else "has_column_privilege(%(r)s, c.oid, a.attnum, 'SELECT') "
+        "AND has_schema_privilege(%(r)s, c.relnamespace, 'USAGE')"
+    )
+    rows = conn.execute(
+        f"""SELECT {_NAME}, a.attname::text
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+           WHERE n.nspname = ANY(%(s)s) AND c.relkind::text = ANY(%(k)s) AND {may}""",
+        {"s": schemas, "k": list(_KINDS), "r": role},
+    ).fetchall()
+    return {(r[0], r[1]) for r in rows}
 
 
 def _relations(conn, schemas: list[str]) -> list[tuple[str, str, bool, bool, str]]:
@@ -152,8 +237,9 @@ def _writes(conn, role: str, schemas: list[str]) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _reads(conn, role, table, rels, reach: Reach, shared) -> None:
-    """Read every relation ``role`` may SELECT from, as ``role``."""
+def _reads(conn, role, table, rels, reach: Reach, shared, old_rule: str | None) -> None:
+    """Read every relation ``role`` may SELECT from, as ``role``; with ``old_rule``, count
+    the rows of the table it reads that this rule would not show it."""
     attrs = conn.execute(
         "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = %s", (role,)
     ).fetchone()
@@ -189,34 +275,47 @@ def _reads(conn, role, table, rels, reach: Reach, shared) -> None:
             if same_for_all and key in shared:
                 got = shared[key]
             else:
-                got = _read(conn, name, has_id, table, may.get(table, False), name == table)
+                got = _read(conn, name, has_id and name != table, table, may.get(table, False))
                 if same_for_all:
                     shared[key] = got
             if got is not None:
                 reach.reads[(role, name)] = got
+        if old_rule is not None and (role, table) in reach.reads:
+            reach.beyond[role] = _beyond(conn, table, old_rule)
 
 
-def _read(conn, rel: str, has_id: bool, table: str, may_table: bool, is_table: bool):
-    """One relation as the current role; None when reading it fails (a view that reads
-    what the role may not, a column grant without ``id``...)."""
+def _beyond(conn, table: str, rule: str) -> int | str:
+    """Rows of ``table`` the current role reads (its policies now apply) that ``rule``
+    does not let through (NULL lets nothing through, as in a policy); or why ``rule``
+    cannot be evaluated now (it names a column or function that is gone...)."""
     try:
         with conn.transaction():
+            return conn.execute(
+                f"SELECT count(*) FROM {table} WHERE NOT coalesce(({rule}), false)"
+            ).fetchone()[0]
+    except _db_errors() as e:
+        if isinstance(e, _fatal()):
+            raise
+        return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _read(conn, rel: str, has_id: bool, table: str, may_table: bool):
+    """One relation as the current role (``has_id``: also how many of its ids the table
+    hides from the role); None when reading it fails (a view that reads what the role may
+    not, a column grant without ``id``...)."""
+    try:
+        with conn.transaction():
+            rows = conn.execute(f"SELECT count(*) FROM {rel}").fetchone()[0]
             if not has_id:
-                return Read(conn.execute(f"SELECT count(*) FROM {rel}").fetchone()[0])
-            rows, ids = conn.execute(
-                f"SELECT count(*), md5(coalesce(string_agg(id::text, ',' ORDER BY id), '')) "
-                f"FROM {rel}"
-            ).fetchone()
-            if is_table:
-                hidden = 0
-            elif not may_table:
+                return Read(rows)
+            if not may_table:
                 hidden = rows
             else:  # a top-level NOT EXISTS: one anti-join, not a probe per row
                 hidden = conn.execute(
                     f"SELECT count(*) FROM {rel} v WHERE NOT EXISTS "
                     f"(SELECT 1 FROM {table} t WHERE t.id = v.id)"
                 ).fetchone()[0]
-            return Read(rows, ids, hidden)
+            return Read(rows, hidden)
     except _db_errors() as e:
         if isinstance(e, _fatal()):
             raise
@@ -243,22 +342,18 @@ def _fatal():
 
 def wider(before: Reach, after: Reach) -> list[str]:
     """What ``after`` lets a role do that ``before`` did not: one line each, naming the role
-    and the object (empty: nobody reads or writes more)."""
-    out = []
+    and the object (empty: nobody reads or writes more). ``after`` is taken ``since``
+    ``before`` for a changed rule on the table to be judged by its rows."""
+    out = [line for role in after.roles for line in _table_wider(before, after, role)]
     for (role, rel), now in sorted(after.reads.items()):
-        was = before.reads.get((role, rel))
         if rel == after.table:
-            if was is None:
-                if now.rows:
-                    out.append(f"{role} can now read {now.rows} rows of {rel}")
-            elif now.ids != was.ids and now.rows >= was.rows:
-                out.append(
-                    f"{role} reads other rows of {rel} than before "
-                    f"({now.rows} rows, {was.rows} before)"
-                )
-        elif now.hidden is not None:
+            continue
+        was = before.reads.get((role, rel))
+        if now.hidden is not None:
+            # A relation that showed hidden rows before the step is open already (said by
+            # ``already_open``): how many rows it shows moves with the app's writes.
             already = was.hidden if was is not None and was.hidden is not None else 0
-            if now.hidden > already:
+            if now.hidden and not already:
                 out.append(
                     f"{role} can read {now.hidden} rows through {rel} that {after.table} "
                     f"hides from it ({already} before)"
@@ -269,17 +364,47 @@ def wider(before: Reach, after: Reach) -> list[str]:
                 "has row level security"
             )
     for role in after.roles:
+        had = before.columns.get(role, set())
+        partly = {rel for rel, _ in had}  # a column of a relation already partly readable
+        for rel, col in sorted(after.columns.get(role, set()) - had):
+            if rel in partly and (rel, col) in before.existing:
+                out.append(f"{role} can now read column {col} of {rel}")
+    for role in after.roles:
         for what in sorted(after.writes.get(role, set()) - before.writes.get(role, set())):
             out.append(f"{role} can now {what}")
     return out
 
 
-def at(url: str, s: Settings) -> Reach:
+def _table_wider(before: Reach, after: Reach, role: str) -> list[str]:
+    """The table by rule: may the role read it now and not before, or read rows its old
+    rule did not show it (counted in ``after``'s snapshot, so rows the app wrote meanwhile
+    are judged by the same rule as the rest)?"""
+    rel, now = after.table, after.reads.get((role, after.table))
+    old, new = before.rules.get(role), after.rules.get(role)
+    if now is None or new is None or old in ("true", new):
+        return []
+    if old is None:
+        return [f"{role} can now read {now.rows} rows of {rel}"] if now.rows else []
+    beyond = after.beyond.get(role, f"not evaluated: {rel} was read without the old rule")
+    if beyond == 0:
+        return []
+    if isinstance(beyond, int):
+        return [
+            f"{role} can read {beyond} rows of {rel} that its row level security did not "
+            "show it before (the old policies evaluated on the rows it reads now)"
+        ]
+    return [
+        f"{role}'s row level security on {rel} changed and the old policies cannot be "
+        f"evaluated now ({beyond})"
+    ]
+
+
+def at(url: str, s: Settings, since: Reach | None = None) -> Reach:
     """``take`` on a connection of its own."""
     from stage4.db import connect
 
     with connect(url, autocommit=True) as conn:
-        return take(conn, s)
+        return take(conn, s, since)
 
 
 def already_open(reach: Reach) -> list[str]:
@@ -295,7 +420,7 @@ def already_open(reach: Reach) -> list[str]:
 
 def check(url: str, s: Settings, before: Reach) -> tuple[list[str], list[str]]:
     """After a step: (the line saying what was checked, or what was open already; what widened)."""
-    now = at(url, s)
+    now = at(url, s, since=before)
     widened = wider(before, now)
     if widened:
         return [], widened
