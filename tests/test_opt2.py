@@ -350,53 +350,54 @@ class TestOnline:
 
     def test_an_interrupt_during_the_backfill_leaves_opt1_exactly(self, seeded_url):
         """SIGINT while a batch waits for an app's row lock: the batch is cancelled, the
-        batches already committed are dropped with the columns, nothing of the app's lost."""
+        batches already committed are dropped with the columns, nothing of the app's lost.
+
+        No race: the app locks its row from inside the backfill's first progress report,
+        before any batch runs, and the SIGINT is sent once a batch waits for that lock."""
         migrations.upgrade(seeded_url, "opt1")
         before, rows = _snap(seeded_url), _rows(seeded_url)
         ticks: list[int] = []
-        started = threading.Event()
+        locked, over = threading.Event(), threading.Event()
 
-        def app_holding_a_row_lock() -> None:
-            """Once the backfill runs, lock the last row of the last leaf it reaches (earlier
-            batches commit first), SIGINT the upgrade while it waits, then let go."""
-            started.wait(60)
-            with (
-                psycopg.connect(seeded_url) as app,
-                psycopg.connect(seeded_url, autocommit=True) as watch,
-            ):
+        def send_sigint_once_a_batch_waits() -> None:
+            """SIGINT the upgrade while a batch waits for the app's lock, then let go."""
+            with psycopg.connect(seeded_url, autocommit=True) as watch:
+                while not over.is_set():
+                    if locked.is_set() and watch.execute(WAITING).fetchone()[0]:
+                        os.kill(os.getpid(), signal.SIGINT)
+                        break
+                    time.sleep(0.05)
+            time.sleep(0.5)
+            app.rollback()  # the app's transaction ends: the upgrade's undo gets its lock
+
+        def progress(phase: str, done: int, total: int) -> None:
+            """At the backfill's first report (no batch run yet), the app locks the last
+            row of the last leaf the backfill reaches (earlier batches commit first)."""
+            if phase == "backfill" and not locked.is_set():
                 leaf = app.execute(
                     "SELECT max(relid::regclass::text) FROM pg_partition_tree("
                     "'public.geometrias') WHERE isleaf AND pg_relation_size(relid) > 0"
                 ).fetchone()[0]
                 app.execute(f"SELECT id FROM {leaf} ORDER BY ctid DESC LIMIT 1 FOR UPDATE")
-                for _ in range(1200):
-                    if watch.execute(WAITING).fetchone()[0]:
-                        os.kill(os.getpid(), signal.SIGINT)
-                        break
-                    time.sleep(0.05)
-                time.sleep(0.5)
-                app.rollback()  # the app's transaction ends: the upgrade's undo gets its lock
-
-        def progress(phase: str, done: int, total: int) -> None:
+                locked.set()
             ticks.append(done)
-            started.set()
-            time.sleep(0.02)  # slow enough for the app to lock its row first
 
-        app = threading.Thread(target=app_holding_a_row_lock)
-        app.start()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                migrations.upgrade(
-                    seeded_url,
-                    "opt2",
-                    lock_timeout="60s",
-                    progress=progress,
-                    backfill_target_s=0.0001,
-                    backfill_first_blocks=8,
-                )
-        finally:
-            started.set()
-            app.join()
+        with psycopg.connect(seeded_url) as app:
+            watcher = threading.Thread(target=send_sigint_once_a_batch_waits)
+            watcher.start()
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    migrations.upgrade(
+                        seeded_url,
+                        "opt2",
+                        lock_timeout="60s",
+                        progress=progress,
+                        backfill_target_s=0.0001,
+                        backfill_first_blocks=8,
+                    )
+            finally:
+                over.set()
+                watcher.join()
         assert len(ticks) > 2  # some batches had committed before the interrupt
         assert migrations.current(seeded_url) == "opt1"
         assert snapshot.diff(before, _snap(seeded_url)) == []
@@ -405,36 +406,45 @@ class TestOnline:
         with psycopg.connect(seeded_url) as conn:
             assert conn.execute(AREA_RIGHT).fetchone()[0] == 0
 
-    def test_a_killed_backfill_is_resumed_then_downgraded_exactly(self, seeded_url):
+    def test_a_killed_backfill_is_resumed_then_downgraded_exactly(self, seeded_url, tmp_path):
         """SIGKILL during the backfill leaves part 1 committed at opt1; the next upgrade
-        resumes the backfill (no clash with its own columns), the downgrade restores opt1."""
+        resumes the backfill (no clash with its own columns), the downgrade restores opt1.
+
+        No race: the child's backfill waits at its first progress report (no batch run
+        yet) until the app holds its row lock."""
         migrations.upgrade(seeded_url, "opt1")
         before, rows = _snap(seeded_url), _rows(seeded_url)
+        go = tmp_path / "locked"
         script = (
-            "import sys, time; from stage4 import migrations; "
+            "import pathlib, sys, time\n"
+            "from stage4 import migrations\n"
+            "def progress(phase, done, total):\n"
+            "    go = pathlib.Path(sys.argv[2])\n"
+            "    while phase == 'backfill' and done == 0 and not go.exists():\n"
+            "        time.sleep(0.01)\n"
             "migrations.upgrade(sys.argv[1], 'opt2', lock_timeout='60s', "
-            "backfill_target_s=0.0001, backfill_first_blocks=8, "
-            "progress=lambda *_: time.sleep(0.05))"  # slow enough for the app to lock first
+            "backfill_target_s=0.0001, backfill_first_blocks=8, progress=progress)\n"
         )
         with (
             psycopg.connect(seeded_url) as app,
             psycopg.connect(seeded_url, autocommit=True) as watch,
         ):
-            child = subprocess.Popen([sys.executable, "-c", script, seeded_url])
+            child = subprocess.Popen([sys.executable, "-c", script, seeded_url, str(go)])
             try:
-                # once part 1 has committed (the trigger exists), the app locks the first
-                # row of the second leaf the backfill reaches: it waits there, the first
-                # leaf filled, the later ones not
-                for _ in range(1200):
+                # once part 1 has committed (the trigger exists; the child then waits for
+                # `go`), the app locks the first row of the second leaf the backfill
+                # reaches: it waits there, the first leaf filled, the later ones not
+                for _ in range(2400):
                     if watch.execute(gis_columns.leftover_sql(S)).fetchone()[0]:
                         break
-                    time.sleep(0.02)
+                    time.sleep(0.05)
                 leaf = app.execute(
                     "SELECT relid::regclass::text FROM pg_partition_tree('public.geometrias') "
                     "WHERE isleaf AND pg_relation_size(relid) > 0 ORDER BY 1 OFFSET 1 LIMIT 1"
                 ).fetchone()[0]
                 app.execute(f"SELECT id FROM {leaf} ORDER BY ctid LIMIT 1 FOR UPDATE")
-                for _ in range(1200):
+                go.touch()
+                for _ in range(2400):
                     if watch.execute(WAITING).fetchone()[0]:
                         break
                     time.sleep(0.05)

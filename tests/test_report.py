@@ -112,8 +112,12 @@ class TestOneSetOfFigures:
             folder_with(tmp_path, "opt1", [rec], [base, opt1], "GO: at opt1") / "REPORT.md"
         ).read_text()
         decision = text[text.index("### opt1: GO") :]
-        assert "- margin x1.10 (10% threshold, no machine drift) vs baseline" in decision
-        assert report.margins(rec) == "margin x1.10 (10% threshold, no machine drift) vs baseline"
+        line = (
+            "margin x1.10 (10% threshold, no machine drift) vs baseline, judged on the ratios "
+            "with the machine's speed taken out"
+        )
+        assert f"- {line}" in decision
+        assert report.margins(rec) == line
         assert "floor" not in decision  # nothing excused: nothing named
 
     def test_what_the_floor_excused_is_named_in_the_report_and_rollout_json(self, tmp_path) -> None:
@@ -126,9 +130,18 @@ class TestOneSetOfFigures:
         decision = text[text.index("### opt1: GO") :]
         q1 = rec.comparisons["Q1"]
         delta = q1["candidate_median"] - q1["baseline_median"]
-        named = f"Q1 x{q1['ratio']:.2f} (+{delta:.2f} ms, under the 2 ms floor: not counted)"
-        assert re.search(r"Q1 x1\.[3-5]\d \(\+1\.[3-7]\d ms, under the 2 ms floor", named)
-        assert f"- margin x1.10 (10% threshold, no machine drift) vs baseline; {named}" in decision
+        named = (
+            f"Q1 x{q1['ratio']:.2f} raw, x{q1['adjusted_ratio']:.2f} with the machine's speed "
+            f"taken out (+{delta:.2f} ms, under the 2 ms floor: not counted)"
+        )
+        assert re.search(
+            r"Q1 x1\.[3-5]\d raw, x1\.[3-5]\d .* \(\+1\.[3-7]\d ms, under the 2 ms", named
+        )
+        margin = (
+            "margin x1.10 (10% threshold, no machine drift) vs baseline, judged on the ratios "
+            "with the machine's speed taken out"
+        )
+        assert f"- {margin}; {named}" in decision
         assert report.margins(rec).count("not counted") == 1  # vs_previous is the same run
         saved = json.loads((folder / "rollout.json").read_text())["steps"][0]
         assert saved["comparisons"]["Q1"]["excused"] == "slower"
@@ -144,7 +157,13 @@ class TestOneSetOfFigures:
             folder_with(tmp_path, "opt2", steps, [base, opt1, opt2], "NO-GO at opt2") / "REPORT.md"
         ).read_text()
         header = table_row(text, "query")
-        assert header[1:] == ["BASELINE", "OPT1", "OPT2 (NO-GO, rolled back)", "OPT1 / baseline"]
+        assert header[1:] == [
+            "BASELINE",
+            "OPT1",
+            "OPT2 (NO-GO, rolled back)",
+            "OPT1 / baseline",
+            "OPT1 / baseline, with the machine's speed taken out",
+        ]
         assert "| OPT2 (NO-GO, rolled back) |" in text  # the overall table too
 
 
@@ -215,7 +234,18 @@ class TestCharts:
         assert [p.get_hatch() for p in ax.containers[1]] == ["//"] * len(QUERIES)
         ax2 = mean.axes[0]
         assert ax2.get_yscale() == "linear" and "linear scale" in ax2.get_ylabel()
-        assert [t.get_text() for t in ax2.texts] == ["NO-GO, rolled back"]
+        means = [
+            json.loads((folder / f"METRICS_{lbl}.json").read_text())["overall"]["mean"]
+            for lbl in ("BASELINE", "OPT1")
+        ]
+        # bars from 0, each with its value; the rolled-back one hatched and named inside
+        # the axes (below the top of the y range, so never on the title)
+        assert ax2.get_ylim()[0] == 0 and ax2.get_ylim()[1] > max(means)
+        assert [b.get_height() for b in ax2.containers[0]] == pytest.approx(means)
+        assert [b.get_hatch() for b in ax2.containers[0]] == [None, "//"]
+        texts = [t.get_text() for t in ax2.texts]
+        assert texts == ["NO-GO, rolled back", *(f"{m:.2f}" for m in means)]
+        assert all(t.get_position()[1] < ax2.get_ylim()[1] for t in ax2.texts)
         assert (folder / "latency_by_query.png").stat().st_size > 0
 
 

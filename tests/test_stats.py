@@ -147,13 +147,21 @@ class TestControlAdjusted:
         result = compare_bench(base, cand, min_delta_ms=2.0)
         assert [q for q, c in result.items() if c.verdict != NO_CHANGE] == ["Q5"]
         q5 = result["Q5"]
-        assert q5.verdict == SLOWER and q5.ratio == pytest.approx(2.0, rel=0.1)
-        # the medians reported are the measured ones (the report's tables show them)
+        # judged on the ratio with the machine's speed taken out: x2, its interval's
+        assert q5.verdict == SLOWER and q5.adjusted_ratio == pytest.approx(2.0, rel=0.1)
+        assert q5.judged_ratio == q5.adjusted_ratio and q5.ci_low < 2.0 < q5.ci_high
+        # the medians reported are the measured ones (the report's tables show them), and
+        # the ratio beside them is theirs: x2 on a machine 1.5 times slower, x3
         assert q5.baseline_median == pytest.approx(float(np.median(base.samples["Q5"])))
         assert q5.candidate_median == pytest.approx(float(np.median(cand.samples["Q5"])))
+        assert q5.ratio == q5.candidate_median / q5.baseline_median
+        assert q5.ratio == pytest.approx(3.0, rel=0.1)
         assert q5.widened == pytest.approx(1.5**0.5, rel=0.05)  # the drift's square root
         decision = gate_verdict(result)
-        assert "with the machine's speed taken out" in decision.reasons[0]
+        assert (
+            f"x{q5.ratio:.2f} raw, x{q5.adjusted_ratio:.2f} with the machine's speed taken "
+            f"out: judged on x{q5.adjusted_ratio:.2f}, 95% CI" in decision.reasons[0]
+        )
 
     def test_what_the_floor_excused_is_recorded_and_named(self) -> None:
         # Q1 (0.4 ms) three times slower moves its median by 0.8 ms: under the 2 ms floor,
@@ -166,10 +174,14 @@ class TestControlAdjusted:
         assert [q for q, c in result.items() if c.excused] == ["Q1"]
         assert result["Q1"].to_dict()["min_delta_ms"] == 2.0
         q1 = result["Q1"]
+        q5 = result["Q5"]
         assert margin_line(result, "baseline").endswith(
-            " vs baseline; "
-            f"Q1 x{q1.ratio:.2f} (+{q1.candidate_median - q1.baseline_median:.2f} ms, "
-            "under the 2 ms floor: not counted)"
+            " vs baseline, judged on the ratios with the machine's speed taken out; "
+            f"Q1 x{q1.ratio:.2f} raw, x{q1.adjusted_ratio:.2f} with the machine's speed "
+            f"taken out (+{q1.candidate_median - q1.baseline_median:.2f} ms, "
+            "under the 2 ms floor: not counted); "
+            f"Q5 slower x{q5.ratio:.2f} raw, x{q5.adjusted_ratio:.2f} with the machine's "
+            f"speed taken out (+{q5.candidate_median - q5.baseline_median:.2f} ms)"
         )
         assert 2.7 < q1.ratio < 3.3
         # with no floor the same comparison counts Q1, and nothing is excused
@@ -263,6 +275,7 @@ class TestDecisionRule:
             "adjusted": False,
             "min_delta_ms": 0.0,
             "excused": None,
+            "adjusted_ratio": None,
             "margin": pytest.approx(1.10),
         }
 
@@ -339,8 +352,8 @@ class TestGateVerdict:
         decision = gate_verdict({"Q1": comparison(), "Q5": slow})
         assert decision.go is False
         assert decision.reasons == [
-            "Q5 slower: median 12.30 ms vs baseline 5.10 ms (x2.41, 95% CI x2.20–x2.65, "
-            "margin x1.10)"
+            "Q5 slower: median 12.30 ms vs baseline 5.10 ms (+7.20 ms, x2.41, 95% CI "
+            "x2.20–x2.65, margin x1.10)"
         ]
         assert decision.to_dict()["verdict"] == "NO-GO"
 
@@ -367,16 +380,19 @@ class TestGateVerdict:
             "margin x1.10 (10% threshold, no machine drift); "
             "Q6 x3.06 (+1.46 ms, under the 2 ms floor: not counted); "
             "Q9 x2.18 (+1.22 ms, under the 2 ms floor: not counted); "
-            "Q1 x0.33 (-1.00 ms, under the 2 ms floor: not counted)"
+            "Q1 faster x0.33 (-1.00 ms)"
         )
         # as saved in rollout.json, the same line
         assert margin_line({q: c.to_dict() for q, c in comps.items()}) == margin_line(comps)
         # a floor of 0: the same changes count, nothing is excused
         assert compare_query([0.71] * 5, [2.17] * 5).verdict == SLOWER
         assert compare_query([0.71] * 5, [2.17] * 5).excused is None
-        # comparisons saved before the floor was recorded: the margin alone
+        # a comparison saved without its floor: still named, the floor unnamed
         old = {k: v for k, v in q6.to_dict().items() if k not in ("excused", "min_delta_ms")}
-        assert margin_line({"Q6": old}) == "margin x1.10 (10% threshold, no machine drift)"
+        assert margin_line({"Q6": old}) == (
+            "margin x1.10 (10% threshold, no machine drift); "
+            "Q6 x3.06 (+1.46 ms, under the floor: not counted)"
+        )
 
     def test_no_go_on_changed_result_even_when_faster(self) -> None:
         decision = gate_verdict(

@@ -102,7 +102,8 @@ class TestInjectedSlowdown:
         assert quiet.verdict == stats.NO_CHANGE, quiet
         slow = stats.compare_bench(noop, twice)["Q4"]
         assert slow.verdict == stats.SLOWER, slow
-        assert slow.ci_low > slow.margin and slow.ratio > 1.5
+        assert slow.ci_low > slow.margin and slow.judged_ratio > 1.5
+        assert slow.ratio == slow.candidate_median / slow.baseline_median  # the measured one
         reason = stats.gate_verdict({"Q4": slow}).reasons[0]
         assert reason.startswith(f"Q4 slower: median {slow.candidate_median:.2f} ms vs baseline")
         assert reason.endswith(f", margin x{slow.margin:.2f})")
@@ -131,8 +132,10 @@ class TestSameWindow:
         from stage4 import report
 
         line = report.margins(step)
-        # the margin, then any query the floor excused (each named after a "; ")
-        assert line.startswith("margin x") and line.split("; ")[0].endswith(" vs baseline")
+        # the margin and the ratio judged, then any query that moved (each after a "; ")
+        assert line.startswith("margin x") and line.split("; ")[0].endswith(
+            " vs baseline, judged on the ratios with the machine's speed taken out"
+        )
         text = (Path(rollout.folder) / "REPORT.md").read_text()
         assert f"### noop: GO\n- {line}\n" in text
         saved_step = json.loads((Path(rollout.folder) / "rollout.json").read_text())["steps"][0]

@@ -78,11 +78,12 @@ CLAIM_FINAL_STEP = "OPT5"
 
 
 def step_status(step: dict[str, Any] | None) -> str:
-    """ "kept", "rolled back" (its own NO-GO, or undone with a package) or "failed"."""
+    """ "kept", "rolled back" (its own NO-GO, or undone with a package) or "failed"; a
+    NO-GO on a step the rollout found applied keeps it ("NO-GO, kept")."""
     verdict = (step or {}).get("verdict", "")
     if verdict.startswith("FAILED"):
         return "failed"
-    if verdict.startswith(ROLLED_BACK):
+    if verdict.startswith(ROLLED_BACK) and not verdict.startswith("NO-GO, kept"):
         return "rolled back"
     return "kept"
 
@@ -172,28 +173,46 @@ def _overall(order: list[str], metrics, steps) -> list[str]:
 
 def _per_query(order: list[str], metrics, steps) -> list[str]:
     """The table the gate judges: each query's median by step, the last kept vs baseline."""
+    from stage4 import stats
+
     kept = [label for label in order if step_status(steps.get(label)) == "kept"]
     last = kept[-1]
+    # the gate's own comparison of that step with the baseline, for the corrected ratio
+    judged = {
+        q: stats.figures(c) for q, c in (steps.get(last) or {}).get("comparisons", {}).items()
+    }
+    corrected = any(c["adjusted_ratio"] is not None for c in judged.values())
+    extra = f" {last} / baseline, {stats.CORRECTED} |" if corrected else ""
     lines = [
         "",
         "## Per query: median latency (ms) by step",
         "",
         "The figure the gate judges: per round, the query's mean over its parameter "
         "sets; here the median over the rounds. Steps marked rolled back are not in "
-        f"the database any more; the last column compares {last}, the last step kept, "
-        "with the baseline.",
+        f"the database any more; the last column{'s compare' if corrected else ' compares'} "
+        f"{last}, the last step kept, with the baseline"
+        + (
+            ": as measured, then as the gate judged it, each round divided by the "
+            "control query's time in that round."
+            if corrected
+            else "."
+        ),
         "",
-        "| query | " + " | ".join(step_label(o, steps) for o in order) + f" | {last} / baseline |",
-        "|---|" + "---|" * (len(order) + 1),
+        "| query | "
+        + " | ".join(step_label(o, steps) for o in order)
+        + f" | {last} / baseline |{extra}",
+        "|---|" + "---|" * (len(order) + 1 + corrected),
     ]
     for q in metrics["BASELINE"].get("queries", {}):
         meds = [query_median(metrics[label], q) for label in order]
         a, b = query_median(metrics["BASELINE"], q), query_median(metrics[last], q)
-        ratio = b / a if a and b else None
+        ratio = stats.ratio(a, b) if a and b else None
         title = metrics["BASELINE"]["queries"][q].get("title", "")
-        lines.append(
-            f"| {q} {title} | " + " | ".join(_fmt(m) for m in meds) + f" | {_fmt(ratio)}× |"
-        )
+        row = f"| {q} {title} | " + " | ".join(_fmt(m) for m in meds) + f" | {_fmt(ratio)}× |"
+        if corrected:
+            adj = (judged.get(q) or {}).get("adjusted_ratio")
+            row += f" {_fmt(adj)}× |" if adj is not None else " – |"
+        lines.append(row)
     return lines
 
 
@@ -332,10 +351,10 @@ def _charts(
 
 
 def figures(order: list[str], metrics: dict[str, dict[str, Any]], steps: dict[str, Any]):
-    """Per-query latency by step (log axis) and mean latency by step (linear axis).
+    """Per-query latency by step (log axis) and mean latency by step (bars, linear axis).
 
-    Rolled-back steps are hatched (bars) or a red X (line) and named so in the legend or
-    beside the point; each axis says its scale."""
+    Rolled-back steps are hatched and named so (in the legend, or inside their bar); each
+    axis says its scale, and the linear one starts at 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -368,21 +387,33 @@ def figures(order: list[str], metrics: dict[str, dict[str, Any]], steps: dict[st
     fig.tight_layout()
     fig2, ax = plt.subplots(figsize=(6, 3.5))
     means = [metrics[label].get("overall", {}).get("mean") or 0 for label in order]
-    ax.plot(order, means, marker="o")
-    for label, mean in zip(order, means, strict=True):
-        if step_status(steps.get(label)) != "kept":
-            ax.plot([label], [mean], marker="X", color="tab:red", markersize=12)
-            ax.annotate(
+    back = [step_status(steps.get(label)) != "kept" for label in order]
+    bars = ax.bar(
+        order,
+        means,
+        color=["tab:red" if b else "tab:blue" for b in back],
+        alpha=0.85,
+    )
+    for bar, label, was_back in zip(bars, order, back, strict=True):
+        if was_back:
+            bar.set_hatch("//")
+            bar.set_alpha(0.5)
+            bar.set_edgecolor("black")
+            # inside a tall bar, above a short one's value: within the axes, clear of the title
+            tall = bar.get_height() >= 0.3 * max(means)
+            ax.text(
+                bar.get_x() + bar.get_width() / 2,
+                bar.get_height() / 2 if tall else bar.get_height() + 0.1 * max(means),
                 step_label(label, steps).removeprefix(label).strip(" ()"),
-                (label, mean),
-                textcoords="offset points",
-                xytext=(0, 8),
                 ha="center",
-                color="tab:red",
+                va="center" if tall else "bottom",
                 fontsize=8,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5},
             )
+    ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
+    ax.set_ylim(0, max([*means, 1e-9]) * 1.18)  # from 0, room for the values on top
     ax.set_yscale("linear")
     ax.set_ylabel("mean latency (ms, linear scale)")
-    ax.set_title("Mean latency over Q1–Q10 by step (red X: rolled back)")
+    ax.set_title("Mean latency over Q1–Q10 by step (hatched red: rolled back)")
     fig2.tight_layout()
     return fig, fig2

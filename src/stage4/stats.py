@@ -33,8 +33,10 @@ the migration. Three defences, in this order:
 2. *Each round against its own control.* ``compare_bench`` divides every round's sample
    by the median control time of that round (``control_adjusted``), so a round run while
    the machine was busy counts as what it would have taken at the common speed. The
-   ratio, its interval and the verdict use these samples; the medians reported stay the
-   measured milliseconds, the same figures as the report's tables.
+   interval and the verdict use these samples (``adjusted_ratio``); the medians and
+   ``ratio`` stay the measured milliseconds and their ratio, the report's figures. Both
+   ratios are printed side by side (``ratio_text``), and every verdict says it judged
+   the corrected one (``margin_line``).
 3. *A bounded widening* for what the control does not explain (queries do not move
    exactly as the control does): both margins are widened by the square root of the
    run-level drift (``RESIDUAL_SENSITIVITY``), never by more than ``MAX_WIDENING``. The
@@ -58,7 +60,8 @@ slower, and no user of a web map behind PostgREST can see it; a 5 ms query that
 becomes 12 ms is flagged. The pure statistical rule is ``min_delta_ms=0``. What the
 floor excused is never hidden: a query whose interval cleared the margin while its
 median moved less than the floor is recorded (``excused``) and named after the margin
-of every verdict, GO included ("Q6 x3.06 (+1.46 ms, under the 2 ms floor: not counted)").
+of every verdict, GO included ("Q6 x3.06 (+1.46 ms, under the 2 ms floor: not counted)"),
+as is every other query whose figures moved beyond the margin (``moved``).
 
 Why this rule
 -------------
@@ -122,9 +125,23 @@ def summarize(latencies_ms: Sequence[float]) -> dict[str, float]:
     }
 
 
+CORRECTED = "with the machine's speed taken out"
+
+
+def ratio(baseline_ms: float, candidate_ms: float) -> float:
+    """The one ratio of a query: candidate median / baseline median, as measured (ms).
+    Above 1 exactly when the candidate's median is the larger: its sign is the delta's."""
+    return float(candidate_ms) / float(baseline_ms)
+
+
 @dataclass(frozen=True)
 class QueryComparison:
-    """One query, baseline vs candidate: medians (ms), their ratio, its CI, the verdict."""
+    """One query, baseline vs candidate: medians (ms), their ratio, the interval of the
+    ratio judged, the verdict.
+
+    ``ratio`` is always ``ratio(baseline_median, candidate_median)``; ``adjusted_ratio``
+    is the same on control-adjusted samples (``compare_bench``; None when the runs have no
+    per-round control), and the interval ``ci_low``–``ci_high`` is then its interval."""
 
     baseline_median: float
     candidate_median: float
@@ -140,11 +157,17 @@ class QueryComparison:
     # what the interval said (slower/faster) when the floor alone made it "no significant
     # change"; named beside every verdict (``margin_line``), never hidden
     excused: str | None = None
+    adjusted_ratio: float | None = None  # the ratio with the machine's speed taken out
 
     @property
     def margin(self) -> float:
         """The ratio the interval had to clear: ``(1 + threshold) * widened``."""
         return (1.0 + self.threshold) * self.widened
+
+    @property
+    def judged_ratio(self) -> float:
+        """The ratio the verdict judged, whose interval ``ci_low``–``ci_high`` is."""
+        return self.ratio if self.adjusted_ratio is None else self.adjusted_ratio
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "margin": self.margin}
@@ -204,7 +227,7 @@ def compare_query(
     return QueryComparison(
         baseline_median=base_median,
         candidate_median=cand_median,
-        ratio=cand_median / base_median,
+        ratio=ratio(base_median, cand_median),
         ci_low=float(ci_low),
         ci_high=float(ci_high),
         verdict=verdict,
@@ -225,42 +248,97 @@ def widening(drift: float) -> float:
 
 
 def margin_line(comparisons: Mapping[str, Any], against: str = "") -> str:
-    """The margin a set of comparisons used, for a verdict line (GO or NO-GO), then every
-    query the floor excused (``floor_excused``). ``against``: what was compared with
-    ("baseline"), said after the margin.
+    """The margin a set of comparisons used and the ratio it judged, for a verdict line (GO
+    or NO-GO), then every query whose figures moved (``moved``). ``against``: what was
+    compared with ("baseline"), said after the margin.
 
     Accepts ``QueryComparison`` objects or their ``to_dict()`` (as saved in rollout.json).
     The widening is the same for every query of one comparison (one control per run).
     """
     if not comparisons:
         return "no query compared"
-    first = next(iter(comparisons.values()))
-    c = first if isinstance(first, Mapping) else first.to_dict()
+    c = figures(next(iter(comparisons.values())))
     threshold, widened = float(c["threshold"]), float(c.get("widened", 1.0))
     margin = (1.0 + threshold) * widened
+    drifted = round(widened, 2) > 1.0  # x1.00 printed is no drift
     why = (f"{threshold:.0%} threshold x{widened:.2f} for machine drift"
-           if widened > 1.0 else f"{threshold:.0%} threshold, no machine drift")  # fmt: skip
+           if drifted else f"{threshold:.0%} threshold, no machine drift")  # fmt: skip
     line = f"margin x{margin:.2f} ({why})" + (f" vs {against}" if against else "")
-    return "; ".join([line, *floor_excused(comparisons)])
+    if c["adjusted_ratio"] is not None:
+        line += f", judged on the ratios {CORRECTED}"
+    return "; ".join([line, *moved(comparisons)])
 
 
-def floor_excused(comparisons: Mapping[str, Any]) -> list[str]:
-    """One phrase per query whose interval cleared the margin but whose median moved by no
-    more than the floor (``min_delta_ms``): "Q6 x3.06 (+1.46 ms, under the 2 ms floor: not
-    counted)". The floor keeps invisible changes out of the verdict; this keeps them in
-    sight. Comparisons saved before the floor was recorded have none."""
+def figures(comp: Any) -> dict[str, Any]:
+    """A comparison (object or saved dict) as a dict whose ``ratio`` is ``ratio()`` of its
+    medians and whose ``adjusted_ratio`` is the corrected one or None. A saved comparison
+    that kept one ratio only held the adjusted one there when ``adjusted``."""
+    d = dict(comp) if isinstance(comp, Mapping) else comp.to_dict()
+    adjusted = d.get("adjusted_ratio")
+    if adjusted is None and "adjusted_ratio" not in d and d.get("adjusted"):
+        adjusted = d.get("ratio")
+    d["ratio"] = ratio(d["baseline_median"], d["candidate_median"])
+    d["adjusted_ratio"] = None if adjusted is None else float(adjusted)
+    return d
+
+
+def ratio_text(comp: Any) -> str:
+    """How every line prints a query's ratio: "x2.11", or where the machine's speed was
+    taken out "x2.11 raw, x1.45 with the machine's speed taken out"."""
+    d = figures(comp)
+    text = f"x{d['ratio']:.2f}"
+    if d["adjusted_ratio"] is not None:
+        text += f" raw, x{d['adjusted_ratio']:.2f} {CORRECTED}"
+    return text
+
+
+def moved(comparisons: Mapping[str, Any]) -> list[str]:
+    """One phrase per query whose figures moved beyond the rule, in order:
+
+    * counted: "Q4 slower x2.11 (+5.36 ms)", "Q2 faster x0.40 (-3.10 ms)";
+    * a slowdown the floor excused: "Q6 x3.06 (+1.46 ms, under the 2 ms floor: not
+      counted)"; a speed-up under the floor is just "faster";
+    * a ratio (raw or corrected) beyond the margin with the median moved by more than the
+      floor, whose interval did not clear the margin: named with that interval.
+
+    The floor and the interval keep changes out of the verdict; this keeps them in sight.
+    """
     out = []
     for qid, comp in comparisons.items():
-        c = comp if isinstance(comp, Mapping) else comp.to_dict()
-        if not c.get("excused"):
-            continue
-        delta = float(c["candidate_median"]) - float(c["baseline_median"])
-        floor = float(c["min_delta_ms"])
-        out.append(
-            f"{qid} x{float(c['ratio']):.2f} ({delta:+.2f} ms, under the {floor:g} ms floor: "
-            "not counted)"
-        )
+        d = figures(comp)
+        delta = float(d["candidate_median"]) - float(d["baseline_median"])
+        floor = float(d.get("min_delta_ms", 0.0))
+        figs = f"{ratio_text(d)} ({delta:+.2f} ms"
+        # a file without the floor recorded: an interval that cleared was excused by it
+        excused = d.get("excused") or (_cleared(d) if d["verdict"] == NO_CHANGE else None)
+        if d["verdict"] in (SLOWER, FASTER):
+            out.append(f"{qid} {d['verdict']} {figs})")
+        elif excused == SLOWER:
+            under = f"the {floor:g} ms floor" if "min_delta_ms" in d else "the floor"
+            out.append(f"{qid} {figs}, under {under}: not counted)")
+        elif excused == FASTER:
+            out.append(f"{qid} faster {figs})")
+        elif abs(delta) > floor and _beyond(d):
+            conf = float(d.get("confidence", 0.95))
+            interval = f"its {conf:.0%} CI x{d['ci_low']:.2f}–x{d['ci_high']:.2f}"
+            kept = "not counted" if delta > 0 else "no significant change"
+            out.append(f"{qid} {figs}, {kept}: {interval} does not clear the margin)")
     return out
+
+
+def _cleared(d: Mapping[str, Any]) -> str | None:
+    """SLOWER or FASTER when the interval cleared the margin that way, else None."""
+    margin = (1.0 + float(d["threshold"])) * float(d.get("widened", 1.0))
+    if float(d["ci_low"]) > margin:
+        return SLOWER
+    return FASTER if float(d["ci_high"]) < 1.0 / margin else None
+
+
+def _beyond(d: Mapping[str, Any]) -> bool:
+    """Whether the raw or the corrected ratio lies beyond the margin, either way."""
+    margin = (1.0 + float(d["threshold"])) * float(d.get("widened", 1.0))
+    ratios = [d["ratio"]] + ([d["adjusted_ratio"]] if d["adjusted_ratio"] is not None else [])
+    return any(r > margin or r < 1.0 / margin for r in ratios)
 
 
 def control_drift(baseline_control: Sequence[float], candidate_control: Sequence[float]) -> float:
@@ -303,8 +381,9 @@ def compare_bench(baseline: Any, candidate: Any, **kw: Any) -> dict[str, QueryCo
         a = float(np.median(candidate.samples[qid]))
         verdict = c.verdict if abs(a - b) > min_delta else NO_CHANGE
         excused = None if verdict == c.verdict else c.verdict
-        out[qid] = replace(c, baseline_median=b, candidate_median=a, verdict=verdict,
-                           adjusted=True, min_delta_ms=min_delta, excused=excused)  # fmt: skip
+        out[qid] = replace(c, baseline_median=b, candidate_median=a, ratio=ratio(b, a),
+                           adjusted_ratio=c.ratio, verdict=verdict, adjusted=True,
+                           min_delta_ms=min_delta, excused=excused)  # fmt: skip
     return out
 
 
@@ -391,11 +470,12 @@ def gate_verdict(
             reasons.append(f"{qid} result changed: fingerprint differs from baseline")
         c = comparisons.get(qid)
         if c is not None and c.verdict == SLOWER:
-            adjusted = " with the machine's speed taken out" if c.adjusted else ""
+            judged = "" if c.adjusted_ratio is None else f": judged on x{c.adjusted_ratio:.2f}"
             reasons.append(
                 f"{qid} slower: median {c.candidate_median:.2f} ms vs baseline "
-                f"{c.baseline_median:.2f} ms (x{c.ratio:.2f}{adjusted}, "
-                f"{c.confidence:.0%} CI x{c.ci_low:.2f}–x{c.ci_high:.2f}, margin x{c.margin:.2f})"
+                f"{c.baseline_median:.2f} ms ({c.candidate_median - c.baseline_median:+.2f} "
+                f"ms, {ratio_text(c)}{judged}, {c.confidence:.0%} CI "
+                f"x{c.ci_low:.2f}–x{c.ci_high:.2f}, margin x{c.margin:.2f})"
             )
     return GateDecision(go=not reasons, reasons=reasons)
 
