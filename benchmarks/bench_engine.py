@@ -132,9 +132,10 @@ def _figures(base, run, drops, args) -> None:
     for k, d in enumerate(drops):
         c = d["comparisons"]
         xs = [j + (k - len(drops) / 2) * 0.8 / len(drops) for j in range(len(qids))]
-        ax.errorbar(xs, [c[q]["ratio"] for q in qids],
-                    yerr=[[c[q]["ratio"] - c[q]["ci_low"] for q in qids],
-                          [c[q]["ci_high"] - c[q]["ratio"] for q in qids]],
+        judged = [c[q].get("adjusted_ratio") or c[q]["ratio"] for q in qids]  # its interval's
+        ax.errorbar(xs, judged,
+                    yerr=[[r - c[q]["ci_low"] for r, q in zip(judged, qids, strict=True)],
+                          [c[q]["ci_high"] - r for r, q in zip(judged, qids, strict=True)]],
                     fmt="o", ms=3, capsize=2, label=f"rep {d['rep']}")  # fmt: skip
     ax.axhline(1.10, ls="--", color="grey", lw=0.8)
     ax.set_yscale("log")

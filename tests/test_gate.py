@@ -1,10 +1,10 @@
 """The gated rollout against a real database: GO keeps a step, NO-GO rolls it back exactly.
 
 Steps that are slower or wrong on purpose are test-only revisions in a copy of
-the script folder (``slow``: drops the GiST index; ``wrong``: the search RPC
-returns fewer rows; ``sleepy``: the search RPC sleeps 50 ms, ``awake`` puts it
-back, ``idle`` changes nothing, ``locking``'s downgrade needs a table lock), so the
-real chain stays untouched. ``scripts`` chains them in the order given.
+the script folder (``slow``: drops the GiST index, and the search RPC sleeps;
+``wrong``: the search RPC returns fewer rows; ``sleepy``: the search RPC sleeps 50 ms,
+``awake`` puts it back, ``idle`` changes nothing, ``locking``'s downgrade needs a table
+lock), so the real chain stays untouched. ``scripts`` chains them in the order given.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ ONE_ROW = ("s = settings(); op.execute(functions.search(s, source=functions.sear
 # name: (what it does, upgrade, downgrade); each a line of Python with `op`, `settings`
 # and `functions` at hand
 TEST_REVISIONS = {
-    "slow": ("drop the GiST index (Q1, Q2, Q6 … become sequential scans)",
-             'op.execute("DROP INDEX public.geometrias_geom_gist")',
-             f'op.execute("CREATE INDEX {GIST}")'),
+    "slow": ("drop the GiST index (Q1, Q2, Q6 … become sequential scans) and make the search "
+             "RPC (Q4) sleep 50 ms per call, a slowdown no machine load hides",
+             f'op.execute("DROP INDEX public.geometrias_geom_gist"); {ASLEEP}',
+             f'op.execute("CREATE INDEX {GIST}"); {AS_IS}'),
     "wrong": ("the search RPC silently returns at most one row", ONE_ROW, AS_IS),
     "sleepy": ("the search RPC (Q4) sleeps 50 ms, once per call (an InitPlan)", ASLEEP, AS_IS),
     "awake": ("after `sleepy`, the search RPC as it was (pays `sleepy` back)", AS_IS, ASLEEP),
@@ -100,9 +101,9 @@ class TestNoGo:
         err, _, _ = _no_go(seeded_url, "slow", tmp_path)
         message = str(err)
         assert message.startswith("NO-GO at slow: ")
-        # which GiST-served queries clear the margin depends on the machine's drift (a
-        # drifting run widens it): at least one must be named, with its figures
-        assert re.search(r"Q(1|2|3|6|7|9|10) slower: median [\d.]+ ms vs baseline", message)
+        # the lost GiST index costs about a millisecond at 2,000 rows, which a loaded
+        # machine's noise hides; the search RPC's 50 ms sleep it cannot: Q4 is named
+        assert re.search(r"Q4 slower: median [\d.]+ ms vs baseline", message)
         assert "slow was rolled back in" in message
         assert "the database is back exactly as before" in message
         assert err.exit_code == 3
