@@ -346,6 +346,23 @@ def test_rows_the_app_writes_meanwhile_are_judged_by_the_same_rule(supabase_url)
     assert visibility.wider(before, after) == []
 
 
+def test_a_row_the_app_deleted_from_a_table_without_rls_is_not_hidden(supabase_url) -> None:
+    """Without RLS anon reads the whole table: an id a materialized view still holds after
+    the app deleted its row is not one the table hides from anon."""
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {S.qualified_table} DISABLE ROW LEVEL SECURITY")
+        conn.execute(f"CREATE MATERIALIZED VIEW public.copia AS SELECT id FROM {S.qualified_table}")
+        before = visibility.take(conn, S)
+        conn.execute(
+            f"DELETE FROM {S.qualified_table} WHERE id = (SELECT min(id) FROM public.copia)"
+        )
+        after = visibility.take(conn, S, since=before)
+    assert after.reads[("anon", "public.copia")] == visibility.Read(
+        len(_ids_all(supabase_url)) + 1, 0
+    )
+    assert visibility.wider(before, after) == []
+
+
 def test_a_permissive_policy_added_is_wider_by_its_rows(supabase_url) -> None:
     with psycopg.connect(supabase_url, autocommit=True) as conn:
         before = visibility.take(conn, S)

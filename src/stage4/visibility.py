@@ -275,7 +275,14 @@ def _reads(conn, role, table, rels, reach: Reach, shared, old_rule: str | None) 
             if same_for_all and key in shared:
                 got = shared[key]
             else:
-                got = _read(conn, name, has_id and name != table, table, may.get(table, False))
+                got = _read(
+                    conn,
+                    name,
+                    has_id and name != table,
+                    table,
+                    may.get(table, False),
+                    sees_table_whole,
+                )
                 if same_for_all:
                     shared[key] = got
             if got is not None:
@@ -299,10 +306,12 @@ def _beyond(conn, table: str, rule: str) -> int | str:
         return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
-def _read(conn, rel: str, has_id: bool, table: str, may_table: bool):
+def _read(conn, rel: str, has_id: bool, table: str, may_table: bool, whole: bool = False):
     """One relation as the current role (``has_id``: also how many of its ids the table
-    hides from the role); None when reading it fails (a view that reads what the role may
-    not, a column grant without ``id``...)."""
+    hides from the role; none when it reads the ``whole`` table: an id the table lacks is
+    a row the app deleted since a materialized view's refresh, not a hidden one); None
+    when reading it fails (a view that reads what the role may not, a column grant
+    without ``id``...)."""
     try:
         with conn.transaction():
             rows = conn.execute(f"SELECT count(*) FROM {rel}").fetchone()[0]
@@ -310,6 +319,8 @@ def _read(conn, rel: str, has_id: bool, table: str, may_table: bool):
                 return Read(rows)
             if not may_table:
                 hidden = rows
+            elif whole:
+                hidden = 0
             else:  # a top-level NOT EXISTS: one anti-join, not a probe per row
                 hidden = conn.execute(
                     f"SELECT count(*) FROM {rel} v WHERE NOT EXISTS "
