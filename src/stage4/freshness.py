@@ -17,8 +17,10 @@ sequence value (explicit ids), no trigger side effect, nothing decoded for repli
 
 A revision that serves queries from a view declares its staleness budget in its module
 (``STALENESS = {"Q8": "15 minutes: pg_cron refresh"}``); ``declared`` gathers the budgets
-of the revisions applied. A stale query is NO-GO unless it is declared and the user
-passed ``--accept-stale`` (the gate's ``_freshness``).
+of every revision applied, up to the database's revision (a step judged below a view's
+revision still reads through it). A stale query is NO-GO unless it is declared and the
+user passed ``--accept-stale``, and is blamed on the revision that declares it
+(``judging._freshness``).
 """
 
 from __future__ import annotations
@@ -157,8 +159,10 @@ def check(conn, s: Settings, anchors: workload.Anchors) -> dict[str, Result]:
 
 
 def declared(revisions: list[str]) -> dict[str, tuple[str, str]]:
-    """qid -> (revision, budget) from ``STALENESS`` of each revision module given (the
-    latest declaration of a query wins)."""
+    """qid -> (revision, budget) from ``STALENESS`` of the revision modules given, in chain
+    order: the lowest revision declaring a query is the one that serves it stale (those
+    above it only inherit that), so its budget is the one a stale read is judged against
+    and it is the revision the read is blamed on."""
     from stage4 import migrations
 
     script = migrations.script()
@@ -166,5 +170,14 @@ def declared(revisions: list[str]) -> dict[str, tuple[str, str]]:
     for rev in revisions:
         module = script.get_revision(rev).module
         for qid, budget in (getattr(module, "STALENESS", None) or {}).items():
-            found[qid] = (rev, budget)
+            found.setdefault(qid, (rev, budget))
     return found
+
+
+def applied(current: str | None) -> list[str]:
+    """The revisions applied at ``current`` (the database's revision), in chain order: the
+    ones whose budgets judge a stale read, whichever step is being judged."""
+    from stage4 import migrations
+
+    chain = migrations.chain()
+    return chain[: chain.index(current) + 1] if current in chain else []

@@ -10,9 +10,15 @@ place (``RolloutRun.finish``) however the rollout ends: GO, NO-GO, failure or in
 ``judge="target"`` judges the pending steps as one package: each step is still verified
 (promises, every row kept, every query's results unchanged) and benchmarked for the
 report, but only the target's speed is gated; a NO-GO there, or a broken promise or
-changed result anywhere, rolls back every step of the rollout. It exists because a
+changed result anywhere, rolls back every step the rollout applied. It exists because a
 revision can pay only with a later one: partitioning (opt1) can slow queries without a
 date filter, which read every partition, until opt5's views serve them.
+
+A rollout never ends below the revision it started from: a step it found applied (by
+``alembic upgrade``, or carried: committed by an earlier rollout that did not judge it) is
+judged and reported, but a NO-GO on it stops the rollout without rolling it back, and the
+message says how to. A stale read is blamed on the revision that declares it, which may
+be one the rollout found applied.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, NoReturn
 
 from stage4 import interrupts, judging, livewrites, migrations, rpc_access, visibility
@@ -261,7 +266,7 @@ def _apply(run: RolloutRun, rec: StepRecord) -> None:
         with interrupts.shielded():
             rec.verdict = UNJUDGED  # committed: `status` names it should we die now
             run.rollout.save()
-    except Stage4Error:
+    except Stage4Error as e:
         rec.verdict = "FAILED (rolled back by PostgreSQL: nothing changed)"
         now = "still at"
         try:
@@ -270,8 +275,18 @@ def _apply(run: RolloutRun, rec: StepRecord) -> None:
                 now = "the steps before it rolled back, at"
         finally:
             run.rollout.outcome = f"FAILED at {rev}: {now} {migrations.current(run.url)}"
-        raise
-    run.applied = [*run.applied, rec] if run.package else [rec]
+        raise type(e)(_with_revision(e, run.url)) from e
+    if rev in run.carried:  # not this rollout's to roll back
+        run.applied = run.applied if run.package else []
+    else:
+        run.applied = [*run.applied, rec] if run.package else [rec]
+
+
+def _with_revision(e: Exception, url: str) -> str:
+    """``e``'s message with the revision the database is at, on its first line (the one
+    the terminal shows)."""
+    first, *rest = (str(e).strip() or type(e).__name__).splitlines()
+    return "\n".join([f"{first.rstrip('.')}; the database is at {migrations.current(url)}", *rest])
 
 
 def _keep(run: RolloutRun, rec: StepRecord, go: bool, judged: bool) -> None:
@@ -285,18 +300,21 @@ def _keep(run: RolloutRun, rec: StepRecord, go: bool, judged: bool) -> None:
 
 
 def _reject(run: RolloutRun, rec: StepRecord, before: StepStart) -> NoReturn:
-    """NO-GO: roll back the step (a package: every step), prove the database is back as it
-    was, measure again, and stop with the reasons."""
+    """NO-GO: roll back what this rollout applied (the step; a package: every step it
+    applied), prove the database is back as it was, measure again, and stop with the
+    reasons. A step the rollout found applied is kept: it never ends below where it
+    started, and the message says how to roll that step back."""
     from stage4 import snapshot
 
-    rev = rec.revision
+    rev, undone = rec.revision, run.applied
+    blamed = rec.blamed or rev
     try:
-        _roll_back(run.url, run.applied, run.opts, run.say)
+        _roll_back(run.url, undone, run.opts, run.say)
     except MigrationError as e:
         rec.verdict = "NO-GO"
-        run.rollout.outcome = f"NO-GO at {rev}: {e}"
-        raise MigrationError(f"NO-GO at {rev} ({'; '.join(rec.reasons)}), and {e}") from e
-    if not any(st.revision in run.carried for st in run.applied):
+        run.rollout.outcome = f"NO-GO at {blamed}: {e}"
+        raise MigrationError(f"NO-GO at {blamed} ({'; '.join(rec.reasons)}), and {e}") from e
+    if undone:
         with connect(run.url) as conn:
             start = run.start if run.package else before.snapshot
             now = snapshot.take(conn, run.s.bench_schema)
@@ -311,26 +329,57 @@ def _reject(run: RolloutRun, rec: StepRecord, before: StepStart) -> NoReturn:
         differences = snapshot.diff(start, now)
         rec.restored_exactly = not differences
         rec.notes += [f"after rollback: {d}" for d in differences]
-    rec.verdict = "NO-GO"
-    judging.rebench(
-        run.url, rec, run.base if run.package else run.previous, run.opts, run.say, run.progress
+    _decide(run, rec, blamed)
+    if undone and rec.run is not None:
+        reference = run.base if run.package else run.previous
+        judging.rebench(run.url, rec, reference, run.opts, run.say, run.progress)
+    elif undone:
+        rec.notes.append(
+            "not measured again after the rollback: the step was refused before its bench, "
+            "and the snapshot proves what the rollback restored"
+        )
+    now_at = migrations.current(run.url)
+    done = (
+        f"{', '.join(st.revision for st in undone)} rolled back"
+        if undone
+        else "nothing rolled back"
     )
-    for st in run.applied[:-1]:
-        st.verdict = f"rolled back with {rev} (NO-GO)"
-    run.rollout.outcome = f"NO-GO at {rev}: rolled back to {migrations.current(run.url)}"
-    raise GateError(_no_go_message(rev, rec, run.folder, run.applied, run.todo[-1], run.opts.judge))
+    run.rollout.outcome = f"NO-GO at {blamed}: {done}; the database is at {now_at}"
+    raise GateError(_no_go_message(run, rec, blamed, now_at))
+
+
+def _decide(run: RolloutRun, rec: StepRecord, blamed: str) -> None:
+    """The verdicts of a NO-GO: the steps rolled back, the step judged (kept when the
+    rollout found it applied), and the found-applied steps it did not reach (still to be
+    judged by the next rollout)."""
+    rev, undone = rec.revision, run.applied
+    for st in undone:
+        if st is not rec:
+            st.verdict = f"rolled back with {rev} (NO-GO)"
+    if rec in undone:
+        rec.verdict = "NO-GO" if blamed == rev else f"rolled back (NO-GO at {blamed})"
+    elif blamed == rev:
+        rec.verdict = f"NO-GO, kept ({FOUND_APPLIED})"
+    else:
+        rec.verdict = f"{NOT_REACHED} (the rollout stopped at {blamed}'s NO-GO)"
+    seen = {st.revision for st in run.rollout.steps}
+    stopped = f"{NOT_REACHED} (the rollout stopped at {blamed}'s NO-GO)"
+    run.rollout.steps += [StepRecord(r, verdict=stopped) for r in run.carried if r not in seen]
+
+
+FOUND_APPLIED = "applied before this rollout"
+NOT_REACHED = f"kept, not judged ({FOUND_APPLIED})"
 
 
 def _app_wrote(conn, run: RolloutRun, rec: StepRecord) -> str | None:
     """What the app wrote to its table since the compared snapshot was taken, as a clause for
     the report (None: nothing), counted by PostgreSQL's statistics; across a table swap the
     count is unknown and the rows are left to the downgrade's row check."""
-    first = run.applied[0] if run.package and run.applied else rec
-    since = (first.counters or {}).get("before")
-    steps = run.applied if run.package else [rec]
+    steps = [st for st in run.rollout.steps if st.revision in run.todo] if run.package else [rec]
+    since = (steps[0].counters or {}).get("before")
     own = sum(livewrites.own_writes(getattr(st, "metrics_", None)) for st in steps)
     n = livewrites.settled(conn, run.s, since, own=own) if since else None
-    earlier = sum(st.app_writes or 0 for st in run.applied)
+    earlier = sum(st.app_writes or 0 for st in steps)
     if n is None:
         return (
             f"the app's writes to {run.s.qualified_table} cannot be counted across the table swap"
@@ -416,14 +465,19 @@ def _unjudged_before(url: str, opts: GateOptions) -> list[str]:
 
 def _interrupted(run: RolloutRun, during: str) -> interrupts.Interrupted:
     """SIGINT/SIGTERM arrived ``during`` a phase: the statement in flight was cancelled and
-    rolled back by PostgreSQL; steps committed but not judged are rolled back (default) or
-    kept and recorded as unjudged (--keep-unjudged). Sets the outcome (``upgrade`` saves
-    it) and returns the Interrupted to raise."""
+    rolled back by PostgreSQL; steps this rollout committed but did not judge are rolled
+    back (default) or kept and recorded as unjudged (--keep-unjudged); steps it found
+    applied stay as they were. Sets the outcome (``upgrade`` saves it) and returns the
+    Interrupted to raise."""
     from stage4 import status
 
     url, rollout, opts, say = run.url, run.rollout, run.opts, run.say
     now = migrations.current(url)
-    open_ = [st for st in rollout.steps if st.revision in status.unjudged(_verdicts(rollout), now)]
+    unjudged = status.unjudged(_verdicts(rollout), now)
+    found = [st for st in rollout.steps if st.revision in unjudged and st.revision in run.carried]
+    for st in found:
+        st.verdict = NOT_REACHED
+    open_ = [st for st in rollout.steps if st.revision in unjudged and st not in found]
     names = ", ".join(st.revision for st in open_)
     if not open_:
         done = "nothing unjudged was left applied"
@@ -448,6 +502,8 @@ def _interrupted(run: RolloutRun, during: str) -> interrupts.Interrupted:
                 "applied, not judged; the next `stage4 upgrade` judges it, `stage4 "
                 "downgrade` removes it"
             )
+    if found:
+        done += f"; {', '.join(st.revision for st in found)} {NOT_REACHED}"
     with interrupts.shielded():
         message = (
             f"interrupted during {during}: {done}; the database is at {migrations.current(url)}"
@@ -553,32 +609,39 @@ def settled_notes(settled: dict[str, float]) -> list[str]:
     ]
 
 
-def _no_go_message(
-    rev: str, rec: StepRecord, folder: Path, undone: list[StepRecord], target: str, judge: str
-) -> str:
-    state = (
-        "the database is back exactly as before"
-        if rec.restored_exactly
-        else "the state before it was not recorded (an earlier rollout applied it)"
-        if rec.restored_exactly is None
-        else "WARNING: the rollback left differences (see report)"
-    )
+def _no_go_message(run: RolloutRun, rec: StepRecord, blamed: str, now_at: str | None) -> str:
+    """One line: the revision at fault and why, what was rolled back (or kept, and how to
+    roll it back), where the database is, and the report."""
+    undone, rev, target = run.applied, rec.revision, run.todo[-1]
     reasons = (
         "; ".join(r for r in rec.reasons if not r.startswith("not gated")) or "no reason recorded"
     )
-    names = " … ".join(dict.fromkeys([undone[0].revision, rev]))
-    verb = "was" if len(undone) == 1 else "were"
-    seconds = sum(st.rollback_seconds or 0.0 for st in undone)
-    hint = ""
-    if judge == "each" and rev != target:
-        hint = (
-            f" {rev} was judged on its own; to judge {rev} … {target} as one package: "
+    parts = [f"NO-GO at {blamed}: {reasons}."]
+    if undone:
+        state = (
+            "the database is back exactly as before"
+            if rec.restored_exactly
+            else "the state before it was not recorded"
+            if rec.restored_exactly is None
+            else "WARNING: the rollback left differences (see report)"
+        )
+        names = " … ".join(dict.fromkeys([undone[0].revision, undone[-1].revision]))
+        verb = "was" if len(undone) == 1 else "were"
+        seconds = sum(st.rollback_seconds or 0.0 for st in undone)
+        parts.append(f"{names} {verb} rolled back in {seconds:.1f} s; {state}.")
+    if blamed not in run.pending:  # found applied: judged, never rolled back by us
+        above = f" (which rolls back {blamed} … {now_at})" if now_at != blamed else ""
+        parts.append(
+            f"{blamed} was {FOUND_APPLIED} and is kept: to roll it back: stage4 downgrade "
+            f"--to {migrations.previous(blamed)}{above}."
+        )
+    if run.opts.judge == "each" and blamed == rev and rev != target and undone:
+        parts.append(
+            f"{rev} was judged on its own; to judge {rev} … {target} as one package: "
             f"stage4 upgrade --to {target} --judge target."
         )
-    return (
-        f"NO-GO at {rev}: {reasons}. {names} {verb} rolled back in {seconds:.1f} s; "
-        f"{state}.{hint} Report: {folder / 'REPORT.md'}"
-    )
+    said = " ".join(parts).rstrip(".")
+    return f"{said}; the database is at {now_at}. Report: {run.folder / 'REPORT.md'}"
 
 
 @dataclass

@@ -19,7 +19,9 @@ def judge(
     """Verify, benchmark and compare one applied step; fill ``rec``.
 
     Returns (promises kept, workload pays). ``gated_at``: the workload of this step is
-    only recorded, the package is judged at that revision (its reasons say so)."""
+    only recorded, the package is judged at that revision (its reasons say so). A broken
+    promise or a refused stale read is found first and, under the gate, ends the judgement
+    there: the bench is skipped and ``rec.blamed`` names the revision at fault."""
     from stage4 import bench, report, stats
 
     r = rollout_run
@@ -27,7 +29,13 @@ def judge(
     base, previous, progress = r.base, r.previous, r.progress
     broken = _promises(r, rec, before)
     say(rec.revision, "checking results are fresh (canary rows, rolled back)")
-    stale = _freshness(url, s, rec, opts)
+    stale, stale_by = _freshness(url, s, rec, opts)
+    if (broken or stale) and opts.gate:  # NO-GO already: the bench would not change it
+        rec.reasons = [f"promise broken: {b}" for b in broken] + stale
+        rec.blamed = blame(rec, bool(broken), stale_by)
+        rec.notes.append("not benchmarked: refused before the bench (promises and freshness "
+                         "are checked first)")  # fmt: skip
+        return False, False
     say(rec.revision, "benchmarking")
     run = bench.run(url, label=rec.revision.upper(), progress=progress, **bench_kw(opts))
     rec.run_id, rec.run = run.run_id, run
@@ -104,18 +112,21 @@ def _without(run, qids):
                            control=getattr(run, "control", []))  # fmt: skip
 
 
-def _freshness(url: str, s, rec: StepRecord, opts: GateOptions) -> list[str]:
-    """The canary check of every query (``stage4.freshness``), in ``rec.freshness``; returns
-    the NO-GO reasons: a stale read without a declared budget, or one not accepted."""
+def _freshness(url: str, s, rec: StepRecord, opts: GateOptions) -> tuple[list[str], list[str]]:
+    """The canary check of every query (``stage4.freshness``), in ``rec.freshness``.
+
+    A stale read is judged against the budget of the revision that declares it among all
+    those applied now (a carried step is judged with the later ones above it) and blamed on
+    that revision; one no revision declares is blamed on the step. Returns the NO-GO
+    reasons (a stale read without a budget, or one not accepted) and whom each blames."""
     from stage4 import freshness, workload
 
     with connect(url) as conn:
         anchors = workload.sample_anchors(conn, s, freshness.CANARY_SEED)
         conn.commit()
         checked = freshness.check(conn, s, anchors)
-    chain = migrations.chain()
-    budgets = freshness.declared(chain[: chain.index(rec.revision) + 1])
-    reasons = []
+    budgets = freshness.declared(freshness.applied(migrations.current(url)))
+    reasons, blamed = [], []
     for qid, r in checked.items():
         entry = r.to_dict()
         if r.fresh is None:
@@ -134,8 +145,19 @@ def _freshness(url: str, s, rec: StepRecord, opts: GateOptions) -> list[str]:
             else:
                 reasons.append(f"{qid} stale: {r.detail}; no revision declares a staleness "
                                "budget for it")  # fmt: skip
+            if not entry["accepted"]:
+                blamed.append(rev or rec.revision)
         rec.freshness[qid] = entry
-    return reasons
+    return reasons, blamed
+
+
+def blame(rec: StepRecord, broken: bool, stale_by: list[str]) -> str:
+    """The revision a NO-GO found before the bench is blamed on: the step itself when it
+    broke a promise or introduced a refused stale read, else the lowest revision that did."""
+    if broken or not stale_by or rec.revision in stale_by:
+        return rec.revision
+    chain = migrations.chain()
+    return min(stale_by, key=chain.index)
 
 
 def bench_kw(opts: GateOptions) -> dict[str, Any]:

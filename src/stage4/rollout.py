@@ -72,6 +72,9 @@ class StepRecord:
     plans: dict[str, Any] = field(default_factory=dict)
     # after a NO-GO rollback: {run_id, compared_with, restored, reasons} (``rebench``)
     after_rollback: dict[str, Any] = field(default_factory=dict)
+    # the revision a NO-GO found before the bench is blamed on (a stale read that a revision
+    # below introduced); None: the step itself, or judged by its bench
+    blamed: str | None = None
     rows_checked: int | None = None  # rows the step itself checked, source vs copy
     app_writes: int | None = None  # rows the app wrote while the step ran (None: unknown)
     run: Any = field(default=None, repr=False, compare=False)  # the BenchRun, not saved
@@ -144,7 +147,9 @@ class RolloutRun:
     todo: list[str] = field(default_factory=list)  # carried + pending, in order
     base: Any = None  # the run every step is judged against (a BenchRun)
     previous: Any = None  # the last kept step's run (the baseline before the first)
-    applied: list[StepRecord] = field(default_factory=list)  # what a NO-GO rolls back
+    # what a NO-GO rolls back: steps this rollout applied itself, never one it found applied
+    # (carried), so no rollout ends below the revision it started from
+    applied: list[StepRecord] = field(default_factory=list)
     start: Any = None  # the catalog snapshot the rollout started from
     start_plans: dict[str, Any] = field(default_factory=dict)  # each query's plan then
 

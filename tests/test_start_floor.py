@@ -1,0 +1,215 @@
+"""An upgrade never ends below the revision it started from, and a stale read is blamed on the
+revision that introduced it, found before the bench.
+
+Deterministic cases run on test-only revisions in a copy of the script folder: ``lower`` and
+``upper`` change nothing, ``stale`` between them serves Q8 (``contagem_mensal``) from a
+materialized view and declares its staleness budget, as a real view revision does. The real
+chain is driven too, where the rule must hold whatever the verdicts are.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stage4 import gate, migrations
+from stage4.config import settings
+from stage4.errors import GateError
+
+S = settings()
+MONTHLY = (
+    f"SELECT date_trunc('month', {S.time_column})::date AS mes, categoria, count(*) AS total "
+    f"FROM {S.qualified_table} GROUP BY 1, 2"
+)
+ON_VIEW = (
+    "SELECT m.mes, m.categoria, m.total FROM public.mensal_floor m "
+    "WHERE m.mes >= make_date(ano, 1, 1) AND m.mes < make_date(ano + 1, 1, 1) ORDER BY 1, 2"
+)
+BUDGET = "one hour (test)"
+IDLE = '''"""Test-only: a step that changes nothing."""
+from alembic import op
+
+revision = "{name}"
+down_revision = "{down}"
+
+
+def upgrade() -> None:
+    op.execute("SELECT 1")
+
+
+def downgrade() -> None:
+    op.execute("SELECT 1")
+'''
+STALE = f'''"""Test-only: contagem_mensal (Q8) reads a materialized view, within a declared budget."""
+from alembic import op
+
+from stage4.config import settings
+from stage4.ddl import functions
+
+revision = "stale"
+down_revision = "lower"
+STALENESS = {{"Q8": "{BUDGET}"}}
+
+
+def upgrade() -> None:
+    op.execute("CREATE MATERIALIZED VIEW public.mensal_floor AS {MONTHLY}")
+    op.execute(functions.monthly_counts(settings(), {ON_VIEW!r}).create_sql())
+
+
+def downgrade() -> None:
+    op.execute(functions.monthly_counts(settings()).create_sql())
+    op.execute("DROP MATERIALIZED VIEW public.mensal_floor")
+'''
+# wide margins: these tests are about which revision ends where, not about the statistics
+# (test_stats.py); the noise of a 2,000-row database never clears them
+WIDE = {"threshold": 1.0, "min_delta_ms": 25}
+
+
+@pytest.fixture
+def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """schema → lower → stale → upper, in a copy of alembic/ (the real chain untouched)."""
+    dst = tmp_path / "alembic-floor"
+    shutil.copytree(migrations._script_location(), dst,
+                    ignore=shutil.ignore_patterns("__pycache__", "opt*"))  # fmt: skip
+    versions = dst / "versions"
+    (versions / "lower.py").write_text(IDLE.format(name="lower", down="schema"))
+    (versions / "stale.py").write_text(STALE)
+    (versions / "upper.py").write_text(IDLE.format(name="upper", down="stale"))
+    monkeypatch.setattr(migrations, "_script_location", lambda: dst)
+    migrations.chain.cache_clear()
+    yield
+    migrations.chain.cache_clear()
+
+
+def _opts(tmp_path: Path, **kw) -> gate.GateOptions:
+    return gate.GateOptions(backup=False, reports_dir=tmp_path / "reports", iterations=3,
+                            concurrency=1, duration=0.5, **kw)  # fmt: skip
+
+
+def _saved(rollout_folder: Path) -> dict:
+    return json.loads((rollout_folder / "rollout.json").read_text())
+
+
+def _newest(tmp_path: Path) -> Path:
+    return sorted((tmp_path / "reports").glob("*/rollout.json"))[-1].parent
+
+
+class TestBlame:
+    def test_a_stale_read_below_the_start_is_blamed_on_its_revision_and_kept(
+        self, seeded_url, chain, tmp_path
+    ) -> None:
+        migrations.upgrade(seeded_url, "stale")  # by hand: no rollout judged lower or stale
+        with pytest.raises(GateError) as e:
+            gate.upgrade(seeded_url, "upper", _opts(tmp_path, **WIDE))
+        message = str(e.value)
+        assert message.startswith("NO-GO at stale: Q8 stale: does not return a row inserted now")
+        assert f"stale declares a staleness budget ({BUDGET}): pass --accept-stale" in message
+        assert "upper was rolled back in" in message
+        assert "stale was applied before this rollout and is kept: to roll it back: stage4 " \
+               "downgrade --to lower" in message  # fmt: skip
+        assert "; the database is at stale. Report: " in message
+        assert migrations.current(seeded_url) == "stale"
+        saved = _saved(_newest(tmp_path))
+        [upper] = saved["steps"]
+        assert upper["verdict"] == "rolled back (NO-GO at stale)"
+        assert upper["blamed"] == "stale"
+        assert upper["freshness"]["Q8"]["declared_by"] == "stale"
+        assert upper["freshness"]["Q8"]["budget"] == BUDGET
+        # found in the canary check: the step's bench and the re-bench were skipped
+        assert upper["run_id"] is None and upper["after_rollback"] == {}
+        assert not (_newest(tmp_path) / "METRICS_UPPER.json").exists()
+        assert saved["outcome"] == "NO-GO at stale: upper rolled back; the database is at stale"
+
+    def test_a_package_never_rolls_back_below_its_start(self, seeded_url, chain, tmp_path) -> None:
+        migrations.upgrade(seeded_url, "stale")
+        with pytest.raises(GateError) as e:
+            gate.upgrade(seeded_url, "upper", _opts(tmp_path, judge="target", **WIDE))
+        assert str(e.value).startswith("NO-GO at stale: Q8 stale")
+        assert "; the database is at stale. Report: " in str(e.value)
+        assert migrations.current(seeded_url) == "stale"
+
+
+class TestCarried:
+    """The user's sequence: a package GO, a downgrade into it, an upgrade again."""
+
+    def _package_then_down(self, url: str, tmp_path: Path) -> None:
+        rollout = gate.upgrade(url, "upper", _opts(tmp_path, judge="target", accept_stale=True,
+                                                   **WIDE))  # fmt: skip
+        assert rollout.outcome == "GO: at upper", [s.reasons for s in rollout.steps]
+        gate.downgrade(url, "stale")
+        assert migrations.current(url) == "stale"
+
+    def test_a_no_go_on_a_carried_step_keeps_it(self, seeded_url, chain, tmp_path) -> None:
+        self._package_then_down(seeded_url, tmp_path)
+        said: list[tuple[str, str]] = []
+        with pytest.raises(GateError) as e:
+            gate.upgrade(seeded_url, "upper", _opts(tmp_path, **WIDE),
+                         phase=lambda step, text: said.append((step, text)))  # fmt: skip
+        assert ("lower", "applied by a rollout that did not judge it: judging it now") in said
+        assert not any(text.endswith("rolling back") for _, text in said), said
+        message = str(e.value)
+        # lower is judged with stale applied above it: stale's budget, blamed on stale
+        assert message.startswith("NO-GO at stale: Q8 stale: does not return a row inserted now")
+        assert f"stale declares a staleness budget ({BUDGET})" in message
+        assert "no revision declares" not in message
+        assert "to roll it back: stage4 downgrade --to lower" in message
+        assert "rolled back in" not in message
+        assert message.split(". Report: ")[0].endswith("; the database is at stale")
+        assert migrations.current(seeded_url) == "stale"
+        saved = _saved(_newest(tmp_path))
+        verdicts = {st["revision"]: st["verdict"] for st in saved["steps"]}
+        assert verdicts["lower"].startswith("kept, not judged (applied before this rollout)")
+        assert verdicts["stale"].startswith("kept, not judged (applied before this rollout)")
+        assert saved["steps"][0]["run_id"] is None  # refused before its bench
+
+        # accepted: judged against stale's budget, and the rollout goes on from there
+        try:
+            rollout = gate.upgrade(seeded_url, "upper", _opts(tmp_path, accept_stale=True, **WIDE))
+            final = rollout.outcome
+        except GateError as no_go:  # a verdict of the bench: the rule holds either way
+            final = str(no_go)
+        now = migrations.current(seeded_url)
+        assert now in ("stale", "upper")
+        assert f"at {now}" in final
+        lower = _saved(_newest(tmp_path))["steps"][0]
+        assert lower["revision"] == "lower"
+        assert lower["freshness"]["Q8"] == {
+            "fresh": False, "detail": lower["freshness"]["Q8"]["detail"], "budget": BUDGET,
+            "declared_by": "stale", "accepted": True,
+        }  # fmt: skip
+
+
+class TestRealChain:
+    """The rule on the real revisions, whatever their verdicts on this machine."""
+
+    def _ends_at_or_above(self, url: str, floor: str, run) -> str:
+        try:
+            final = run().outcome
+        except GateError as e:
+            final = str(e)
+        now = migrations.current(url)
+        chain = migrations.chain()
+        assert chain.index(now) >= chain.index(floor), final
+        assert f"at {now}" in final
+        return final
+
+    def test_alembic_upgrade_by_hand_then_the_gate_on_defaults(self, seeded_url, tmp_path) -> None:
+        migrations.upgrade(seeded_url, "opt3")
+        self._ends_at_or_above(seeded_url, "opt3",
+                               lambda: gate.upgrade(seeded_url, "opt5", _opts(tmp_path)))  # fmt: skip
+
+    def test_the_users_sequence_ends_at_or_above_opt3(self, seeded_url, tmp_path) -> None:
+        opts = _opts(tmp_path, judge="target", accept_stale=True, **WIDE)
+        self._ends_at_or_above(seeded_url, "schema", lambda: gate.upgrade(seeded_url, "opt5", opts))
+        if migrations.current(seeded_url) != "opt5":
+            pytest.fail(f"the package was not GO: {_saved(_newest(tmp_path))['outcome']}")
+        gate.downgrade(seeded_url, "opt3")
+        again = _opts(tmp_path, accept_stale=True)
+        final = self._ends_at_or_above(
+            seeded_url, "opt3", lambda: gate.upgrade(seeded_url, "opt5", again)
+        )
+        steps = _saved(_newest(tmp_path))["steps"]
+        assert [st["revision"] for st in steps][:3] == ["opt1", "opt2", "opt3"], final
