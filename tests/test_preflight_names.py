@@ -166,3 +166,30 @@ def test_what_a_killed_opt2_left_is_resumed_not_refused(seeded_url: str) -> None
         found = preflight.run(conn, s, steps=["opt2"])
     (names,) = [c for c in found.checks if c.name == "names"]
     assert not names.ok and "public.geometrias.area_m2 is a column" in names.detail
+
+
+def test_opt3s_index_name_is_refused_unless_its_own_leftover(seeded_url: str) -> None:
+    """An index of that name elsewhere is refused; one of the table with opt3's marker (a
+    killed build, which the step resumes) is its own."""
+    from stage4.optimisations import search_matview
+
+    s = settings()
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.notas (id bigint)")
+        conn.execute("CREATE INDEX geometrias_busca_gin ON public.notas (id)")
+        found = preflight.run(conn, s, steps=["opt3"])
+        (names,) = [c for c in found.checks if c.name == "names"]
+        assert names.detail == (
+            "public.geometrias_busca_gin is an index, not the search index (GIN) that opt3 "
+            "creates: rename, move or drop it first"
+        )
+        conn.execute(search_matview.index(s).comment_sql())  # the marker, on another table
+        found = preflight.run(conn, s, steps=["opt3"])
+        (names,) = [c for c in found.checks if c.name == "names"]
+        assert not names.ok
+        conn.execute("DROP INDEX public.geometrias_busca_gin")
+        conn.execute(search_matview.index(s).create_sql())
+        conn.execute(search_matview.index(s).comment_sql())
+        found = preflight.run(conn, s, steps=["opt3"])
+    (names,) = [c for c in found.checks if c.name == "names"]
+    assert names.ok, names.detail

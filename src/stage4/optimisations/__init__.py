@@ -94,7 +94,7 @@ def rewrites(s: Settings) -> dict[str, dict[str, Rewrite]]:
 
 def creates(s: Settings, revs: list[str]) -> list[tuple[str, Creates]]:
     """(revision, object) for every object the steps ``revs`` create by name, in order."""
-    return [(r, c) for r in revs for c in getattr(by_revision(r), "creates", lambda _: [])(s)]
+    return [(r, c) for r in revs if (u := by_revision(r)) for c in u.creates(s)]
 
 
 def rebuilds_table(revs: list[str]) -> bool:

@@ -159,10 +159,13 @@ def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
 
 
 def creates(s: Settings) -> list[Creates]:
-    """The GIN index; one carrying the marker is a killed build's, which the step resumes."""
+    """The GIN index; one of the table carrying the marker is a killed build's, which the
+    step resumes."""
     ix = index(s)
     mine = (
-        f"SELECT coalesce(position({literal(MARK)} IN "
-        f"obj_description(to_regclass({literal(ix.qualified)}), 'pg_class')) = 1, false)"
+        f"SELECT coalesce((SELECT position({literal(MARK)} IN obj_description(i.indexrelid, "
+        f"'pg_class')) = 1 FROM pg_index i WHERE i.indexrelid = to_regclass("
+        f"{literal(ix.qualified)}) AND i.indrelid = to_regclass({literal(s.qualified_table)})), "
+        "false)"
     )
     return [creates_relation(ix.qualified, "the search index (GIN)", mine)]
