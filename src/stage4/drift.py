@@ -223,8 +223,8 @@ def _promises(url: str, revision: str, s: Settings) -> Drift:
         lines += [f"{rev} promises {text}: broken" for text in broken]
     return Drift(
         revision,
-        f"the promises of {', '.join(revs)} (no record of {revision}: it was not migrated by "
-        "stage4)",
+        f"the promises of {', '.join(revs)} (no record of {revision}: stage4 never kept it "
+        "on the way up)",
         lines,
     )
 
