@@ -57,7 +57,7 @@ def main() -> None:
                      "go": decision.go, "reasons": decision.reasons,
                      "load_average": run.environment.get("load_average_start"),
                      "control_ms": run.environment.get("control_ms"),
-                     "ratios": {q: [c.ratio, c.ci_low, c.ci_high] for q, c in comps.items()}})  # fmt: skip
+                     "ratios": {q: [c.judged_ratio, c.ci_low, c.ci_high] for q, c in comps.items()}})  # fmt: skip
         print(f"rep {i + 1:2d}: {'pass' if reps[-1]['pass'] else 'FLAGGED ' + ','.join(flagged)}"
               f"  ({run.seconds:.1f} s, load {run.environment.get('load_average_start')})",
               flush=True)  # fmt: skip

@@ -161,7 +161,8 @@ def _judge_rep(saved: dict, victim: str, hog: bool, load) -> dict:
                      # named slower vs the baseline or vs the step before (the NO-GO
                      # reasons list both), by the step's verdict
                      "victim_slower": bool(slower), "victim_slower_in": slower,
-                     "flagged": slow_flagged, "ratio": v.get("ratio", float("nan")),
+                     "flagged": slow_flagged,  # the ratio judged, whose interval "ci" is
+                     "ratio": v.get("adjusted_ratio") or v.get("ratio", float("nan")),
                      "ci": [v.get("ci_low"), v.get("ci_high")], "margin_text": report.margins(slow),
                      "comparisons": slow.get("comparisons", {}),
                      "vs_previous": slow.get("vs_previous", {})},
