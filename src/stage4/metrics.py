@@ -17,7 +17,9 @@ Fields of METRICS_<LABEL>.json (all latencies in milliseconds, client-side)::
     queries         per query id: title, variant (the SQL used: "base" or a revision's
                     variant), fingerprint (hash of its ordered results on fixed
                     parameters), n, mean, p50, p95, p99, min, max, stdev of single
-                    executions (raw ms); round_median; samples (per round, the mean
+                    executions (raw ms); round_median (its median over the rounds: the
+                    figure whose ratio, ``stats.ratio``, every verdict line, REPORT.md
+                    and rollout.json print); samples (per round, the mean
                     over the `sets` parameter sets: what the gate compares);
                     executions (every single latency, raw, in execution order)
     environment     PostgreSQL and PostGIS versions, row count, server settings, git sha,
