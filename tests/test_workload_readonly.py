@@ -169,3 +169,25 @@ class TestReadOnlySessions:
         err = run.environment["errors"]["locks"]
         assert err["file"] == str(tmp_path / "locks.sql")
         assert err["error"] == "cannot execute SELECT FOR UPDATE in a read-only transaction"
+
+
+def test_upgrade_refuses_a_writing_file_at_pre_flight(seeded_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stage4 import migrations
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "dash.sql").write_text(WRITERS["dash"][0])
+    (folder / "fine.sql").write_text("SELECT count(*) FROM geometrias;")
+    args = ["--database-url", seeded_url, "upgrade", "--to", "opt1", "--workload", str(folder),
+            "--reports-dir", str(tmp_path / "reports"), "--backup-dir", str(tmp_path / "b")]  # fmt: skip
+    res = CliRunner().invoke(cli.app, args)
+    assert res.exit_code == 1, (res.stdout, res.stderr)
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("FAILED: ")]
+    assert line == (
+        "FAILED: pre-flight refused (nothing was changed): workload files: "
+        f"{folder / 'dash.sql'}: holds more than one statement (one per file)"
+    )
+    assert migrations.current(seeded_url) == "schema"
+    assert not (tmp_path / "b").exists() and not (tmp_path / "reports").exists()

@@ -11,10 +11,11 @@ import shutil
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from stage4 import optimisations
 from stage4.config import Settings
-from stage4.errors import PreflightError
+from stage4.errors import ConfigError, PreflightError
 
 # Years outside this window are data errors, not history: refuse them.
 SANE_YEARS = (1900, 2200)
@@ -50,9 +51,18 @@ class Preflight:
             raise PreflightError(f"pre-flight refused (nothing was changed): {reasons}")
 
 
-def run(conn, s: Settings, *, steps: list[str], expect_features: int | None = None) -> Preflight:
-    """Run every check on an open psycopg connection; ``steps`` are the revisions to apply."""
+def run(
+    conn,
+    s: Settings,
+    *,
+    steps: list[str],
+    expect_features: int | None = None,
+    workload: Path | None = None,
+) -> Preflight:
+    """Run every check on an open psycopg connection; ``steps`` are the revisions to apply,
+    ``workload`` the app's workload folder (default: ``[tool.stage4] workload``)."""
     p = Preflight()
+    _workload_files(p, workload if workload is not None else s.workload_path)
     one = lambda sql, *a: conn.execute(sql, a or None).fetchone()[0]  # noqa: E731
     p.facts["postgres"] = one("SHOW server_version")
     postgis = conn.execute(
@@ -165,6 +175,21 @@ def _table_checks(p: Preflight, conn, s: Settings, one, expect_features: int | N
         if insane
         else f"from {lo} to {hi}",
     )
+
+
+def _workload_files(p: Preflight, folder: Path | None) -> None:
+    """The app's workload files, read as every bench will: one refused (it could write, it
+    is not one statement…) stops the rollout here, not after the backup."""
+    from stage4 import workload
+
+    if folder is None:
+        return
+    try:
+        found = workload.load_dir(folder)
+    except ConfigError as e:
+        p.add("workload files", False, str(e))
+        return
+    p.add("workload files", True, f"{len(found)} read{'s' * (len(found) != 1)} in {folder}")
 
 
 def _names(p: Preflight, conn, s: Settings, steps: list[str]) -> None:
