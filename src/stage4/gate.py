@@ -130,7 +130,8 @@ def _preflight(run: RolloutRun):
             "SELECT set_config('lock_timeout', %s, false)", (opts.lock_timeout or s.lock_timeout,)
         )
         try:
-            found = preflight.run(conn, s, steps=run.pending, expect_features=opts.expect_features)
+            found = preflight.run(conn, s, steps=run.pending,
+                                  expect_features=opts.expect_features, workload=opts.workload)  # fmt: skip
         except psycopg_errors().LockNotAvailable as e:
             raise PreflightError(
                 f"pre-flight could not read {s.qualified_table} within the lock timeout "
