@@ -19,7 +19,7 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from stage4 import livewrites
+from stage4 import livewrites, version_table
 from stage4.config import check_duration, redact, settings, sqlalchemy_url
 from stage4.errors import Stage4Error
 from stage4.locks import alembic_guard
@@ -55,10 +55,13 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         transaction_per_migration=True,
+        version_table_schema=settings().own_schema,
     )
     with context.begin_transaction():
         for name, value in session.items():
             context.execute(_set_config(name, value))
+        for statement in version_table.create_schema_sql():
+            context.execute(statement)
         context.run_migrations()
 
 
@@ -77,13 +80,35 @@ def _migrate(connection: Connection, session: dict[str, str]) -> None:
             connection.execute(_set_config(name, value))
         connection.commit()
         connection.info[SETTINGS_KEY] = dict(session)
-    context.configure(connection=connection, transaction_per_migration=True)
+    _own_version_table(connection)
+    context.configure(
+        connection=connection,
+        transaction_per_migration=True,
+        version_table_schema=settings().own_schema,
+    )
     with context.begin_transaction():
         context.run_migrations()
     # The step's own writes to the app table (a copy, a backfill) reach the statistics
     # before this returns, not in the window stage4 counts the app's writes in.
     livewrites.flush(connection)
     connection.commit()
+
+
+def _own_version_table(connection: Connection) -> None:
+    """The version table in stage4's own schema; one moved from ``public`` is said."""
+    before = connection.exec_driver_sql(
+        f"SELECT to_regclass('{version_table.legacy()}') IS NOT NULL "
+        f"AND to_regclass('{version_table.qualified()}') IS NULL"
+    ).scalar()
+    for statement in version_table.ensure_sql():
+        connection.exec_driver_sql(statement)
+    connection.commit()
+    if before:
+        print(
+            f"moved {version_table.legacy()} to {version_table.qualified()}, out of the API's "
+            f"reach (to put it back: {version_table.move_back()})",
+            file=sys.stderr,
+        )
 
 
 def run_migrations_online() -> None:

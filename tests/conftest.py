@@ -181,7 +181,7 @@ def alembic_engine(seeded_url: str):
     from stage4.db import engine
 
     with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute("DROP TABLE alembic_version")
+        conn.execute("DROP TABLE stage4.alembic_version")
     eng = engine(seeded_url)
     yield eng
     eng.dispose()

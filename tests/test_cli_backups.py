@@ -105,7 +105,7 @@ def test_upgrade_keeps_n_backups_and_prints_a_restore_command_that_works(
     try:
         assert done.returncode == 0, done.stderr
         with psycopg.connect(restored) as conn:
-            assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == (
+            assert conn.execute("SELECT version_num FROM stage4.alembic_version").fetchone()[0] == (
                 "schema"
             )
             assert conn.execute("SELECT count(*) FROM geometrias").fetchone()[0] == 2000

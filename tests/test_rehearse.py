@@ -27,7 +27,7 @@ def _state(url: str) -> dict:
         return {
             "catalog": snapshot.catalog(conn),
             "rows": seed.content_hash(conn, s),
-            "revision": conn.execute("SELECT version_num FROM alembic_version").fetchall(),
+            "revision": conn.execute("SELECT version_num FROM stage4.alembic_version").fetchall(),
             "runs": conn.execute(f"SELECT run_id, label FROM {s.bench_schema}.runs").fetchall(),
             "baselines": conn.execute(f"SELECT * FROM {s.bench_schema}.baselines").fetchall(),
         }
@@ -113,7 +113,7 @@ class TestRefusals:
         with pytest.raises(ConfigError) as e:
             rehearse.run(seeded_url, "opt1", scratch_url=other)
         assert str(e.value).endswith(
-            "is not empty (it holds public.geometrias, alembic_version or benchmarking): "
+            "is not empty (it holds public.geometrias, stage4, alembic_version or benchmarking): "
             "rehearse restores into an empty database"
         )
 
@@ -140,4 +140,6 @@ class TestCopy:
             assert conn.execute(
                 "SELECT count(*), count(*) FILTER (WHERE area_m2 IS NOT NULL) FROM geometrias"
             ).fetchone() == (300, 300)
-            assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("opt2",)
+            assert conn.execute("SELECT version_num FROM stage4.alembic_version").fetchone() == (
+                "opt2",
+            )

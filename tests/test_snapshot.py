@@ -146,7 +146,7 @@ class TestWhatItLeavesOut:
             f"CREATE SCHEMA IF NOT EXISTS {S.bench_schema}",
             f"CREATE TABLE {S.bench_schema}.runs (a int)",
             f"INSERT INTO {S.bench_schema}.runs VALUES (1)",
-            "UPDATE alembic_version SET version_num = 'opt9'",
+            "UPDATE stage4.alembic_version SET version_num = 'opt9'",
         )
         assert after == before
 

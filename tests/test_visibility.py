@@ -47,7 +47,7 @@ CREATE POLICY authenticated_recentes ON public.geometrias FOR ALL TO authenticat
 """
 )
 # What each role may read through the table, by the policies above (service_role: BYPASSRLS).
-OWN_TABLES = ("spatial_ref_sys", "geometry_columns", "geography_columns", "alembic_version")
+OWN_TABLES = ("spatial_ref_sys", "geometry_columns", "geography_columns")
 POLICY = {
     "anon": "categoria = 'escola'",
     "authenticated": "data_referencia >= date '2024-01-01'",

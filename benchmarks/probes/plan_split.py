@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--workload", help="folder of the workload files named")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    from stage4 import workload
+    from stage4 import version_table, workload
     from stage4.cluster import Cluster
     from stage4.config import settings
     from stage4.db import connect
@@ -78,7 +78,7 @@ def main() -> None:
                     for name, v in (("plan", plan), ("exec", execute), ("client", client)):
                         got[k][name].append(statistics.fmean(v))
             for k, conn in conns.items():
-                rev = conn.execute("SELECT version_num FROM public.alembic_version").fetchone()[0]
+                rev = version_table.revision(conn)
                 m = {name: statistics.median(v) for name, v in got[k].items()}
                 print(f"{qid} | {k} | {rev} | {m['plan']:.2f} | {m['exec']:.2f} | "
                       f"{m['client']:.2f} | {rels[k]}")  # fmt: skip

@@ -53,7 +53,8 @@ def check_writable(folder: Path) -> Path:
 
 
 def dump(url: str, s: Settings, folder: Path, label: str) -> Path:
-    """Dump the app schema (table, partitions, functions, views) to a timestamped file."""
+    """Dump the app schema (table, partitions, functions, views) and stage4's own (the
+    revision) to a timestamped file."""
     check_writable(folder)
     target = folder / f"stage4-{label}-{time.strftime('%Y%m%d-%H%M%S')}.dump"
     clean_url, password = split_password(url)
@@ -73,6 +74,7 @@ def dump(url: str, s: Settings, folder: Path, label: str) -> Path:
         "-Fc",
         "--no-sync",
         f"--schema={s.schema}",
+        f"--schema={s.own_schema}",  # the revision the dump was taken at
         "-f",
         str(partial),
         "--dbname",

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import psycopg
 
-from stage4 import livewrites, store, throughput, workload
+from stage4 import livewrites, store, throughput, version_table, workload
 from stage4.config import settings
 from stage4.db import connect, where
 from stage4.errors import Stage4Error
@@ -381,10 +381,7 @@ def _git_sha() -> str | None:
 
 def _environment(conn, s, url: str) -> dict:
     one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
-    revision = None
-    if one("SELECT to_regclass('public.alembic_version')") is not None:
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        revision = row[0] if row else None
+    revision = version_table.revision(conn, s)
     gucs = dict(
         conn.execute(
             "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name = ANY(%s)",

@@ -48,6 +48,8 @@ class Settings:
     geometry_column: str = "geom"
     srid: int = 4326
     bench_schema: str = "benchmarking"
+    # stage4's own objects, closed to the API roles: the revision (Alembic's version table)
+    own_schema: str = "stage4"
     home: str = ".stage4"
     database: str = "biblioteca"
     lock_timeout: str = "5s"
@@ -64,7 +66,14 @@ class Settings:
     root: Path = field(default=Path("."), compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("schema", "table", "time_column", "geometry_column", "bench_schema"):
+        for name in (
+            "schema",
+            "table",
+            "time_column",
+            "geometry_column",
+            "bench_schema",
+            "own_schema",
+        ):
             value = getattr(self, name)
             if not _IDENT.match(value):
                 raise ConfigError(
@@ -89,6 +98,11 @@ class Settings:
                     f"[tool.stage4] {name}: {bad[0]!r} is not a plain lower-case SQL identifier"
                 )
             object.__setattr__(self, name, names)
+        if self.own_schema in (self.schema, *self.exposed_schemas):
+            raise ConfigError(
+                f"[tool.stage4] own_schema = {self.own_schema!r} is a schema the app or its API "
+                'uses: stage4\'s own objects must live apart (e.g. own_schema = "stage4")'
+            )
         if self.first_year > self.last_year:
             raise ConfigError("[tool.stage4] first_year must not be after last_year")
 

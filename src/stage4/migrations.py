@@ -76,14 +76,11 @@ def alembic_chain() -> list[str]:
 
 def current(url: str) -> str | None:
     """The database's revision, or None when Alembic has never run there."""
+    from stage4 import version_table
     from stage4.db import connect
 
     with connect(url) as conn:
-        exists = conn.execute("SELECT to_regclass('public.alembic_version')").fetchone()[0]
-        if exists is None:
-            return None
-        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        return row[0] if row else None
+        return version_table.revision(conn)
 
 
 def check_target(target: str) -> str:

@@ -160,7 +160,7 @@ def copy(url: str, scratch: str, s: Settings, sample: int | None = None) -> list
     with tempfile.TemporaryDirectory(prefix="stage4-rehearse-") as tmp:
         dump = Path(tmp) / "source.dump"
         args = ["-Fc", "--no-sync", "-f", str(dump)]
-        for schema in dict.fromkeys((s.schema, "public", s.bench_schema)):
+        for schema in dict.fromkeys((s.schema, "public", s.bench_schema, s.own_schema)):
             args.append(f"--schema={schema}")
         if sample is not None:
             t = s.qualified_table
@@ -341,13 +341,14 @@ def _check_scratch(url: str, scratch: str, s: Settings) -> str:
     with connect(scratch) as conn:
         held = conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL OR to_regclass('public.alembic_version') "
-            "IS NOT NULL OR to_regnamespace(%s) IS NOT NULL",
-            (s.qualified_table, s.bench_schema),
+            "IS NOT NULL OR to_regnamespace(%s) IS NOT NULL OR to_regnamespace(%s) IS NOT NULL",
+            (s.qualified_table, s.bench_schema, s.own_schema),
         ).fetchone()[0]
     if held:
         raise ConfigError(
             f"the scratch database {where(scratch)} is not empty (it holds {s.qualified_table}, "
-            f"alembic_version or {s.bench_schema}): rehearse restores into an empty database"
+            f"{s.own_schema}, alembic_version or {s.bench_schema}): rehearse restores into an "
+            "empty database"
         )
     return scratch
 
