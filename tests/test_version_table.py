@@ -94,3 +94,18 @@ def test_own_schema_may_not_be_a_schema_the_api_shows():
 
     with pytest.raises(ConfigError, match="own_schema = 'public'"):
         Settings(own_schema="public")
+
+
+def test_status_names_a_version_table_left_in_public(seeded_url):
+    from typer.testing import CliRunner
+
+    from stage4.cli import app
+
+    run = lambda: CliRunner().invoke(app, ["status"], env={"DATABASE_URL": seeded_url})  # noqa: E731
+    assert "version table:" not in run().output
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {S.own_schema}.alembic_version SET SCHEMA public")
+    out = run().output
+    assert "version table: public.alembic_version" in out
+    assert f"moves it to {S.own_schema}.alembic_version" in out
+    assert "revision: schema" in out

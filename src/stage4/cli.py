@@ -638,6 +638,7 @@ def status(
 def _status_lines(info: dict):
     """``status.collect``'s answers past the database, revision and rows."""
     yield f"pending: {', '.join(info['pending']) or 'none'}"
+    yield from _version_table_line(info.get("version_table"))
     base = info["baseline"]
     if base:
         when = f"{base['started_at']:%Y-%m-%d %H:%M}"
@@ -668,6 +669,18 @@ def _status_lines(info: dict):
         yield "pg_cron: not installed in this database (refresh: `stage4 refresh`)"
     else:
         yield f"pg_cron jobs: {', '.join(f'{j} ({sch})' for j, sch, _ in jobs) or 'none'}"
+
+
+def _version_table_line(found: str | None):
+    """Where the revision is kept, when an earlier stage4 left it in the API's sight."""
+    from stage4 import version_table
+
+    if found == version_table.legacy():
+        yield (
+            f"version table: {found}, readable and writable by the API roles that "
+            f"{found.split('.')[0]} grants to; the next `stage4 upgrade`/`downgrade` moves it to "
+            f"{version_table.qualified()}"
+        )
 
 
 def _print_drift(found, prefix: str = "") -> None:

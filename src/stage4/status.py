@@ -23,6 +23,9 @@ def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[
     with connect(url) as conn:
         one = lambda sql, *a: conn.execute(sql, a or None).fetchone()[0]  # noqa: E731
         info["rows"] = table_rows(conn, s)
+        from stage4 import version_table
+
+        info["version_table"] = version_table.located(conn, s)
         runs: list[dict[str, Any]] = []
         info["baseline"] = None
         if one("SELECT to_regclass(%s)", f"{s.bench_schema}.run_summary"):
