@@ -181,6 +181,28 @@ class TestCarried:
             "declared_by": "stale", "accepted": True,
         }  # fmt: skip
 
+    def test_an_interrupt_keeps_the_carried_steps(self, seeded_url, chain, tmp_path) -> None:
+        from stage4 import interrupts
+
+        self._package_then_down(seeded_url, tmp_path)
+
+        def phase(step: str, text: str) -> None:
+            if (step, text) == ("lower", "benchmarking"):
+                raise KeyboardInterrupt
+
+        with pytest.raises(interrupts.Interrupted) as e:
+            gate.upgrade(seeded_url, "upper", _opts(tmp_path, accept_stale=True, **WIDE),
+                         phase=phase)  # fmt: skip
+        assert migrations.current(seeded_url) == "stale"
+        assert str(e.value) == (
+            "interrupted during lower benchmarking: lower, stale kept, not judged (applied "
+            "before this rollout); the database is at stale"
+        )
+        steps = _saved(_newest(tmp_path))["steps"]
+        assert {st["revision"]: st["verdict"] for st in steps} == dict.fromkeys(
+            ["lower", "stale"], "kept, not judged (applied before this rollout)"
+        )
+
 
 class TestRealChain:
     """The rule on the real revisions, whatever their verdicts on this machine."""

@@ -363,9 +363,16 @@ def _decide(run: RolloutRun, rec: StepRecord, blamed: str) -> None:
         rec.verdict = f"NO-GO, kept ({FOUND_APPLIED})"
     else:
         rec.verdict = f"{NOT_REACHED} (the rollout stopped at {blamed}'s NO-GO)"
+    _not_reached(run, f"{NOT_REACHED} (the rollout stopped at {blamed}'s NO-GO)")
+
+
+def _not_reached(run: RolloutRun, verdict: str) -> list[StepRecord]:
+    """Records of the found-applied steps the rollout stopped before, so that the next
+    one judges them (``status.unjudged``); returns them."""
     seen = {st.revision for st in run.rollout.steps}
-    stopped = f"{NOT_REACHED} (the rollout stopped at {blamed}'s NO-GO)"
-    run.rollout.steps += [StepRecord(r, verdict=stopped) for r in run.carried if r not in seen]
+    left = [StepRecord(r, verdict=verdict) for r in run.carried if r not in seen]
+    run.rollout.steps += left
+    return left
 
 
 FOUND_APPLIED = "applied before this rollout"
@@ -481,7 +488,7 @@ def _interrupted(run: RolloutRun, during: str) -> interrupts.Interrupted:
     open_ = [st for st in rollout.steps if st.revision in unjudged and st not in found]
     names = ", ".join(st.revision for st in open_)
     if not open_:
-        done = "nothing unjudged was left applied"
+        done = ""
     elif opts.keep_unjudged:
         for st in open_:
             st.verdict = "unjudged (kept with --keep-unjudged)"
@@ -503,8 +510,11 @@ def _interrupted(run: RolloutRun, during: str) -> interrupts.Interrupted:
                 "applied, not judged; the next `stage4 upgrade` judges it, `stage4 "
                 "downgrade` removes it"
             )
+    found += _not_reached(run, NOT_REACHED)
     if found:
-        done += f"; {', '.join(st.revision for st in found)} {NOT_REACHED}"
+        kept = f"{', '.join(st.revision for st in found)} {NOT_REACHED}"
+        done = f"{done}; {kept}" if done else kept
+    done = done or "nothing unjudged was left applied"
     with interrupts.shielded():
         message = (
             f"interrupted during {during}: {done}; the database is at {migrations.current(url)}"
