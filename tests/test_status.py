@@ -47,3 +47,15 @@ def test_status_starts_with_the_same_lines(seeded_url: str) -> None:
         "revision: schema",
         f"{settings().qualified_table}: {SEED_FEATURES} rows",
     ]
+
+
+def test_the_steps_of_a_package_judged_go_at_its_target_are_judged():
+    from stage4 import status
+    from stage4.rollout import UNJUDGED
+
+    steps = [{"revision": r, "verdict": "measured (judged at opt5)"} for r in
+             ("opt1", "opt2", "opt3", "opt4")]  # fmt: skip
+    assert status.unjudged({"steps": [*steps, {"revision": "opt5", "verdict": "GO"}]}, "opt5") == []
+    # the target not judged yet (an interrupt, a kill): the whole package is still unjudged
+    pending = {"steps": [*steps, {"revision": "opt5", "verdict": UNJUDGED}]}
+    assert status.unjudged(pending, "opt5") == ["opt1", "opt2", "opt3", "opt4", "opt5"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -81,13 +82,26 @@ def unjudged(rollout: dict[str, Any], revision: str | None) -> list[str]:
     revs = migrations.chain()
     if revision not in revs:
         return []
+    steps = rollout.get("steps", [])
+    verdicts = {st["revision"]: st["verdict"] for st in steps}
     return [
         st["revision"]
-        for st in rollout.get("steps", [])
+        for st in steps
         if st["revision"] in revs
         and revs.index(st["revision"]) <= revs.index(revision)
         and not judged(st["verdict"])
+        and not _judged_in_package(st["verdict"], verdicts)
     ]
+
+
+_PACKAGE = re.compile(r"^measured \(judged at (\S+)\)$")
+
+
+def _judged_in_package(verdict: str, verdicts: dict[str, str]) -> bool:
+    """A step of a ``--judge target`` package (measured, judged at the target) was judged
+    once the target's verdict was GO: the package was kept as a whole."""
+    m = _PACKAGE.match(verdict)
+    return bool(m) and verdicts.get(m.group(1), "").startswith("GO")
 
 
 def last_rollout(reports_dir: Path, database: str | None = None) -> dict[str, Any] | None:
