@@ -13,9 +13,11 @@ import psycopg
 from stage4 import bench, stats, store, throughput, workload
 from stage4.config import settings
 from stage4.metrics import export
+from stage4.queries import write_sql
 from stage4.workload import Rewrite
 
 QIDS = [f"Q{i}" for i in range(1, 11)]
+WRITES = ["W1", "W2", "W3"]  # the app's writes, rolled back (test_writes.py)
 FAST = {"iterations": 2, "concurrency": 2, "duration": 1}
 
 
@@ -23,7 +25,7 @@ def test_run_measures_every_query_and_is_stored(seeded_url: str) -> None:
     ticks: list[tuple[str, int, int]] = []
     run = bench.run(seeded_url, label="t1", progress=lambda *a: ticks.append(a), **FAST)
     assert run.label == "T1" and run.revision == "schema"
-    assert list(run.samples) == QIDS
+    assert list(run.samples) == [*QIDS, *WRITES]
     assert all(len(v) == 2 for v in run.samples.values())
     assert all(len(v) == 2 * bench.SETS for v in run.executions.values())
     assert set(run.variants.values()) == {"base"}
@@ -44,7 +46,7 @@ def test_fingerprints_are_stable_across_runs(seeded_url: str) -> None:
     a = bench.run(seeded_url, label="a", **FAST)
     b = bench.run(seeded_url, label="b", iterations=3, concurrency=1, duration=1)
     assert a.fingerprints == b.fingerprints
-    assert len(set(a.fingerprints.values())) == 10
+    assert len(set(a.fingerprints.values())) == 13
 
 
 def test_the_app_sql_is_measured_and_rewrites_are_only_recorded(seeded_url: str) -> None:
@@ -64,7 +66,10 @@ def test_the_app_sql_is_measured_and_rewrites_are_only_recorded(seeded_url: str)
         **FAST,
     )
     # the app's own text ran, not the rewrites: the fingerprints are the baseline's
-    assert run.environment["workload_sql"] == {q.qid: q.sql for q in workload.queries(s).values()}
+    assert run.environment["workload_sql"] == {
+        **{q.qid: q.sql for q in workload.queries(s).values()},
+        **write_sql(s),
+    }
     assert set(run.variants.values()) == {"base"}
     assert run.fingerprints == base.fingerprints
     offered = run.environment["available_rewrites"]
@@ -85,7 +90,7 @@ def test_dropping_the_gist_index_keeps_results_and_is_compared(seeded_url: str) 
     run = bench.run(seeded_url, label="nogist", **FAST)
     assert run.fingerprints == base.fingerprints
     comps = stats.compare_bench(base, run)
-    assert list(comps) == QIDS
+    assert list(comps) == [*QIDS, *WRITES]
     assert all(c.verdict in (stats.SLOWER, stats.FASTER, stats.NO_CHANGE) for c in comps.values())
 
 
@@ -132,7 +137,7 @@ def test_metrics_json_fields(seeded_url: str, tmp_path) -> None:
         "control_ms",
     }
     assert {"mean", "p50", "p95", "p99", "qps", "cache_hit_pct"} <= set(data["overall"])
-    assert list(data["queries"]) == QIDS
+    assert list(data["queries"]) == [*QIDS, *WRITES]
     q1 = data["queries"]["Q1"]
     assert {
         "title",
@@ -161,7 +166,7 @@ def test_workload_files_are_measured_like_q1_q10(seeded_url: str, tmp_path) -> N
     (tmp_path / "gone.sql").write_text("SELECT count(*) FROM public.not_there;\n")
     a = bench.run(seeded_url, label="w1", workload_dir=tmp_path, **FAST)
     b = bench.run(seeded_url, label="w2", workload_dir=tmp_path, **FAST)
-    assert list(a.samples) == [*QIDS, "recent"] and len(a.samples["recent"]) == 2
+    assert list(a.samples) == [*QIDS, "recent", *WRITES] and len(a.samples["recent"]) == 2
     assert len(a.executions["recent"]) == 2 * bench.SETS
     assert a.fingerprints["recent"] == b.fingerprints["recent"]
     assert a.environment["workload_files"] == {

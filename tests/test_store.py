@@ -58,13 +58,13 @@ class TestSchema:
         }
         assert {n for n, k in kinds.items() if k == "v"} == {"run_summary", "baseline_comparison"}
         assert {"runs_label_idx", "baselines_run_idx", "samples_pkey"} <= set(kinds)
-        assert store.version(conn) == store.VERSION == 2
+        assert store.version(conn) == store.VERSION == 3
 
     def test_ensure_is_idempotent(self, conn) -> None:
         before = _objects(conn)
         store.save_run(conn, _run())
-        assert store.ensure(conn) == 2
-        assert store.ensure(conn) == 2
+        assert store.ensure(conn) == 3
+        assert store.ensure(conn) == 3
         assert _objects(conn) == before
         assert conn.execute("SELECT count(*) FROM benchmarking.runs").fetchone()[0] == 1
 
@@ -73,7 +73,7 @@ class TestSchema:
         with pytest.raises(ConfigError) as e:
             store.ensure(conn)
         assert str(e.value) == (
-            "schema benchmarking is at version 99, newer than this stage4 (2): upgrade stage4"
+            "schema benchmarking is at version 99, newer than this stage4 (3): upgrade stage4"
         )
 
     def test_survives_alembic_downgrade(self, seeded_url: str, conn) -> None:

@@ -40,6 +40,15 @@ A run, in order:
    the ratio of their medians of round means, in the same run. Recorded in
    ``environment["available_rewrites"]``; no verdict reads it.
 
+The app's writes W1–W3 (``stage4.writes``: insert, geometry update, delete, each in a
+transaction rolled back, on a connection of their own with prepared statements) go through
+the same steps as a query, but the throughput phase: fingerprinted in step 2 (what the
+write did, read back before the rollback), and timed in every round of step 4 beside the
+reads, each after its control. Their rolled-back rows, which PostgreSQL counts as written,
+are taken off the app's load (``environment["load"]``, ``environment["writes_rolled_back"]``).
+They are kept out of ``overall`` (the reads' figures) and judged by their own margin and
+floor (``stats.rule``).
+
 Defaults (20 rounds of 4 parameter sets, 4 clients, 5 s) keep a run short enough to
 bench every step of a rollout; BENCHMARKS.md gives measured durations.
 """
@@ -57,11 +66,12 @@ from pathlib import Path
 
 import psycopg
 
-from stage4 import livewrites, store, throughput, version_table, workload
+from stage4 import livewrites, store, throughput, version_table, workload, writes
 from stage4.config import settings
 from stage4.db import connect, where
 from stage4.errors import Stage4Error
 from stage4.metrics import BenchRun, export, round_samples
+from stage4.queries import WRITES, is_write
 
 __all__ = ["BenchRun", "export", "run"]
 
@@ -95,6 +105,7 @@ class _Draw:
     anchors: workload.Anchors
     fp: dict[str, list[dict]]  # the fingerprint sets of each query
     latency: dict[str, list[dict]]  # the latency phase's sets of each query
+    writes: writes.Writes  # W1–W3: their SQL, sets and the rows they wrote (rolled back)
 
 
 def run(
@@ -131,21 +142,29 @@ def run(
         draw = _draw(conn, s, catalogue, sets, seed)
         env = _environment(conn, s, url)
         load_start = livewrites.counters(conn, s)  # the app's writes during the run: its load
-        fingerprints, errors = _fingerprints(conn, draw, tick)
-        rewrites = _rewrites(conn, draw, offered, fingerprints)
-        scripts = _throughput_scripts(conn, draw, seed)
-        before = _cache_counters(conn, s)
-        # Throughput first: every latency phase then follows the same saturating load
-        # (on a burstable VM the first minute after idling runs faster: a baseline taken
-        # on a rested machine would make every later run look slower).
-        qps, tool = throughput.measure(url, scripts, concurrency, duration, seed, tick)
-        executions, control = _latency(conn, draw, iterations, tick)
+        wconn = writes.connect(url)
+        try:
+            fingerprints, errors = _fingerprints(conn, draw, tick)
+            fingerprints.update(writes.fingerprints(wconn, draw.writes))
+            rewrites = _rewrites(conn, draw, offered, fingerprints)
+            scripts = _throughput_scripts(conn, draw, seed)
+            before = _cache_counters(conn, s)
+            # Throughput first: every latency phase then follows the same saturating load
+            # (on a burstable VM the first minute after idling runs faster: a baseline taken
+            # on a rested machine would make every later run look slower).
+            qps, tool = throughput.measure(url, scripts, concurrency, duration, seed, tick)
+            executions, control = _latency(conn, wconn, draw, iterations, tick)
+        finally:
+            writes.close(wconn)  # its rolled-back rows counted before the readings below
+        errors.update(_write_errors(draw.writes))
         conn.execute("SELECT pg_stat_force_next_flush()")
         _time_rewrites(conn, draw.catalogue, rewrites, draw.latency, tick)
         conn.execute("SELECT 1")
     with connect(url, autocommit=True) as conn:
         after = _wait_counters(conn, s, before)
-        env["load"] = livewrites.load(load_start, livewrites.counters(conn, s))
+        own = draw.writes.written
+        env["load"] = livewrites.load(load_start, livewrites.counters(conn, s), own=own)
+        env["writes_rolled_back"] = own
         env.update(
             _recorded(draw, errors, rewrites, control),
             cache_hit_db=_ratio(before["db"], after["db"]),
@@ -159,7 +178,7 @@ def run(
             sets=sets,
             control=control,
             fingerprints=fingerprints,
-            variants={q: "base" for q in draw.catalogue},
+            variants={q: "base" for q in executions},
             revision=env.get("revision"),
             qps=qps,
             cache_hit=_ratio(before["app"], after["app"]),
@@ -193,6 +212,7 @@ def _draw(conn, s, catalogue: dict[str, workload.Query], sets: int, seed: int) -
     return _Draw(
         catalogue,
         anchors,
+        writes=writes.draw(s, anchors, sets, seed),
         fp={
             q: workload.parameters(q, anchors, n, seed, "fp", c.params)
             for q, c in catalogue.items()
@@ -255,10 +275,12 @@ def _throughput_scripts(conn, draw: _Draw, seed: int) -> list[str]:
 
 
 def _latency(
-    conn, draw: _Draw, iterations: int, tick
+    conn, wconn, draw: _Draw, iterations: int, tick
 ) -> tuple[dict[str, list[float]], list[float]]:
-    """Step 4: (every execution's ms per query, the control query's ms before each query)."""
-    order = list(draw.catalogue)
+    """Step 4: (every execution's ms per query, the control query's ms before each query).
+    The writes that ran in step 2 take their turn in the rounds, on ``wconn``."""
+    w = draw.writes
+    order = [*draw.catalogue, *(q for q in w.sql if q not in w.errors)]
     executions: dict[str, list[float]] = {q: [] for q in order}
     control: list[float] = []
     for i in range(iterations):
@@ -267,6 +289,9 @@ def _latency(
             start = time.perf_counter()
             conn.execute(CONTROL_SQL).fetchall()
             control.append((time.perf_counter() - start) * 1000.0)
+            if qid in w.sql:
+                executions[qid] += writes.timed(wconn, w, qid)
+                continue
             sql = draw.catalogue[qid].sql
             for p in draw.latency[qid]:
                 start = time.perf_counter()
@@ -276,18 +301,26 @@ def _latency(
     return executions, control
 
 
+def _write_errors(w: writes.Writes) -> dict[str, dict[str, str]]:
+    """The writes that failed, in the shape of a workload file's error (named, not timed)."""
+    return {q: {"file": f"the app's {WRITES[q]}, rolled back", "error": e}
+            for q, e in w.errors.items()}  # fmt: skip
+
+
 def _recorded(draw: _Draw, errors, rewrites, control: list[float]) -> dict:
     """What the run records beside its timings: the SQL measured, the files, the rewrites."""
     catalogue = draw.catalogue
     files = {q: c.source for q, c in catalogue.items() if c.source}
+    failed = {q: e["file"] for q, e in errors.items() if not is_write(q)}
     return {
-        "workload_sql": {q: c.sql for q, c in catalogue.items()},
-        "contract": {q: workload.CONTRACT.get(q, "SQL") for q in catalogue},
-        "workload_files": files | {q: e["file"] for q, e in errors.items()},
+        "workload_sql": {q: c.sql for q, c in catalogue.items()} | draw.writes.sql,
+        "contract": {q: workload.CONTRACT.get(q, "SQL") for q in catalogue}
+        | dict.fromkeys(draw.writes.sql, "write, rolled back"),
+        "workload_files": files | failed,
         "errors": errors,
         "available_rewrites": rewrites,
         "anchors": len(draw.anchors.features),
-        "params_digest": workload.params_digest(draw.latency),
+        "params_digest": workload.params_digest(draw.latency | draw.writes.latency),
         "fingerprint_sets": workload.FINGERPRINT_SETS,
         "control_ms": statistics.median(control),
         "load_average_end": os.getloadavg(),
@@ -342,8 +375,8 @@ def _cache_counters(conn, s) -> dict[str, tuple[int, int]]:
         "+ coalesce(toast_blks_hit, 0) + coalesce(tidx_blks_hit, 0)), 0), "
         "coalesce(sum(coalesce(heap_blks_read, 0) + coalesce(idx_blks_read, 0) "
         "+ coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0)), 0) "
-        "FROM pg_statio_all_tables WHERE schemaname = %s",
-        (s.schema,),
+        "FROM pg_statio_all_tables WHERE schemaname IN (%s, %s)",  # partitions: stage4's
+        (s.schema, s.own_schema),
     ).fetchone()
     db = conn.execute(
         "SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()"

@@ -99,11 +99,12 @@ def settled(conn, s: Settings, since: dict, wait: float = 1.2, own: int = 0) -> 
         time.sleep(0.2)
 
 
-def load(start: dict, end: dict) -> dict[str, Any]:
-    """What a benchmark run saw: app writes (its own are reads only) and tuples read (its
-    own included) per second, and the readings (to count writes between runs)."""
+def load(start: dict, end: dict, own: int = 0) -> dict[str, Any]:
+    """What a benchmark run saw: app writes (less ``own``, its own rolled-back writes) and
+    tuples read (its own included) per second, and the readings (to count writes between
+    runs)."""
     seconds = max(end["at"] - start["at"], 1e-6)
-    writes = writes_between(start, end)
+    writes = writes_between(start, end, own)
     reads = end["reads"] - start["reads"] if start["oids"] == end["oids"] else None
     return {
         "seconds": round(seconds, 3),

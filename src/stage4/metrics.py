@@ -9,21 +9,28 @@ Fields of METRICS_<LABEL>.json (all latencies in milliseconds, client-side)::
     options         iterations (rounds), sets (parameter sets per query), control_ms
                     (median of a CPU-bound control query timed before every query: how
                     loaded the machine was; diagnostic only), concurrency, duration (s) of the throughput phase, seed
-    overall         n, mean, p50, p95, p99, min, max, stdev over every sample of Q1–Q10;
+    overall         n, mean, p50, p95, p99, min, max, stdev over every execution of the
+                    reads (Q1–Q10 and the app's files; the writes are not in it);
                     qps (throughput phase: queries per second over `concurrency`
                     connections), cache_hit_pct (shared-buffer hits / block requests on
                     the app schema's tables and indexes during the timed phases),
                     cache_hit_db_pct (the same for the whole database)
-    queries         per query id: title, variant (the SQL used: "base" or a revision's
-                    variant), fingerprint (hash of its ordered results on fixed
-                    parameters), n, mean, p50, p95, p99, min, max, stdev of single
-                    executions (raw ms); round_median (its median over the rounds: the
-                    figure whose ratio, ``stats.ratio``, every verdict line, REPORT.md
-                    and rollout.json print); samples (per round, the mean
-                    over the `sets` parameter sets: what the gate compares);
+    queries         per query id: kind ("read", or "write": W1–W3, the app's insert,
+                    geometry update and delete, each in a transaction rolled back;
+                    judged by their own margin and floor), title, variant (the SQL
+                    used: "base" or a revision's variant), fingerprint (hash of its
+                    ordered results on fixed parameters; a write's: rows affected and
+                    the row read back before the rollback), n, mean, p50, p95, p99,
+                    min, max, stdev of single executions (raw ms); round_median (its
+                    median over the rounds: the figure whose ratio, ``stats.ratio``,
+                    every verdict line, REPORT.md and rollout.json print); samples
+                    (per round, the mean over the `sets` parameter sets: what the gate
+                    compares);
                     executions (every single latency, raw, in execution order)
     environment     PostgreSQL and PostGIS versions, row count, server settings, git sha,
-                    machine, parameter-sequence digest, throughput tool
+                    machine, parameter-sequence digest, throughput tool,
+                    writes_rolled_back (rows the writes wrote, rolled back: taken off
+                    load.app_writes)
 
 Report and gate read this file; keep the field names stable.
 """
@@ -39,6 +46,7 @@ import numpy as np
 
 from stage4 import stats
 from stage4.config import redact
+from stage4.queries import WRITES, is_write
 
 
 @dataclass
@@ -66,6 +74,9 @@ class BenchRun:
     def _latencies(self) -> dict[str, list[float]]:
         return self.executions or self.samples
 
+    def _reads(self) -> dict[str, list[float]]:
+        return {q: v for q, v in self._latencies().items() if not is_write(q)}
+
     @property
     def summary(self) -> dict[str, dict[str, float]]:
         """Per-query latency statistics of single executions (``stats.summarize``)."""
@@ -73,8 +84,8 @@ class BenchRun:
 
     @property
     def overall(self) -> dict[str, float]:
-        """Statistics over every execution of Q1–Q10, plus qps and cache-hit percentages."""
-        every = [ms for v in self._latencies().values() for ms in v]
+        """Statistics over every execution of the reads, plus qps and cache-hit percentages."""
+        every = [ms for v in self._reads().values() for ms in v]
         out: dict[str, Any] = stats.summarize(every) if every else {}
         db_hit = self.environment.get("cache_hit_db")
         out["qps"] = self.qps
@@ -119,7 +130,8 @@ class BenchRun:
             "overall": self.overall,
             "queries": {
                 q: {
-                    "title": TITLES.get(q, ""),
+                    "kind": "write" if is_write(q) else "read",
+                    "title": TITLES.get(q) or WRITES.get(q, ""),
                     "variant": self.variants.get(q, "base"),
                     "fingerprint": self.fingerprints.get(q),
                     **summary.get(q, {}),

@@ -1,4 +1,4 @@
-"""The app's queries Q1–Q10 as it sends them at revision ``schema``: one text per query.
+"""The app's queries Q1–Q10 and its writes W1–W3 as it sends them: one text per statement.
 
 The workload (``stage4.workload``) replays them, and an optimisation unit's ``rewrites``
 are built from them where only the relation changes, so a unit can name a query's text
@@ -57,4 +57,30 @@ def base_sql(s: Settings) -> dict[str, str]:
         f"WHERE pt.categoria = %(cat_point)s AND GeometryType(pt.{g}) = 'POINT' "
         f"AND pt.{g} && {env} AND pg.categoria = %(cat_poly)s ORDER BY 1, 2",
         "Q10": f"SELECT {s.schema}.tile_mvt(%(z)s, %(x)s, %(y)s)",
+    }
+
+
+# The app's writes, as PostgREST sends them for POST, PATCH and DELETE on the table's
+# endpoint: measured in transactions that roll back (``stage4.writes``), judged by their own
+# margin and floor (``stats.rule``). Their names are reserved, like Q1–Q10's.
+WRITES = {"W1": "insert", "W2": "geometry update", "W3": "delete"}
+
+
+def is_write(qid: str) -> bool:
+    """Whether ``qid`` names one of the app's writes (W1–W3)."""
+    return qid in WRITES
+
+
+def write_sql(s: Settings) -> dict[str, str]:
+    """W1–W3 as the app sends them. W1 fills the columns the app fills (the rest keep their
+    defaults) and names its id: see ``stage4.writes`` for why."""
+    t, g, d = s.qualified_table, s.geometry_column, s.time_column
+    geom = "ST_GeomFromText(%(wkt)s, 4326)"
+    geom = geom if s.srid == 4326 else f"ST_Transform({geom}, {s.srid})"
+    return {
+        "W1": f"INSERT INTO {t} (id, nome, categoria, {d}, {g}, propriedades, descricao) "
+        "OVERRIDING SYSTEM VALUE VALUES (%(id)s, %(nome)s, %(categoria)s, %(dia)s, "
+        f"{geom}, %(propriedades)s::jsonb, %(descricao)s)",
+        "W2": f"UPDATE {t} SET {g} = {geom} WHERE id = %(id)s",
+        "W3": f"DELETE FROM {t} WHERE id = %(id)s",
     }

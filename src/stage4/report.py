@@ -188,7 +188,10 @@ def _per_query(order: list[str], metrics, steps) -> list[str]:
         "## Per query: median latency (ms) by step",
         "",
         "The figure the gate judges: per round, the query's mean over its parameter "
-        "sets; here the median over the rounds. Steps marked rolled back are not in "
+        "sets; here the median over the rounds. Rows marked *write* are the app's "
+        "writes, each in a transaction rolled back, judged by their own margin and "
+        f"floor (x{1 + stats.WRITE_THRESHOLD:g} and {stats.WRITE_MIN_DELTA_MS:g} ms at the "
+        "default options; see the decisions). Steps marked rolled back are not in "
         f"the database any more; the last column{'s compare' if corrected else ' compares'} "
         f"{last}, the last step kept, with the baseline"
         + (
@@ -207,7 +210,8 @@ def _per_query(order: list[str], metrics, steps) -> list[str]:
         meds = [query_median(metrics[label], q) for label in order]
         a, b = query_median(metrics["BASELINE"], q), query_median(metrics[last], q)
         ratio = stats.ratio(a, b) if a and b else None
-        title = metrics["BASELINE"]["queries"][q].get("title", "")
+        entry = metrics["BASELINE"]["queries"][q]
+        title = entry.get("title", "") + (" *write*" if entry.get("kind") == "write" else "")
         row = f"| {q} {title} | " + " | ".join(_fmt(m) for m in meds) + f" | {_fmt(ratio)}× |"
         if corrected:
             adj = (judged.get(q) or {}).get("adjusted_ratio")

@@ -18,6 +18,18 @@ default) around that ratio.
 
 The gate says NO-GO when any query is *slower* or returns different results.
 
+The app's writes (W1–W3, ``queries.WRITES``: insert, geometry update, delete, measured in
+transactions that roll back) are queries like the others, judged by the same rule with
+their own margin and floor (``rule``): with the gate's default options (10 %, 2 ms), slower
+when the interval lies above x1.5 (``WRITE_THRESHOLD``) and the median moved by more than
+1 ms (``WRITE_MIN_DELTA_MS``). Both follow the options in proportion (five times the
+threshold, half the floor), so an option that loosens or tightens the reads' rule moves the
+writes' with it, and ``min_delta_ms=0`` is the pure statistical rule for both. A write
+costs a fraction of a millisecond and is paid once per edit, not once per map view: a
+trigger or an index that adds a few tenths of a millisecond to it is the price of the reads
+it buys, not a regression; one that multiplies it by milliseconds is. Every line names a
+write with its title ("W1 insert").
+
 Machine drift
 -------------
 A shared 2-core VM does not keep its speed: a CPU-bound control query
@@ -88,6 +100,7 @@ from typing import Any
 import numpy as np
 
 from stage4.errors import ConfigError
+from stage4.queries import WRITES, is_write
 
 SLOWER = "slower"
 FASTER = "faster"
@@ -103,6 +116,25 @@ MAX_WIDENING = 1.5
 MIN_RESAMPLES = 100
 # Resampled indices held in memory at once (int32), so very long runs stay small.
 _CHUNK_ELEMENTS = 4_000_000
+# The gate's default options (``stage4 upgrade --threshold --min-delta-ms``) ...
+THRESHOLD, MIN_DELTA_MS = 0.10, 2.0
+# ... and a write's margin and floor at those (see "The decision rule"): x1.5, 1 ms.
+WRITE_THRESHOLD, WRITE_MIN_DELTA_MS = 0.50, 1.0
+
+
+def rule(qid: str, threshold: float = THRESHOLD, min_delta_ms: float = 0.0) -> tuple[float, float]:
+    """The (threshold, floor in ms) query ``qid`` is judged by, given the options: the
+    options themselves for a read; for a write, the write's, scaled as the options are
+    from the gate's defaults."""
+    if not is_write(qid):
+        return threshold, min_delta_ms
+    return (threshold * (WRITE_THRESHOLD / THRESHOLD),
+            min_delta_ms * (WRITE_MIN_DELTA_MS / MIN_DELTA_MS))  # fmt: skip
+
+
+def name(qid: str) -> str:
+    """How a line names a query: its id, and a write's title ("W1 insert")."""
+    return f"{qid} {WRITES[qid]}" if is_write(qid) else qid
 
 
 def summarize(latencies_ms: Sequence[float]) -> dict[str, float]:
@@ -257,7 +289,8 @@ def margin_line(comparisons: Mapping[str, Any], against: str = "") -> str:
     """
     if not comparisons:
         return "no query compared"
-    c = figures(next(iter(comparisons.values())))
+    reads = [c for q, c in comparisons.items() if not is_write(q)]
+    c = figures(reads[0] if reads else next(iter(comparisons.values())))
     threshold, widened = float(c["threshold"]), float(c.get("widened", 1.0))
     margin = (1.0 + threshold) * widened
     drifted = round(widened, 2) > 1.0  # x1.00 printed is no drift
@@ -266,6 +299,11 @@ def margin_line(comparisons: Mapping[str, Any], against: str = "") -> str:
     line = f"margin x{margin:.2f} ({why})" + (f" vs {against}" if against else "")
     if c["adjusted_ratio"] is not None:
         line += f", judged on the ratios {CORRECTED}"
+    written = [figures(w) for q, w in comparisons.items() if is_write(q)]
+    if written and reads:
+        w = written[0]
+        m = (1.0 + float(w["threshold"])) * float(w.get("widened", 1.0))
+        line += f"; writes: margin x{m:.2f}, floor {float(w.get('min_delta_ms', 0.0)):g} ms"
     return "; ".join([line, *moved(comparisons)])
 
 
@@ -311,18 +349,19 @@ def moved(comparisons: Mapping[str, Any]) -> list[str]:
         figs = f"{ratio_text(d)} ({delta:+.2f} ms"
         # a file without the floor recorded: an interval that cleared was excused by it
         excused = d.get("excused") or (_cleared(d) if d["verdict"] == NO_CHANGE else None)
+        who = name(qid)
         if d["verdict"] in (SLOWER, FASTER):
-            out.append(f"{qid} {d['verdict']} {figs})")
+            out.append(f"{who} {d['verdict']} {figs})")
         elif excused == SLOWER:
             under = f"the {floor:g} ms floor" if "min_delta_ms" in d else "the floor"
-            out.append(f"{qid} {figs}, under {under}: not counted)")
+            out.append(f"{who} {figs}, under {under}: not counted)")
         elif excused == FASTER:
-            out.append(f"{qid} faster {figs})")
+            out.append(f"{who} faster {figs})")
         elif abs(delta) > floor and _beyond(d):
             conf = float(d.get("confidence", 0.95))
             interval = f"its {conf:.0%} CI x{d['ci_low']:.2f}–x{d['ci_high']:.2f}"
             kept = "not counted" if delta > 0 else "no significant change"
-            out.append(f"{qid} {figs}, {kept}: {interval} does not clear the margin)")
+            out.append(f"{who} {figs}, {kept}: {interval} does not clear the margin)")
     return out
 
 
@@ -374,9 +413,9 @@ def compare_bench(baseline: Any, candidate: Any, **kw: Any) -> dict[str, QueryCo
         drift=drift**RESIDUAL_SENSITIVITY,
         **{k: v for k, v in kw.items() if k != "min_delta_ms"},
     )
-    min_delta = kw.get("min_delta_ms", 0.0)
     out = {}
     for qid, c in adjusted.items():
+        _, min_delta = rule(qid, kw.get("threshold", THRESHOLD), kw.get("min_delta_ms", 0.0))
         b = float(np.median(baseline.samples[qid]))
         a = float(np.median(candidate.samples[qid]))
         verdict = c.verdict if abs(a - b) > min_delta else NO_CHANGE
@@ -427,7 +466,8 @@ def compare_runs(
     A query the candidate lacks is an error: the gate must not pass a step because a
     query stopped being measured. Queries only the candidate has (no baseline yet)
     are left out. Each query draws its own seed from ``seed`` and its id, so its
-    interval does not depend on which other queries ran.
+    interval does not depend on which other queries ran, and is judged by its own
+    ``rule`` (``threshold`` and ``min_delta_ms`` are the reads').
     """
     _check_options(threshold, confidence, resamples)
     missing = [qid for qid in baseline if qid not in candidate]
@@ -438,15 +478,16 @@ def compare_runs(
         )
     result: dict[str, QueryComparison] = {}
     for qid, base in baseline.items():
+        t, floor = rule(qid, threshold, min_delta_ms)
         try:
             result[qid] = compare_query(
                 base,
                 candidate[qid],
-                threshold=threshold,
+                threshold=t,
                 confidence=confidence,
                 resamples=resamples,
                 seed=_query_seed(seed, qid),
-                min_delta_ms=min_delta_ms,
+                min_delta_ms=floor,
                 drift=drift,
             )
         except ConfigError as e:
@@ -467,12 +508,12 @@ def gate_verdict(
     reasons: list[str] = []
     for qid in [*comparisons, *(q for q in fingerprints_ok if q not in comparisons)]:
         if fingerprints_ok.get(qid) is False:
-            reasons.append(f"{qid} result changed: fingerprint differs from baseline")
+            reasons.append(f"{name(qid)} result changed: fingerprint differs from baseline")
         c = comparisons.get(qid)
         if c is not None and c.verdict == SLOWER:
             judged = "" if c.adjusted_ratio is None else f": judged on x{c.adjusted_ratio:.2f}"
             reasons.append(
-                f"{qid} slower: median {c.candidate_median:.2f} ms vs baseline "
+                f"{name(qid)} slower: median {c.candidate_median:.2f} ms vs baseline "
                 f"{c.baseline_median:.2f} ms ({c.candidate_median - c.baseline_median:+.2f} "
                 f"ms, {ratio_text(c)}{judged}, {c.confidence:.0%} CI "
                 f"x{c.ci_low:.2f}–x{c.ci_high:.2f}, margin x{c.margin:.2f})"

@@ -39,7 +39,7 @@ from typing import Any
 from stage4 import optimisations, sqltext
 from stage4.config import Settings
 from stage4.optimisations import Rewrite
-from stage4.queries import base_sql
+from stage4.queries import base_sql, is_write
 
 Params = dict[str, Any]
 # Parameter sets replayed by the fingerprint pass (fixed, so the fingerprint does not
@@ -275,7 +275,7 @@ def load_dir(folder: Path | str) -> dict[str, Query]:
         except ConfigError as e:
             refused.append(str(e))
             continue
-        if q.qid in TITLES:
+        if q.qid in TITLES or is_write(q.qid):
             refused.append(f"{path}: {q.qid} is a name of the built-in workload: rename the file")
         else:
             out[q.qid] = q
