@@ -91,16 +91,16 @@ class TestRecorded:
         # partition) is the revision doing its job, not drift
         with psycopg.connect(seeded_url) as conn:
             made = conn.execute(
-                "SELECT * FROM public.stage4_ensure_partitions(%s)", (settings().years_ahead + 1,)
+                "SELECT * FROM stage4.stage4_ensure_partitions(%s)", (settings().years_ahead + 1,)
             ).fetchall()
         assert len(made) == 1, made
         assert drift.check(seeded_url).differences == []
-        _sql(seeded_url, f"ALTER TABLE {t} DETACH PARTITION {t}_p2020")
+        _sql(seeded_url, f"ALTER TABLE {t} DETACH PARTITION stage4.geometrias_p2020")
         assert drift.check(seeded_url).differences == [
-            "partition public.geometrias_p2020: partition bound \"FOR VALUES FROM ('2020-01-01') "
+            "partition stage4.geometrias_p2020: partition bound \"FOR VALUES FROM ('2020-01-01') "
             "TO ('2021-01-01')\" in the record, '' now",
             # the detached table loses the clone of opt2's trigger too
-            "trigger zz_stage4_gis_columns of public.geometrias_p2020: missing",
+            "trigger zz_stage4_gis_columns of stage4.geometrias_p2020: missing",
         ]
 
     @pytest.mark.cron
@@ -245,7 +245,7 @@ def _partitions_ahead(url: str) -> dict[str, int]:
     t = settings().qualified_table
     with psycopg.connect(url) as conn:
         return {
-            name: conn.execute(f"SELECT count(*) FROM public.{name}").fetchone()[0]
+            name: conn.execute(f"SELECT count(*) FROM stage4.{name}").fetchone()[0]
             for (name,) in conn.execute(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                 "WHERE i.inhparent = %s::regclass AND c.relname = ANY(%s) ORDER BY 1",

@@ -93,7 +93,7 @@ class TestUpgrade:
                 )
             }
             outside = conn.execute(
-                "SELECT count(*) FILTER (WHERE tableoid <> 'geometrias_default'::regclass), "
+                "SELECT count(*) FILTER (WHERE tableoid <> 'stage4.geometrias_default'::regclass), "
                 "count(*) FROM geometrias WHERE data_referencia < '2020-01-01' "
                 "OR data_referencia >= '2029-01-01'"
             ).fetchone()
@@ -103,7 +103,7 @@ class TestUpgrade:
                 "('x', 'escola', '2024-05-01', 'SRID=4326;POINT(-46.6 -23.5)') RETURNING id"
             ).fetchone()[0]
         assert kind == "p"
-        assert parts == {f"geometrias_p{y}" for y in YEARS} | {"geometrias_default"}
+        assert parts == {f"stage4.geometrias_p{y}" for y in YEARS} | {"stage4.geometrias_default"}
         assert pk == "PRIMARY KEY (id, data_referencia)"
         assert idx == {
             "geometrias_pkey",
@@ -126,7 +126,7 @@ class TestUpgrade:
         with psycopg.connect(seeded_url) as conn:
             runs = conn.execute("""
                 SELECT tableoid::regclass::text, extract(quarter FROM data_referencia)::int
-                FROM geometrias WHERE tableoid <> 'geometrias_default'::regclass
+                FROM geometrias WHERE tableoid <> 'stage4.geometrias_default'::regclass
                 GROUP BY 1, 2 ORDER BY 1, percentile_disc(0.5) WITHIN GROUP (ORDER BY ctid)
                 """).fetchall()
             # rows out of place: another quarter than the previous row, or before it in
@@ -142,13 +142,13 @@ class TestUpgrade:
         by_part: dict[str, list[int]] = {}
         for part, quarter in runs:
             by_part.setdefault(part, []).append(quarter)
-        assert by_part == {f"geometrias_p{y}": [2, 4, 1, 3] for y in YEARS}
+        assert by_part == {f"stage4.geometrias_p{y}": [2, 4, 1, 3] for y in YEARS}
         assert out_of_place < 0.1 * total, (out_of_place, total)
 
     def test_offline_sql_renders_without_a_database(self) -> None:
         sql = migrations.offline_sql("upgrade", "schema:opt1")
         assert "PARTITION BY RANGE (data_referencia)" in sql
-        assert "CREATE TABLE public.geometrias_default PARTITION OF" in sql
+        assert "CREATE TABLE stage4.geometrias_default PARTITION OF" in sql
         down = migrations.offline_sql("downgrade", "opt1:schema")
         assert "CREATE TABLE public.geometrias__stage4_new (LIKE public.geometrias" in down
 
@@ -236,17 +236,17 @@ class TestRoundTrip:
         migrations.upgrade(seeded_url, "opt1")
         with psycopg.connect(seeded_url) as conn:
             n = conn.execute(
-                "SELECT count(*) FROM geometrias_default "
+                "SELECT count(*) FROM stage4.geometrias_default "
                 "WHERE data_referencia >= '2029-01-01' "
                 "AND data_referencia < '2030-01-01'"
             ).fetchone()[0]
             conn.execute(
-                "CREATE TEMP TABLE moved AS SELECT * FROM geometrias_default "
+                "CREATE TEMP TABLE moved AS SELECT * FROM stage4.geometrias_default "
                 "WHERE data_referencia >= '2029-01-01' "
                 "AND data_referencia < '2030-01-01'"
             )
             conn.execute(
-                "DELETE FROM geometrias_default WHERE data_referencia >= '2029-01-01' "
+                "DELETE FROM stage4.geometrias_default WHERE data_referencia >= '2029-01-01' "
                 "AND data_referencia < '2030-01-01'"
             )
             conn.execute(

@@ -196,7 +196,7 @@ def test_offline_sql():
     down = migrations.offline_sql("downgrade", "opt2:opt1")
     assert "pg_partition_tree" in down
     assert f"DROP TRIGGER IF EXISTS {gis_columns.TRIGGER} ON public.geometrias" in down
-    assert "DROP FUNCTION IF EXISTS public.stage4_geometrias_gis_columns()" in down
+    assert "DROP FUNCTION IF EXISTS stage4.stage4_geometrias_gis_columns()" in down
     assert "DROP COLUMN IF EXISTS area_m2" in down
 
 

@@ -233,11 +233,11 @@ def test_a_failed_build_leaves_nothing_and_a_killed_one_resumes(seeded_url):
             "ON c.oid = p.inhrelid WHERE p.inhparent = %s::regclass ORDER BY 1 LIMIT 2",
             (S.qualified_table,),
         ).fetchall()
-        name, qualified = INDEX.leaf_index(S.schema, first[0])
-        conn.execute(f"CREATE INDEX {name} ON {S.schema}.{first[0]} USING {INDEX.using}")
+        name, qualified = INDEX.leaf_index(S.own_schema, first[0])
+        conn.execute(f"CREATE INDEX {name} ON {S.own_schema}.{first[0]} USING {INDEX.using}")
         conn.execute(f"ALTER INDEX {INDEX.qualified} ATTACH PARTITION {qualified}")
-        name, qualified = INDEX.leaf_index(S.schema, second[0])
-        conn.execute(f"CREATE INDEX {name} ON {S.schema}.{second[0]} (nome)")
+        name, qualified = INDEX.leaf_index(S.own_schema, second[0])
+        conn.execute(f"CREATE INDEX {name} ON {S.own_schema}.{second[0]} (nome)")
         conn.execute(
             f"UPDATE pg_index SET indisvalid = false WHERE indexrelid = '{qualified}'::regclass"
         )

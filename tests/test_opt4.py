@@ -26,7 +26,7 @@ HORIZON = max(date.today().year, S.last_year) + S.years_ahead
 FUTURE = range(S.last_year + 1, HORIZON + 1)
 MANUAL = (
     f"future partitions are not created automatically: run "
-    f"`SELECT {S.schema}.{fp.FUNCTION}()` at least once a year"
+    f"`SELECT {S.own_schema}.{fp.FUNCTION}()` at least once a year"
 )
 
 
@@ -43,7 +43,7 @@ def _partitions(conn: psycopg.Connection) -> set[str]:
 
 def _default_rows(conn: psycopg.Connection, first: int, last: int) -> int:
     return conn.execute(
-        f"SELECT count(*) FROM {S.schema}.{S.table}_default "
+        f"SELECT count(*) FROM {S.own_schema}.{S.table}_default "
         f"WHERE {S.time_column} >= make_date(%s, 1, 1) AND {S.time_column} < make_date(%s, 1, 1)",
         (first, last + 1),
     ).fetchone()[0]
@@ -69,7 +69,7 @@ class TestUpgrade:
                 f"SELECT count(*) FROM {S.qualified_table} WHERE {S.time_column} >= %s "
                 f"AND {S.time_column} < %s AND tableoid::regclass::text <> "
                 f"%s || '_p' || extract(year FROM {S.time_column})",
-                (date(FUTURE[0], 1, 1), date(HORIZON + 1, 1, 1), S.table),
+                (date(FUTURE[0], 1, 1), date(HORIZON + 1, 1, 1), f"{S.own_schema}.{S.table}"),
             ).fetchone()[0]
             assert misplaced == 0
             assert snapshot.data(conn) == data_before  # every row kept, unchanged
@@ -89,7 +89,7 @@ class TestUpgrade:
                 f"{S.geometry_column}) VALUES ('Escola Futura', 'escola', '2031-06-01', "
                 "ST_SetSRID(ST_MakePoint(-46.63, -23.55), 4326)) RETURNING tableoid::regclass::text"
             ).fetchone()[0]
-        assert where == f"{S.table}_p2031"
+        assert where == f"{S.own_schema}.{S.table}_p2031"
 
     def test_one_more_year_moves_that_years_rows(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")
@@ -97,7 +97,7 @@ class TestUpgrade:
         with psycopg.connect(seeded_url) as conn:
             waiting = _default_rows(conn, year, year)
             conn.execute("SET lock_timeout = '3s'")
-            made = conn.execute(f"SELECT * FROM {S.schema}.{fp.FUNCTION}({S.years_ahead + 1})")
+            made = conn.execute(f"SELECT * FROM {S.own_schema}.{fp.FUNCTION}({S.years_ahead + 1})")
             assert made.fetchall() == [(f"{S.table}_p{year}", waiting)]
             assert _default_rows(conn, year, year) == 0
             # its short attempts' lock_timeout is not left behind
@@ -111,22 +111,22 @@ class TestUpgrade:
                 conn.execute(f"DROP ROLE IF EXISTS {role}")
                 conn.execute(f"CREATE ROLE {role}")
             try:
-                conn.execute(f"GRANT SELECT ON {S.schema}.{S.table}_default TO {reader}")
+                conn.execute(f"GRANT SELECT ON {S.own_schema}.{S.table}_default TO {reader}")
                 conn.execute(
-                    f"ALTER DEFAULT PRIVILEGES IN SCHEMA {S.schema} "
+                    f"ALTER DEFAULT PRIVILEGES IN SCHEMA {S.own_schema} "
                     f"GRANT ALL ON TABLES TO {stranger}"
                 )
-                conn.execute(f"SELECT * FROM {S.schema}.{fp.FUNCTION}({S.years_ahead + 1})")
+                conn.execute(f"SELECT * FROM {S.own_schema}.{fp.FUNCTION}({S.years_ahead + 1})")
                 acl, rls, owner = conn.execute(
                     "SELECT relacl::text, relrowsecurity, pg_get_userbyid(relowner) FROM pg_class "
                     "WHERE oid = %s::regclass",
-                    (f"{S.schema}.{S.table}_p{HORIZON + 1}",),
+                    (f"{S.own_schema}.{S.table}_p{HORIZON + 1}",),
                 ).fetchone()
                 assert acl == f"{{{owner}=arwdDxt/{owner}}}"
                 assert rls is True
             finally:
                 conn.execute(
-                    f"ALTER DEFAULT PRIVILEGES IN SCHEMA {S.schema} "
+                    f"ALTER DEFAULT PRIVILEGES IN SCHEMA {S.own_schema} "
                     f"REVOKE ALL ON TABLES FROM {stranger}"
                 )
                 for role in (reader, stranger):
@@ -169,16 +169,16 @@ class TestRefusals:
             psycopg.connect(seeded_url) as conn,
             pytest.raises(psycopg.errors.RaiseException) as refused,
         ):
-            conn.execute(f"SELECT * FROM {S.schema}.{fp.FUNCTION}(-1)")
+            conn.execute(f"SELECT * FROM {S.own_schema}.{fp.FUNCTION}(-1)")
         assert refused.value.diag.message_primary == "years_ahead must be 0 or more, not -1"
 
     def test_lock_timeout_fails_fast_and_leaves_nothing(self, seeded_url):
         migrations.upgrade(seeded_url, "opt3")
         with psycopg.connect(seeded_url) as blocker:
-            blocker.execute(f"LOCK TABLE {S.schema}.{S.table}_default IN ACCESS SHARE MODE")
+            blocker.execute(f"LOCK TABLE {S.own_schema}.{S.table}_default IN ACCESS SHARE MODE")
             with pytest.raises(
                 MigrationError,
-                match=r"lock timeout \(200ms\) waiting for a lock on public.geometrias_default, held by pid",
+                match=r"lock timeout \(200ms\) waiting for a lock on stage4.geometrias_default, held by pid",
             ):
                 migrations.upgrade(seeded_url, "opt4", lock_timeout="200ms")
         assert migrations.current(seeded_url) == "opt3"
@@ -267,7 +267,9 @@ class TestDowngrade:
 
 def test_offline_sql_renders_without_a_database():
     up = migrations.offline_sql("upgrade", "opt3:opt4")
-    assert f"CREATE OR REPLACE FUNCTION {S.schema}.{fp.FUNCTION}(years_ahead integer DEFAULT" in up
+    assert (
+        f"CREATE OR REPLACE FUNCTION {S.own_schema}.{fp.FUNCTION}(years_ahead integer DEFAULT" in up
+    )
     assert f"PERFORM cron.schedule('{fp.JOB}', '{fp.SCHEDULE}'" in up
     down = migrations.offline_sql("downgrade", "opt4:opt3")
     assert f"DROP FUNCTION IF EXISTS {fp.identity(S)}" in down

@@ -330,9 +330,7 @@ class TestRefresh:
         result = CliRunner().invoke(app, ["--database-url", at_opt4, "refresh"])
         assert result.exit_code == 0, result.output
         lines = result.output.strip().splitlines()
-        assert [line.split(":")[0] for line in lines] == sorted(
-            v.qualified for v in agg.views(S)
-        )
+        assert [line.split(":")[0] for line in lines] == sorted(v.qualified for v in agg.views(S))
         assert all(line.endswith(" s") for line in lines)
 
     def test_cli_refresh_without_views(self, seeded_url):

@@ -29,7 +29,7 @@ def test_every_unit_declares_the_interface(unit):
     assert all(isinstance(r, Rewrite) for r in rewrites.values())
     # an RPC is re-pointed by its revision, never offered as a rewrite
     assert all(workload.CONTRACT[qid] == "SQL" for qid in rewrites)
-    assert all(v.qualified.startswith(f"{S.schema}.") for v in views)
+    assert all(v.qualified.startswith(f"{S.own_schema}.") for v in views)
 
 
 @pytest.mark.parametrize("unit", optimisations.UNITS, ids=optimisations.name)

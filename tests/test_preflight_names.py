@@ -47,22 +47,22 @@ def test_a_users_table_named_like_a_future_partition_stops_opt4(
 ) -> None:
     migrations.upgrade(seeded_url, "opt3")
     with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE public.geometrias_p2029 (id bigint, secret text)")
-        conn.execute("INSERT INTO public.geometrias_p2029 VALUES (1, 'mine'), (2, 'also mine')")
+        conn.execute("CREATE TABLE stage4.geometrias_p2029 (id bigint, secret text)")
+        conn.execute("INSERT INTO stage4.geometrias_p2029 VALUES (1, 'mine'), (2, 'also mine')")
         conn.execute(  # rows of 2029 wait in the default partition for opt4 to move them
             "UPDATE public.geometrias SET data_referencia = '2029-03-01' WHERE id <= 43"
         )
-    waiting = "SELECT count(*) FROM public.geometrias_default WHERE data_referencia >= '2029-01-01'"
+    waiting = "SELECT count(*) FROM stage4.geometrias_default WHERE data_referencia >= '2029-01-01'"
     runs, later = _runs(seeded_url), _one(seeded_url, waiting)[0]
     reason = _failed(_upgrade(seeded_url, tmp_path, "opt4"))
     assert reason == REFUSED + (
-        "names: public.geometrias_p2029 is a table, not the partition of public.geometrias for "
+        "names: stage4.geometrias_p2029 is a table, not the partition of public.geometrias for "
         "2029 that opt4 creates: rename, move or drop it first"
     )
     assert migrations.current(seeded_url) == "opt3"
     assert _runs(seeded_url) == runs, "no bench ran"
     assert not (tmp_path / "reports").exists()
-    assert _one(seeded_url, "SELECT count(*), min(secret) FROM public.geometrias_p2029") == (
+    assert _one(seeded_url, "SELECT count(*), min(secret) FROM stage4.geometrias_p2029") == (
         2,
         "also mine",
     )
@@ -71,19 +71,19 @@ def test_a_users_table_named_like_a_future_partition_stops_opt4(
 
 def test_every_taken_name_of_the_chain_is_named_at_once(seeded_url: str, tmp_path: Path) -> None:
     with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE public.geometrias_p2024 (id bigint)")
-        conn.execute("CREATE VIEW public.geometrias_default AS SELECT 1 AS um")
-        conn.execute("CREATE TABLE public.notas (id bigint, area_m2 numeric)")
-        conn.execute("CREATE INDEX geometrias_tile_mv_key ON public.notas (id)")
+        conn.execute("CREATE TABLE stage4.geometrias_p2024 (id bigint)")
+        conn.execute("CREATE VIEW stage4.geometrias_default AS SELECT 1 AS um")
+        conn.execute("CREATE TABLE stage4.notas (id bigint, area_m2 numeric)")
+        conn.execute("CREATE INDEX geometrias_tile_mv_key ON stage4.notas (id)")
         conn.execute("ALTER TABLE public.geometrias ADD COLUMN area_m2 numeric")
     reason = _failed(_upgrade(seeded_url, tmp_path, "opt5"))
     assert reason == REFUSED + (
-        "names: public.geometrias_p2024 is a table, not the partition of public.geometrias for "
-        "2024 that opt1 creates; public.geometrias_default is a view, not the partition of "
+        "names: stage4.geometrias_p2024 is a table, not the partition of public.geometrias for "
+        "2024 that opt1 creates; stage4.geometrias_default is a view, not the partition of "
         "public.geometrias for rows of no yearly partition (default) that opt1 creates; "
         "public.geometrias.area_m2 is a column of public.geometrias (numeric), not the derived "
-        "column that opt2 creates; public.geometrias_tile_mv_key is an index, not "
-        "an index of public.geometrias_tile_mv that opt5 creates: rename, move or drop it first"
+        "column that opt2 creates; stage4.geometrias_tile_mv_key is an index, not "
+        "an index of stage4.geometrias_tile_mv that opt5 creates: rename, move or drop it first"
     )
     assert migrations.current(seeded_url) == "schema"
 
@@ -93,7 +93,7 @@ def test_what_an_earlier_step_left_is_its_own(seeded_url: str) -> None:
     migrations.upgrade(seeded_url, "opt4")
     migrations.downgrade(seeded_url, "opt3")
     last = max(dt.date.today().year, settings().last_year) + settings().years_ahead
-    assert _one(seeded_url, f"SELECT to_regclass('public.geometrias_p{last}')")[0] is not None
+    assert _one(seeded_url, f"SELECT to_regclass('stage4.geometrias_p{last}')")[0] is not None
     with psycopg.connect(seeded_url) as conn:
         found = preflight.run(conn, settings(), steps=["opt4"])
     (names,) = [c for c in found.checks if c.name == "names"]
@@ -108,12 +108,12 @@ def test_a_partition_with_other_bounds_is_not_the_steps(seeded_url: str) -> None
     migrations.upgrade(seeded_url, "opt3")
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute("DELETE FROM public.geometrias WHERE data_referencia >= '2029-01-01'")
-        conn.execute("CREATE TABLE public.geometrias_p2029 PARTITION OF public.geometrias "
+        conn.execute("CREATE TABLE stage4.geometrias_p2029 PARTITION OF public.geometrias "
                      "FOR VALUES FROM ('2029-01-01') TO ('2029-07-01')")  # fmt: skip
         found = preflight.run(conn, settings(), steps=["opt4"])
     (names,) = [c for c in found.checks if c.name == "names"]
     assert not names.ok and names.detail.startswith(
-        "public.geometrias_p2029 is a table, not the partition of public.geometrias for 2029"
+        "stage4.geometrias_p2029 is a table, not the partition of public.geometrias for 2029"
     )
 
 
@@ -139,13 +139,13 @@ def test_opt4_promises_partitions_not_relations_of_their_names(seeded_url: str) 
     last = max(dt.date.today().year, settings().last_year) + settings().years_ahead
     migrations.upgrade(seeded_url, "opt3")
     with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE public.geometrias_p{last} (id bigint)")
+        conn.execute(f"CREATE TABLE stage4.geometrias_p{last} (id bigint)")
     migrations.upgrade(seeded_url, "opt4")
     (promise,) = [p for p in optimisations.promises(settings(), "opt4") if "partitions" in p.text]
     assert _one(seeded_url, promise.sql)[0] is False
     with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(f"DROP TABLE public.geometrias_p{last}")
-        conn.execute("SELECT public.stage4_ensure_partitions()")
+        conn.execute(f"DROP TABLE stage4.geometrias_p{last}")
+        conn.execute("SELECT stage4.stage4_ensure_partitions()")
     assert _one(seeded_url, promise.sql)[0] is True
 
 

@@ -63,7 +63,7 @@ class TestBroken:
     def test_a_missing_partition_breaks_opt1(self, seeded_url):
         migrations.upgrade(seeded_url, "opt1")
         with psycopg.connect(seeded_url) as conn:
-            conn.execute(f"DROP TABLE {S.schema}.{S.table}_p2024")
+            conn.execute(f"DROP TABLE {S.own_schema}.{S.table}_p2024")
         kept, broken = verify.revision(seeded_url, S, "opt1")
         assert broken == [f"yearly partitions {S.first_year}–{S.last_year} and a default exist"]
         assert kept == [
@@ -106,14 +106,14 @@ class TestFuturePartitions:
         _, broken = verify.revision(seeded_url, wider, "opt4")
         assert broken == ([text] if n > S.years_ahead else [])
         with psycopg.connect(seeded_url) as conn:
-            conn.execute(f"SELECT * FROM {S.schema}.{fp.FUNCTION}({n})").fetchall()
+            conn.execute(f"SELECT * FROM {S.own_schema}.{fp.FUNCTION}({n})").fetchall()
         assert verify.revision(seeded_url, wider, "opt4")[1] == []
 
     def test_a_missing_year_inside_the_horizon_is_named(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")
         last = _horizon(S.years_ahead)
         with psycopg.connect(seeded_url) as conn:
-            conn.execute(f"DROP TABLE {S.schema}.{S.table}_p{last}")
+            conn.execute(f"DROP TABLE {S.own_schema}.{S.table}_p{last}")
         _, broken = verify.revision(seeded_url, S, "opt4")
         assert broken == [
             f"partitions {S.last_year + 1}–{last} exist (years_ahead = {S.years_ahead})"

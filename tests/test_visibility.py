@@ -4,7 +4,8 @@ Supabase's default privileges (every new table, sequence and function in ``publi
 granted to anon, authenticated and service_role) and row level security on the
 table with a policy that shows anon only the schools: at every revision schema …
 opt5 and back, anon and authenticated read exactly the rows the policy gives them
-through every relation in ``public`` (each partition and view by name), write nothing
+through every relation in ``public`` and stage4's own schema (each partition and view by
+name), write nothing
 the policy forbids, service_role keeps what it had; every ACL comes back exactly; a
 step that grants anon a view of the table is NO-GO at the gate, naming both.
 """
@@ -47,7 +48,10 @@ CREATE POLICY authenticated_recentes ON public.geometrias FOR ALL TO authenticat
 """
 )
 # What each role may read through the table, by the policies above (service_role: BYPASSRLS).
-OWN_TABLES = ("spatial_ref_sys", "geometry_columns", "geography_columns")
+OWN_TABLES = tuple(
+    f"public.{t}" for t in ("spatial_ref_sys", "geometry_columns", "geography_columns")
+)
+OWN = S.own_schema  # stage4's partitions, views and routines
 POLICY = {
     "anon": "categoria = 'escola'",
     "authenticated": "data_referencia >= date '2024-01-01'",
@@ -67,13 +71,17 @@ def _ids(conn, where: str) -> set[int]:
 
 
 def _relations(conn) -> dict[str, bool]:
-    """Every table, partition, view and materialized view in public: name -> has ``id``."""
+    """Every table, partition, view and materialized view in public and stage4's schema:
+    qualified name -> has ``id``."""
     return dict(
         conn.execute(
-            """SELECT c.relname, EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
-                                         AND a.attname = 'id' AND NOT a.attisdropped)
-               FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
-                 AND c.relkind IN ('r', 'p', 'v', 'm') ORDER BY 1"""
+            """SELECT n.nspname || '.' || c.relname,
+                      EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                              AND a.attname = 'id' AND NOT a.attisdropped)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname IN ('public', %s) AND c.relkind IN ('r', 'p', 'v', 'm')
+                 AND c.relname <> 'alembic_version' ORDER BY 1""",
+            (OWN,),
         ).fetchall()
     )
 
@@ -82,12 +90,12 @@ def _expected_names(rev: str) -> set[str]:
     """The partitions and views revision ``rev`` must have, each checked by name."""
     names = set()
     if rev in ("opt1", "opt2", "opt3", "opt4", "opt5"):
-        names |= {f"{S.table}_p{y}" for y in range(S.first_year, S.last_year + 1)}
-        names.add(f"{S.table}_default")
+        names |= {f"{OWN}.{S.table}_p{y}" for y in range(S.first_year, S.last_year + 1)}
+        names.add(f"{OWN}.{S.table}_default")
     if rev in ("opt4", "opt5"):
-        names |= {f"{S.table}_p{y}" for y in range(S.last_year + 1, S.last_year + 4)}
+        names |= {f"{OWN}.{S.table}_p{y}" for y in range(S.last_year + 1, S.last_year + 4)}
     if rev == "opt5":
-        names |= {f"{S.table}_mensal_mv", f"{S.table}_tile_mv", f"{S.table}_pontos_mv"}
+        names |= {f"{OWN}.{S.table}_{v}_mv" for v in ("mensal", "tile", "pontos")}
     return names
 
 
@@ -99,9 +107,9 @@ def _reads(conn, role: str, relations: dict[str, bool]) -> dict[str, set[int] | 
             with conn.transaction():
                 conn.execute(f"SET LOCAL ROLE {role}")
                 if has_id:
-                    out[name] = {r[0] for r in conn.execute(f"SELECT id FROM public.{name}")}
+                    out[name] = {r[0] for r in conn.execute(f"SELECT id FROM {name}")}
                 else:
-                    conn.execute(f"SELECT count(*) FROM public.{name}")
+                    conn.execute(f"SELECT count(*) FROM {name}")
                     out[name] = "readable"
         except errors.InsufficientPrivilege:
             out[name] = "denied"
@@ -125,10 +133,10 @@ def _check_revision(conn, rev: str, allowed: dict[str, set[int]], service_before
     relations = _relations(conn)
     missing = _expected_names(rev) - set(relations)
     assert not missing, f"{rev}: {missing} not found"
-    partitions = [n for n in relations if re.fullmatch(rf"{S.table}_(p\d{{4}}|default)", n)]
+    partitions = [n for n in relations if re.fullmatch(rf"{OWN}\.{S.table}_(p\d{{4}}|default)", n)]
     for role in API:
         reads = _reads(conn, role, relations)
-        assert reads[S.table] == allowed[role], f"{role} reads other rows of the table at {rev}"
+        assert reads[S.qualified_table] == allowed[role], f"{role} reads other rows at {rev}"
         for name in _expected_names(rev):
             assert reads[name] == "denied", f"{role} reads {name} at {rev}"
         for name, got in reads.items():  # nothing in public shows a row the policy hides
@@ -138,11 +146,11 @@ def _check_revision(conn, rev: str, allowed: dict[str, set[int]], service_before
                 assert got == "denied" or name in OWN_TABLES, name
         for name in partitions:
             for sql in (
-                f"INSERT INTO public.{name} (nome, categoria, {S.time_column}, geom) "
+                f"INSERT INTO {name} (nome, categoria, {S.time_column}, geom) "
                 f"VALUES ('x', 'escola', '2024-06-01', ST_Point(-46.6, -23.5, 4326))",
-                f"UPDATE public.{name} SET nome = 'x'",
-                f"DELETE FROM public.{name}",
-                f"TRUNCATE public.{name}",
+                f"UPDATE {name} SET nome = 'x'",
+                f"DELETE FROM {name}",
+                f"TRUNCATE {name}",
             ):
                 assert _refused(conn, role, sql), f"{role} may run {sql!r} at {rev}"
     # the policy forbids anon every write, authenticated writes before 2024
@@ -538,10 +546,15 @@ def test_a_partition_the_cron_command_creates_is_its_owners_only(supabase_url: s
     its database, and pg_cron 1.4's scheduler does not come back after that.)"""
     migrations.upgrade(supabase_url, "opt4")
     year = S.last_year + S.years_ahead  # the newest partition the upgrade made
-    part = f"{S.schema}.{S.table}_p{year}"
+    part = f"{OWN}.{S.table}_p{year}"
     with psycopg.connect(supabase_url, autocommit=True) as conn:
         conn.execute(f"ALTER TABLE {S.qualified_table} DETACH PARTITION {part}")
         conn.execute(f"DROP TABLE {part}")
+        # default privileges in stage4's schema too (one a user might add): still owner-only
+        conn.execute(
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {OWN} GRANT ALL ON TABLES "
+            "TO anon, authenticated, service_role"
+        )
     with psycopg.connect(supabase_url, autocommit=True) as cron_session:
         made = cron_session.execute(fp.command(S)).fetchall()
     assert made == [((f"{S.table}_p{year}", "0"),)]

@@ -1,10 +1,11 @@
 """Future yearly partitions (2029 and beyond), created ahead of time by a scheduled routine.
 
-Adds ``{schema}.stage4_ensure_partitions(years_ahead)``, runs it once (partitions
-up to ``last_year + years_ahead``, rows of those years moved out of the default
-partition) and schedules it daily with pg_cron where pg_cron runs in this
+Adds ``{own_schema}.stage4_ensure_partitions(years_ahead)`` (in stage4's own schema, so
+it is no API RPC), runs it once (partitions up to ``last_year + years_ahead``, in the own
+schema, rows of those years moved out of the default partition) and schedules it daily with pg_cron where pg_cron runs in this
 database; elsewhere it says once that the routine must be run by hand.
-Downgrade removes the job and the routine and keeps every partition and row.
+Downgrade removes the job and the routine (in the own schema, or in the table's where an
+earlier stage4 created it) and keeps every partition and row.
 
 Revision ID: opt4
 Revises: opt3
@@ -45,10 +46,10 @@ def upgrade() -> None:
     else:
         for name, moved in bind.exec_driver_sql(fp.run_sql(s)).all():
             msg = "created %s.%s (%d rows moved out of the default partition)"
-            cron.log.info(msg, s.schema, name, moved)
+            cron.log.info(msg, s.own_schema, name, moved)
     if progress:
         progress("future partitions", 1, 1)
-    manual = f"run `SELECT {s.schema}.{fp.FUNCTION}()` at least once a year"
+    manual = f"run `{fp.command(s)}` at least once a year"
     op.execute(cron.schedule_sql([fp.job(s)], manual))
     if bind is not None:
         state = cron.status(bind)

@@ -9,12 +9,16 @@ columns of the table reads the view columns built from those), re-points
 a refresh) and schedules one refresh job per view. Without pg_cron it says once
 that refresh is manual: ``stage4 refresh``.
 
+The views live in stage4's own schema, out of the API's sight (PostgREST shows what
+``public`` holds). The roles the grants let read a view get USAGE on that schema (the
+RPCs are SECURITY INVOKER); its other objects stay their owner's.
+
 With row level security enabled on the table the views are created for their
 owner only and the RPCs keep reading the table: a view would show every row to
 every caller, whatever the policies say.
 
-Downgrade unschedules the jobs, restores the previous function bodies exactly
-and drops the views.
+Downgrade unschedules the jobs, restores the previous function bodies exactly, takes
+back the USAGE it granted and drops the views.
 
 Revision ID: opt5
 Revises: opt4
@@ -42,11 +46,15 @@ STALENESS = {
 }
 
 
-def _repointed(s):
-    """(previous definition, opt5 definition) of each re-pointed RPC."""
+def _repointed(s, schema=None):
+    """(previous definition, opt5 definition) of each re-pointed RPC (reading the views in
+    ``schema``: default, stage4's own)."""
     return [
-        (functions.monthly_counts(s), functions.monthly_counts(s, agg.monthly_counts_body(s))),
-        (functions.tile(s), functions.tile(s, agg.tile_body(s))),
+        (
+            functions.monthly_counts(s),
+            functions.monthly_counts(s, agg.monthly_counts_body(s, schema)),
+        ),
+        (functions.tile(s), functions.tile(s, agg.tile_body(s, schema))),
     ]
 
 
@@ -74,6 +82,7 @@ def upgrade() -> None:
         for stmt in view.create_sql():
             op.execute(stmt)
         op.execute(view.grants_sql(s.qualified_table))
+    op.execute(agg.usage_sql(s))
     op.execute(agg.btree_gist_mark_sql(s))
     if progress:
         progress("materialized views", len(views), len(views))
@@ -99,13 +108,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Unschedule, restore the previous RPC bodies, drop the views."""
+    """Unschedule, restore the previous RPC bodies, take back USAGE, drop the views (in the
+    own schema, or in the table's where an earlier stage4 put them)."""
     s = settings()
     bind = None if context.is_offline_mode() else op.get_bind()
+    where = None if bind is None else agg.located(bind, s)
     op.execute(cron.unschedule_sql([j.name for j in agg.jobs(s)]))
-    for old, new in _repointed(s):
+    for old, new in _repointed(s, where):
         if bind is None or functions.live_body(bind, old.identity) == new.body.strip():
             op.execute(old.create_sql())
-    op.execute(agg.btree_gist_drop_sql(s))
-    for view in reversed(agg.views(s)):
+    op.execute(agg.usage_revoke_sql(s, where))
+    op.execute(agg.btree_gist_drop_sql(s, where))
+    for view in reversed(agg.views(s, where)):
         op.execute(view.drop_sql())

@@ -639,6 +639,14 @@ def _status_lines(info: dict):
     """``status.collect``'s answers past the database, revision and rows."""
     yield f"pending: {', '.join(info['pending']) or 'none'}"
     yield from _version_table_line(info.get("version_table"))
+    if info.get("strays"):
+        from stage4.config import settings
+
+        s = settings()
+        yield (
+            f"in {s.schema}, made by an earlier stage4: {', '.join(info['strays'])}; "
+            f"`stage4 downgrade --to schema` then `stage4 upgrade` places them in {s.own_schema}"
+        )
     base = info["baseline"]
     if base:
         when = f"{base['started_at']:%Y-%m-%d %H:%M}"
@@ -834,6 +842,7 @@ def _measure(
 def _run_table(run) -> None:
     from rich.table import Table
 
+    from stage4.queries import WRITES
     from stage4.workload import CONTRACT, TITLES
 
     table = Table(title=f"run {run.run_id} {run.label} at {run.revision or '(no revision)'}")
@@ -841,8 +850,9 @@ def _run_table(run) -> None:
         table.add_column(col, justify="left" if col in ("query", "app sends") else "right")
     for qid, s in run.summary.items():
         figures = [f"{s[k]:.2f}" for k in ("p50", "mean", "p95", "p99")]
-        title = f"{qid} {TITLES.get(qid, '')}"
-        table.add_row(title, CONTRACT.get(qid, "SQL"), *figures, run.fingerprints.get(qid, "")[:12])
+        title = f"{qid} {TITLES.get(qid) or WRITES.get(qid, '')}"
+        sends = "write, rolled back" if qid in WRITES else CONTRACT.get(qid, "SQL")
+        table.add_row(title, sends, *figures, run.fingerprints.get(qid, "")[:12])
     out.print(table)
     for e in run.environment.get("errors", {}).values():  # an app's file that failed
         out.print(f"not measured: {e['file']}: {e['error']}", markup=False, highlight=False)

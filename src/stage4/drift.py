@@ -258,7 +258,7 @@ def _ahead(old: dict, new: dict, s: Settings) -> set[tuple]:
     out = set()
     for nsp, rel in set(new) - set(old):
         m = pattern.fullmatch(rel)
-        if nsp != s.schema or not m or int(m.group(1)) <= s.last_year:
+        if nsp not in (s.own_schema, s.schema) or not m or int(m.group(1)) <= s.last_year:
             continue
         y = int(m.group(1))
         bound = new[(nsp, rel)][5] or ""  # "partition bound", as pg_get_expr prints it

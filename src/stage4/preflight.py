@@ -104,15 +104,20 @@ def run(
     elif "schema" not in steps:
         p.add("table", False, f"{s.qualified_table} does not exist")
     _names(p, conn, s, steps)
-    privileged = one(
-        "SELECT rolsuper OR has_schema_privilege(%s, 'CREATE') FROM pg_roles "
-        "WHERE rolname = current_user",
-        s.schema,
-    )
+    # stage4's own objects (partitions, views, routines) go in its own schema
+    lacking = conn.execute(
+        "SELECT x FROM unnest(ARRAY[%(a)s, %(o)s]) x WHERE NOT (SELECT rolsuper FROM pg_roles "
+        "WHERE rolname = current_user) AND CASE WHEN to_regnamespace(x) IS NULL "
+        "THEN NOT has_database_privilege(current_database(), 'CREATE') "
+        "ELSE NOT has_schema_privilege(x, 'CREATE') END",
+        {"a": s.schema, "o": s.own_schema},
+    ).fetchall()
     p.add(
         "privileges",
-        bool(privileged),
-        "may create objects" if privileged else f"current user may not CREATE in {s.schema}",
+        not lacking,
+        f"current user may not CREATE in {', '.join(r[0] for r in lacking)}"
+        if lacking
+        else "may create objects",
     )
     if table_exists:
         _disk(p, conn, s, one)

@@ -1,4 +1,4 @@
-"""Refresh the app schema's materialized views by hand: ``stage4 refresh``.
+"""Refresh the materialized views of the app's schema and stage4's by hand: ``stage4 refresh``.
 
 Where pg_cron runs, opt3/opt5 schedule these refreshes; elsewhere this is how
 the views catch up with the table. Each view is refreshed CONCURRENTLY (readers
@@ -18,21 +18,23 @@ SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relispopulated
        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisunique
                AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'm' AND n.nspname = %s
+WHERE c.relkind = 'm' AND n.nspname = ANY(%s)
 ORDER BY 1"""
 
 
 def refresh_all(url: str, schema: str | None = None) -> list[tuple[str, float]]:
-    """Refresh every materialized view of ``schema`` (default: the app's); (name, seconds) each."""
+    """Refresh every materialized view of ``schema`` (default: the app's and stage4's own);
+    (name, seconds) each."""
     import psycopg
 
     from stage4.config import redact, settings
     from stage4.db import connect
 
-    schema = schema or settings().schema
+    s = settings()
+    schemas = [schema] if schema else [s.schema, s.own_schema]
     done: list[tuple[str, float]] = []
     with connect(url, autocommit=True) as conn:
-        for name, populated, unique in conn.execute(_VIEWS, (schema,)).fetchall():
+        for name, populated, unique in conn.execute(_VIEWS, (schemas,)).fetchall():
             how = "CONCURRENTLY " if populated and unique else ""
             t0 = time.perf_counter()
             try:

@@ -164,7 +164,9 @@ def copy(url: str, scratch: str, s: Settings, sample: int | None = None) -> list
             args.append(f"--schema={schema}")
         if sample is not None:
             t = s.qualified_table
-            args += [f"--exclude-table-data={p}" for p in (t, f"{t}_p*", f"{t}_default")]
+            args.append(f"--exclude-table-data={t}")
+            for schema in (s.own_schema, s.schema):  # the partitions (an earlier stage4's too)
+                args += [f"--exclude-table-data={schema}.{s.table}_{p}" for p in ("p*", "default")]
         _tool("pg_dump", url, args)
         # every entry but the schemas the scratch database already has (public)
         with connect(scratch) as conn:

@@ -27,6 +27,7 @@ def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[
         from stage4 import version_table
 
         info["version_table"] = version_table.located(conn, s)
+        info["strays"] = strays(conn, s)
         runs: list[dict[str, Any]] = []
         info["baseline"] = None
         if one("SELECT to_regclass(%s)", f"{s.bench_schema}.run_summary"):
@@ -61,6 +62,34 @@ def summary(url: str, s: Settings) -> dict[str, Any]:
     with connect(url) as conn:
         rows = table_rows(conn, s)
     return {"database": where(url), "revision": migrations.current(url), "rows": rows}
+
+
+def strays(conn, s: Settings) -> list[str]:
+    """stage4's own objects that an earlier stage4 made in the app's schema (where the API
+    shows them): its partitions of the table there (as a count), and each view or routine
+    of the steps found there under its own-schema name."""
+    from stage4 import optimisations
+
+    n = conn.execute(
+        "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(%s) AND c.relnamespace = to_regnamespace(%s)",
+        (s.qualified_table, s.schema),
+    ).fetchone()[0]
+    out = [f"{n} partitions of {s.qualified_table}"] if n else []
+    own = f"{s.own_schema}."
+    for _, c in optimisations.creates(s, migrations.chain()):
+        if not c.name.startswith(own):
+            continue
+        there = s.schema + "." + c.name[len(own) :]
+        found = (
+            "SELECT to_regprocedure(%s) IS NOT NULL"
+            if "(" in there
+            else "SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass(%s) "
+            "AND relkind <> 'i' AND NOT relispartition)"
+        )
+        if conn.execute(found, (there,)).fetchone()[0] and there not in out:
+            out.append(there)
+    return out
 
 
 def table_rows(conn, s: Settings) -> int | None:

@@ -8,7 +8,8 @@ in ``[tool.stage4] api_roles``), ``take`` records, in one REPEATABLE READ snapsh
   SELECT policies let through (the permissive ones OR'ed, the restrictive ones AND'ed,
   as PostgreSQL combines them), as one SQL expression;
 * the columns it may read of every relation in the exposed schemas
-  (``[tool.stage4] exposed_schemas``, default ``public``, plus the table's own);
+  (``[tool.stage4] exposed_schemas``, default ``public``, plus the table's own and
+  stage4's, whose partitions and views the table's rows reach);
 * what it reads through every relation (table, partition, view, materialized view,
   foreign table) there, as that role (``SET LOCAL ROLE`` in a transaction that is rolled
   back, so row level security applies as it would to the API): a count, and for
@@ -108,7 +109,7 @@ def take(conn, s: Settings, since: Reach | None = None) -> Reach:
     ``since``: an earlier ``take``, whose rules are evaluated in this snapshot where they
     changed (``Reach.beyond``)."""
     table = s.qualified_table
-    schemas = list(dict.fromkeys([*s.exposed_schemas, s.schema]))
+    schemas = list(dict.fromkeys([*s.exposed_schemas, s.schema, s.own_schema]))
     idle = conn.info.transaction_status == _idle()
     with conn.transaction(force_rollback=True):
         if idle:  # one snapshot for every read (else: the caller's transaction)

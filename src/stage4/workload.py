@@ -516,10 +516,10 @@ class Fingerprint:
 
 
 def materialized_views(conn, s: Settings) -> list[str]:
-    """The app schema's materialized views, qualified, in name order."""
+    """The materialized views of the app schema and of stage4's own, qualified, in name order."""
     return [r[0] for r in conn.execute(
         "SELECT format('%%I.%%I', schemaname, matviewname) FROM pg_matviews "
-        "WHERE schemaname = %s ORDER BY 1", (s.schema,)).fetchall()]  # fmt: skip
+        "WHERE schemaname IN (%s, %s) ORDER BY 1", (s.schema, s.own_schema)).fetchall()]  # fmt: skip
 
 
 def refresh_materialized_views(conn, s: Settings, fresh: Iterable[str] = ()) -> list[str]:

@@ -194,3 +194,65 @@ def rls_enabled(bind, table: str) -> bool:
     """Has ``table`` row level security enabled (SQLAlchemy connection)?"""
     sql = f"SELECT relrowsecurity FROM pg_class WHERE oid = '{table}'::regclass"
     return bool(bind.exec_driver_sql(sql).scalar())
+
+
+# The views live in stage4's own schema, closed to API roles (no USAGE): a role the grant
+# rule lets read a view needs USAGE on that schema too, or a SECURITY INVOKER RPC reading
+# the view fails for it. What this grants is kept in a view's comment, for the downgrade.
+USAGE_MEMO = "stage4: USAGE on this schema granted to the readers of its views: "
+
+
+def usage_sql(views: list[MatView], memo_on: MatView) -> str:
+    """USAGE on the views' schema for each role (or PUBLIC) that ``grants_sql`` let read one
+    of them (table or column grant) and that lacks it; the roles granted are named in
+    ``memo_on``'s comment. Nothing else there is readable by them: every other object of
+    the schema is its owner's only. One DO block, so offline ``--sql`` renders it too."""
+    schema = views[0].schema
+    oids = ", ".join(f"'{v.qualified}'::regclass" for v in views)
+    return f"""DO $use$
+DECLARE
+  r record;
+  who text;
+  granted text[] := '{{}}';
+BEGIN
+  FOR r IN SELECT a.grantee FROM pg_class c, aclexplode(c.relacl) a
+           WHERE c.oid IN ({oids}) AND a.grantee <> c.relowner AND a.privilege_type = 'SELECT'
+           UNION
+           SELECT a.grantee FROM pg_attribute at JOIN pg_class c ON c.oid = at.attrelid,
+                  aclexplode(at.attacl) a
+           WHERE c.oid IN ({oids}) AND a.grantee <> c.relowner AND a.privilege_type = 'SELECT'
+           ORDER BY 1
+  LOOP
+    CONTINUE WHEN EXISTS (
+      SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) x
+      WHERE n.oid = '{schema}'::regnamespace AND x.grantee = r.grantee
+        AND x.privilege_type = 'USAGE');
+    who := CASE r.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END;
+    EXECUTE format('GRANT USAGE ON SCHEMA {schema} TO %s', who);
+    granted := granted || who;
+  END LOOP;
+  IF cardinality(granted) > 0 THEN
+    EXECUTE format('COMMENT ON MATERIALIZED VIEW {memo_on.qualified} IS %L',
+                   {literal(USAGE_MEMO)} || array_to_string(granted, ', '));
+  END IF;
+END
+$use$"""
+
+
+def usage_revoke_sql(memo_on: MatView, schema: str) -> str:
+    """Take back the USAGE on ``schema`` that ``usage_sql`` granted (named in ``memo_on``'s
+    comment), before the views go; USAGE the roles had before stays."""
+    memo = literal(USAGE_MEMO)
+    return f"""DO $use$
+DECLARE
+  note text := obj_description(to_regclass('{memo_on.qualified}'), 'pg_class');
+  who text;
+BEGIN
+  IF note IS NULL OR position({memo} IN note) <> 1 THEN
+    RETURN;
+  END IF;
+  FOREACH who IN ARRAY string_to_array(substr(note, length({memo}) + 1), ', ') LOOP
+    EXECUTE format('REVOKE USAGE ON SCHEMA {schema} FROM %s', who);
+  END LOOP;
+END
+$use$"""

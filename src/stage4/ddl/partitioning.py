@@ -36,15 +36,27 @@ def partition_name(s: Settings, year: int | None = None) -> str:
     return f"{s.table}_p{year}" if year is not None else f"{s.table}_default"
 
 
-def partitions_sql(s: Settings, parent: str) -> list[str]:
-    """One partition per year first_year..last_year, [year-01-01, year+1-01-01), and a default."""
+def partitions_sql(s: Settings, parent: str, schema: str | None = None) -> list[str]:
+    """One partition per year first_year..last_year, [year-01-01, year+1-01-01), and a default,
+    in ``schema`` (default: stage4's own schema, out of the API's sight: a partition may live
+    in another schema than its parent, and reads through the parent check the parent only)."""
+    where = schema or s.own_schema
     out = [
-        f"CREATE TABLE {s.schema}.{partition_name(s, y)} PARTITION OF {parent} "
+        f"CREATE TABLE {where}.{partition_name(s, y)} PARTITION OF {parent} "
         f"FOR VALUES FROM ('{y}-01-01') TO ('{y + 1}-01-01')"
         for y in range(s.first_year, s.last_year + 1)
     ]
-    out.append(f"CREATE TABLE {s.schema}.{partition_name(s)} PARTITION OF {parent} DEFAULT")
+    out.append(f"CREATE TABLE {where}.{partition_name(s)} PARTITION OF {parent} DEFAULT")
     return out
+
+
+def default_partition_sql(table: str) -> str:
+    """SQL for the table's default partition (regclass, NULL if none), in whatever schema
+    it lives (an earlier stage4 put partitions in the table's own)."""
+    return (
+        "(SELECT nullif(partdefid, 0)::regclass FROM pg_partitioned_table "
+        f"WHERE partrelid = to_regclass('{table}'))"
+    )
 
 
 # ---------------------------------------------------------------- pre-checks
@@ -474,7 +486,7 @@ def publications_up(r: Rebuild) -> None:
         r.execute(
             "-- online: every publication that publishes the table gets\n"
             "-- publish_via_partition_root = true; the ones that had false are listed in\n"
-            f"-- COMMENT ON TABLE {r.s.schema}.{partition_name(r.s)} for the downgrade"
+            f"-- COMMENT ON TABLE {r.s.own_schema}.{partition_name(r.s)} for the downgrade"
         )
         return
     flipped = [name for name, via_root in r.publications if not via_root]
@@ -482,7 +494,7 @@ def publications_up(r: Rebuild) -> None:
         r.execute(sql)
     if flipped:
         memo = (MEMO + ", ".join(flipped)).replace("'", "''")
-        r.execute(f"COMMENT ON TABLE {r.s.schema}.{partition_name(r.s)} IS '{memo}'")
+        r.execute(f"COMMENT ON TABLE {r.s.own_schema}.{partition_name(r.s)} IS '{memo}'")
 
 
 def publications_down(r: Rebuild) -> list[str]:
@@ -494,8 +506,7 @@ def publications_down(r: Rebuild) -> list[str]:
         )
         return []
     memo = r.bind.exec_driver_sql(
-        "SELECT obj_description(to_regclass(%(p)s), 'pg_class')",
-        {"p": f"{r.s.schema}.{partition_name(r.s)}"},
+        f"SELECT obj_description({default_partition_sql(r.old)}, 'pg_class')"
     ).scalar()
     if not memo or not memo.startswith(MEMO):
         return []

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stage4.config import Settings
-from stage4.ddl import cron, literal
+from stage4.ddl import cron, literal, matviews
 from stage4.ddl.cron import Job
 from stage4.ddl.matviews import MatView, lineage
 from stage4.optimisations.base import Creates, Promise, Reference, Rewrite, creates_matview
@@ -31,7 +31,7 @@ REVISION = "opt5"
 SCHEDULES = ("*/15 * * * *", "5-59/15 * * * *", "10-59/15 * * * *")  # staggered: 2 cores
 
 
-def monthly(s: Settings) -> MatView:
+def monthly(s: Settings, schema: str | None = None) -> MatView:
     """Q8: features per (month, category), every year."""
     t, name = s.time_column, f"{s.table}_mensal_mv"
     query = f"""
@@ -39,10 +39,12 @@ SELECT date_trunc('month', g.{t})::date AS mes, g.categoria, count(*) AS total
 FROM {s.qualified_table} g
 GROUP BY 1, 2"""
     reveals = lineage({"mes": (t,), "categoria": ("categoria",), "total": ()}, (t, "categoria"))
-    return MatView(s.schema, name, query, (f"{name}_key", "mes, categoria"), reveals=reveals)
+    return MatView(
+        schema or s.own_schema, name, query, (f"{name}_key", "mes, categoria"), reveals=reveals
+    )
 
 
-def tiles(s: Settings) -> MatView:
+def tiles(s: Settings, schema: str | None = None) -> MatView:
     """Q10: the tile attributes with the geometry already in EPSG:3857 (and the original).
 
     A non-partitioned copy with one GiST on the geometry, which Q2, Q6 and Q7 read
@@ -73,9 +75,8 @@ ORDER BY g.{gc}"""
     }
     cols = {"id": ("id",), t: (t,), "nome": ("nome",), "categoria": ("categoria",)}
     reveals = lineage({**cols, gc: (gc,), "geom_3857": (gc,)}, (gc,))
-    return MatView(
-        s.schema, name, query, (f"{name}_key", f"id, {t}"), indexes, serial=True, reveals=reveals
-    )
+    key = (f"{name}_key", f"id, {t}")
+    return MatView(schema or s.own_schema, name, query, key, indexes, serial=True, reveals=reveals)
 
 
 def _by_category(s: Settings) -> str:
@@ -91,7 +92,7 @@ def _by_id(s: Settings) -> str:
 BY_ID = "id::float8 <-> 0::float8"  # the order by id, for ids in [0, 2^53): ``_by_id_gist``
 
 
-def points(s: Settings) -> MatView:
+def points(s: Settings, schema: str | None = None) -> MatView:
     """Q9's point side: only the POINT features (id, date, category, geometry), GiST-indexed.
 
     Why not the (point, container) pairs: their number, and the time to build them, grow
@@ -108,9 +109,8 @@ WHERE GeometryType(g.{gc}) = 'POINT'
 ORDER BY g.{gc}"""
     indexes = {f"{name}_idx1": f"USING gist (categoria, {gc})"}
     reveals = lineage({"id": ("id",), t: (t,), "categoria": ("categoria",), gc: (gc,)}, (gc,))
-    return MatView(
-        s.schema, name, query, (f"{name}_key", f"id, {t}"), indexes, serial=True, reveals=reveals
-    )
+    key = (f"{name}_key", f"id, {t}")
+    return MatView(schema or s.own_schema, name, query, key, indexes, serial=True, reveals=reveals)
 
 
 # Q9 filters both sides by category: a GiST on (categoria, geom) (btree_gist) visits only
@@ -142,13 +142,13 @@ END
 $ext$"""
 
 
-def btree_gist_drop_sql(s: Settings) -> str:
+def btree_gist_drop_sql(s: Settings, schema: str | None = None) -> str:
     """Before the points view goes: drop btree_gist if opt5 made it and nothing else uses it."""
-    tv = tiles(s)
+    tv, pv = tiles(s, schema), points(s, schema)
     return f"""DO $ext$
 BEGIN
-  IF obj_description(to_regclass('{points(s).qualified}'), 'pg_class') = '{BTREE_GIST_MARK}' THEN
-    DROP MATERIALIZED VIEW {points(s).qualified};
+  IF obj_description(to_regclass('{pv.qualified}'), 'pg_class') = '{BTREE_GIST_MARK}' THEN
+    DROP MATERIALIZED VIEW {pv.qualified};
     DROP INDEX IF EXISTS {tv.qualified_index(_by_category(s))}, {tv.qualified_index(_by_id(s))};
     BEGIN
       DROP EXTENSION btree_gist;
@@ -160,9 +160,32 @@ END
 $ext$"""
 
 
-def views(s: Settings) -> list[MatView]:
-    """The three views, in creation order (and the ones to settle after the step)."""
-    return [monthly(s), tiles(s), points(s)]
+def views(s: Settings, schema: str | None = None) -> list[MatView]:
+    """The three views, in creation order (and the ones to settle after the step), in
+    stage4's own schema (or ``schema``)."""
+    return [monthly(s, schema), tiles(s, schema), points(s, schema)]
+
+
+def located(bind, s: Settings) -> str:
+    """The schema the views are in: the own one, or the table's where an earlier stage4 put
+    them (its downgrade must find them there)."""
+    own, legacy = monthly(s), monthly(s, s.schema)
+    found = bind.exec_driver_sql(
+        f"SELECT to_regclass('{own.qualified}') IS NULL "
+        f"AND (SELECT relkind = 'm' FROM pg_class WHERE oid = to_regclass('{legacy.qualified}'))"
+    ).scalar()
+    return s.schema if found else s.own_schema
+
+
+def usage_sql(s: Settings) -> str:
+    """USAGE on the own schema for the roles that may read a view (``matviews.usage_sql``)."""
+    return matviews.usage_sql(views(s), monthly(s))
+
+
+def usage_revoke_sql(s: Settings, schema: str | None = None) -> str:
+    """Take back the USAGE on the own schema that ``usage_sql`` granted (its memo is on the
+    monthly view, in ``schema``)."""
+    return matviews.usage_revoke_sql(monthly(s, schema), s.own_schema)
 
 
 def jobs(s: Settings) -> list[Job]:
@@ -170,16 +193,16 @@ def jobs(s: Settings) -> list[Job]:
     return [v.job(SCHEDULES[i % len(SCHEDULES)]) for i, v in enumerate(views(s))]
 
 
-def monthly_counts_body(s: Settings) -> str:
+def monthly_counts_body(s: Settings, schema: str | None = None) -> str:
     """Q8 from the monthly view: same columns, rows and order as the baseline body."""
     return f"""
 SELECT m.mes, m.categoria, m.total
-FROM {monthly(s).qualified} m
+FROM {monthly(s, schema).qualified} m
 WHERE m.mes >= make_date(ano, 1, 1) AND m.mes < make_date(ano + 1, 1, 1)
 ORDER BY 1, 2"""
 
 
-def tile_body(s: Settings) -> str:
+def tile_body(s: Settings, schema: str | None = None) -> str:
     """Q10 from the tile view: the baseline's filter, attributes and ORDER BY id."""
     gc = s.geometry_column
     return f"""
@@ -187,7 +210,7 @@ SELECT ST_AsMVT(m.*, 'geometrias', 4096, 'geom', 'id')
 FROM (
   SELECT g.id, g.nome, g.categoria,
          ST_AsMVTGeom(g.geom_3857, ST_TileEnvelope(z, x, y), 4096, 64, true) AS geom
-  FROM {tiles(s).qualified} g
+  FROM {tiles(s, schema).qualified} g
   WHERE g.{gc} && ST_Transform(ST_TileEnvelope(z, x, y), {s.srid})
   ORDER BY g.id
 ) m
@@ -277,8 +300,8 @@ def promises(s: Settings) -> list[Promise]:
         Promise(
             "aggregate/tile/points materialized views populated with unique indexes",
             f"SELECT count(*) = {len(views(s))} FROM pg_matviews m JOIN pg_class c "
-            f"ON c.relname = m.matviewname AND c.relnamespace = '{s.schema}'::regnamespace "
-            f"WHERE m.schemaname = '{s.schema}' AND m.matviewname IN ({names}) "
+            f"ON c.relname = m.matviewname AND c.relnamespace = '{s.own_schema}'::regnamespace "
+            f"WHERE m.schemaname = '{s.own_schema}' AND m.matviewname IN ({names}) "
             "AND m.ispopulated AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
             "AND i.indisunique)",
         ),

@@ -80,9 +80,10 @@ def creates_column(s: Settings, column: str, what: str, mine: str | None = None)
 
 def creates_partition(s: Settings, year: int | None) -> Creates:
     """The table's partition for ``year`` (its default partition for None), named as opt1
-    and opt4 name them; one attached to the table with those bounds is the step's own."""
+    and opt4 name them, in stage4's own schema; one attached to the table with those bounds
+    is the step's own."""
     suffix = f"p{year}" if year is not None else "default"
-    name = f"{s.schema}.{s.table}_{suffix}"
+    name = f"{s.own_schema}.{s.table}_{suffix}"
     bound = (
         f"FOR VALUES FROM (''{year}-01-01'') TO (''{year + 1}-01-01'')"
         if year is not None

@@ -20,7 +20,8 @@ The ``lock_timeout`` in force is put back once the locks are held.
 With both locks held it moves that year's rows
 out of the default into a temporary table, creates the partition and re-inserts
 them through the parent. The new partition gets the parent's indexes
-automatically; it is owned by the parent's owner and reachable by that owner only,
+automatically; it lives in stage4's own schema (out of the API's sight), is owned by
+the parent's owner and reachable by that owner only,
 as opt1's partitions: whatever the schema's default privileges granted is revoked at
 once and row level security is enabled on it with no policy (``privileges.owner_only_plpgsql``),
 in the same transaction, also when pg_cron runs the routine. Access through the
@@ -59,6 +60,12 @@ LOCK_RETRY_MAX_MS = 500
 
 
 def identity(s: Settings) -> str:
+    """The routine, in stage4's own schema: in ``public`` every function is an API RPC."""
+    return f"{s.own_schema}.{FUNCTION}(integer)"
+
+
+def legacy_identity(s: Settings) -> str:
+    """Where an earlier stage4 created it: the table's schema."""
     return f"{s.schema}.{FUNCTION}(integer)"
 
 
@@ -73,8 +80,10 @@ def horizon_sql(s: Settings, years_ahead: str = "years_ahead") -> str:
 
 
 def create_function_sql(s: Settings) -> str:
-    """``{schema}.stage4_ensure_partitions(years_ahead)``: returns one row per partition it made."""
-    schema, table, t = s.schema, s.table, s.time_column
+    """``{own_schema}.stage4_ensure_partitions(years_ahead)``: returns one row per partition
+    it made, in the own schema. A year whose partition exists under that name, there or in
+    any schema (an earlier stage4 made them in the table's), is skipped."""
+    schema, table, t = s.own_schema, s.table, s.time_column
     return f"""CREATE OR REPLACE FUNCTION {schema}.{FUNCTION}(years_ahead integer DEFAULT {s.years_ahead})
 RETURNS TABLE(partition_name text, rows_moved bigint)
 LANGUAGE plpgsql VOLATILE
@@ -110,7 +119,9 @@ BEGIN
   budget := make_interval(secs => (SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout') / 1000.0);
   FOR y IN {first_future_year(s)} .. horizon LOOP
     part := {literal(table)} || '_p' || y;
-    CONTINUE WHEN to_regclass(format('%I.%I', {literal(schema)}, part)) IS NOT NULL;
+    CONTINUE WHEN to_regclass(format('%I.%I', {literal(schema)}, part)) IS NOT NULL
+      OR EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 WHERE i.inhparent = parent AND c.relname = part);
     -- Parent first, then the default partition: the order every query locks them in.
     -- Short attempts: a query that arrives while one waits queues behind it for that
     -- attempt only. A failed attempt's block is rolled back, releasing what it took.
@@ -192,16 +203,18 @@ def restrict_sql(s: Settings) -> str:
 
 def run_sql(s: Settings) -> str:
     """Run the routine once with its default horizon; one row per partition created."""
-    return f"SELECT partition_name, rows_moved FROM {s.schema}.{FUNCTION}()"
+    return f"SELECT partition_name, rows_moved FROM {s.own_schema}.{FUNCTION}()"
 
 
 def command(s: Settings) -> str:
     """What the pg_cron job runs."""
-    return f"SELECT {s.schema}.{FUNCTION}()"
+    return f"SELECT {s.own_schema}.{FUNCTION}()"
 
 
-def drop_function_sql(s: Settings) -> str:
-    return f"DROP FUNCTION IF EXISTS {identity(s)}"
+def drop_function_sql(s: Settings, legacy: bool = True) -> str:
+    """The routine, wherever stage4 created it (``legacy``: also in the table's schema)."""
+    also = f", {legacy_identity(s)}" if legacy else ""
+    return f"DROP FUNCTION IF EXISTS {identity(s)}{also}"
 
 
 def partitioning_problem(bind, s: Settings) -> str | None:
@@ -257,10 +270,11 @@ def future_partitions_promise(s: Settings) -> Promise:
         years = f"{first}–{last}" if last > first else f"{first}"
         text = f"partitions {years} exist (years_ahead = {n})"
     # An empty range (nothing due yet) holds: bool_and of no rows is NULL.
-    # a partition of the table, not merely a relation of that name (which the routine skips)
+    # a partition of the table (in any schema: an earlier stage4 made them in the table's),
+    # not merely a relation of that name (which the routine skips)
     sql = (
-        f"SELECT coalesce(bool_and(EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = "
-        f"to_regclass('{s.schema}.{s.table}_p' || y) AND i.inhparent = "
+        f"SELECT coalesce(bool_and(EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c "
+        f"ON c.oid = i.inhrelid WHERE c.relname = '{s.table}_p' || y AND i.inhparent = "
         f"to_regclass('{s.qualified_table}'))), true) "
         f"FROM generate_series({first}, {horizon_sql(s, str(n))}) AS y"
     )
@@ -288,14 +302,14 @@ def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
     job unscheduled and the routine dropped, committed."""
     if direction == "up":
         return Reference((create_function_sql(s), run_sql(s)))
-    r = replace(s, schema=scratch)
+    r = replace(s, own_schema=scratch)
     name = f"{scratch}_ensure_partitions"
     schedule = (
         f"DO $$BEGIN IF {cron.INSTALLED} THEN "
         f"PERFORM cron.schedule('{name}', '0 3 1 * *', 'SELECT 1'); END IF; END$$"
     )
     return Reference(
-        (cron.unschedule_sql([name]), drop_function_sql(r)),
+        (cron.unschedule_sql([name]), drop_function_sql(r, legacy=False)),
         setup=(create_function_sql(r), schedule),
         committed=True,
     )

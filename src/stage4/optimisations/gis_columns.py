@@ -80,7 +80,13 @@ def derived(s: Settings) -> dict[str, str]:
 
 
 def function(s: Settings) -> str:
-    """The trigger function, in the table's schema."""
+    """The trigger function, in stage4's own schema (in ``public`` it would be an API RPC);
+    a trigger fires it without the writer needing any right on that schema."""
+    return f"{s.own_schema}.stage4_{s.table}_gis_columns"
+
+
+def legacy_function(s: Settings) -> str:
+    """Where an earlier stage4 created it: the table's schema."""
     return f"{s.schema}.stage4_{s.table}_gis_columns"
 
 
@@ -182,7 +188,7 @@ def backfill_todo(s: Settings) -> str:
 def drop_trigger_sql(s: Settings) -> list[str]:
     return [
         f"DROP TRIGGER IF EXISTS {TRIGGER} ON {s.qualified_table}",
-        f"DROP FUNCTION IF EXISTS {function(s)}()",
+        f"DROP FUNCTION IF EXISTS {function(s)}(), {legacy_function(s)}()",
     ]
 
 
@@ -339,7 +345,9 @@ def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
         return Reference((add_columns_sql(s), f"UPDATE {s.qualified_table} SET {fill}"))
     r = replace(s, schema=scratch)
     like = "INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION INCLUDING CONSTRAINTS"
-    setup = copy_sql(conn, s, r.qualified_table, like, partitions_sql(r, r.qualified_table))
+    setup = copy_sql(
+        conn, s, r.qualified_table, like, partitions_sql(r, r.qualified_table, scratch)
+    )
     return Reference(
         (restore_storage_sql(r), drop_columns_sql(r)), setup=tuple(setup), committed=True
     )

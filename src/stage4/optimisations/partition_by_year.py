@@ -62,7 +62,13 @@ _MAY = """(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
 
 
 def memo_table(s: Settings) -> str:
-    return f"{s.schema}.{partition_name(s, s.first_year)}"
+    return f"{s.own_schema}.{partition_name(s, s.first_year)}"
+
+
+def _memo_of(s: Settings) -> str:
+    """The memo table's regclass, in the own schema or where an earlier stage4 put it."""
+    legacy = f"{s.schema}.{partition_name(s, s.first_year)}"
+    return f"coalesce(to_regclass('{memo_table(s)}'), to_regclass('{legacy}'))"
 
 
 def serial_sql(s: Settings) -> str:
@@ -90,7 +96,7 @@ def restore_sql(s: Settings) -> str:
     """Put back the value ``serial_sql`` found (before the partitions, and the memo, go)."""
     return f"""DO $par$
 DECLARE
-  note text := obj_description(to_regclass('{memo_table(s)}'), 'pg_class');
+  note text := obj_description({_memo_of(s)}, 'pg_class');
   previous text;
 BEGIN
   IF note IS NULL OR position('{MEMO}' IN note) <> 1 THEN
@@ -125,7 +131,13 @@ def views(s: Settings) -> list[MatView]:
 def promises(s: Settings) -> list[Promise]:
     q, t = s.qualified_table, s.table
     names = ", ".join(
-        f"'{s.schema}.{partition_name(s, y)}'" for y in range(s.first_year, s.last_year + 1)
+        f"'{partition_name(s, y)}'" for y in [*range(s.first_year, s.last_year + 1), None]
+    )
+    # partitions of the table by name, in whichever schema they live (the own schema; the
+    # table's own where an earlier stage4 put them)
+    parts = (
+        f"SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        f"WHERE i.inhparent = to_regclass('{q}')"
     )
     return [
         Promise(
@@ -134,8 +146,7 @@ def promises(s: Settings) -> list[Promise]:
         ),
         Promise(
             f"yearly partitions {s.first_year}–{s.last_year} and a default exist",
-            f"SELECT bool_and(to_regclass(p) IS NOT NULL) AND "
-            f"to_regclass('{s.schema}.{partition_name(s)}') IS NOT NULL FROM unnest(ARRAY[{names}]) p",
+            f"SELECT bool_and(p IN ({parts})) FROM unnest(ARRAY[{names}]::name[]) p",
         ),
         Promise(
             "GiST index on the geometry of the parent",
@@ -167,7 +178,7 @@ def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
     ref = f"{scratch}.{s.table}"
     like = "INCLUDING DEFAULTS INCLUDING STORAGE INCLUDING COMPRESSION INCLUDING CONSTRAINTS"
     up = direction == "up"
-    parts = partitions_sql(replace(s, schema=scratch), ref) if up else None
+    parts = partitions_sql(replace(s, schema=scratch), ref, scratch) if up else None
     g, d = s.geometry_column, s.time_column
     return Reference(
         (

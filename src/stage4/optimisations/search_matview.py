@@ -153,7 +153,7 @@ def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
         return Reference((ix.create_sql(),))
     r = replace(s, schema=scratch)
     copy = replace(ix, table=r.qualified_table)
-    setup = copy_sql(conn, s, r.qualified_table, "", partitions_sql(r, r.qualified_table))
+    setup = copy_sql(conn, s, r.qualified_table, "", partitions_sql(r, r.qualified_table, scratch))
     return Reference((f"DROP INDEX {copy.qualified}",), setup=(*setup, copy.create_sql()),
                      committed=True)  # fmt: skip
 
