@@ -120,7 +120,7 @@ class TestPromises:
         found = drift.check(seeded_url)
         assert found.differences == []
         assert found.source == (
-            "the promises of schema, opt1 (no record of opt1: stage4 never kept it on the way up)"
+            "the promises of schema, opt1 (no record of opt1 kept on the way up)"
         )
         _sql(seeded_url, "DROP INDEX public.geometrias_geom_gist")
         assert drift.check(seeded_url).differences == [

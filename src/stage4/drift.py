@@ -1,7 +1,7 @@
 """Drift: does the live catalog still hold what the database's revision promises?
 
 What a revision promises is taken from a record, not recomputed. Each time ``upgrade``
-reaches a revision (a step kept), stage4 stores the catalog snapshot of the app schemas
+reaches a revision (a step kept), the catalog snapshot of the app schemas is stored
 (``snapshot.catalog``: relations and their partition bounds, columns, indexes,
 constraints, views and their definitions, function bodies, grants, policies, triggers,
 cron jobs) in the benchmarking schema (``catalog_records``), tagged with that revision
@@ -10,8 +10,8 @@ of the current revision and the live catalog, named object by object. Nothing is
 recorded on the way down: a downgrade may keep what the revision above made (opt4's
 keeps its partitions and their rows), so the state it leaves is no revision's promise,
 and an upgrade judged against it would be refused for the very objects it creates.
-Records without the mark (stage4 once took them both ways) are not used. The record is exact (it holds every object, whatever
-names the configuration chose) and costs one snapshot per step; the alternative,
+Records without the mark (an older stage4 took them both ways) are not used. The record
+is exact (it holds every object, whatever names the configuration chose) and costs one snapshot per step; the alternative,
 migrating a scratch database to the same revision and comparing, would need a second
 database and a table's worth of data to rebuild partitions and views on.
 
@@ -223,8 +223,8 @@ def _promises(url: str, revision: str, s: Settings) -> Drift:
         lines += [f"{rev} promises {text}: broken" for text in broken]
     return Drift(
         revision,
-        f"the promises of {', '.join(revs)} (no record of {revision}: stage4 never kept it "
-        "on the way up)",
+        f"the promises of {', '.join(revs)} (no record of {revision} kept on the "
+        "way up)",
         lines,
     )
 

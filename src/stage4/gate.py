@@ -14,8 +14,8 @@ changed result anywhere, rolls back every step the rollout applied. It exists be
 revision can pay only with a later one: partitioning (opt1) can slow queries without a
 date filter, which read every partition, until opt5's views serve them.
 
-A rollout never ends below the revision it started from: a step it found applied (by
-``alembic upgrade``, or carried: committed by an earlier rollout that did not judge it) is
+A rollout never ends below the revision it started from: a step it found applied (by a
+plain Alembic upgrade, or carried: committed by an earlier rollout that did not judge it) is
 judged and reported, but a NO-GO on it stops the rollout without rolling it back, and the
 message says how to. A stale read is blamed on the revision that declares it, which may
 be one the rollout found applied.
