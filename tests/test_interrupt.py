@@ -35,7 +35,9 @@ release = Path(marker + ".release")
 
 def progress(what, done, total):
     if what == phase and 0 < done and (phase != "copy" or done < total):
-        Path(marker).write_text(f"{what} {done}/{total}")
+        # written whole, then renamed: the test reads it as soon as the name exists
+        Path(marker + ".tmp").write_text(f"{what} {done}/{total}")
+        Path(marker + ".tmp").rename(marker)
         while not release.exists():  # the transaction stays open meanwhile
             time.sleep(0.05)
 
