@@ -36,8 +36,8 @@ demo: setup  ## embedded cluster -> seed -> gated upgrade to opt5 -> report path
 	$(STAGE4) upgrade --to schema
 	$(STAGE4) seed --features $(FEATURES) --if-empty
 	@# exit code 3 is a NO-GO verdict: a real outcome of the demo, reported, not a failure.
-	@# --accept-stale: opt3/opt5 serve Q4, Q8, Q10 from views refreshed every 15 minutes
-	@# (their declared staleness budget; README "Fresh results")
+	@# --accept-stale: opt5 serves Q8 and Q10 from views refreshed every 15 minutes
+	@# (its declared staleness budget; README "Fresh results")
 	$(STAGE4) upgrade --to opt5 --accept-stale || [ $$? -eq 3 ]
 	$(STAGE4) status
 	@$(MAKE) -s demo-end
