@@ -74,6 +74,10 @@ def test_public_holds_the_same_relations_at_every_revision(seeded_url: str) -> N
         assert made[0] >= 11 and made[1] == 3
         for fn in (fp.identity(S), f"{gis_columns.function(S)}()"):
             assert conn.execute("SELECT to_regprocedure(%s)", (fn,)).fetchone()[0] is not None
+        # what "exactly as before" compares covers them, not the version table
+        held = {(r[0], r[1]) for r in snapshot.catalog(conn)["relations"]}
+        assert (OWN, f"{S.table}_p2024") in held and (OWN, agg.monthly(S).name) in held
+        assert not any(name == "alembic_version" for _, name in held)
         # anon, with no right on stage4's schema, reads exactly its policy's rows through
         # the table, and nothing of stage4's schema directly
         assert not conn.execute(

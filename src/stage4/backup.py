@@ -74,7 +74,7 @@ def dump(url: str, s: Settings, folder: Path, label: str) -> Path:
         "-Fc",
         "--no-sync",
         f"--schema={s.schema}",
-        f"--schema={s.own_schema}",  # the revision the dump was taken at
+        f"--schema={s.own_schema}",  # the revision, the partitions and views of stage4
         "-f",
         str(partial),
         "--dbname",
