@@ -48,7 +48,8 @@ class Settings:
     geometry_column: str = "geom"
     srid: int = 4326
     bench_schema: str = "benchmarking"
-    # stage4's own objects, closed to the API roles: the revision (Alembic's version table)
+    # stage4's own objects, closed to the API roles: the revision (Alembic's version table),
+    # the partitions, materialized views and routines the revisions create
     own_schema: str = "stage4"
     home: str = ".stage4"
     database: str = "biblioteca"
