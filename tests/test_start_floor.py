@@ -9,6 +9,7 @@ chain is driven too, where the rule must hold whatever the verdicts are.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -133,14 +134,35 @@ class TestBlame:
 
 
 class TestCarried:
-    """The user's sequence: a package GO, a downgrade into it, an upgrade again."""
+    """Steps an earlier rollout committed without judging them (a package interrupted before
+    its target was judged, kept with --keep-unjudged), a downgrade into them, an upgrade
+    again. (A package judged GO at its target is judged: the next upgrade carries nothing.)"""
 
     def _package_then_down(self, url: str, tmp_path: Path) -> None:
-        rollout = gate.upgrade(url, "upper", _opts(tmp_path, judge="target", accept_stale=True,
-                                                   **WIDE))  # fmt: skip
-        assert rollout.outcome == "GO: at upper", [s.reasons for s in rollout.steps]
+        from stage4 import interrupts
+
+        def phase(step: str, text: str) -> None:
+            if (step, text) == ("upper", "benchmarking"):
+                raise KeyboardInterrupt
+
+        with pytest.raises(interrupts.Interrupted):
+            gate.upgrade(url, "upper", _opts(tmp_path, judge="target", accept_stale=True,
+                                             keep_unjudged=True, **WIDE), phase=phase)  # fmt: skip
+        assert migrations.current(url) == "upper"
         gate.downgrade(url, "stale")
         assert migrations.current(url) == "stale"
+
+    def test_a_package_judged_go_carries_nothing(self, seeded_url, chain, tmp_path) -> None:
+        rollout = gate.upgrade(seeded_url, "upper", _opts(tmp_path, judge="target",
+                                                          accept_stale=True, **WIDE))  # fmt: skip
+        assert rollout.outcome == "GO: at upper", [s.reasons for s in rollout.steps]
+        gate.downgrade(seeded_url, "stale")
+        said: list[tuple[str, str]] = []
+        with contextlib.suppress(GateError):  # a verdict of the bench on upper: either way
+            gate.upgrade(seeded_url, "upper", _opts(tmp_path, accept_stale=True, **WIDE),
+                         phase=lambda step, text: said.append((step, text)))  # fmt: skip
+        assert not any("did not judge it" in text for _, text in said), said
+        assert migrations.current(seeded_url) in ("stale", "upper")
 
     def test_a_no_go_on_a_carried_step_keeps_it(self, seeded_url, chain, tmp_path) -> None:
         self._package_then_down(seeded_url, tmp_path)
@@ -233,5 +255,6 @@ class TestRealChain:
         final = self._ends_at_or_above(
             seeded_url, "opt3", lambda: gate.upgrade(seeded_url, "opt5", again)
         )
+        # the package was judged GO at opt5: nothing below opt3 is judged again
         steps = _saved(_newest(tmp_path))["steps"]
-        assert [st["revision"] for st in steps][:3] == ["opt1", "opt2", "opt3"], final
+        assert [st["revision"] for st in steps] == ["opt4", "opt5"], final
