@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from stage4 import migrations, snapshot
+from stage4.config import settings
 from stage4.errors import MigrationError
 from stage4.optimisations import partition_by_year
 from supabase_roles import ROLES_SQL
@@ -204,22 +205,25 @@ class TestRoundTrip:
         migrations.upgrade(supabase_url, "opt1")
         assert _one(supabase_url, "SELECT count(*) FROM geometrias")[0] == 2000
 
-    @pytest.mark.parametrize("previous", [None, "1", "0"])
-    def test_parallel_plans_off_for_the_database_then_put_back(self, seeded_url, previous) -> None:
+    @pytest.mark.parametrize("previous", [None, "2000", "50000"])
+    def test_parallel_setup_cost_for_the_database_then_put_back(self, seeded_url, previous):
         """A Gather over the partitions costs short queries a worker's start: opt1 sets
-        max_parallel_workers_per_gather = 0 for the database; its downgrade restores the
-        value there was (none, another value), and leaves a 0 it did not set."""
+        parallel_setup_cost = 50000 for the database and leaves the worker limit alone
+        (large scans stay parallel); its downgrade restores the value there was (none,
+        another value), and leaves a 50000 it did not set."""
+        workers = "max_parallel_workers_per_gather"
         with psycopg.connect(seeded_url, autocommit=True) as conn:
             db = conn.execute("SELECT current_database()").fetchone()[0]
             if previous is not None:
-                conn.execute(
-                    f'ALTER DATABASE "{db}" SET max_parallel_workers_per_gather = {previous}'
-                )
+                conn.execute(f'ALTER DATABASE "{db}" SET parallel_setup_cost = {previous}')
             before = snapshot.take(conn)["catalog"]["database_settings"]
+            default_workers = conn.execute(f"SHOW {workers}").fetchone()[0]
         migrations.upgrade(seeded_url, "opt1")
         with psycopg.connect(seeded_url) as conn:  # a new session gets the database's value
-            assert conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0] == "0"
-            assert partition_by_year.database_value(conn) == "0"
+            assert conn.execute("SHOW parallel_setup_cost").fetchone()[0] == "50000"
+            assert partition_by_year.database_value(conn) == "50000"
+            assert conn.execute(f"SHOW {workers}").fetchone()[0] == default_workers
+            assert partition_by_year.database_value(conn, workers) is None
         migrations.downgrade(seeded_url, "schema")
         with psycopg.connect(seeded_url) as conn:
             assert partition_by_year.database_value(conn) == previous
@@ -227,10 +231,29 @@ class TestRoundTrip:
         # a value someone set after opt1 is theirs: the downgrade keeps it
         migrations.upgrade(seeded_url, "opt1")
         with psycopg.connect(seeded_url, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{db}" SET max_parallel_workers_per_gather = 3')
+            conn.execute(f'ALTER DATABASE "{db}" SET parallel_setup_cost = 3000')
         migrations.downgrade(seeded_url, "schema")
-        with psycopg.connect(seeded_url) as conn:
-            assert partition_by_year.database_value(conn) == "3"
+        with psycopg.connect(seeded_url, autocommit=True) as conn:
+            assert partition_by_year.database_value(conn) == "3000"
+            conn.execute(f'ALTER DATABASE "{db}" RESET parallel_setup_cost')
+
+    def test_a_memo_of_the_worker_limit_is_put_back_too(self, seeded_url) -> None:
+        """A database partitioned with max_parallel_workers_per_gather = 0 as the serial
+        setting (its memo names it) gets its previous worker limit back at downgrade."""
+        workers = "max_parallel_workers_per_gather"
+        migrations.upgrade(seeded_url, "opt1")
+        memo = "stage4 opt1: max_parallel_workers_per_gather of this database before opt1: 1"
+        with psycopg.connect(seeded_url, autocommit=True) as conn:
+            db = conn.execute("SELECT current_database()").fetchone()[0]
+            conn.execute(f'ALTER DATABASE "{db}" RESET parallel_setup_cost')
+            conn.execute(f'ALTER DATABASE "{db}" SET {workers} = 0')
+            table = partition_by_year.memo_table(settings())
+            conn.execute(f"COMMENT ON TABLE {table} IS '{memo}'")
+        migrations.downgrade(seeded_url, "schema")
+        with psycopg.connect(seeded_url, autocommit=True) as conn:
+            assert partition_by_year.database_value(conn, workers) == "1"
+            assert partition_by_year.database_value(conn) is None
+            conn.execute(f'ALTER DATABASE "{db}" RESET {workers}')
 
     def test_downgrade_copies_rows_of_later_partitions(self, seeded_url: str) -> None:
         migrations.upgrade(seeded_url, "opt1")

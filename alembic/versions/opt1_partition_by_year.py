@@ -24,10 +24,11 @@ contain the partition key):
   Supabase realtime keeps reporting changes as ``public.geometrias``); the downgrade
   restores the previous value;
 * inserting directly into a partition bypasses the identity default (use the parent);
-* the database gets ``max_parallel_workers_per_gather = 0`` (new sessions): a parallel
-  plan over the partitions costs more in worker start-up than short queries take
-  (pre-flight measures it; ``stage4.optimisations.partition_by_year``); the downgrade restores the
-  previous value exactly.
+* the database gets ``parallel_setup_cost = 50000`` (new sessions): a parallel plan
+  over the partitions costs more in worker start-up than short queries take (pre-flight
+  measures it), while large scans still save far more than that and stay parallel
+  (``stage4.optimisations.partition_by_year``); the downgrade restores the previous
+  value exactly.
 
 The upgrade REFUSES, before changing anything and naming them, when views,
 materialized views, SQL-body functions or foreign keys depend on the table (drop,

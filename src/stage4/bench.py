@@ -92,6 +92,7 @@ _GUCS = (
     "random_page_cost",
     "jit",
     "max_parallel_workers_per_gather",
+    "parallel_setup_cost",
     "effective_io_concurrency",
     "plan_cache_mode",
 )

@@ -294,7 +294,7 @@ def _parallel_start(p: Preflight, conn, one) -> None:
         False,
         f"one worker starts in {startup:.1f} ms here: a parallel "
         "plan over the partitions would cost short queries more than they take; opt1 sets "
-        "max_parallel_workers_per_gather = 0 for this database (new sessions; its downgrade "
+        "parallel_setup_cost = 50000 for this database (new sessions; its downgrade "
         "restores the previous value)",
         fatal=False,
     )

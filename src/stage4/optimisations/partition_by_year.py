@@ -1,28 +1,36 @@
-"""opt1, the table partitioned by year: its promises, its reference, and its serial setting.
+"""opt1, the table partitioned by year: its promises, its reference, and its parallel cost.
 
 The rebuild itself (plain <-> partitioned in one transaction, readers and writers going
 on) is ``stage4.ddl.partitioning.Rebuild``, the helper for partitioned tables.
 
-The serial setting: ``max_parallel_workers_per_gather = 0`` for the database. Why: once
-``geometrias`` is partitioned, PostgreSQL plans short viewport queries as a Gather over a
-Parallel Append of the partitions (PostGIS's function costs make splitting look worth
-it). Where a worker is slow to start (pre-flight measures it; on a small VM it takes
-milliseconds, and a worker running PostGIS loads it first) that start costs more than
-the whole serial query, and the app's unchanged SQL gets slower. The cure is part of the
-revision, not a setting the user must type.
+The parallel cost: ``parallel_setup_cost = 50000`` for the database (PostgreSQL's
+default is 1000). Why: once ``geometrias`` is partitioned, PostgreSQL plans short
+viewport queries as a Gather over a Parallel Append of the partitions (PostGIS's
+function costs make splitting look worth it). Where a worker is slow to start
+(pre-flight measures it; on a small VM it takes milliseconds, and a worker running
+PostGIS loads it first) that start costs more than the whole serial query. At 1M
+features the short reads' plans save under 30,000 cost units by going parallel (Q7:
+~3,000–27,000), the large ones over 100,000 (Q1 and Q3 on a big viewport, a scan of
+every row: millions): at 50000 the first run serially and the second keep their
+workers, on the partitions and on every other table alike
+(``benchmarks/probes/parallel_lever.py``; BENCHMARKS.md, "opt1's planner setting").
 
-Why the database and not a role or the functions: the app's SQL runs under whatever role
-its connection uses (``authenticator`` switching to ``anon``/``authenticated`` on
-Supabase), and most of Q1–Q10 are SQL, not functions; a database setting reaches every
-new session whatever its role (a role's own setting, where one exists, still wins).
-Sessions opened before opt1 keep their value until they reconnect.
+Why not narrower: PostgreSQL 15 takes no storage parameter on a partitioned table, and
+``parallel_workers = 0`` on each partition still leaves a Parallel Append of their
+serial scans (its worker count comes from the number of partitions), which the
+planner keeps choosing for Q7. A function's own setting reaches the RPCs only, and most
+of Q1–Q10 are SQL. A role's setting misses whatever role the app connects as
+(``authenticator`` switching to ``anon``/``authenticated`` on Supabase); a database
+setting reaches every new session whatever its role (a role's own setting, where one
+exists, still wins). Sessions opened before opt1 keep their value until they reconnect.
 
 Nothing lost: the database's previous value (absent, or a value) is kept in the comment
-of the first yearly partition (an object opt1 owns), and the downgrade puts it back
-exactly: RESET when there was none, the old value otherwise. When the value is no
-longer opt1's ``0`` at downgrade (someone changed it since), it is left as it is.
-Changing a database's settings needs its owner (or a superuser): another role gets a
-NOTICE and the setting is not changed.
+of the first yearly partition (an object opt1 owns), with the setting's name, and the
+downgrade puts it back exactly: RESET when there was none, the old value otherwise.
+When the value is no longer opt1's at downgrade (someone changed it since), it is left
+as it is. A memo naming ``max_parallel_workers_per_gather`` (set to 0 by stage4s that
+kept short reads serial that way) is put back the same way. Changing a database's settings needs its owner
+(or a superuser): another role gets a NOTICE and the setting is not changed.
 """
 
 from __future__ import annotations
@@ -47,15 +55,25 @@ REVISION = "opt1"
 # parallel worker costs here, before a chain that includes this step.
 REBUILDS_TABLE = True
 
-SETTING = "max_parallel_workers_per_gather"
+SETTING = "parallel_setup_cost"
+VALUE = "50000"
+# What opt1 sets, by setting: the downgrade restores a memo naming any of them.
+OURS = {SETTING: VALUE, "max_parallel_workers_per_gather": "0"}
 MEMO = f"stage4 opt1: {SETTING} of this database before opt1: "
+_MEMO_RE = "^stage4 opt1: ([a-z_]+) of this database before opt1: (.*)$"
 ABSENT = "(none)"
 UNTOUCHED = "(not changed by opt1)"
 
-# The database-level value (setrole = 0), NULL when absent.
-_CURRENT = f"""(SELECT split_part(c, '=', 2) FROM pg_db_role_setting d, unnest(d.setconfig) c
+
+def _current(name: str) -> str:
+    """The database-level value (setrole = 0) of the setting ``name`` (an SQL text
+    expression), NULL when absent."""
+    return f"""(SELECT split_part(c, '=', 2) FROM pg_db_role_setting d, unnest(d.setconfig) c
    WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
-     AND d.setrole = 0 AND split_part(c, '=', 1) = '{SETTING}')"""
+     AND d.setrole = 0 AND split_part(c, '=', 1) = {name})"""
+
+
+_CURRENT = _current(f"'{SETTING}'")
 _MAY = """(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
    OR pg_has_role(current_user, (SELECT datdba FROM pg_database
                                  WHERE datname = current_database()), 'USAGE')"""
@@ -72,20 +90,20 @@ def _memo_of(s: Settings) -> str:
 
 
 def serial_sql(s: Settings) -> str:
-    """Set the database's value to 0, remembering the previous one (one DO block)."""
+    """Set the database's value to opt1's, remembering the previous one (one DO block)."""
     return f"""DO $par$
 DECLARE
   previous text := {_CURRENT};
   memo text;
 BEGIN
-  IF previous = '0' THEN
+  IF previous = '{VALUE}' THEN
     memo := '{UNTOUCHED}';
   ELSIF NOT ({_MAY}) THEN
     RAISE NOTICE 'opt1: % is not the owner of database %: {SETTING} not set; short queries on the partitions may run in parallel', current_user, current_database();
     memo := '{UNTOUCHED}';
   ELSE
     memo := coalesce(previous, '{ABSENT}');
-    EXECUTE format('ALTER DATABASE %I SET {SETTING} = 0', current_database());
+    EXECUTE format('ALTER DATABASE %I SET {SETTING} = {VALUE}', current_database());
   END IF;
   EXECUTE format('COMMENT ON TABLE {memo_table(s)} IS %L', '{MEMO}' || memo);
 END
@@ -94,30 +112,34 @@ $par$"""
 
 def restore_sql(s: Settings) -> str:
     """Put back the value ``serial_sql`` found (before the partitions, and the memo, go)."""
+    ours = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in OURS.items())
     return f"""DO $par$
 DECLARE
-  note text := obj_description({_memo_of(s)}, 'pg_class');
-  previous text;
+  memo text[] := regexp_match(
+    obj_description({_memo_of(s)}, 'pg_class'), '{_MEMO_RE}');
+  setting text := memo[1];
+  previous text := memo[2];
 BEGIN
-  IF note IS NULL OR position('{MEMO}' IN note) <> 1 THEN
-    RETURN;  -- no memo: opt1 did not change the setting
+  IF memo IS NULL OR (CASE setting {ours} END) IS NULL THEN
+    RETURN;  -- no memo: opt1 did not change a setting
   END IF;
-  previous := substr(note, length('{MEMO}') + 1);
-  IF previous = '{UNTOUCHED}' OR {_CURRENT} IS DISTINCT FROM '0' THEN
+  IF previous = '{UNTOUCHED}'
+     OR {_current("setting")} IS DISTINCT FROM (CASE setting {ours} END) THEN
     RETURN;  -- not opt1's value (any more): keep what is there
   END IF;
   IF previous = '{ABSENT}' THEN
-    EXECUTE format('ALTER DATABASE %I RESET {SETTING}', current_database());
+    EXECUTE format('ALTER DATABASE %I RESET %I', current_database(), setting);
   ELSE
-    EXECUTE format('ALTER DATABASE %I SET {SETTING} = %L', current_database(), previous);
+    EXECUTE format('ALTER DATABASE %I SET %I = %L', current_database(), setting, previous);
   END IF;
 END
 $par$"""
 
 
-def database_value(bind) -> str | None:
-    """The database-level value now (None when absent): for tests and verify."""
-    return bind.execute(f"SELECT {_CURRENT}").fetchone()[0]
+def database_value(bind, setting: str = SETTING) -> str | None:
+    """The database-level value of ``setting`` now (None when absent): for tests and verify."""
+    name = f"'{setting}'"
+    return bind.execute(f"SELECT {_current(name)}").fetchone()[0]
 
 
 # ------------------------------------------------------------------ what the unit declares
