@@ -202,6 +202,11 @@ def test_a_step_that_makes_writes_costlier_is_no_go_naming_them(
     with psycopg.connect(seeded_url) as conn:
         assert snapshot.diff(before, snapshot.take(conn)) == []
     assert _state(seeded_url) == rows
+    # the bench's and the canary check's rolled-back rows are stage4's own, not the app's
+    saved = json.loads(next((tmp_path / "reports").glob("*/rollout.json")).read_text())
+    [step] = saved["steps"]
+    assert not [n for n in step["notes"] if "the app wrote" in n], step["notes"]
+    assert step["restored_exactly"] is True
     report = next((tmp_path / "reports").glob("*/REPORT.md")).read_text()
     assert "| W1 insert *write* |" in report
     assert "W1 insert slower x" in report  # the verdict line names it

@@ -52,6 +52,8 @@ class Result:
     qid: str
     fresh: bool | None  # None: not checked (the table refused the canary rows)
     detail: str
+    # canary rows this check inserted (rolled back): PostgreSQL counts them as written
+    rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"fresh": self.fresh, "detail": self.detail}
@@ -100,7 +102,7 @@ def _shift(wkt: str) -> str:
     return f"{head}(({body}))" if head.startswith("POLYGON") else f"{head}({body})"
 
 
-def _insert(conn, s: Settings, rows: list[Canary], first_id: int) -> None:
+def _insert(conn, s: Settings, rows: list[Canary], first_id: int, written: list[int]) -> None:
     geom = "ST_GeomFromText(%(wkt)s, 4326)"
     if s.srid != 4326:
         geom = f"ST_Transform({geom}, {s.srid})"
@@ -112,6 +114,7 @@ def _insert(conn, s: Settings, rows: list[Canary], first_id: int) -> None:
             {"id": first_id - 10 * i, "nome": c.nome, "cat": c.categoria, "day": c.day,
              "wkt": c.wkt},
         )  # fmt: skip
+        written[0] += 1
 
 
 class _Rollback(Exception):
@@ -127,6 +130,7 @@ def check(conn, s: Settings, anchors: workload.Anchors) -> dict[str, Result]:
         if p is None:
             continue
         must, must_not = canaries(qid, p)
+        written = [0]
 
         def answer(q=q, p=p) -> str:
             fp = workload.Fingerprint()
@@ -139,21 +143,25 @@ def check(conn, s: Settings, anchors: workload.Anchors) -> dict[str, Result]:
                 # the canaries (this transaction's own rows) can
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 before = answer()
-                _insert(conn, s, must_not, CANARY_IDS[1])
+                _insert(conn, s, must_not, CANARY_IDS[1], written)
                 ignored = answer() == before
-                _insert(conn, s, must, CANARY_IDS[0])
+                _insert(conn, s, must, CANARY_IDS[0], written)
                 seen = answer() != before
         except psycopg.Error as e:  # a constraint or trigger of the app refused the canary
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            out[qid] = Result(qid, None, f"not checked: the table refused a canary row ({first})")
+            out[qid] = Result(qid, None, f"not checked: the table refused a canary row ({first})",
+                              written[0])  # fmt: skip
             continue
         if seen and ignored:
-            out[qid] = Result(qid, True, "returns a row inserted now, and not one outside it")
+            out[qid] = Result(qid, True, "returns a row inserted now, and not one outside it",
+                              written[0])  # fmt: skip
         elif not seen:
             out[qid] = Result(qid, False, "does not return a row inserted now: it reads "
-                              "something older than the table (a materialized view)")  # fmt: skip
+                              "something older than the table (a materialized view)",
+                              written[0])  # fmt: skip
         else:
-            out[qid] = Result(qid, False, "its answer changed for a row it must not return")
+            out[qid] = Result(qid, False, "its answer changed for a row it must not return",
+                              written[0])  # fmt: skip
     livewrites.flush(conn)  # the canaries' inserts are counted apart from the app's writes
     return out
 

@@ -385,7 +385,9 @@ def _app_wrote(conn, run: RolloutRun, rec: StepRecord) -> str | None:
     count is unknown and the rows are left to the downgrade's row check."""
     steps = [st for st in run.rollout.steps if st.revision in run.todo] if run.package else [rec]
     since = (steps[0].counters or {}).get("before")
-    own = sum(livewrites.own_writes(getattr(st, "metrics_", None)) for st in steps)
+    own = sum(
+        livewrites.own_writes(getattr(st, "metrics_", None)) + _rolled_back(st) for st in steps
+    )
     n = livewrites.settled(conn, run.s, since, own=own) if since else None
     earlier = sum(st.app_writes or 0 for st in steps)
     if n is None:
@@ -395,6 +397,13 @@ def _app_wrote(conn, run: RolloutRun, rec: StepRecord) -> str | None:
     if n or earlier:
         return f"the app wrote {run.s.qualified_table} meanwhile ({n + earlier} rows)"
     return None
+
+
+def _rolled_back(rec: StepRecord) -> int:
+    """Rows stage4 itself wrote to the app table and rolled back while judging ``rec`` (the
+    canary rows, the bench's writes), which PostgreSQL counts with the app's."""
+    env = rec.run.environment if rec.run is not None else {}
+    return rec.own_rows + int(env.get("writes_rolled_back") or 0)
 
 
 def _check_drift(url: str, opts: GateOptions, say: Phase) -> list[str]:

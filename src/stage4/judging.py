@@ -125,6 +125,7 @@ def _freshness(url: str, s, rec: StepRecord, opts: GateOptions) -> tuple[list[st
         anchors = workload.sample_anchors(conn, s, freshness.CANARY_SEED)
         conn.commit()
         checked = freshness.check(conn, s, anchors)
+    rec.own_rows += sum(r.rows for r in checked.values())
     budgets = freshness.declared(freshness.applied(migrations.current(url)))
     reasons, blamed = [], []
     for qid, r in checked.items():

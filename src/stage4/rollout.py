@@ -77,6 +77,10 @@ class StepRecord:
     blamed: str | None = None
     rows_checked: int | None = None  # rows the step itself checked, source vs copy
     app_writes: int | None = None  # rows the app wrote while the step ran (None: unknown)
+    # rows of the app table stage4 wrote and rolled back while judging the step (canary
+    # rows, the benched writes): PostgreSQL counts them as written, so the app's count
+    # leaves them out
+    own_rows: int = 0
     run: Any = field(default=None, repr=False, compare=False)  # the BenchRun, not saved
     counters: Any = field(default=None, repr=False, compare=False)  # livewrites, not saved
 
