@@ -12,8 +12,10 @@ PostGIS loads it first) that start costs more than the whole serial query. At 1M
 features the short reads' plans save under 30,000 cost units by going parallel (Q7:
 ~3,000–27,000), the large ones over 100,000 (Q1 and Q3 on a big viewport, a scan of
 every row: millions): at 50000 the first run serially and the second keep their
-workers, on the partitions and on every other table alike
-(``benchmarks/probes/parallel_lever.py``; BENCHMARKS.md, "opt1's planner setting").
+workers (``benchmarks/probes/parallel_lever.py``; BENCHMARKS.md, "opt1's planner
+setting"). On other tables a plain scan saves fewer units per row (a plain GROUP BY
+over 1M rows: ~10,600), so plain scans of up to a few million rows run serially too;
+under ``max_parallel_workers_per_gather = 0`` every query does.
 
 Why not narrower: PostgreSQL 15 takes no storage parameter on a partitioned table, and
 ``parallel_workers = 0`` on each partition still leaves a Parallel Append of their
