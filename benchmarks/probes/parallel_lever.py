@@ -36,7 +36,7 @@ import os
 import statistics
 import time
 
-from stage4.optimisations import partition_by_year
+from stage4 import optimisations
 
 VARIANTS = (
     "schema",
@@ -82,7 +82,9 @@ def main() -> None:
     ap.add_argument("--schema-db", default="biblioteca")
     ap.add_argument("--opt1-db", default="opt1db")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--setup-cost", type=float, default=float(partition_by_year.VALUE))
+    ap.add_argument(
+        "--setup-cost", type=float, default=float(optimisations.by_revision("opt1").VALUE)
+    )
     args = ap.parse_args()
     from urllib.parse import urlsplit, urlunsplit
 

@@ -223,8 +223,7 @@ def _promises(url: str, revision: str, s: Settings) -> Drift:
         lines += [f"{rev} promises {text}: broken" for text in broken]
     return Drift(
         revision,
-        f"the promises of {', '.join(revs)} (no record of {revision} kept on the "
-        "way up)",
+        f"the promises of {', '.join(revs)} (no record of {revision} kept on the way up)",
         lines,
     )
 
