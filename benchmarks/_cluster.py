@@ -25,7 +25,7 @@ def seeded_cluster(features: int, home: str | None = None) -> str:
     cluster.ensure_started()
     url = cluster.url()
     if migrations.current(url) is None:
-        migrations.upgrade(url, "schema")
+        migrations.upgrade(url, migrations.chain()[0])
     reseed(url, s, features)
     return url
 

@@ -442,11 +442,11 @@ def prepare(args) -> tuple[str, object]:
         cluster.ensure_started()
         url, done = cluster.url(), cluster.stop
     s = settings()
-    now = migrations.current(url)
-    if now not in (None, "schema"):
-        migrations.downgrade(url, "schema")
+    now, first = migrations.current(url), migrations.chain()[0]
+    if now not in (None, first):
+        migrations.downgrade(url, first)
     if now is None:
-        migrations.upgrade(url, "schema")
+        migrations.upgrade(url, first)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {s.qualified_table}")
         conn.execute(f"DROP SCHEMA IF EXISTS {s.bench_schema} CASCADE")

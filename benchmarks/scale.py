@@ -49,12 +49,14 @@ import sys
 import time
 from pathlib import Path
 
-from stage4 import optimisations
+from stage4 import migrations, optimisations
 from stage4.workload import TITLES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 REVISIONS = optimisations.revisions()
+FIRST, LAST = migrations.chain()[0], REVISIONS[-1]  # the reference schema; the last step
+REBUILDER = optimisations.rebuilder(REVISIONS)  # the step that rebuilds the table
 SECTION = "## Performance at scale"
 # Hand-written diagnosis kept across re-renders (the rest of the section is generated).
 NOTES = "### Where a target is missed, and why"
@@ -249,7 +251,7 @@ def ab_compare(url: str, ab_home: Path, result: dict, pairs: int, folder=None) -
                                              statistics.median(b.control)]})  # fmt: skip
             say(f"pair {i + 1}: mean {statistics.fmean(statistics.fmean(v) for v in a.executions.values()):.1f}"
                 f" -> {statistics.fmean(statistics.fmean(v) for v in b.executions.values()):.1f} ms")  # fmt: skip
-        result["ab"] = {"schema": pooled(runs_a), "opt5": pooled(runs_b), "pairs": pair_rows,
+        result["ab"] = {FIRST: pooled(runs_a), LAST: pooled(runs_b), "pairs": pair_rows,
                         "order": "A B " * pairs}  # fmt: skip
     finally:
         clone.stop()
@@ -288,8 +290,8 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
     mean and the geometric mean are over Q1–Q10; "no query slower" covers the workload
     files too. Rewrites the app would have to adopt count in none of them."""
     ab = result.get("ab")
-    base = ab["schema"] if ab else result["bench"]["schema"]
-    last = ab["opt5"] if ab else result["bench"].get("opt5")
+    base = ab[FIRST] if ab else result["bench"][FIRST]
+    last = ab[LAST] if ab else result["bench"].get(LAST)
     rows: list[tuple[str, str, bool | None]] = []
     if last:
         # a per-query target passes only when it holds by both statistics
@@ -306,7 +308,7 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
         files = sorted(set(sp) - set(TITLES))
         # the same two figures without the reads served stale from a view (labelled apart:
         # a lag accepted for speed is not the speedup of a fresh read)
-        stale_q = [q for q, f in result.get("freshness", {}).get("opt5", {}).items()
+        stale_q = [q for q, f in result.get("freshness", {}).get(LAST, {}).items()
                    if f["fresh"] is False]  # fmt: skip
         fresh_q = [q for q in core if q not in stale_q]
         fresh_note = ""
@@ -334,11 +336,11 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
         ]  # fmt: skip
         errors = last.get("errors") or {}
         if files or errors:
-            rows.append(("every workload file runs at opt5", "; ".join(
+            rows.append((f"every workload file runs at {LAST}", "; ".join(
                 f"{e['file']}: {e['error']}" for e in errors.values()) or "all ran", not errors))  # fmt: skip
-    stale = {q: f for q, f in result.get("freshness", {}).get("opt5", {}).items()
+    stale = {q: f for q, f in result.get("freshness", {}).get(LAST, {}).items()
              if f["fresh"] is False}  # fmt: skip
-    if result.get("freshness", {}).get("opt5"):
+    if result.get("freshness", {}).get(LAST):
         rows.append(("results fresh, or stale within a declared budget", "stale: " + "; ".join(
             f"{q} (declared by {f['declared'][0]}: {f['declared'][1]})" if f["declared"]
             else f"{q} (undeclared)" for q, f in stale.items()) if stale else "all fresh",
@@ -351,11 +353,11 @@ def targets(result: dict) -> list[tuple[str, str, bool | None]]:
                          f"(×{ratio:.2f})", ratio <= 2))  # fmt: skip
         if step.endswith("down") and m.get("seconds") is not None:
             rows.append((f"{step} under 60 s", f"{_s(m['seconds'])} s", m["seconds"] < 60))
-    opt1 = result["migrations"].get("opt1 up", {}).get("metrics", {})
+    opt1 = result["migrations"].get(f"{REBUILDER} up", {}).get("metrics", {})
     if opt1:
         r, w = opt1.get("readers_blocked_s"), opt1.get("writers_blocked_s")
-        rows.append(("opt1: readers blocked ≤ 1 s", f"{r:.3f} s", r <= 1))
-        rows.append(("opt1: longest write block < 5 s", f"{w:.3f} s", w < 5))
+        rows.append((f"{REBUILDER}: readers blocked ≤ 1 s", f"{r:.3f} s", r <= 1))
+        rows.append((f"{REBUILDER}: longest write block < 5 s", f"{w:.3f} s", w < 5))
     # every other step's waits for readers and writers: benchmarks.live_waits
     gate = result.get("gate")
     if gate:
@@ -419,9 +421,9 @@ def _cell(value: str, stale: str) -> str:
 def markdown(result: dict, command: str) -> str:
     n = result["features"]
     benches = result["bench"]
-    steps = ["schema", *[r for r in REVISIONS if r in benches]]
-    last = benches.get("opt5")
-    first = benches["schema"]
+    steps = [FIRST, *[r for r in REVISIONS if r in benches]]
+    last = benches.get(LAST)
+    first = benches[FIRST]
     load = result["load_average_start"]
     lines = [
         SECTION,
@@ -447,7 +449,7 @@ def markdown(result: dict, command: str) -> str:
         "apart and count in no figure.",
         "",
         "Median ms per execution (default bench: 20 rounds × 4 parameter sets), "
-        "speedup = schema / opt5:",
+        f"speedup = {FIRST} / {LAST}:",
         "",
         "| query | the app sends | " + " | ".join(steps) + " | speedup |",
         "|---|---|" + "---|" * (len(steps) + 1),
@@ -457,7 +459,7 @@ def markdown(result: dict, command: str) -> str:
                        and "stale") for s in steps]  # fmt: skip
         sp = f"×{first['median_ms'][q] / last['median_ms'][q]:.2f}" if last else ""
         lines.append(f"| {q} | {how_sent(first, q)} | " + " | ".join(cells)
-                     + f" | {_cell(sp, staleness(result, 'opt5', q))} |")  # fmt: skip
+                     + f" | {_cell(sp, staleness(result, LAST, q))} |")  # fmt: skip
     lines.append("| mean Q1–Q10 | | " + " | ".join(
         f"{q_mean(benches[s]):.2f}" for s in steps) + " | |")  # fmt: skip
     lines.append("| QPS (4 clients) | | " + " | ".join(
@@ -469,9 +471,9 @@ def markdown(result: dict, command: str) -> str:
               "every query above (Q1–Q10 and the workload files) picked at random."]  # fmt: skip
     ab = result.get("ab")
     if ab:
-        a, b = ab["schema"], ab["opt5"]
+        a, b = ab[FIRST], ab[LAST]
         lines += ["", f"**Same-window A/B** (the targets below): a copy of the cluster kept at "
-                  f"`schema` (A) and the migrated database at opt5 (B), benched in turn "
+                  f"`{FIRST}` (A) and the migrated database at {LAST} (B), benched in turn "
                   f"{ab['order'].strip()}; ms per execution over the {a['runs']} runs of "
                   "each, by median and by mean, the speedup of each parameter set's "
                   "median, and the gate's verdict on each pair:", "",
@@ -485,7 +487,7 @@ def markdown(result: dict, command: str) -> str:
                          f"{a['mean_ms'][q]:.2f} | {b['mean_ms'][q]:.2f} | "
                          f"×{a['mean_ms'][q] / b['mean_ms'][q]:.2f} | "
                          f"{set_ratios(a, b, q)} | {verdicts} | "
-                         f"{staleness(result, 'opt5', q) or 'fresh'} |")  # fmt: skip
+                         f"{staleness(result, LAST, q) or 'fresh'} |")  # fmt: skip
         lines.append(f"| mean Q1–Q10 | | | | {q_mean(a):.2f} | {q_mean(b):.2f} "
                      f"| ×{q_mean(a) / q_mean(b):.2f} | | | |")  # fmt: skip
         lines.append(f"| QPS (4 clients) | {a['qps']:.1f} | {b['qps']:.1f} | "
@@ -542,7 +544,7 @@ def _rewrite_lines(result: dict) -> list[str]:
     """Rewrites offered at opt5, measured beside the app's SQL in the last B run: "available
     if your app adopts it", never in a figure above or a target."""
     ab = result.get("ab")
-    last = ab["opt5"] if ab else result["bench"].get("opt5") or {}
+    last = ab[LAST] if ab else result["bench"].get(LAST) or {}
     offered = last.get("available_rewrites") or {}
     rows = [f"| {q} | {name} | {'yes' if r['same_results'] else 'NO'} | "
             + (f"{r['app_ms']:.2f} | {r['rewrite_ms']:.2f} | ×{r['speedup']:.2f} |"
@@ -551,7 +553,7 @@ def _rewrite_lines(result: dict) -> list[str]:
     if not rows:
         return []
     return ["", "**Available if your app adopts it** (SQL the app would have to change to; "
-            "measured at opt5 beside the app's own query, alternating, median of round means; "
+            f"measured at {LAST} beside the app's own query, alternating, median of round means; "
             "counted in no figure or target above or below):", "",
             "| query | rewrite | same results | app's SQL (ms) | rewrite (ms) | speedup |",
             "|---|---|---|---|---|---|", *rows]  # fmt: skip
@@ -582,7 +584,7 @@ def main() -> None:
     ap.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
     ap.add_argument("--until", choices=REVISIONS, help="stop after benchmarking this revision")
     ap.add_argument("--ab-pairs", type=int, default=2,
-                    help="A/B pairs (schema clone, opt5) benched in turn at the end (0: none)")  # fmt: skip
+                    help=f"A/B pairs ({FIRST} clone, {LAST}) benched in turn at the end (0: none)")  # fmt: skip
     ap.add_argument("--workload", default=str(WORKLOAD.relative_to(ROOT)),
                     help="the app's own queries (pgbench scripts) benched with Q1–Q10 "
                          "('none': Q1–Q10 only)")  # fmt: skip
@@ -619,11 +621,11 @@ def main() -> None:
         _forward(url, s, result, REVISIONS[REVISIONS.index(rev) + 1 :], args)
         _finish(url, s, result, n, args)
         return
-    if rev not in (None, "schema"):
+    if rev not in (None, FIRST):
         say(f"database at {rev}: downgrading to schema")
-        migrations.downgrade(url, "schema")
+        migrations.downgrade(url, FIRST)
     if rev is None:
-        migrations.upgrade(url, "schema")
+        migrations.upgrade(url, FIRST)
     from benchmarks._cluster import reseed
 
     say("seeding (when the table does not hold exactly that many rows)")
@@ -650,12 +652,12 @@ def main() -> None:
         save=False,
         workload_dir=_folder(result),
     )
-    result["freshness"] = {"schema": fresh(url, s, [])}
-    result["bench"]["schema"] = summary(base)
+    result["freshness"] = {FIRST: fresh(url, s, [])}
+    result["bench"][FIRST] = summary(base)
     # Integer microseconds: exact enough, and no float noise in the JSON.
     result["baseline_samples_us"] = {q: _us(v) for q, v in base.samples.items()}
     result["baseline_control_us"] = _us(base.control)
-    say(f"schema: mean {result['bench']['schema']['overall_mean_ms']:.2f} ms, {base.qps:.0f} QPS")
+    say(f"{FIRST}: mean {result['bench'][FIRST]['overall_mean_ms']:.2f} ms, {base.qps:.0f} QPS")
     _save(result, n)
     _forward(url, s, result, REVISIONS, args)
     _finish(url, s, result, n, args)

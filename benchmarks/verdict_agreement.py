@@ -62,9 +62,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix=f"stage4-agree-{args.features}-"))
-    if migrations.current(url) != "schema":  # an interrupted earlier run
+    first = migrations.chain()[0]
+    if migrations.current(url) != first:  # an interrupted earlier run
         _install(work, "Q4")
-        migrations.downgrade(url, "schema")
+        migrations.downgrade(url, first)
     stored = bench.run(url, label="STORED_BASELINE")
     with connect(url, autocommit=True) as conn:
         store.set_baseline(conn, stored.run_id, force=True)
@@ -93,8 +94,8 @@ def main() -> None:
               f" {','.join(rep['noop']['flagged']) or 'none flagged':14s} slower2x: "
               f"{rep['slower2x']['verdict']:5s} {victim} x{rep['slower2x']['ratio']:.2f} "
               f"({rep['slower2x']['margin_text']}) load {load[0]:.1f}", flush=True)  # fmt: skip
-        if migrations.current(url) != "schema":
-            migrations.downgrade(url, "schema")
+        if migrations.current(url) != first:
+            migrations.downgrade(url, first)
 
     summary = _summary(reps)
     for line in summary["lines"]:
@@ -125,7 +126,8 @@ def _install(work: Path, victim: str) -> None:
             "AND ', 1)).create_sql())")  # fmt: skip
     # the downgrade restores every RPC: whichever one an interrupted run had slowed
     as_is = "[op.execute(f.create_sql()) for f in functions.baseline(settings())]"
-    for name, down, up, back in (("noop", "schema", 'op.execute("SELECT 1")', 'op.execute("SELECT 1")'),
+    first = migrations.chain()[0]  # the copy keeps the real chain's first revision
+    for name, down, up, back in (("noop", first, 'op.execute("SELECT 1")', 'op.execute("SELECT 1")'),
                                  ("slower2x", "noop", slow, as_is)):  # fmt: skip
         (dst / "versions" / f"{name}.py").write_text(
             f'"""Test-only: {name}."""\nfrom alembic import op\n\n'

@@ -45,22 +45,23 @@ def main() -> None:
     home.chmod(0o755)
     cluster = Cluster(home=home / "cluster", database="vis", cron_database="vis_cron")
     cluster.ensure_started()
+    first, last = migrations.chain()[0], migrations.chain()[-1]
     try:
         url = cluster.url()
-        migrations.upgrade(url, "schema")
+        migrations.upgrade(url, first)
         with psycopg.connect(url) as conn:
             seed.seed(conn, settings(), features=FEATURES, seed=42)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(SUPABASE)
-        timed(url, "schema, RLS on")
-        migrations.upgrade(url, "opt5")
-        timed(url, "opt5, RLS on")
-        migrations.downgrade(url, "schema")
+        timed(url, f"{first}, RLS on")
+        migrations.upgrade(url, last)
+        timed(url, f"{last}, RLS on")
+        migrations.downgrade(url, first)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("ALTER TABLE public.geometrias DISABLE ROW LEVEL SECURITY")
-        timed(url, "schema, RLS off")
-        migrations.upgrade(url, "opt5")
-        timed(url, "opt5, RLS off")
+        timed(url, f"{first}, RLS off")
+        migrations.upgrade(url, last)
+        timed(url, f"{last}, RLS off")
     finally:
         cluster.destroy()
 

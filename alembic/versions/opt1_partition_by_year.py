@@ -114,7 +114,7 @@ def upgrade() -> None:
     r.build_indexes()
     r.catch_up()
     r.swap()
-    partitioning.publications_up(r)
+    partitioning.publications_up(r, partition_by_year.PUBLICATIONS_MEMO)
     op.execute(partition_by_year.serial_sql(r.s))
     _report(r)
 
@@ -124,7 +124,7 @@ def downgrade() -> None:
     r = _rebuild(partitioned=False)
     _check(r, "p", "un-partition")
     op.execute(partition_by_year.restore_sql(r.s))  # its memo lives on a partition: first
-    flipped = partitioning.publications_down(r)
+    flipped = partitioning.publications_down(r, partition_by_year.PUBLICATIONS_MEMO)
     r.create()
     r.copy()
     r.build_indexes()

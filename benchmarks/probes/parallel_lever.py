@@ -83,7 +83,11 @@ def main() -> None:
     ap.add_argument("--opt1-db", default="opt1db")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument(
-        "--setup-cost", type=float, default=float(optimisations.by_revision("opt1").VALUE)
+        "--setup-cost",
+        type=float,
+        default=float(
+            optimisations.by_revision(optimisations.rebuilder(optimisations.revisions())).VALUE
+        ),
     )
     args = ap.parse_args()
     from urllib.parse import urlsplit, urlunsplit

@@ -1,7 +1,7 @@
 """Where one light step's time goes, statement by statement, from the server's own log.
 
 Turns on ``log_min_duration_statement = 0`` with millisecond timestamps (ALTER SYSTEM,
-reset at the end), runs a revision's downgrade and upgrade (opt4's, or the one named)
+reset at the end), runs a revision's downgrade and upgrade (the one named, else the cluster's own)
 three times in one ``migrations.session``, and prints the last downgrade's statements:
 when each was logged (ms after the first, the pool's ping; to the log's 1 ms resolution)
 and how long the server spent on it. The step's wall time minus the server's durations
@@ -30,9 +30,9 @@ def main() -> None:
     from stage4.config import settings
     from stage4.db import connect
 
-    rev = sys.argv[1] if len(sys.argv) > 1 else "opt4"
     cluster = Cluster.from_settings(settings())
     url = cluster.url()
+    rev = sys.argv[1] if len(sys.argv) > 1 else migrations.current(url)
     if migrations.current(url) != rev:
         raise SystemExit(f"bring the cluster to {rev} first (stage4 upgrade/downgrade --to {rev})")
 

@@ -15,8 +15,9 @@ The canaries carry negative ids (never handed out by the identity sequence), so 
 Q6's order by id puts them first, and nothing of them survives the rollback: no row, no
 sequence value (explicit ids), no trigger side effect, nothing decoded for replication.
 
-A revision that serves queries from a view declares its staleness budget in its module
-(``STALENESS = {"Q8": "15 minutes: pg_cron refresh"}``); ``declared`` gathers the budgets
+A revision that serves queries from a view declares its staleness budget in its unit
+(``STALENESS = {"Q8": "15 minutes: pg_cron refresh"}``; a revision without a unit, in its
+own module); ``declared`` gathers the budgets
 of every revision applied, up to the database's revision (a step judged below a view's
 revision still reads through it). A stale query is NO-GO unless it is declared and the
 user passed ``--accept-stale``, and is blamed on the revision that declares it
@@ -167,17 +168,19 @@ def check(conn, s: Settings, anchors: workload.Anchors) -> dict[str, Result]:
 
 
 def declared(revisions: list[str]) -> dict[str, tuple[str, str]]:
-    """qid -> (revision, budget) from ``STALENESS`` of the revision modules given, in chain
-    order: the lowest revision declaring a query is the one that serves it stale (those
-    above it only inherit that), so its budget is the one a stale read is judged against
-    and it is the revision the read is blamed on."""
-    from stage4 import migrations
+    """qid -> (revision, budget) from ``STALENESS`` of the revisions given (their units',
+    else their modules'), in chain order: the lowest revision declaring a query is the one
+    that serves it stale (those above it only inherit that), so its budget is the one a
+    stale read is judged against and it is the revision the read is blamed on."""
+    from stage4 import migrations, optimisations
 
     script = migrations.script()
     found: dict[str, tuple[str, str]] = {}
     for rev in revisions:
-        module = script.get_revision(rev).module
-        for qid, budget in (getattr(module, "STALENESS", None) or {}).items():
+        budgets = optimisations.staleness(rev)
+        if budgets is None:
+            budgets = getattr(script.get_revision(rev).module, "STALENESS", None) or {}
+        for qid, budget in budgets.items():
             found.setdefault(qid, (rev, budget))
     return found
 

@@ -475,13 +475,12 @@ class Rebuild:
 
 # ---------------------------------------------------------------- publications
 
-MEMO = "stage4 opt1: publish_via_partition_root was false before opt1 on: "
 
-
-def publications_up(r: Rebuild) -> None:
+def publications_up(r: Rebuild, memo_prefix: str) -> None:
     """Publications of a partitioned table must publish via the root (Supabase realtime
     reads changes as ``public.geometrias``, not its partitions): set it, and remember on
-    the default partition's comment which ones were false, for the downgrade."""
+    the default partition's comment (``memo_prefix`` + their names: the step's own memo,
+    declared by its unit) which ones were false, for the downgrade."""
     if r.bind is None:
         r.execute(
             "-- online: every publication that publishes the table gets\n"
@@ -493,12 +492,13 @@ def publications_up(r: Rebuild) -> None:
     for sql in privileges.via_root_sql(flipped, True):
         r.execute(sql)
     if flipped:
-        memo = (MEMO + ", ".join(flipped)).replace("'", "''")
+        memo = (memo_prefix + ", ".join(flipped)).replace("'", "''")
         r.execute(f"COMMENT ON TABLE {r.s.own_schema}.{partition_name(r.s)} IS '{memo}'")
 
 
-def publications_down(r: Rebuild) -> list[str]:
-    """The publications opt1 flipped (read from the memo before the partitions go)."""
+def publications_down(r: Rebuild, memo_prefix: str) -> list[str]:
+    """The publications the upgrade flipped (read from its memo, ``publications_up``'s
+    ``memo_prefix``, before the partitions go)."""
     if r.bind is None:
         r.execute(
             "-- online: publications listed in the default partition's comment get\n"
@@ -508,9 +508,9 @@ def publications_down(r: Rebuild) -> list[str]:
     memo = r.bind.exec_driver_sql(
         f"SELECT obj_description({default_partition_sql(r.old)}, 'pg_class')"
     ).scalar()
-    if not memo or not memo.startswith(MEMO):
+    if not memo or not memo.startswith(memo_prefix):
         return []
-    return [n.strip() for n in memo[len(MEMO) :].split(",") if n.strip()]
+    return [n.strip() for n in memo[len(memo_prefix) :].split(",") if n.strip()]
 
 
 def _temp_index_name(name: str) -> str:

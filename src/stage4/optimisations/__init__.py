@@ -23,7 +23,9 @@ and what the generic modules need to know about it. Every unit exposes:
     someone else's object already holds the name;
 
 and, optionally, ``REBUILDS_TABLE = True`` when its step rebuilds the app's table (pre-flight
-then checks what would stop the rebuild).
+then checks what would stop the rebuild); ``STALENESS`` (qid -> budget) when its step serves
+queries from a view (``stage4.freshness.declared``); ``CLAIMS`` (figure -> value) for the
+figures MISSION.md claims after its step, shown beside the measured ones (``stage4.report``).
 
 Generic modules import this package, never a unit by name (``tests/test_imports.py``);
 the kinds of object units build (partitioned tables, materialized views, grants, pg_cron
@@ -99,4 +101,21 @@ def creates(s: Settings, revs: list[str]) -> list[tuple[str, Creates]]:
 
 def rebuilds_table(revs: list[str]) -> bool:
     """Does any of ``revs`` rebuild the app's table?"""
-    return any(getattr(by_revision(r), "REBUILDS_TABLE", False) for r in revs)
+    return rebuilder(revs) is not None
+
+
+def rebuilder(revs: list[str]) -> str | None:
+    """The first of ``revs`` whose step rebuilds the app's table; None when none does."""
+    return next((r for r in revs if getattr(by_revision(r), "REBUILDS_TABLE", False)), None)
+
+
+def staleness(rev: str) -> dict[str, str] | None:
+    """qid -> staleness budget the unit of ``rev`` declares; None for a revision without a
+    unit (its own module may declare them)."""
+    unit = by_revision(rev)
+    return None if unit is None else dict(getattr(unit, "STALENESS", {}))
+
+
+def claims() -> list[tuple[str, dict[str, float]]]:
+    """(revision, figure -> claimed value) of every unit with claims, in chain order."""
+    return [(u.REVISION, dict(u.CLAIMS)) for u in UNITS if getattr(u, "CLAIMS", None)]
