@@ -96,7 +96,7 @@ def _upgrade(run: RolloutRun) -> None:
     found = _preflight(run)
     _open_folder(run)
     _backup(run, found)
-    if run.todo[0] == "schema" and not _reference_schema(run):
+    if run.todo[0] == migrations.chain()[0] and not _reference_schema(run):
         return
     _baseline(run)
     with migrations.session(run.url):  # one connection for every step and rollback
@@ -166,8 +166,9 @@ def _backup(run: RolloutRun, found) -> None:
 def _reference_schema(run: RolloutRun) -> bool:
     """Create the reference schema, not gated (there is nothing to compare yet); False when
     it was the whole rollout (the baseline is taken before the first optimisation)."""
-    run.say("schema", "creating the reference schema")
-    rec = StepRecord("schema")
+    first = migrations.chain()[0]
+    run.say(first, "creating the reference schema")
+    rec = StepRecord(first)
     _timed_upgrade(
         run.url, rec, run.progress, run.opts.lock_timeout, run.opts.lock_retries, run.say
     )
@@ -176,7 +177,7 @@ def _reference_schema(run: RolloutRun) -> bool:
     _record(run.url, run.s)
     run.todo = run.todo[1:]
     if not run.todo:
-        run.rollout.outcome = "GO: at schema"
+        run.rollout.outcome = f"GO: at {first}"
     return bool(run.todo)
 
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stage4 import optimisations
+from stage4 import migrations, optimisations
 from stage4.config import Settings
 from stage4.errors import ConfigError, PreflightError
 
@@ -75,7 +75,7 @@ def run(
             False,
             "PostGIS is not available on the server (install postgresql-15-postgis-3 there)",
         )
-    elif postgis[0] is None and "schema" not in steps:
+    elif postgis[0] is None and migrations.chain()[0] not in steps:
         p.add(
             "postgis",
             False,
@@ -98,10 +98,10 @@ def run(
     table_exists = one("SELECT to_regclass(%s) IS NOT NULL", s.qualified_table)
     if table_exists:
         _table_checks(p, conn, s, one, expect_features)
-        if optimisations.rebuilds_table(steps):
-            _blockers(p, conn, s)
-            _parallel_start(p, conn, one)
-    elif "schema" not in steps:
+        if rebuilder := optimisations.rebuilder(steps):
+            _blockers(p, conn, s, rebuilder)
+            _parallel_start(p, conn, one, rebuilder)
+    elif migrations.chain()[0] not in steps:  # the first revision creates the table
         p.add("table", False, f"{s.qualified_table} does not exist")
     _names(p, conn, s, steps)
     # stage4's own objects (partitions, views, routines) go in its own schema
@@ -230,8 +230,8 @@ def _holds(conn, sql: str) -> bool:
         return False
 
 
-def _blockers(p: Preflight, conn, s: Settings) -> None:
-    """Dependent views and inbound foreign keys stop opt1 (it recreates the table)."""
+def _blockers(p: Preflight, conn, s: Settings, rev: str) -> None:
+    """Dependent views and inbound foreign keys stop step ``rev`` (it recreates the table)."""
     views = [
         r[0]
         for r in conn.execute(
@@ -253,14 +253,14 @@ def _blockers(p: Preflight, conn, s: Settings) -> None:
         p.add(
             "dependent views",
             False,
-            f"opt1 recreates {s.qualified_table}; drop or "
+            f"{rev} recreates {s.qualified_table}; drop or "
             f"recreate these views around it: {', '.join(views)}",
         )
     if fks:
         p.add(
             "inbound foreign keys",
             False,
-            f"opt1 recreates {s.qualified_table}; these "
+            f"{rev} recreates {s.qualified_table}; these "
             f"foreign keys reference it: {', '.join(fks)}",
         )
 
@@ -268,14 +268,14 @@ def _blockers(p: Preflight, conn, s: Settings) -> None:
 SLOW_WORKER_MS = 3.0
 
 
-def _parallel_start(p: Preflight, conn, one) -> None:
-    """What starting a parallel worker costs here: once the table is partitioned (opt1),
-    the planner runs short viewport queries as a Gather over a Parallel Append (PostGIS's
-    costly functions make splitting look worth ``parallel_setup_cost``); where a worker
-    takes milliseconds to start, a query of a few milliseconds can take several times
-    as long and the gate may call opt1 slower. A worker running PostGIS also loads it
-    first, so the figure measured here on a trivial query is a lower bound. Said, not
-    refused: opt1 carries the remedy (``stage4.optimisations.partition_by_year``)."""
+def _parallel_start(p: Preflight, conn, one, rev: str) -> None:
+    """What starting a parallel worker costs here: once step ``rev`` has partitioned the
+    table, the planner runs short viewport queries as a Gather over a Parallel Append
+    (PostGIS's costly functions make splitting look worth ``parallel_setup_cost``); where a
+    worker takes milliseconds to start, a query of a few milliseconds can take several
+    times as long and the gate may call ``rev`` slower. A worker running PostGIS also loads
+    it first, so the figure measured here on a trivial query is a lower bound. Said, not
+    refused: ``rev``'s unit carries the remedy (its ``SETTING`` and ``VALUE``)."""
     if int(one("SHOW max_parallel_workers_per_gather")) == 0:
         p.add(
             "parallel workers",
@@ -285,6 +285,7 @@ def _parallel_start(p: Preflight, conn, one) -> None:
         )
         return
     startup = worker_start_ms(conn)
+    unit = optimisations.by_revision(rev)
     p.facts["parallel_worker_ms"] = round(startup, 2)
     if startup <= SLOW_WORKER_MS:
         p.add("parallel workers", True, f"one worker starts in {startup:.1f} ms", fatal=False)
@@ -293,8 +294,8 @@ def _parallel_start(p: Preflight, conn, one) -> None:
         "parallel workers",
         False,
         f"one worker starts in {startup:.1f} ms here: a parallel "
-        "plan over the partitions would cost short queries more than they take; opt1 sets "
-        "parallel_setup_cost = 50000 for this database (new sessions; its downgrade "
+        f"plan over the partitions would cost short queries more than they take; {rev} sets "
+        f"{unit.SETTING} = {unit.VALUE} for this database (new sessions; its downgrade "
         "restores the previous value)",
         fatal=False,
     )

@@ -7,7 +7,7 @@ NO-GO, roll the step back.
 
 from __future__ import annotations
 
-from stage4 import optimisations
+from stage4 import migrations, optimisations
 from stage4.config import Settings
 from stage4.db import connect
 from stage4.optimisations import Promise
@@ -15,7 +15,7 @@ from stage4.optimisations import Promise
 
 def promises(s: Settings, rev: str) -> list[Promise]:
     """What ``rev`` promises; nothing for an unknown revision."""
-    if rev == "schema":
+    if rev == migrations.chain()[0]:  # the reference schema: its table
         q = s.qualified_table
         return [Promise(f"{q} exists", f"SELECT to_regclass('{q}') IS NOT NULL")]
     return optimisations.promises(s, rev)
