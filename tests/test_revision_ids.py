@@ -107,3 +107,16 @@ def test_a_revision_with_a_unit_leaves_its_staleness_to_the_unit(path):
     names = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
              if isinstance(t, ast.Name)}  # fmt: skip
     assert "STALENESS" not in names, f"{path.name}: declare STALENESS in its unit"
+
+
+def test_the_first_revision_is_created_not_gated_under_its_own_name(db_url, tmp_path):
+    """The gate knows the first revision from the chain, not by its id."""
+    from stage4 import gate, migrations
+
+    opts = gate.GateOptions(backup=False, reports_dir=tmp_path / "reports")
+    rollout = gate.upgrade(db_url, "schema", opts)
+    assert [(st.revision, st.verdict) for st in rollout.steps] == [
+        ("schema", "GO (reference schema, not gated)")
+    ]
+    assert rollout.outcome == "GO: at schema"
+    assert migrations.current(db_url) == "schema"
