@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stage4 import gate, migrations, snapshot, workload
+from stage4 import gate, migrations, queries, snapshot, workload
 from stage4.config import settings
 from stage4.errors import ConfigError, GateError
 
@@ -186,7 +186,9 @@ class TestGo:
         app_sql = {q.qid: q.sql for q in workload.queries(settings()).values()}
         by_rev = {st.revision: st for st in rollout.steps}
         for st in rollout.steps:
-            assert st.run.environment["workload_sql"] == app_sql, st.revision
+            sent = st.run.environment["workload_sql"]
+            assert {q: sql for q, sql in sent.items() if not queries.is_write(q)} == app_sql
+            assert {q for q in sent if queries.is_write(q)} == set(queries.WRITES), st.revision
         assert set(by_rev["opt2"].available) == {"Q1", "Q3"}
         assert set(by_rev["opt5"].available) >= {"Q1", "Q2", "Q3", "Q6", "Q7", "Q9"}
         for qid, found in by_rev["opt5"].available.items():
