@@ -14,7 +14,7 @@ PG_PKGS := postgresql-15 postgresql-15-postgis-3 postgresql-15-cron
 ARGS    ?=
 NO_GO   = || { rc=$$?; [ $$rc -ne 3 ] || echo "exit 3 = NO-GO (make says Error 3 and exits 2)" >&2; exit $$rc; }
 
-.PHONY: setup system-packages demo demo-end test lint format upgrade rehearse downgrade status plan bench baseline compare report refresh workload-capture seed db-start db-stop clean
+.PHONY: setup system-packages demo demo-end test test-fast lint format upgrade rehearse downgrade status plan bench baseline compare report refresh workload-capture seed db-start db-stop clean
 
 $(BIN)/stage4: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,9 @@ demo-end:  ## the demo's last lines: where the database is, where the report is,
 
 test: setup  ## the whole test suite against a real PostgreSQL + PostGIS
 	$(BIN)/pytest
+
+test-fast: setup  ## the edit-run loop: every test but those marked slow (gated rollouts, benches)
+	$(BIN)/pytest -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src alembic tests benchmarks

@@ -62,6 +62,7 @@ def _opts(tmp_path: Path) -> gate.GateOptions:
     return gate.GateOptions(backup=False, reports_dir=tmp_path, **FAST)
 
 
+@pytest.mark.slow
 def test_app_inserts_under_rls_during_a_gated_opt1_break_no_promise(
     seeded_url: str, tmp_path: Path
 ) -> None:
@@ -92,6 +93,7 @@ def test_app_inserts_under_rls_during_a_gated_opt1_break_no_promise(
     assert migrations.current(seeded_url) == "opt1"
 
 
+@pytest.mark.slow
 def test_a_quiet_gated_opt1_counts_no_app_write(seeded_url: str, tmp_path: Path) -> None:
     rollout = gate.upgrade(seeded_url, "opt1", _opts(tmp_path))
     step = rollout.steps[-1]
@@ -108,6 +110,7 @@ def test_a_quiet_gated_opt1_counts_no_app_write(seeded_url: str, tmp_path: Path)
     assert {label for label, _ in loads} >= {"BASELINE", "OPT1"}, loads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rev", ["opt2"])
 def test_a_quiet_gated_backfill_counts_no_app_write(
     seeded_url: str, tmp_path: Path, rev: str

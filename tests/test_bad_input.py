@@ -115,6 +115,7 @@ class TestConnection:
             f"cannot connect to postgres@127.0.0.1:{port}/biblioteca: Connection refused"
         )
 
+    @pytest.mark.slow
     def test_real_process_prints_one_line(self, role: str, seeded_url: str) -> None:
         """Through the console entry point: one line on stderr, exit code, no traceback."""
         env = {**os.environ, "PYTHONPATH": str(SRC)}

@@ -9,6 +9,7 @@ from stage4 import baseline, bench
 FAST = {"iterations": 1, "concurrency": 1, "duration": 1.0}
 
 
+@pytest.mark.slow
 def test_choose_measures_a_run_only_when_none_is_stored(seeded_url: str) -> None:
     measured: list[int] = []
 
@@ -23,6 +24,7 @@ def test_choose_measures_a_run_only_when_none_is_stored(seeded_url: str) -> None
     assert again == first and measured == [first]  # the latest stored run: nothing measured
 
 
+@pytest.mark.slow
 def test_a_run_compared_with_itself_is_go_with_the_same_results(seeded_url: str) -> None:
     run = bench.run(seeded_url, label="BASELINE", **FAST)
     chosen = baseline.choose(
@@ -37,6 +39,7 @@ def test_a_run_compared_with_itself_is_go_with_the_same_results(seeded_url: str)
     assert c.ratio_mean == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_two_stored_runs_print_one_ratio_per_query(seeded_url: str) -> None:
     """`stage4 compare`'s table, the comparison and the database's own baseline_comparison
     view give each query the same ratio (its medians'), its sign the delta's."""

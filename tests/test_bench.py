@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import psycopg
+import pytest
 
 from stage4 import bench, stats, store, throughput, workload
 from stage4.config import settings
@@ -21,6 +22,7 @@ WRITES = ["W1", "W2", "W3"]  # the app's writes, rolled back (test_writes.py)
 FAST = {"iterations": 2, "concurrency": 2, "duration": 1}
 
 
+@pytest.mark.slow
 def test_run_measures_every_query_and_is_stored(seeded_url: str) -> None:
     ticks: list[tuple[str, int, int]] = []
     run = bench.run(seeded_url, label="t1", progress=lambda *a: ticks.append(a), **FAST)
@@ -42,6 +44,7 @@ def test_run_measures_every_query_and_is_stored(seeded_url: str) -> None:
     assert run.overall["p50"] <= run.overall["p95"] <= run.overall["p99"]
 
 
+@pytest.mark.slow
 def test_fingerprints_are_stable_across_runs(seeded_url: str) -> None:
     a = bench.run(seeded_url, label="a", **FAST)
     b = bench.run(seeded_url, label="b", iterations=3, concurrency=1, duration=1)
@@ -49,6 +52,7 @@ def test_fingerprints_are_stable_across_runs(seeded_url: str) -> None:
     assert len(set(a.fingerprints.values())) == 13
 
 
+@pytest.mark.slow
 def test_the_app_sql_is_measured_and_rewrites_are_only_recorded(seeded_url: str) -> None:
     s = settings()
     base = bench.run(seeded_url, label="base", **FAST)
@@ -82,6 +86,7 @@ def test_the_app_sql_is_measured_and_rewrites_are_only_recorded(seeded_url: str)
     assert stats.gate_verdict({}, ok).go
 
 
+@pytest.mark.slow
 def test_dropping_the_gist_index_keeps_results_and_is_compared(seeded_url: str) -> None:
     s = settings()
     base = bench.run(seeded_url, label="base", **FAST)
@@ -94,6 +99,7 @@ def test_dropping_the_gist_index_keeps_results_and_is_compared(seeded_url: str) 
     assert all(c.verdict in (stats.SLOWER, stats.FASTER, stats.NO_CHANGE) for c in comps.values())
 
 
+@pytest.mark.slow
 def test_materialized_views_are_read_as_the_app_finds_them(seeded_url: str) -> None:
     """The bench never refreshes a view first: that would hide a stale one."""
     s = settings()
@@ -112,6 +118,7 @@ def test_materialized_views_are_read_as_the_app_finds_them(seeded_url: str) -> N
     assert populated is False
 
 
+@pytest.mark.slow
 def test_metrics_json_fields(seeded_url: str, tmp_path) -> None:
     run = bench.run(seeded_url, label="opt1", **FAST)
     path = export(run, tmp_path)
@@ -158,6 +165,7 @@ def test_python_threads_fallback_measures_throughput(seeded_url: str) -> None:
     assert throughput.threads(seeded_url, ["SELECT 1"], 2, 0.3, 1) > 0
 
 
+@pytest.mark.slow
 def test_workload_files_are_measured_like_q1_q10(seeded_url: str, tmp_path) -> None:
     (tmp_path / "recent.sql").write_text(
         "\\set ano random(2021, 2024)\nSELECT id, nome FROM geometrias "
@@ -184,6 +192,7 @@ def test_workload_files_are_measured_like_q1_q10(seeded_url: str, tmp_path) -> N
         assert store.load_run(conn, a.run_id).samples["recent"] == a.samples["recent"]
 
 
+@pytest.mark.slow
 def test_cli_bench_baseline_compare_take_a_workload_folder(
     seeded_url: str, tmp_path, monkeypatch, capsys
 ) -> None:
@@ -223,6 +232,7 @@ def test_cli_bench_baseline_compare_take_a_workload_folder(
     assert code == 0 and "recent" in out
 
 
+@pytest.mark.slow
 def test_pgbench_runs_a_statement_with_a_comment_line_whole(seeded_url: str) -> None:
     """A workload file's `--` comment ends at its line: the statement after it still runs
     (a sleep of 0.3 s caps one client near 3 statements a second)."""

@@ -30,6 +30,7 @@ def _with_statements(url: str) -> None:
         conn.execute("UPDATE geometrias SET nome = nome WHERE id = 1")  # a write: never captured
 
 
+@pytest.mark.slow
 def test_the_heaviest_read_is_written_with_its_parameters_to_complete(
     seeded_url: str, tmp_path: Path
 ) -> None:
@@ -81,6 +82,7 @@ def test_without_the_extension_one_line_says_how_to_get_it(seeded_url: str, tmp_
     assert not list(tmp_path.glob("*.sql"))
 
 
+@pytest.mark.slow
 def test_the_same_sql_under_two_roles_is_written_once(seeded_url: str, tmp_path: Path) -> None:
     """pg_stat_statements keeps one entry per role: the capture writes one file, calls summed."""
     _with_statements(seeded_url)

@@ -92,6 +92,7 @@ def supabase_url(seeded_url: str) -> str:
     return seeded_url
 
 
+@pytest.mark.slow
 def test_whole_chain_keeps_every_answer_and_comes_back_exactly(supabase_url: str) -> None:
     with psycopg.connect(supabase_url, autocommit=True) as conn:
         before = snapshot.take(conn)

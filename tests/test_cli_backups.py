@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 from typer.testing import CliRunner
 
 from stage4 import backup
@@ -50,6 +51,7 @@ def test_retain_names_this_runs_dump_and_what_went(seeded_url: str, tmp_path: Pa
     assert backup.retain(tmp_path, 2, began) == (made, old)  # this run's and the newest stay
 
 
+@pytest.mark.slow
 def test_upgrade_keeps_n_backups_and_prints_a_restore_command_that_works(
     seeded_url: str, tmp_path: Path
 ) -> None:
@@ -115,6 +117,7 @@ def test_upgrade_keeps_n_backups_and_prints_a_restore_command_that_works(
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.slow
 def test_progress_lines_when_not_a_terminal(seeded_url: str, tmp_path: Path) -> None:
     """CI logs: one line per phase and per measured part, each with its duration."""
     result = CliRunner().invoke(
@@ -153,6 +156,7 @@ def test_progress_lines_when_not_a_terminal(seeded_url: str, tmp_path: Path) -> 
         assert any(re.fullmatch(pattern, ln) for ln in lines), (pattern, lines)
 
 
+@pytest.mark.slow
 def test_throughput_bar_counts_seconds() -> None:
     """On a terminal the throughput task (counted in seconds) advances with the clock."""
     from rich.console import Console

@@ -22,6 +22,7 @@ def _main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     return e.value.code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_bench_prints_a_table_and_writes_metrics(seeded_url: str, tmp_path) -> None:
     result = runner.invoke(
         cli.app,
@@ -44,6 +45,7 @@ def test_bench_prints_a_table_and_writes_metrics(seeded_url: str, tmp_path) -> N
     assert (tmp_path / "METRICS_DEMO.json").is_file()
 
 
+@pytest.mark.slow
 def test_baseline_refuses_overwrite_without_force(seeded_url: str, monkeypatch, capsys) -> None:
     url = ["--database-url", seeded_url]
     first = runner.invoke(cli.app, [*url, "baseline", *FAST])  # no run yet: measures one
@@ -59,6 +61,7 @@ def test_baseline_refuses_overwrite_without_force(seeded_url: str, monkeypatch, 
     assert forced.exit_code == 0 and "baseline: run 2" in forced.output
 
 
+@pytest.mark.slow
 def test_compare_shows_verdicts_against_the_baseline(seeded_url: str) -> None:
     url = ["--database-url", seeded_url]
     assert runner.invoke(cli.app, [*url, "baseline", *FAST]).exit_code == 0

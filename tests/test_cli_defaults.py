@@ -16,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import psycopg
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -64,6 +65,7 @@ def test_rehearse_takes_every_judging_option_of_upgrade_defined_once() -> None:
             assert flag in _help("upgrade") and flag in shown, flag
 
 
+@pytest.mark.slow
 def test_rehearse_passes_the_judging_options_to_its_rollout(
     seeded_url: str, db_url: str, tmp_path: Path
 ) -> None:
@@ -269,6 +271,7 @@ def test_a_killed_runs_partial_dump_is_cleaned_and_never_a_backup(
         live.wait()
 
 
+@pytest.mark.slow
 def test_the_restore_command_quotes_a_path_with_a_space_and_a_substitution(
     seeded_url: str, tmp_path: Path
 ) -> None:
@@ -353,6 +356,7 @@ def test_help_texts_wrap_at_80_columns_without_hard_breaks() -> None:
     assert "default: [tool.stage4] lock_timeout." in _help("upgrade")
 
 
+@pytest.mark.slow
 def test_a_closed_stdout_ends_quietly() -> None:
     for command in (
         ["upgrade", "--help"],
@@ -391,6 +395,7 @@ def test_plan_to_base_plans_the_downgrade(seeded_url: str) -> None:
     assert migrations.current(seeded_url) == "schema"  # offline: nothing ran
 
 
+@pytest.mark.slow
 def test_no_gate_says_what_the_gate_would_have_refused(
     seeded_url: str,
     scripts,  # noqa: F811
@@ -423,6 +428,7 @@ def test_no_gate_says_what_the_gate_would_have_refused(
     assert "Q4 result changed" in report
 
 
+@pytest.mark.slow
 def test_accepted_drift_is_said_once(seeded_url: str, tmp_path: Path) -> None:
     from stage4 import drift
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stage4 import migrations
 from stage4.config import redact
 
@@ -29,6 +31,7 @@ def _demo_end(url: str, reports: Path) -> list[str]:
     return done.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_demo_ends_with_where_and_what_next(seeded_url: str, tmp_path: Path) -> None:
     run = tmp_path / "reports" / "20261201-050000"
     run.mkdir(parents=True)
@@ -48,6 +51,7 @@ def test_demo_ends_with_where_and_what_next(seeded_url: str, tmp_path: Path) -> 
     ]
 
 
+@pytest.mark.slow
 def test_demo_end_without_a_report_says_how_to_get_one(seeded_url: str, tmp_path: Path) -> None:
     lines = _demo_end(seeded_url, tmp_path / "none")
     assert lines[2] == f"Report:   none yet (make upgrade writes one under {tmp_path / 'none'}/)"

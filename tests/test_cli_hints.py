@@ -85,6 +85,7 @@ def _command(tokens: list[str]):
     return cmd, tokens
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("where", "hint"),
     [h for h in HINTS if h[1].startswith("stage4 ")],
@@ -123,6 +124,7 @@ def test_alembic_hint_parses(where: str, hint: str) -> None:
         pytest.fail(f"{where}: alembic refuses {hint!r} (exit {e.code})")
 
 
+@pytest.mark.slow
 def test_the_lock_timeout_hint_runs(seeded_url: str) -> None:
     """The message's hint, run as written (with the database URL), gets past the lock
     it had queued behind once the holder commits within the raised timeout."""

@@ -29,6 +29,7 @@ def tmp_path() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_lifecycle_keeps_data_across_restart(tmp_path: Path) -> None:
     c = Cluster(home=tmp_path / "emb", database="lifecycle")
     assert c.status()["initialized"] is False
@@ -57,6 +58,7 @@ def test_lifecycle_keeps_data_across_restart(tmp_path: Path) -> None:
     assert not (tmp_path / "emb").exists()
 
 
+@pytest.mark.slow
 def test_url_names_loopback_database_and_password_file(tmp_path: Path) -> None:
     c = Cluster(home=tmp_path / "emb2", database="named")
     c.init()
@@ -80,6 +82,7 @@ def _login(c: Cluster, **kw) -> None:
     psycopg.connect(**params).close()
 
 
+@pytest.mark.slow
 def test_every_login_needs_the_password(tmp_path: Path) -> None:
     c = Cluster(home=tmp_path / "auth", database="auth")
     c.ensure_started()
@@ -104,6 +107,7 @@ def test_every_login_needs_the_password(tmp_path: Path) -> None:
         c.destroy()
 
 
+@pytest.mark.slow
 def test_a_trusting_cluster_from_an_older_stage4_is_converted(tmp_path: Path) -> None:
     """An existing ``.stage4/`` made with trust authentication: the next start gives the
     superuser a password, keeps it in pgpass, requires it, and says so."""
@@ -135,6 +139,7 @@ def test_a_trusting_cluster_from_an_older_stage4_is_converted(tmp_path: Path) ->
         c.destroy()
 
 
+@pytest.mark.slow
 def test_a_taken_port_is_replaced_and_said(tmp_path: Path) -> None:
     said: list[str] = []
     c = Cluster(home=tmp_path / "port", database="port", notice=said.append)
@@ -163,6 +168,7 @@ def test_a_taken_port_is_replaced_and_said(tmp_path: Path) -> None:
         c.destroy()
 
 
+@pytest.mark.slow
 def test_db_commands_show_port_size_and_hide_the_password(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,6 +201,7 @@ def test_db_commands_show_port_size_and_hide_the_password(
         c.destroy()
 
 
+@pytest.mark.slow
 def test_a_lost_password_file_is_one_clear_line(tmp_path: Path) -> None:
     c = Cluster(home=tmp_path / "lost", database="lost")
     c.ensure_started()

@@ -96,6 +96,7 @@ def test_every_rpc_anon_calls_at_schema_it_calls_at_opt5(column_url: str) -> Non
         assert visibility.wider(reach, visibility.take(conn, S)) == []
 
 
+@pytest.mark.slow
 def test_a_view_column_is_granted_iff_every_column_it_reveals_is(column_url: str) -> None:
     """anon without the date: it reads the tile view's other columns (tile_mvt works), not
     the date, not the monthly view (its rows are counted by date), nothing it lacked."""
@@ -130,6 +131,7 @@ def test_a_view_column_is_granted_iff_every_column_it_reveals_is(column_url: str
             ).fetchone()[0]
 
 
+@pytest.mark.slow
 def test_grant_option_and_public_column_grants_are_honoured(column_url: str) -> None:
     """PUBLIC's column grants count for every role; a grant option travels only where the
     role holds it on every column a view column reveals."""
@@ -156,6 +158,7 @@ def test_grant_option_and_public_column_grants_are_honoured(column_url: str) -> 
     assert ("id", "anon", False) in acl and ("nome", "anon", True) not in acl
 
 
+@pytest.mark.slow
 def test_the_declared_reveals_name_what_the_views_read(column_url: str) -> None:
     """Each view's ``reveals`` covers its columns exactly and names every table column its
     query reads (its rule's dependencies); the catalog fallback gives the same union."""
@@ -207,6 +210,7 @@ def test_without_declared_reveals_a_view_column_needs_every_column_the_query_rea
             conn.execute(f"DROP ROLE {role}")
 
 
+@pytest.mark.slow
 def test_with_rls_on_the_views_stay_their_owners(column_url: str) -> None:
     with psycopg.connect(column_url, autocommit=True) as conn:
         conn.execute(f"ALTER TABLE {T} ENABLE ROW LEVEL SECURITY")
@@ -283,6 +287,7 @@ def downgrade() -> None:
 '''
 
 
+@pytest.mark.slow
 def test_a_step_that_loses_a_role_an_rpc_is_no_go_naming_both(
     column_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,7 @@ def five_k_url(seeded_url: str) -> str:
     return seeded_url
 
 
+@pytest.mark.slow
 def test_committed_writes_survive_opt1_round_trip(harness, five_k_url: str) -> None:
     for verb, target in [("upgrade", "opt1"), ("downgrade", "schema")]:
         r = harness.step(five_k_url, verb, target, batch_rows=500, max_ops=3000)
@@ -44,6 +45,7 @@ def test_committed_writes_survive_opt1_round_trip(harness, five_k_url: str) -> N
         assert migrations.current(five_k_url) == target
 
 
+@pytest.mark.slow
 def test_committed_writes_survive_opt2_round_trip(harness, five_k_url: str) -> None:
     """opt2's backfill, then its downgrade, under an unpaced writer (inserts, updates that
     move rows between partitions, deletes) and a reader: no deadlock, every committed write
@@ -81,6 +83,7 @@ def test_the_check_catches_a_lost_and_a_stray_write(harness) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_gated_rollout_and_rollback_under_an_app_writer(harness, five_k_url: str, tmp_path):
     """A writer committing ~30 writes/s through a gated `upgrade --to opt1` and `downgrade
     --to schema`: both exit 0, no promise "broken" by the app's own writes, no advice to

@@ -38,12 +38,14 @@ def _change_search_body(url: str) -> None:
 
 
 class TestRecorded:
+    @pytest.mark.slow
     def test_no_drift_right_after_the_record(self, seeded_url: str) -> None:
         record_id = drift.record(seeded_url)
         found = drift.check(seeded_url)
         assert found.differences == []
         assert re.fullmatch(rf"record {record_id} of schema, taken [-\d]+ [:\d]+", found.source)
 
+    @pytest.mark.slow
     def test_names_a_dropped_index(self, seeded_url: str) -> None:
         drift.record(seeded_url)
         _sql(seeded_url, "DROP INDEX public.geometrias_geom_gist")
@@ -83,6 +85,7 @@ class TestRecorded:
             "database setting work_mem=64MB: not in the record (added)"
         ]
 
+    @pytest.mark.slow
     def test_a_detached_partition_named_future_partitions_allowed(self, seeded_url) -> None:
         migrations.upgrade(seeded_url, "opt4")
         drift.record(seeded_url)
@@ -103,6 +106,7 @@ class TestRecorded:
             "trigger zz_stage4_gis_columns of stage4.geometrias_p2020: missing",
         ]
 
+    @pytest.mark.slow
     @pytest.mark.cron
     def test_names_a_removed_cron_job(self, cron_url: str) -> None:
         migrations.upgrade(cron_url, "opt4")
@@ -115,6 +119,7 @@ class TestRecorded:
 class TestPromises:
     """No record (plain alembic): the promises of every revision up to the current one."""
 
+    @pytest.mark.slow
     def test_falls_back_to_the_promises(self, seeded_url: str) -> None:
         migrations.upgrade(seeded_url, "opt1")
         found = drift.check(seeded_url)
@@ -127,6 +132,7 @@ class TestPromises:
             "opt1 promises GiST index on the geometry of the parent: broken"
         ]
 
+    @pytest.mark.slow
     def test_a_record_of_another_revision_is_not_used(self, seeded_url: str) -> None:
         drift.record(seeded_url)  # of schema
         migrations.upgrade(seeded_url, "opt1")
@@ -164,6 +170,7 @@ class TestCli:
 
 
 class TestUpgrade:
+    @pytest.mark.slow
     def test_refuses_a_drifted_database_then_accepts_it(
         self, seeded_url: str, tmp_path, monkeypatch, capsys
     ) -> None:
@@ -271,6 +278,7 @@ def _up_with_records(url: str, target: str) -> None:
         drift.record(url)
 
 
+@pytest.mark.slow
 def test_plain_alembic_downgrade_from_opt4_is_not_drift_and_opt4_upgrades_again(
     seeded_url: str, tmp_path
 ) -> None:
@@ -322,6 +330,7 @@ def test_plain_alembic_downgrade_from_opt4_is_not_drift_and_opt4_upgrades_again(
     assert outcome.startswith(("GO", "NO-GO")), outcome
 
 
+@pytest.mark.slow
 def test_a_record_taken_going_down_is_never_the_desired_state(seeded_url: str, tmp_path) -> None:
     """Up to opt4 (each revision recorded), `stage4 downgrade --to schema` (records nothing;
     an older stage4 recorded opt1 on the way down, with opt4's partitions: such a record,

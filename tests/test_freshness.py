@@ -117,6 +117,7 @@ def _opts(tmp_path: Path, **kw) -> gate.GateOptions:
 
 
 class TestGate:
+    @pytest.mark.slow
     def test_a_stale_read_without_a_budget_is_no_go_even_with_accept_stale(
         self, seeded_url, stale_step, tmp_path
     ) -> None:
@@ -127,6 +128,7 @@ class TestGate:
         assert "no revision declares a staleness budget for it" in str(e.value)
         assert migrations.current(seeded_url) == "schema"
 
+    @pytest.mark.slow
     def test_a_declared_budget_needs_accept_stale(self, seeded_url, stale_step, tmp_path) -> None:
         stale_step(declared=True)
         with pytest.raises(GateError) as e:

@@ -96,6 +96,7 @@ def _no_go(url: str, target: str, tmp_path: Path, **kw) -> tuple[GateError, dict
 
 
 class TestNoGo:
+    @pytest.mark.slow
     def test_a_slower_step_is_rolled_back_exactly(self, seeded_url, scripts, tmp_path) -> None:
         scripts("slow")
         err, _, _ = _no_go(seeded_url, "slow", tmp_path)
@@ -113,11 +114,13 @@ class TestNoGo:
         rollout = json.loads(next((tmp_path / "reports").glob("*/rollout.json")).read_text())
         assert rollout["steps"][0]["restored_exactly"] is True
 
+    @pytest.mark.slow
     def test_a_result_changing_step_is_no_go(self, seeded_url, scripts, tmp_path) -> None:
         scripts("wrong")
         err, _, _ = _no_go(seeded_url, "wrong", tmp_path)
         assert "Q4 result changed: fingerprint differs from baseline" in str(err)
 
+    @pytest.mark.slow
     def test_no_gate_keeps_the_step_and_records_the_override(
         self, seeded_url, scripts, tmp_path
     ) -> None:
@@ -129,6 +132,7 @@ class TestNoGo:
 
 
 class TestWorkloadFiles:
+    @pytest.mark.slow
     def test_a_file_that_fails_after_a_step_is_no_go_naming_it(
         self, seeded_url, scripts, tmp_path
     ) -> None:
@@ -149,6 +153,7 @@ class TestWorkloadFiles:
         [step] = rollout["steps"]
         assert "recent" in step["comparisons"] and "extra" not in step["comparisons"]
 
+    @pytest.mark.slow
     def test_a_file_that_fails_before_any_step_is_refused(
         self, seeded_url, scripts, tmp_path
     ) -> None:
@@ -168,6 +173,7 @@ class TestWorkloadFiles:
 
 
 class TestGo:
+    @pytest.mark.slow
     def test_upgrade_to_head_passes_every_gate_and_reports(self, seeded_url, tmp_path) -> None:
         # Wide margins on purpose: at 2,000 rows every query takes a few ms and a shared
         # 2-core machine moves that by more than 2 ms now and then. The mechanics (promises,
@@ -220,6 +226,7 @@ WIDE = {"threshold": 1.0, "min_delta_ms": 25}
 class TestJudgeTarget:
     """--judge target: the steps are one package, gated at the target only."""
 
+    @pytest.mark.slow
     def test_a_step_paid_back_by_the_next_one_passes_as_a_package(
         self, seeded_url, scripts, tmp_path
     ) -> None:
@@ -239,6 +246,7 @@ class TestJudgeTarget:
         assert awake.verdict == "GO", awake.reasons
         assert rollout.outcome == "GO: at awake"
 
+    @pytest.mark.slow
     def test_a_package_that_does_not_pay_is_rolled_back_whole(
         self, seeded_url, scripts, tmp_path
     ) -> None:
@@ -271,6 +279,7 @@ class TestJudgeTarget:
         assert sleepy["rollback_seconds"] > 0 and idle["rollback_seconds"] > 0
         assert rollout["options"]["judge"] == "target"
 
+    @pytest.mark.slow
     def test_a_changed_result_is_refused_at_any_step_of_a_package(
         self, seeded_url, scripts, tmp_path
     ) -> None:
@@ -283,6 +292,7 @@ class TestJudgeTarget:
         assert "wrong was rolled back in" in str(e.value)
         assert migrations.current(seeded_url) == "schema"
 
+    @pytest.mark.slow
     def test_a_rollback_that_cannot_take_its_lock_says_how_to_finish(
         self, seeded_url, scripts, tmp_path
     ) -> None:
@@ -321,6 +331,7 @@ class TestJudgeTarget:
 
 
 class TestFailure:
+    @pytest.mark.slow
     def test_a_step_that_cannot_take_its_lock_fails_cleanly_and_is_reported(
         self, seeded_url, tmp_path
     ) -> None:

@@ -128,6 +128,7 @@ def folder(tmp_path: Path) -> Path:
 CASES = [("copy", "sigkill"), ("copy", "terminate"), ("swap", "sigkill"), ("swap", "terminate")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("phase", "how"), CASES, ids=[f"{p}-{h}" for p, h in CASES])
 def test_interrupted_upgrade_leaves_schema_then_succeeds(
     seeded_url: str, folder: Path, phase: str, how: str
@@ -142,6 +143,7 @@ def test_interrupted_upgrade_leaves_schema_then_succeeds(
     assert _snap(seeded_url)["data"] == before["data"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("phase", "how"), CASES[:2], ids=[f"{p}-{h}" for p, h in CASES[:2]])
 def test_interrupted_downgrade_leaves_opt1_then_succeeds(
     seeded_url: str, folder: Path, phase: str, how: str
@@ -289,6 +291,7 @@ def _judged_next(url: str, tmp: Path) -> None:
     assert _unjudged_line("opt1") not in _status(url, tmp)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_interrupted_benchmark_rolls_the_step_back(seeded_url: str, tmp_path: Path, sig) -> None:
     run = Rollout(seeded_url, tmp_path, "--no-backup")
@@ -310,6 +313,7 @@ def test_interrupted_benchmark_rolls_the_step_back(seeded_url: str, tmp_path: Pa
     assert _unjudged_line("opt1") not in status
 
 
+@pytest.mark.slow
 def test_keep_unjudged_then_the_next_upgrade_judges_it(seeded_url: str, tmp_path: Path) -> None:
     run = Rollout(seeded_url, tmp_path, "--no-backup", "--keep-unjudged")
     run.in_benchmark()
@@ -327,6 +331,7 @@ def test_keep_unjudged_then_the_next_upgrade_judges_it(seeded_url: str, tmp_path
     _judged_next(seeded_url, tmp_path)
 
 
+@pytest.mark.slow
 def test_killed_during_the_benchmark_status_names_the_unjudged_step(
     seeded_url: str, tmp_path: Path
 ) -> None:
@@ -342,6 +347,7 @@ def test_killed_during_the_benchmark_status_names_the_unjudged_step(
     _judged_next(seeded_url, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_interrupted_backup_leaves_no_pg_dump_and_no_file(
     seeded_url: str, tmp_path: Path, sig
@@ -384,6 +390,7 @@ def _until_it_waits_for_the_blocker(url: str, run: Rollout) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_interrupted_step_is_rolled_back_by_postgresql(seeded_url: str, tmp_path: Path) -> None:
     blocker = psycopg.connect(seeded_url, application_name="blocking-app")
     blocker.execute("UPDATE geometrias SET descricao = descricao WHERE id = 7")
@@ -404,6 +411,7 @@ def test_interrupted_step_is_rolled_back_by_postgresql(seeded_url: str, tmp_path
     assert "revision: schema" in status and _unjudged_line("opt1") not in status
 
 
+@pytest.mark.slow
 def test_interrupted_rollback_leaves_the_step_named_unjudged(
     seeded_url: str, tmp_path: Path
 ) -> None:

@@ -53,6 +53,7 @@ def _expected(verb: str, target: str, pid: int, state: str, mode: str) -> re.Pat
 
 
 class TestUpgradeBlocked:
+    @pytest.mark.slow
     @pytest.mark.parametrize(
         ("sql", "mode"),
         [
@@ -83,6 +84,7 @@ class TestUpgradeBlocked:
         migrations.upgrade(seeded_url, "opt1", lock_timeout="1s")
         assert migrations.current(seeded_url) == "opt1"
 
+    @pytest.mark.slow
     def test_in_a_session_the_next_step_runs_after_a_timeout(self, seeded_url: str) -> None:
         """A failed step leaves a shared connection clean: the retry in the same session works."""
         with migrations.session(seeded_url):
@@ -97,6 +99,7 @@ class TestUpgradeBlocked:
             migrations.upgrade(seeded_url, "opt1", lock_timeout="1s")
         assert migrations.current(seeded_url) == "opt1"
 
+    @pytest.mark.slow
     def test_in_a_session_each_step_gets_its_timeout(self, seeded_url: str) -> None:
         """env.py sets the timeouts once per pooled connection: a changed timeout, and a new
         connection (the old one was killed), get them set again. Were either skipped, the
@@ -133,6 +136,7 @@ class TestUpgradeBlocked:
             "it has finished since: retry"
         )
 
+    @pytest.mark.slow
     def test_active_holder_shows_its_state(self, seeded_url: str) -> None:
         """A blocker running a long statement (not idle) is reported as active."""
         from stage4 import locks
@@ -164,6 +168,7 @@ def _swallow(conn: psycopg.Connection, sql: str) -> None:
 
 
 class TestDowngradeBlocked:
+    @pytest.mark.slow
     def test_cli_downgrade_names_pid_then_succeeds(self, seeded_url: str) -> None:
         migrations.upgrade(seeded_url, "opt1")
         blocker = _blocker(seeded_url, INSERT)  # locks the parent and the 2023 partition
@@ -245,6 +250,7 @@ def _lock_sessions(url: str) -> dict[int, str]:
 
 
 class TestOneRolloutAtATime:
+    @pytest.mark.slow
     def test_two_upgrades_started_together_one_is_refused_naming_the_other(
         self, seeded_url: str, tmp_path: Path
     ) -> None:
@@ -289,6 +295,7 @@ class TestOneRolloutAtATime:
                 == 1
             )
 
+    @pytest.mark.slow
     def test_alembic_and_stage4_downgrade_are_refused_during_a_rollout(
         self, seeded_url: str, tmp_path: Path
     ) -> None:
@@ -361,6 +368,7 @@ class TestOneRolloutAtATime:
         with psycopg.connect(seeded_url, autocommit=True) as conn:
             assert locks.rollout_holder(conn) is None  # released at the end
 
+    @pytest.mark.slow
     def test_bench_runs_beside_a_rollout_and_says_so(self, seeded_url: str, tmp_path: Path):
         with locks.rollout_lock(seeded_url, "upgrade --to opt2"):
             (pid,) = [

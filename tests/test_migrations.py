@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 from pytest_alembic.tests import (  # noqa: F401 - collected as tests
     test_single_head_revision,
     test_up_down_consistency,
@@ -28,6 +29,7 @@ def test_every_revision_renders_offline_sql() -> None:
         assert f"-> {rev}" in sql
 
 
+@pytest.mark.slow
 def test_alembic_command_line_works_as_alembic_users_expect(seeded_url: str) -> None:
     """`alembic upgrade`, `current`, `history`, `downgrade -1` from the README, for real."""
     import subprocess
@@ -55,6 +57,7 @@ def test_alembic_command_line_works_as_alembic_users_expect(seeded_url: str) -> 
     assert migrations.current(seeded_url) == "schema"
 
 
+@pytest.mark.slow
 def test_stage4_downgrade_checks_rows_and_promises(seeded_url: str) -> None:
     from typer.testing import CliRunner
 

@@ -184,6 +184,7 @@ class TestSettle:
 
 
 class TestRoundTrip:
+    @pytest.mark.slow
     def test_everything_carried_over_and_back(self, supabase_url: str) -> None:
         before = _snap(supabase_url)
         migrations.upgrade(supabase_url, "opt1")
@@ -205,6 +206,7 @@ class TestRoundTrip:
         migrations.upgrade(supabase_url, "opt1")
         assert _one(supabase_url, "SELECT count(*) FROM geometrias")[0] == 2000
 
+    @pytest.mark.slow
     @pytest.mark.parametrize("previous", [None, "2000", "50000"])
     def test_parallel_setup_cost_for_the_database_then_put_back(self, seeded_url, previous):
         """A Gather over the partitions costs short queries a worker's start: opt1 sets
@@ -314,6 +316,7 @@ class TestRefusal:
 
 
 class TestLocks:
+    @pytest.mark.slow
     def test_lock_timeout_fails_fast_then_succeeds(self, seeded_url: str) -> None:
         blocker = psycopg.connect(seeded_url)
         blocker.execute(

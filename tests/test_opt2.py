@@ -60,6 +60,7 @@ def _same(a: list, b: list) -> bool:
 
 
 class TestRoundTrip:
+    @pytest.mark.slow
     def test_partitioned_table(self, seeded_url):
         """After opt1 the table is partitioned: columns and settings cascade to partitions."""
         migrations.upgrade(seeded_url, "opt1")
@@ -85,6 +86,7 @@ class TestRoundTrip:
         assert {r[4] for r in rows if r[1] == "descricao"} == {"l"}
         assert triggers == years  # cloned to every partition
 
+    @pytest.mark.slow
     def test_restores_non_default_storage(self, seeded_url):
         migrations.upgrade(seeded_url, "opt1")
         with psycopg.connect(seeded_url) as conn:
@@ -268,6 +270,7 @@ class TestOnline:
             wrong, total = app.execute(AREA_RIGHT).fetchone()
             assert (wrong, total) == (0, 2000 + len(written))
 
+    @pytest.mark.slow
     def test_a_row_written_behind_the_backfill_is_caught_up(self, seeded_url):
         """A row written, once every block has been passed, by a session whose triggers do
         not fire (a replication apply: session_replication_role = replica) still gets its
@@ -348,6 +351,7 @@ class TestOnline:
         assert snapshot.diff(before, _snap(seeded_url)) == []
         assert _rows(seeded_url) == rows
 
+    @pytest.mark.slow
     def test_an_interrupt_during_the_backfill_leaves_opt1_exactly(self, seeded_url):
         """SIGINT while a batch waits for an app's row lock: the batch is cancelled, the
         batches already committed are dropped with the columns, nothing of the app's lost.
@@ -406,6 +410,7 @@ class TestOnline:
         with psycopg.connect(seeded_url) as conn:
             assert conn.execute(AREA_RIGHT).fetchone()[0] == 0
 
+    @pytest.mark.slow
     def test_a_killed_backfill_is_resumed_then_downgraded_exactly(self, seeded_url, tmp_path):
         """SIGKILL during the backfill leaves part 1 committed at opt1; the next upgrade
         resumes the backfill (no clash with its own columns), the downgrade restores opt1.

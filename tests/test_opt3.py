@@ -70,6 +70,7 @@ def _acl_and_comment(url) -> tuple:
         ).fetchone()
 
 
+@pytest.mark.slow
 def test_round_trip_same_results_and_the_index_on_every_partition(seeded_url):
     migrations.upgrade(seeded_url, "opt2")
     before_rows = _results(seeded_url)
@@ -140,6 +141,7 @@ def test_a_row_written_is_found_by_the_next_search(seeded_url):
         assert app.execute(CALL, ("yara", *BOXES[0])).fetchall() == []
 
 
+@pytest.mark.slow
 def test_nothing_new_in_public_and_rls_applies_as_before(seeded_url):
     migrations.upgrade(seeded_url, "opt2")
     with psycopg.connect(seeded_url, autocommit=True) as conn:
@@ -208,6 +210,7 @@ def test_an_index_of_the_same_name_is_refused(seeded_url):
     assert snapshot.diff(before, _snap(seeded_url)) == []
 
 
+@pytest.mark.slow
 def test_a_failed_build_leaves_nothing_and_a_killed_one_resumes(seeded_url):
     migrations.upgrade(seeded_url, "opt2")
     sub = f"{S.schema}.{S.table}_p2040"
@@ -255,6 +258,7 @@ def test_offline_sql():
     assert f"DROP INDEX IF EXISTS {INDEX.qualified}" in down
 
 
+@pytest.mark.slow
 def test_the_gate_takes_opt3_without_accepting_staleness(seeded_url, tmp_path):
     # wide timing margins (2,000 rows, a shared machine): freshness is under test here
     opts = gate.GateOptions(backup_dir=tmp_path / "b", reports_dir=tmp_path / "r",

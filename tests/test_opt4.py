@@ -172,6 +172,7 @@ class TestRefusals:
             conn.execute(f"SELECT * FROM {S.own_schema}.{fp.FUNCTION}(-1)")
         assert refused.value.diag.message_primary == "years_ahead must be 0 or more, not -1"
 
+    @pytest.mark.slow
     def test_lock_timeout_fails_fast_and_leaves_nothing(self, seeded_url):
         migrations.upgrade(seeded_url, "opt3")
         with psycopg.connect(seeded_url) as blocker:
@@ -188,6 +189,7 @@ class TestRefusals:
         migrations.upgrade(seeded_url, "opt4")  # re-runnable once the lock is gone
         assert migrations.current(seeded_url) == "opt4"
 
+    @pytest.mark.slow
     def test_readers_never_queue_behind_its_locks(self, seeded_url):
         migrations.upgrade(seeded_url, "opt3")
         outcome: list[object] = []
@@ -234,6 +236,7 @@ class TestRefusals:
 
 
 class TestCron:
+    @pytest.mark.slow
     def test_job_is_scheduled_and_downgrade_removes_it(self, cron_url):
         notes: list[str] = []
         migrations.upgrade(cron_url, "opt4", notes=notes)
@@ -248,6 +251,7 @@ class TestCron:
 
 
 class TestDowngrade:
+    @pytest.mark.slow
     def test_keeps_every_partition_and_row_and_removes_the_routine(self, seeded_url):
         migrations.upgrade(seeded_url, "opt3")
         with psycopg.connect(seeded_url) as conn:

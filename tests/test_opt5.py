@@ -71,6 +71,7 @@ def at_opt4(seeded_url: str) -> str:
 
 
 class TestUpgrade:
+    @pytest.mark.slow
     def test_views_exist_populated_with_unique_indexes(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
         with psycopg.connect(at_opt4) as conn:
@@ -91,6 +92,7 @@ class TestUpgrade:
             ).fetchall()
             assert sorted(r[0] for r in settled) == sorted(v.name for v in agg.views(S))
 
+    @pytest.mark.slow
     def test_the_views_of_short_queries_are_read_serially(self, at_opt4):
         """The tile and points views carry ``parallel_workers = 0``: even where parallel plans
         are free, Q7 and Q9 on them get none (on the table at opt4 they do)."""
@@ -130,6 +132,7 @@ class TestUpgrade:
             for qid in ("Q7", "Q9"):
                 assert "Gather" not in plan(agg.rewrites(S)[qid].sql), qid
 
+    @pytest.mark.slow
     def test_rpc_results_are_identical_before_and_after(self, at_opt4):
         with psycopg.connect(at_opt4) as conn:
             before = _answers(conn)
@@ -140,6 +143,7 @@ class TestUpgrade:
             assert _body(conn, functions.tile(S)) == agg.tile_body(S).strip()
             assert _answers(conn) == before
 
+    @pytest.mark.slow
     def test_after_new_rows_a_refresh_gives_the_baseline_answers_again(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
         with psycopg.connect(at_opt4) as conn:
@@ -162,6 +166,7 @@ class TestUpgrade:
             assert _answers(conn) == fresh
             conn.rollback()
 
+    @pytest.mark.slow
     def test_q9_variant_returns_what_the_base_query_returns(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
         variant = agg.rewrites(S)["Q9"]
@@ -182,6 +187,7 @@ class TestUpgrade:
                 seen += len(base)
         assert seen > 0
 
+    @pytest.mark.slow
     def test_q6_variant_returns_what_the_base_query_returns(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
         variant, base_q6 = agg.rewrites(S)["Q6"], base_sql(S)["Q6"]
@@ -207,6 +213,7 @@ class TestUpgrade:
             assert "Sort" not in plan, plan
         assert seen > 0
 
+    @pytest.mark.slow
     def test_q6_variant_is_not_chosen_for_negative_ids(self, at_opt4):
         """Its order by ``id::float8 <-> 0`` is the order by id only for ids >= 0."""
         migrations.upgrade(at_opt4, "opt5")
@@ -218,6 +225,7 @@ class TestUpgrade:
             conn.execute(f"REFRESH MATERIALIZED VIEW {tv}")
             assert conn.execute(f"SELECT {agg.rewrites(S)['Q6'].requires}").fetchone()[0] is False
 
+    @pytest.mark.slow
     def test_every_view_variant_returns_what_the_base_query_returns(self, at_opt4):
         from stage4 import workload
 
@@ -239,6 +247,7 @@ class TestUpgrade:
                     rows += len(base)
                 assert rows > 0, qid
 
+    @pytest.mark.slow
     def test_q2_variant_is_one_ordered_index_scan_with_the_base_rows(self, at_opt4):
         """Q2's variant reads the (geom, id) GiST in id order and stops at the 500th row: the
         base query's rows, in order, including a feature whose bbox only touches the box's
@@ -272,6 +281,7 @@ class TestUpgrade:
                 assert f"Index Scan using {agg.tiles(S).name}_idx3" in plan, (name, plan)
                 assert "Sort" not in plan, (name, plan)
 
+    @pytest.mark.slow
     def test_without_pg_cron_it_applies_and_says_refresh_is_manual(self, at_opt4):
         notes: list[str] = []
         migrations.upgrade(at_opt4, "opt5", notes=notes)
@@ -292,6 +302,7 @@ class TestUpgrade:
 
 
 class TestRefresh:
+    @pytest.mark.slow
     def test_refresh_is_concurrent_readers_are_not_blocked(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
         view = agg.monthly(S).qualified
@@ -301,6 +312,7 @@ class TestRefresh:
             assert len(refresh_all(url)) == 3  # opt5's views; a plain REFRESH would time out
             reader.rollback()
 
+    @pytest.mark.slow
     def test_an_unpopulated_view_gets_a_plain_refresh(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
         with psycopg.connect(at_opt4, autocommit=True) as conn:
@@ -311,6 +323,7 @@ class TestRefresh:
                 (agg.tiles(S).qualified,),
             ).fetchone()[0]
 
+    @pytest.mark.slow
     def test_a_failing_refresh_says_which_view(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
         view = agg.monthly(S).qualified
@@ -325,6 +338,7 @@ class TestRefresh:
             "(0 views refreshed before it)"  # in name order: the first
         )
 
+    @pytest.mark.slow
     def test_cli_refresh(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
         result = CliRunner().invoke(app, ["--database-url", at_opt4, "refresh"])
@@ -340,6 +354,7 @@ class TestRefresh:
 
 
 class TestSafety:
+    @pytest.mark.slow
     def test_rls_keeps_the_rpcs_on_the_table_and_the_views_private(self, at_opt4):
         role = f"app_reader_{os.getpid()}"
         with psycopg.connect(at_opt4, autocommit=True) as conn:
@@ -368,6 +383,7 @@ class TestSafety:
                 conn.execute(f"DROP OWNED BY {role}")
                 conn.execute(f"DROP ROLE {role}")
 
+    @pytest.mark.slow
     def test_views_get_the_tables_select_grants(self, at_opt4):
         role = f"app_anon_{os.getpid()}"
         with psycopg.connect(at_opt4, autocommit=True) as conn:
@@ -384,6 +400,7 @@ class TestSafety:
                 conn.execute(f"DROP OWNED BY {role}")
                 conn.execute(f"DROP ROLE {role}")
 
+    @pytest.mark.slow
     def test_a_body_stage4_did_not_write_is_refused(self, at_opt4):
         custom = functions.monthly_counts(S, "SELECT NULL::date, NULL::text, 0::bigint")
         with psycopg.connect(at_opt4, autocommit=True) as conn:
@@ -399,6 +416,7 @@ class TestSafety:
 
 
 class TestRoundTrip:
+    @pytest.mark.slow
     def test_downgrade_restores_the_snapshot_exactly(self, at_opt4):
         with psycopg.connect(at_opt4) as conn:
             before = snapshot.take(conn)
@@ -407,6 +425,7 @@ class TestRoundTrip:
         with psycopg.connect(at_opt4) as conn:
             assert snapshot.diff(before, snapshot.take(conn)) == []
 
+    @pytest.mark.slow
     def test_whole_chain_down_to_schema_keeps_every_row(self, seeded_url):
         with psycopg.connect(seeded_url) as conn:
             before = snapshot.take(conn)
@@ -415,6 +434,7 @@ class TestRoundTrip:
         with psycopg.connect(seeded_url) as conn:
             assert snapshot.diff(before, snapshot.take(conn)) == []
 
+    @pytest.mark.slow
     def test_jobs_are_scheduled_and_removed_with_pg_cron(self, cron_url):
         migrations.upgrade(cron_url, "opt4")
         with psycopg.connect(cron_url) as conn:

@@ -60,6 +60,7 @@ def _run(conn, ref: Reference) -> None:
             conn.execute(stmt)
 
 
+@pytest.mark.slow
 def test_every_reference_runs_up_and_down(seeded_url):
     """Each step's reference (what the scale benchmark times beside it) runs on the database
     as the step finds it: the upgrade's before the step, the downgrade's after it."""

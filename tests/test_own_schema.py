@@ -12,6 +12,7 @@ downgrades exactly.
 from __future__ import annotations
 
 import psycopg
+import pytest
 from psycopg import errors
 from typer.testing import CliRunner
 
@@ -46,6 +47,7 @@ def _as(conn, role: str, sql: str):
         return "denied"
 
 
+@pytest.mark.slow
 def test_public_holds_the_same_relations_at_every_revision(seeded_url: str) -> None:
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute(SUPABASE)
@@ -101,6 +103,7 @@ def test_public_holds_the_same_relations_at_every_revision(seeded_url: str) -> N
         assert snapshot.diff(before, snapshot.take(conn)) == []
 
 
+@pytest.mark.slow
 def test_readers_of_the_views_get_usage_and_nothing_more(seeded_url: str) -> None:
     """RLS off, anon granted the table: opt5's views are anon's to read, so anon gets USAGE
     on stage4's schema (its RPCs read the views) and still nothing else there."""
@@ -155,6 +158,7 @@ def _to_public(conn) -> None:
     conn.execute(functions.tile(S, agg.tile_body(S, S.schema)).create_sql())
 
 
+@pytest.mark.slow
 def test_an_earlier_stage4s_layout_is_named_and_downgrades_exactly(seeded_url: str) -> None:
     with psycopg.connect(seeded_url) as conn:
         before = snapshot.take(conn)

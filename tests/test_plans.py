@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import psycopg
+import pytest
 
 from stage4 import plans, workload
 from stage4.config import settings
@@ -121,6 +122,7 @@ class TestExplain:
 
 
 class TestInTheRollout:
+    @pytest.mark.slow
     def test_every_step_reports_a_plan_for_every_query(self, seeded_url: str, tmp_path) -> None:
         from stage4 import gate
         from stage4.errors import GateError
@@ -147,6 +149,7 @@ class TestInTheRollout:
         if step is not None:
             assert step.plans == saved["plans"]
 
+    @pytest.mark.slow
     def test_a_slower_query_s_reason_cites_its_plan_change(self, seeded_url: str) -> None:
         from stage4 import gate, judging, migrations
 

@@ -8,6 +8,7 @@ import datetime as dt
 from pathlib import Path
 
 import psycopg
+import pytest
 from typer.testing import CliRunner
 
 from stage4 import migrations, preflight
@@ -42,6 +43,7 @@ def _runs(url: str) -> int:
     return _one(url, f"SELECT count(*) FROM {b}.runs")[0]
 
 
+@pytest.mark.slow
 def test_a_users_table_named_like_a_future_partition_stops_opt4(
     seeded_url: str, tmp_path: Path
 ) -> None:
@@ -88,6 +90,7 @@ def test_every_taken_name_of_the_chain_is_named_at_once(seeded_url: str, tmp_pat
     assert migrations.current(seeded_url) == "schema"
 
 
+@pytest.mark.slow
 def test_what_an_earlier_step_left_is_its_own(seeded_url: str) -> None:
     """opt4's downgrade keeps its partitions: upgrading again finds them as its own."""
     migrations.upgrade(seeded_url, "opt4")
@@ -103,6 +106,7 @@ def test_what_an_earlier_step_left_is_its_own(seeded_url: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_partition_with_other_bounds_is_not_the_steps(seeded_url: str) -> None:
     """A partition of the table under that name but with other bounds: refused too."""
     migrations.upgrade(seeded_url, "opt3")
@@ -131,6 +135,7 @@ def test_a_dropped_or_retyped_column_of_the_contract_is_named(
     assert migrations.current(seeded_url) == "schema"
 
 
+@pytest.mark.slow
 def test_opt4_promises_partitions_not_relations_of_their_names(seeded_url: str) -> None:
     """Past pre-flight (alembic run by hand): the routine skips a year whose name a table
     of the user's holds, and the promise then says the partitions are not all there."""

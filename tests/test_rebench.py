@@ -15,6 +15,7 @@ from test_gate import _opts, scripts  # noqa: F401  (scripts: the fixture, used 
 WIDE = {"threshold": 1.0, "min_delta_ms": 25}  # at 2,000 rows only a real change clears it
 
 
+@pytest.mark.slow
 def test_the_report_says_the_figures_are_back(seeded_url, scripts, tmp_path) -> None:  # noqa: F811
     scripts("wrong")
     with pytest.raises(GateError):

@@ -51,6 +51,7 @@ def _invoke(source: str, scratch: str, *extra: str):
 
 
 class TestRehearse:
+    @pytest.mark.slow
     def test_source_unchanged_and_verdicts_printed(self, seeded_url, db_url, tmp_path) -> None:
         base = bench.run(seeded_url, label="BASELINE", iterations=2, concurrency=1, duration=1)
         with psycopg.connect(seeded_url, autocommit=True) as conn:
@@ -87,6 +88,7 @@ class TestRehearse:
             assert seed.content_hash(conn, settings()) == before["rows"]
             assert store.baseline_run_id(conn) != base.run_id
 
+    @pytest.mark.slow
     def test_a_sample_copies_that_many_rows(self, seeded_url, db_url, tmp_path) -> None:
         before = _state(seeded_url)
         result = _invoke(seeded_url, db_url, "--reports-dir", str(tmp_path), "--sample", "500")
@@ -126,6 +128,7 @@ class TestRefusals:
 
 
 class TestCopy:
+    @pytest.mark.slow
     def test_a_sample_of_a_partitioned_table_with_generated_columns(
         self, seeded_url: str, db_url: str
     ) -> None:

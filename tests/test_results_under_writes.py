@@ -108,6 +108,7 @@ def _repoint(url: str, old: str, new: str) -> None:
 
 
 class TestOneSnapshot:
+    @pytest.mark.slow
     def test_an_rpc_and_its_base_sql_agree_while_the_app_writes(self, seeded_url) -> None:
         s = settings()
         with Writer(seeded_url) as writer:
@@ -148,6 +149,7 @@ class TestOneSnapshot:
 
 
 class TestGateUnderWrites:
+    @pytest.mark.slow
     def test_an_equivalent_rpc_is_go_its_results_compared(self, seeded_url, chain, tmp_path):
         chain("same_rows")
         opts = gate.GateOptions(backup=False, reports_dir=tmp_path, threshold=100.0,
@@ -163,6 +165,7 @@ class TestGateUnderWrites:
         assert not [n for n in step.notes if "not compared" in n]
         assert migrations.current(seeded_url) == "same_rows"
 
+    @pytest.mark.slow
     def test_an_rpc_returning_other_rows_is_no_go_app_writes_or_not(
         self, seeded_url, chain, tmp_path
     ) -> None:

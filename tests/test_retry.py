@@ -72,6 +72,7 @@ class TestBackoff:
 
 
 class TestDowngrade:
+    @pytest.mark.slow
     def test_cli_outlasts_a_lock_held_4s(self, seeded_url: str) -> None:
         migrations.upgrade(seeded_url, "opt1")
         with _Held(seeded_url, INSERT) as held:
@@ -88,6 +89,7 @@ class TestDowngrade:
             assert _retried("rollback to schema", held.pid, INSERT).search(line), line
         assert "opt1: rolled back in " in result.stdout
 
+    @pytest.mark.slow
     def test_no_retries_fails_at_once_with_the_blocker(self, seeded_url: str) -> None:
         migrations.upgrade(seeded_url, "opt1")
         with _Held(seeded_url, INSERT) as held:
@@ -117,6 +119,7 @@ class TestDowngrade:
 
 
 class TestGate:
+    @pytest.mark.slow
     def test_an_upgrade_step_outlasts_the_lock_and_notes_the_waits(self, seeded_url) -> None:
         rec = gate.StepRecord("opt1")
         told: list[tuple[str, str]] = []
@@ -131,6 +134,7 @@ class TestGate:
         for line in waits:
             assert _retried("upgrade to opt1", held.pid, UPDATE).fullmatch(line), line
 
+    @pytest.mark.slow
     def test_the_gate_rollback_outlasts_the_lock(self, seeded_url: str) -> None:
         migrations.upgrade(seeded_url, "opt1")
         rec = gate.StepRecord("opt1")
@@ -143,6 +147,7 @@ class TestGate:
         for line in waits:
             assert _retried("rollback to schema", held.pid, INSERT).fullmatch(line), line
 
+    @pytest.mark.slow
     def test_no_retries_in_the_gate_fails_at_once(self, seeded_url: str) -> None:
         from stage4.errors import MigrationError
 

@@ -103,6 +103,7 @@ def test_cli_commands_never_print_the_password(secret_url: str, tmp_path: Path) 
     assert _files_clean(tmp_path) == 0  # a refused upgrade writes nothing
 
 
+@pytest.mark.slow
 def test_env_url_and_debug_tracebacks(secret_url: str) -> None:
     """DATABASE_URL, and ``--debug`` (which shows the traceback) in a real process."""
     env = {**os.environ, "PYTHONPATH": str(SRC), "DATABASE_URL": secret_url}
@@ -126,6 +127,7 @@ def test_env_url_and_debug_tracebacks(secret_url: str) -> None:
     assert done.returncode != 0 and "Traceback" in done.stderr  # --debug did show one
 
 
+@pytest.mark.slow
 def test_migrations_and_their_failures(secret_url: str, caplog, capfd) -> None:
     caplog.set_level(logging.DEBUG)
     migrations.upgrade(secret_url, "opt1")
@@ -160,6 +162,7 @@ def test_backup_file_and_its_failure(secret_url: str, tmp_path: Path) -> None:
     assert _files_clean(tmp_path) == 1  # the failed dump left no file
 
 
+@pytest.mark.slow
 def test_a_full_gated_run_never_stores_the_password(secret_url: str, tmp_path: Path) -> None:
     """Every output of a gated rollout (stdout, stderr, report folder, backups, the
     benchmarking tables, the server's application names) is grepped for the password."""
@@ -264,6 +267,7 @@ def test_a_colon_in_the_password_is_hidden_when_the_server_refuses() -> None:
     assert result.stderr.count("Connection refused") >= 1
 
 
+@pytest.mark.slow
 def test_debug_in_a_real_process_prints_no_malformed_password() -> None:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     env.pop("DATABASE_URL", None)
@@ -305,6 +309,7 @@ def _one_line(done: subprocess.CompletedProcess) -> str:
     return lines[0].removeprefix("FAILED: ")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "url", [*MALFORMED, COLON.format(port=1)], ids=lambda u: u.split("Leak", 1)[1][:8]
 )
@@ -332,6 +337,7 @@ def test_alembic_wrong_password_is_one_line(role: str, seeded_url: str) -> None:
 INJECTION = "5s'; create table public.injected(); select '1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lock_timeout", "statement_timeout"])
 def test_x_settings_cannot_inject_sql(name: str, seeded_url: str) -> None:
     for args in (["current"], ["upgrade", "schema:opt1", "--sql"]):
@@ -343,6 +349,7 @@ def test_x_settings_cannot_inject_sql(name: str, seeded_url: str) -> None:
         assert conn.execute("SELECT to_regclass('public.injected')").fetchone()[0] is None
 
 
+@pytest.mark.slow
 def test_x_settings_reach_sql_as_literals(seeded_url: str) -> None:
     """Valid values render as set_config literals offline and apply online."""
     done = _alembic("-x", "lock_timeout=2500ms", "upgrade", "schema:opt1", "--sql")

@@ -99,6 +99,7 @@ def _newest(tmp_path: Path) -> Path:
 
 
 class TestBlame:
+    @pytest.mark.slow
     def test_a_stale_read_below_the_start_is_blamed_on_its_revision_and_kept(
         self, seeded_url, chain, tmp_path
     ) -> None:
@@ -124,6 +125,7 @@ class TestBlame:
         assert not (_newest(tmp_path) / "METRICS_UPPER.json").exists()
         assert saved["outcome"] == "NO-GO at stale: upper rolled back; the database is at stale"
 
+    @pytest.mark.slow
     def test_a_package_never_rolls_back_below_its_start(self, seeded_url, chain, tmp_path) -> None:
         migrations.upgrade(seeded_url, "stale")
         with pytest.raises(GateError) as e:
@@ -152,6 +154,7 @@ class TestCarried:
         gate.downgrade(url, "stale")
         assert migrations.current(url) == "stale"
 
+    @pytest.mark.slow
     def test_a_package_judged_go_carries_nothing(self, seeded_url, chain, tmp_path) -> None:
         rollout = gate.upgrade(seeded_url, "upper", _opts(tmp_path, judge="target",
                                                           accept_stale=True, **WIDE))  # fmt: skip
@@ -164,6 +167,7 @@ class TestCarried:
         assert not any("did not judge it" in text for _, text in said), said
         assert migrations.current(seeded_url) in ("stale", "upper")
 
+    @pytest.mark.slow
     def test_a_no_go_on_a_carried_step_keeps_it(self, seeded_url, chain, tmp_path) -> None:
         self._package_then_down(seeded_url, tmp_path)
         said: list[tuple[str, str]] = []
@@ -203,6 +207,7 @@ class TestCarried:
             "declared_by": "stale", "accepted": True,
         }  # fmt: skip
 
+    @pytest.mark.slow
     def test_an_interrupt_keeps_the_carried_steps(self, seeded_url, chain, tmp_path) -> None:
         from stage4 import interrupts
 
@@ -240,11 +245,13 @@ class TestRealChain:
         assert f"at {now}" in final
         return final
 
+    @pytest.mark.slow
     def test_alembic_upgrade_by_hand_then_the_gate_on_defaults(self, seeded_url, tmp_path) -> None:
         migrations.upgrade(seeded_url, "opt3")
         self._ends_at_or_above(seeded_url, "opt3",
                                lambda: gate.upgrade(seeded_url, "opt5", _opts(tmp_path)))  # fmt: skip
 
+    @pytest.mark.slow
     def test_the_users_sequence_ends_at_or_above_opt3(self, seeded_url, tmp_path) -> None:
         opts = _opts(tmp_path, judge="target", accept_stale=True, **WIDE)
         self._ends_at_or_above(seeded_url, "schema", lambda: gate.upgrade(seeded_url, "opt5", opts))

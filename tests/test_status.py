@@ -3,6 +3,7 @@ lines the CLI prints from it after a downgrade."""
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import SEED_FEATURES
@@ -28,6 +29,7 @@ def test_summary_before_any_revision_has_no_table(db_url: str) -> None:
     }
 
 
+@pytest.mark.slow
 def test_downgrade_ends_with_where_the_database_stands(seeded_url: str) -> None:
     migrations.upgrade(seeded_url, "opt1")
     result = CliRunner().invoke(app, ["--database-url", seeded_url, "downgrade"])

@@ -82,6 +82,7 @@ def _opts(tmp_path: Path, **kw) -> gate.GateOptions:
 
 
 class TestInjectedSlowdown:
+    @pytest.mark.slow
     def test_a_real_2x_slowdown_is_slower_and_a_noop_is_not(
         self, seeded_url, chain, tmp_path
     ) -> None:
@@ -110,6 +111,7 @@ class TestInjectedSlowdown:
 
 
 class TestSameWindow:
+    @pytest.mark.slow
     def test_a_stored_baseline_is_measured_again_before_the_first_step(
         self, seeded_url, chain, tmp_path
     ) -> None:

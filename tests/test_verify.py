@@ -39,6 +39,7 @@ def _horizon(years_ahead: int) -> int:
 
 
 class TestKept:
+    @pytest.mark.slow
     def test_every_revision_keeps_its_promises_where_pg_cron_runs(self, cron_url):
         for rev in migrations.chain():
             migrations.upgrade(cron_url, rev)
@@ -46,6 +47,7 @@ class TestKept:
             assert broken == [], rev
             assert kept == _texts(rev), rev
 
+    @pytest.mark.slow
     def test_without_pg_cron_its_promises_are_not_checked(self, seeded_url):
         migrations.upgrade(seeded_url, "opt5")
         for rev in ("opt4", "opt5"):

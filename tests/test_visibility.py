@@ -186,6 +186,7 @@ def _acls(conn) -> list[tuple]:
     ).fetchall()
 
 
+@pytest.mark.slow
 def test_each_role_reads_what_the_policy_gives_at_every_revision_and_back(supabase_url) -> None:
     with psycopg.connect(supabase_url, autocommit=True) as conn:
         allowed = {role: _ids(conn, where) for role, where in POLICY.items()}
@@ -482,6 +483,7 @@ def downgrade() -> None:
 '''
 
 
+@pytest.mark.slow
 def test_a_leaky_step_is_no_go_naming_the_role_and_the_view(
     supabase_url, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -520,6 +522,7 @@ def test_a_leaky_step_is_no_go_naming_the_role_and_the_view(
         assert snapshot.diff(before, snapshot.take(conn)) == []
 
 
+@pytest.mark.slow
 def test_a_step_that_widens_nothing_records_what_was_checked(supabase_url, tmp_path: Path) -> None:
     opts = gate.GateOptions(
         backup_dir=tmp_path / "b",

@@ -107,6 +107,7 @@ class TestRefusedFiles:
 
 
 class TestReadOnlySessions:
+    @pytest.mark.slow
     def test_a_write_hidden_in_a_function_fails_named_and_writes_nothing(
         self, seeded_url: str, tmp_path, monkeypatch, capsys
     ) -> None:
@@ -153,6 +154,7 @@ class TestReadOnlySessions:
             throughput.threads(seeded_url, [INSERT], 2, 0.3, 1)
         assert _rows(seeded_url) == before
 
+    @pytest.mark.slow
     def test_the_url_options_are_kept_beside_read_only(self, seeded_url: str) -> None:
         sep = "&" if "?" in seeded_url else "?"
         url = f"{seeded_url}{sep}options=-c%20search_path%3Dnowhere"
@@ -163,6 +165,7 @@ class TestReadOnlySessions:
         assert tool.startswith("pgbench") and qps > 0
         assert throughput.threads(url, [both], 1, 0.3, 1) > 0
 
+    @pytest.mark.slow
     def test_a_bench_run_records_the_failed_file(self, seeded_url: str, tmp_path: Path) -> None:
         (tmp_path / "locks.sql").write_text("SELECT id FROM geometrias WHERE id = 1 FOR UPDATE;")
         run = bench.run(seeded_url, label="ro", workload_dir=tmp_path, save=False, **FAST)

@@ -41,6 +41,7 @@ def _state(url: str) -> tuple:
         return count, top, content_hash(conn, S), seq
 
 
+@pytest.mark.slow
 def test_a_bench_times_the_writes_and_leaves_the_table_as_it_was(
     seeded_url: str, tmp_path: Path
 ) -> None:
@@ -78,6 +79,7 @@ def test_a_bench_times_the_writes_and_leaves_the_table_as_it_was(
     assert _state(seeded_url) == before
 
 
+@pytest.mark.slow
 def test_a_write_that_fails_is_named_not_timed(seeded_url: str) -> None:
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute(
@@ -183,6 +185,7 @@ def costly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     migrations.chain.cache_clear()
 
 
+@pytest.mark.slow
 def test_a_step_that_makes_writes_costlier_is_no_go_naming_them(
     seeded_url: str, costly, tmp_path: Path
 ) -> None:
