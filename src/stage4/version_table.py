@@ -35,12 +35,32 @@ def move_back(s: Settings | None = None) -> str:
 
 
 def create_schema_sql(s: Settings | None = None) -> list[str]:
-    """The own schema, created where absent and closed to every role but its owner."""
+    """The own schema, created where absent and then closed to every role but its owner
+    (default privileges on schemas may have granted it). Only when created: the USAGE a
+    revision gives later (readers of opt5's views) is that revision's to take back."""
     own = (s or settings()).own_schema
     return [
-        f"CREATE SCHEMA IF NOT EXISTS {own}",
-        f"REVOKE ALL ON SCHEMA {own} FROM PUBLIC",
-        f"COMMENT ON SCHEMA {own} IS 'stage4: the revision table (Alembic), closed to API roles'",
+        f"""DO $own$
+DECLARE
+    g record;
+BEGIN
+    IF to_regnamespace('{own}') IS NULL THEN
+        CREATE SCHEMA {own};
+        -- an explicit ACL from the start (the owner's), as a grant and its revoke leave it
+        REVOKE ALL ON SCHEMA {own} FROM PUBLIC;
+        FOR g IN
+            SELECT DISTINCT CASE a.grantee WHEN 0 THEN 'PUBLIC'
+                                           ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS who
+            FROM pg_namespace n, aclexplode(n.nspacl) a
+            WHERE n.nspname = '{own}' AND a.grantee <> n.nspowner
+        LOOP
+            EXECUTE 'REVOKE ALL ON SCHEMA {own} FROM ' || g.who;
+        END LOOP;
+        COMMENT ON SCHEMA {own} IS 'stage4''s own objects (revision table, partitions, views, '
+                                   'routines), out of the API schema';
+    END IF;
+END
+$own$"""
     ]
 
 
