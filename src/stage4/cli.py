@@ -692,12 +692,22 @@ def _version_table_line(found: str | None):
 
 
 def _print_drift(found, prefix: str = "") -> None:
+    """Drift in what the revisions manage, then the app's own changes, labelled apart."""
     if not found.drifted:
         out.print(f"{prefix}no drift ({found.source})", markup=False)
-        return
-    out.print(f"{prefix}{len(found.differences)} difference(s) from {found.source}:", markup=False)
-    for line in found.differences:
-        out.print(f"  {line}", markup=False)
+    else:
+        n = len(found.managed)
+        out.print(f"{prefix}{n} difference(s) from {found.source}:", markup=False)
+        for line in found.managed:
+            out.print(f"  {line}", markup=False)
+    if found.own:
+        out.print(
+            f"{prefix}the app's own, {len(found.own)} change(s) since the record "
+            "(carried, never a reason to refuse an upgrade):",
+            markup=False,
+        )
+        for line in found.own:
+            out.print(f"  {line}", markup=False)
 
 
 @app.command()
@@ -706,7 +716,9 @@ def drift() -> None:
 
     Indexes, partitions and their bounds, views and their definitions, RPC bodies, cron
     jobs, grants and policies, against the catalog recorded when stage4 last left the
-    database at this revision (else the revision's promises). Read-only.
+    database at this revision (else the revision's promises). The app's own changes
+    (policies, row level security, grants, comments, indexes and columns it added to its
+    table) are listed apart and do not make the exit 1. Read-only.
     Example: stage4 drift
     """
     from stage4 import drift as drifting

@@ -25,6 +25,11 @@ keeps one job table per server), and year partitions after ``last_year`` (one ca
 year each, as opt4's routine makes them) that are not in the record: at opt4 and above
 the routine creates them ahead of time (the revision doing its job); below it, they are
 what opt4's downgrade keeps on purpose (dropping one would drop its rows).
+
+The app's own objects are carried, never a reason to refuse: policies, the row level
+security switches, grants, comments, and indexes or columns the app added to its table,
+on objects no revision creates (``app_owns`` says which; when unsure, a difference is the
+revisions', and refuses). They are listed apart (``Drift.own``).
 """
 
 from __future__ import annotations
@@ -100,11 +105,18 @@ class Drift:
 
     revision: str | None
     source: str
-    differences: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)  # every one, the app's own too
+    own: list[str] = field(default_factory=list)  # those that are the app's own
+
+    @property
+    def managed(self) -> list[str]:
+        """The differences in what the revisions manage: the ones that refuse an upgrade."""
+        own = set(self.own)
+        return [d for d in self.differences if d not in own]
 
     @property
     def drifted(self) -> bool:
-        return bool(self.differences)
+        return bool(self.managed)
 
 
 def live(conn: Any, s: Settings | None = None) -> dict[str, list[list[Any]]]:
@@ -166,10 +178,12 @@ def check(url: str, s: Settings | None = None) -> Drift:
         rec = recorded(conn, revision, s)
         if rec is not None:
             record_id, taken_at, catalog = rec
+            found = differences(catalog, live(conn, s), s)
             return Drift(
                 revision,
                 f"record {record_id} of {revision}, taken {taken_at:%Y-%m-%d %H:%M:%S}",
-                compare(catalog, live(conn, s), s),
+                [line for line, _ in found],
+                [line for line, own in found if own],
             )
     return _promises(url, revision, s)
 
@@ -178,13 +192,23 @@ def compare(
     recorded: dict[str, list], now: dict[str, list], s: Settings | None = None
 ) -> list[str]:
     """One line per object that is missing, added or changed, recorded → live."""
+    return [line for line, _ in differences(recorded, now, s)]
+
+
+def differences(
+    recorded: dict[str, list], now: dict[str, list], s: Settings | None = None
+) -> list[tuple[str, bool]]:
+    """``compare``'s lines, each with whether it is the app's own (``app_owns``); a changed
+    object whose changes are of both kinds gets a line for each."""
     s = s or settings()
+    ours = _created(s)
     old = {sec: _keyed(sec, recorded.get(sec, [])) for sec in SECTIONS}
     new = {sec: _keyed(sec, now.get(sec, [])) for sec in SECTIONS}
     ahead = _ahead(old["relations"], new["relations"], s)
     gone = {k for k in old["relations"] if k not in new["relations"]}
     came = {k for k in new["relations"] if k not in old["relations"]} - ahead
-    lines: list[str] = []
+    lines: list[tuple[str, bool]] = []
+    app = _app_table(old["relations"], new["relations"], s)
     for sec, (what, _, fields) in SECTIONS.items():
         for key in sorted(set(old[sec]) | set(new[sec]), key=repr):
             if sec != "relations" and _relation(sec, key, old[sec], new[sec]) in gone | came:
@@ -194,20 +218,74 @@ def compare(
             a, b = old[sec].get(key), new[sec].get(key)
             name = _name(sec, what, key, a or b)
             if b is None:
-                lines.append(f"{name}: missing")
+                lines.append((f"{name}: missing", app_owns(sec, key, a, "missing", s, ours, app)))
             elif a is None:
-                lines.append(f"{name}: not in the record (added)")
+                own = app_owns(sec, key, b, "added", s, ours, app)
+                lines.append((f"{name}: not in the record (added)", own))
             elif a != b:
                 changed = [(f, x, y) for f, x, y in zip(fields, a, b, strict=True) if x != y]
-                lines.append(f"{name}: " + "; ".join(_change(f, x, y) for f, x, y in changed))
+                for own in (False, True):
+                    part = [c for c in changed if app_owns(sec, key, b, c[0], s, ours, app) is own]
+                    if part:
+                        lines.append((f"{name}: " + "; ".join(_change(*c) for c in part), own))
     return lines
+
+
+_APP_FIELDS = ("row level security", "forced row level security", "grants", "comment")
+
+
+def app_owns(
+    section: str, key: tuple, row: tuple, change: str, s: Settings, ours: set[str], app: set
+) -> bool:
+    """Is this difference the app's own (listed, never refusing) rather than in what the
+    revisions manage? ``change`` is "added", "missing" or the field that changed; ``ours``
+    the names the revisions create, ``app`` the app's table and its partitions.
+
+    The app's own, on an object no revision creates (stage4's comments are markers it
+    reads, its grants part of its promise) outside stage4's schema: a policy added, dropped
+    or changed; a changed row level security switch, grant or comment; an index or column
+    added to the app's table or its partitions. Anything else, the revisions' (refuses)."""
+    if section == "indexes":
+        name, rel = f"{key[0]}.{key[1]}", tuple(row[0].split(".", 1))
+        if name in ours:
+            return False
+        return (change == "added" and rel in app) or (
+            change == "comment" and key[0] != s.own_schema
+        )
+    if section == "columns" and change == "added":
+        return key[:2] in app and f"{s.qualified_table}.{key[2]}" not in ours
+    if section == "policies":
+        return key[0] != s.own_schema and f"{key[0]}.{key[1]}" not in ours
+    if change not in _APP_FIELDS or key[0] == s.own_schema:
+        return False
+    if section == "functions":
+        return not any(n.startswith(f"{key[0]}.{key[1]}(") for n in ours)
+    if section in ("relations", "columns", "schemas"):
+        return ".".join(key) not in ours
+    return False
+
+
+def _created(s: Settings) -> set[str]:
+    """Qualified names of what any revision creates (``optimisations.creates``)."""
+    from stage4 import migrations, optimisations
+
+    return {c.name for _, c in optimisations.creates(s, migrations.chain())}
+
+
+def _app_table(old: dict, new: dict, s: Settings) -> set[tuple]:
+    """The app's table and its partitions (named after it, with a bound), in either."""
+    out = {(s.schema, s.table)}
+    for (nsp, rel), row in {**old, **new}.items():
+        if nsp in (s.schema, s.own_schema) and rel.startswith(f"{s.table}_") and row[5]:
+            out.add((nsp, rel))
+    return out
 
 
 def refusal(found: Drift) -> str:
     """The one line ``upgrade`` refuses a drifted database with."""
     return (
         f"the database has drifted from what {found.revision} promises ({found.source}): "
-        f"{'; '.join(found.differences)}. Put it back (see `stage4 drift`), or upgrade anyway "
+        f"{'; '.join(found.managed)}. Put it back (see `stage4 drift`), or upgrade anyway "
         "with --accept-drift"
     )
 

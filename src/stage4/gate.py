@@ -409,16 +409,18 @@ def _rolled_back(rec: StepRecord) -> int:
 
 def _check_drift(url: str, opts: GateOptions, say: Phase) -> list[str]:
     """Refuse a database whose catalog drifted from its revision's promise (drift.py),
-    unless accepted; returns the accepted differences, for the report."""
+    unless accepted; returns the accepted differences and the app's own changes (carried,
+    never refusing), for the report."""
     from stage4 import drift
 
     found = drift.check(url)
+    own = [f"the app's own, carried: {d}" for d in found.own]
     if not found.drifted:
-        return []
+        return own
     if not opts.accept_drift:
         raise PreflightError(drift.refusal(found))
     # said once, with the pre-flight's findings (``_preflight``)
-    return [f"drift accepted (--accept-drift): {d}" for d in found.differences]
+    return [f"drift accepted (--accept-drift): {d}" for d in found.managed] + own
 
 
 def _record(url: str, s) -> None:
