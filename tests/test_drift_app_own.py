@@ -133,3 +133,19 @@ def test_a_dropped_policy_is_the_apps_and_a_dropped_column_is_not() -> None:
     assert drift.differences({"columns": [ours]}, {"columns": [[*ours[:-1], "memo"]]}, s) == [
         ("column nome of stage4.geometrias_p2020: comment '' in the record, 'memo' now", False)
     ]
+
+
+@pytest.mark.slow
+def test_an_index_and_a_column_added_to_the_partitioned_table_are_the_apps(
+    seeded_url: str,
+) -> None:
+    """On the partitioned table they reach every partition (in stage4's schema): still the
+    app's own; a partition of the table dropped is not."""
+    migrations.upgrade(seeded_url, "opt1")
+    drift.record(seeded_url)
+    _sql(seeded_url, *APP_OWN[-2:])
+    found = drift.check(seeded_url)
+    assert found.managed == [] and len(found.own) > 2, found.differences
+    assert any(d.startswith("column nota of stage4.geometrias_p2020") for d in found.own)
+    _sql(seeded_url, "DROP TABLE stage4.geometrias_p2020")
+    assert drift.check(seeded_url).managed == ["partition stage4.geometrias_p2020: missing"]
