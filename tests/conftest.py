@@ -30,6 +30,16 @@ TEMPLATE = "stage4_template"
 SEEDED = "stage4_seeded"
 CRON_DB = "stage4_cron"
 SEED_FEATURES = 2000
+# Gate options for tests about something else than speed: a short bench, no backup, and a
+# margin no step can miss.
+ANY_SPEED = {
+    "backup": False,
+    "iterations": 3,
+    "concurrency": 1,
+    "duration": 2.0,
+    "threshold": 100.0,
+    "min_delta_ms": 100_000.0,
+}
 _counter = itertools.count()
 
 

@@ -16,19 +16,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conftest import ANY_SPEED
 from stage4 import gate, migrations
 from stage4.config import settings
 from test_visibility import POLICY, SUPABASE
 
 S = settings()
-# speed is not what these tests are about: a margin no step can miss
-FAST = {
-    "iterations": 3,
-    "concurrency": 1,
-    "duration": 2.0,
-    "threshold": 100.0,
-    "min_delta_ms": 100_000.0,
-}
+FAST = ANY_SPEED
 
 
 class Inserter(threading.Thread):
@@ -59,7 +53,7 @@ class Inserter(threading.Thread):
 
 
 def _opts(tmp_path: Path) -> gate.GateOptions:
-    return gate.GateOptions(backup=False, reports_dir=tmp_path, **FAST)
+    return gate.GateOptions(reports_dir=tmp_path, **FAST)
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from conftest import ANY_SPEED
 from stage4 import cli, drift, gate, migrations
 from stage4.config import settings
 from stage4.ddl import functions
@@ -236,14 +237,7 @@ class TestUpgrade:
 
 
 # ------------------------------------------------ what a downgrade leaves is no revision's promise
-FAST = {
-    "backup": False,
-    "iterations": 3,
-    "concurrency": 1,
-    "duration": 2.0,
-    "threshold": 100.0,
-    "min_delta_ms": 100_000.0,
-}
+FAST = ANY_SPEED
 AHEAD = [f"geometrias_p{y}" for y in (2029, 2030, 2031)]
 
 

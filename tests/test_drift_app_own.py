@@ -8,20 +8,14 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from conftest import ANY_SPEED
 from stage4 import cli, drift, gate, migrations, seed
 from stage4.config import settings
 from stage4.errors import PreflightError
 from supabase_roles import ROLES_SQL
 
 runner = CliRunner()
-FAST = {
-    "backup": False,
-    "iterations": 3,
-    "concurrency": 1,
-    "duration": 2.0,
-    "threshold": 100.0,
-    "min_delta_ms": 100_000.0,
-}
+FAST = ANY_SPEED
 APP_OWN = (
     "ALTER TABLE public.geometrias ENABLE ROW LEVEL SECURITY",
     "CREATE POLICY so_escolas ON public.geometrias FOR SELECT TO anon USING (categoria = 'escola')",

@@ -97,7 +97,7 @@ class TestUpgrade:
         """The tile and points views carry ``parallel_workers = 0``: even where parallel plans
         are free, Q7 and Q9 on them get none (on the table at opt4 they do)."""
         migrations.upgrade(at_opt4, "opt5")
-        # opt1 turned parallel plans off for the database: this session turns them back on
+        # opt1 sets a planner cost for the database: this connection turns parallel plans back on
         free = (
             "SET max_parallel_workers_per_gather = 2",
             "SET parallel_setup_cost = 0",

@@ -63,7 +63,7 @@ FLUSH = (
 
 
 def flush(conn) -> None:
-    """Have this session's pending statistics written to the shared counters when its
+    """Have this connection's pending statistics written to the shared counters when its
     transaction ends (at once, outside one), before the server answers. Works on a
     psycopg connection or a SQLAlchemy one."""
     run = getattr(conn, "exec_driver_sql", None) or conn.execute

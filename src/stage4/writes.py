@@ -107,7 +107,7 @@ def connect(url: str) -> psycopg.Connection:
 
 
 def close(conn: psycopg.Connection) -> None:
-    """Flush this session's statistics (its rolled-back rows) before it goes, then close.
+    """Flush this connection's statistics (its rolled-back rows) before it closes, then close it.
     A session that cannot flush (a run interrupted mid-statement) has its counts flushed by
     the server as it exits: the error that stopped the run is the one raised."""
     try:
