@@ -11,6 +11,7 @@ import pytest
 from stage4 import migrations, optimisations, workload
 from stage4.config import settings
 from stage4.db import connect
+from stage4.ddl import functions
 from stage4.optimisations import Promise, Reference, Rewrite
 
 S = settings()
@@ -27,8 +28,13 @@ def test_every_unit_declares_the_interface(unit):
     promises, rewrites, views = unit.promises(S), unit.rewrites(S), unit.views(S)
     assert promises and all(isinstance(p, Promise) for p in promises)
     assert all(isinstance(r, Rewrite) for r in rewrites.values())
-    # an RPC is re-pointed by its revision, never offered as a rewrite
-    assert all(workload.CONTRACT[qid] == "SQL" for qid in rewrites)
+    repoints = unit.repoints(S)
+    # a body it re-points keeps the signature; what it re-points it does not also offer
+    assert not set(rewrites) & set(repoints)
+    base = {f.name: f for f in functions.baseline(S)}
+    for fn in repoints.values():
+        assert (fn.identity, fn.returns) == (base[fn.name].identity, base[fn.name].returns)
+    assert all(workload.CONTRACT[qid] == "RPC" for qid in repoints)
     assert all(v.qualified.startswith(f"{S.own_schema}.") for v in views)
 
 

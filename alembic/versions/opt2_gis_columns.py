@@ -4,9 +4,9 @@ Adds ``area_m2`` and ``bbox_xmin/ymin/xmax/ymax`` (plain ``double precision``, k
 equal to their expressions of ``geom`` by a BEFORE INSERT OR UPDATE trigger, cloned to
 every partition) and switches ``descricao``/``propriedades`` to lz4 + EXTENDED storage
 for values written from now on (existing values are not rewritten: see
-``stage4.optimisations.gis_columns``). An app that reads the stored columns (Q1 and Q3 as
-``gis_columns.rewrites`` writes them) gains from them; the app's SQL as it is does not
-change. Users see five more columns in ``SELECT *``; what a client writes into them is
+``stage4.optimisations.gis_columns``). The RPCs of Q1 and Q3 are re-pointed to read the
+stored columns (``gis_columns.repoints``: same signature, same rows), once every row is
+filled, where their bodies are the baseline's; downgrade restores their definitions first. Users see five more columns in ``SELECT *``; what a client writes into them is
 replaced by the trigger.
 
 Online, in two parts:
@@ -104,6 +104,8 @@ def _offline(s: Settings) -> None:
         )
         op.execute(gis_columns.filled_sql(s))
         op.execute(_vacuum_sql(s))
+    for sql in gis_columns.repoint_sql(s):
+        op.execute(sql)
 
 
 def upgrade() -> None:
@@ -156,6 +158,8 @@ def upgrade() -> None:
         if left and not isinstance(e, MigrationError):
             raise MigrationError(left[0]) from e
         raise
+    for sql in gis_columns.repoint_sql(s):  # with the version, once every row is filled
+        op.execute(sql)
     m = filler.metrics
     m["readers_blocked_s"] = round(held, 4)
     m["writers_blocked_s"] = round(max(held, m.get("backfill_longest_batch_s", 0.0)), 4)
@@ -241,6 +245,7 @@ def _down_sql(s: Settings) -> list[str]:
     # which deadlocks with any reader between the two.
     return [
         f"LOCK TABLE {s.qualified_table} IN ACCESS EXCLUSIVE MODE",
+        *gis_columns.restore_sql(s),
         *gis_columns.drop_trigger_sql(s),
         gis_columns.restore_storage_sql(s),
         gis_columns.drop_columns_sql(s),

@@ -44,6 +44,13 @@ def upgrade() -> None:
         if next(iter(index.columns)).name not in leading:
             op.execute(CreateIndex(index, if_not_exists=True))
     for fn in functions.baseline(s):
+        if bind is not None and (
+            other := bind.exec_driver_sql(functions.same_name_sql(fn)).first()
+        ):
+            raise MigrationError(
+                f"{other[0]} exists: the app's RPC {fn.identity} cannot be created beside it "
+                "(PostgREST could not tell the two apart); rename or drop it"
+            )
         if bind is None or bind.exec_driver_sql(functions.exists_sql(fn)).first() is None:
             op.execute(fn.create_sql())
 

@@ -16,11 +16,20 @@ from stage4.config import Settings
 from stage4.ddl import functions
 from stage4.visibility import roles
 
-# Arguments that find next to no rows: an empty box, year 1, a zoom-20 tile at the corner.
+# Arguments that find next to no rows: an empty box, year 1, a zoom-20 tile at the corner,
+# one nearest feature, a radius of 1 m.
+_BOX = "0, 0, 0, 0"
 SAMPLE_ARGS = {
-    "buscar_geometrias": "'a', 0, 0, 0, 0, 1",
+    "buscar_geometrias": f"'a', {_BOX}, 1",
     "contagem_mensal": "1",
     "tile_mvt": "20, 0, 0",
+    "resumo_janela": _BOX,
+    "geometrias_janela": _BOX,
+    "area_por_categoria": _BOX,
+    "geometrias_periodo": f"'0001-01-01', '0001-01-02', {_BOX}",
+    "mais_proximas": "0, 0, 1",
+    "dentro_do_raio": "0, 0, 1",
+    "pontos_em_poligonos": f"'', '', {_BOX}",
 }
 
 Calls = dict[str, dict[str, str | None]]  # role -> RPC identity -> None (callable) or the error

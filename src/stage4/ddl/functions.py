@@ -9,9 +9,12 @@ shadowed through the path.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from stage4.config import Settings
+from stage4.ddl import literal
+from stage4.queries import base_sql
 
 SEARCH_PATH = "public, extensions, pg_temp"
 
@@ -113,9 +116,99 @@ WHERE m.geom IS NOT NULL"""
     )
 
 
+_BBOX = (
+    "min_lon double precision, min_lat double precision, "
+    "max_lon double precision, max_lat double precision"
+)
+_POINT = "lon double precision, lat double precision"
+_FEATURE = "id bigint, nome text, categoria text"
+
+
+@dataclass(frozen=True)
+class Read:
+    """One of the app's geo reads as an RPC: its name, arguments (in call order) and rows."""
+
+    name: str
+    args: str
+    returns: str
+
+
+def _reads(s: Settings) -> dict[str, Read]:
+    return {
+        "Q1": Read("resumo_janela", _BBOX, "TABLE(total bigint, area_m2 double precision)"),
+        "Q2": Read("geometrias_janela", _BBOX, f"TABLE({_FEATURE}, geojson text)"),
+        "Q3": Read(
+            "area_por_categoria",
+            _BBOX,
+            "TABLE(categoria text, total bigint, area_m2 double precision)",
+        ),
+        "Q5": Read(
+            "geometrias_periodo",
+            f"d0 date, d1 date, {_BBOX}",
+            f"TABLE({_FEATURE}, {s.time_column} date)",
+        ),
+        "Q6": Read(
+            "mais_proximas", f"{_POINT}, k integer", f"TABLE({_FEATURE}, metros double precision)"
+        ),
+        "Q7": Read("dentro_do_raio", f"{_POINT}, radius_m double precision", f"TABLE({_FEATURE})"),
+        "Q9": Read(
+            "pontos_em_poligonos",
+            f"cat_point text, cat_poly text, {_BBOX}",
+            "TABLE(point_id bigint, polygon_id bigint)",
+        ),
+    }
+
+
+# A body planned at each call with its arguments, as the app's SQL was when it sent it
+# itself: PostgreSQL 15 plans a SQL function's body once without them (a generic plan that
+# guesses a bbox's rows, a category's), and a SQL function with a fixed search_path is
+# never inlined into the caller's query.
+PLANNED_PER_CALL = "plan_cache_mode = force_custom_plan"
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def per_call(sql: str) -> str:
+    """A query as a PL/pgSQL body returning its rows, planned per call; ``%(name)s``
+    placeholders become the function's arguments of that name. A column and an output
+    column of the same name: the column wins, as in the query."""
+    query = _PLACEHOLDER.sub(lambda m: m.group(1), sql.strip())
+    return f"#variable_conflict use_column\nBEGIN\nRETURN QUERY\n{query};\nEND"
+
+
+def read(s: Settings, qid: str, sql: str | None = None) -> Function:
+    """The RPC of geo read ``qid`` (Q1–Q3, Q5–Q7, Q9), running ``sql`` (default: the app's
+    query as ``stage4.queries.base_sql`` gives it, the body ``schema`` creates)."""
+    r = _reads(s)[qid]
+    body = per_call(sql if sql is not None else base_sql(s)[qid])
+    return Function(s.schema, r.name, r.args, r.returns, body, language="plpgsql",
+                    settings=(PLANNED_PER_CALL,))  # fmt: skip
+
+
+def read_ids() -> tuple[str, ...]:
+    """The queries served by ``read`` RPCs."""
+    return ("Q1", "Q2", "Q3", "Q5", "Q6", "Q7", "Q9")
+
+
+def call_sql(fn: Function) -> str:
+    """How the app calls ``fn`` (PostgREST's ``rpc()``): every argument by placeholder."""
+    names = [a.split()[0] for a in fn.args.split(",") if a.strip()]
+    call = f"{fn.schema}.{fn.name}({', '.join(f'%({n})s' for n in names)})"
+    return f"SELECT * FROM {call}" if fn.returns.startswith("TABLE") else f"SELECT {call}"
+
+
 def baseline(s: Settings) -> list[Function]:
     """The RPC functions as revision ``schema`` creates them."""
-    return [search(s), monthly_counts(s), tile(s)]
+    return [search(s), monthly_counts(s), tile(s), *(read(s, q) for q in read_ids())]
+
+
+def same_name_sql(fn: Function) -> str:
+    """The signatures of other functions named like ``fn`` in its schema (an overload the app
+    has): a row each."""
+    return (
+        f"SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.proname = '{fn.name}' "
+        f"AND p.pronamespace = '{fn.schema}'::regnamespace "
+        f"AND p.oid IS DISTINCT FROM to_regprocedure('{fn.identity}') ORDER BY 1"
+    )
 
 
 def exists_sql(fn: Function) -> str:
@@ -129,3 +222,59 @@ def live_body(bind, identity: str) -> str | None:
         f"SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure('{identity}')"
     ).scalar()
     return None if src is None else src.strip()
+
+
+# ------------------------------------------------------------------ re-pointing an RPC
+
+
+def _memo(revision: str) -> str:
+    return f"stage4 {revision} re-pointed this function; its previous definition and comment: "
+
+
+def _is_body_sql(fn: Function) -> str:
+    return (
+        f"coalesce((SELECT btrim(prosrc, E' \\n') = {literal(fn.body.strip())} FROM pg_proc "
+        f"WHERE oid = to_regprocedure({literal(fn.identity)})), false)"
+    )
+
+
+def is_body(bind, fn: Function) -> bool:
+    """Does the live function of ``fn``'s signature run ``fn``'s body (SQLAlchemy bind)?"""
+    return bool(bind.exec_driver_sql(f"SELECT {_is_body_sql(fn)}").scalar())
+
+
+def repoint_sql(base: Function, new: Function, revision: str) -> str:
+    """While the live function is ``base`` (the body ``schema`` creates): its definition and
+    comment saved in its comment, then ``new`` in its place (same signature). A body of the
+    app's own is left alone. One DO block, the same online and in offline ``--sql``."""
+    return f"""DO $do$
+DECLARE
+  fn regprocedure := to_regprocedure({literal(base.identity)});
+  prior jsonb;
+BEGIN
+  IF {_is_body_sql(base)} THEN
+    prior := jsonb_build_object('definition', pg_get_functiondef(fn),
+                                'comment', obj_description(fn, 'pg_proc'));
+    EXECUTE {literal(new.create_sql())};
+    EXECUTE format('COMMENT ON FUNCTION %s IS %L', fn, {literal(_memo(revision))} || prior::text);
+  END IF;
+END
+$do$"""
+
+
+def restore_sql(fn: Function, revision: str) -> str:
+    """The definition and comment ``repoint_sql`` saved, back; nothing when it saved none."""
+    memo = _memo(revision)
+    return f"""DO $do$
+DECLARE
+  fn regprocedure := to_regprocedure({literal(fn.identity)});
+  note text := obj_description(to_regprocedure({literal(fn.identity)}), 'pg_proc');
+  saved jsonb;
+BEGIN
+  IF position({literal(memo)} IN coalesce(note, '')) = 1 THEN
+    saved := substr(note, length({literal(memo)}) + 1)::jsonb;
+    EXECUTE saved->>'definition';
+    EXECUTE format('COMMENT ON FUNCTION %s IS %L', fn, saved->>'comment');
+  END IF;
+END
+$do$"""

@@ -11,9 +11,12 @@ and what the generic modules need to know about it. Every unit exposes:
 ``views(s) -> list[MatView]``
     the materialized views it creates, vacuumed and analyzed once the step has committed
     (``stage4.migrations.settle``);
+``repoints(s) -> dict[qid, Function]``
+    the app's RPCs its revision re-points (same signature, same rows: ``stage4.ddl.functions``),
+    where their bodies are the ones ``schema`` creates;
 ``rewrites(s) -> dict[qid, Rewrite]``
     faster SQL it makes available if the app adopts it (``stage4.workload``: measured
-    beside the app's query, never judged);
+    beside the app's query, never judged), for a query it does not re-point;
 ``reference(conn, s, direction, scratch) -> Reference``
     the bare work of its step ``up`` or ``down``, for the scale benchmark to time beside
     the step (``scratch``: a schema it may build copies in).

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stage4.config import Settings
-from stage4.ddl import cron, literal, matviews
+from stage4.ddl import cron, functions, literal, matviews
 from stage4.ddl.cron import Job
 from stage4.ddl.matviews import MatView, lineage
 from stage4.optimisations.base import Creates, Promise, Reference, Rewrite, creates_matview
@@ -224,6 +224,14 @@ FROM (
   ORDER BY g.id
 ) m
 WHERE m.geom IS NOT NULL"""
+
+
+def repoints(s: Settings) -> dict[str, functions.Function]:
+    """Q8 and Q10 read from the views (declared stale: ``STALENESS``)."""
+    return {
+        "Q8": functions.monthly_counts(s, monthly_counts_body(s)),
+        "Q10": functions.tile(s, tile_body(s)),
+    }
 
 
 def _populated(name: str) -> str:

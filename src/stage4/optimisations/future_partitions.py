@@ -38,6 +38,7 @@ from datetime import date
 
 from stage4.config import Settings
 from stage4.ddl import cron, literal, privileges
+from stage4.ddl.functions import Function
 from stage4.ddl.matviews import MatView
 from stage4.optimisations.base import (
     Creates,
@@ -279,6 +280,11 @@ def future_partitions_promise(s: Settings) -> Promise:
         f"FROM generate_series({first}, {horizon_sql(s, str(n))}) AS y"
     )
     return Promise(text, sql)
+
+
+def repoints(s: Settings) -> dict[str, Function]:
+    """None: no RPC changes; rows of future years find their partition."""
+    return {}
 
 
 def rewrites(s: Settings) -> dict[str, Rewrite]:

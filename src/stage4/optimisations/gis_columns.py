@@ -40,7 +40,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stage4.config import Settings
-from stage4.ddl import privileges
+from stage4.ddl import functions, privileges
 from stage4.ddl.matviews import MatView
 from stage4.ddl.partitioning import partitions_sql
 from stage4.optimisations.base import (
@@ -272,17 +272,18 @@ END
 $do$"""
 
 
-# ------------------------------------------------------------------ rewrites (if the app adopts them)
+# ------------------------------------------------------------------ the RPCs it re-points
 
 
 def _envelope(s: Settings) -> str:
     return f"ST_MakeEnvelope(%(min_lon)s, %(min_lat)s, %(max_lon)s, %(max_lat)s, {s.srid})"
 
 
-def rewrites(s: Settings) -> dict[str, Rewrite]:
-    """Q1 and Q3 reading the stored columns: SQL the app must adopt to gain from them
-    (the app's own SQL computes ``ST_Area`` per row whatever is stored), so the gate
-    never counts them; the bench measures them beside the app's. Q2 has none: it already reads ~500 rows by
+def repoints(s: Settings) -> dict[str, functions.Function]:
+    """Q1 and Q3 reading the stored columns, as the bodies of their RPCs (same signature,
+    same rows: the columns hold what the baseline computes per row). Re-pointed once the
+    backfill has filled every row, in the step's last transaction; only a body that is the
+    baseline's is re-pointed (``functions.repoint_sql``). Q2 is not: it reads ~500 rows by
     the primary key and must compute the GeoJSON of ``geom`` anyway (measured: no gain).
 
     Q3: a feature whose exact bbox lies inside the closed envelope intersects it, so
@@ -291,22 +292,34 @@ def rewrites(s: Settings) -> dict[str, Rewrite]:
     ST_Intersects, so the row set is exactly the base one.
     """
     t, g, env = s.qualified_table, s.geometry_column, _envelope(s)
-    # every row filled (a backfill that was stopped leaves some NULL), and the trigger
-    # enabled, so that rows written since are right too
-    requires = filled_check_sql(s)
     inside = (
         "bbox_xmin >= %(min_lon)s AND bbox_xmax <= %(max_lon)s "
         "AND bbox_ymin >= %(min_lat)s AND bbox_ymax <= %(max_lat)s"
     )
-    return {
-        "Q1": Rewrite(requires, f"SELECT count(*), sum(area_m2) FROM {t} WHERE {g} && {env}"),
-        "Q3": Rewrite(
-            requires,
-            f"SELECT categoria, count(*), sum(area_m2) FROM {t} "
-            f"WHERE {g} && {env} AND (({inside}) OR ST_Intersects({g}, {env})) "
-            "GROUP BY categoria",
-        ),
-    }
+    q1 = f"SELECT count(*), sum(area_m2) FROM {t} WHERE {g} && {env}"
+    q3 = (
+        f"SELECT categoria, count(*), sum(area_m2) FROM {t} "
+        f"WHERE {g} && {env} AND (({inside}) OR ST_Intersects({g}, {env})) "
+        "GROUP BY categoria ORDER BY categoria"
+    )
+    return {"Q1": functions.read(s, "Q1", q1), "Q3": functions.read(s, "Q3", q3)}
+
+
+def repoint_sql(s: Settings) -> list[str]:
+    """Each RPC of ``repoints`` re-pointed where its body is the baseline's."""
+    return [
+        functions.repoint_sql(functions.read(s, q), fn, REVISION) for q, fn in repoints(s).items()
+    ]
+
+
+def restore_sql(s: Settings) -> list[str]:
+    """Each RPC of ``repoints`` back to the definition it had (where opt2 re-pointed it)."""
+    return [functions.restore_sql(fn, REVISION) for fn in repoints(s).values()]
+
+
+def rewrites(s: Settings) -> dict[str, Rewrite]:
+    """None: what the stored columns make faster, the RPCs get (``repoints``)."""
+    return {}
 
 
 # ------------------------------------------------------------------ what the unit declares

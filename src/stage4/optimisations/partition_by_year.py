@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stage4.config import Settings
+from stage4.ddl.functions import Function
 from stage4.ddl.matviews import MatView
 from stage4.ddl.partitioning import NEW_SUFFIX, partition_name, partitions_sql
 from stage4.optimisations.base import (
@@ -183,6 +184,11 @@ def promises(s: Settings) -> list[Promise]:
             f"AND tablename = '{t}' AND indexdef ILIKE '%USING gist ({s.geometry_column})%'",
         ),
     ]
+
+
+def repoints(s: Settings) -> dict[str, Function]:
+    """None: the RPCs read the partitioned table as they read the plain one."""
+    return {}
 
 
 def rewrites(s: Settings) -> dict[str, Rewrite]:

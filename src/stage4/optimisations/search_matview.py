@@ -140,6 +140,11 @@ def promises(s: Settings) -> list[Promise]:
     ]
 
 
+def repoints(s: Settings) -> dict[str, functions.Function]:
+    """Q4's RPC, planned per call (``search``)."""
+    return {"Q4": search(s)}
+
+
 def rewrites(s: Settings) -> dict[str, Rewrite]:
     """None: Q4 is an RPC, re-pointed by the revision itself."""
     return {}

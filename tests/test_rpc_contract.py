@@ -1,0 +1,100 @@
+"""The app's geo reads are RPCs: ``schema`` creates them with the app's own queries as
+bodies, opt2 re-points Q1 and Q3 at its stored columns (same rows), a downgrade restores
+each definition and comment exactly, and a body or an overload of the app's is its own."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg.rows import tuple_row
+
+from stage4 import migrations, workload
+from stage4.config import settings
+from stage4.ddl import functions
+from stage4.errors import MigrationError
+
+S = settings()
+
+
+def _fingerprints(url: str, qids) -> dict[str, str]:
+    """Each query's fingerprint over the fingerprint pass's parameter sets."""
+    catalogue = workload.queries(S)
+    out = {}
+    with psycopg.connect(url, autocommit=True, row_factory=tuple_row) as conn:
+        anchors = workload.sample_anchors(conn, S)
+        for qid in qids:
+            fp = workload.Fingerprint()
+            for p in workload.parameters(qid, anchors, workload.FINGERPRINT_SETS, stream="fp"):
+                fp.add(conn.execute(catalogue[qid].sql, p).fetchall(), catalogue[qid].ordered)
+            out[qid] = fp.hexdigest()
+    return out
+
+
+def _definition(url: str, fn: functions.Function) -> tuple[str, str | None]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT pg_get_functiondef(%s::regprocedure), obj_description(%s::regprocedure, "
+            "'pg_proc')",
+            (fn.identity, fn.identity),
+        ).fetchone()
+
+
+def test_each_rpc_returns_what_the_apps_query_returns(seeded_url: str) -> None:
+    """At schema the RPC's rows are the app's query's rows, parameter set by parameter set."""
+    base = workload.base_sql(S)
+    catalogue = workload.queries(S)
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        anchors = workload.sample_anchors(conn, S)
+        for qid in functions.read_ids():
+            q = catalogue[qid]
+            for p in workload.parameters(qid, anchors, 3, stream="fp"):
+                rpc = workload.normalise_rows(conn.execute(q.sql, p).fetchall(), q.ordered)
+                sql = workload.normalise_rows(conn.execute(base[qid], p).fetchall(), q.ordered)
+                assert rpc == sql, f"{qid} {p}"
+        assert any(conn.execute(catalogue["Q9"].sql, p).fetchall()
+                   for p in workload.parameters("Q9", anchors, 3, stream="fp"))  # fmt: skip
+
+
+def test_opt2_repoints_q1_and_q3_with_the_same_rows_and_its_downgrade_restores_them(
+    seeded_url: str,
+) -> None:
+    q1, q3 = functions.read(S, "Q1"), functions.read(S, "Q3")
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(f"COMMENT ON FUNCTION {q3.identity} IS 'the app''s note'")
+    before = {fn.name: _definition(seeded_url, fn) for fn in (q1, q3)}
+    fingerprints = _fingerprints(seeded_url, ["Q1", "Q3"])
+    migrations.upgrade(seeded_url, "opt2")
+    with psycopg.connect(seeded_url) as conn:
+        bodies = dict(conn.execute(
+            "SELECT proname, prosrc FROM pg_proc WHERE proname IN (%s, %s)", (q1.name, q3.name)
+        ).fetchall())  # fmt: skip
+    assert all("area_m2" in b and "ST_Area" not in b for b in bodies.values())
+    assert _fingerprints(seeded_url, ["Q1", "Q3"]) == fingerprints
+    migrations.downgrade(seeded_url, "opt1")
+    assert {fn.name: _definition(seeded_url, fn) for fn in (q1, q3)} == before
+
+
+def test_a_body_of_the_apps_own_is_not_repointed(seeded_url: str) -> None:
+    q1 = functions.read(S, "Q1")
+    own = q1.body.replace("count(*)", "count(id)")
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(functions.Function(**{**q1.__dict__, "body": own}).create_sql())
+    migrations.upgrade(seeded_url, "opt2")
+    with psycopg.connect(seeded_url) as conn:
+        src = conn.execute(
+            "SELECT btrim(prosrc, E' \\n') FROM pg_proc WHERE oid = %s::regprocedure",
+            (q1.identity,),
+        ).fetchone()[0]
+    assert src == own.strip()
+
+
+def test_an_overload_of_the_apps_is_refused_in_one_line(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION public.mais_proximas(p geometry) RETURNS int "
+                     "LANGUAGE sql AS 'SELECT 1'")  # fmt: skip
+    with pytest.raises(MigrationError) as refused:
+        migrations.upgrade(db_url, "schema")
+    message = str(refused.value)
+    assert "mais_proximas(geometry) exists" in message and "\n" not in message
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (S.qualified_table,)).fetchone()[0] is None
