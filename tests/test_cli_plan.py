@@ -1,5 +1,6 @@
-"""`stage4 plan`: the SQL of the steps and of their rollback, offline (``--since`` given, so
-no database is reached), as ``migrations.offline_plan`` renders it."""
+"""`stage4 plan --sql`: the SQL of the steps and of their rollback, offline (``--since``
+given, so no database is reached), as ``migrations.offline_plan`` renders it. The catalog
+diff that leads `stage4 plan` without ``--sql``: test_replay.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def test_plan_prints_the_step_then_its_rollback() -> None:
     up, down = migrations.offline_plan("schema", "opt1")
     assert up == migrations.offline_sql("upgrade", "schema:opt1")
     assert down == migrations.offline_sql("downgrade", "opt1:schema")
-    result = _plan("--to", "opt1", "--since", "schema")
+    result = _plan("--to", "opt1", "--since", "schema", "--sql")
     assert result.exit_code == 0, result.output
     assert result.stdout == f"-- upgrade schema -> opt1\n{up}\n-- rollback opt1 -> schema\n{down}\n"
 

@@ -692,7 +692,10 @@ def _version_table_line(found: str | None):
 
 
 def _print_drift(found, prefix: str = "") -> None:
-    """Drift in what the revisions manage, then the app's own changes, labelled apart."""
+    """Drift in what the revisions manage, then the app's own changes, labelled apart; why
+    the chain was not replayed, if it was not, on stderr first."""
+    if found.warning:
+        err.print(f"warning: {found.warning}", markup=False, highlight=False, soft_wrap=True)
     if not found.drifted:
         out.print(f"{prefix}no drift ({found.source})", markup=False)
     else:
@@ -701,8 +704,9 @@ def _print_drift(found, prefix: str = "") -> None:
         for line in found.managed:
             out.print(f"  {line}", markup=False)
     if found.own:
+        since = "since the record" if found.source.startswith("record ") else "from the replay"
         out.print(
-            f"{prefix}the app's own, {len(found.own)} change(s) since the record "
+            f"{prefix}the app's own, {len(found.own)} change(s) {since} "
             "(carried, never a reason to refuse an upgrade):",
             markup=False,
         )
@@ -710,20 +714,34 @@ def _print_drift(found, prefix: str = "") -> None:
             out.print(f"  {line}", markup=False)
 
 
-@app.command()
-def drift() -> None:
-    """Compare the live catalog with what the current revision promises; exit 1 on drift.
+ReplayScratchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scratch-url",
+        help="A server to replay the chain on, as a URL whose role may create databases "
+        "(default: the database's own server; a scratch database is created there and "
+        "dropped).",
+    ),
+]
 
-    Indexes, partitions and their bounds, views and their definitions, RPC bodies, cron
-    jobs, grants and policies, against the catalog recorded when stage4 last left the
-    database at this revision (else the revision's promises). The app's own changes
-    (policies, row level security, grants, comments, indexes and columns it added to its
-    table) are listed apart and do not make the exit 1. Read-only.
+
+@app.command()
+def drift(scratch_url: ReplayScratchOpt = None) -> None:
+    """Compare the live catalog with what the current revision makes; exit 1 on drift.
+
+    The revision's state is replayed: the chain run up to it in a scratch database, on an
+    empty copy of the table (cached per revision and chain). Partitions and their bounds,
+    indexes, views and their definitions, RPC bodies, cron jobs and settings are compared.
+    Where the chain cannot be replayed, a warning says why and the catalog recorded when
+    stage4 last left the database at this revision (else the revision's promises) is the
+    reference. The app's own changes (policies, row level security, grants, comments,
+    indexes and columns it added to its table) are listed apart and do not make the exit
+    1. The database is only read.
     Example: stage4 drift
     """
     from stage4 import drift as drifting
 
-    found = drifting.check(_url())
+    found = drifting.check(_url(), scratch_url=scratch_url)
     _print_drift(found)
     if found.drifted:
         raise typer.Exit(1)
@@ -751,16 +769,25 @@ def plan(
     since: Annotated[
         str | None, typer.Option(help="Start revision (default: the database's current one).")
     ] = None,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Only the SQL (offline with --since: no database).")
+    ] = False,
+    scratch_url: ReplayScratchOpt = None,
 ) -> None:
-    """Print the SQL each step and its rollback would run (offline; nothing is executed).
+    """What going to a revision changes in the catalog, then the SQL each step and its
+    rollback would run. Nothing is executed on the database.
 
+    The catalog diff compares the replayed states of both revisions (the chain run in a
+    scratch database on an empty copy of the table): partitions, indexes, views,
+    functions, cron jobs and settings added, changed or removed.
     Example: stage4 plan --to opt1 --since schema
     """
     from stage4 import migrations
 
     target = migrations.check_target(to)
     start = migrations.check_target(since) if since is not None else None
-    start = start or migrations.current(_url()) or "base"
+    url = None if start is not None else _url()  # the diff needs one too (below)
+    start = start or migrations.current(url) or "base"
     order = ["base", *migrations.chain()]
     if order.index(target) < order.index(start):  # below the start: a downgrade's plan
         sections = [
@@ -776,9 +803,25 @@ def plan(
             (f"-- upgrade {start} -> {target}", up),
             (f"-- rollback {target} -> {start}", down),
         ]
-    for title, sql in sections:
+    if not sql:
+        _print_catalog_diff(url or _url(), start, target, scratch_url)
+    for title, text in sections:
         out.print(title, markup=False, highlight=False)
-        out.print(sql, markup=False, highlight=False)
+        out.print(text, markup=False, highlight=False)
+
+
+def _print_catalog_diff(url: str, start: str, target: str, scratch_url: str | None) -> None:
+    """``plan``'s first part: the replayed catalog of ``start`` against ``target``'s; a
+    warning instead when the chain cannot be replayed."""
+    from stage4 import replay
+
+    try:
+        lines = replay.diff(url, start, target, scratch_url=scratch_url)
+    except replay.ReplayError as e:
+        err.print(f"warning: no catalog diff: {e}", markup=False, highlight=False)
+        return
+    for line in lines:
+        out.print(line, markup=False, highlight=False)
 
 
 @app.command()

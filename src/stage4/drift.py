@@ -1,28 +1,29 @@
-"""Drift: does the live catalog still hold what the database's revision promises?
+"""Drift: does the live catalog still hold what the database's revision makes?
 
-What a revision promises is taken from a record, not recomputed. Each time ``upgrade``
-reaches a revision (a step kept), the catalog snapshot of the app schemas is stored
-(``snapshot.catalog``: relations and their partition bounds, columns, indexes,
+What a revision should leave is replayed (``stage4.replay``): the chain up to it, run in
+a scratch database on an empty copy of the live table. Drift is the difference between
+that replayed catalog (relations and their partition bounds, columns, indexes,
 constraints, views and their definitions, function bodies, grants, policies, triggers,
-cron jobs) in the benchmarking schema (``catalog_records``), tagged with that revision
-and marked as reached going up. Drift is the difference between the newest such record
-of the current revision and the live catalog, named object by object. Nothing is
-recorded on the way down: a downgrade may keep what the revision above made (opt4's
-keeps its partitions and their rows), so the state it leaves is no revision's promise,
-and an upgrade judged against it would be refused for the very objects it creates.
-Records without the mark (an older stage4 took them both ways) are not used. The record
-is exact (it holds every object, whatever names the configuration chose) and costs one snapshot per step; the alternative,
-migrating a scratch database to the same revision and comparing, would need a second
-database and a table's worth of data to rebuild partitions and views on.
+settings, cron jobs) and the live one, named object by object.
 
-A database migrated by plain ``alembic`` has no record of its revision (a record of
-another revision says nothing about this one). There drift falls back to the promises
-``verify`` checks, of every revision from ``schema`` to the current one: coarser (the
-objects that make each optimisation, not every grant or body), but true anywhere.
+When the chain cannot be replayed (no right to create a database and no scratch server,
+PostGIS missing there), ``Drift.warning`` says what is missing and drift falls back to a
+record: each time ``upgrade`` reaches a revision (a step kept) the catalog is stored
+(``catalog_records`` in the benchmarking schema), tagged with that revision and marked
+as reached going up; the newest such record of the current revision is compared.
+Nothing is recorded on the way down: a downgrade may keep what the revision above made
+(opt4's keeps its partitions and their rows), so the state it leaves is no revision's.
+Records without the mark (an older stage4 took them both ways) are not used. Without a
+record (plain ``alembic``), drift falls back to the promises ``verify`` checks, of every
+revision from ``schema`` to the current one: coarser, but true anywhere.
+
+pg_cron runs in one database per server, never in the scratch one: where the live
+database has it, its cron jobs are compared with the record when there is one, else not
+compared (the source says which).
 
 Not drift: sequence positions (rows were inserted), cron jobs of other databases (pg_cron
 keeps one job table per server), and year partitions after ``last_year`` (one calendar
-year each, as opt4's routine makes them) that are not in the record: at opt4 and above
+year each, as opt4's routine makes them) that are not in the reference: at opt4 and above
 the routine creates them ahead of time (the revision doing its job); below it, they are
 what opt4's downgrade keeps on purpose (dropping one would drop its rows).
 
@@ -107,6 +108,7 @@ class Drift:
     source: str
     differences: list[str] = field(default_factory=list)  # every one, the app's own too
     own: list[str] = field(default_factory=list)  # those that are the app's own
+    warning: str | None = None  # why the chain was not replayed (``source`` is a fallback)
 
     @property
     def managed(self) -> list[str]:
@@ -165,15 +167,47 @@ def recorded(conn: Any, revision: str, s: Settings | None = None) -> tuple | Non
     ).fetchone()
 
 
-def check(url: str, s: Settings | None = None) -> Drift:
-    """Compare the live catalog with what the current revision promises (read-only)."""
-    from stage4 import migrations
+def check(url: str, s: Settings | None = None, scratch_url: str | None = None) -> Drift:
+    """Compare the live catalog with the replayed state of its revision, else (the chain
+    cannot be replayed: ``warning`` says why) with its record or promises. The live
+    database is only read; the replay runs in a scratch database (``scratch_url``'s
+    server when the live role may not create one)."""
+    from stage4 import migrations, replay
     from stage4.db import connect
 
     s = s or settings()
     revision = migrations.current(url)
     if revision is None:
         return Drift(None, "the database is at no revision: nothing is promised")
+    try:
+        wanted = replay.desired(url, revision, s, scratch_url)
+    except replay.ReplayError as e:
+        found = against_record(url, revision, s)
+        found.warning = f"cannot replay {revision}: {e}; compared with {found.source} instead"
+        return found
+    source = f"the replay of {revision}"
+    with connect(url) as conn:
+        now = live(conn, s)
+        if not wanted.cron:
+            rec = recorded(conn, revision, s)
+            if rec is not None:
+                wanted.catalog["cron_jobs"] = rec[2].get("cron_jobs", [])
+                source += f" (cron jobs: record {rec[0]}, pg_cron cannot run in a scratch database)"
+            else:
+                wanted.catalog["cron_jobs"] = now["cron_jobs"]
+                source += " (cron jobs not compared: pg_cron cannot run in a scratch database)"
+    found = differences(wanted.catalog, now, s, ref="the replay")
+    return Drift(
+        revision, source, [line for line, _ in found], [line for line, own in found if own]
+    )
+
+
+def against_record(url: str, revision: str, s: Settings | None = None) -> Drift:
+    """Drift from the newest record of ``revision`` reached going up, else its promises
+    (what ``check`` falls back to when the chain cannot be replayed)."""
+    from stage4.db import connect
+
+    s = s or settings()
     with connect(url) as conn:
         rec = recorded(conn, revision, s)
         if rec is not None:
@@ -196,12 +230,16 @@ def compare(
 
 
 def differences(
-    recorded: dict[str, list], now: dict[str, list], s: Settings | None = None
+    recorded: dict[str, list],
+    now: dict[str, list],
+    s: Settings | None = None,
+    ref: str = "the record",
 ) -> list[tuple[str, bool]]:
     """``compare``'s lines, each with whether it is the app's own (``app_owns``); a changed
-    object whose changes are of both kinds gets a line for each."""
+    object whose changes are of both kinds gets a line for each. ``ref`` names what
+    ``recorded`` is in the lines."""
     s = s or settings()
-    ours = _created(s)
+    ours = created_names(s)
     old = {sec: _keyed(sec, recorded.get(sec, [])) for sec in SECTIONS}
     new = {sec: _keyed(sec, now.get(sec, [])) for sec in SECTIONS}
     ahead = _ahead(old["relations"], new["relations"], s)
@@ -221,13 +259,14 @@ def differences(
                 lines.append((f"{name}: missing", app_owns(sec, key, a, "missing", s, ours, app)))
             elif a is None:
                 own = app_owns(sec, key, b, "added", s, ours, app)
-                lines.append((f"{name}: not in the record (added)", own))
+                lines.append((f"{name}: not in {ref} (added)", own))
             elif a != b:
                 changed = [(f, x, y) for f, x, y in zip(fields, a, b, strict=True) if x != y]
                 for own in (False, True):
                     part = [c for c in changed if app_owns(sec, key, b, c[0], s, ours, app) is own]
                     if part:
-                        lines.append((f"{name}: " + "; ".join(_change(*c) for c in part), own))
+                        text = "; ".join(_change(*c, ref) for c in part)
+                        lines.append((f"{name}: {text}", own))
     return lines
 
 
@@ -265,7 +304,7 @@ def app_owns(
     return False
 
 
-def _created(s: Settings) -> set[str]:
+def created_names(s: Settings) -> set[str]:
     """Qualified names of what any revision creates (``optimisations.creates``)."""
     from stage4 import migrations, optimisations
 
@@ -360,7 +399,7 @@ def _name(section: str, what: str, key: tuple, row: tuple) -> str:
     return f"{what} {'.'.join(str(k) for k in key)}"
 
 
-def _change(what: str, old: Any, new: Any) -> str:
+def _change(what: str, old: Any, new: Any, ref: str = "the record") -> str:
     if len(str(old)) > _SHORT or len(str(new)) > _SHORT:
-        return f"{what} differs from the record"
-    return f"{what} {old!r} in the record, {new!r} now"
+        return f"{what} differs from {ref}"
+    return f"{what} {old!r} in {ref}, {new!r} now"

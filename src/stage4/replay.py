@@ -1,0 +1,404 @@
+"""The desired catalog of a revision, by replaying the chain on an empty copy of the table.
+
+What a revision should leave is whatever its chain does, run: a scratch database gets
+the live table's own definition (the app's columns, identity, primary key and indexes,
+its grants, policies, row level security and comments, without a row and without what
+the revisions add), PostGIS and pg_cron where the live database has them, and the Alembic chain up to the
+revision; ``drift.live`` of the scratch is the desired state. The scratch database is
+created on the live database's server when its role may create databases, else on the
+server of ``scratch_url``, and dropped after. The result is cached per revision and
+digest (the revision files, the optimisations and the SQL they build, the table
+definition, the settings, the server version and the year, which sets opt4's horizon).
+
+pg_cron runs in one database per server, never in a scratch one: where the live database
+has it, the replayed state holds no cron job, and ``Replayed.cron`` says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from stage4.config import Settings, redact, settings
+from stage4.db import connect, where
+from stage4.errors import Stage4Error
+
+_PLACEHOLDER = "\x00database\x00"  # the scratch database's name, as cached
+_SCRATCH_PREFIX = "stage4_replay_"
+
+
+class ReplayError(Stage4Error):
+    """The chain could not be replayed; the message names what is missing."""
+
+
+@dataclass
+class Replayed:
+    """A revision's desired catalog (``drift.live``'s shape) and whether cron jobs are in it."""
+
+    revision: str
+    catalog: dict[str, list[list[Any]]]
+    cron: bool  # False: the live database has pg_cron, the scratch could not
+
+
+@dataclass
+class TableDef:
+    """The live table's own definition: statements that create it in an empty database."""
+
+    statements: list[str]
+    extensions: list[tuple[str, str]]  # (name, schema): the live's postgis and pg_cron
+    roles: list[str]
+    cron: bool  # pg_cron is installed in the live database
+
+    def digest(self, revision: str, s: Settings, server: str) -> str:
+        h = hashlib.sha256()
+        root = Path(__file__).resolve().parents[2]
+        for folder in ("alembic/versions", "src/stage4/optimisations", "src/stage4/ddl"):
+            for path in sorted((root / folder).glob("*.py")):
+                h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        h.update(json.dumps(dataclasses.asdict(s), sort_keys=True, default=str).encode())
+        h.update(json.dumps([self.statements, self.extensions, revision, server]).encode())
+        h.update(str(date.today().year).encode())
+        return h.hexdigest()[:20]
+
+
+def desired(url: str, revision: str, s: Settings | None = None, scratch_url: str | None = None):
+    """``Replayed`` of ``revision`` for the database at ``url`` (cached)."""
+    s = s or settings()
+    table = definition(url, s)
+    with connect(url) as conn:
+        server = conn.execute("SHOW server_version_num").fetchone()[0]
+        database, user = conn.execute("SELECT current_database(), current_user").fetchone()
+    cache = s.home_path / "replay" / f"{revision}-{table.digest(revision, s, server)}.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+    else:
+        saved = _replay(url, revision, table, s, scratch_url)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(saved))
+        tmp.replace(cache)
+    catalog = json.loads(json.dumps(saved["catalog"]).replace(_PLACEHOLDER, database))
+    if saved["user"] != user:
+        catalog = _as_user(catalog, saved["user"], user)
+    return Replayed(revision, catalog, saved["cron"] or not table.cron)
+
+
+def definition(url: str, s: Settings) -> TableDef:
+    """The live table's own definition, read from its catalog: the columns no revision
+    creates (type, identity, default, not null), the primary key (without the time column
+    a partitioned table needs in it), CHECK and FOREIGN KEY constraints, the indexes no
+    revision creates, then what ``privileges.capture`` carries (owner, grants, RLS,
+    policies, triggers, comments). Nothing when the table does not exist."""
+    from stage4 import drift
+    from stage4.db import engine
+    from stage4.ddl import privileges
+
+    t = s.qualified_table
+    ours = drift.created_names(s)
+    with connect(url) as conn:
+        extensions = [
+            tuple(r)
+            for r in conn.execute(
+                "SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n "
+                "ON n.oid = e.extnamespace WHERE e.extname IN ('postgis', 'pg_cron') ORDER BY e.oid"
+            )
+        ]
+        roles = [r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_'")]
+        cron = any(name == "pg_cron" for name, _ in extensions)
+        kind = conn.execute(
+            "SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (t,)
+        ).fetchone()
+        if kind is None:
+            return TableDef([], extensions, roles, cron)
+        columns = conn.execute(
+            """SELECT quote_ident(a.attname), a.attname, format_type(a.atttypid, a.atttypmod),
+                      a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity,
+                      a.attgenerated
+               FROM pg_attribute a LEFT JOIN pg_attrdef d
+                    ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+               WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+               ORDER BY a.attnum""",
+            (t,),
+        ).fetchall()
+        keep = {name for _, name, *_ in columns if f"{t}.{name}" not in ours}
+        constraints = conn.execute(
+            """SELECT quote_ident(conname), contype, pg_get_constraintdef(oid),
+                      ARRAY(SELECT attname FROM pg_attribute
+                            WHERE attrelid = conrelid AND attnum = ANY (conkey))
+               FROM pg_constraint WHERE conrelid = %s::regclass AND contype IN ('p', 'c', 'f')
+               ORDER BY conname""",
+            (t,),
+        ).fetchall()
+        indexes = conn.execute(
+            """SELECT n.nspname || '.' || c.relname, pg_get_indexdef(i.indexrelid)
+               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE i.indrelid = %s::regclass AND NOT EXISTS
+                     (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+               ORDER BY 1""",
+            (t,),
+        ).fetchall()
+    statements, cols = [], []
+    for quoted, name, typ, notnull, default, identity, generated in columns:
+        if name not in keep:
+            continue
+        col = f"{quoted} {typ}"
+        if identity:
+            col += f" GENERATED {'ALWAYS' if identity == 'a' else 'BY DEFAULT'} AS IDENTITY"
+        elif generated == "s":
+            col += f" GENERATED ALWAYS AS ({default}) STORED"
+        elif default:
+            seq = re.match(r"nextval\('([^']+)'::regclass\)", default)
+            if seq:
+                statements.append(f"CREATE SEQUENCE IF NOT EXISTS {seq.group(1)}")
+            col += f" DEFAULT {default}"
+        cols.append(col + (" NOT NULL" if notnull else ""))
+    for name, contype, _def, conkeys in constraints:
+        if contype == "p":
+            pk = [c for c in conkeys if c in keep and not (kind[0] == "p" and c == s.time_column)]
+            cols.append(f"CONSTRAINT {name} PRIMARY KEY ({', '.join(pk)})")
+    statements.append(f"CREATE TABLE {t} ({', '.join(cols)})")
+    statements += [
+        f"ALTER TABLE {t} ADD CONSTRAINT {name} {condef}"
+        for name, contype, condef, keys in constraints
+        if contype != "p" and set(keys) <= keep
+    ]
+    statements += [d.replace(" ON ONLY ", " ON ", 1) for name, d in indexes if name not in ours]
+    eng = engine(url)
+    try:
+        with eng.connect() as bind:
+            carry = privileges.capture(bind, t, None)
+    finally:
+        eng.dispose()
+    carry.column_acl = [c for c in carry.column_acl if c[0].strip('"') in keep]
+    carry.triggers = []  # a trigger calls a function: the app's are its own, stage4's replayed
+    carry.comments = [
+        (kind, name, text)
+        for kind, name, text in carry.comments
+        if kind in ("TABLE", "POLICY", "CONSTRAINT")
+        or (kind == "COLUMN" and name.strip('"') in keep)
+        or (kind == "INDEX" and f"{s.schema}.{name.strip(chr(34))}" not in ours)
+    ]
+    carry.publications = []  # the scratch database has none
+    statements += privileges.replay(carry, _NoAcl(), t, None)
+    return TableDef(statements, extensions, roles, cron)
+
+
+class _NoAcl:
+    """A bind for ``privileges.replay`` that says the new table has no ACL yet (it is
+    rendered before the table exists)."""
+
+    def exec_driver_sql(self, *_args, **_kw):
+        return self
+
+    def all(self) -> list:
+        return []
+
+
+def _replay(url: str, revision: str, table: TableDef, s: Settings, scratch_url: str | None):
+    scratch, admin = _create(url, scratch_url)
+    try:
+        cron = _prepare(scratch, table)
+        if revision != "base":
+            from stage4 import migrations
+
+            try:
+                migrations.upgrade(scratch, revision)
+            except Stage4Error as e:
+                raise ReplayError(f"the chain up to {revision} failed there: {e}") from None
+        from stage4 import drift
+
+        with connect(scratch) as conn:
+            catalog = drift.live(conn, s)
+            user = conn.execute("SELECT current_user").fetchone()[0]
+    finally:
+        _drop(admin, scratch)
+    name = urlsplit(scratch).path.lstrip("/")
+    text = json.dumps(catalog).replace(name, _PLACEHOLDER)
+    return {"catalog": json.loads(text), "user": user, "cron": cron}
+
+
+def _create(url: str, scratch_url: str | None) -> tuple[str, str]:
+    """A new empty database (its URL) and the URL it was created from (to drop it)."""
+    import psycopg
+
+    admin = scratch_url or url
+    with connect(admin, autocommit=True) as conn:
+        may = conn.execute(
+            "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()[0]
+        if not may:
+            who = conn.execute("SELECT current_user").fetchone()[0]
+            where_ = f"--scratch-url {where(admin)}" if scratch_url else where(url)
+            hint = "" if scratch_url else " and no --scratch-url was given"
+            raise ReplayError(f"role {who} may not create a database on {where_}{hint}")
+        name = f"{_SCRATCH_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+        try:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        except psycopg.Error as e:
+            reason = str(e).strip().splitlines()[0]
+            raise ReplayError(
+                f"cannot create a scratch database on {where(admin)}: {reason}"
+            ) from None
+    return urlunsplit(urlsplit(admin)._replace(path=f"/{name}")), admin
+
+
+def _drop(admin: str, scratch: str) -> None:
+    name = urlsplit(scratch).path.lstrip("/")
+    with connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _prepare(scratch: str, table: TableDef) -> bool:
+    """Roles, PostGIS and pg_cron (where the live database has them; the chain creates
+    any other it needs, as it would on the live one) and the table in the scratch
+    database; whether pg_cron is there. PostGIS missing stops the replay."""
+    import psycopg
+
+    with connect(scratch, autocommit=True) as conn:
+        have = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles")}
+        for role in table.roles:
+            if role not in have:  # grants name them: NOLOGIN, no password, no rights
+                conn.execute(f'CREATE ROLE "{role}" NOLOGIN')
+        cron = False
+        for ext, schema in table.extensions:
+            try:
+                with conn.transaction():
+                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    conn.execute(f'CREATE EXTENSION IF NOT EXISTS "{ext}" SCHEMA "{schema}"')
+                cron = cron or ext == "pg_cron"
+            except psycopg.Error as e:
+                if ext == "postgis":
+                    reason = redact(str(e).strip().splitlines()[0])
+                    raise ReplayError(f"extension postgis is missing there ({reason})") from None
+        for sql in table.statements:
+            try:
+                with conn.transaction():
+                    conn.execute(sql)
+            except psycopg.Error:  # what names an object the chain creates: it will
+                pass
+    return cron
+
+
+def _as_user(catalog: dict, old: str, new: str) -> dict:
+    """The replay's objects owned and granted by ``old`` (the scratch's role) as the live
+    database's role ``new`` would have them."""
+    pattern = re.compile(rf'(?<=[{{,/"=]){re.escape(old)}(?=[=/,}}"])|^{re.escape(old)}$')
+    return json.loads(
+        json.dumps(
+            {
+                sec: [
+                    [pattern.sub(new, v) if isinstance(v, str) else v for v in row] for row in rows
+                ]
+                for sec, rows in catalog.items()
+            }
+        )
+    )
+
+
+# ------------------------------------------------------------------ a plan's catalog diff
+_PLURAL = {
+    "partition": "partitions",
+    "table": "tables",
+    "partitioned table": "partitioned tables",
+    "view": "views",
+    "materialized view": "materialized views",
+    "sequence": "sequences",
+    "foreign table": "foreign tables",
+    "index": "indexes",
+    "column": "columns",
+    "constraint": "constraints",
+    "function": "functions",
+    "trigger": "triggers",
+    "cron job": "cron jobs",
+    "database setting": "database settings",
+    "schema": "schemas",
+    "policy": "policies",
+    "publication": "publications",
+}
+_SKIPPED = ("sequences",)  # a sequence follows its table; its position is no state
+
+
+def summary(old: dict[str, list], new: dict[str, list]) -> list[str]:
+    """What going from catalog ``old`` to ``new`` adds, changes and removes: one line per
+    kind of object and verb, each object named (what belongs to an added or removed
+    relation goes with it; the partitions' own indexes, constraints and triggers are
+    counted)."""
+    from stage4 import drift
+
+    before = {sec: drift._keyed(sec, old.get(sec, [])) for sec in drift.SECTIONS}
+    after = {sec: drift._keyed(sec, new.get(sec, [])) for sec in drift.SECTIONS}
+    rels = set(before["relations"]) | set(after["relations"])
+    both = set(before["relations"]) & set(after["relations"])
+    partitions = {k for k in rels if (after["relations"].get(k) or before["relations"].get(k))[5]}
+    groups: dict[tuple[str, str], list[str]] = {}
+    counted: dict[tuple[str, str], int] = {}
+    for sec, (what, _, fields) in drift.SECTIONS.items():
+        if sec in _SKIPPED:
+            continue
+        for key in sorted(set(before[sec]) | set(after[sec]), key=repr):
+            a, b = before[sec].get(key), after[sec].get(key)
+            if a == b:
+                continue
+            verb = "added" if a is None else "removed" if b is None else "changed"
+            row = b if b is not None else a
+            if sec == "relations":
+                kind = "partition" if row[5] else drift._KINDS.get(row[0], what)
+            else:
+                kind = what
+                rel = drift._relation(sec, key, before[sec], after[sec])
+                if rel is not None and rel not in both:
+                    continue  # the relation's own line says it
+                if rel in partitions and sec != "views":
+                    counted[(verb, kind)] = counted.get((verb, kind), 0) + 1
+                    continue
+            name = _short(sec, key)
+            if verb == "changed":
+                diff = [f for f, x, y in zip(fields, a, b, strict=True) if x != y]
+                name += f" ({', '.join(diff)})"
+            groups.setdefault((verb, kind), []).append(name)
+    lines = []
+    for verb in ("added", "changed", "removed"):
+        for kind, plural in _PLURAL.items():
+            names = groups.get((verb, kind), [])
+            n = counted.get((verb, kind), 0)
+            if not names and not n:
+                continue
+            parts = ([f"{n} of the partitions"] if n else []) + names
+            lines.append(f"{verb} {plural} ({len(names) + n}): {', '.join(parts)}")
+    return lines
+
+
+def _short(section: str, key: tuple) -> str:
+    if section == "functions":
+        return f"{key[0]}.{key[1]}({key[2]})"
+    if section in ("columns", "constraints", "triggers", "policies"):
+        return f"{key[0]}.{key[1]}.{key[2]}"
+    if section == "database_settings":
+        return key[1] + (f" for role {key[0]}" if key[0] else "")
+    return ".".join(str(k) for k in key)
+
+
+def diff(url: str, start: str, target: str, s: Settings | None = None, scratch_url=None):
+    """``plan``'s catalog diff, as SQL comments: ``summary`` of the replayed ``start`` and
+    ``target``, and what is carried."""
+    s = s or settings()
+    old, new = (desired(url, rev, s, scratch_url) for rev in (start, target))
+    lines = summary(old.catalog, new.catalog) or ["nothing"]
+    lines.append(
+        f"carried: grants, policies, row level security and comments of {s.qualified_table} "
+        "(the app's own, not replayed here)"
+    )
+    if not (old.cron and new.cron):
+        lines.append("cron jobs not replayed: pg_cron cannot run in a scratch database")
+    head = f"-- catalog {start} -> {target} (replayed on an empty copy of {s.qualified_table}):"
+    return [head, *(f"--   {line}" for line in lines)]

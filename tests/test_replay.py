@@ -1,0 +1,211 @@
+"""The replayed state of a revision (the chain run in a scratch database on an empty copy of
+the table) as what `stage4 drift` compares with and what `stage4 plan` diffs; the fallback
+to the record or the promises when the chain cannot be replayed. Real PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from stage4 import cli, drift, migrations, optimisations
+from stage4.config import settings
+from stage4.optimisations import search_matview
+
+runner = CliRunner()
+ROOT = Path(migrations.__file__).resolve().parents[2]
+GIST_GONE = "index public.geometrias_geom_gist on public.geometrias: missing"
+SEARCH = (
+    "function public.buscar_geometrias(termo text, min_lon double precision, min_lat double "
+    "precision, max_lon double precision, max_lat double precision, limite integer)"
+)
+READER, READER_PASSWORD = "replay_reader", "replay-reader-pw"
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch) -> Path:
+    """Each test replays afresh: its own stage4 home, where the replays are cached."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("STAGE4_HOME", str(home))
+    return home
+
+
+def _sql(url: str, *statements: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for sql in statements:
+            conn.execute(sql)
+
+
+def _drift(url: str, *args: str):
+    return runner.invoke(cli.app, ["--database-url", url, "drift", *args])
+
+
+def _scratch_left(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'stage4_replay_%'")
+        return [r[0] for r in rows]
+
+
+@pytest.mark.slow
+def test_plain_alembic_then_a_dropped_gist_index_is_drift(db_url: str, _own_cache) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "alembic"), "-x", f"url={db_url}", "upgrade", "schema"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(db_url) as conn:  # no stage4 record: alembic alone ran
+        assert conn.execute("SELECT to_regclass('benchmarking.catalog_records')").fetchone() == (
+            None,
+        )
+    clean = _drift(db_url)
+    assert (clean.exit_code, clean.output) == (0, "no drift (the replay of schema)\n")
+    _sql(db_url, "DROP INDEX public.geometrias_geom_gist")
+    result = _drift(db_url)
+    assert result.exit_code == 1, result.output
+    assert result.output == f"1 difference(s) from the replay of schema:\n  {GIST_GONE}\n"
+    assert list((_own_cache / "replay").glob("schema-*.json")), "the replay is cached"
+    assert _scratch_left(db_url) == []
+
+
+@pytest.mark.slow
+def test_at_opt3_a_dropped_search_index_is_drift(seeded_url: str) -> None:
+    migrations.upgrade(seeded_url, "opt3")
+    assert drift.check(seeded_url).differences == []
+    index = search_matview.index(settings()).qualified
+    _sql(seeded_url, f"DROP INDEX {index}")
+    result = _drift(seeded_url)
+    assert result.exit_code == 1, result.output
+    assert f"  index {index} on public.geometrias: missing" in result.output.splitlines()
+
+
+@pytest.mark.slow
+def test_at_opt3_a_changed_rpc_body_is_drift(seeded_url: str) -> None:
+    migrations.upgrade(seeded_url, "opt3")
+    with psycopg.connect(seeded_url) as conn:
+        definition = conn.execute(
+            "SELECT pg_get_functiondef('public.buscar_geometrias(text, double precision, double "
+            "precision, double precision, double precision, integer)'::regprocedure)"
+        ).fetchone()[0]
+    edited = definition.replace("AS $function$\n", "AS $function$\n-- by hand\n", 1)
+    assert edited != definition
+    _sql(seeded_url, edited)
+    found = drift.check(seeded_url)
+    assert found.source == "the replay of opt3"
+    assert found.managed == [f"{SEARCH}: body differs from the replay"]
+    result = _drift(seeded_url)
+    assert result.exit_code == 1, result.output
+
+
+def _plan(url: str, *args: str):
+    return runner.invoke(
+        cli.app, ["--database-url", url, "plan", "--to", "opt5", "--since", "schema", *args]
+    )
+
+
+@pytest.mark.slow
+def test_plan_leads_with_the_catalog_diff_on_one_screen(seeded_url: str) -> None:
+    s = settings()
+    result = _plan(seeded_url)
+    assert result.exit_code == 0, result.output
+    head, sep, sql = result.stdout.partition("-- upgrade schema -> opt5\n")
+    assert sep and sql, result.stdout
+    lines = head.splitlines()
+    assert len(lines) <= 40, head
+    assert lines[0].startswith("-- catalog schema -> opt5 ")
+    assert all(line.startswith("--") for line in lines)
+    created = [c.name for _, c in optimisations.creates(s, migrations.chain())]
+    partitions = [
+        n for n in created if re.fullmatch(rf"{s.own_schema}\.{s.table}_(p\d{{4}}|default)", n)
+    ]
+    views = [v.qualified for v in optimisations.views(s)]
+    functions = [n.split("(")[0] for n in created if "(" in n]
+    assert partitions and views and functions
+    added = {line.split(":")[0].removeprefix("--   "): line for line in lines}
+    for name in partitions:
+        assert f" {name}," in added["added partitions (13)"] + ",", name
+    for name in views:
+        assert name in added[f"added materialized views ({len(views)})"], name
+    for name in functions:
+        assert f" {name}(" in added["added functions (2)"], name
+    assert "grants, policies" in head and "carried" in head
+    assert "cron jobs not replayed" not in head  # the database has no pg_cron: none to run
+    up, down = migrations.offline_plan("schema", "opt5")
+    only_sql = _plan(seeded_url, "--sql")
+    assert only_sql.exit_code == 0, only_sql.output
+    assert (
+        only_sql.stdout == f"-- upgrade schema -> opt5\n{up}\n-- rollback opt5 -> schema\n{down}\n"
+    )
+    assert head + sep + sql == result.stdout and sql.startswith(up)
+
+
+@pytest.mark.slow
+@pytest.mark.cron
+def test_plan_says_cron_jobs_are_not_replayed(cron_url: str) -> None:
+    result = _plan(cron_url)
+    assert result.exit_code == 0, result.output
+    head = result.stdout.partition("-- upgrade schema -> opt5\n")[0]
+    assert "--   cron jobs not replayed: pg_cron cannot run in a scratch database\n" in head
+
+
+@pytest.fixture
+def reader_url(seeded_url: str):
+    """``seeded_url`` as a role that reads everything and may not create a database."""
+    _sql(
+        seeded_url,
+        f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{READER}') THEN "
+        f"CREATE ROLE {READER} LOGIN NOCREATEDB PASSWORD '{READER_PASSWORD}'; END IF; END$$",
+        f"GRANT pg_read_all_data TO {READER}",
+    )
+    parts = urlsplit(seeded_url)
+    netloc = f"{READER}:{READER_PASSWORD}@{parts.hostname}:{parts.port}"
+    yield urlunsplit(parts._replace(netloc=netloc))
+
+
+def test_a_chain_that_cannot_replay_falls_back_to_the_record(seeded_url, reader_url) -> None:
+    record_id = drift.record(seeded_url)
+    _sql(seeded_url, "DROP INDEX public.geometrias_geom_gist")
+    result = _drift(reader_url)
+    assert result.exit_code == 1, result.output
+    where = f"{READER}@{urlsplit(reader_url).hostname}:{urlsplit(reader_url).port}"
+    warning = result.stderr.splitlines()
+    assert len(warning) == 1, result.stderr
+    assert re.fullmatch(
+        rf"warning: cannot replay schema: role {READER} may not create a database on "
+        rf"{re.escape(where)}/\w+ and no --scratch-url was given; compared with record "
+        rf"{record_id} of schema, taken .* instead",
+        warning[0],
+    ), warning
+    assert re.fullmatch(
+        rf"1 difference\(s\) from record {record_id} of schema, taken [-\d]+ [:\d]+:\n"
+        rf"  {re.escape(GIST_GONE)}\n",
+        result.stdout,
+    ), result.stdout
+    scratch = _drift(reader_url, "--scratch-url", reader_url)
+    assert f"may not create a database on --scratch-url {where}/" in scratch.stderr
+    assert READER_PASSWORD not in result.output + scratch.output
+
+
+def test_without_a_record_the_fallback_is_the_promises(reader_url) -> None:
+    result = _drift(reader_url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "no drift (the promises of schema (no record of schema kept on the way up))\n"
+    )
+    assert result.stderr.startswith("warning: cannot replay schema: role ")
+
+
+def test_plan_without_a_replay_warns_and_prints_the_sql(reader_url) -> None:
+    result = _plan(reader_url)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"warning: no catalog diff: role {READER} may not create ")
+    assert result.stdout.startswith("-- upgrade schema -> opt5\n")
