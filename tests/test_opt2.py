@@ -12,12 +12,13 @@ import time
 import psycopg
 import pytest
 
+from fixtures_supabase import ROLES
 from stage4 import migrations, snapshot
 from stage4.config import settings
+from stage4.ddl import functions
 from stage4.errors import MigrationError
 from stage4.optimisations import gis_columns
 from stage4.queries import base_sql
-from supabase_roles import ROLES_SQL
 
 S = settings()
 VIEWPORTS = [
@@ -158,26 +159,38 @@ class TestDerivedColumns:
             assert method == "lz4"
 
 
-class TestVariants:
+def _calls() -> dict[str, str]:
+    """qid -> how the app calls the RPCs opt2 re-points."""
+    return {q: functions.call_sql(fn) for q, fn in gis_columns.repoints(S).items()}
+
+
+class TestRepointed:
     def test_same_results_as_base(self, seeded_url):
         migrations.upgrade(seeded_url, "opt2")
-        base, variants = base_sql(S), gis_columns.rewrites(S)
-        assert sorted(variants) == ["Q1", "Q3"]
+        base, calls = base_sql(S), _calls()
+        assert sorted(calls) == ["Q1", "Q3"]
         with psycopg.connect(seeded_url) as conn:
-            for q, v in variants.items():
-                assert conn.execute(f"SELECT {v.requires}").fetchone()[0] is True
+            for q, call in calls.items():
+                fn = gis_columns.repoints(S)[q]
+                assert conn.execute(
+                    "SELECT btrim(prosrc, E' \\n') = %s FROM pg_proc WHERE oid = %s::regprocedure",
+                    (fn.body.strip(), fn.identity),
+                ).fetchone() == (True,)
                 for x0, y0, x1, y1 in VIEWPORTS:
                     p = {"min_lon": x0, "min_lat": y0, "max_lon": x1, "max_lat": y1}
                     want = conn.execute(base[q], p).fetchall()
-                    got = conn.execute(v.sql, p).fetchall()
+                    got = conn.execute(call, p).fetchall()
                     assert want and want[0][0], (q, p)
                     assert _same(want, got), (q, p)
 
-    def test_requires_false_before_opt2(self, seeded_url):
+    def test_baseline_bodies_before_opt2(self, seeded_url):
         migrations.upgrade(seeded_url, "opt1")
         with psycopg.connect(seeded_url) as conn:
-            for v in gis_columns.rewrites(S).values():
-                assert conn.execute(f"SELECT {v.requires}").fetchone()[0] is False
+            for fn in gis_columns.repoints(S).values():
+                src = conn.execute(
+                    "SELECT prosrc FROM pg_proc WHERE oid = %s::regprocedure", (fn.identity,)
+                ).fetchone()[0]
+                assert "area_m2" not in src and "ST_Area" in src
 
 
 def test_offline_sql():
@@ -293,7 +306,7 @@ class TestOnline:
             assert metrics["backfill_caught_up_rows"] == 1
             assert app.execute(AREA_RIGHT).fetchone() == (0, 2001)
 
-    def test_rows_written_after_the_upgrade_are_right_and_rewrites_agree(self, seeded_url):
+    def test_rows_written_after_the_upgrade_are_right_and_the_rpcs_agree(self, seeded_url):
         """Insert, update geom, update another column, move a row to another partition,
         write a derived column directly: the columns stay equal to their expressions, and
         the rewrites return what the base queries return."""
@@ -320,11 +333,11 @@ class TestOnline:
             wrong, _ = conn.execute(AREA_RIGHT).fetchone()
             assert wrong == 0
             base = base_sql(S)
-            for q, v in gis_columns.rewrites(S).items():
+            for q, call in _calls().items():
                 for x0, y0, x1, y1 in VIEWPORTS:
                     p = {"min_lon": x0, "min_lat": y0, "max_lon": x1, "max_lat": y1}
                     assert _same(
-                        conn.execute(base[q], p).fetchall(), conn.execute(v.sql, p).fetchall()
+                        conn.execute(base[q], p).fetchall(), conn.execute(call, p).fetchall()
                     ), (q, p)
 
     def test_a_failed_backfill_drops_what_it_added(self, seeded_url):
@@ -464,9 +477,7 @@ class TestOnline:
                 "SELECT count(area_m2), count(*) - count(area_m2) FROM geometrias"
             ).fetchone()
             assert filled > 0 and nulls > 0  # partly filled
-            assert conn.execute(f"SELECT {gis_columns.rewrites(S)['Q1'].requires}").fetchone() == (
-                False,
-            )
+            assert conn.execute(f"SELECT {gis_columns.filled_check_sql(S)}").fetchone() == (False,)
         assert migrations.current(seeded_url) == "opt1"
         migrations.upgrade(seeded_url, "opt2")
         with psycopg.connect(seeded_url) as conn:
@@ -521,7 +532,7 @@ def test_trigger_function_roles(seeded_url):
     every function to them); an authenticated write still fires it (a trigger function
     needs no EXECUTE grant), within the writes its policies allow."""
     with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(ROLES_SQL)
+        conn.execute(ROLES)
         conn.execute(
             "GRANT USAGE ON SCHEMA public TO anon, authenticated; "
             "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT EXECUTE ON FUNCTIONS "
