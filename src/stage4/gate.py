@@ -386,9 +386,7 @@ def _app_wrote(conn, run: RolloutRun, rec: StepRecord) -> str | None:
     count is unknown and the rows are left to the downgrade's row check."""
     steps = [st for st in run.rollout.steps if st.revision in run.todo] if run.package else [rec]
     since = (steps[0].counters or {}).get("before")
-    own = sum(
-        livewrites.own_writes(getattr(st, "metrics_", None)) + _rolled_back(st) for st in steps
-    )
+    own = sum(livewrites.own_writes(st.metrics) + _rolled_back(st) for st in steps)
     n = livewrites.settled(conn, run.s, since, own=own) if since else None
     earlier = sum(st.app_writes or 0 for st in steps)
     if n is None:
@@ -603,7 +601,7 @@ def _timed_upgrade(
     """Apply one revision, recording its duration, its metrics and its notes."""
     metrics: dict[str, Any] = {}
     notes: list[str] = []
-    rec.metrics_ = metrics  # type: ignore[attr-defined]
+    rec.metrics = metrics
     rec.upgrade_seconds, settled = _retrying(
         lambda: migrations.timed(
             migrations.upgrade,
@@ -732,8 +730,7 @@ def _downgrade(
                 step, url, rev, f"rollback to {back_to}", lock_retries, say=say
             )
             kept, broken = verify.revision(url, s, back_to) if back_to != "base" else ([], [])
-            rec = StepRecord(rev, counters={"before": counters})
-            rec.metrics_ = metrics  # type: ignore[attr-defined]
+            rec = StepRecord(rev, counters={"before": counters}, metrics=metrics)
             with connect(url) as conn:
                 moved = back_to != "base" and judging.rows_hash(conn, s) != rows_before
                 broken += judging.rows_kept(conn, s, rec, moved)

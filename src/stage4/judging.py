@@ -174,7 +174,7 @@ def rows_kept(conn, s, rec: StepRecord, hash_moved: bool) -> list[str]:
     them itself (source vs copy, in its transaction, writers stopped). Otherwise the content
     hash before and after the step: exact when nobody else wrote meanwhile; when the app did,
     a moved hash is its writes (no step but a rebuild moves a row), said as a note."""
-    metrics = getattr(rec, "metrics_", {})
+    metrics = rec.metrics
     rec.rows_checked = metrics.get("rows_checked")
     before = (rec.counters or {}).get("before")
     own = livewrites.own_writes(metrics)  # the step's own (opt2's backfill), not the app's

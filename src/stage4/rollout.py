@@ -10,11 +10,16 @@ import socket
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stage4 import interrupts, visibility
 from stage4.config import redact
 from stage4.retry import DEFAULT_RETRIES
+
+if TYPE_CHECKING:
+    from stage4.config import Settings
+    from stage4.metrics import BenchRun
+    from stage4.rpc_access import Calls
 
 Phase = Callable[[str, str], None]  # (step, phase text)
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -81,8 +86,12 @@ class StepRecord:
     # rows, the benched writes): PostgreSQL counts them as written, so the app's count
     # leaves them out
     own_rows: int = 0
-    run: Any = field(default=None, repr=False, compare=False)  # the BenchRun, not saved
-    counters: Any = field(default=None, repr=False, compare=False)  # livewrites, not saved
+    # not saved: the step's bench run; the app table's write counters (livewrites) by when
+    # they were read ("before", "earlier"); what the migration reported (migrations.timed:
+    # rows it checked and wrote itself)
+    run: BenchRun | None = field(default=None, repr=False, compare=False)
+    counters: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    metrics: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -106,11 +115,12 @@ class Rollout:
 
     def save(self) -> Path:
         path = Path(self.folder) / "rollout.json"
-        plain = replace(self, steps=[replace(st, run=None, counters=None) for st in self.steps])
+        unsaved = {"run": None, "counters": None, "metrics": {}}
+        plain = replace(self, steps=[replace(st, **unsaved) for st in self.steps])
         data = asdict(plain)
         for st in data["steps"]:
-            st.pop("run", None)
-            st.pop("counters", None)
+            for name in unsaved:
+                st.pop(name, None)
         path.write_text(redact(json.dumps(data, indent=2, default=str)))
         return path
 
@@ -144,17 +154,17 @@ class RolloutRun:
     rollout: Rollout
     say: Said
     progress: Progress | None = None
-    s: Any = None  # the settings, read when the rollout starts
+    s: Settings | None = None  # the settings, read when the rollout starts
     folder: Path | None = None  # the run's folder, made once pre-flight has passed
     pending: list[str] = field(default_factory=list)  # revisions Alembic has yet to apply
     carried: list[str] = field(default_factory=list)  # applied by a rollout that did not judge
     todo: list[str] = field(default_factory=list)  # carried + pending, in order
-    base: Any = None  # the run every step is judged against (a BenchRun)
-    previous: Any = None  # the last kept step's run (the baseline before the first)
+    base: BenchRun | None = None  # the run every step is judged against
+    previous: BenchRun | None = None  # the last kept step's run (the baseline before the first)
     # what a NO-GO rolls back: steps this rollout applied itself, never one it found applied
     # (carried), so no rollout ends below the revision it started from
     applied: list[StepRecord] = field(default_factory=list)
-    start: Any = None  # the catalog snapshot the rollout started from
+    start: dict[str, Any] | None = None  # the catalog snapshot the rollout started from
     start_plans: dict[str, Any] = field(default_factory=dict)  # each query's plan then
 
     @property
@@ -189,7 +199,7 @@ def _first_line(error: BaseException) -> str:
 class StepStart:
     """The database as a step found it: what its judgement and its rollback compare with."""
 
-    snapshot: Any
+    snapshot: dict[str, Any]  # snapshot.take
     rows: str | None
     reach: visibility.Reach
-    calls: Any = None  # rpc_access.Calls: which API role calls which RPC
+    calls: Calls | None = None  # which API role calls which RPC
