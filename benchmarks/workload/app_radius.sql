@@ -1,0 +1,5 @@
+\set x random(-46700, -46550)
+\set y random(-23620, -23500)
+SELECT id, nome FROM geometrias
+WHERE ST_DWithin(geom, ST_SetSRID(ST_MakePoint(:x / 1000.0, :y / 1000.0), 4326), 0.003)
+ORDER BY id;
