@@ -134,3 +134,14 @@ def test_btree_gist_the_app_had_stays_after_opt2s_downgrade(seeded_url) -> None:
     migrations.downgrade(seeded_url, "opt1")
     with psycopg.connect(seeded_url) as conn:
         assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'btree_gist'").fetchall()
+
+
+def test_opt1_repoints_q2_with_the_same_rows_and_its_downgrade_restores_it(seeded_url) -> None:
+    q2 = functions.read(S, "Q2")
+    before = _definition(seeded_url, q2)
+    fingerprints = _fingerprints(seeded_url, ["Q2"])
+    migrations.upgrade(seeded_url, "opt1")
+    assert "ORDER BY id + 0 LIMIT 500" in _definition(seeded_url, q2)[0]
+    assert _fingerprints(seeded_url, ["Q2"]) == fingerprints
+    migrations.downgrade(seeded_url, "schema")
+    assert _definition(seeded_url, q2) == before

@@ -28,7 +28,10 @@ contain the partition key):
   over the partitions costs more in worker start-up than short queries take (pre-flight
   measures it), while large scans still save far more than that and stay parallel
   (``stage4.optimisations.partition_by_year``); the downgrade restores the previous
-  value exactly.
+  value exactly;
+* the RPC of Q2 is re-pointed to find a box's rows from the GiST index instead of walking
+  every partition's primary key (``partition_by_year.repoints``: same rows, same order),
+  where its body is the baseline's; the downgrade restores its definition.
 
 The upgrade REFUSES, before changing anything and naming them, when views,
 materialized views, SQL-body functions or foreign keys depend on the table (drop,
@@ -116,6 +119,8 @@ def upgrade() -> None:
     r.swap()
     partitioning.publications_up(r, partition_by_year.PUBLICATIONS_MEMO)
     op.execute(partition_by_year.serial_sql(r.s))
+    for sql in partition_by_year.repoint_sql(r.s):
+        op.execute(sql)
     _report(r)
 
 
@@ -123,6 +128,8 @@ def downgrade() -> None:
     """Partitioned -> plain, from the parent (every partition, opt4's included)."""
     r = _rebuild(partitioned=False)
     _check(r, "p", "un-partition")
+    for sql in partition_by_year.restore_sql_rpcs(r.s):
+        op.execute(sql)
     op.execute(partition_by_year.restore_sql(r.s))  # its memo lives on a partition: first
     flipped = partitioning.publications_down(r, partition_by_year.PUBLICATIONS_MEMO)
     r.create()

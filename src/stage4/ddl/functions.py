@@ -278,3 +278,13 @@ BEGIN
   END IF;
 END
 $do$"""
+
+
+def repoint_reads_sql(s: Settings, repoints: dict[str, Function], revision: str) -> list[str]:
+    """Each geo read of ``repoints`` (qid -> new body) re-pointed where its body is ``schema``'s."""
+    return [repoint_sql(read(s, q), fn, revision) for q, fn in repoints.items()]
+
+
+def restore_reads_sql(repoints: dict[str, Function], revision: str) -> list[str]:
+    """Each RPC of ``repoints`` back to the definition it had where ``revision`` re-pointed it."""
+    return [restore_sql(fn, revision) for fn in repoints.values()]

@@ -397,14 +397,12 @@ def repoints(s: Settings) -> dict[str, functions.Function]:
 
 def repoint_sql(s: Settings) -> list[str]:
     """Each RPC of ``repoints`` re-pointed where its body is the baseline's."""
-    return [
-        functions.repoint_sql(functions.read(s, q), fn, REVISION) for q, fn in repoints(s).items()
-    ]
+    return functions.repoint_reads_sql(s, repoints(s), REVISION)
 
 
 def restore_sql(s: Settings) -> list[str]:
     """Each RPC of ``repoints`` back to the definition it had (where opt2 re-pointed it)."""
-    return [functions.restore_sql(fn, REVISION) for fn in repoints(s).values()]
+    return functions.restore_reads_sql(repoints(s), REVISION)
 
 
 def rewrites(s: Settings) -> dict[str, Rewrite]:
