@@ -181,6 +181,7 @@ def check(url: str, s: Settings | None = None, scratch_url: str | None = None) -
         return Drift(None, "the database is at no revision: nothing is promised")
     try:
         wanted = replay.desired(url, revision, s, scratch_url)
+        bare = replay.desired(url, revision, s, scratch_url, bare=True)
     except replay.ReplayError as e:
         found = against_record(url, revision, s)
         found.warning = f"cannot replay {revision}: {e}; compared with {found.source} instead"
@@ -196,10 +197,12 @@ def check(url: str, s: Settings | None = None, scratch_url: str | None = None) -
             else:
                 wanted.catalog["cron_jobs"] = now["cron_jobs"]
                 source += " (cron jobs not compared: pg_cron cannot run in a scratch database)"
-    found = differences(wanted.catalog, now, s, ref="the replay")
-    return Drift(
-        revision, source, [line for line, _ in found], [line for line, own in found if own]
-    )
+    # the replay carries the app's objects on its table (what revisions derive from them,
+    # a view's grants, is then compared); the app's own are what the bare replay lacks
+    bare.catalog["cron_jobs"] = wanted.catalog["cron_jobs"]
+    managed = [line for line, own in differences(wanted.catalog, now, s, "the replay") if not own]
+    own = [line for line, own in differences(bare.catalog, now, s, "the replay") if own]
+    return Drift(revision, source, managed + own, own)
 
 
 def against_record(url: str, revision: str, s: Settings | None = None) -> Drift:

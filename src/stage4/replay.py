@@ -70,10 +70,20 @@ class TableDef:
         return h.hexdigest()[:20]
 
 
-def desired(url: str, revision: str, s: Settings | None = None, scratch_url: str | None = None):
-    """``Replayed`` of ``revision`` for the database at ``url`` (cached)."""
+def desired(
+    url: str,
+    revision: str,
+    s: Settings | None = None,
+    scratch_url: str | None = None,
+    bare: bool = False,
+) -> Replayed:
+    """``Replayed`` of ``revision`` for the database at ``url`` (cached). ``bare``: on the
+    reference table ``schema`` creates, without the live table's definition, for the
+    app's own objects to show against (``drift.check``)."""
     s = s or settings()
     table = definition(url, s)
+    if bare:
+        table = dataclasses.replace(table, statements=[])
     with connect(url) as conn:
         server = conn.execute("SHOW server_version_num").fetchone()[0]
         database, user = conn.execute("SELECT current_database(), current_user").fetchone()
