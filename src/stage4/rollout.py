@@ -195,7 +195,7 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepStart:
     """The database as a step found it: what its judgement and its rollback compare with."""
 
