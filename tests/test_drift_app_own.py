@@ -54,29 +54,29 @@ def test_the_apps_own_objects_do_not_refuse_an_upgrade(db_url: str, tmp_path) ->
     _adopted(db_url, tmp_path)
     _sql(db_url, *APP_OWN)
     found = drift.check(db_url)
-    assert found.source.startswith("record ") and " of schema, " in found.source
+    assert found.source == "the replay of schema"
     assert not found.drifted and found.managed == []
     assert found.own == found.differences
     own = "\n".join(found.own)
     for said in (
-        "policy so_escolas of public.geometrias: not in the record (added)",
-        "row level security False in the record, True now",
-        "index public.geometrias_nome_app on public.geometrias: not in the record (added)",
-        "column nota of public.geometrias: not in the record (added)",
+        "policy so_escolas of public.geometrias: not in the replay (added)",
+        "row level security False in the replay, True now",
+        "index public.geometrias_nome_app on public.geometrias: not in the replay (added)",
+        "column nota of public.geometrias: not in the replay (added)",
     ):
         assert said in own, own
-    assert "grants " in own and "comment '' in the record" in own, own
+    assert "grants " in own and "comment '' in the replay" in own, own
 
     url = ["--database-url", db_url]
     result = runner.invoke(cli.app, [*url, "drift"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("no drift (record "), lines
-    assert lines[1].startswith(f"the app's own, {len(found.own)} change(s) since the record")
-    assert "  policy so_escolas of public.geometrias: not in the record (added)" in lines
+    assert lines[0] == "no drift (the replay of schema)", lines
+    assert lines[1].startswith(f"the app's own, {len(found.own)} change(s) from the replay")
+    assert "  policy so_escolas of public.geometrias: not in the replay (added)" in lines
     status = runner.invoke(cli.app, [*url, "status", "--reports-dir", str(tmp_path)])
     assert status.exit_code == 0, status.output
-    assert "\ndrift: no drift (record " in status.output, status.output
+    assert "\ndrift: no drift (the replay of schema)" in status.output, status.output
     assert "\ndrift: the app's own, " in status.output, status.output
 
     before = _anon_sees(db_url)
@@ -86,7 +86,7 @@ def test_the_apps_own_objects_do_not_refuse_an_upgrade(db_url: str, tmp_path) ->
     assert migrations.current(db_url) == "opt1"
     assert any(p.startswith("the app's own, carried: policy so_escolas") for p in rollout.preflight)
     assert _anon_sees(db_url) == before
-    assert drift.check(db_url).differences == []  # the step kept is recorded, the app's too
+    assert drift.check(db_url).managed == []  # the app's own stay listed, apart
 
 
 @pytest.mark.slow
@@ -104,7 +104,7 @@ def test_a_managed_index_dropped_still_refuses(db_url: str, tmp_path) -> None:
     assert migrations.current(db_url) == "schema"
     result = runner.invoke(cli.app, ["--database-url", db_url, "drift"])
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("1 difference(s) from record "), result.output
+    assert result.output.startswith("1 difference(s) from the replay of schema:"), result.output
     assert "the app's own, " in result.output
 
 
