@@ -8,38 +8,23 @@ that show it no column the table hides; ``rpc_access`` names a role that loses a
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import errors
 
+from conftest import revision
+from fixtures_supabase import COLUMN_GRANTS
 from stage4 import gate, migrations, rpc_access, visibility
 from stage4.config import settings
 from stage4.ddl import functions, matviews
 from stage4.errors import GateError
 from stage4.optimisations import aggregates as agg
-from supabase_roles import ROLES_SQL
 
 S = settings()
 T = S.qualified_table
-ANON_COLUMNS = f"id, nome, categoria, {S.time_column}, {S.geometry_column}"
-SUPABASE_NO_RLS = (
-    ROLES_SQL
-    + f"""
-GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
-GRANT ALL ON {T} TO authenticated, service_role;
-GRANT ALL ON FUNCTION public.buscar_geometrias(text, double precision, double precision,
-  double precision, double precision, integer), public.contagem_mensal(integer),
-  public.tile_mvt(integer, integer, integer) TO anon, authenticated, service_role;
-REVOKE ALL ON {T} FROM anon;
-GRANT SELECT ({ANON_COLUMNS}) ON {T} TO anon;
-"""
-)
+pytestmark = pytest.mark.supabase(COLUMN_GRANTS)  # RLS off, anon reads five columns
 # The probe's calls: a tile over the seed's densest centre, and a year of monthly counts.
 CALLS = {
     "tile_mvt": "SELECT public.tile_mvt(8, 94, 145)",
@@ -48,13 +33,6 @@ CALLS = {
         "SELECT * FROM public.buscar_geometrias('escola', -47, -24, -46, -23, 20)"
     ),
 }
-
-
-@pytest.fixture
-def column_url(seeded_url: str) -> str:
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(SUPABASE_NO_RLS)
-    return seeded_url
 
 
 def _as(conn, role: str, sql: str):
@@ -68,8 +46,8 @@ def _as(conn, role: str, sql: str):
         return str(e).strip()
 
 
-def test_every_rpc_anon_calls_at_schema_it_calls_at_opt5(column_url: str) -> None:
-    with psycopg.connect(column_url, autocommit=True) as conn:
+def test_every_rpc_anon_calls_at_schema_it_calls_at_opt5(supabase_url: str) -> None:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         assert not conn.execute(f"SELECT relrowsecurity FROM pg_class WHERE oid = '{T}'::regclass").fetchone()[0]  # fmt: skip
         at_schema = {name: _as(conn, "anon", sql) for name, sql in CALLS.items()}
         calls, reach = rpc_access.take(conn, S), visibility.take(conn, S)
@@ -79,10 +57,11 @@ def test_every_rpc_anon_calls_at_schema_it_calls_at_opt5(column_url: str) -> Non
     assert sorted(callable_) == ["contagem_mensal", "tile_mvt"]
     assert len(at_schema["tile_mvt"][0][0]) > 1000 and at_schema["contagem_mensal"]
     anon = {i.split("(")[0].split(".")[1] for i, e in calls["anon"].items() if e is None}
-    assert anon == set(callable_)
+    assert set(callable_) <= anon and "buscar_geometrias" not in anon
+    assert {"resumo_janela", "area_por_categoria", "geometrias_janela"} <= anon  # re-pointed
 
-    migrations.upgrade(column_url, "opt5")
-    with psycopg.connect(column_url, autocommit=True) as conn:
+    migrations.upgrade(supabase_url, "opt5")
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         for fn in (agg.monthly_counts_body(S), agg.tile_body(S)):  # the view-backed bodies
             assert (
                 conn.execute(
@@ -97,15 +76,15 @@ def test_every_rpc_anon_calls_at_schema_it_calls_at_opt5(column_url: str) -> Non
 
 
 @pytest.mark.slow
-def test_a_view_column_is_granted_iff_every_column_it_reveals_is(column_url: str) -> None:
+def test_a_view_column_is_granted_iff_every_column_it_reveals_is(supabase_url: str) -> None:
     """anon without the date: it reads the tile view's other columns (tile_mvt works), not
     the date, not the monthly view (its rows are counted by date), nothing it lacked."""
-    with psycopg.connect(column_url, autocommit=True) as conn:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         conn.execute(f"REVOKE SELECT ({S.time_column}) ON {T} FROM anon")
         tile = _as(conn, "anon", CALLS["tile_mvt"])
-    migrations.upgrade(column_url, "opt5")
+    migrations.upgrade(supabase_url, "opt5")
     tv, mv, pv = agg.tiles(S), agg.monthly(S), agg.points(S)
-    with psycopg.connect(column_url, autocommit=True) as conn:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
 
         def readable(rel: str) -> set[str]:
             return {
@@ -132,16 +111,16 @@ def test_a_view_column_is_granted_iff_every_column_it_reveals_is(column_url: str
 
 
 @pytest.mark.slow
-def test_grant_option_and_public_column_grants_are_honoured(column_url: str) -> None:
+def test_grant_option_and_public_column_grants_are_honoured(supabase_url: str) -> None:
     """PUBLIC's column grants count for every role; a grant option travels only where the
     role holds it on every column a view column reveals."""
     g = S.geometry_column
-    with psycopg.connect(column_url, autocommit=True) as conn:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         conn.execute(f"REVOKE SELECT (nome) ON {T} FROM anon")
         conn.execute(f"GRANT SELECT (nome) ON {T} TO PUBLIC")
         conn.execute(f"GRANT SELECT (categoria, {g}) ON {T} TO anon WITH GRANT OPTION")
-    migrations.upgrade(column_url, "opt5")
-    with psycopg.connect(column_url, autocommit=True) as conn:
+    migrations.upgrade(supabase_url, "opt5")
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         acl = set(
             conn.execute(
                 "SELECT at.attname::text, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE "
@@ -159,11 +138,11 @@ def test_grant_option_and_public_column_grants_are_honoured(column_url: str) -> 
 
 
 @pytest.mark.slow
-def test_the_declared_reveals_name_what_the_views_read(column_url: str) -> None:
+def test_the_declared_reveals_name_what_the_views_read(supabase_url: str) -> None:
     """Each view's ``reveals`` covers its columns exactly and names every table column its
     query reads (its rule's dependencies); the catalog fallback gives the same union."""
-    migrations.upgrade(column_url, "opt5")
-    with psycopg.connect(column_url, autocommit=True) as conn:
+    migrations.upgrade(supabase_url, "opt5")
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         for view in agg.views(S):
             columns = {
                 r[0]
@@ -188,9 +167,9 @@ def test_the_declared_reveals_name_what_the_views_read(column_url: str) -> None:
 
 
 def test_without_declared_reveals_a_view_column_needs_every_column_the_query_reads(
-    column_url: str,
+    supabase_url: str,
 ) -> None:
-    with psycopg.connect(column_url, autocommit=True) as conn:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         conn.execute(f"CREATE MATERIALIZED VIEW public.nomes AS SELECT id, nome FROM {T} WHERE categoria = 'escola'")  # fmt: skip
         conn.execute(f"CREATE ROLE no_cat_{conn.info.backend_pid} NOLOGIN")
         role = f"no_cat_{conn.info.backend_pid}"
@@ -211,13 +190,13 @@ def test_without_declared_reveals_a_view_column_needs_every_column_the_query_rea
 
 
 @pytest.mark.slow
-def test_with_rls_on_the_views_stay_their_owners(column_url: str) -> None:
-    with psycopg.connect(column_url, autocommit=True) as conn:
+def test_with_rls_on_the_views_stay_their_owners(supabase_url: str) -> None:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         conn.execute(f"ALTER TABLE {T} ENABLE ROW LEVEL SECURITY")
         conn.execute(f"CREATE POLICY todos ON {T} FOR SELECT TO anon USING (true)")
         calls = rpc_access.take(conn, S)
-    migrations.upgrade(column_url, "opt5")
-    with psycopg.connect(column_url, autocommit=True) as conn:
+    migrations.upgrade(supabase_url, "opt5")
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         for view in agg.views(S):
             assert not conn.execute(
                 "SELECT has_any_column_privilege('anon', %s, 'SELECT')", (view.qualified,)
@@ -236,82 +215,71 @@ def test_with_rls_on_the_views_stay_their_owners(column_url: str) -> None:
 # ----------------------------------------------------------------- losing an RPC
 
 
-def test_a_role_that_loses_an_rpc_is_named_with_it(column_url: str) -> None:
+def test_a_role_that_loses_an_rpc_is_named_with_it(supabase_url: str) -> None:
     tile = functions.tile(S).identity
     monthly = functions.monthly_counts(S).identity
-    with psycopg.connect(column_url, autocommit=True) as conn:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         before = rpc_access.take(conn, S)
         assert before["anon"][tile] is None and before["authenticated"][tile] is None
         assert rpc_access.lost(before, rpc_access.take(conn, S)) == []
         conn.execute(f"REVOKE SELECT (nome) ON {T} FROM anon")
         conn.execute(f"REVOKE EXECUTE ON FUNCTION {monthly} FROM authenticated, PUBLIC")
         gone = rpc_access.lost(before, rpc_access.take(conn, S))
+    # anon loses every RPC whose body reads nome, and only those
+    reads_nome = {"tile_mvt", "geometrias_janela", "geometrias_periodo", "mais_proximas",
+                  "dentro_do_raio"}  # fmt: skip
+    anon = [fn.identity for fn in functions.baseline(S) if fn.name in reads_nome]
     assert gone == [
-        f"anon can no longer call {tile}: permission denied for table geometrias",
+        *(f"anon can no longer call {i}: permission denied for table geometrias" for i in anon),
         f"authenticated can no longer call {monthly}: permission denied for function "
         "contagem_mensal",
     ]
-    checked, broken = rpc_access.check(column_url, S, before)
+    assert tile in anon
+    checked, broken = rpc_access.check(supabase_url, S, before)
     assert checked == [] and broken == gone
 
 
-def test_an_rpc_a_role_could_not_call_before_is_not_counted(column_url: str) -> None:
+def test_an_rpc_a_role_could_not_call_before_is_not_counted(supabase_url: str) -> None:
     search = functions.search(S).identity
-    with psycopg.connect(column_url, autocommit=True) as conn:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         before = rpc_access.take(conn, S)
     assert before["anon"][search].startswith("permission denied for table geometrias")
-    checked, broken = rpc_access.check(column_url, S, before)
+    checked, broken = rpc_access.check(supabase_url, S, before)
     assert broken == []
+    every = [f"{fn.schema}.{fn.name}" for fn in functions.baseline(S)]
+    anon = ", ".join(n for n in every if n != "public.buscar_geometrias")
     assert checked == [
-        "RPCs callable as before: anon public.contagem_mensal, public.tile_mvt; authenticated "
-        "public.buscar_geometrias, public.contagem_mensal, public.tile_mvt; service_role "
-        "public.buscar_geometrias, public.contagem_mensal, public.tile_mvt"
+        f"RPCs callable as before: anon {anon}; authenticated {', '.join(every)}; "
+        f"service_role {', '.join(every)}"
     ]
 
 
 # ----------------------------------------------------------------- through the gate
 
-LOSES_RPC = '''"""Test-only: anon loses a column its tile RPC reads."""
-from alembic import op
-
-revision = "loses_rpc"
-down_revision = "schema"
-
-
-def upgrade() -> None:
-    op.execute("REVOKE SELECT (nome) ON public.geometrias FROM anon")
-
-
-def downgrade() -> None:
-    op.execute("GRANT SELECT (nome) ON public.geometrias TO anon")
-'''
+LOSES_RPC = revision(
+    "loses_rpc",
+    "schema",
+    'op.execute("REVOKE SELECT (nome) ON public.geometrias FROM anon")',
+    'op.execute("GRANT SELECT (nome) ON public.geometrias TO anon")',
+)  # anon loses a column its tile RPC reads
 
 
 @pytest.mark.slow
 def test_a_step_that_loses_a_role_an_rpc_is_no_go_naming_both(
-    column_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    supabase_url: str, chain, tmp_path: Path
 ) -> None:
-    dst = tmp_path / "alembic-loses-rpc"
-    shutil.copytree(
-        migrations._script_location(), dst, ignore=shutil.ignore_patterns("__pycache__", "opt*")
-    )
-    (dst / "versions" / "loses_rpc.py").write_text(LOSES_RPC)
-    monkeypatch.setattr(migrations, "_script_location", lambda: dst)
-    migrations.chain.cache_clear()
-    try:
-        opts = gate.GateOptions(
-            backup_dir=tmp_path / "b", reports_dir=tmp_path / "r", iterations=6,
-            concurrency=2, duration=1.0,
-        )  # fmt: skip
-        with pytest.raises(GateError) as no_go:
-            gate.upgrade(column_url, "loses_rpc", opts)
-    finally:
-        migrations.chain.cache_clear()
+    chain(loses_rpc=LOSES_RPC)
+    opts = gate.GateOptions(
+        backup_dir=tmp_path / "b", reports_dir=tmp_path / "r", iterations=6,
+        concurrency=2, duration=1.0,
+    )  # fmt: skip
+    with pytest.raises(GateError) as no_go:
+        gate.upgrade(supabase_url, "loses_rpc", opts)
     assert (
         "promise broken: anon can no longer call public.tile_mvt(integer, integer, integer): "
         "permission denied for table geometrias"
     ) in str(no_go.value)
     assert "contagem_mensal" not in str(no_go.value)  # it reads no nome: still anon's
-    assert migrations.current(column_url) == "schema"
-    with psycopg.connect(column_url, autocommit=True) as conn:
+    assert migrations.current(supabase_url) == "schema"
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         assert not isinstance(_as(conn, "anon", CALLS["tile_mvt"]), str)

@@ -11,6 +11,7 @@ from stage4.ddl import functions
 from stage4.workload import Rewrite
 
 QIDS = [f"Q{i}" for i in range(1, 11)]
+REST = ["R1", "R2", "R3"]
 
 
 @pytest.fixture
@@ -23,8 +24,9 @@ class TestCatalogue:
     def test_ten_queries_in_order_each_an_rpc(self) -> None:
         s = settings()
         qs = workload.queries(s)
-        assert list(qs) == QIDS
-        assert all(v.rpc for v in qs.values())
+        assert list(qs) == [*QIDS, *REST]
+        assert all(qs[q].rpc for q in QIDS)
+        assert "pgrst_source" in qs["R1"].sql and "t.id = %(id)s" in qs["R1"].sql
         assert "buscar_geometrias(" in qs["Q4"].sql
         assert "contagem_mensal(" in qs["Q8"].sql
         assert "tile_mvt(" in qs["Q10"].sql
@@ -90,8 +92,11 @@ class TestFingerprint:
 
 class TestRewrites:
     def test_the_contract_makes_each_query_an_rpc(self) -> None:
-        assert list(workload.CONTRACT) == QIDS and set(workload.CONTRACT.values()) == {"RPC"}
-        assert all(v.rpc for v in workload.queries(settings()).values())
+        assert list(workload.CONTRACT) == [*QIDS, *REST]
+        assert {workload.CONTRACT[q] for q in QIDS} == {"RPC"}
+        assert {workload.CONTRACT[q] for q in REST} == {"PostgREST, prepared"}
+        qs = workload.queries(settings())
+        assert all(qs[q].rpc for q in QIDS) and all(qs[q].prepared for q in REST)
 
     def test_a_rewrite_is_offered_only_when_requires_holds(self, conn) -> None:
         s = settings()

@@ -82,11 +82,13 @@ log = logging.getLogger("alembic.runtime.migration")
 
 
 def _catalog(s: Settings) -> None:
-    """Part 1 (the step's transaction): columns, comments, storage, function, trigger."""
+    """Part 1 (the step's transaction): columns, comments, storage, column grants (who
+    reads ``geom`` column by column reads them too), function, trigger."""
     op.execute(gis_columns.add_columns_sql(s))
     for statement in gis_columns.comments(s):
         op.execute(statement)
     op.execute(gis_columns.set_storage_sql(s))
+    op.execute(gis_columns.column_grants_sql(s))
     op.execute(gis_columns.function_sql(s))
     op.execute(gis_columns.trigger_sql(s))
 

@@ -144,8 +144,9 @@ def run(
         env = _environment(conn, s, url)
         load_start = livewrites.counters(conn, s)  # the app's writes during the run: its load
         wconn = writes.connect(url)
+        rest = _rest_connection(url)
         try:
-            fingerprints, errors = _fingerprints(conn, draw, tick)
+            fingerprints, errors = _fingerprints(conn, draw, tick, rest)
             fingerprints.update(writes.fingerprints(wconn, draw.writes))
             rewrites = _rewrites(conn, draw, offered, fingerprints)
             scripts = _throughput_scripts(conn, draw, seed)
@@ -154,8 +155,9 @@ def run(
             # (on a burstable VM the first minute after idling runs faster: a baseline taken
             # on a rested machine would make every later run look slower).
             qps, tool = throughput.measure(url, scripts, concurrency, duration, seed, tick)
-            executions, control = _latency(conn, wconn, draw, iterations, tick)
+            executions, control = _latency(conn, wconn, draw, iterations, tick, rest)
         finally:
+            rest.close()
             writes.close(wconn)  # its rolled-back rows counted before the readings below
         errors.update(_write_errors(draw.writes))
         conn.execute("SELECT pg_stat_force_next_flush()")
@@ -225,7 +227,22 @@ def _draw(conn, s, catalogue: dict[str, workload.Query], sets: int, seed: int) -
     )
 
 
-def _fingerprints(conn, draw: _Draw, tick) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+def _rest_connection(url: str):
+    """PostgREST's side: R1–R3 are sent as prepared statements (PostgREST prepares each
+    query once per connection), read-only like every read of the bench."""
+    rest = connect(url, autocommit=True, prepare_threshold=0)
+    rest.execute(workload.READ_ONLY)
+    return rest
+
+
+def _sender(conn, rest, q: workload.Query):
+    """The connection that sends ``q`` and how: R1–R3 prepared on ``rest``."""
+    return (rest, {"prepare": True}) if q.prepared else (conn, {})
+
+
+def _fingerprints(
+    conn, draw: _Draw, tick, rest=None
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     """Step 2, the warm-up: (fingerprint per query, the app's files that failed); a file
     that fails is taken out of ``draw.catalogue``: after a step that is a finding, not a crash."""
     fingerprints: dict[str, str] = {}
@@ -233,7 +250,8 @@ def _fingerprints(conn, draw: _Draw, tick) -> tuple[dict[str, str], dict[str, di
     total = workload.FINGERPRINT_SETS * len(draw.catalogue)
     for qid, q in list(draw.catalogue.items()):
         try:
-            fingerprints[qid] = _fingerprint(conn, q.sql, draw.fp[qid], q.ordered, raising=True)
+            c, how = _sender(conn, rest or conn, q)
+            fingerprints[qid] = _fingerprint(c, q.sql, draw.fp[qid], q.ordered, True, how)
             if q.source is not None:
                 workload.still_read_only(conn)
         except psycopg.Error as e:
@@ -276,7 +294,7 @@ def _throughput_scripts(conn, draw: _Draw, seed: int) -> list[str]:
 
 
 def _latency(
-    conn, wconn, draw: _Draw, iterations: int, tick
+    conn, wconn, draw: _Draw, iterations: int, tick, rest=None
 ) -> tuple[dict[str, list[float]], list[float]]:
     """Step 4: (every execution's ms per query, the control query's ms before each query).
     The writes that ran in step 2 take their turn in the rounds, on ``wconn``."""
@@ -293,10 +311,11 @@ def _latency(
             if qid in w.sql:
                 executions[qid] += writes.timed(wconn, w, qid)
                 continue
-            sql = draw.catalogue[qid].sql
+            q = draw.catalogue[qid]
+            c, how = _sender(conn, rest or conn, q)
             for p in draw.latency[qid]:
                 start = time.perf_counter()
-                conn.execute(sql, p).fetchall()
+                c.execute(q.sql, p, **how).fetchall()
                 executions[qid].append((time.perf_counter() - start) * 1000.0)
         tick("latency", i + 1, iterations)
     return executions, control
@@ -332,12 +351,14 @@ def _literal(conn, sql: str, params: dict) -> str:
     return psycopg.ClientCursor(conn).mogrify(sql, params)
 
 
-def _fingerprint(conn, sql: str, params: list[dict], ordered: bool, raising: bool = False):
+def _fingerprint(
+    conn, sql: str, params: list[dict], ordered: bool, raising: bool = False, how=None
+):
     """A query's fingerprint on its parameter sets; a rewrite that errors gets None."""
     fp = workload.Fingerprint()
     try:
         for p in params:
-            fp.add(conn.execute(sql, p).fetchall(), ordered)
+            fp.add(conn.execute(sql, p, **(how or {})).fetchall(), ordered)
     except psycopg.Error:
         if raising:
             raise

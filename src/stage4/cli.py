@@ -898,16 +898,15 @@ def _run_table(run) -> None:
     from rich.table import Table
 
     from stage4.queries import WRITES
-    from stage4.workload import CONTRACT, TITLES
+    from stage4.workload import CONTRACT, title
 
     table = Table(title=f"run {run.run_id} {run.label} at {run.revision or '(no revision)'}")
     for col in ("query", "app sends", "p50 ms", "mean ms", "p95 ms", "p99 ms", "fingerprint"):
         table.add_column(col, justify="left" if col in ("query", "app sends") else "right")
     for qid, s in run.summary.items():
         figures = [f"{s[k]:.2f}" for k in ("p50", "mean", "p95", "p99")]
-        title = f"{qid} {TITLES.get(qid) or WRITES.get(qid, '')}"
         sends = "write, rolled back" if qid in WRITES else CONTRACT.get(qid, "SQL")
-        table.add_row(title, sends, *figures, run.fingerprints.get(qid, "")[:12])
+        table.add_row(f"{qid} {title(qid)}", sends, *figures, run.fingerprints.get(qid, "")[:12])
     out.print(table)
     for e in run.environment.get("errors", {}).values():  # an app's file that failed
         out.print(f"not measured: {e['file']}: {e['error']}", markup=False, highlight=False)

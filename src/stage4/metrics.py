@@ -46,7 +46,7 @@ import numpy as np
 
 from stage4 import stats
 from stage4.config import redact
-from stage4.queries import WRITES, is_write
+from stage4.queries import is_write
 
 
 @dataclass
@@ -110,7 +110,7 @@ class BenchRun:
         return self.overall["p99"]
 
     def to_dict(self) -> dict[str, Any]:
-        from stage4.workload import TITLES
+        from stage4.workload import title
 
         summary = self.summary
         return {
@@ -131,7 +131,7 @@ class BenchRun:
             "queries": {
                 q: {
                     "kind": "write" if is_write(q) else "read",
-                    "title": TITLES.get(q) or WRITES.get(q, ""),
+                    "title": title(q),
                     "variant": self.variants.get(q, "base"),
                     "fingerprint": self.fingerprints.get(q),
                     **summary.get(q, {}),

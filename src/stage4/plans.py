@@ -10,8 +10,9 @@ two of them ("Index Scan using geometrias_geom_gist → Parallel Append over 10
 partitions"). Pure functions over the JSON but ``explain``.
 
 An RPC declared with ``SET search_path`` (ours are: nothing can be shadowed through the
-path) is never inlined by the planner: its plan is one Function Scan, the body's own plan
-is planned inside the call and not shown here.
+path) is never inlined by the planner: its plan is one Function Scan. For a geo read whose
+live body is a query planned per call (``ddl.functions.per_call``), ``sql_of`` gives that
+query with the call's arguments, and its plan is the one shown; other bodies show the call.
 """
 
 from __future__ import annotations
@@ -54,6 +55,22 @@ def explain(conn: Any, sql: str, params: Mapping[str, Any] | None = None) -> Pla
     plan["Planning Time"] = doc.get("Planning Time")
     plan["Execution Time"] = doc.get("Execution Time")
     return plan
+
+
+def sql_of(conn: Any, query: Any) -> str:
+    """What to explain for a workload query: the live body's query of a geo read's RPC
+    (``ddl.functions.query_of``), else what the app sends."""
+    from stage4.config import settings
+    from stage4.ddl import functions
+
+    s = settings()
+    fn = next((f for f in functions.baseline(s) if f"{f.schema}.{f.name}(" in query.sql), None)
+    if fn is None or not query.rpc:
+        return query.sql
+    row = conn.execute(
+        "SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)", (fn.identity,)
+    ).fetchone()
+    return (functions.query_of(row[0], fn.args) if row else None) or query.sql
 
 
 def walk(plan: Plan, depth: int = 0) -> Iterator[tuple[int, Plan]]:
@@ -149,7 +166,8 @@ def of_workload(url: str, seed: int = 42) -> dict[str, Plan]:
         if not anchors.features:
             return out
         for qid, query in workload.queries(s).items():
-            out[qid] = explain(conn, query.sql, workload.parameters(qid, anchors, 1, seed)[0])
+            params = workload.parameters(qid, anchors, 1, seed)[0]
+            out[qid] = explain(conn, sql_of(conn, query), params)
         conn.rollback()
     return out
 

@@ -60,6 +60,35 @@ def base_sql(s: Settings) -> dict[str, str]:
     }
 
 
+# The app's plain reads, as PostgREST sends them for GET on the table's endpoint (its
+# ``pgrst_source`` query with a JSON body), prepared once per connection as PostgREST does:
+# judged like Q1–Q10 (an app read), reported beside them. Their names are reserved too.
+REST = {"R1": "one feature by id", "R2": "latest page of a category", "R3": "one week, by id"}
+
+
+def rest_sql(s: Settings) -> dict[str, str]:
+    """R1–R3: ``/geometrias?id=eq.…``, ``?categoria=eq.…&order=data_referencia.desc,id.desc
+    &limit=20`` and ``?data_referencia=gte.…&data_referencia=lt.…&order=id&limit=100``."""
+    t, g, d = s.qualified_table, s.geometry_column, s.time_column
+    cols = f"t.id, t.nome, t.categoria, t.{d}, t.descricao, t.{g}"
+
+    def endpoint(rest: str) -> str:
+        return (
+            f"WITH pgrst_source AS (SELECT {cols} FROM {t} t {rest}) "
+            "SELECT pg_catalog.count(_postgrest_t) AS page_total, "
+            "coalesce(json_agg(_postgrest_t), '[]')::text AS body "
+            "FROM (SELECT * FROM pgrst_source) _postgrest_t"
+        )
+
+    return {
+        "R1": endpoint("WHERE t.id = %(id)s"),
+        "R2": endpoint(
+            f"WHERE t.categoria = %(categoria)s ORDER BY t.{d} DESC, t.id DESC LIMIT 20 OFFSET 0"
+        ),
+        "R3": endpoint(f"WHERE t.{d} >= %(d0)s AND t.{d} < %(d1)s ORDER BY t.id LIMIT 100"),
+    }
+
+
 # The app's writes, as PostgREST sends them for POST, PATCH and DELETE on the table's
 # endpoint: measured in transactions that roll back (``stage4.writes``), judged by their own
 # margin and floor (``stats.rule``). Their names are reserved, like Q1–Q10's.

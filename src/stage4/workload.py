@@ -40,7 +40,7 @@ from stage4 import optimisations, sqltext
 from stage4.config import Settings
 from stage4.ddl import functions
 from stage4.optimisations import Rewrite
-from stage4.queries import base_sql, is_write
+from stage4.queries import REST, WRITES, base_sql, rest_sql
 
 Params = dict[str, Any]
 # Parameter sets replayed by the fingerprint pass (fixed, so the fingerprint does not
@@ -66,6 +66,7 @@ class Query:
     rpc: bool = False
     ordered: bool = True
     source: str | None = None  # the workload file it was read from (``load_dir``)
+    prepared: bool = False  # sent as a prepared statement (PostgREST's table reads)
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,21 @@ def _tile(rng: random.Random, an: Anchors) -> Params:
     return {"z": z, "x": min(x, n - 1), "y": min(y, n - 1)}
 
 
-_GENERATORS = {"Q1": _viewport, "Q2": _viewport, "Q3": _region, "Q4": _search, "Q5": _window,
+def _by_id(rng: random.Random, an: Anchors) -> Params:
+    return {"id": _pick(rng, an).id}
+
+
+def _category(rng: random.Random, an: Anchors) -> Params:
+    return {"categoria": _pick(rng, an).categoria}
+
+
+def _week(rng: random.Random, an: Anchors) -> Params:
+    day = _pick(rng, an).day
+    return {"d0": day, "d1": day + dt.timedelta(days=7)}
+
+
+_GENERATORS = {"R1": _by_id, "R2": _category, "R3": _week,
+               "Q1": _viewport, "Q2": _viewport, "Q3": _region, "Q4": _search, "Q5": _window,
                "Q6": _nearest, "Q7": _radius, "Q8": _monthly, "Q9": _containment, "Q10": _tile}  # fmt: skip
 TITLES = {
     "Q1": "viewport count + area",
@@ -182,18 +197,31 @@ TITLES = {
 
 
 # How the app reaches each query (README, "The workload"): Q1–Q10 are RPCs (a function a
-# revision may re-point, same signature and results); "SQL" (the app's own files) is sent
-# as text and measured unchanged at every revision.
-CONTRACT = dict.fromkeys(TITLES, "RPC")
+# revision may re-point, same signature and results); R1–R3 are PostgREST's table reads,
+# prepared; "SQL" (the app's own files) is sent as text, unchanged at every revision.
+CONTRACT = dict.fromkeys(TITLES, "RPC") | dict.fromkeys(REST, "PostgREST, prepared")
+
+
+def title(qid: str) -> str:
+    """A built-in read's or write's title; empty for the app's own files."""
+    return TITLES.get(qid) or REST.get(qid) or WRITES.get(qid, "")
+
+
+def is_builtin(qid: str) -> bool:
+    """Q1–Q10, R1–R3 and W1–W3: names a workload file may not take."""
+    return bool(title(qid))
 
 
 def queries(s: Settings) -> dict[str, Query]:
-    """The catalogue, in execution order."""
+    """The catalogue, in execution order: Q1–Q10, then R1–R3."""
     sql = base_sql(s)
     for qid in functions.read_ids():
         sql[qid] = functions.call_sql(functions.read(s, qid))
-    return {q: Query(q, TITLES[q], sql[q], _GENERATORS[q], rpc=CONTRACT[q] == "RPC",
-                     ordered=q != "Q3") for q in sql}  # fmt: skip
+    out = {q: Query(q, TITLES[q], sql[q], _GENERATORS[q], rpc=True, ordered=q != "Q3")
+           for q in sql}  # fmt: skip
+    for q, text in rest_sql(s).items():
+        out[q] = Query(q, REST[q], text, _GENERATORS[q], prepared=True)
+    return out
 
 
 def sample_anchors(conn, s: Settings, seed: int = 42, n: int = ANCHORS) -> Anchors:
@@ -279,7 +307,7 @@ def load_dir(folder: Path | str) -> dict[str, Query]:
         except ConfigError as e:
             refused.append(str(e))
             continue
-        if q.qid in TITLES or is_write(q.qid):
+        if is_builtin(q.qid):
             refused.append(f"{path}: {q.qid} is a name of the built-in workload: rename the file")
         else:
             out[q.qid] = q

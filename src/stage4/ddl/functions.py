@@ -172,7 +172,22 @@ def per_call(sql: str) -> str:
     placeholders become the function's arguments of that name. A column and an output
     column of the same name: the column wins, as in the query."""
     query = _PLACEHOLDER.sub(lambda m: m.group(1), sql.strip())
-    return f"#variable_conflict use_column\nBEGIN\nRETURN QUERY\n{query};\nEND"
+    return f"{_HEAD}{query}{_TAIL}"
+
+
+_HEAD, _TAIL = "#variable_conflict use_column\nBEGIN\nRETURN QUERY\n", ";\nEND"
+
+
+def query_of(body: str, args: str) -> str | None:
+    """The query a ``per_call`` body runs, its arguments as ``%(name)s`` placeholders again
+    (what EXPLAIN can show inside the call); None for a body of another form."""
+    body = body.strip()
+    if not (body.startswith(_HEAD) and body.endswith(_TAIL)):
+        return None
+    query = body[len(_HEAD) : -len(_TAIL)].replace("%", "%%")
+    for name in (a.split()[0] for a in args.split(",") if a.strip()):
+        query = re.sub(rf"(?<![\w.])(?<!%\(){name}(?!\w)", f"%({name})s", query)
+    return query
 
 
 def read(s: Settings, qid: str, sql: str | None = None) -> Function:

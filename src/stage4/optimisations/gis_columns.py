@@ -152,6 +152,26 @@ END
 $do$"""
 
 
+def column_grants_sql(s: Settings) -> str:
+    """The derived columns readable by whoever may read ``geom`` column by column (a
+    table-level grant covers them already): they reveal nothing ``geom`` does not, and the
+    RPCs opt2 re-points read them as the caller. Dropped with the columns on downgrade."""
+    cols = ", ".join(derived(s))
+    return f"""DO $do$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN SELECT DISTINCT a.grantee FROM pg_attribute att, aclexplode(att.attacl) a
+           WHERE att.attrelid = '{s.qualified_table}'::regclass
+             AND att.attname = '{s.geometry_column}' AND a.privilege_type = 'SELECT'
+  LOOP
+    EXECUTE format('GRANT SELECT ({cols}) ON {s.qualified_table} TO %s',
+                   CASE WHEN r.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END);
+  END LOOP;
+END
+$do$"""
+
+
 def trigger_sql(s: Settings) -> str:
     cols = ", ".join([s.geometry_column, *derived(s)])
     return (
