@@ -153,13 +153,21 @@ class TestCli:
         clean = runner.invoke(cli.app, [*url, "drift"])
         assert clean.exit_code == 0, clean.output
         assert clean.output == "no drift (the replay of schema)\n"  # the record is not used
-        _sql(seeded_url, "DROP INDEX public.geometrias_geom_gist")
-        _change_search_body(seeded_url)
+        with psycopg.connect(seeded_url) as conn:
+            name = conn.execute("SELECT current_database()").fetchone()[0]
+        _sql(
+            seeded_url,
+            "DROP INDEX public.geometrias_geom_gist",
+            f"ALTER DATABASE \"{name}\" SET work_mem = '64MB'",
+        )
         result = runner.invoke(cli.app, [*url, "drift"])
         assert result.exit_code == 1, result.output
         lines = result.output.splitlines()
         assert lines[0] == "2 difference(s) from the replay of schema:"
-        assert lines[1:] == [f"  {GIST_GONE}", f"  {SEARCH}: body differs from the replay"]
+        assert lines[1:] == [
+            f"  {GIST_GONE}",
+            "  database setting work_mem=64MB: not in the replay (added)",
+        ]
 
     def test_status_has_a_drift_section(self, seeded_url: str, tmp_path) -> None:
         drift.record(seeded_url)
@@ -236,8 +244,8 @@ class TestUpgrade:
 
     def test_gate_refusal_is_a_preflight_error(self, seeded_url: str, tmp_path) -> None:
         drift.record(seeded_url)
-        _change_search_body(seeded_url)
-        with pytest.raises(PreflightError, match="body differs from the replay"):
+        _sql(seeded_url, "DROP INDEX public.geometrias_geom_gist")
+        with pytest.raises(PreflightError, match=re.escape(GIST_GONE)):
             gate.upgrade(seeded_url, "opt1", gate.GateOptions(reports_dir=tmp_path))
 
 

@@ -81,9 +81,11 @@ def desired(
     reference table ``schema`` creates, without the live table's definition, for the
     app's own objects to show against (``drift.check``)."""
     s = s or settings()
-    table = definition(url, s)
     if bare:
-        table = dataclasses.replace(table, statements=[])
+        table = dataclasses.replace(definition(url, s), statements=[])
+    else:  # the functions the chain makes are its own; the others the app's, carried
+        made = desired(url, revision, s, scratch_url, bare=True).catalog["functions"]
+        table = definition(url, s, {tuple(row[:3]) for row in made}, revision)
     with connect(url) as conn:
         server = conn.execute("SHOW server_version_num").fetchone()[0]
         database, user = conn.execute("SELECT current_database(), current_user").fetchone()
@@ -102,12 +104,22 @@ def desired(
     return Replayed(revision, catalog, saved["cron"] or not table.cron)
 
 
-def definition(url: str, s: Settings) -> TableDef:
+def definition(
+    url: str, s: Settings, made: set[tuple] | None = None, revision: str = "base"
+) -> TableDef:
     """The live table's own definition, read from its catalog: the columns no revision
     creates (type, identity, default, not null), the primary key (without the time column
     a partitioned table needs in it), CHECK and FOREIGN KEY constraints, the indexes no
-    revision creates, then what ``privileges.capture`` carries (owner, grants, RLS,
-    policies, triggers, comments). Nothing when the table does not exist."""
+    revision creates, the functions (none when ``made`` is None), then what
+    ``privileges.capture`` carries (owner, grants, RLS, policies, triggers, comments).
+    Nothing when the table does not exist.
+
+    Functions outside stage4's schemas that the chain does not make (``made``: their
+    (schema, name, arguments)) are the app's: carried as they are. One the chain makes
+    (an RPC) is carried as it was when ``schema`` adopted the table, which creates it only
+    where absent and after which a revision re-points only the body it created: as it
+    is live at ``schema`` (or base), else as the record of ``schema`` has it; without
+    such a record, ``schema`` creates it in the scratch."""
     from stage4 import drift
     from stage4.db import engine
     from stage4.ddl import privileges
@@ -157,6 +169,30 @@ def definition(url: str, s: Settings) -> TableDef:
                ORDER BY 1""",
             (t,),
         ).fetchall()
+        functions = conn.execute(
+            """SELECT n.nspname, p.proname, pg_get_function_identity_arguments(p.oid),
+                      pg_get_functiondef(p.oid)
+               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+               WHERE p.prokind IN ('f', 'p') AND n.nspname NOT IN (%s, %s, 'pg_catalog',
+                     'information_schema') AND n.nspname !~ '^pg_'
+                 AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                                 AND d.objid = p.oid AND d.deptype = 'e')
+               ORDER BY p.oid""",
+            (s.own_schema, s.bench_schema),
+        ).fetchall()
+        if revision in ("base", "schema"):
+            adopted_rows = [f for f in functions if f[0] == s.schema]
+        else:
+            rec = drift.recorded(conn, "schema", s)
+            adopted_rows = [f for f in (rec[2]["functions"] if rec else []) if f[0] == s.schema]
+        publications = conn.execute(
+            """SELECT quote_ident(pubname), puballtables, pubviaroot,
+                      concat_ws(', ', CASE WHEN pubinsert THEN 'insert' END,
+                                CASE WHEN pubupdate THEN 'update' END,
+                                CASE WHEN pubdelete THEN 'delete' END,
+                                CASE WHEN pubtruncate THEN 'truncate' END)
+               FROM pg_publication ORDER BY pubname"""
+        ).fetchall()
     statements, cols = [], []
     for quoted, name, typ, notnull, default, identity, generated in columns:
         if name not in keep:
@@ -183,6 +219,13 @@ def definition(url: str, s: Settings) -> TableDef:
         if contype != "p" and set(keys) <= keep
     ]
     statements += [d.replace(" ON ONLY ", " ON ", 1) for name, d in indexes if name not in ours]
+    adopted = {tuple(row[:3]): row[3] for row in adopted_rows}
+    for nsp, name, args, body in functions:
+        key = (nsp, name, args)
+        if made is not None and key not in made:
+            statements += [f'CREATE SCHEMA IF NOT EXISTS "{nsp}"', body]
+        elif made is not None and key in adopted:
+            statements += [f'CREATE SCHEMA IF NOT EXISTS "{nsp}"', adopted[key]]
     eng = engine(url)
     try:
         with eng.connect() as bind:
@@ -190,15 +233,20 @@ def definition(url: str, s: Settings) -> TableDef:
     finally:
         eng.dispose()
     carry.column_acl = [c for c in carry.column_acl if c[0].strip('"') in keep]
-    carry.triggers = []  # a trigger calls a function: the app's are its own, stage4's replayed
     carry.comments = [
         (kind, name, text)
         for kind, name, text in carry.comments
-        if kind in ("TABLE", "POLICY", "CONSTRAINT")
+        if kind in ("TABLE", "POLICY", "CONSTRAINT", "TRIGGER")
         or (kind == "COLUMN" and name.strip('"') in keep)
         or (kind == "INDEX" and f"{s.schema}.{name.strip(chr(34))}" not in ours)
     ]
-    carry.publications = []  # the scratch database has none
+    # the publications, empty, as before the chain: a partitioned table's publishes via
+    # the root because a revision made it so (it says so in a comment)
+    for name, every, via_root, actions in publications:
+        statements.append(
+            f"CREATE PUBLICATION {name}{' FOR ALL TABLES' if every else ''} WITH (publish = "
+            f"'{actions}', publish_via_partition_root = {via_root and kind[0] != 'p'!s})"
+        )
     statements += privileges.replay(carry, _NoAcl(), t, None)
     return TableDef(statements, extensions, roles, cron)
 
