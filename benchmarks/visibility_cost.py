@@ -1,7 +1,7 @@
 """What the gate's visibility check costs: ``visibility.take`` at 20,000 features.
 
 A throwaway cluster (initdb + pg_ctl under /tmp), Supabase's roles and default
-privileges and an RLS policy (``tests/test_visibility.py``'s ``SUPABASE``), then
+privileges and an RLS policy (``tests/fixtures_supabase.py``'s ``SUPABASE``), then
 ``take`` three times at schema and at opt5, with RLS on and off; the median is printed.
 
     .venv/bin/python benchmarks/visibility_cost.py
@@ -18,10 +18,10 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from fixtures_supabase import SUPABASE
 from stage4 import migrations, seed, visibility
 from stage4.cluster import Cluster
 from stage4.config import settings
-from test_visibility import SUPABASE
 
 FEATURES = 20_000
 

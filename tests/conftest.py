@@ -5,6 +5,10 @@ The server is a testcontainers container when a Docker engine answers (and
 (initdb + pg_ctl in a temporary folder). The header of the run says which.
 Nothing is mocked and nothing is skipped: when no server can be had, every
 test that needs one fails with the way to get one.
+
+The one place for two more: a seeded database dressed as Supabase dresses a project
+(``supabase_url``, its SQL in fixtures_supabase.py) and test-only revisions in a copy of
+the script folder (``chain``, each file's source from ``revision``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+import textwrap
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
+from fixtures_supabase import SUPABASE
+from stage4 import migrations
 from stage4.cluster import PACKAGES, Cluster
 from stage4.config import settings
 
@@ -128,7 +135,7 @@ def server() -> Iterator[Server]:
     with psycopg.connect(srv.url(TEMPLATE), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
     _create_db(srv, SEEDED, TEMPLATE)
-    from stage4 import migrations, seed
+    from stage4 import seed
 
     migrations.upgrade(srv.url(SEEDED), "schema")
     with psycopg.connect(srv.url(SEEDED)) as conn:
@@ -139,29 +146,84 @@ def server() -> Iterator[Server]:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "supabase(sql): how `supabase_url` dresses the database (default SUPABASE)"
+    )
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     kind = "testcontainers (Docker engine answers)" if _docker_answers() else "local cluster"
     return f"stage4 database fixture: {kind}"
 
 
-@pytest.fixture
-def db_url(server: Server) -> Iterator[str]:
-    """A fresh, empty database with PostGIS available (not yet at any revision)."""
-    name = f"t{next(_counter)}_{os.getpid()}"
-    _create_db(server, name, TEMPLATE)
+def _fresh_db(server: Server, prefix: str, template: str) -> Iterator[str]:
+    """A database copied from ``template`` for one test, dropped after it."""
+    name = f"{prefix}{next(_counter)}_{os.getpid()}"
+    _create_db(server, name, template)
     yield server.url(name)
     with server.admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(server: Server) -> Iterator[str]:
+    """A fresh, empty database with PostGIS available (not yet at any revision)."""
+    yield from _fresh_db(server, "t", TEMPLATE)
 
 
 @pytest.fixture
 def seeded_url(server: Server) -> Iterator[str]:
     """A fresh database at revision ``schema`` holding SEED_FEATURES seeded rows."""
-    name = f"s{next(_counter)}_{os.getpid()}"
-    _create_db(server, name, SEEDED)
-    yield server.url(name)
-    with server.admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _fresh_db(server, "s", SEEDED)
+
+
+@pytest.fixture
+def supabase_url(seeded_url: str, request: pytest.FixtureRequest) -> str:
+    """A fresh seeded database dressed as Supabase dresses a project
+    (``fixtures_supabase.SUPABASE``), or by the SQL of the test's ``supabase`` mark."""
+    mark = request.node.get_closest_marker("supabase")
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(mark.args[0] if mark else SUPABASE)
+    return seeded_url
+
+
+def revision(name: str, down: str, upgrade: str, downgrade: str, head: str = "") -> str:
+    """The source of a test-only revision file: ``upgrade`` and ``downgrade`` are their
+    bodies (``op``, ``settings`` and ``functions`` in scope), ``head`` module-level lines
+    after the revision ids (a declaration)."""
+
+    def body(code: str) -> str:
+        return textwrap.indent(textwrap.dedent(code).strip("\n"), "    ")
+
+    return (
+        f'"""Test-only: {name}."""\nfrom alembic import op\n\n'
+        "from stage4.config import settings\nfrom stage4.ddl import functions\n\n"
+        f'revision = "{name}"\ndown_revision = "{down}"\n' + (f"{head}\n" if head else "") + "\n\n"
+        f"def upgrade() -> None:\n{body(upgrade)}\n\n\n"
+        f"def downgrade() -> None:\n{body(downgrade)}\n"
+    )
+
+
+@pytest.fixture
+def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Path]]:
+    """``chain(**files)``: Alembic runs a copy of alembic/ holding ``schema`` and these
+    test-only revision files (name -> source, see ``revision``); the real chain stays
+    untouched. Called again, the copy is made afresh."""
+    real = migrations._script_location()
+
+    def install(**files: str) -> Path:
+        dst = tmp_path / "alembic"
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(real, dst, ignore=shutil.ignore_patterns("__pycache__", "opt*"))
+        for name, source in files.items():
+            (dst / "versions" / f"{name}.py").write_text(source)
+        monkeypatch.setattr(migrations, "_script_location", lambda: dst)
+        migrations.chain.cache_clear()
+        return dst
+
+    yield install
+    migrations.chain.cache_clear()
 
 
 @pytest.fixture
@@ -179,8 +241,6 @@ def cron_url(server: Server) -> Iterator[str]:
 @pytest.fixture
 def alembic_config():
     """pytest-alembic: our alembic.ini and script folder."""
-    from stage4 import migrations
-
     # pytest-alembic walks down to base: let `schema` drop the seeded test table.
     return migrations.config(force=True)
 

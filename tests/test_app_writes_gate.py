@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from conftest import ANY_SPEED
+from fixtures_supabase import POLICY
 from stage4 import gate, migrations
 from stage4.config import settings
-from test_visibility import POLICY, SUPABASE
 
 S = settings()
 FAST = ANY_SPEED
@@ -58,17 +58,16 @@ def _opts(tmp_path: Path) -> gate.GateOptions:
 
 @pytest.mark.slow
 def test_app_inserts_under_rls_during_a_gated_opt1_break_no_promise(
-    seeded_url: str, tmp_path: Path
+    supabase_url: str, tmp_path: Path
 ) -> None:
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(SUPABASE)
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         anon_before = conn.execute(
             f"SELECT count(*) FROM {S.qualified_table} WHERE {POLICY['anon']}"
         ).fetchone()[0]
-    app = Inserter(seeded_url)
+    app = Inserter(supabase_url)
     app.start()
     try:
-        rollout = gate.upgrade(seeded_url, "opt1", _opts(tmp_path))
+        rollout = gate.upgrade(supabase_url, "opt1", _opts(tmp_path))
     finally:
         app.stop.set()
         app.join(30)
@@ -79,12 +78,12 @@ def test_app_inserts_under_rls_during_a_gated_opt1_break_no_promise(
     assert any(v.startswith("who can see what: anon, authenticated") for v in step.verified)
     assert app.errors == []
     assert len(app.at) >= 60, len(app.at)
-    with psycopg.connect(seeded_url) as conn:
+    with psycopg.connect(supabase_url) as conn:
         anon_after = conn.execute(
             f"SELECT count(*) FROM {S.qualified_table} WHERE {POLICY['anon']}"
         ).fetchone()[0]
     assert anon_after > anon_before  # anon sees more rows than before: the app's, by rule
-    assert migrations.current(seeded_url) == "opt1"
+    assert migrations.current(supabase_url) == "opt1"
 
 
 @pytest.mark.slow

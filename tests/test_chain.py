@@ -12,28 +12,11 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from fixtures_supabase import API_ROLES, HAND_GRANTED
 from stage4 import migrations, snapshot, workload
 from stage4.config import settings
-from supabase_roles import ROLES_SQL
 
 S = settings()
-ROLES = ("anon", "authenticated", "service_role")
-SUPABASE = (
-    ROLES_SQL
-    + """
-GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
-GRANT SELECT ON public.geometrias TO anon;
-GRANT SELECT, INSERT, UPDATE ON public.geometrias TO authenticated;
-GRANT ALL ON public.geometrias TO service_role;
-ALTER TABLE public.geometrias ENABLE ROW LEVEL SECURITY;
-CREATE POLICY anon_reads_public ON public.geometrias FOR SELECT TO anon
-  USING (categoria NOT IN ('lote', 'bairro'));
-CREATE POLICY authenticated_reads_recent ON public.geometrias FOR SELECT TO authenticated
-  USING (data_referencia >= date '2019-01-01');
-COMMENT ON TABLE public.geometrias IS 'BIBLIOTECA features';
-COMMENT ON COLUMN public.geometrias.nome IS 'display name';
-"""
-)
 RPCS = ("buscar_geometrias", "contagem_mensal", "tile_mvt")
 
 
@@ -44,7 +27,7 @@ def _answers(conn: psycopg.Connection) -> dict[str, dict[str, str]]:
     anchors = workload.sample_anchors(conn, S, 42)
     queries = workload.queries(S)
     result: dict[str, dict[str, str]] = {}
-    for role in ROLES:
+    for role in API_ROLES:
         conn.execute(f"SET ROLE {role}")
         fp = workload.Fingerprint()
         fp.add(
@@ -79,22 +62,16 @@ def _public_grants(conn: psycopg.Connection) -> set[tuple[str, str]]:
     return set(rows)
 
 
-@pytest.fixture
-def supabase_url(seeded_url: str) -> str:
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(SUPABASE)
+@pytest.mark.slow
+@pytest.mark.supabase(HAND_GRANTED)
+def test_whole_chain_keeps_every_answer_and_comes_back_exactly(supabase_url: str) -> None:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         years = conn.execute(
             f"SELECT array_agg(DISTINCT extract(year FROM {S.time_column})::int) "
             f"FROM {S.qualified_table}"
         ).fetchone()[0]
-    assert set(range(2020, 2029)) <= set(years)
-    assert min(years) < 2020 and max(years) > 2028  # rows outside the partition range
-    return seeded_url
-
-
-@pytest.mark.slow
-def test_whole_chain_keeps_every_answer_and_comes_back_exactly(supabase_url: str) -> None:
-    with psycopg.connect(supabase_url, autocommit=True) as conn:
+        assert set(range(2020, 2029)) <= set(years)
+        assert min(years) < 2020 and max(years) > 2028  # rows outside the partition range
         before = snapshot.take(conn)
         expected = _answers(conn)
         public_before = _public_grants(conn)

@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ANY_SPEED
+from fixtures_supabase import ROLES
 from stage4 import cli, drift, gate, migrations, seed
 from stage4.config import settings
 from stage4.errors import PreflightError
-from supabase_roles import ROLES_SQL
 
 runner = CliRunner()
 FAST = ANY_SPEED
@@ -42,7 +42,7 @@ def _anon_sees(url: str) -> list[int]:
 def _adopted(url: str, tmp_path) -> None:
     """`stage4 upgrade --to schema` (the gate records the catalog), then the app's rows,
     with some of them schools for the policy to pick."""
-    _sql(url, ROLES_SQL)
+    _sql(url, ROLES)
     gate.upgrade(url, "schema", gate.GateOptions(reports_dir=tmp_path / "schema", **FAST))
     with psycopg.connect(url) as conn:
         seed.seed(conn, settings(), features=400, seed=7)

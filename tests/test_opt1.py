@@ -8,39 +8,14 @@ import time
 import psycopg
 import pytest
 
+from fixtures_supabase import TO_CARRY_OVER
 from stage4 import migrations, snapshot
 from stage4.config import settings
 from stage4.errors import MigrationError
 from stage4.optimisations import partition_by_year
-from supabase_roles import ROLES_SQL
 
 T = "public.geometrias"
 YEARS = range(2020, 2029)
-
-SUPABASE_LIKE = (
-    ROLES_SQL
-    + """
-GRANT SELECT ON public.geometrias TO anon;
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.geometrias TO authenticated;
-GRANT ALL ON public.geometrias TO service_role WITH GRANT OPTION;
-GRANT UPDATE (nome, descricao) ON public.geometrias TO anon;
-GRANT USAGE, SELECT ON SEQUENCE public.geometrias_id_seq TO authenticated;
-ALTER TABLE public.geometrias ENABLE ROW LEVEL SECURITY;
-CREATE POLICY leitura_publica ON public.geometrias FOR SELECT TO anon, authenticated USING (true);
-CREATE POLICY escrita_autenticada ON public.geometrias AS PERMISSIVE FOR INSERT
-  TO authenticated WITH CHECK (categoria <> 'proibida');
-COMMENT ON POLICY leitura_publica ON public.geometrias IS 'qualquer um lê';
-COMMENT ON TABLE public.geometrias IS 'feições GIS da BIBLIOTECA';
-COMMENT ON COLUMN public.geometrias.nome IS 'nome da feição';
-COMMENT ON INDEX public.geometrias_geom_gist IS 'viewport';
-CREATE FUNCTION public.touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS
-  $f$ BEGIN NEW.updated_at := now(); RETURN NEW; END $f$;
-CREATE TRIGGER geometrias_touch BEFORE UPDATE ON public.geometrias
-  FOR EACH ROW EXECUTE FUNCTION public.touch_updated_at();
-COMMENT ON TRIGGER geometrias_touch ON public.geometrias IS 'carimbo';
-CREATE PUBLICATION supabase_realtime FOR TABLE public.geometrias;
-"""
-)
 
 
 def _snap(url: str) -> dict:
@@ -51,14 +26,6 @@ def _snap(url: str) -> dict:
 def _one(url: str, sql: str, *params):
     with psycopg.connect(url) as conn:
         return conn.execute(sql, params).fetchone()
-
-
-@pytest.fixture
-def supabase_url(seeded_url: str) -> str:
-    """The seeded database dressed like a Supabase project: roles, grants, RLS, publication."""
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(SUPABASE_LIKE)
-    return seeded_url
 
 
 class TestUpgrade:
@@ -185,6 +152,7 @@ class TestSettle:
 
 class TestRoundTrip:
     @pytest.mark.slow
+    @pytest.mark.supabase(TO_CARRY_OVER)
     def test_everything_carried_over_and_back(self, supabase_url: str) -> None:
         before = _snap(supabase_url)
         migrations.upgrade(supabase_url, "opt1")

@@ -16,6 +16,7 @@ import pytest
 from psycopg import errors
 from typer.testing import CliRunner
 
+from fixtures_supabase import POLICY, ROLES
 from stage4 import migrations, snapshot, status
 from stage4.cli import app
 from stage4.config import settings
@@ -23,8 +24,6 @@ from stage4.ddl import functions
 from stage4.optimisations import aggregates as agg
 from stage4.optimisations import future_partitions as fp
 from stage4.optimisations import gis_columns
-from supabase_roles import ROLES_SQL
-from test_visibility import POLICY, SUPABASE
 
 S = settings()
 OWN = S.own_schema
@@ -48,9 +47,8 @@ def _as(conn, role: str, sql: str):
 
 
 @pytest.mark.slow
-def test_public_holds_the_same_relations_at_every_revision(seeded_url: str) -> None:
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(SUPABASE)
+def test_public_holds_the_same_relations_at_every_revision(supabase_url: str) -> None:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         relations = conn.execute(_RELATIONS).fetchall()
         routines = conn.execute(_FUNCTIONS).fetchall()
         anon_rows = {
@@ -59,14 +57,14 @@ def test_public_holds_the_same_relations_at_every_revision(seeded_url: str) -> N
         before = snapshot.take(conn)
     assert (S.table, "r") in relations
     for rev in migrations.chain()[1:]:
-        migrations.upgrade(seeded_url, rev)
-        with psycopg.connect(seeded_url, autocommit=True) as conn:
+        migrations.upgrade(supabase_url, rev)
+        with psycopg.connect(supabase_url, autocommit=True) as conn:
             now = conn.execute(_RELATIONS).fetchall()
             assert [(n, k) for n, k in now if n != S.table] == [
                 (n, k) for n, k in relations if n != S.table
             ], rev
             assert conn.execute(_FUNCTIONS).fetchall() == routines, rev
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         # the partitions, views and routines are there, in stage4's schema
         made = conn.execute(
             "SELECT count(*) FILTER (WHERE c.relispartition), count(*) FILTER "
@@ -98,17 +96,17 @@ def test_public_holds_the_same_relations_at_every_revision(seeded_url: str) -> N
                 f"AND {S.time_column} >= '2024-01-01' AND {S.time_column} < '2025-01-01'"
             ).fetchone()[0]
         )
-    migrations.downgrade(seeded_url, "schema")
-    with psycopg.connect(seeded_url) as conn:
+    migrations.downgrade(supabase_url, "schema")
+    with psycopg.connect(supabase_url) as conn:
         assert snapshot.diff(before, snapshot.take(conn)) == []
 
 
 @pytest.mark.slow
-def test_readers_of_the_views_get_usage_and_nothing_more(seeded_url: str) -> None:
+@pytest.mark.supabase(ROLES)
+def test_readers_of_the_views_get_usage_and_nothing_more(supabase_url: str) -> None:
     """RLS off, anon granted the table: opt5's views are anon's to read, so anon gets USAGE
     on stage4's schema (its RPCs read the views) and still nothing else there."""
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(ROLES_SQL)
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         conn.execute(f"GRANT SELECT ON {S.qualified_table} TO anon")
         conn.execute(
             "GRANT EXECUTE ON FUNCTION public.contagem_mensal(integer), "
@@ -116,9 +114,9 @@ def test_readers_of_the_views_get_usage_and_nothing_more(seeded_url: str) -> Non
         )
         expected = conn.execute("SELECT * FROM public.contagem_mensal(2024)").fetchall()
         before = snapshot.take(conn)
-    migrations.upgrade(seeded_url, "opt5")
+    migrations.upgrade(supabase_url, "opt5")
     usage = "SELECT has_schema_privilege('anon', %s, 'USAGE')"
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         assert conn.execute(usage, (OWN,)).fetchone()[0]
         body = conn.execute(
             "SELECT prosrc FROM pg_proc WHERE oid = 'public.contagem_mensal(integer)'::regprocedure"
@@ -133,11 +131,11 @@ def test_readers_of_the_views_get_usage_and_nothing_more(seeded_url: str) -> Non
             f"DELETE FROM {agg.monthly(S).qualified}",
         ):
             assert _as(conn, "anon", sql) == "denied", sql
-    migrations.downgrade(seeded_url, "opt4")
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
+    migrations.downgrade(supabase_url, "opt4")
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         assert not conn.execute(usage, (OWN,)).fetchone()[0]
-    migrations.downgrade(seeded_url, "schema")
-    with psycopg.connect(seeded_url) as conn:
+    migrations.downgrade(supabase_url, "schema")
+    with psycopg.connect(supabase_url) as conn:
         assert snapshot.diff(before, snapshot.take(conn)) == []
 
 

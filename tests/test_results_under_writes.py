@@ -8,14 +8,13 @@ counts RPC (Q8) in a copy of the script folder (the real chain stays untouched).
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 
+from conftest import revision
 from stage4 import fingerprints, freshness, gate, migrations, workload
 from stage4.config import settings
 from stage4.ddl import functions
@@ -24,11 +23,18 @@ from stage4.errors import GateError
 REPOINT = ("s = settings(); op.execute(functions.monthly_counts(s, source=functions."
            "monthly_counts(s).body.replace({old!r}, {new!r})).create_sql())")  # fmt: skip
 AS_IS = "op.execute(functions.monthly_counts(settings()).create_sql())"
-REVISIONS = {
+REVISIONS = {  # each one step after `schema`
     # the same answer, written another way (id is never null)
-    "same_rows": REPOINT.format(old="count(*)", new="count(g.id)"),
+    "same_rows": revision(
+        "same_rows", "schema", REPOINT.format(old="count(*)", new="count(g.id)"), AS_IS
+    ),
     # another answer: every month counted one too many
-    "other_rows": REPOINT.format(old="count(*) AS total", new="count(*) + 1 AS total"),
+    "other_rows": revision(
+        "other_rows",
+        "schema",
+        REPOINT.format(old="count(*) AS total", new="count(*) + 1 AS total"),
+        AS_IS,
+    ),
 }
 OPTS = {"iterations": 3, "concurrency": 1, "duration": 1.0}
 
@@ -76,28 +82,6 @@ class Writer(threading.Thread):
     def __exit__(self, *exc) -> None:
         self.stop.set()
         self.join(30)
-
-
-@pytest.fixture
-def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """install(name): `schema`, then the named test-only revision."""
-
-    def install(name: str) -> None:
-        dst = tmp_path / "alembic"
-        shutil.copytree(migrations._script_location(), dst,
-                        ignore=shutil.ignore_patterns("__pycache__", "opt*"))  # fmt: skip
-        (dst / "versions" / f"{name}.py").write_text(
-            f'"""Test-only: {name}."""\nfrom alembic import op\n\n'
-            "from stage4.config import settings\nfrom stage4.ddl import functions\n\n"
-            f'revision = "{name}"\ndown_revision = "schema"\n\n\n'
-            f"def upgrade() -> None:\n    {REVISIONS[name]}\n\n\n"
-            f"def downgrade() -> None:\n    {AS_IS}\n"
-        )
-        monkeypatch.setattr(migrations, "_script_location", lambda: dst)
-        migrations.chain.cache_clear()
-
-    yield install
-    migrations.chain.cache_clear()
 
 
 def _repoint(url: str, old: str, new: str) -> None:
@@ -151,7 +135,7 @@ class TestOneSnapshot:
 class TestGateUnderWrites:
     @pytest.mark.slow
     def test_an_equivalent_rpc_is_go_its_results_compared(self, seeded_url, chain, tmp_path):
-        chain("same_rows")
+        chain(same_rows=REVISIONS["same_rows"])
         opts = gate.GateOptions(backup=False, reports_dir=tmp_path, threshold=100.0,
                                 min_delta_ms=100_000.0, **OPTS)  # fmt: skip
         with Writer(seeded_url) as writer:
@@ -169,7 +153,7 @@ class TestGateUnderWrites:
     def test_an_rpc_returning_other_rows_is_no_go_app_writes_or_not(
         self, seeded_url, chain, tmp_path
     ) -> None:
-        chain("other_rows")
+        chain(other_rows=REVISIONS["other_rows"])
         opts = gate.GateOptions(backup=False, reports_dir=tmp_path, threshold=100.0,
                                 min_delta_ms=100_000.0, **OPTS)  # fmt: skip
         with Writer(seeded_url) as writer, pytest.raises(GateError) as no_go:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
+from conftest import revision
 from stage4 import gate, migrations
 from stage4.config import settings
 from stage4.errors import GateError
@@ -30,59 +30,28 @@ ON_VIEW = (
     "WHERE m.mes >= make_date(ano, 1, 1) AND m.mes < make_date(ano + 1, 1, 1) ORDER BY 1, 2"
 )
 BUDGET = "one hour (test)"
-IDLE = '''"""Test-only: a step that changes nothing."""
-from alembic import op
-
-revision = "{name}"
-down_revision = "{down}"
-
-
-def upgrade() -> None:
-    op.execute("SELECT 1")
-
-
-def downgrade() -> None:
-    op.execute("SELECT 1")
-'''
-STALE = f'''"""Test-only: contagem_mensal (Q8) reads a materialized view, within a declared budget."""
-from alembic import op
-
-from stage4.config import settings
-from stage4.ddl import functions
-
-revision = "stale"
-down_revision = "lower"
-STALENESS = {{"Q8": "{BUDGET}"}}
-
-
-def upgrade() -> None:
-    op.execute("CREATE MATERIALIZED VIEW public.mensal_floor AS {MONTHLY}")
-    op.execute(functions.monthly_counts(settings(), {ON_VIEW!r}).create_sql())
-
-
-def downgrade() -> None:
-    op.execute(functions.monthly_counts(settings()).create_sql())
-    op.execute("DROP MATERIALIZED VIEW public.mensal_floor")
-'''
+IDLE = 'op.execute("SELECT 1")'  # a step that changes nothing
+# schema → lower → stale → upper: stale serves Q8 from a materialized view, within a budget
+FLOOR = {
+    "lower": revision("lower", "schema", IDLE, IDLE),
+    "stale": revision(
+        "stale",
+        "lower",
+        f"""
+        op.execute("CREATE MATERIALIZED VIEW public.mensal_floor AS {MONTHLY}")
+        op.execute(functions.monthly_counts(settings(), {ON_VIEW!r}).create_sql())
+        """,
+        """
+        op.execute(functions.monthly_counts(settings()).create_sql())
+        op.execute("DROP MATERIALIZED VIEW public.mensal_floor")
+        """,
+        head=f'STALENESS = {{"Q8": "{BUDGET}"}}',
+    ),
+    "upper": revision("upper", "stale", IDLE, IDLE),
+}
 # wide margins: these tests are about which revision ends where, not about the statistics
 # (test_stats.py); the noise of a 2,000-row database never clears them
 WIDE = {"threshold": 1.0, "min_delta_ms": 25}
-
-
-@pytest.fixture
-def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """schema → lower → stale → upper, in a copy of alembic/ (the real chain untouched)."""
-    dst = tmp_path / "alembic-floor"
-    shutil.copytree(migrations._script_location(), dst,
-                    ignore=shutil.ignore_patterns("__pycache__", "opt*"))  # fmt: skip
-    versions = dst / "versions"
-    (versions / "lower.py").write_text(IDLE.format(name="lower", down="schema"))
-    (versions / "stale.py").write_text(STALE)
-    (versions / "upper.py").write_text(IDLE.format(name="upper", down="stale"))
-    monkeypatch.setattr(migrations, "_script_location", lambda: dst)
-    migrations.chain.cache_clear()
-    yield
-    migrations.chain.cache_clear()
 
 
 def _opts(tmp_path: Path, **kw) -> gate.GateOptions:
@@ -103,6 +72,7 @@ class TestBlame:
     def test_a_stale_read_below_the_start_is_blamed_on_its_revision_and_kept(
         self, seeded_url, chain, tmp_path
     ) -> None:
+        chain(**FLOOR)
         migrations.upgrade(seeded_url, "stale")  # by hand: no rollout judged lower or stale
         with pytest.raises(GateError) as e:
             gate.upgrade(seeded_url, "upper", _opts(tmp_path, **WIDE))
@@ -127,6 +97,7 @@ class TestBlame:
 
     @pytest.mark.slow
     def test_a_package_never_rolls_back_below_its_start(self, seeded_url, chain, tmp_path) -> None:
+        chain(**FLOOR)
         migrations.upgrade(seeded_url, "stale")
         with pytest.raises(GateError) as e:
             gate.upgrade(seeded_url, "upper", _opts(tmp_path, judge="target", **WIDE))
@@ -156,6 +127,7 @@ class TestCarried:
 
     @pytest.mark.slow
     def test_a_package_judged_go_carries_nothing(self, seeded_url, chain, tmp_path) -> None:
+        chain(**FLOOR)
         rollout = gate.upgrade(seeded_url, "upper", _opts(tmp_path, judge="target",
                                                           accept_stale=True, **WIDE))  # fmt: skip
         assert rollout.outcome == "GO: at upper", [s.reasons for s in rollout.steps]
@@ -169,6 +141,7 @@ class TestCarried:
 
     @pytest.mark.slow
     def test_a_no_go_on_a_carried_step_keeps_it(self, seeded_url, chain, tmp_path) -> None:
+        chain(**FLOOR)
         self._package_then_down(seeded_url, tmp_path)
         said: list[tuple[str, str]] = []
         with pytest.raises(GateError) as e:
@@ -211,6 +184,7 @@ class TestCarried:
     def test_an_interrupt_keeps_the_carried_steps(self, seeded_url, chain, tmp_path) -> None:
         from stage4 import interrupts
 
+        chain(**FLOOR)
         self._package_then_down(seeded_url, tmp_path)
 
         def phase(step: str, text: str) -> None:

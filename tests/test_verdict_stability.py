@@ -11,7 +11,6 @@ repeats the same rollout, with and without a CPU hog, and counts the agreement.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import psycopg
 import pytest
 
+from conftest import revision
 from stage4 import bench, gate, migrations, stats, store
 
 # The search RPC computes a sum of N integers once per call (an InitPlan) before its
@@ -52,28 +52,13 @@ OPTS = {"iterations": 6, "concurrency": 2, "duration": 1.0}
 ROUNDS = {**OPTS, "iterations": 40}
 
 
-@pytest.fixture
-def chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """install(*names): `schema`, then the named test-only revisions in that order."""
-
-    def install(*names: str, n: int = 0) -> None:
-        dst = tmp_path / "alembic"
-        shutil.rmtree(dst, ignore_errors=True)
-        shutil.copytree(migrations._script_location(), dst,
-                        ignore=shutil.ignore_patterns("__pycache__", "opt*"))  # fmt: skip
-        for before, name in zip(("schema", *names), names, strict=False):
-            up, down = (r.replace("{n}", str(n)) for r in REVISIONS[name])
-            (dst / "versions" / f"{name}.py").write_text(
-                f'"""Test-only: {name}."""\nfrom alembic import op\n\n'
-                "from stage4.config import settings\nfrom stage4.ddl import functions\n\n"
-                f'revision = "{name}"\ndown_revision = "{before}"\n\n\n'
-                f"def upgrade() -> None:\n    {up}\n\n\ndef downgrade() -> None:\n    {down}\n"
-            )
-        monkeypatch.setattr(migrations, "_script_location", lambda: dst)
-        migrations.chain.cache_clear()
-
-    yield install
-    migrations.chain.cache_clear()
+def _revisions(*names: str, n: int = 0) -> dict[str, str]:
+    """`schema`, then the named test-only revisions in that order (``n``: twice's sum)."""
+    files = {}
+    for before, name in zip(("schema", *names), names, strict=False):
+        up, down = (r.replace("{n}", str(n)) for r in REVISIONS[name])
+        files[name] = revision(name, before, up, down)
+    return files
 
 
 def _opts(tmp_path: Path, **kw) -> gate.GateOptions:
@@ -92,7 +77,8 @@ class TestInjectedSlowdown:
         # and then (the agreement script counts how often a whole step stays quiet).
         before = bench.run(seeded_url, label="BEFORE", save=False, **ROUNDS)
         # CPU work that costs what a whole call costs: the call about twice as slow
-        chain("noop", "twice", n=int(np.median(before.samples["Q4"]) / _ms_per_integer(seeded_url)))
+        n = int(np.median(before.samples["Q4"]) / _ms_per_integer(seeded_url))
+        chain(**_revisions("noop", "twice", n=n))
         migrations.upgrade(seeded_url, "noop")
         noop = bench.run(seeded_url, label="NOOP", save=False, **ROUNDS)
         migrations.upgrade(seeded_url, "twice")
@@ -115,7 +101,7 @@ class TestSameWindow:
     def test_a_stored_baseline_is_measured_again_before_the_first_step(
         self, seeded_url, chain, tmp_path
     ) -> None:
-        chain("noop")
+        chain(**_revisions("noop"))
         stored = bench.run(seeded_url, label="BASELINE", **OPTS)
         with psycopg.connect(seeded_url, autocommit=True) as conn:
             store.set_baseline(conn, stored.run_id)

@@ -13,18 +13,11 @@ import psycopg
 import pytest
 from psycopg import errors
 
+from fixtures_supabase import DEFAULTS, ROLES
 from stage4 import migrations, version_table
 from stage4.config import settings
-from supabase_roles import ROLES_SQL
 
 S = settings()
-DEFAULTS = (
-    ROLES_SQL
-    + """
-GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
-"""
-)
 
 
 def _where(url: str) -> tuple[bool, bool]:
@@ -114,7 +107,7 @@ def test_status_names_a_version_table_left_in_public(seeded_url):
 def test_the_own_schema_is_closed_when_created_and_left_alone_after(db_url):
     own = S.own_schema
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(ROLES_SQL)
+        conn.execute(ROLES)
         # default privileges on new schemas, as a project may have set them
         conn.execute("ALTER DEFAULT PRIVILEGES GRANT USAGE ON SCHEMAS TO anon")
     try:

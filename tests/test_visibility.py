@@ -13,57 +13,25 @@ step that grants anon a view of the table is NO-GO at the gate, naming both.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import errors
 
+from conftest import revision
+from fixtures_supabase import DEFAULTS, POLICY
 from stage4 import gate, migrations, snapshot, visibility
 from stage4.config import settings
 from stage4.errors import GateError
 from stage4.optimisations import future_partitions as fp
-from supabase_roles import ROLES_SQL
 
 S = settings()
 API = ("anon", "authenticated")
-SUPABASE = (
-    ROLES_SQL
-    + """
-GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
--- what those defaults gave the objects revision schema created (it ran before them here)
-GRANT ALL ON public.geometrias TO anon, authenticated, service_role;
-GRANT ALL ON SEQUENCE public.geometrias_id_seq TO anon, authenticated, service_role;
-GRANT ALL ON FUNCTION public.buscar_geometrias(text, double precision, double precision,
-  double precision, double precision, integer), public.contagem_mensal(integer),
-  public.tile_mvt(integer, integer, integer) TO anon, authenticated, service_role;
-ALTER TABLE public.geometrias ENABLE ROW LEVEL SECURITY;
-CREATE POLICY anon_escolas ON public.geometrias FOR SELECT TO anon USING (categoria = 'escola');
-CREATE POLICY authenticated_recentes ON public.geometrias FOR ALL TO authenticated
-  USING (data_referencia >= date '2024-01-01') WITH CHECK (data_referencia >= date '2024-01-01');
-"""
-)
-# What each role may read through the table, by the policies above (service_role: BYPASSRLS).
 OWN_TABLES = tuple(
     f"public.{t}" for t in ("spatial_ref_sys", "geometry_columns", "geography_columns")
 )
 OWN = S.own_schema  # stage4's partitions, views and routines
-POLICY = {
-    "anon": "categoria = 'escola'",
-    "authenticated": "data_referencia >= date '2024-01-01'",
-    "service_role": "true",
-}
-
-
-@pytest.fixture
-def supabase_url(seeded_url: str) -> str:
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(SUPABASE)
-    return seeded_url
 
 
 def _ids(conn, where: str) -> set[int]:
@@ -215,7 +183,8 @@ def test_each_role_reads_what_the_policy_gives_at_every_revision_and_back(supaba
         assert visibility.wider(reach, visibility.take(conn, S, since=reach)) == []
 
 
-def test_identity_sequence_acl_survives_the_round_trip(seeded_url) -> None:
+@pytest.mark.supabase(DEFAULTS)
+def test_identity_sequence_acl_survives_the_round_trip(supabase_url) -> None:
     """The sequence had no ACL of its own (created before the default privileges): the
     rebuilt ones must not pick up the API roles' grants, either way."""
     seq = f"{S.schema}.{S.table}_id_seq"
@@ -224,19 +193,18 @@ def test_identity_sequence_acl_survives_the_round_trip(seeded_url) -> None:
         "SELECT array_agg(DISTINCT a.grantee::regrole::text) FROM pg_class c, "
         "aclexplode(coalesce(c.relacl, acldefault('S', c.relowner))) a WHERE c.oid = %s::regclass"
     )
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
-        conn.execute(SUPABASE.split("-- what those defaults")[0])  # roles and defaults only
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         before = conn.execute(sql, (seq,)).fetchone()[0]
         table_before = conn.execute(sql, (S.qualified_table,)).fetchone()[0]
         assert before is None and table_before is None
-    migrations.upgrade(seeded_url, "opt1")
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
+    migrations.upgrade(supabase_url, "opt1")
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         assert conn.execute(owner_only, (seq,)).fetchone()[0] == ["postgres"]
         assert conn.execute(owner_only.replace("'S'", "'r'"), (S.qualified_table,)).fetchone()[
             0
         ] == ["postgres"]
-    migrations.downgrade(seeded_url, "schema")
-    with psycopg.connect(seeded_url, autocommit=True) as conn:
+    migrations.downgrade(supabase_url, "schema")
+    with psycopg.connect(supabase_url, autocommit=True) as conn:
         assert conn.execute(owner_only, (seq,)).fetchone()[0] == ["postgres"]
         for role in API:
             assert not conn.execute(
@@ -464,53 +432,38 @@ def test_a_configured_role_is_checked(supabase_url) -> None:
 
 # ----------------------------------------------------------------- through the gate
 
-LEAKY = '''"""Test-only: a view of the table, granted to anon."""
-from alembic import op
-
-revision = "leaky"
-down_revision = "schema"
-
-
-def upgrade() -> None:
+LEAKY = revision(
+    "leaky",
+    "schema",
+    """
     op.execute("CREATE VIEW public.geometrias_vazada AS SELECT id, nome, categoria "
                "FROM public.geometrias")
     op.execute("REVOKE ALL ON public.geometrias_vazada FROM authenticated, service_role")
     op.execute("GRANT SELECT ON public.geometrias_vazada TO anon")
-
-
-def downgrade() -> None:
-    op.execute("DROP VIEW public.geometrias_vazada")
-'''
+    """,
+    'op.execute("DROP VIEW public.geometrias_vazada")',
+)  # a view of the table, granted to anon
 
 
 @pytest.mark.slow
 def test_a_leaky_step_is_no_go_naming_the_role_and_the_view(
-    supabase_url, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    supabase_url, chain, tmp_path: Path
 ) -> None:
-    dst = tmp_path / "alembic-leaky"
-    shutil.copytree(
-        migrations._script_location(), dst, ignore=shutil.ignore_patterns("__pycache__", "opt*")
+    chain(leaky=LEAKY)
+    with psycopg.connect(supabase_url) as conn:
+        hidden = conn.execute(
+            f"SELECT count(*) FROM {S.qualified_table} WHERE NOT ({POLICY['anon']})"
+        ).fetchone()[0]
+        before = snapshot.take(conn)
+    opts = gate.GateOptions(
+        backup_dir=tmp_path / "b",
+        reports_dir=tmp_path / "r",
+        iterations=6,
+        concurrency=2,
+        duration=1.0,
     )
-    (dst / "versions" / "leaky.py").write_text(LEAKY)
-    monkeypatch.setattr(migrations, "_script_location", lambda: dst)
-    migrations.chain.cache_clear()
-    try:
-        with psycopg.connect(supabase_url) as conn:
-            hidden = conn.execute(
-                f"SELECT count(*) FROM {S.qualified_table} WHERE NOT ({POLICY['anon']})"
-            ).fetchone()[0]
-            before = snapshot.take(conn)
-        opts = gate.GateOptions(
-            backup_dir=tmp_path / "b",
-            reports_dir=tmp_path / "r",
-            iterations=6,
-            concurrency=2,
-            duration=1.0,
-        )
-        with pytest.raises(GateError) as no_go:
-            gate.upgrade(supabase_url, "leaky", opts)
-    finally:
-        migrations.chain.cache_clear()
+    with pytest.raises(GateError) as no_go:
+        gate.upgrade(supabase_url, "leaky", opts)
     reason = (
         f"promise broken: anon can read {hidden} rows through public.geometrias_vazada that "
         "public.geometrias hides from it (0 before)"
