@@ -1,14 +1,16 @@
 """The desired catalog of a revision, by replaying the chain on an empty copy of the table.
 
 What a revision should leave is whatever its chain does, run: a scratch database gets
-the live table's own definition (the app's columns, identity, primary key and indexes,
-its grants, policies, row level security and comments, without a row and without what
-the revisions add), PostGIS and pg_cron where the live database has them, and the Alembic chain up to the
-revision; ``drift.live`` of the scratch is the desired state. The scratch database is
-created on the live database's server when its role may create databases, else on the
-server of ``scratch_url``, and dropped after. The result is cached per revision and
-digest (the revision files, the optimisations and the SQL they build, the table
-definition, the settings, the server version and the year, which sets opt4's horizon).
+the live table's own definition without a row and without what the revisions add (the
+app's columns, identity, primary key and indexes, its grants, policies, row level
+security, triggers and comments, the app's functions and publications, the RPC bodies as
+``schema`` adopted them), PostGIS and pg_cron where the live database has them, and the
+Alembic chain up to the revision; ``drift.live`` of the scratch is the desired state.
+The scratch database is created on the live database's server when its role may create
+databases, else on the server of ``scratch_url``, and dropped after. The result is cached
+per revision and digest (the revision files, the optimisations and the SQL they build,
+the table definition, the settings, the server version and the year, which sets opt4's
+horizon), with the scratch database's name and role replaced by the live ones.
 
 pg_cron runs in one database per server, never in a scratch one: where the live database
 has it, the replayed state holds no cron job, and ``Replayed.cron`` says so.
@@ -32,7 +34,7 @@ from stage4.config import Settings, redact, settings
 from stage4.db import connect, where
 from stage4.errors import Stage4Error
 
-_PLACEHOLDER = "\x00database\x00"  # the scratch database's name, as cached
+_PLACEHOLDER = "{stage4 replay database}"  # the scratch database's name, as cached
 _SCRATCH_PREFIX = "stage4_replay_"
 
 
@@ -303,7 +305,7 @@ def _create(url: str, scratch_url: str | None) -> tuple[str, str]:
         try:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
         except psycopg.Error as e:
-            reason = str(e).strip().splitlines()[0]
+            reason = redact(str(e).strip().splitlines()[0])
             raise ReplayError(
                 f"cannot create a scratch database on {where(admin)}: {reason}"
             ) from None
