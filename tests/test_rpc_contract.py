@@ -61,8 +61,11 @@ def test_opt2_repoints_q1_and_q3_with_the_same_rows_and_its_downgrade_restores_t
     q1, q3 = functions.read(S, "Q1"), functions.read(S, "Q3")
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute(f"COMMENT ON FUNCTION {q3.identity} IS 'the app''s note'")
-    before = {fn.name: _definition(seeded_url, fn) for fn in (q1, q3)}
+    at_schema = {fn.name: _definition(seeded_url, fn) for fn in (q1, q3)}
     fingerprints = _fingerprints(seeded_url, ["Q1", "Q3"])
+    migrations.upgrade(seeded_url, "opt1")  # opt1 re-points them first (plans kept)
+    before = {fn.name: _definition(seeded_url, fn) for fn in (q1, q3)}
+    assert all("plan_cache_mode TO 'auto'" in d for d, _ in before.values())
     migrations.upgrade(seeded_url, "opt2")
     with psycopg.connect(seeded_url) as conn:
         bodies = dict(conn.execute(
@@ -72,6 +75,9 @@ def test_opt2_repoints_q1_and_q3_with_the_same_rows_and_its_downgrade_restores_t
     assert _fingerprints(seeded_url, ["Q1", "Q3"]) == fingerprints
     migrations.downgrade(seeded_url, "opt1")
     assert {fn.name: _definition(seeded_url, fn) for fn in (q1, q3)} == before
+    migrations.downgrade(seeded_url, "schema")  # the app's comment, back with the body
+    assert {fn.name: _definition(seeded_url, fn) for fn in (q1, q3)} == at_schema
+    assert at_schema[q3.name][1] == "the app's note"
 
 
 def test_a_body_of_the_apps_own_is_not_repointed(seeded_url: str) -> None:

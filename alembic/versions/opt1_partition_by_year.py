@@ -29,9 +29,11 @@ contain the partition key):
   measures it), while large scans still save far more than that and stay parallel
   (``stage4.optimisations.partition_by_year``); the downgrade restores the previous
   value exactly;
-* the RPC of Q2 is re-pointed to find a box's rows from the GiST index instead of walking
-  every partition's primary key (``partition_by_year.repoints``: same rows, same order),
-  where its body is the baseline's; the downgrade restores its definition.
+* the RPCs of the reads without a date filter (Q1, Q2, Q3, Q6, Q7) keep their plans for
+  the session instead of planning every partition on every call, and Q2's finds a box's
+  rows from the GiST index instead of walking every partition's primary key
+  (``partition_by_year.repoints``: same rows, same order), where their bodies are the
+  baseline's; the downgrade restores their definitions.
 
 The upgrade REFUSES, before changing anything and naming them, when views,
 materialized views, SQL-body functions or foreign keys depend on the table (drop,

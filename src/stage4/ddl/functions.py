@@ -190,13 +190,23 @@ def query_of(body: str, args: str) -> str | None:
     return query
 
 
-def read(s: Settings, qid: str, sql: str | None = None) -> Function:
+# A body whose plan PostgreSQL may keep for the session (its default for prepared
+# statements: a generic plan once it costs no more than the custom ones): what a read
+# without a date filter wants on a partitioned table, where planning every partition on
+# every call costs more than the plan saves.
+CACHED_PLANS = "plan_cache_mode = auto"
+
+
+def read(
+    s: Settings, qid: str, sql: str | None = None, planning: str = PLANNED_PER_CALL
+) -> Function:
     """The RPC of geo read ``qid`` (Q1–Q3, Q5–Q7, Q9), running ``sql`` (default: the app's
-    query as ``stage4.queries.base_sql`` gives it, the body ``schema`` creates)."""
+    query as ``stage4.queries.base_sql`` gives it, the body ``schema`` creates), planned as
+    ``planning`` says (``PLANNED_PER_CALL`` or ``CACHED_PLANS``)."""
     r = _reads(s)[qid]
     body = per_call(sql if sql is not None else base_sql(s)[qid])
     return Function(s.schema, r.name, r.args, r.returns, body, language="plpgsql",
-                    settings=(PLANNED_PER_CALL,))  # fmt: skip
+                    settings=(planning,))  # fmt: skip
 
 
 def read_ids() -> tuple[str, ...]:
