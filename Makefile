@@ -8,7 +8,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAGE4  := $(BIN)/stage4
 TO      ?= head
-FEATURES ?= 20000
+FEATURES ?= 100000
 REPORTS ?= reports
 PG_PKGS := postgresql-15 postgresql-15-postgis-3 postgresql-15-cron
 ARGS    ?=
@@ -46,6 +46,7 @@ demo-end:  ## the demo's last lines: where the database is, where the report is,
 	@rev=$$($(STAGE4) status | sed -n 's/^revision: //p'); \
 	report=$$(ls -1d $(REPORTS)/*/REPORT.md 2>/dev/null | tail -1); \
 	echo; \
+	$(STAGE4) compare --brief 2>/dev/null || true; \
 	echo "Database: $$($(STAGE4) db url) (revision $$rev)"; \
 	echo "Report:   $${report:-none yet (make upgrade writes one under $(REPORTS)/)}"; \
 	case "$$rev" in \

@@ -994,6 +994,9 @@ def compare(
     threshold: Annotated[float, typer.Option(min=0.001, help="Practical margin.")] = 0.10,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999, help="CI level.")] = 0.95,
     workload: WorkloadOpt = None,
+    brief: Annotated[
+        bool, typer.Option("--brief", help="What got faster and what did not, a line each.")
+    ] = False,
 ) -> None:
     """Compare a run with the baseline: per-query median ratio, CI and verdict, then GO/NO-GO.
 
@@ -1008,6 +1011,10 @@ def compare(
     c = baselines.compare(
         _url(), run, threshold=threshold, confidence=confidence, workload=workload
     )
+    if brief:
+        for line in _brief(c):
+            out.print(line, markup=False, highlight=False)
+        return
     out.print(_comparison_table(c, confidence))
     out.print(margin_line(c.queries), markup=False)
     b, o = c.base.overall, c.run.overall
@@ -1018,6 +1025,25 @@ def compare(
     )
     decision = c.decision
     out.print("GO" if decision.go else "NO-GO: " + "; ".join(decision.reasons), markup=False)
+
+
+def _brief(c) -> list[str]:
+    """The comparison in three lines: faster, slower (each with its medians), unchanged."""
+    from stage4.stats import FASTER, SLOWER
+
+    def moved(verdict: str) -> str:
+        found = [f"{q} x{x.ratio:.2f} ({x.baseline_median:.2f} -> {x.candidate_median:.2f} ms)"
+                 for q, x in c.queries.items() if x.verdict == verdict]  # fmt: skip
+        return ", ".join(found) or "none"
+
+    same = [q for q, x in c.queries.items() if x.verdict not in (FASTER, SLOWER)]
+    head = f"run {c.run.run_id} at {c.run.revision} against the baseline (run {c.base.run_id} "
+    return [
+        head + f"at {c.base.revision}), medians:",
+        f"  faster: {moved(FASTER)}",
+        f"  slower: {moved(SLOWER)}",
+        f"  no significant change (within the margin or the floor): {', '.join(same) or 'none'}",
+    ]
 
 
 def _comparison_table(c, confidence: float):
