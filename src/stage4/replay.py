@@ -59,6 +59,7 @@ class TableDef:
     extensions: list[tuple[str, str]]  # (name, schema): the live's postgis and pg_cron
     roles: list[str]
     cron: bool  # pg_cron is installed in the live database
+    script: str = ""  # the app's other relations, as pg_dump --schema-only gives them
 
     def digest(self, revision: str, s: Settings, server: str) -> str:
         h = hashlib.sha256()
@@ -67,7 +68,8 @@ class TableDef:
             for path in sorted((root / folder).glob("*.py")):
                 h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         h.update(json.dumps(dataclasses.asdict(s), sort_keys=True, default=str).encode())
-        h.update(json.dumps([self.statements, self.extensions, revision, server]).encode())
+        fields = [self.statements, self.script, self.extensions, revision, server]
+        h.update(json.dumps(fields).encode())
         h.update(str(date.today().year).encode())
         return h.hexdigest()[:20]
 
@@ -86,8 +88,9 @@ def desired(
     if bare:
         table = dataclasses.replace(definition(url, s), statements=[])
     else:  # the functions the chain makes are its own; the others the app's, carried
-        made = desired(url, revision, s, scratch_url, bare=True).catalog["functions"]
-        table = definition(url, s, {tuple(row[:3]) for row in made}, revision)
+        made = desired(url, revision, s, scratch_url, bare=True).catalog
+        table = definition(url, s, {tuple(row[:3]) for row in made["functions"]}, revision)
+        table.script = others(url, s, {tuple(row[:2]) for row in made["relations"]})
     with connect(url) as conn:
         server = conn.execute("SHOW server_version_num").fetchone()[0]
         database, user = conn.execute("SELECT current_database(), current_user").fetchone()
@@ -253,6 +256,33 @@ def definition(
     return TableDef(statements, extensions, roles, cron)
 
 
+def others(url: str, s: Settings, made: set[tuple]) -> str:
+    """The app's relations besides its table (tables, views, sequences the chain does not
+    make, outside stage4's schemas), as ``pg_dump --schema-only`` writes them: a revision
+    may read or change them, and what the revisions derive is compared."""
+    from stage4.rehearse import _tool
+
+    with connect(url) as conn:
+        rows = conn.execute(
+            """SELECT n.nspname, c.relname, format('%%I.%%I', n.nspname, c.relname)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND NOT c.relispartition
+                 AND n.nspname NOT IN (%s, %s, 'information_schema', 'cron', 'partman',
+                                       'topology', 'tiger', 'tiger_data')
+                 AND n.nspname !~ '^pg_' AND c.oid <> to_regclass(%s)
+                 AND c.relname <> 'alembic_version'
+                 AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                 AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+               ORDER BY 1, 2""",
+            (s.own_schema, s.bench_schema, s.qualified_table),
+        ).fetchall()
+    tables = [f"--table={name}" for nsp, rel, name in rows if (nsp, rel) not in made]
+    try:
+        return _tool("pg_dump", url, ["--schema-only", *tables]) if tables else ""
+    except Stage4Error as e:
+        raise ReplayError(f"the app's other relations could not be read: {e}") from None
+
+
 class _NoAcl:
     """A bind for ``privileges.replay`` that says the new table has no ACL yet (it is
     rendered before the table exists)."""
@@ -346,6 +376,18 @@ def _prepare(scratch: str, table: TableDef) -> bool:
                     conn.execute(sql)
             except psycopg.Error:  # what names an object the chain creates: it will
                 pass
+    if table.script:  # psql goes on past a statement that fails, as above
+        import tempfile
+
+        from stage4.rehearse import _tool
+
+        with tempfile.NamedTemporaryFile("w", suffix=".sql", prefix="stage4-replay-") as f:
+            f.write(table.script)
+            f.flush()
+            try:
+                _tool("psql", scratch, ["-X", "-q", "-f", f.name])
+            except Stage4Error as e:
+                raise ReplayError(f"the app's other relations could not be made: {e}") from None
     return cron
 
 
