@@ -209,3 +209,43 @@ def test_plan_without_a_replay_warns_and_prints_the_sql(reader_url) -> None:
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith(f"warning: no catalog diff: role {READER} may not create ")
     assert result.stdout.startswith("-- upgrade schema -> opt5\n")
+
+
+APP_OBJECTS = (
+    "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'anon') THEN "
+    "CREATE ROLE anon NOLOGIN; END IF; END$$",
+    "GRANT SELECT ON public.geometrias TO anon",
+    "ALTER TABLE public.geometrias ENABLE ROW LEVEL SECURITY",
+    "CREATE FUNCTION public.e_escola(c text) RETURNS boolean LANGUAGE sql IMMUTABLE "
+    "AS $$ SELECT c = 'escola' $$",
+    "CREATE POLICY so_escolas ON public.geometrias FOR SELECT TO anon "
+    "USING (public.e_escola(categoria))",
+    "CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql "
+    "AS $$ BEGIN NEW.updated_at := now(); RETURN NEW; END $$",
+    "CREATE TRIGGER geometrias_touch BEFORE UPDATE ON public.geometrias "
+    "FOR EACH ROW EXECUTE FUNCTION public.touch()",
+    "CREATE TABLE public.app_extra (id serial PRIMARY KEY, n integer DEFAULT 3)",
+    "CREATE INDEX app_extra_n ON public.app_extra (n)",
+    "CREATE PUBLICATION replay_pub FOR TABLE public.geometrias",
+)
+
+
+@pytest.mark.slow
+def test_the_apps_own_objects_are_carried_into_the_replay_and_listed(seeded_url) -> None:
+    """The app's grants, policy (calling a function of its own), trigger, other table and
+    publication: at opt1 (a rebuilt, partitioned table) nothing the revisions manage
+    differs from the replay, and what the app added is listed as its own."""
+    _sql(seeded_url, *APP_OBJECTS)
+    migrations.upgrade(seeded_url, "opt1")
+    found = drift.check(seeded_url)
+    assert found.source == "the replay of opt1"
+    assert found.managed == [], found.managed
+    own = "\n".join(found.own)
+    for said in (
+        "policy so_escolas of public.geometrias: not in the replay (added)",
+        "function public.e_escola(c text): not in the replay (added)",
+        "trigger geometrias_touch of public.geometrias: not in the replay (added)",
+        "table public.app_extra: not in the replay (added)",
+        "row level security False in the replay, True now",
+    ):
+        assert said in own, own

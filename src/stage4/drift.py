@@ -285,8 +285,9 @@ def app_owns(
 
     The app's own, on an object no revision creates (stage4's comments are markers it
     reads, its grants part of its promise) outside stage4's schema: a policy added, dropped
-    or changed; a changed row level security switch, grant or comment; a function, table
-    or view added; an index, column or trigger added to the app's table or its partitions.
+    or changed; a changed row level security switch, grant or comment; a schema, function,
+    table or view added; an index, column or trigger added to the app's table or its
+    partitions.
     Anything else, the revisions' (refuses)."""
     if section == "indexes":
         name, rel = f"{key[0]}.{key[1]}", tuple(row[0].split(".", 1))
@@ -299,6 +300,8 @@ def app_owns(
         return key[:2] in app and f"{s.qualified_table}.{key[2]}" not in ours
     if section == "policies":
         return key[0] != s.own_schema and f"{key[0]}.{key[1]}" not in ours
+    if section == "schemas" and change == "added":
+        return key[0] != s.own_schema
     if section == "relations" and change == "added":  # a table or view, not a partition
         name = ".".join(key)
         return key[0] != s.own_schema and name not in ours and key not in app and not row[5]
