@@ -718,9 +718,9 @@ ReplayScratchOpt = Annotated[
     str | None,
     typer.Option(
         "--scratch-url",
-        help="A server to replay the chain on, as a URL whose role may create databases "
-        "(default: the database's own server; a scratch database is created there and "
-        "dropped).",
+        help="A server to replay the chain on, as a URL whose role may create databases, "
+        "for when the database's own role may not (a scratch database is created there "
+        "and dropped).",
     ),
 ]
 
