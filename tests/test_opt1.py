@@ -78,6 +78,7 @@ class TestUpgrade:
             "geometrias_geom_gist",
             "geometrias_data_referencia_idx",
             "geometrias_categoria_idx",
+            "geometrias_categoria_geom_gist",  # Q9's, opt1's own
         }
         assert outside[1] > 0 and outside[0] == 0
         assert new_id == top + 1

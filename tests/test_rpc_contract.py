@@ -106,38 +106,41 @@ def test_an_overload_of_the_apps_is_refused_in_one_line(db_url: str) -> None:
         assert conn.execute("SELECT to_regclass(%s)", (S.qualified_table,)).fetchone()[0] is None
 
 
-def test_opt2_builds_q9s_index_and_its_downgrade_drops_it_with_btree_gist(seeded_url) -> None:
-    from stage4.optimisations import gis_columns
+def test_opt1_builds_q9s_index_and_its_downgrade_drops_it_with_btree_gist(seeded_url) -> None:
+    from stage4.optimisations import partition_by_year as p
 
-    ix = gis_columns.category_index(S)
+    name = f"{S.schema}.{p.category_index(S)[0]}"
     q9 = _fingerprints(seeded_url, ["Q9"])
-    migrations.upgrade(seeded_url, "opt2")
+    migrations.upgrade(seeded_url, "opt1")
     with psycopg.connect(seeded_url) as conn:
         valid, note = conn.execute(
             "SELECT indisvalid, obj_description(indexrelid, 'pg_class') FROM pg_index "
             "WHERE indexrelid = to_regclass(%s)",
-            (ix.qualified,),
+            (name,),
         ).fetchone()
         schemas = conn.execute(
             "SELECT extname, extnamespace::regnamespace::text FROM pg_extension "
             "WHERE extname IN ('postgis', 'btree_gist') ORDER BY 1"
         ).fetchall()
-    assert valid and note == gis_columns.INDEX_MARK + gis_columns.BTREE_GIST_MARK
+        parts = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass(%s)", (name,)
+        ).fetchone()[0]
+    assert valid and note == p.INDEX_MARK + p.BTREE_GIST_MARK and parts >= 10
     assert schemas[0][1] == schemas[1][1]  # btree_gist beside PostGIS
     assert _fingerprints(seeded_url, ["Q9"]) == q9
-    migrations.downgrade(seeded_url, "opt1")
+    migrations.downgrade(seeded_url, "schema")
     with psycopg.connect(seeded_url) as conn:
-        assert conn.execute("SELECT to_regclass(%s)", (ix.qualified,)).fetchone()[0] is None
+        assert conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None
         assert not conn.execute(
             "SELECT 1 FROM pg_extension WHERE extname = 'btree_gist'"
         ).fetchall()
 
 
-def test_btree_gist_the_app_had_stays_after_opt2s_downgrade(seeded_url) -> None:
+def test_btree_gist_the_app_had_stays_after_opt1s_downgrade(seeded_url) -> None:
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION btree_gist")
-    migrations.upgrade(seeded_url, "opt2")
-    migrations.downgrade(seeded_url, "opt1")
+    migrations.upgrade(seeded_url, "opt1")
+    migrations.downgrade(seeded_url, "schema")
     with psycopg.connect(seeded_url) as conn:
         assert conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'btree_gist'").fetchall()
 

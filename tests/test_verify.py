@@ -71,6 +71,7 @@ class TestBroken:
         assert kept == [
             f"{S.qualified_table} is partitioned by range",
             "GiST index on the geometry of the parent",
+            "Q9's (categoria, geometry) GiST index on the parent",
         ]
 
     def test_a_wide_column_left_uncompressed_breaks_opt2(self, seeded_url):

@@ -29,6 +29,10 @@ contain the partition key):
   measures it), while large scans still save far more than that and stay parallel
   (``stage4.optimisations.partition_by_year``); the downgrade restores the previous
   value exactly;
+* a GiST on ``(categoria, geom)`` (btree_gist, created beside PostGIS where missing) is
+  built with the other indexes, for Q9's join: each of its probes then visits one
+  category's features per partition (``partition_by_year.category_index``); the
+  downgrade leaves it out of the plain table and drops btree_gist when this step made it;
 * the RPCs of the reads without a date filter (Q1, Q2, Q3, Q6, Q7) keep their plans for
   the session instead of planning every partition on every call, and Q2's finds a box's
   rows from the GiST index instead of walking every partition's primary key
@@ -73,8 +77,12 @@ log = logging.getLogger("alembic.runtime.migration")
 
 def _rebuild(partitioned: bool) -> partitioning.Rebuild:
     attrs = context.config.attributes
+    s = settings()
+    q9 = partition_by_year.category_index(s)
     return partitioning.Rebuild(
-        s=settings(),
+        s=s,
+        extra_indexes=(q9,) if partitioned else (),
+        left_out=() if partitioned else (q9[0],),
         bind=None if context.is_offline_mode() else op.get_bind(),
         execute=op.execute,
         partitioned=partitioned,
@@ -114,12 +122,14 @@ def upgrade() -> None:
     """Plain -> partitioned: check, create, copy, index, catch up, swap, carry over."""
     r = _rebuild(partitioned=True)
     _check(r, "r", "partition")
+    op.execute(partition_by_year.btree_gist_sql())  # for Q9's index
     r.create()
     r.copy()
     r.build_indexes()
     r.catch_up()
     r.swap()
     partitioning.publications_up(r, partition_by_year.PUBLICATIONS_MEMO)
+    op.execute(partition_by_year.index_comment_sql(r.s))
     op.execute(partition_by_year.serial_sql(r.s))
     for sql in partition_by_year.repoint_sql(r.s):
         op.execute(sql)
@@ -132,6 +142,7 @@ def downgrade() -> None:
     _check(r, "p", "un-partition")
     for sql in partition_by_year.restore_sql_rpcs(r.s):
         op.execute(sql)
+    op.execute(partition_by_year.remember_btree_gist_sql(r.s))  # before its index goes
     op.execute(partition_by_year.restore_sql(r.s))  # its memo lives on a partition: first
     flipped = partitioning.publications_down(r, partition_by_year.PUBLICATIONS_MEMO)
     r.create()
@@ -141,4 +152,5 @@ def downgrade() -> None:
     r.swap()
     for sql in privileges.via_root_sql(flipped, False):
         op.execute(sql)
+    op.execute(partition_by_year.drop_btree_gist_sql())
     _report(r)

@@ -7,9 +7,7 @@ for values written from now on (existing values are not rewritten: see
 ``stage4.optimisations.gis_columns``). The RPCs of Q1 and Q3 are re-pointed to read the
 stored columns (``gis_columns.repoints``: same signature, same rows), once every row is
 filled, where their bodies are the baseline's; downgrade restores their definitions first.
-A GiST on (categoria, geom) serves Q9 (``gis_columns.category_index``): built after the
-backfill like opt3's index, CONCURRENTLY per partition (btree_gist created in PostGIS's
-schema where missing, and dropped on downgrade when this step created it). Users see five more columns in ``SELECT *``; what a client writes into them is
+ Users see five more columns in ``SELECT *``; what a client writes into them is
 replaced by the trigger.
 
 Online, in two parts:
@@ -109,14 +107,6 @@ def _offline(s: Settings) -> None:
         )
         op.execute(gis_columns.filled_sql(s))
         op.execute(_vacuum_sql(s))
-        ix = gis_columns.category_index(s)
-        op.execute(gis_columns.btree_gist_sql())
-        op.execute(
-            "-- online: CREATE INDEX CONCURRENTLY per partition, attached to an index ON ONLY\n"
-            "-- the parent (writers never wait for the build)\n" + ix.create_sql()
-        )
-        op.execute(ix.comment_sql())
-        op.execute(gis_columns.btree_gist_created_sql(s))
     for sql in gis_columns.repoint_sql(s):
         op.execute(sql)
 
@@ -160,7 +150,6 @@ def upgrade() -> None:
             )
             try:
                 _fill(raw, s, filler)
-                _index(raw, s, filler)
             except BaseException as e:
                 left.extend(_undo(raw, s, e))
                 if isinstance(e, Exception):  # an interrupt stays one
@@ -219,19 +208,6 @@ def _fill(raw, s: Settings, filler: backfill.Backfill) -> None:
         filler.progress("VACUUM (ANALYZE) after the backfill", 1, 1)
 
 
-def _index(raw, s: Settings, filler: backfill.Backfill) -> None:
-    """Q9's index, built without blocking writers (btree_gist first, where missing)."""
-    t0 = time.perf_counter()
-    if filler.progress:
-        filler.progress("Q9's index, CONCURRENTLY per partition", 0, 1)
-    raw.execute(gis_columns.btree_gist_sql())
-    gis_columns.category_index(s).build(raw)
-    raw.execute(gis_columns.btree_gist_created_sql(s))
-    filler.metrics["index_s"] = round(time.perf_counter() - t0, 3)
-    if filler.progress:
-        filler.progress("Q9's index, CONCURRENTLY per partition", 1, 1)
-
-
 def _why(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
@@ -252,12 +228,9 @@ def _undo(raw, s: Settings, error: BaseException) -> list[str]:
     import psycopg
 
     try:
-        with interrupts.shielded():
-            gis_columns.category_index(s).undo(raw)
-            raw.execute(gis_columns.undo_btree_gist_sql())
-            with raw.transaction():
-                for sql in _down_sql(s):
-                    raw.execute(sql)
+        with interrupts.shielded(), raw.transaction():
+            for sql in _down_sql(s):
+                raw.execute(sql)
     except psycopg.Error as e:
         message = (
             f"upgrade to opt2 stopped during its backfill ({_why(error)}) and dropping its "
@@ -276,7 +249,6 @@ def _down_sql(s: Settings) -> list[str]:
     return [
         f"LOCK TABLE {s.qualified_table} IN ACCESS EXCLUSIVE MODE",
         *gis_columns.restore_sql(s),
-        *gis_columns.drop_index_sql(s),
         *gis_columns.drop_trigger_sql(s),
         gis_columns.restore_storage_sql(s),
         gis_columns.drop_columns_sql(s),

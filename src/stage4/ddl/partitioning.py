@@ -132,6 +132,10 @@ class Rebuild:
     progress: Progress | None = None
     batch_rows: int = 50_000
     metrics: dict = field(default_factory=dict)
+    # (name, ``USING …`` tail) of indexes the new table gets beside the old table's, and
+    # names of the old table's indexes it does not get (what the step adds, what undoes it)
+    extra_indexes: tuple[tuple[str, str], ...] = ()
+    left_out: tuple[str, ...] = ()
 
     @property
     def old(self) -> str:
@@ -323,7 +327,8 @@ class Rebuild:
             f"PRIMARY KEY ({', '.join(self.pk_cols)})"
         )
         self.index_names = []
-        for name, tail in self.indexes():
+        kept = [(n, tail) for n, tail in self.indexes() if n not in self.left_out]
+        for name, tail in [*kept, *self.extra_indexes]:
             temp = _temp_index_name(name)
             self.index_names.append((temp, name))
             self.execute(f"CREATE INDEX {temp} ON {self.new} {tail}")
@@ -435,6 +440,9 @@ class Rebuild:
         new_seq = f"{self.s.schema}.{self.s.table}{NEW_SUFFIX}_id_seq"
         self.execute(f"SELECT setval('{new_seq}', last_value, is_called) FROM {seq}")
         carry = None if offline else privileges.capture(self.bind, self.old, seq)
+        if carry is not None:  # an index left out takes its comment with it
+            carry.comments = [c for c in carry.comments
+                              if not (c[0] == "INDEX" and c[1] in self.left_out)]  # fmt: skip
         pubs = [] if offline else privileges.publications_of(self.bind, self.old)
         self.execute(f"DROP TABLE {self.old}")
         self.execute(f"ALTER TABLE {self.new} RENAME TO {self.s.table}")

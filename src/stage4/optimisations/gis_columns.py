@@ -40,9 +40,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stage4.config import Settings
-from stage4.ddl import functions, literal, privileges
+from stage4.ddl import functions, privileges
 from stage4.ddl.matviews import MatView
-from stage4.ddl.online_index import OnlineIndex
 from stage4.ddl.partitioning import partitions_sql
 from stage4.optimisations.base import (
     Creates,
@@ -52,7 +51,6 @@ from stage4.optimisations.base import (
     copy_sql,
     creates_column,
     creates_function,
-    creates_relation,
 )
 
 REVISION = "opt2"
@@ -294,94 +292,6 @@ END
 $do$"""
 
 
-# ------------------------------------------------------------------ Q9's index
-
-INDEX_MARK = "stage4 opt2: Q9's category and geometry index, dropped on downgrade"
-BTREE_GIST_MARK = "; it created btree_gist"
-
-
-def category_index(s: Settings) -> OnlineIndex:
-    """A GiST on (categoria, geom) (btree_gist) for Q9, which filters both sides of its join
-    by category: one index probe visits that category's features only, where the GiST on
-    ``geom`` and the b-tree on ``categoria`` are combined by a BitmapAnd that reads the
-    whole category each time (measured at 200,000 features: ×2.5–3). Partial on ``categoria
-    IS NOT NULL`` so that only a query filtering on a category uses it: without the predicate
-    the planner also picks it for plain ``geom`` filters, scanning many times the buffers.
-    On the table itself: current at every commit, RLS as on any read, nothing new in the API."""
-    return OnlineIndex(
-        table=s.qualified_table,
-        name=f"{s.table}_categoria_{s.geometry_column}_gist",
-        using=f"gist (categoria, {s.geometry_column}) WHERE categoria IS NOT NULL",
-        marker=INDEX_MARK,
-    )
-
-
-def btree_gist_sql() -> str:
-    """btree_gist in PostGIS's schema (``extensions`` on Supabase) unless it is installed;
-    returns whether this statement created it."""
-    return """DO $ext$
-BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'btree_gist') THEN
-    EXECUTE format('CREATE EXTENSION btree_gist SCHEMA %I', (SELECT extnamespace::regnamespace::text
-                   FROM pg_extension WHERE extname = 'postgis'));
-    PERFORM set_config('stage4.created_btree_gist', 'on', false);
-  END IF;
-END
-$ext$"""
-
-
-def btree_gist_created_sql(s: Settings) -> str:
-    """Said in the index's comment when this step created btree_gist (dropped on downgrade)."""
-    ix = category_index(s)
-    return f"""DO $ext$
-BEGIN
-  IF current_setting('stage4.created_btree_gist', true) = 'on' THEN
-    COMMENT ON INDEX {ix.qualified} IS {literal(INDEX_MARK + BTREE_GIST_MARK)};
-    PERFORM set_config('stage4.created_btree_gist', '', false);
-  END IF;
-END
-$ext$"""
-
-
-def undo_btree_gist_sql() -> str:
-    """After a failed upgrade: btree_gist dropped if this session created it."""
-    return """DO $ext$
-BEGIN
-  IF current_setting('stage4.created_btree_gist', true) = 'on' THEN
-    DROP EXTENSION IF EXISTS btree_gist;
-    PERFORM set_config('stage4.created_btree_gist', '', false);
-  END IF;
-EXCEPTION WHEN dependent_objects_still_exist THEN
-  RAISE NOTICE 'opt2: btree_gist kept: other objects now use it';
-END
-$ext$"""
-
-
-def drop_index_sql(s: Settings) -> list[str]:
-    """The index (every partition's with it), then btree_gist if this step created it and
-    nothing else uses it."""
-    ix = category_index(s)
-    return [
-        f"""DO $ext$
-BEGIN
-  IF obj_description(to_regclass('{ix.qualified}'), 'pg_class') = {literal(INDEX_MARK + BTREE_GIST_MARK)} THEN
-    PERFORM set_config('stage4.drop_btree_gist', 'on', true);
-  END IF;
-END
-$ext$""",
-        ix.drop_sql(),
-        """DO $ext$
-BEGIN
-  IF current_setting('stage4.drop_btree_gist', true) = 'on' THEN
-    DROP EXTENSION btree_gist;
-  END IF;
-EXCEPTION WHEN dependent_objects_still_exist THEN
-  RAISE NOTICE 'opt2: btree_gist kept: other objects now use it';
-END
-$ext$""",
-    ]
-
-
 # ------------------------------------------------------------------ the RPCs it re-points
 
 
@@ -451,11 +361,6 @@ def promises(s: Settings) -> list[Promise]:
             f"AND atttypid = 'float8'::regtype AND attname IN ({names})",
         ),
         Promise(
-            "Q9's (categoria, geometry) GiST index valid",
-            f"SELECT coalesce((SELECT indisvalid FROM pg_index "
-            f"WHERE indexrelid = to_regclass('{category_index(s).qualified}')), false)",
-        ),
-        Promise(
             "wide columns compressed with lz4",
             f"SELECT bool_and(attcompression = 'l') FROM pg_attribute "
             f"WHERE attrelid = '{q}'::regclass AND attname IN ({wide})",
@@ -487,10 +392,4 @@ def creates(s: Settings) -> list[Creates]:
     return [
         *(creates_column(s, c, "the derived column", leftover_sql(s)) for c in derived(s)),
         creates_function(f"{function(s)}()", "the trigger function", leftover_sql(s)),
-        creates_relation(
-            category_index(s).qualified,
-            "Q9's index",
-            f"coalesce(position({literal(INDEX_MARK)} IN obj_description("
-            f"to_regclass('{category_index(s).qualified}'), 'pg_class')) = 1, false)",
-        ),
     ]
