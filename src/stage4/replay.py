@@ -62,10 +62,13 @@ class TableDef:
     script: str = ""  # the app's other relations, as pg_dump --schema-only gives them
 
     def digest(self, revision: str, s: Settings, server: str) -> str:
+        from stage4 import migrations
+
         h = hashlib.sha256()
-        root = Path(__file__).resolve().parents[2]
-        for folder in ("alembic/versions", "src/stage4/optimisations", "src/stage4/ddl"):
-            for path in sorted((root / folder).glob("*.py")):
+        here = Path(__file__).resolve().parent
+        versions = migrations._script_location() / "versions"  # the chain alembic runs
+        for folder in (versions, here / "optimisations", here / "ddl"):
+            for path in sorted(folder.glob("*.py")):
                 h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         h.update(json.dumps(dataclasses.asdict(s), sort_keys=True, default=str).encode())
         fields = [self.statements, self.script, self.extensions, revision, server]
