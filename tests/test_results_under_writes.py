@@ -102,7 +102,7 @@ class TestOneSnapshot:
             changed = fingerprints.compare_rpcs(seeded_url, s, ["Q8"])
             n1 = writer.commits
         assert writer.errors == [] and n1 > n0  # the app wrote meanwhile
-        assert sorted(checked) == ["Q10", "Q4", "Q8"]  # Q1 is SQL: not an RPC
+        assert sorted(checked) == ["Q1", "Q10", "Q4", "Q8"]  # each an RPC
         assert all(c.same for c in checked.values()), checked
         assert "6 parameter sets" in checked["Q8"].detail
         assert changed["Q8"].same is False, changed
@@ -120,7 +120,7 @@ class TestOneSnapshot:
             anchors = workload.sample_anchors(conn, s, freshness.CANARY_SEED)
             conn.commit()
         # the app writes right where each query's canary goes: every answer moves
-        rows = [c for qid in workload.queries(s) for p in
+        rows = [c for qid, q in workload.queries(s).items() if q.rpc for p in
                 workload.parameters(qid, anchors, 1, freshness.CANARY_SEED, "canary")
                 for c in freshness.canaries(qid, p)[0]]  # fmt: skip
         with Writer(seeded_url, rows) as writer, psycopg.connect(seeded_url) as conn:
