@@ -24,6 +24,18 @@ def test_the_registry_lists_the_chain_in_order():
 
 
 @pytest.mark.parametrize("unit", optimisations.UNITS, ids=optimisations.name)
+def test_every_unit_has_every_name_the_protocol_declares(unit):
+    from stage4.optimisations.base import Unit
+
+    members = {n for n in vars(Unit) if not n.startswith("_")} | set(Unit.__annotations__)
+    assert members >= {"REVISION", "REBUILDS_TABLE", "repoints", "reference"}
+    missing = sorted(n for n in members if not hasattr(unit, n))
+    assert not missing, f"{unit.__name__} lacks {missing}"
+    assert isinstance(unit.REBUILDS_TABLE, bool) and isinstance(unit.STALENESS, dict)
+    assert all(callable(getattr(unit, n)) for n in members if n not in Unit.__annotations__)
+
+
+@pytest.mark.parametrize("unit", optimisations.UNITS, ids=optimisations.name)
 def test_every_unit_declares_the_interface(unit):
     promises, rewrites, views = unit.promises(S), unit.rewrites(S), unit.views(S)
     assert promises and all(isinstance(p, Promise) for p in promises)

@@ -1,34 +1,23 @@
 """The optimisations, one unit (module) each, and the registry that lists them in chain order.
 
 A unit owns everything about one optimisation: the SQL its revision runs up and down
-(the revision file in ``alembic/versions`` imports its unit and orchestrates that SQL),
-and what the generic modules need to know about it. Every unit exposes:
+(the revision file in ``alembic/versions`` imports its unit and runs that SQL), and what
+the generic modules need to know about it: the names ``base.Unit`` declares, every one of
+them in every unit (``tests/test_optimisations.py`` checks it):
 
-``REVISION``
-    the Alembic revision id it belongs to (``opt1`` … ``opt5``);
-``promises(s) -> list[Promise]``
-    what holds on the live database once the revision is applied (``stage4.verify``);
-``views(s) -> list[MatView]``
-    the materialized views it creates, vacuumed and analyzed once the step has committed
-    (``stage4.migrations.settle``);
-``repoints(s) -> dict[qid, Function]``
-    the app's RPCs its revision re-points (same signature, same rows: ``stage4.ddl.functions``),
-    where their bodies are the ones ``schema`` creates;
-``rewrites(s) -> dict[qid, Rewrite]``
-    faster SQL it makes available if the app adopts it (``stage4.workload``: measured
-    beside the app's query, never judged), for a query it does not re-point;
-``reference(conn, s, direction, scratch) -> Reference``
-    the bare work of its step ``up`` or ``down``, for the scale benchmark to time beside
-    the step (``scratch``: a schema it may build copies in).
-
-``creates(s) -> list[Creates]``
-    the objects its step creates by name, which pre-flight refuses to let it meet when
-    someone else's object already holds the name;
-
-and, optionally, ``REBUILDS_TABLE = True`` when its step rebuilds the app's table (pre-flight
-then checks what would stop the rebuild); ``STALENESS`` (qid -> budget) when its step serves
-queries from a view (``stage4.freshness.declared``); ``CLAIMS`` (figure -> value) for the
-figures MISSION.md claims after its step, shown beside the measured ones (``stage4.report``).
+``REVISION``, ``REBUILDS_TABLE``, ``STALENESS``, ``CLAIMS``
+    its Alembic revision; whether its step rebuilds the app's table (pre-flight checks what
+    would stop it); qid -> staleness budget of a read it serves from a view
+    (``stage4.freshness``); figure -> what MISSION.md claims after it (``stage4.report``);
+``promises(s)``, ``views(s)``, ``creates(s)``
+    what holds once applied (``stage4.verify``); the materialized views to settle after the
+    step (``stage4.migrations.settle``); the names it creates (pre-flight refuses collisions);
+``repoints(s)``, ``rewrites(s)``
+    the app's RPCs its revision re-points (same signature, same rows; only a body that is
+    the baseline's), and SQL the app could adopt for a query it does not re-point
+    (``stage4.workload``: measured beside the app's query, never judged);
+``reference(conn, s, direction, scratch)``
+    the bare work of its step, for the scale benchmark to time beside it.
 
 Generic modules import this package, never a unit by name (``tests/test_imports.py``);
 the kinds of object units build (partitioned tables, materialized views, grants, pg_cron
@@ -36,8 +25,6 @@ jobs, functions) have one helper each in ``stage4.ddl``.
 """
 
 from __future__ import annotations
-
-from types import ModuleType
 
 from stage4.config import Settings
 from stage4.ddl.matviews import MatView
@@ -48,12 +35,16 @@ from stage4.optimisations import (
     partition_by_year,
     search_matview,
 )
-from stage4.optimisations.base import Creates, Promise, Reference, Rewrite
+from stage4.optimisations.base import Creates, Promise, Reference, Rewrite, Unit
 
-__all__ = ["UNITS", "Creates", "Promise", "Reference", "Rewrite", "by_revision", "revisions"]
+__all__ = [
+    "UNITS", "Creates", "Promise", "Reference", "Rewrite", "Unit", "by_revision", "claims",
+    "creates", "name", "promises", "rebuilder", "rebuilds_table", "revisions", "rewrites",
+    "staleness", "views",
+]  # fmt: skip
 
 # Chain order: each revision's down_revision is the one before it (``schema`` first).
-UNITS: tuple[ModuleType, ...] = (
+UNITS: tuple[Unit, ...] = (
     partition_by_year,
     gis_columns,
     search_matview,
@@ -67,12 +58,12 @@ def revisions() -> list[str]:
     return [u.REVISION for u in UNITS]
 
 
-def by_revision(rev: str) -> ModuleType | None:
+def by_revision(rev: str) -> Unit | None:
     """The unit of revision ``rev``; None for a revision without one (``schema``, ``base``)."""
     return next((u for u in UNITS if rev == u.REVISION), None)
 
 
-def name(unit: ModuleType) -> str:
+def name(unit: Unit) -> str:
     """The unit's short name (its module's), which labels its rewrites in reports."""
     return unit.__name__.rsplit(".", 1)[-1]
 
@@ -109,16 +100,16 @@ def rebuilds_table(revs: list[str]) -> bool:
 
 def rebuilder(revs: list[str]) -> str | None:
     """The first of ``revs`` whose step rebuilds the app's table; None when none does."""
-    return next((r for r in revs if getattr(by_revision(r), "REBUILDS_TABLE", False)), None)
+    return next((r for r in revs if (u := by_revision(r)) and u.REBUILDS_TABLE), None)
 
 
 def staleness(rev: str) -> dict[str, str] | None:
     """qid -> staleness budget the unit of ``rev`` declares; None for a revision without a
     unit (its own module may declare them)."""
     unit = by_revision(rev)
-    return None if unit is None else dict(getattr(unit, "STALENESS", {}))
+    return None if unit is None else dict(unit.STALENESS)
 
 
 def claims() -> list[tuple[str, dict[str, float]]]:
     """(revision, figure -> claimed value) of every unit with claims, in chain order."""
-    return [(u.REVISION, dict(u.CLAIMS)) for u in UNITS if getattr(u, "CLAIMS", None)]
+    return [(u.REVISION, dict(u.CLAIMS)) for u in UNITS if u.CLAIMS]

@@ -6,10 +6,14 @@ nothing else of a unit: a promise to check, a rewrite to offer, a reference to t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from stage4.config import Settings
 from stage4.ddl import literal
+from stage4.ddl.functions import Function
+from stage4.ddl.matviews import MatView
 
 
 @dataclass(frozen=True)
@@ -145,3 +149,36 @@ def copy_sql(
         create += f" PARTITION BY RANGE ({s.time_column})"
     insert = f"INSERT INTO {dst} ({cols}) SELECT {cols} FROM {s.qualified_table}"
     return [create, *(partitions or []), insert]
+
+
+class Unit(Protocol):
+    """What one optimisation unit (a module of ``stage4.optimisations``) declares: every
+    name below, at module level. The generic modules ask the registry, which asks this.
+
+    ``REVISION`` its Alembic revision; ``REBUILDS_TABLE`` whether its step rebuilds the app's
+    table (pre-flight then checks what would stop it); ``STALENESS`` qid -> the staleness
+    budget of a read its step serves from a view; ``CLAIMS`` figure -> what MISSION.md
+    claims after its step (shown beside the measured one)."""
+
+    REVISION: str
+    REBUILDS_TABLE: bool
+    STALENESS: Mapping[str, str]
+    CLAIMS: Mapping[str, float]
+
+    def promises(self, s: Settings) -> list[Promise]:
+        """What holds on the live database once the revision is applied."""
+
+    def views(self, s: Settings) -> list[MatView]:
+        """The materialized views it creates (settled after the step)."""
+
+    def repoints(self, s: Settings) -> dict[str, Function]:
+        """qid -> the body its revision gives that RPC (where the body is the baseline's)."""
+
+    def rewrites(self, s: Settings) -> dict[str, Rewrite]:
+        """qid -> SQL the app could adopt, measured beside its query and never judged."""
+
+    def creates(self, s: Settings) -> list[Creates]:
+        """The objects its step creates by name (pre-flight refuses collisions)."""
+
+    def reference(self, conn: Any, s: Settings, direction: str, scratch: str) -> Reference:
+        """The bare work of its step, for the scale benchmark to time beside it."""

@@ -50,6 +50,10 @@ from stage4.optimisations.base import (
 )
 
 REVISION = "opt4"
+# What the generic modules ask of every unit (``base.Unit``): none here.
+REBUILDS_TABLE = False
+STALENESS: dict[str, str] = {}
+CLAIMS: dict[str, float] = {}
 FUNCTION = "stage4_ensure_partitions"
 JOB = "stage4_ensure_partitions"
 SCHEDULE = "17 3 * * *"  # daily at 03:17, away from the hour when other jobs pile up

@@ -54,6 +54,10 @@ from stage4.optimisations.base import (
 )
 
 REVISION = "opt2"
+# What the generic modules ask of every unit (``base.Unit``): none here.
+REBUILDS_TABLE = False
+STALENESS: dict[str, str] = {}
+CLAIMS: dict[str, float] = {}
 WIDE_COLUMNS = ("descricao", "propriedades")
 STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
 COMPRESSION = {"": "DEFAULT", "p": "pglz", "l": "lz4"}

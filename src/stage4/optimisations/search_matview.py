@@ -42,6 +42,10 @@ from stage4.optimisations.base import (
 )
 
 REVISION = "opt3"
+# What the generic modules ask of every unit (``base.Unit``): none here.
+REBUILDS_TABLE = False
+STALENESS: dict[str, str] = {}
+CLAIMS: dict[str, float] = {}
 MARK = "stage4 opt3: the search RPC's tsvector, dropped on downgrade"
 SAVED = "\n-- previous definition of buscar_geometrias, restored on downgrade --\n"
 PLANNED_PER_CALL = "plan_cache_mode = force_custom_plan"
