@@ -59,13 +59,13 @@ def test_a_bench_times_the_writes_and_leaves_the_table_as_it_was(
     assert run.environment["load"]["app_writes"] == 0
     assert run.environment["contract"]["W2"] == "write, rolled back"
     # a control before every query of every round, writes included: the rounds line up
-    assert len(run.control) == FAST["iterations"] * (10 + 3)
+    assert len(run.control) == FAST["iterations"] * (10 + 3 + 3)  # Q1–Q10, R1–R3, W1–W3
     assert stats.round_controls(run) is not None
     with psycopg.connect(seeded_url) as conn:
         back = store.load_run(conn, run.run_id)
         summary = store.latest_runs(conn, 1)[0]
     assert {q: back.samples[q] for q in WRITES} == {q: run.samples[q] for q in WRITES}
-    assert summary["samples"] == FAST["iterations"] * bench.SETS * 10  # the reads only
+    assert summary["samples"] == FAST["iterations"] * bench.SETS * 13  # the reads only (Q, R)
     doc = json.loads(export(run, tmp_path).read_text())
     assert {q: doc["queries"][q]["kind"] for q in ("Q1", *WRITES)} == {
         "Q1": "read", "W1": "write", "W2": "write", "W3": "write"
