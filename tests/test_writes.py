@@ -71,7 +71,7 @@ def test_a_bench_times_the_writes_and_leaves_the_table_as_it_was(
         "Q1": "read", "W1": "write", "W2": "write", "W3": "write"
     }  # fmt: skip
     assert doc["queries"]["W1"]["title"] == "insert"
-    assert doc["overall"]["n"] == FAST["iterations"] * bench.SETS * 10
+    assert doc["overall"]["n"] == FAST["iterations"] * bench.SETS * 13
     # what each write did, read back before its rollback, is the same at every run
     again = bench.run(seeded_url, label="w2", iterations=1, concurrency=1, duration=1)
     assert {q: again.fingerprints[q] for q in WRITES} == {q: run.fingerprints[q] for q in WRITES}
