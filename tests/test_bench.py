@@ -18,6 +18,7 @@ from stage4.queries import write_sql
 from stage4.workload import Rewrite
 
 QIDS = [f"Q{i}" for i in range(1, 11)]
+REST = ["R1", "R2", "R3"]  # PostgREST's table reads, prepared
 WRITES = ["W1", "W2", "W3"]  # the app's writes, rolled back (test_writes.py)
 FAST = {"iterations": 2, "concurrency": 2, "duration": 1}
 
@@ -27,7 +28,7 @@ def test_run_measures_every_query_and_is_stored(seeded_url: str) -> None:
     ticks: list[tuple[str, int, int]] = []
     run = bench.run(seeded_url, label="t1", progress=lambda *a: ticks.append(a), **FAST)
     assert run.label == "T1" and run.revision == "schema"
-    assert list(run.samples) == [*QIDS, *WRITES]
+    assert list(run.samples) == [*QIDS, *REST, *WRITES]
     assert all(len(v) == 2 for v in run.samples.values())
     assert all(len(v) == 2 * bench.SETS for v in run.executions.values())
     assert set(run.variants.values()) == {"base"}
@@ -49,7 +50,7 @@ def test_fingerprints_are_stable_across_runs(seeded_url: str) -> None:
     a = bench.run(seeded_url, label="a", **FAST)
     b = bench.run(seeded_url, label="b", iterations=3, concurrency=1, duration=1)
     assert a.fingerprints == b.fingerprints
-    assert len(set(a.fingerprints.values())) == 13
+    assert len(set(a.fingerprints.values())) == 16  # Q1–Q10, R1–R3, W1–W3: all distinct
 
 
 @pytest.mark.slow
@@ -95,7 +96,7 @@ def test_dropping_the_gist_index_keeps_results_and_is_compared(seeded_url: str) 
     run = bench.run(seeded_url, label="nogist", **FAST)
     assert run.fingerprints == base.fingerprints
     comps = stats.compare_bench(base, run)
-    assert list(comps) == [*QIDS, *WRITES]
+    assert list(comps) == [*QIDS, *REST, *WRITES]
     assert all(c.verdict in (stats.SLOWER, stats.FASTER, stats.NO_CHANGE) for c in comps.values())
 
 
@@ -144,7 +145,7 @@ def test_metrics_json_fields(seeded_url: str, tmp_path) -> None:
         "control_ms",
     }
     assert {"mean", "p50", "p95", "p99", "qps", "cache_hit_pct"} <= set(data["overall"])
-    assert list(data["queries"]) == [*QIDS, *WRITES]
+    assert list(data["queries"]) == [*QIDS, *REST, *WRITES]
     q1 = data["queries"]["Q1"]
     assert {
         "title",
@@ -174,7 +175,7 @@ def test_workload_files_are_measured_like_q1_q10(seeded_url: str, tmp_path) -> N
     (tmp_path / "gone.sql").write_text("SELECT count(*) FROM public.not_there;\n")
     a = bench.run(seeded_url, label="w1", workload_dir=tmp_path, **FAST)
     b = bench.run(seeded_url, label="w2", workload_dir=tmp_path, **FAST)
-    assert list(a.samples) == [*QIDS, "recent", *WRITES] and len(a.samples["recent"]) == 2
+    assert list(a.samples) == [*QIDS, *REST, "recent", *WRITES] and len(a.samples["recent"]) == 2
     assert len(a.executions["recent"]) == 2 * bench.SETS
     assert a.fingerprints["recent"] == b.fingerprints["recent"]
     assert a.environment["workload_files"] == {

@@ -154,3 +154,16 @@ def test_opt1_repoints_q2_with_the_same_rows_and_its_downgrade_restores_it(seede
     assert _fingerprints(seeded_url, ["Q2"]) == fingerprints
     migrations.downgrade(seeded_url, "schema")
     assert _definition(seeded_url, q2) == before
+
+
+def test_a_database_without_a_geo_reads_rpc_is_measured_on_the_apps_sql(seeded_url) -> None:
+    """A database set up before ``schema`` created these RPCs (or an app without one):
+    its Q1 is the SQL the app sends, measured unchanged, and the run says so."""
+    from stage4 import bench
+
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        conn.execute(functions.read(S, "Q1").drop_sql())
+    run = bench.run(seeded_url, iterations=1, concurrency=1, duration=0.5, save=False)
+    assert run.environment["contract"]["Q1"] == "SQL"
+    assert run.environment["workload_sql"]["Q1"] == workload.base_sql(S)["Q1"]
+    assert run.environment["contract"]["Q3"] == "RPC" and run.samples["Q1"]

@@ -140,6 +140,7 @@ def run(
         store.ensure(conn, s)
         conn.execute(workload.READ_ONLY)  # from here on the workload cannot write
         offered = workload.available(conn, extra_rewrites)
+        catalogue = workload.as_sent(conn, s, catalogue)
         draw = _draw(conn, s, catalogue, sets, seed)
         env = _environment(conn, s, url)
         load_start = livewrites.counters(conn, s)  # the app's writes during the run: its load
@@ -334,7 +335,7 @@ def _recorded(draw: _Draw, errors, rewrites, control: list[float]) -> dict:
     failed = {q: e["file"] for q, e in errors.items() if not is_write(q)}
     return {
         "workload_sql": {q: c.sql for q, c in catalogue.items()} | draw.writes.sql,
-        "contract": {q: workload.CONTRACT.get(q, "SQL") for q in catalogue}
+        "contract": {q: workload.sends(c) for q, c in catalogue.items()}
         | dict.fromkeys(draw.writes.sql, "write, rolled back"),
         "workload_files": files | failed,
         "errors": errors,

@@ -126,8 +126,8 @@ def check(conn, s: Settings, anchors: workload.Anchors) -> dict[str, Result]:
     """Each query's freshness on one parameter set (stream ``canary``), on a connection
     not in a transaction; nothing is left behind."""
     out: dict[str, Result] = {}
-    for qid, q in workload.queries(s).items():
-        if not q.rpc:  # R1–R3 read the table itself: no revision puts anything between
+    for qid, q in workload.as_sent(conn, s, workload.queries(s)).items():
+        if q.prepared:  # R1–R3 read the table itself: no revision puts anything between
             continue
         [p] = workload.parameters(qid, anchors, 1, CANARY_SEED, "canary") or [None]
         if p is None:

@@ -165,7 +165,7 @@ def of_workload(url: str, seed: int = 42) -> dict[str, Plan]:
         anchors = workload.sample_anchors(conn, s, seed)
         if not anchors.features:
             return out
-        for qid, query in workload.queries(s).items():
+        for qid, query in workload.as_sent(conn, s, workload.queries(s)).items():
             params = workload.parameters(qid, anchors, 1, seed)[0]
             out[qid] = explain(conn, sql_of(conn, query), params)
         conn.rollback()

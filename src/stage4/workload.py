@@ -32,7 +32,7 @@ import random
 import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,26 @@ def queries(s: Settings) -> dict[str, Query]:
     for q, text in rest_sql(s).items():
         out[q] = Query(q, REST[q], text, _GENERATORS[q], prepared=True)
     return out
+
+
+def as_sent(conn, s: Settings, catalogue: dict[str, Query]) -> dict[str, Query]:
+    """``catalogue`` as this database's app sends it: a geo read whose RPC the database does
+    not have (one set up before ``schema`` created it, or an adopted app without it) is the
+    app's SQL itself, measured unchanged (``sends`` says which)."""
+    out = dict(catalogue)
+    with conn.transaction():  # leaves a connection that was idle idle
+        for qid in functions.read_ids():
+            fn = functions.read(s, qid)
+            if qid in out and conn.execute(functions.exists_sql(fn)).fetchone() is None:
+                out[qid] = replace(out[qid], sql=base_sql(s)[qid], rpc=False)
+    return out
+
+
+def sends(q: Query) -> str:
+    """How the app sends ``q`` (the contract recorded with a run)."""
+    if q.rpc:
+        return "RPC"
+    return "PostgREST, prepared" if q.prepared else "SQL"
 
 
 def sample_anchors(conn, s: Settings, seed: int = 42, n: int = ANCHORS) -> Anchors:
