@@ -172,6 +172,8 @@ class TestCli:
     def test_status_has_a_drift_section(self, seeded_url: str, tmp_path) -> None:
         drift.record(seeded_url)
         _sql(seeded_url, "DROP INDEX public.geometrias_geom_gist")
+        # status builds no replay: it reads the one `stage4 drift` cached
+        assert runner.invoke(cli.app, ["--database-url", seeded_url, "drift"]).exit_code == 1
         result = runner.invoke(
             cli.app, ["--database-url", seeded_url, "status", "--reports-dir", str(tmp_path)]
         )

@@ -249,3 +249,93 @@ def test_the_apps_own_objects_are_carried_into_the_replay_and_listed(seeded_url)
         "row level security False in the replay, True now",
     ):
         assert said in own, own
+
+
+MAKER, MAKER_PASSWORD = "replay_maker", "replay-maker-pw"
+
+
+def _as(url: str, role: str, password: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{role}:{password}@{parts.hostname}:{parts.port}"))
+
+
+@pytest.mark.slow
+def test_a_chain_run_by_a_role_that_is_not_a_superuser_is_no_drift(db_url: str) -> None:
+    """The chain run by a role with CREATEDB only (it owns the database): PostGIS cannot be
+    created in a scratch database of its own (the warning says so, the fallback holds);
+    replayed by a superuser (``--scratch-url``), or compared by one, the objects that role
+    owns live are no drift: the replay's role stands for each object's live owner."""
+    with psycopg.connect(db_url) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+    _sql(
+        db_url,
+        f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{MAKER}') THEN "
+        f"CREATE ROLE {MAKER} LOGIN CREATEDB NOSUPERUSER PASSWORD '{MAKER_PASSWORD}'; "
+        "END IF; END$$",
+        f'ALTER DATABASE "{name}" OWNER TO {MAKER}',
+    )
+    maker = _as(db_url, MAKER, MAKER_PASSWORD)
+    migrations.upgrade(maker, "opt1")
+    with psycopg.connect(db_url) as conn:
+        owners = conn.execute(
+            "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relnamespace IN "
+            "('public'::regnamespace, 'stage4'::regnamespace) AND relname LIKE 'geometrias%'"
+        ).fetchall()
+    assert owners == [(MAKER,)]  # the chain's objects are the role's, not the superuser's
+
+    alone = drift.check(maker)
+    assert "extension postgis is missing there" in (alone.warning or ""), alone.warning
+    assert not alone.drifted, alone.managed
+
+    for url, scratch in ((maker, db_url), (db_url, None)):  # replayed by postgres
+        found = drift.check(url, scratch_url=scratch)
+        assert (found.source, found.warning) == ("the replay of opt1", None)
+        assert found.differences == [], found.differences
+    assert MAKER_PASSWORD not in repr(alone) + _drift(maker, "--scratch-url", db_url).output
+    assert _scratch_left(db_url) == []
+
+
+def test_a_scratch_database_a_killed_replay_left_is_dropped(seeded_url: str) -> None:
+    """One of a process of this host that is gone is dropped by the next replay; a running
+    process's, and another host's, stay."""
+    import os
+
+    from stage4 import replay
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead, tag = int(done.stdout), replay._host_tag()
+    left = {
+        "killed": f"stage4_replay_{dead}_{tag}_0badc0de",
+        "running": f"stage4_replay_{os.getpid()}_{tag}_0badc0de",
+        "elsewhere": f"stage4_replay_{dead}_{'0' * 8 if tag != '0' * 8 else '1' * 8}_0badc0de",
+    }
+    _sql(seeded_url, *(f'CREATE DATABASE "{n}" TEMPLATE template0' for n in left.values()))
+    try:
+        assert drift.check(seeded_url).source == "the replay of schema"
+        assert sorted(_scratch_left(seeded_url)) == sorted([left["running"], left["elsewhere"]])
+    finally:
+        _sql(seeded_url, *(f'DROP DATABASE IF EXISTS "{n}"' for n in left.values()))
+
+
+def test_status_reads_the_cached_replay_and_creates_nothing(seeded_url: str, _own_cache, tmp_path):
+    """`stage4 status` is read-only: without a cached replay it compares with the record and
+    says how to build one; after `stage4 drift`, it reads the replay that one cached."""
+    record_id = drift.record(seeded_url)
+    args = ["--database-url", seeded_url, "status", "--reports-dir", str(tmp_path)]
+    before = runner.invoke(cli.app, args)
+    assert before.exit_code == 0, before.output
+    assert re.search(
+        rf"^drift: no drift \(record {record_id} of schema, taken [-\d]+ [:\d]+ "
+        r"\(replay not cached: `stage4 drift` builds it\)\)$",
+        before.stdout,
+        re.M,
+    ), before.stdout
+    assert not (_own_cache / "replay").exists(), "status replayed nothing"
+    assert _drift(seeded_url).exit_code == 0
+    after = runner.invoke(cli.app, args)
+    assert "\ndrift: no drift (the replay of schema)\n" in after.stdout, after.stdout

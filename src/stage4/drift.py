@@ -29,8 +29,12 @@ what opt4's downgrade keeps on purpose (dropping one would drop its rows).
 
 The app's own objects are carried, never a reason to refuse: policies, the row level
 security switches, grants, comments, and indexes or columns the app added to its table,
-on objects no revision creates (``app_owns`` says which; when unsure, a difference is the
-revisions', and refuses). They are listed apart (``Drift.own``).
+on objects no revision creates; and, in any schema, what exists live under a name no
+revision creates (a table, view, function or index the replay does not make): not a
+change to what the revisions manage (``app_owns`` says which; when unsure, a difference
+is the revisions', and refuses). They are listed apart (``Drift.own``). An object under
+a name a revision creates is drift; when a pending step would create it, pre-flight
+names the collision first.
 """
 
 from __future__ import annotations
@@ -40,64 +44,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from stage4.catalogs import (  # also read as drift.live, drift.SECTIONS, drift.recorded
+    KINDS,
+    REACHED,
+    SECTIONS,
+    created_names,
+    keyed,
+    live,
+    recorded,
+    relation,
+)
 from stage4.config import Settings, settings
 
-# section: (what one row is, how many leading columns name it, what the others are)
-SECTIONS: dict[str, tuple[str, int, tuple[str, ...]]] = {
-    "schemas": ("schema", 1, ("grants", "comment")),
-    "relations": (
-        "relation",
-        2,
-        (
-            "kind",
-            "persistence",
-            "row level security",
-            "forced row level security",
-            "storage options",
-            "partition bound",
-            "partition key",
-            "grants",
-            "comment",
-            "owner",
-        ),
-    ),
-    "columns": (
-        "column",
-        3,
-        (
-            "type",
-            "not null",
-            "default",
-            "identity",
-            "generated",
-            "storage",
-            "compression",
-            "grants",
-            "comment",
-        ),
-    ),
-    "indexes": ("index", 2, ("table", "definition", "comment")),
-    "constraints": ("constraint", 3, ("type", "definition", "comment")),
-    "functions": ("function", 3, ("body", "grants", "comment", "security definer", "settings")),
-    "views": ("view", 2, ("kind", "definition")),
-    "policies": ("policy", 3, ("command", "permissive", "roles", "using", "with check")),
-    "triggers": ("trigger", 3, ("definition", "enabled")),
-    "sequences": ("sequence", 2, ("increment", "type")),
-    "publications": ("publication", 1, ("via root", "insert", "update", "delete", "tables")),
-    "database_settings": ("database setting", 2, ()),
-    "cron_jobs": ("cron job", 1, ("schedule", "command", "database", "username", "active")),
-}
-_KINDS = {
-    "r": "table",
-    "p": "partitioned table",
-    "v": "view",
-    "m": "materialized view",
-    "S": "sequence",
-    "f": "foreign table",
-}
-_INDEX_NAME = re.compile(r"INDEX (?:CONCURRENTLY )?(?:IF NOT EXISTS )?(\S+) ON ")
 _SHORT = 60  # values longer than this are said to differ, not printed
-REACHED = "reached"  # the record's key saying how its revision was reached ("up")
 
 
 @dataclass
@@ -121,18 +80,6 @@ class Drift:
         return bool(self.managed)
 
 
-def live(conn: Any, s: Settings | None = None) -> dict[str, list[list[Any]]]:
-    """The catalog as drift compares it (``snapshot.catalog`` minus what rows move)."""
-    from stage4 import snapshot
-
-    s = s or settings()
-    cat = snapshot.catalog(conn, s.bench_schema)
-    cat["sequences"] = [[nsp, name, inc, typ] for nsp, name, _last, inc, typ in cat["sequences"]]
-    here = conn.execute("SELECT current_database()").fetchone()[0]
-    cat["cron_jobs"] = [job for job in cat["cron_jobs"] if job[3] == here]
-    return cat
-
-
 def record(url: str, s: Settings | None = None) -> int | None:
     """Store the live catalog as what the current revision promises, reached going up
     (call it only then); its record id (None when the database is at no revision: there
@@ -153,25 +100,15 @@ def record(url: str, s: Settings | None = None) -> int | None:
         ).fetchone()[0]
 
 
-def recorded(conn: Any, revision: str, s: Settings | None = None) -> tuple | None:
-    """(record id, taken at, catalog) of the newest record of ``revision`` reached going
-    up, or None. Read-only: a database without the table has no record."""
-    s = s or settings()
-    table = f"{s.bench_schema}.catalog_records"
-    if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
-        return None
-    return conn.execute(
-        f"SELECT record_id, taken_at, catalog FROM {table} WHERE revision = %s "
-        f"AND catalog ->> '{REACHED}' = 'up' ORDER BY record_id DESC LIMIT 1",
-        (revision,),
-    ).fetchone()
-
-
-def check(url: str, s: Settings | None = None, scratch_url: str | None = None) -> Drift:
+def check(
+    url: str, s: Settings | None = None, scratch_url: str | None = None, build: bool = True
+) -> Drift:
     """Compare the live catalog with the replayed state of its revision, else (the chain
     cannot be replayed: ``warning`` says why) with its record or promises. The live
     database is only read; the replay runs in a scratch database (``scratch_url``'s
-    server when the live role may not create one)."""
+    server when the live role may not create one). ``build`` False (``status``, which
+    creates nothing): a cached replay only, else the record or promises, and the source
+    says so."""
     from stage4 import migrations, replay
     from stage4.db import connect
 
@@ -180,8 +117,12 @@ def check(url: str, s: Settings | None = None, scratch_url: str | None = None) -
     if revision is None:
         return Drift(None, "the database is at no revision: nothing is promised")
     try:
-        wanted = replay.desired(url, revision, s, scratch_url)
-        bare = replay.desired(url, revision, s, scratch_url, bare=True)
+        wanted = replay.desired(url, revision, s, scratch_url, build=build)
+        bare = replay.desired(url, revision, s, scratch_url, bare=True, build=build)
+    except replay.NotCached:
+        found = against_record(url, revision, s)
+        found.source += " (replay not cached: `stage4 drift` builds it)"
+        return found
     except replay.ReplayError as e:
         found = against_record(url, revision, s)
         found.warning = f"cannot replay {revision}: {e}; compared with {found.source} instead"
@@ -243,8 +184,8 @@ def differences(
     ``recorded`` is in the lines."""
     s = s or settings()
     ours = created_names(s)
-    old = {sec: _keyed(sec, recorded.get(sec, [])) for sec in SECTIONS}
-    new = {sec: _keyed(sec, now.get(sec, [])) for sec in SECTIONS}
+    old = {sec: keyed(sec, recorded.get(sec, [])) for sec in SECTIONS}
+    new = {sec: keyed(sec, now.get(sec, [])) for sec in SECTIONS}
     ahead = _ahead(old["relations"], new["relations"], s)
     gone = {k for k in old["relations"] if k not in new["relations"]}
     came = {k for k in new["relations"] if k not in old["relations"]} - ahead
@@ -252,9 +193,9 @@ def differences(
     app = _app_table(old["relations"], new["relations"], s)
     for sec, (what, _, fields) in SECTIONS.items():
         for key in sorted(set(old[sec]) | set(new[sec]), key=repr):
-            if sec != "relations" and _relation(sec, key, old[sec], new[sec]) in gone | came:
+            if sec != "relations" and relation(sec, key, old[sec], new[sec]) in gone | came:
                 continue  # the relation's own line says it
-            if (key if sec == "relations" else _relation(sec, key, old[sec], new[sec])) in ahead:
+            if (key if sec == "relations" else relation(sec, key, old[sec], new[sec])) in ahead:
                 continue
             a, b = old[sec].get(key), new[sec].get(key)
             name = _name(sec, what, key, a or b)
@@ -285,17 +226,15 @@ def app_owns(
 
     The app's own, on an object no revision creates (stage4's comments are markers it
     reads, its grants part of its promise) outside stage4's schema: a policy added, dropped
-    or changed; a changed row level security switch, grant or comment; a schema, function,
-    table or view added; an index, column or trigger added to the app's table or its
-    partitions.
+    or changed; a changed row level security switch, grant or comment. Added, in any
+    schema, under a name no revision creates: a schema (not stage4's), function, table,
+    view or index (what pre-flight names when a step would create it); a column or trigger
+    added to the app's table or its partitions.
     Anything else, the revisions' (refuses)."""
     if section == "indexes":
-        name, rel = f"{key[0]}.{key[1]}", tuple(row[0].split(".", 1))
-        if name in ours:
+        if f"{key[0]}.{key[1]}" in ours:
             return False
-        return (change == "added" and rel in app) or (
-            change == "comment" and key[0] != s.own_schema
-        )
+        return change == "added" or (change == "comment" and key[0] != s.own_schema)
     if section == "columns" and change == "added":
         return key[:2] in app and f"{s.qualified_table}.{key[2]}" not in ours
     if section == "policies":
@@ -303,10 +242,9 @@ def app_owns(
     if section == "schemas" and change == "added":
         return key[0] != s.own_schema
     if section == "relations" and change == "added":  # a table or view, not a partition
-        name = ".".join(key)
-        return key[0] != s.own_schema and name not in ours and key not in app and not row[5]
+        return ".".join(key) not in ours and key not in app and not row[5]
     if section == "functions" and change == "added":
-        return key[0] != s.own_schema and not any(n.startswith(f"{key[0]}.{key[1]}(") for n in ours)
+        return not any(n.startswith(f"{key[0]}.{key[1]}(") for n in ours)
     if section == "triggers" and change == "added":
         return key[:2] in app
     if change not in _APP_FIELDS or key[0] == s.own_schema:
@@ -316,13 +254,6 @@ def app_owns(
     if section in ("relations", "columns", "schemas"):
         return ".".join(key) not in ours
     return False
-
-
-def created_names(s: Settings) -> set[str]:
-    """Qualified names of what any revision creates (``optimisations.creates``)."""
-    from stage4 import migrations, optimisations
-
-    return {c.name for _, c in optimisations.creates(s, migrations.chain())}
 
 
 def _app_table(old: dict, new: dict, s: Settings) -> set[tuple]:
@@ -359,28 +290,6 @@ def _promises(url: str, revision: str, s: Settings) -> Drift:
     )
 
 
-def _keyed(section: str, rows: list[list[Any]]) -> dict[tuple, tuple]:
-    _, n, _ = SECTIONS[section]
-    out = {}
-    for row in rows:
-        if section == "indexes":  # named by the index, not by its table
-            nsp, table, definition, comment = row
-            m = _INDEX_NAME.search(definition)
-            row = [nsp, m.group(1) if m else definition, f"{nsp}.{table}", definition, comment]
-        out[tuple(row[:n])] = tuple(row[n:])
-    return out
-
-
-def _relation(section: str, key: tuple, old: dict, new: dict) -> tuple | None:
-    """The (schema, relation) a row of ``section`` belongs to, if any."""
-    if section in ("columns", "constraints", "policies", "triggers", "views", "sequences"):
-        return key[:2]
-    if section == "indexes":
-        table = (old.get(key) or new.get(key))[0]
-        return tuple(table.split(".", 1))
-    return None
-
-
 def _ahead(old: dict, new: dict, s: Settings) -> set[tuple]:
     """Year partitions of the table after ``last_year`` that are not in the record, each
     bounded by its calendar year (what opt4's routine creates, and its downgrade keeps)."""
@@ -401,7 +310,7 @@ def _ahead(old: dict, new: dict, s: Settings) -> set[tuple]:
 
 def _name(section: str, what: str, key: tuple, row: tuple) -> str:
     if section == "relations":
-        what = "partition" if row[5] else _KINDS.get(row[0], what)
+        what = "partition" if row[5] else KINDS.get(row[0], what)
     if section == "functions":
         return f"{what} {key[0]}.{key[1]}({key[2]})"
     if section == "database_settings":

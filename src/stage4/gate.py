@@ -118,31 +118,42 @@ def _plan(run: RolloutRun) -> bool:
 
 def _preflight(run: RolloutRun):
     """Drift, then the pre-flight checks, each said as it is found (a warning may explain
-    a NO-GO later); a failed check stops the rollout before anything is written."""
+    a NO-GO later); a failed check stops the rollout before anything is written. Where
+    drift refuses, the checks run first, unsaid: a name a pending step creates that an
+    object already holds is refused as pre-flight's collision, not as that object's drift."""
+    try:
+        drifted = _check_drift(run.url, run.opts, run.say)
+    except PreflightError:
+        _checks(run).raise_for_failures()
+        raise
+    run.say("pre-flight", "checking the database")
+    found = _checks(run)
+    run.rollout.preflight = [c.line() for c in found.checks] + drifted
+    for line in run.rollout.preflight:
+        run.say("pre-flight", line)
+    found.raise_for_failures()
+    return found
+
+
+def _checks(run: RolloutRun):
+    """``preflight.run`` on the database, read-only and within the lock timeout."""
     from stage4 import preflight
 
     url, s, opts = run.url, run.s, run.opts
-    drifted = _check_drift(url, opts, run.say)
-    run.say("pre-flight", "checking the database")
     with connect(url) as conn:
         # read-only, but it must not queue forever behind a lock either
         conn.execute(
             "SELECT set_config('lock_timeout', %s, false)", (opts.lock_timeout or s.lock_timeout,)
         )
         try:
-            found = preflight.run(conn, s, steps=run.pending,
-                                  expect_features=opts.expect_features, workload=opts.workload)  # fmt: skip
+            return preflight.run(conn, s, steps=run.pending,
+                                 expect_features=opts.expect_features, workload=opts.workload)  # fmt: skip
         except psycopg_errors().LockNotAvailable as e:
             raise PreflightError(
                 f"pre-flight could not read {s.qualified_table} within the lock timeout "
                 f"({opts.lock_timeout or s.lock_timeout}): another session holds an exclusive "
                 "lock on it; retry when it has finished"
             ) from e
-    run.rollout.preflight = [c.line() for c in found.checks] + drifted
-    for line in run.rollout.preflight:
-        run.say("pre-flight", line)
-    found.raise_for_failures()
-    return found
 
 
 def _open_folder(run: RolloutRun) -> None:

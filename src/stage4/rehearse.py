@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from stage4.config import Settings, redact, settings, split_password
+from stage4.config import Settings, redact, settings
 from stage4.db import connect, where
 from stage4.errors import ConfigError, GateError, PreflightError, Stage4Error
 
@@ -377,21 +376,7 @@ def _existing_schema(toc_line: str, have: set[str]) -> bool:
 
 
 def _tool(name: str, url: str | None, args: list[str]) -> str:
-    """Run pg_dump / pg_restore (on ``url``, if any); its stdout. The password goes through
-    the environment, never the command line."""
-    from stage4.cluster import bindir
+    """``tools.run``, failing as the rehearsal's own error (the source was only read)."""
+    from stage4 import tools
 
-    env = dict(os.environ)
-    exe = bindir() / name
-    cmd = [str(exe if exe.is_file() else name), *args]
-    if url is not None:
-        clean, password = split_password(url)
-        if password is not None:
-            env["PGPASSWORD"] = password
-        cmd += ["--dbname", clean]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
-        reason = redact(" ".join(lines[-2:]) if lines else "failed")
-        raise RehearsalError(f"{name} failed: {reason}")
-    return out.stdout
+    return tools.run(name, url, args, RehearsalError)

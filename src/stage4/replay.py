@@ -5,12 +5,15 @@ the live table's own definition without a row and without what the revisions add
 app's columns, identity, primary key and indexes, its grants, policies, row level
 security, triggers and comments, the app's functions and publications, the RPC bodies as
 ``schema`` adopted them), PostGIS and pg_cron where the live database has them, and the
-Alembic chain up to the revision; ``drift.live`` of the scratch is the desired state.
+Alembic chain up to the revision; ``catalogs.live`` of the scratch is the desired state.
 The scratch database is created on the live database's server when its role may create
-databases, else on the server of ``scratch_url``, and dropped after. The result is cached
+databases, else on the server of ``scratch_url``, and dropped after; one a killed
+process of this host left behind is dropped by the next replay. The result is cached
 per revision and digest (the revision files, the optimisations and the SQL they build,
 the table definition, the settings, the server version and the year, which sets opt4's
-horizon), with the scratch database's name and role replaced by the live ones.
+horizon), with the scratch database's name replaced by the live one's, and the role
+that ran the chain there by each object's live owner (whoever ran the chain there, which
+need not be the role now connected), else the connected role.
 
 pg_cron runs in one database per server, never in a scratch one: where the live database
 has it, the replayed state holds no cron job, and ``Replayed.cron`` says so.
@@ -24,12 +27,14 @@ import json
 import os
 import re
 import secrets
+import socket
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from stage4 import catalogs, tools
 from stage4.config import Settings, redact, settings
 from stage4.db import connect, where
 from stage4.errors import Stage4Error
@@ -42,9 +47,13 @@ class ReplayError(Stage4Error):
     """The chain could not be replayed; the message names what is missing."""
 
 
+class NotCached(Stage4Error):
+    """The replay is not cached and was not to be built (``desired(build=False)``)."""
+
+
 @dataclass
 class Replayed:
-    """A revision's desired catalog (``drift.live``'s shape) and whether cron jobs are in it."""
+    """A revision's desired catalog (``catalogs.live``'s shape) and whether cron jobs are in it."""
 
     revision: str
     catalog: dict[str, list[list[Any]]]
@@ -83,23 +92,28 @@ def desired(
     s: Settings | None = None,
     scratch_url: str | None = None,
     bare: bool = False,
+    build: bool = True,
 ) -> Replayed:
     """``Replayed`` of ``revision`` for the database at ``url`` (cached). ``bare``: on the
     reference table ``schema`` creates, without the live table's definition, for the
-    app's own objects to show against (``drift.check``)."""
+    app's own objects to show against (``drift.check``). ``build`` False: the cache only
+    (no scratch database is created), ``NotCached`` when it has no such replay."""
     s = s or settings()
     if bare:
         table = dataclasses.replace(definition(url, s), statements=[])
     else:  # the functions the chain makes are its own; the others the app's, carried
-        made = desired(url, revision, s, scratch_url, bare=True).catalog
+        made = desired(url, revision, s, scratch_url, bare=True, build=build).catalog
         table = definition(url, s, {tuple(row[:3]) for row in made["functions"]}, revision)
         table.script = others(url, s, {tuple(row[:2]) for row in made["relations"]})
     with connect(url) as conn:
         server = conn.execute("SHOW server_version_num").fetchone()[0]
         database, user = conn.execute("SELECT current_database(), current_user").fetchone()
+        owners = _owners(conn)
     cache = s.home_path / "replay" / f"{revision}-{table.digest(revision, s, server)}.json"
     if cache.is_file():
         saved = json.loads(cache.read_text())
+    elif not build:
+        raise NotCached(f"the replay of {revision} is not cached")
     else:
         saved = _replay(url, revision, table, s, scratch_url)
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -107,8 +121,7 @@ def desired(
         tmp.write_text(json.dumps(saved))
         tmp.replace(cache)
     catalog = json.loads(json.dumps(saved["catalog"]).replace(_PLACEHOLDER, database))
-    if saved["user"] != user:
-        catalog = _as_user(catalog, saved["user"], user)
+    catalog = _as_live(catalog, saved["user"], owners, user)
     return Replayed(revision, catalog, saved["cron"] or not table.cron)
 
 
@@ -128,12 +141,11 @@ def definition(
     where absent and after which a revision re-points only the body it created: as it
     is live at ``schema`` (or base), else as the record of ``schema`` has it; without
     such a record, ``schema`` creates it in the scratch."""
-    from stage4 import drift
     from stage4.db import engine
     from stage4.ddl import privileges
 
     t = s.qualified_table
-    ours = drift.created_names(s)
+    ours = catalogs.created_names(s)
     with connect(url) as conn:
         extensions = [
             tuple(r)
@@ -191,7 +203,7 @@ def definition(
         if revision in ("base", "schema"):
             adopted_rows = [f for f in functions if f[0] == s.schema]
         else:
-            rec = drift.recorded(conn, "schema", s)
+            rec = catalogs.recorded(conn, "schema", s)
             adopted_rows = [f for f in (rec[2]["functions"] if rec else []) if f[0] == s.schema]
         publications = conn.execute(
             """SELECT quote_ident(pubname), puballtables, pubviaroot,
@@ -263,8 +275,6 @@ def others(url: str, s: Settings, made: set[tuple]) -> str:
     """The app's relations besides its table (tables, views, sequences the chain does not
     make, outside stage4's schemas), as ``pg_dump --schema-only`` writes them: a revision
     may read or change them, and what the revisions derive is compared."""
-    from stage4.rehearse import _tool
-
     with connect(url) as conn:
         rows = conn.execute(
             """SELECT n.nspname, c.relname, format('%%I.%%I', n.nspname, c.relname)
@@ -281,7 +291,7 @@ def others(url: str, s: Settings, made: set[tuple]) -> str:
         ).fetchall()
     tables = [f"--table={name}" for nsp, rel, name in rows if (nsp, rel) not in made]
     try:
-        return _tool("pg_dump", url, ["--schema-only", *tables]) if tables else ""
+        return tools.run("pg_dump", url, ["--schema-only", *tables]) if tables else ""
     except Stage4Error as e:
         raise ReplayError(f"the app's other relations could not be read: {e}") from None
 
@@ -308,10 +318,8 @@ def _replay(url: str, revision: str, table: TableDef, s: Settings, scratch_url: 
                 migrations.upgrade(scratch, revision)
             except Stage4Error as e:
                 raise ReplayError(f"the chain up to {revision} failed there: {e}") from None
-        from stage4 import drift
-
         with connect(scratch) as conn:
-            catalog = drift.live(conn, s)
+            catalog = catalogs.live(conn, s)
             user = conn.execute("SELECT current_user").fetchone()[0]
     finally:
         _drop(admin, scratch)
@@ -334,7 +342,8 @@ def _create(url: str, scratch_url: str | None) -> tuple[str, str]:
             where_ = f"--scratch-url {where(admin)}" if scratch_url else where(url)
             hint = "" if scratch_url else " and no --scratch-url was given"
             raise ReplayError(f"role {who} may not create a database on {where_}{hint}")
-        name = f"{_SCRATCH_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+        _drop_abandoned(conn)
+        name = f"{_SCRATCH_PREFIX}{os.getpid()}_{_host_tag()}_{secrets.token_hex(4)}"
         try:
             conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
         except psycopg.Error as e:
@@ -343,6 +352,34 @@ def _create(url: str, scratch_url: str | None) -> tuple[str, str]:
                 f"cannot create a scratch database on {where(admin)}: {reason}"
             ) from None
     return urlunsplit(urlsplit(admin)._replace(path=f"/{name}")), admin
+
+
+def _host_tag() -> str:
+    """This host, in a scratch database's name: its pid means something here only."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _drop_abandoned(conn) -> list[str]:
+    """Drop the scratch databases of this host's processes that are gone (killed mid-
+    replay), as ``backup.clean_partials`` deletes their dumps; a running replay's, or
+    another host's, stays. A database the role may not drop stays too. What was dropped."""
+    import psycopg
+
+    pattern = re.compile(rf"{_SCRATCH_PREFIX}(\d+)_{_host_tag()}_[0-9a-f]+")
+    names = conn.execute(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (_SCRATCH_PREFIX,)
+    ).fetchall()
+    gone = []
+    for (name,) in names:
+        m = pattern.fullmatch(name)
+        if m is None or tools.alive(int(m.group(1)), socket.gethostname()):
+            continue
+        try:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            gone.append(name)
+        except psycopg.Error:  # not its owner: another role's leftover
+            pass
+    return gone
 
 
 def _drop(admin: str, scratch: str) -> None:
@@ -382,32 +419,56 @@ def _prepare(scratch: str, table: TableDef) -> bool:
     if table.script:  # psql goes on past a statement that fails, as above
         import tempfile
 
-        from stage4.rehearse import _tool
-
         with tempfile.NamedTemporaryFile("w", suffix=".sql", prefix="stage4-replay-") as f:
             f.write(table.script)
             f.flush()
             try:
-                _tool("psql", scratch, ["-X", "-q", "-f", f.name])
+                tools.run("psql", scratch, ["-X", "-q", "-f", f.name])
             except Stage4Error as e:
                 raise ReplayError(f"the app's other relations could not be made: {e}") from None
     return cron
 
 
-def _as_user(catalog: dict, old: str, new: str) -> dict:
-    """The replay's objects owned and granted by ``old`` (the scratch's role) as the live
-    database's role ``new`` would have them."""
-    pattern = re.compile(rf'(?<=[{{,/"=]){re.escape(old)}(?=[=/,}}"])|^{re.escape(old)}$')
-    return json.loads(
-        json.dumps(
-            {
-                sec: [
-                    [pattern.sub(new, v) if isinstance(v, str) else v for v in row] for row in rows
+def _owners(conn) -> dict[tuple, str]:
+    """The live owner of each schema (its name), relation (schema, name) and function
+    (schema, name, arguments): what ``_as_live`` reads the replay's role as."""
+    rows = conn.execute(
+        """SELECT ARRAY[nspname], pg_get_userbyid(nspowner) FROM pg_namespace
+           UNION ALL
+           SELECT ARRAY[n.nspname, c.relname], pg_get_userbyid(c.relowner)
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           UNION ALL
+           SELECT ARRAY[n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)],
+                  pg_get_userbyid(p.proowner)
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"""
+    ).fetchall()
+    return {tuple(key): owner for key, owner in rows}
+
+
+def _as_live(catalog: dict, role: str, owners: dict[tuple, str], user: str) -> dict:
+    """The replay's objects as the live database has them: the role that ran the chain in
+    the scratch (``role``: their owner, the grantor of their grants) read, object by
+    object, as the live owner (``owners``: of the schema, of the relation a row belongs
+    to, of the function), else as the connected role ``user``. The live objects are owned
+    by whoever ran the chain there, often not the role connected now."""
+    pattern = re.compile(rf'(?<=[{{,/"=]){re.escape(role)}(?=[=/,}}"])|^{re.escape(role)}$')
+    out = {}
+    for sec, rows in catalog.items():
+        named = catalogs.SECTIONS[sec][1] if sec in catalogs.SECTIONS else 0  # kept as is
+        width = 1 if sec == "schemas" else 3 if sec == "functions" else 2
+        out[sec] = []
+        for row in rows:
+            owner = owners.get(tuple(row[:width]), user)
+            out[sec].append(
+                [
+                    pattern.sub(owner, v) if i >= named and isinstance(v, str) else v
+                    for i, v in enumerate(row)
                 ]
-                for sec, rows in catalog.items()
-            }
-        )
-    )
+            )
+    return out
 
 
 # ------------------------------------------------------------------ a plan's catalog diff
@@ -438,16 +499,14 @@ def summary(old: dict[str, list], new: dict[str, list]) -> list[str]:
     kind of object and verb, each object named (what belongs to an added or removed
     relation goes with it; the partitions' own indexes, constraints and triggers are
     counted)."""
-    from stage4 import drift
-
-    before = {sec: drift._keyed(sec, old.get(sec, [])) for sec in drift.SECTIONS}
-    after = {sec: drift._keyed(sec, new.get(sec, [])) for sec in drift.SECTIONS}
+    before = {sec: catalogs.keyed(sec, old.get(sec, [])) for sec in catalogs.SECTIONS}
+    after = {sec: catalogs.keyed(sec, new.get(sec, [])) for sec in catalogs.SECTIONS}
     rels = set(before["relations"]) | set(after["relations"])
     both = set(before["relations"]) & set(after["relations"])
     partitions = {k for k in rels if (after["relations"].get(k) or before["relations"].get(k))[5]}
     groups: dict[tuple[str, str], list[str]] = {}
     counted: dict[tuple[str, str], int] = {}
-    for sec, (what, _, fields) in drift.SECTIONS.items():
+    for sec, (what, _, fields) in catalogs.SECTIONS.items():
         if sec in _SKIPPED:
             continue
         for key in sorted(set(before[sec]) | set(after[sec]), key=repr):
@@ -457,10 +516,10 @@ def summary(old: dict[str, list], new: dict[str, list]) -> list[str]:
             verb = "added" if a is None else "removed" if b is None else "changed"
             row = b if b is not None else a
             if sec == "relations":
-                kind = "partition" if row[5] else drift._KINDS.get(row[0], what)
+                kind = "partition" if row[5] else catalogs.KINDS.get(row[0], what)
             else:
                 kind = what
-                rel = drift._relation(sec, key, before[sec], after[sec])
+                rel = catalogs.relation(sec, key, before[sec], after[sec])
                 if rel is not None and rel not in both:
                     continue  # the relation's own line says it
                 if rel in partitions and sec != "views":

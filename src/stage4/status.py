@@ -6,15 +6,14 @@ Kept apart from every action (sqlite-utils' ``pending()``/``applied()`` habit).
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
 from stage4 import migrations
 from stage4.config import Settings
 from stage4.db import connect, where
+from stage4.tools import alive  # also backup's: whether a pid of this host runs
 
 
 def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[str, Any]:
@@ -49,7 +48,7 @@ def collect(url: str, s: Settings, reports_dir: Path = Path("reports")) -> dict[
         )
     from stage4 import drift, locks
 
-    info["drift"] = drift.check(url, s)
+    info["drift"] = drift.check(url, s, build=False)  # read-only: no scratch database
     info["last_rollout"] = roll = last_rollout(reports_dir, info["database"])
     info["rollout_running"] = locks.running(url)
     finished = roll is not None and roll["outcome"] != "running"
@@ -154,17 +153,3 @@ def last_rollout(reports_dir: Path, database: str | None = None) -> dict[str, An
                 "where it stopped"
             )
     return data
-
-
-def alive(pid: int, host: str | None) -> bool:
-    """Whether a rollout's (or a dump's) process still runs (assumed so when that cannot be known here:
-    another host)."""
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        pass
-    return True
