@@ -339,3 +339,21 @@ def test_status_reads_the_cached_replay_and_creates_nothing(seeded_url: str, _ow
     assert _drift(seeded_url).exit_code == 0
     after = runner.invoke(cli.app, args)
     assert "\ndrift: no drift (the replay of schema)\n" in after.stdout, after.stdout
+
+
+def test_an_added_object_under_a_name_no_revision_creates_is_the_apps_in_any_schema() -> None:
+    """What the replay does not make is no managed change (listed, never refusing), in
+    stage4's schema too; under a name a revision creates it is drift (and pre-flight names
+    the collision when a pending step would create it)."""
+    s = settings()
+
+    def table(nsp: str, name: str) -> list:
+        return [nsp, name, "r", "p", False, False, "", "", "", "", "", "postgres"]
+
+    fn = ["stage4", "minha", "x integer", "CREATE FUNCTION …", "", "", False, ""]
+    now = {"relations": [table("stage4", "notas"), table("stage4", "geometrias_p2029")]}
+    assert drift.differences({}, {**now, "functions": [fn]}, s, "the replay") == [
+        ("table stage4.geometrias_p2029: not in the replay (added)", False),
+        ("table stage4.notas: not in the replay (added)", True),
+        ("function stage4.minha(x integer): not in the replay (added)", True),
+    ]
