@@ -33,7 +33,7 @@ contain the partition key):
   built with the other indexes, for Q9's join: each of its probes then visits one
   category's features per partition (``partition_by_year.category_index``); the
   downgrade leaves it out of the plain table and drops btree_gist when this step made it;
-* the RPCs of the reads without a date filter (Q1, Q2, Q3, Q6, Q7) keep their plans for
+* the RPCs of the short reads without a date filter (Q2, Q6, Q7) keep their plans for
   the session instead of planning every partition on every call, and Q2's finds a box's
   rows from the GiST index instead of walking every partition's primary key
   (``partition_by_year.repoints``: same rows, same order), where their bodies are the

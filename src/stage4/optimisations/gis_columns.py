@@ -305,8 +305,7 @@ def _envelope(s: Settings) -> str:
 
 def repoints(s: Settings) -> dict[str, functions.Function]:
     """Q1 and Q3 reading the stored columns, as the bodies of their RPCs (same signature,
-    same rows: the columns hold what the baseline computes per row), their plans kept for
-    the session as opt1 keeps them (``partition_by_year.repoints``). Re-pointed once the
+    same rows: the columns hold what the baseline computes per row), planned per call. Re-pointed once the
     backfill has filled every row, in the step's last transaction; only a body that is the
     baseline's is re-pointed (``functions.repoint_sql``). Q2 is not: it reads ~500 rows by
     the primary key and must compute the GeoJSON of ``geom`` anyway (measured: no gain).
@@ -327,8 +326,7 @@ def repoints(s: Settings) -> dict[str, functions.Function]:
         f"WHERE {g} && {env} AND (({inside}) OR ST_Intersects({g}, {env})) "
         "GROUP BY categoria ORDER BY categoria"
     )
-    cached = functions.CACHED_PLANS  # the table is partitioned by now (opt1)
-    return {"Q1": functions.read(s, "Q1", q1, cached), "Q3": functions.read(s, "Q3", q3, cached)}
+    return {"Q1": functions.read(s, "Q1", q1), "Q3": functions.read(s, "Q3", q3)}
 
 
 def repoint_sql(s: Settings) -> list[str]:
