@@ -150,11 +150,15 @@ def test_plan_leads_with_the_catalog_diff_on_one_screen(seeded_url: str) -> None
 
 @pytest.mark.slow
 @pytest.mark.cron
-def test_plan_says_cron_jobs_are_not_replayed(cron_url: str) -> None:
+def test_plan_names_the_cron_jobs_the_revisions_declare(cron_url: str) -> None:
+    """pg_cron cannot run in a scratch database: the jobs are named as the units declare them."""
     result = _plan(cron_url)
     assert result.exit_code == 0, result.output
     head = result.stdout.partition("-- upgrade schema -> opt5\n")[0]
-    assert "--   cron jobs not replayed: pg_cron cannot run in a scratch database\n" in head
+    (line,) = [x for x in head.splitlines() if "cron jobs added" in x]
+    jobs = optimisations.jobs(settings(), migrations.chain())
+    assert len(jobs) == 4 and all(f"{j.name} ({j.schedule}, {rev})" in line for rev, j in jobs)
+    assert "pg_cron cannot run in a scratch database" in line
 
 
 @pytest.fixture

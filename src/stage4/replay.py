@@ -552,6 +552,21 @@ def _short(section: str, key: tuple) -> str:
     return ".".join(str(k) for k in key)
 
 
+def _declared_jobs(start: str, target: str, s: Settings) -> str:
+    """The pg_cron jobs the steps between ``start`` and ``target`` schedule (added going up,
+    removed going down), as the revisions declare them: pg_cron cannot run in a scratch
+    database, so they are not replayed."""
+    from stage4 import migrations, optimisations
+
+    order = ["base", *migrations.chain()]
+    lo, hi = sorted((order.index(start), order.index(target)))
+    found = optimisations.jobs(s, order[lo + 1 : hi + 1])
+    verb = "added" if order.index(target) > order.index(start) else "removed"
+    named = ", ".join(f"{j.name} ({j.schedule}, {rev})" for rev, j in found)
+    return (f"cron jobs {verb} where pg_cron is installed: {named or 'none'} "
+            "(as the revisions declare them: pg_cron cannot run in a scratch database)")  # fmt: skip
+
+
 def diff(url: str, start: str, target: str, s: Settings | None = None, scratch_url=None):
     """``plan``'s catalog diff, as SQL comments: ``summary`` of the replayed ``start`` and
     ``target``, and what is carried."""
@@ -563,6 +578,6 @@ def diff(url: str, start: str, target: str, s: Settings | None = None, scratch_u
         "(the app's own, not replayed here)"
     )
     if not (old.cron and new.cron):
-        lines.append("cron jobs not replayed: pg_cron cannot run in a scratch database")
+        lines.append(_declared_jobs(start, target, s))
     head = f"-- catalog {start} -> {target} (replayed on an empty copy of {s.qualified_table}):"
     return [head, *(f"--   {line}" for line in lines)]

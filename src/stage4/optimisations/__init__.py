@@ -12,6 +12,8 @@ them in every unit (``tests/test_optimisations.py`` checks it):
 ``promises(s)``, ``views(s)``, ``creates(s)``
     what holds once applied (``stage4.verify``); the materialized views to settle after the
     step (``stage4.migrations.settle``); the names it creates (pre-flight refuses collisions);
+``jobs(s)``
+    the pg_cron jobs its step schedules (``stage4.ddl.cron``);
 ``repoints(s)``, ``rewrites(s)``
     the app's RPCs its revision re-points (same signature, same rows; only a body that is
     the baseline's), and SQL the app could adopt for a query it does not re-point
@@ -27,6 +29,7 @@ jobs, functions) have one helper each in ``stage4.ddl``.
 from __future__ import annotations
 
 from stage4.config import Settings
+from stage4.ddl.cron import Job
 from stage4.ddl.matviews import MatView
 from stage4.optimisations import (
     aggregates,
@@ -39,7 +42,7 @@ from stage4.optimisations.base import Creates, Promise, Reference, Rewrite, Unit
 
 __all__ = [
     "UNITS", "Creates", "Promise", "Reference", "Rewrite", "Unit", "by_revision", "claims",
-    "creates", "name", "promises", "rebuilder", "rebuilds_table", "revisions", "rewrites",
+    "creates", "jobs", "name", "promises", "rebuilder", "rebuilds_table", "revisions", "rewrites",
     "staleness", "views",
 ]  # fmt: skip
 
@@ -86,6 +89,11 @@ def rewrites(s: Settings) -> dict[str, dict[str, Rewrite]]:
         for qid, rewrite in unit.rewrites(s).items():
             found.setdefault(qid, {})[name(unit)] = rewrite
     return found
+
+
+def jobs(s: Settings, revs: list[str]) -> list[tuple[str, Job]]:
+    """(revision, job) for every pg_cron job the steps ``revs`` schedule, in order."""
+    return [(r, j) for r in revs if (u := by_revision(r)) for j in u.jobs(s)]
 
 
 def creates(s: Settings, revs: list[str]) -> list[tuple[str, Creates]]:

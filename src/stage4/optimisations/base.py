@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from stage4.config import Settings
 from stage4.ddl import literal
+from stage4.ddl.cron import Job
 from stage4.ddl.functions import Function
 from stage4.ddl.matviews import MatView
 
@@ -173,6 +174,9 @@ class Unit(Protocol):
 
     def repoints(self, s: Settings) -> dict[str, Function]:
         """qid -> the body its revision gives that RPC (where the body is the baseline's)."""
+
+    def jobs(self, s: Settings) -> list[Job]:
+        """The pg_cron jobs its step schedules (where pg_cron is installed)."""
 
     def rewrites(self, s: Settings) -> dict[str, Rewrite]:
         """qid -> SQL the app could adopt, measured beside its query and never judged."""

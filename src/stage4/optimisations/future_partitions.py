@@ -291,6 +291,11 @@ def repoints(s: Settings) -> dict[str, Function]:
     return {}
 
 
+def jobs(s: Settings) -> list[cron.Job]:
+    """The routine's daily job (where pg_cron is installed)."""
+    return [job(s)]
+
+
 def rewrites(s: Settings) -> dict[str, Rewrite]:
     """None: the app's queries gain nothing new; rows of future years find their partition."""
     return {}

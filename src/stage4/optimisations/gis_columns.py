@@ -41,6 +41,7 @@ from dataclasses import replace
 
 from stage4.config import Settings
 from stage4.ddl import functions, privileges
+from stage4.ddl.cron import Job
 from stage4.ddl.matviews import MatView
 from stage4.ddl.partitioning import partitions_sql
 from stage4.optimisations.base import (
@@ -337,6 +338,11 @@ def repoint_sql(s: Settings) -> list[str]:
 def restore_sql(s: Settings) -> list[str]:
     """Each RPC of ``repoints`` back to the definition it had (where opt2 re-pointed it)."""
     return functions.restore_reads_sql(repoints(s), REVISION)
+
+
+def jobs(s: Settings) -> list[Job]:
+    """None: its step schedules nothing."""
+    return []
 
 
 def rewrites(s: Settings) -> dict[str, Rewrite]:

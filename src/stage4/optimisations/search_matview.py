@@ -29,6 +29,7 @@ from dataclasses import replace
 
 from stage4.config import Settings
 from stage4.ddl import functions, literal
+from stage4.ddl.cron import Job
 from stage4.ddl.matviews import MatView
 from stage4.ddl.online_index import OnlineIndex
 from stage4.ddl.partitioning import partitions_sql
@@ -147,6 +148,11 @@ def promises(s: Settings) -> list[Promise]:
 def repoints(s: Settings) -> dict[str, functions.Function]:
     """Q4's RPC, planned per call (``search``)."""
     return {"Q4": search(s)}
+
+
+def jobs(s: Settings) -> list[Job]:
+    """None: its step schedules nothing."""
+    return []
 
 
 def rewrites(s: Settings) -> dict[str, Rewrite]:
