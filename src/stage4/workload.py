@@ -11,14 +11,15 @@ index on the geometry, btree on the date and category): ``&&`` bbox filters that
 use the index, KNN with ``<->``, and a geometry bbox pre-filter in front of the
 geography ``ST_DWithin`` so the index serves it too.
 
-The app contract (``CONTRACT``): what is judged is the app as it runs. A query the app
-sends as SQL is measured with the same text at every revision; a revision may change
-what runs under it (indexes, partitions, settings), never the text. A query the app
-calls as an RPC (Q4, Q8, Q10) may be re-pointed by a revision: same signature, same
-results. A faster SQL that needs the app to change its code is a ``Rewrite`` an
-optimisation unit offers (``stage4.optimisations``): the bench measures it beside
-the app's query ("available if your app adopts it": same results?, speedup) and the
-gate never counts it.
+The app contract (``CONTRACT``): what is judged is the app as it runs, a Supabase app.
+Q1–Q10 are RPCs it calls (``ddl.functions``; the SQL above is their bodies at ``schema``):
+a revision may re-point a body, same signature, same results. R1–R3 are the table reads
+PostgREST sends, prepared. The app's own files are SQL sent with the same text at every
+revision; a revision may change what runs under it (indexes, partitions, settings),
+never the text. A faster SQL that needs the app to change its code is a ``Rewrite`` an
+optimisation unit offers (``stage4.optimisations``): the bench measures it beside the
+app's query ("available if your app adopts it": same results?, speedup) and the gate
+never counts it.
 """
 
 from __future__ import annotations
