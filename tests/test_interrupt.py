@@ -359,8 +359,10 @@ def test_interrupted_backup_leaves_no_pg_dump_and_no_file(
     blocker.execute("LOCK TABLE public.side IN ACCESS EXCLUSIVE MODE")
     try:
         run = Rollout(seeded_url, tmp_path)
-        deadline = time.monotonic() + 30
-        while not _children(seeded_url):
+        deadline = time.monotonic() + 60
+        # the backup's dump (-Fc), not drift's schema-only one (it gives up after
+        # lock_timeout and drift falls back to the record)
+        while not [c for c in _children(seeded_url) if " -Fc" in c]:
             assert time.monotonic() < deadline, run.lines
             time.sleep(0.05)
         time.sleep(0.5)
@@ -444,7 +446,7 @@ def _waiting(url: str) -> bool:
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(
             "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = "
-            "'stage4-alembic' AND wait_event_type = 'Lock')"
+            "'stage4-alembic' AND wait_event_type = 'Lock' AND datname = current_database())"
         ).fetchone()[0]
 
 

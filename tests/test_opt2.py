@@ -224,7 +224,7 @@ AREA_RIGHT = (
 )
 WAITING = (
     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-    "AND query LIKE 'UPDATE ONLY%%'"
+    "AND query LIKE 'UPDATE ONLY%%' AND datname = current_database()"
 )
 ROW = "md5(ROW(id, nome, categoria, data_referencia, geom, propriedades, descricao)::text)"
 

@@ -291,7 +291,10 @@ def others(url: str, s: Settings, made: set[tuple]) -> str:
         ).fetchall()
     tables = [f"--table={name}" for nsp, rel, name in rows if (nsp, rel) not in made]
     try:
-        return tools.run("pg_dump", url, ["--schema-only", *tables]) if tables else ""
+        # a table the app holds locked makes pg_dump wait: as long as a migration would
+        # (lock_timeout), then the replay falls back with a warning instead of hanging
+        wait = f"--lock-wait-timeout={s.lock_timeout}"
+        return tools.run("pg_dump", url, ["--schema-only", wait, *tables]) if tables else ""
     except Stage4Error as e:
         raise ReplayError(f"the app's other relations could not be read: {e}") from None
 
