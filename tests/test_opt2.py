@@ -377,11 +377,18 @@ class TestOnline:
         locked, over = threading.Event(), threading.Event()
 
         def send_sigint_once_a_batch_waits() -> None:
-            """SIGINT the upgrade while a batch waits for the app's lock, then let go."""
+            """SIGINT the upgrade while a batch waits for the app's lock, then let go. A
+            signal that lands while the upgrade shields a commit is ignored (as it should
+            be): while the batch still waits a second later, it is sent again."""
+            sent = 0
             with psycopg.connect(seeded_url, autocommit=True) as watch:
                 while not over.is_set():
                     if locked.is_set() and watch.execute(WAITING).fetchone()[0]:
                         os.kill(os.getpid(), signal.SIGINT)
+                        sent += 1
+                        time.sleep(1.0)
+                        continue
+                    if sent:
                         break
                     time.sleep(0.05)
             time.sleep(0.5)
