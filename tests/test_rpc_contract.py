@@ -168,3 +168,31 @@ def test_a_database_without_a_geo_reads_rpc_is_measured_on_the_apps_sql(seeded_u
     assert run.environment["contract"]["Q1"] == "SQL"
     assert run.environment["workload_sql"]["Q1"] == workload.base_sql(S)["Q1"]
     assert run.environment["contract"]["Q3"] == "RPC" and run.samples["Q1"]
+
+
+def test_the_geo_reads_show_anon_only_the_rows_its_policy_lets_it_read(supabase_url) -> None:
+    """SECURITY INVOKER: each new RPC reads the table as the caller, so RLS applies; at
+    schema and at opt2 (re-pointed Q1 and Q3 on the stored columns) alike."""
+    from fixtures_supabase import POLICY
+
+    box = {"min_lon": -47.3, "min_lat": -24.1, "max_lon": -46.1, "max_lat": -23.2}
+    calls = {q: functions.call_sql(functions.read(S, q)) for q in ("Q1", "Q3", "Q2")}
+
+    def as_anon() -> tuple:
+        with psycopg.connect(supabase_url) as conn:
+            conn.execute("SET ROLE anon")
+            total = conn.execute(calls["Q1"], box).fetchone()[0]
+            cats = {r[0] for r in conn.execute(calls["Q3"], box).fetchall()}
+            fetched = conn.execute(calls["Q2"], box).fetchall()
+        return total, cats, len(fetched)
+
+    with psycopg.connect(supabase_url) as conn:
+        visible = conn.execute(
+            f"SELECT count(*) FROM {S.qualified_table} WHERE {POLICY['anon']}"
+        ).fetchone()[0]
+        everything = conn.execute(f"SELECT count(*) FROM {S.qualified_table}").fetchone()[0]
+    assert 0 < visible < everything
+    at_schema = as_anon()
+    assert at_schema[0] == visible and at_schema[1] == {"escola"} and at_schema[2] > 0
+    migrations.upgrade(supabase_url, "opt2")
+    assert as_anon() == at_schema
