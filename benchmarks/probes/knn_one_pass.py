@@ -19,9 +19,9 @@ import statistics
 
 def one_pass(s) -> str:
     """Q6 in one pass (the ``%(lon)s``/``%(lat)s``/``%(k)s`` placeholders of the app's)."""
-    from stage4.queries import _point
+    from stage4.queries import point
 
-    t, g, pt = s.qualified_table, s.geometry_column, _point(s)
+    t, g, pt = s.qualified_table, s.geometry_column, point(s)
     geog = f"{g}::geography" if s.srid == 4326 else f"ST_Transform({g}, 4326)::geography"
     return (
         f"WITH knn AS MATERIALIZED (SELECT id, nome, categoria, {g} <-> {pt} AS d, "

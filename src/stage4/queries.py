@@ -15,15 +15,22 @@ def _env(s: Settings) -> str:
     return env if s.srid == 4326 else f"ST_Transform({env}, {s.srid})"
 
 
-def _point(s: Settings) -> str:
+def point(s: Settings) -> str:
+    """The point argument of Q6 and Q7 in the table's SRID."""
     pt = "ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)"
     return pt if s.srid == 4326 else f"ST_Transform({pt}, {s.srid})"
 
 
+def geography(s: Settings, alias: str = "") -> str:
+    """The geometry column as geography (what Q1, Q3 and Q6 measure in metres)."""
+    g = f"{alias}{s.geometry_column}"
+    return f"{g}::geography" if s.srid == 4326 else f"ST_Transform({g}, 4326)::geography"
+
+
 def base_sql(s: Settings) -> dict[str, str]:
     """Q1–Q10 as the app runs them at revision ``schema`` (what every variant must match)."""
-    t, g, d, env, pt = s.qualified_table, s.geometry_column, s.time_column, _env(s), _point(s)
-    geog = f"{g}::geography" if s.srid == 4326 else f"ST_Transform({g}, 4326)::geography"
+    t, g, d, env, pt = s.qualified_table, s.geometry_column, s.time_column, _env(s), point(s)
+    geog = geography(s)
     # Degrees of lat/lon that certainly exceed radius_m metres here: 1° of latitude is at
     # least 110.5 km, 1° of longitude at least 110 km * cos(lat) (taken at the far edge).
     lat_deg = "(%(radius_m)s / 110000.0)"

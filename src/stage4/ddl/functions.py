@@ -178,6 +178,17 @@ def per_call(sql: str) -> str:
 _HEAD, _TAIL = "#variable_conflict use_column\nBEGIN\nRETURN QUERY\n", ";\nEND"
 
 
+def per_call_if(condition: str, sql: str, otherwise: str) -> str:
+    """``per_call`` of ``sql`` where ``condition`` (SQL boolean) holds at the call, else of
+    ``otherwise``: a structure the caller may not read falls back to the query that reads
+    the table."""
+    sql, otherwise = (_PLACEHOLDER.sub(lambda m: m.group(1), q.strip()) for q in (sql, otherwise))
+    return (
+        f"#variable_conflict use_column\nBEGIN\nIF {condition} THEN\nRETURN QUERY\n{sql};\n"
+        f"ELSE\nRETURN QUERY\n{otherwise};\nEND IF;\nEND"
+    )
+
+
 def query_of(body: str, args: str) -> str | None:
     """The query a ``per_call`` body runs, its arguments as ``%(name)s`` placeholders again
     (what EXPLAIN can show inside the call); None for a body of another form."""

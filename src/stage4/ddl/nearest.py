@@ -1,0 +1,195 @@
+"""One GiST over every partition for the nearest-features read (Q6), kept by each write.
+
+A partitioned table has no global index: ``ORDER BY geom <-> point LIMIT k`` merges one
+KNN descent per partition, and a read without a date filter pays for every partition
+(at 1M features about three times what the plain table took). This is a narrow table,
+``{own_schema}.{table}_knn`` (id, date, geometry; not partitioned), with one GiST, kept
+current by a trigger on the app's table in the writing transaction: a row committed is
+found by the next read, as with an index.
+
+What the API sees:
+
+* The table lives in stage4's own schema. Row level security is on, with one policy: a
+  row is visible exactly when the same row of the app's table is visible to the caller
+  (``EXISTS`` on the table, evaluated with the caller's own policies and grants).
+* SELECT is granted only to roles that may read the table's id, date and geometry
+  (table or column grants), with USAGE on the schema where they lack it (named in the
+  table's comment, taken back on downgrade): the copy reveals nothing they could not read.
+* The RPC joins every candidate back to the table, as the caller: the rows and values it
+  returns are the table's. A row missing from the copy (a write with triggers disabled,
+  ``session_replication_role = replica``) would be missed by the read; a row left over is
+  filtered out. A role that may not read the copy is served the baseline query.
+
+Building it blocks writers (SHARE ROW EXCLUSIVE on the table: readers go on) while the
+rows are copied and indexed, in the step's transaction: a failure rolls everything back.
+"""
+
+from __future__ import annotations
+
+from stage4 import queries
+from stage4.config import Settings
+from stage4.ddl import literal
+from stage4.ddl.privileges import function_owner_only_plpgsql
+
+USAGE_MEMO = "stage4: USAGE on this schema granted to the readers of this table: "
+
+
+def table(s: Settings) -> str:
+    return f"{s.own_schema}.{s.table}_knn"
+
+
+def index(s: Settings) -> str:
+    return f"{s.own_schema}.{s.table}_knn_geom"
+
+
+def sync_function(s: Settings) -> str:
+    """The trigger function's identity."""
+    return f"{s.own_schema}.{s.table}_knn_sync()"
+
+
+def trigger(s: Settings) -> str:
+    return f"{s.table}_knn_sync"
+
+
+def _sync_sql(s: Settings) -> str:
+    k, d, g = table(s), s.time_column, s.geometry_column
+    return f"""CREATE FUNCTION {sync_function(s)} RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    TRUNCATE {k};
+    RETURN NULL;
+  END IF;
+  IF TG_OP <> 'INSERT' THEN
+    DELETE FROM {k} WHERE id = OLD.id AND {d} = OLD.{d};
+  END IF;
+  IF TG_OP <> 'DELETE' THEN
+    INSERT INTO {k} (id, {d}, {g}) VALUES (NEW.id, NEW.{d}, NEW.{g});
+  END IF;
+  RETURN NULL;
+END
+$fn$"""
+
+
+def _grants_sql(s: Settings) -> str:
+    """SELECT for each role (and PUBLIC) that may read the table's id, date and geometry,
+    USAGE on the schema where it lacks it; those granted USAGE named in the comment."""
+    t, k, d, g = s.qualified_table, table(s), s.time_column, s.geometry_column
+    reads = " AND ".join(
+        f"has_column_privilege(w, {literal(t)}, {literal(c)}, 'SELECT')" for c in ("id", d, g)
+    )
+    return f"""DO $acl$
+DECLARE
+  r record;
+  granted text[] := '{{}}';
+BEGIN
+  FOR r IN SELECT w, CASE w WHEN 'public' THEN 'PUBLIC' ELSE quote_ident(w) END AS who
+           FROM (SELECT 'public'::text AS w UNION ALL
+                 SELECT rolname FROM pg_roles WHERE NOT rolsuper AND rolname !~ '^pg_'
+                   AND oid <> (SELECT relowner FROM pg_class WHERE oid = {literal(k)}::regclass)) x
+           WHERE {reads} ORDER BY 1
+  LOOP
+    EXECUTE format('GRANT SELECT ON {k} TO %s', r.who);
+    CONTINUE WHEN has_schema_privilege(r.w, {literal(s.own_schema)}, 'USAGE');
+    EXECUTE format('GRANT USAGE ON SCHEMA {s.own_schema} TO %s', r.who);
+    granted := granted || r.who;
+  END LOOP;
+  IF cardinality(granted) > 0 THEN
+    EXECUTE format('COMMENT ON TABLE {k} IS %L',
+                   {literal(USAGE_MEMO)} || array_to_string(granted, ', '));
+  END IF;
+END
+$acl$"""
+
+
+def create_sql(s: Settings) -> list[str]:
+    """The copy (read with row level security off: an error, never a partial copy), its
+    keys, GiST, policy, trigger and grants; writers wait from the LOCK to commit."""
+    t, k, d, g = s.qualified_table, table(s), s.time_column, s.geometry_column
+    name = f"{s.table}_knn"
+    copy = f"CREATE TABLE {k} AS SELECT id, {d}, {g} FROM {t}"
+    return [
+        f"LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE",
+        f"""DO $copy$
+DECLARE
+  prior text := current_setting('row_security');
+  r record;
+BEGIN
+  PERFORM set_config('row_security', 'off', true);
+  EXECUTE {literal(copy)};
+  PERFORM set_config('row_security', prior, true);
+  FOR r IN SELECT DISTINCT a.grantee FROM pg_class c,
+             aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+           WHERE c.oid = {literal(k)}::regclass AND a.grantee <> c.relowner LOOP
+    EXECUTE format('REVOKE ALL ON TABLE {k} FROM %s',
+                   CASE r.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END);
+  END LOOP;
+END
+$copy$""",
+        f"ALTER TABLE {k} ADD CONSTRAINT {name}_pkey PRIMARY KEY (id, {d})",
+        f"CREATE INDEX {name}_geom ON {k} USING gist ({g})",
+        f"ALTER TABLE {k} ENABLE ROW LEVEL SECURITY",
+        f"CREATE POLICY visible_in_table ON {k} FOR SELECT USING "
+        f"(EXISTS (SELECT 1 FROM {t} x WHERE x.id = {k}.id AND x.{d} = {k}.{d}))",
+        _sync_sql(s),
+        f"DO $acl$\nDECLARE r record;\nBEGIN\n  {function_owner_only_plpgsql(sync_function(s))}\n"
+        "END\n$acl$",
+        f"CREATE TRIGGER {trigger(s)} AFTER INSERT OR DELETE OR UPDATE OF id, {d}, {g} "
+        f"ON {t} FOR EACH ROW EXECUTE FUNCTION {sync_function(s)}",
+        f"CREATE TRIGGER {trigger(s)}_truncate AFTER TRUNCATE ON {t} "
+        f"FOR EACH STATEMENT EXECUTE FUNCTION {sync_function(s)}",
+        _grants_sql(s),
+        f"ANALYZE {k}",
+    ]
+
+
+def drop_sql(s: Settings) -> list[str]:
+    """The USAGE it granted taken back, then triggers (the table locked first: dropping a
+    trigger locks each partition before the table), copy and function."""
+    k, memo = table(s), literal(USAGE_MEMO)
+    return [
+        f"""DO $use$
+DECLARE
+  note text := obj_description(to_regclass({literal(k)}), 'pg_class');
+  who text;
+BEGIN
+  IF note IS NULL OR position({memo} IN note) <> 1 THEN
+    RETURN;
+  END IF;
+  FOREACH who IN ARRAY string_to_array(substr(note, length({memo}) + 1), ', ') LOOP
+    EXECUTE format('REVOKE USAGE ON SCHEMA {s.own_schema} FROM %s', who);
+  END LOOP;
+END
+$use$""",
+        f"LOCK TABLE {s.qualified_table} IN ACCESS EXCLUSIVE MODE",
+        f"DROP TRIGGER IF EXISTS {trigger(s)} ON {s.qualified_table}",
+        f"DROP TRIGGER IF EXISTS {trigger(s)}_truncate ON {s.qualified_table}",
+        f"DROP TABLE IF EXISTS {k}",
+        f"DROP FUNCTION IF EXISTS {sync_function(s)}",
+    ]
+
+
+def nearest_sql(s: Settings) -> str:
+    """Q6 (``queries.base_sql``'s, same rows and order) from the copy's GiST: the k-th
+    distance among the rows the caller sees, then every row within it, each joined back to
+    the table by its key (one partition each) for the values returned."""
+    t, k, d, g = s.qualified_table, table(s), s.time_column, s.geometry_column
+    point, geography = queries.point(s), queries.geography(s, "x.")
+    seen = f"EXISTS (SELECT 1 FROM {t} x WHERE x.id = n.id AND x.{d} = n.{d})"
+    return (
+        f"WITH knn AS (SELECT n.{g} <-> {point} AS d FROM {k} n WHERE {seen} "
+        f"ORDER BY n.{g} <-> {point} LIMIT %(k)s) "
+        f"SELECT x.id, x.nome, x.categoria, ST_Distance({geography}, {point}::geography) "
+        f"AS metros FROM {k} n JOIN {t} x ON x.id = n.id AND x.{d} = n.{d} "
+        f"WHERE n.{g} && ST_Expand({point}, (SELECT max(d) FROM knn)) "
+        f"AND n.{g} <-> {point} <= (SELECT max(d) FROM knn) "
+        f"ORDER BY n.{g} <-> {point}, n.id LIMIT %(k)s"
+    )
+
+
+def readable_sql(s: Settings) -> str:
+    """Whether the caller may read the copy (else the RPC runs the baseline query)."""
+    return (
+        f"has_schema_privilege({literal(s.own_schema)}, 'USAGE') "
+        f"AND has_table_privilege({literal(table(s))}, 'SELECT')"
+    )

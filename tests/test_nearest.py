@@ -1,0 +1,127 @@
+"""opt4's nearest-features copy: Q6's rows at every revision, the copy kept by every write,
+each role reading through it only what it reads in the table."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from fixtures_supabase import ANON_COLUMNS, DEFAULTS, POLICY, T
+from stage4 import migrations
+from stage4.config import settings
+from stage4.ddl import functions, nearest
+from stage4.queries import base_sql
+
+S = settings()
+Q6 = functions.call_sql(functions.read(S, "Q6"))
+POINTS = [
+    {"lon": -46.63, "lat": -23.55, "k": 10},
+    {"lon": -46.9, "lat": -23.8, "k": 3},
+    {"lon": -45.0, "lat": -22.0, "k": 25},
+]
+COPY_ROWS = f"SELECT id, {S.time_column}, md5({S.geometry_column}::text) FROM {{}} ORDER BY 1, 2"
+
+
+def _q6(url: str, role: str | None = None, sql: str = Q6) -> list[list[tuple]]:
+    with psycopg.connect(url) as conn:
+        if role:
+            conn.execute(f"SET ROLE {role}")
+        return [conn.execute(sql, p).fetchall() for p in POINTS]
+
+
+def _copy_matches(conn) -> bool:
+    table = conn.execute(COPY_ROWS.format(S.qualified_table)).fetchall()
+    return table == conn.execute(COPY_ROWS.format(nearest.table(S))).fetchall()
+
+
+@pytest.mark.slow
+def test_q6_returns_the_same_rows_through_the_copy_and_without_it(seeded_url):
+    at_schema = _q6(seeded_url)
+    assert all(rows for rows in at_schema)
+    migrations.upgrade(seeded_url, "opt4")
+    with psycopg.connect(seeded_url) as conn:
+        body = conn.execute(
+            "SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)",
+            (functions.read(S, "Q6").identity,),
+        ).fetchone()[0]
+        assert nearest.table(S) in body  # re-pointed
+        assert _copy_matches(conn)
+    assert _q6(seeded_url) == at_schema
+    assert _q6(seeded_url, sql=base_sql(S)["Q6"]) == at_schema
+    migrations.downgrade(seeded_url, "opt3")
+    with psycopg.connect(seeded_url) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (nearest.table(S),)).fetchone()[0] is None
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_trigger WHERE tgname LIKE %s", (nearest.trigger(S) + "%",)
+            ).fetchone()[0]
+            == 0
+        )
+    assert _q6(seeded_url) == at_schema
+
+
+@pytest.mark.slow
+def test_every_write_keeps_the_copy_in_step(seeded_url):
+    migrations.upgrade(seeded_url, "opt4")
+    t, d, g = S.qualified_table, S.time_column, S.geometry_column
+    with psycopg.connect(seeded_url) as conn:
+        conn.execute(
+            f"INSERT INTO {t} (nome, categoria, {d}, {g}) VALUES "
+            f"('novo', 'escola', '2031-05-01', ST_SetSRID(ST_MakePoint(-46.6, -23.5), 4326))"
+        )
+        conn.execute(f"UPDATE {t} SET {g} = ST_Translate({g}, 0.01, 0) WHERE id % 7 = 0")
+        conn.execute(f"UPDATE {t} SET {d} = {d} + 400 WHERE id % 11 = 0")  # another partition
+        conn.execute(f"UPDATE {t} SET nome = nome || '!' WHERE id % 5 = 0")  # not watched
+        conn.execute(f"DELETE FROM {t} WHERE id % 13 = 0")
+        assert _copy_matches(conn)
+        conn.commit()
+    assert _q6(seeded_url) == _q6(seeded_url, sql=base_sql(S)["Q6"])
+    with psycopg.connect(seeded_url) as conn:
+        conn.execute(f"TRUNCATE {t}")
+        assert conn.execute(f"SELECT count(*) FROM {nearest.table(S)}").fetchone()[0] == 0
+
+
+@pytest.mark.slow
+def test_anon_reads_through_the_copy_only_what_its_policy_shows(supabase_url):
+    """Supabase's defaults and policies: anon's Q6 is the same at schema and at opt4; read
+    directly, the copy shows anon only its policy's rows, and nothing is writable."""
+    at_schema = _q6(supabase_url, "anon")
+    migrations.upgrade(supabase_url, "opt4")
+    assert _q6(supabase_url, "anon") == at_schema
+    k = nearest.table(S)
+    with psycopg.connect(supabase_url) as conn:
+        visible = conn.execute(f"SELECT count(*) FROM {T} WHERE {POLICY['anon']}").fetchone()[0]
+        conn.execute("SET ROLE anon")
+        assert conn.execute(f"SELECT count(*) FROM {k}").fetchone()[0] == visible
+        for write in (f"DELETE FROM {k}", f"UPDATE {k} SET id = id", f"TRUNCATE {k}"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute(write)
+
+
+@pytest.mark.slow
+@pytest.mark.supabase(
+    DEFAULTS + f"GRANT SELECT (id, nome, categoria) ON {T} TO anon;\n"
+    f"GRANT SELECT ({ANON_COLUMNS}) ON {T} TO authenticated;\n"
+    f"GRANT EXECUTE ON FUNCTION {functions.read(S, 'Q6').identity} TO anon, authenticated;\n"
+)
+def test_the_copy_is_granted_only_to_roles_that_read_its_columns(supabase_url):
+    """authenticated reads id, date and geometry: it reads the copy. anon reads neither
+    the geometry nor the date: no grant, no USAGE, and its call fails as it did before."""
+    migrations.upgrade(supabase_url, "opt4")
+    k = nearest.table(S)
+    with psycopg.connect(supabase_url) as conn:
+        can = "SELECT has_table_privilege(%s, %s, 'SELECT'), has_schema_privilege(%s, %s, 'USAGE')"
+        assert conn.execute(
+            can, ("authenticated", k, "authenticated", S.own_schema)
+        ).fetchone() == (
+            True,
+            True,
+        )
+        assert conn.execute(can, ("anon", k, "anon", S.own_schema)).fetchone() == (False, False)
+    assert _q6(supabase_url, "authenticated") == _q6(supabase_url)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        _q6(supabase_url, "anon")
+    migrations.downgrade(supabase_url, "opt3")
+    with psycopg.connect(supabase_url) as conn:
+        usage = "SELECT has_schema_privilege('authenticated', %s, 'USAGE')"
+        assert conn.execute(usage, (S.own_schema,)).fetchone()[0] is False
