@@ -32,8 +32,9 @@ the whole rewrite, seconds to tens of seconds at a million rows):
 * it is an UPDATE of every row: the app's row triggers without a column list fire for
   each (ones with ``UPDATE OF`` a column of the app's do not), logical replication and
   Supabase Realtime receive every row as updated, and the WAL carries every row once;
-* every row gets a new version: the table and its indexes hold the old ones until
-  VACUUM (run at the end; the heap keeps the space, which later writes reuse).
+* every row gets a new version: the indexes hold the old ones' entries until the
+  VACUUM at the end; the heap grows by a fraction of each partition only (the backfill
+  vacuums each partition between batches, so new versions reuse the old ones' space).
 
 Interrupted or failed during the backfill (SIGINT/SIGTERM, a lock that never came
 free, an error), the upgrade drops what part 1 added (the downgrade's statements,
@@ -49,7 +50,8 @@ values derived from ``geom``.
 
 ``config.attributes["progress"]`` gets (phase, done, total) during the backfill (done
 and total in heap blocks; ``backfill_target_s`` and ``backfill_first_blocks`` size the
-batches); a ``config.attributes["metrics"]`` dict receives
+batches, ``backfill_vacuum_every`` and ``backfill_vacuum_min_blocks`` space the VACUUMs
+between them); a ``config.attributes["metrics"]`` dict receives
 ``readers_blocked_s`` (part 1), ``writers_blocked_s`` (the longer of part 1 and the
 longest batch), and the backfill's figures.
 
@@ -144,7 +146,7 @@ def upgrade() -> None:
                 progress=attrs.get("progress"),
                 **{
                     k: attrs[f"backfill_{k}"]
-                    for k in ("target_s", "first_blocks")
+                    for k in ("target_s", "first_blocks", "vacuum_every", "vacuum_min_blocks")
                     if f"backfill_{k}" in attrs
                 },
             )

@@ -14,12 +14,27 @@ range scan: it reads only those blocks, no index), committed on its own in autoc
   follows the last one's speed).
 * A batch that meets an app's row lock for longer than ``lock_timeout``, or that
   PostgreSQL picks as a deadlock victim, is tried again (``tries`` times in all).
-* Blocks are taken in physical order, so the new row versions are appended in the
-  order the rows had: the layout a previous rewrite chose (opt1 writes each partition
-  in quarters sorted along the geometry's curve) is kept. Batches by id would append
-  the rows in id order and scatter every bbox query over more pages.
+* Every row gets a new version, which does not fit in its own full page. Appended at
+  the end, they would leave each leaf twice its size (a later VACUUM frees the old half
+  but cannot give it back: every scan reads it). So the leaf being filled is vacuumed
+  between batches, once the blocks updated since its last VACUUM reach ``vacuum_every``
+  of it (at least ``vacuum_min_blocks``): the old versions' space goes to the free
+  space map, where the next batches' new versions go instead of the end. A leaf grows
+  by about the blocks of one such interval. Not after its last batch: the caller's
+  VACUUM (ANALYZE) covers it. ``INDEX_CLEANUP on``: the indexes, which get an entry for
+  every new version too, reuse the old entries' space as well (they end about a third
+  larger, not twice; it costs one pass over the leaf's indexes per VACUUM). ``TRUNCATE
+  off``: no ACCESS EXCLUSIVE, so no reader waits. A VACUUM that cannot have its lock
+  within ``lock_timeout`` (autovacuum, an app's DDL) is skipped: it only saves space.
+* Blocks are taken in physical order, so the new row versions land in the order the
+  rows had (in the freed blocks just before the batch, or at the end): the layout a
+  previous rewrite chose (opt1 writes each partition in quarters sorted along the
+  geometry's curve) is kept, roughly. Batches by id would scatter the rows in id order
+  and every bbox query over more pages.
 * The block ranges are those the leaves had when the backfill started: new row
-  versions, ours and the app's, land after them and are not visited again.
+  versions, ours and the app's, land in blocks already passed or after them and are
+  not visited again (one landing ahead, in space an app's dead rows left, is filled
+  already and matches no ``todo``).
 * A row the app updated (without touching the columns the trigger watches) into a
   block already passed keeps its NULL: ``catch_up`` updates what is left (a scan of
   each leaf) until nothing is, then ``left`` counts it to prove it.
@@ -31,6 +46,7 @@ caller decides what becomes of the rows already filled (opt2 drops its columns).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +54,9 @@ from dataclasses import dataclass, field
 from stage4 import interrupts
 from stage4.errors import MigrationError
 
+log = logging.getLogger(__name__)
+# Between batches: frees the heap space of the rows updated (see the module's docstring).
+_VACUUM = "VACUUM (INDEX_CLEANUP on, TRUNCATE off, PROCESS_TOAST off) "
 Progress = Callable[[str, int, int], None]
 # Errors after which the same batch is tried again: nothing of it was committed.
 _RETRYABLE = ("LockNotAvailable", "DeadlockDetected", "SerializationFailure")
@@ -56,6 +75,8 @@ class Backfill:
     target_s: float = 0.2
     tries: int = 5
     first_blocks: int = 32
+    vacuum_every: float = 0.0625  # share of a leaf updated between its VACUUMs; 0: none
+    vacuum_min_blocks: int = 64
     metrics: dict = field(default_factory=dict)
 
     def _tell(self, phase: str, done: int, total: int) -> None:
@@ -65,25 +86,36 @@ class Backfill:
     def leaves(self) -> list[tuple[str, int]]:
         """(leaf relation, its size in blocks now) for each leaf of the table."""
         return self.conn.execute(
-            "SELECT relid::regclass::text, "
-            "(pg_relation_size(relid) / current_setting('block_size')::int)::bigint "
-            "FROM pg_partition_tree(%s::regclass) WHERE isleaf ORDER BY 1",
-            (self.table,),
+            # pg_partition_tree gives nothing for a plain table, not partitioned nor a partition
+            "SELECT c.oid::regclass::text, "
+            "(pg_relation_size(c.oid) / current_setting('block_size')::int)::bigint "
+            "FROM pg_class c WHERE c.oid IN (SELECT relid FROM pg_partition_tree(%s::regclass) "
+            "WHERE isleaf) OR (c.oid = %s::regclass AND c.relkind = 'r') ORDER BY 1",
+            (self.table, self.table),
         ).fetchall()
 
     def run(self) -> int:
         """Every block range of every leaf once; returns the rows updated."""
         leaves = self.leaves()
         total = sum(n for _, n in leaves)
-        done = rows = batches = 0
-        longest = 0.0
+        done = rows = batches = vacuums = 0
+        longest = vacuum_s = 0.0
         t0 = time.perf_counter()
         self._tell("backfill", 0, total)
         step = self.first_blocks
         for leaf, blocks in leaves:
-            start = 0
+            start = since = 0  # blocks updated since the leaf's last VACUUM
+            every = blocks
+            if self.vacuum_every > 0:
+                every = max(1, self.vacuum_min_blocks, int(blocks * self.vacuum_every))
             while start < blocks:
-                end = min(start + step, blocks)
+                if since >= every:
+                    seconds = self._vacuum(leaf)
+                    since = 0
+                    if seconds is not None:
+                        vacuums, vacuum_s = vacuums + 1, vacuum_s + seconds
+                # a batch ends where a VACUUM is due: the leaf grows by one interval only
+                end = min(start + step, start + every - since, blocks)
                 n, seconds = self._batch(leaf, start, end)
                 rows, batches, longest = rows + n, batches + 1, max(longest, seconds)
                 done += end - start
@@ -91,11 +123,13 @@ class Backfill:
                 # the next batch lasts about target_s at this batch's speed
                 per_block = seconds / (end - start)
                 step = max(8, min(16_384, int(self.target_s / max(per_block, 1e-6))))
-                start = end
+                start, since = end, since + end - start
         self.metrics.update(
             backfill_rows=rows,
             backfill_batches=batches,
             backfill_longest_batch_s=round(longest, 4),
+            backfill_vacuums=vacuums,
+            backfill_vacuum_s=round(vacuum_s, 3),
             backfill_s=round(time.perf_counter() - t0, 3),
         )
         return rows
@@ -108,6 +142,20 @@ class Backfill:
             f"AND ctid < '({end},0)'::tid AND {self.todo}"
         )
         return self._retrying(sql)
+
+    def _vacuum(self, leaf: str) -> float | None:
+        """VACUUM ``leaf`` so that the next batches reuse the space of the rows updated;
+        its seconds, or None when its lock was not to be had (skipped)."""
+        import psycopg
+
+        interrupts.check()
+        t0 = time.perf_counter()
+        try:
+            self.conn.execute(_VACUUM + leaf)
+        except psycopg.errors.LockNotAvailable as e:
+            log.info("backfill: VACUUM %s skipped: %s", leaf, str(e).strip().splitlines()[0])
+            return None
+        return time.perf_counter() - t0
 
     def _retrying(self, sql: str) -> tuple[int, float]:
         import psycopg
