@@ -3,7 +3,8 @@
 A partitioned table has no global index: ``ORDER BY geom <-> point LIMIT k`` merges one
 KNN descent per partition, and a read without a date filter pays for every partition
 (at 1M features about three times what the plain table took). This is a narrow table,
-``{own_schema}.{table}_knn`` (id, date, geometry; not partitioned), with one GiST, kept
+``{own_schema}.{table}_knn`` (the columns Q6 returns or orders by: id, date, name,
+category, geometry; not partitioned), with one GiST, kept
 current by a trigger on the app's table in the writing transaction: a row committed is
 found by the next read, as with an index.
 
@@ -12,13 +13,13 @@ What the API sees:
 * The table lives in stage4's own schema. Row level security is on, with one policy: a
   row is visible exactly when the same row of the app's table is visible to the caller
   (``EXISTS`` on the table, evaluated with the caller's own policies and grants).
-* SELECT is granted only to roles that may read the table's id, date and geometry
+* SELECT is granted only to roles that may read each of those columns of the table
   (table or column grants), with USAGE on the schema where they lack it (named in the
   table's comment, taken back on downgrade): the copy reveals nothing they could not read.
-* The RPC joins every candidate back to the table, as the caller: the rows and values it
-  returns are the table's. A row missing from the copy (a write with triggers disabled,
-  ``session_replication_role = replica``) would be missed by the read; a row left over is
-  filtered out. A role that may not read the copy is served the baseline query.
+* The RPC reads the copy alone: no join back to the partitions, which would cost a probe
+  of every partition's key per row. A write with triggers disabled
+  (``session_replication_role = replica``) would not reach the copy: verify compares the
+  two counts. A role that may not read the copy is served the baseline query.
 
 Building it blocks writers (SHARE ROW EXCLUSIVE on the table: readers go on) while the
 rows are copied and indexed, in the step's transaction: a failure rolls everything back.
@@ -32,6 +33,11 @@ from stage4.ddl import literal
 from stage4.ddl.privileges import function_owner_only_plpgsql
 
 USAGE_MEMO = "stage4: USAGE on this schema granted to the readers of this table: "
+
+
+def columns(s: Settings) -> tuple[str, ...]:
+    """The table's columns the copy holds: Q6's."""
+    return ("id", s.time_column, "nome", "categoria", s.geometry_column)
 
 
 def table(s: Settings) -> str:
@@ -52,7 +58,9 @@ def trigger(s: Settings) -> str:
 
 
 def _sync_sql(s: Settings) -> str:
-    k, d, g = table(s), s.time_column, s.geometry_column
+    k, d = table(s), s.time_column
+    cols = ", ".join(columns(s))
+    new = ", ".join(f"NEW.{c}" for c in columns(s))
     return f"""CREATE FUNCTION {sync_function(s)} RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 BEGIN
@@ -64,7 +72,7 @@ BEGIN
     DELETE FROM {k} WHERE id = OLD.id AND {d} = OLD.{d};
   END IF;
   IF TG_OP <> 'DELETE' THEN
-    INSERT INTO {k} (id, {d}, {g}) VALUES (NEW.id, NEW.{d}, NEW.{g});
+    INSERT INTO {k} ({cols}) VALUES ({new});
   END IF;
   RETURN NULL;
 END
@@ -72,11 +80,11 @@ $fn$"""
 
 
 def _grants_sql(s: Settings) -> str:
-    """SELECT for each role (and PUBLIC) that may read the table's id, date and geometry,
-    USAGE on the schema where it lacks it; those granted USAGE named in the comment."""
-    t, k, d, g = s.qualified_table, table(s), s.time_column, s.geometry_column
+    """SELECT for each role (and PUBLIC) that may read every column the copy holds, USAGE
+    on the schema where it lacks it; those granted USAGE named in the comment."""
+    t, k = s.qualified_table, table(s)
     reads = " AND ".join(
-        f"has_column_privilege(w, {literal(t)}, {literal(c)}, 'SELECT')" for c in ("id", d, g)
+        f"has_column_privilege(w, {literal(t)}, {literal(c)}, 'SELECT')" for c in columns(s)
     )
     return f"""DO $acl$
 DECLARE
@@ -107,7 +115,7 @@ def create_sql(s: Settings) -> list[str]:
     keys, GiST, policy, trigger and grants; writers wait from the LOCK to commit."""
     t, k, d, g = s.qualified_table, table(s), s.time_column, s.geometry_column
     name = f"{s.table}_knn"
-    copy = f"CREATE TABLE {k} AS SELECT id, {d}, {g} FROM {t}"
+    copy = f"CREATE TABLE {k} AS SELECT {', '.join(columns(s))} FROM {t}"
     return [
         f"LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE",
         f"""DO $copy$
@@ -134,7 +142,7 @@ $copy$""",
         _sync_sql(s),
         f"DO $acl$\nDECLARE r record;\nBEGIN\n  {function_owner_only_plpgsql(sync_function(s))}\n"
         "END\n$acl$",
-        f"CREATE TRIGGER {trigger(s)} AFTER INSERT OR DELETE OR UPDATE OF id, {d}, {g} "
+        f"CREATE TRIGGER {trigger(s)} AFTER INSERT OR DELETE OR UPDATE OF {', '.join(columns(s))} "
         f"ON {t} FOR EACH ROW EXECUTE FUNCTION {sync_function(s)}",
         f"CREATE TRIGGER {trigger(s)}_truncate AFTER TRUNCATE ON {t} "
         f"FOR EACH STATEMENT EXECUTE FUNCTION {sync_function(s)}",
@@ -170,26 +178,18 @@ $use$""",
 
 
 def nearest_sql(s: Settings) -> str:
-    """Q6 (``queries.base_sql``'s, same rows and order) from the copy's GiST: the k-th
-    distance among the rows the caller sees, then every row within it, each joined back to
-    the table by its key (one partition each) for the values returned."""
-    t, k, d, g = s.qualified_table, table(s), s.time_column, s.geometry_column
-    point, geography = queries.point(s), queries.geography(s, "x.")
-    seen = f"EXISTS (SELECT 1 FROM {t} x WHERE x.id = n.id AND x.{d} = n.{d})"
-    return (
-        f"WITH knn AS (SELECT n.{g} <-> {point} AS d FROM {k} n WHERE {seen} "
-        f"ORDER BY n.{g} <-> {point} LIMIT %(k)s) "
-        f"SELECT x.id, x.nome, x.categoria, ST_Distance({geography}, {point}::geography) "
-        f"AS metros FROM {k} n JOIN {t} x ON x.id = n.id AND x.{d} = n.{d} "
-        f"WHERE n.{g} && ST_Expand({point}, (SELECT max(d) FROM knn)) "
-        f"AND n.{g} <-> {point} <= (SELECT max(d) FROM knn) "
-        f"ORDER BY n.{g} <-> {point}, n.id LIMIT %(k)s"
-    )
+    """Q6 as ``queries.base_sql`` has it (same rows, same order) on the copy: one GiST
+    instead of one per partition. Its policy makes the rows the caller sees the table's."""
+    return queries.base_sql(s)["Q6"].replace(f" FROM {s.qualified_table}", f" FROM {table(s)}")
 
 
 def readable_sql(s: Settings) -> str:
-    """Whether the caller may read the copy (else the RPC runs the baseline query)."""
+    """Whether the copy serves the caller (else the RPC runs the baseline query): it may
+    read it, and the copy's policy applies to it wherever the table's does (not so for the
+    table's owner under FORCE ROW LEVEL SECURITY, who owns the copy too)."""
+    k, t = literal(table(s)), literal(s.qualified_table)
     return (
         f"has_schema_privilege({literal(s.own_schema)}, 'USAGE') "
-        f"AND has_table_privilege({literal(table(s))}, 'SELECT')"
+        f"AND has_table_privilege({k}, 'SELECT') "
+        f"AND (row_security_active({k}) OR NOT row_security_active({t}))"
     )

@@ -269,6 +269,11 @@ def promises(s: Settings) -> list[Promise]:
             f"AND tgname = {literal(nearest.trigger(s))} AND tgenabled <> 'D')",
         ),
         Promise(
+            f"{nearest.table(s)} holds as many rows as the table (no write bypassed the trigger)",
+            f"SELECT (SELECT count(*) FROM {nearest.table(s)}) = "
+            f"(SELECT count(*) FROM {s.qualified_table})",
+        ),
+        Promise(
             "scheduled with pg_cron (pg_cron is installed in this database)",
             f"SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = '{JOB}')",
             f"SELECT {cron.INSTALLED}",
