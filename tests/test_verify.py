@@ -119,7 +119,11 @@ class TestFuturePartitions:
             conn.execute(f"DROP TABLE {S.own_schema}.{S.table}_p{last}")
         _, broken = verify.revision(seeded_url, S, "opt4")
         assert broken == [
-            f"partitions {S.last_year + 1}–{last} exist (years_ahead = {S.years_ahead})"
+            f"partitions {S.last_year + 1}–{last} exist (years_ahead = {S.years_ahead})",
+            # a partition dropped by hand takes its rows without a trigger: the
+            # nearest-features copy still holds them, and verify says so
+            f"{S.own_schema}.{S.table}_knn holds as many rows as the table (no write "
+            "bypassed the trigger)",
         ]
 
     def test_nothing_due_yet_holds(self, seeded_url):

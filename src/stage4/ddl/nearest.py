@@ -17,9 +17,14 @@ What the API sees:
   (table or column grants), with USAGE on the schema where they lack it (named in the
   table's comment, taken back on downgrade): the copy reveals nothing they could not read.
 * The RPC reads the copy alone: no join back to the partitions, which would cost a probe
-  of every partition's key per row. A write with triggers disabled
-  (``session_replication_role = replica``) would not reach the copy: verify compares the
-  two counts. A role that may not read the copy is served the baseline query.
+  of every partition's key per row. A role that may not read the copy is served the
+  baseline query.
+* What bypasses row triggers does not reach the copy: writes under
+  ``session_replication_role = replica``, and a partition dropped or detached by hand
+  (its rows stay in the copy; roles under RLS never see them, the owner's Q6 would).
+  ``stage4 verify`` compares the two counts and names it. Delete a year's rows through
+  the table before dropping its partition, or rebuild the copy (downgrade to opt3, then
+  upgrade to opt4).
 
 Building it blocks writers (SHARE ROW EXCLUSIVE on the table: readers go on) while the
 rows are copied and indexed, in the step's transaction: a failure rolls everything back.
