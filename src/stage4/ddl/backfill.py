@@ -39,8 +39,8 @@ range scan: it reads only those blocks, no index), committed on its own in autoc
   block already passed keeps its NULL: ``catch_up`` updates what is left (a scan of
   each leaf) until nothing is, then ``left`` counts it to prove it.
 
-Between batches a signal swallowed by a finaliser is raised again
-(``interrupts.check``): an interrupted backfill stops at a batch boundary, and the
+Between batches (and before each VACUUM) a signal swallowed by a finaliser is raised
+again (``interrupts.check``): an interrupted backfill stops at a batch boundary, and the
 caller decides what becomes of the rows already filled (opt2 drops its columns).
 """
 
@@ -55,7 +55,8 @@ from stage4 import interrupts
 from stage4.errors import MigrationError
 
 log = logging.getLogger(__name__)
-# Between batches: frees the heap space of the rows updated (see the module's docstring).
+# Between batches: frees the heap space of the rows updated (see the module's docstring);
+# the TOAST table is left alone: an UPDATE keeps the TOAST values it does not change.
 _VACUUM = "VACUUM (INDEX_CLEANUP on, TRUNCATE off, PROCESS_TOAST off) "
 Progress = Callable[[str, int, int], None]
 # Errors after which the same batch is tried again: nothing of it was committed.
