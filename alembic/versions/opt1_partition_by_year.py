@@ -62,6 +62,7 @@ import logging
 
 from alembic import context, op
 
+from stage4 import optimisations
 from stage4.config import settings
 from stage4.ddl import partitioning, privileges
 from stage4.errors import MigrationError
@@ -131,7 +132,7 @@ def upgrade() -> None:
     partitioning.publications_up(r, partition_by_year.PUBLICATIONS_MEMO)
     op.execute(partition_by_year.index_comment_sql(r.s))
     op.execute(partition_by_year.serial_sql(r.s))
-    for sql in partition_by_year.repoint_sql(r.s):
+    for sql in optimisations.repoint_sql(r.s, revision):
         op.execute(sql)
     _report(r)
 
@@ -140,7 +141,7 @@ def downgrade() -> None:
     """Partitioned -> plain, from the parent (every partition, opt4's included)."""
     r = _rebuild(partitioned=False)
     _check(r, "p", "un-partition")
-    for sql in partition_by_year.restore_sql_rpcs(r.s):
+    for sql in optimisations.restore_rpcs_sql(r.s, revision):
         op.execute(sql)
     op.execute(partition_by_year.remember_btree_gist_sql(r.s))  # before its index goes
     op.execute(partition_by_year.restore_sql(r.s))  # its memo lives on a partition: first

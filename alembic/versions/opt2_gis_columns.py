@@ -67,7 +67,7 @@ import time
 
 from alembic import context, op
 
-from stage4 import interrupts
+from stage4 import interrupts, optimisations
 from stage4.config import Settings, settings
 from stage4.ddl import backfill
 from stage4.errors import MigrationError
@@ -109,7 +109,7 @@ def _offline(s: Settings) -> None:
         )
         op.execute(gis_columns.filled_sql(s))
         op.execute(_vacuum_sql(s))
-    for sql in gis_columns.repoint_sql(s):
+    for sql in optimisations.repoint_sql(s, revision):
         op.execute(sql)
 
 
@@ -163,7 +163,7 @@ def upgrade() -> None:
         if left and not isinstance(e, MigrationError):
             raise MigrationError(left[0]) from e
         raise
-    for sql in gis_columns.repoint_sql(s):  # with the version, once every row is filled
+    for sql in optimisations.repoint_sql(s, revision):  # with the version, once every row is filled
         op.execute(sql)
     m = filler.metrics
     m["readers_blocked_s"] = round(held, 4)
@@ -250,7 +250,7 @@ def _down_sql(s: Settings) -> list[str]:
     # which deadlocks with any reader between the two.
     return [
         f"LOCK TABLE {s.qualified_table} IN ACCESS EXCLUSIVE MODE",
-        *gis_columns.restore_sql(s),
+        *optimisations.restore_rpcs_sql(s, revision),
         *gis_columns.drop_trigger_sql(s),
         gis_columns.restore_storage_sql(s),
         gis_columns.drop_columns_sql(s),

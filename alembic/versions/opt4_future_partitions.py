@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from alembic import context, op
 
+from stage4 import optimisations
 from stage4.config import settings
 from stage4.ddl import cron, nearest
 from stage4.errors import MigrationError
@@ -56,7 +57,7 @@ def upgrade() -> None:
         progress("future partitions", 1, 1)
     if progress:
         progress("nearest-features GiST", 0, 1)
-    for sql in (*nearest.create_sql(s), *fp.repoint_sql(s)):
+    for sql in (*nearest.create_sql(s), *optimisations.repoint_sql(s, revision)):
         op.execute(sql)
     if progress:
         progress("nearest-features GiST", 1, 1)
@@ -75,7 +76,7 @@ def downgrade() -> None:
     """Q6's RPC as it was, the copy dropped; the job and the routine removed; every
     partition and row stays."""
     s = settings()
-    for sql in (*fp.restore_sql(s), *nearest.drop_sql(s)):
+    for sql in (*optimisations.restore_rpcs_sql(s, revision), *nearest.drop_sql(s)):
         op.execute(sql)
     op.execute(cron.unschedule_sql([fp.JOB]))
     op.execute(fp.drop_function_sql(s))

@@ -230,11 +230,17 @@ def as_sent(conn, s: Settings, catalogue: dict[str, Query]) -> dict[str, Query]:
     not have (one set up before ``schema`` created it, or an adopted app without it) is the
     app's SQL itself, measured unchanged (``sends`` says which)."""
     out = dict(catalogue)
-    with conn.transaction():  # leaves a connection that was idle idle
-        for qid in functions.read_ids():
-            fn = functions.read(s, qid)
-            if qid in out and conn.execute(functions.exists_sql(fn)).fetchone() is None:
-                out[qid] = replace(out[qid], sql=base_sql(s)[qid], rpc=False)
+    wanted = {functions.read(s, q).identity: q for q in functions.read_ids() if q in out}
+    if not wanted:
+        return out
+    with conn.transaction():  # one query; leaves a connection that was idle idle
+        missing = conn.execute(
+            "SELECT f FROM unnest(%s::text[]) f WHERE to_regprocedure(f) IS NULL",
+            (list(wanted),),
+        ).fetchall()
+    for (identity,) in missing:
+        qid = wanted[identity]
+        out[qid] = replace(out[qid], sql=base_sql(s)[qid], rpc=False)
     return out
 
 

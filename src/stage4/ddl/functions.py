@@ -167,15 +167,15 @@ PLANNED_PER_CALL = "plan_cache_mode = force_custom_plan"
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
+_HEAD, _TAIL = "#variable_conflict use_column\nBEGIN\nRETURN QUERY\n", ";\nEND"
+
+
 def per_call(sql: str) -> str:
     """A query as a PL/pgSQL body returning its rows, planned per call; ``%(name)s``
     placeholders become the function's arguments of that name. A column and an output
     column of the same name: the column wins, as in the query."""
     query = _PLACEHOLDER.sub(lambda m: m.group(1), sql.strip())
     return f"{_HEAD}{query}{_TAIL}"
-
-
-_HEAD, _TAIL = "#variable_conflict use_column\nBEGIN\nRETURN QUERY\n", ";\nEND"
 
 
 def per_call_if(condition: str, sql: str, otherwise: str) -> str:
@@ -247,11 +247,6 @@ def same_name_sql(fn: Function) -> str:
     )
 
 
-def exists_sql(fn: Function) -> str:
-    """A query returning a row when the function (by identity) exists."""
-    return f"SELECT to_regprocedure('{fn.identity}')::oid AS oid WHERE to_regprocedure('{fn.identity}') IS NOT NULL"
-
-
 def live_body(bind, identity: str) -> str | None:
     """The body (prosrc) of a function by identity, stripped; None when it does not exist."""
     src = bind.exec_driver_sql(
@@ -272,11 +267,6 @@ def _is_body_sql(fn: Function) -> str:
         f"coalesce((SELECT btrim(prosrc, E' \\n') = {literal(fn.body.strip())} FROM pg_proc "
         f"WHERE oid = to_regprocedure({literal(fn.identity)})), false)"
     )
-
-
-def is_body(bind, fn: Function) -> bool:
-    """Does the live function of ``fn``'s signature run ``fn``'s body (SQLAlchemy bind)?"""
-    return bool(bind.exec_driver_sql(f"SELECT {_is_body_sql(fn)}").scalar())
 
 
 def repoint_sql(base: Function, new: Function, revision: str) -> str:

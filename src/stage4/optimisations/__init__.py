@@ -29,6 +29,7 @@ jobs, functions) have one helper each in ``stage4.ddl``.
 from __future__ import annotations
 
 from stage4.config import Settings
+from stage4.ddl import functions
 from stage4.ddl.cron import Job
 from stage4.ddl.matviews import MatView
 from stage4.optimisations import (
@@ -116,6 +117,20 @@ def staleness(rev: str) -> dict[str, str] | None:
     unit (its own module may declare them)."""
     unit = by_revision(rev)
     return None if unit is None else dict(unit.STALENESS)
+
+
+def repoint_sql(s: Settings, rev: str) -> list[str]:
+    """The RPCs the unit of ``rev`` re-points (``repoints``), each where its body is the
+    baseline's: what its revision's upgrade runs."""
+    unit = by_revision(rev)
+    return functions.repoint_reads_sql(s, unit.repoints(s), rev) if unit else []
+
+
+def restore_rpcs_sql(s: Settings, rev: str) -> list[str]:
+    """Those RPCs back to the definitions they had where revision ``rev`` re-pointed them:
+    what its downgrade runs."""
+    unit = by_revision(rev)
+    return functions.restore_reads_sql(unit.repoints(s), rev) if unit else []
 
 
 def claims() -> list[tuple[str, dict[str, float]]]:

@@ -313,16 +313,6 @@ def repoints(s: Settings) -> dict[str, Function]:
     return {"Q6": replace(fn, body=body)}
 
 
-def repoint_sql(s: Settings) -> list[str]:
-    """Q6's RPC re-pointed where its body is the baseline's."""
-    return functions.repoint_reads_sql(s, repoints(s), REVISION)
-
-
-def restore_sql(s: Settings) -> list[str]:
-    """Q6's RPC back to the definition it had where opt4 re-pointed it."""
-    return functions.restore_reads_sql(repoints(s), REVISION)
-
-
 def jobs(s: Settings) -> list[cron.Job]:
     """The routine's daily job (where pg_cron is installed)."""
     return [job(s)]

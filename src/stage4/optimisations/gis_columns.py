@@ -330,16 +330,6 @@ def repoints(s: Settings) -> dict[str, functions.Function]:
     return {"Q1": functions.read(s, "Q1", q1), "Q3": functions.read(s, "Q3", q3)}
 
 
-def repoint_sql(s: Settings) -> list[str]:
-    """Each RPC of ``repoints`` re-pointed where its body is the baseline's."""
-    return functions.repoint_reads_sql(s, repoints(s), REVISION)
-
-
-def restore_sql(s: Settings) -> list[str]:
-    """Each RPC of ``repoints`` back to the definition it had (where opt2 re-pointed it)."""
-    return functions.restore_reads_sql(repoints(s), REVISION)
-
-
 def jobs(s: Settings) -> list[Job]:
     """None: its step schedules nothing."""
     return []

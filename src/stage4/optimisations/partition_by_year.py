@@ -299,16 +299,6 @@ def repoints(s: Settings) -> dict[str, Function]:
     return {q: functions.read(s, q, sql[q], functions.CACHED_PLANS) for q in UNDATED}
 
 
-def repoint_sql(s: Settings) -> list[str]:
-    """Each RPC of ``repoints`` re-pointed where its body is the baseline's."""
-    return functions.repoint_reads_sql(s, repoints(s), REVISION)
-
-
-def restore_sql_rpcs(s: Settings) -> list[str]:
-    """Each RPC of ``repoints`` back to the definition it had (where opt1 re-pointed it)."""
-    return functions.restore_reads_sql(repoints(s), REVISION)
-
-
 def jobs(s: Settings) -> list[Job]:
     """None: its step schedules nothing."""
     return []
