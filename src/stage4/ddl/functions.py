@@ -247,6 +247,14 @@ def same_name_sql(fn: Function) -> str:
     )
 
 
+def exists_sql(fn: Function) -> str:
+    """A query returning a row when the function (by identity) exists."""
+    return (
+        f"SELECT to_regprocedure('{fn.identity}')::oid AS oid "
+        f"WHERE to_regprocedure('{fn.identity}') IS NOT NULL"
+    )
+
+
 def live_body(bind, identity: str) -> str | None:
     """The body (prosrc) of a function by identity, stripped; None when it does not exist."""
     src = bind.exec_driver_sql(
