@@ -7,10 +7,10 @@ for values written from now on (existing values are not rewritten: see
 ``stage4.optimisations.gis_columns``). The RPCs of Q1 and Q3 are re-pointed to read the
 stored columns (``gis_columns.repoints``: same signature, same rows), once every row is
 filled, where their bodies are the baseline's; downgrade restores their definitions first.
- Users see five more columns in ``SELECT *``; what a client writes into them is
+Users see five more columns in ``SELECT *``; what a client writes into them is
 replaced by the trigger.
 
-Online, in two parts:
+Online, in two parts (``stage4.optimisations.gis_columns.online`` runs them step by step):
 
 1. One short transaction, catalog only: the columns (no default: no rewrite), their
    comments, the storage settings, the trigger function and the trigger. It holds
@@ -61,187 +61,39 @@ Revises: opt1
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import time
-
 from alembic import context, op
 
-from stage4 import interrupts, optimisations
+from stage4 import optimisations
 from stage4.config import Settings, settings
-from stage4.ddl import backfill
-from stage4.errors import MigrationError
 from stage4.optimisations import gis_columns
+from stage4.optimisations.gis_columns import online
 
 revision: str = "opt2"
 down_revision: str | None = "opt1"
 branch_labels = None
 depends_on = None
 
-log = logging.getLogger("alembic.runtime.migration")
-
-
-def _catalog(s: Settings) -> None:
-    """Part 1 (the step's transaction): columns, comments, storage, column grants (who
-    reads ``geom`` column by column reads them too), function, trigger."""
-    op.execute(gis_columns.add_columns_sql(s))
-    for statement in gis_columns.comments(s):
-        op.execute(statement)
-    op.execute(gis_columns.set_storage_sql(s))
-    op.execute(gis_columns.column_grants_sql(s))
-    op.execute(gis_columns.function_sql(s))
-    op.execute(gis_columns.trigger_sql(s))
-
-
-def _vacuum_sql(s: Settings) -> str:
-    return f"VACUUM (ANALYZE) {s.qualified_table} ({', '.join(gis_columns.derived(s))})"
-
-
-def _offline(s: Settings) -> None:
-    _catalog(s)
-    with op.get_context().autocommit_block():
-        op.execute(
-            "-- online: filled in batches of heap blocks per partition, each committed on its\n"
-            "-- own (any write of a derived column makes the trigger compute all five), then\n"
-            "-- the rows the app moved meanwhile, then a check that none is left\n"
-            f"UPDATE {s.qualified_table} SET {gis_columns.backfill_set(s)} "
-            f"WHERE {gis_columns.backfill_todo(s)}"
-        )
-        op.execute(gis_columns.filled_sql(s))
-        op.execute(_vacuum_sql(s))
-    for sql in optimisations.repoint_sql(s, revision):
-        op.execute(sql)
-
 
 def upgrade() -> None:
-    """Part 1 in the step's transaction, then the backfill in its own short ones."""
+    """Part 1 in the step's transaction, the backfill in short ones of its own, then the
+    RPCs, once every row is filled (``gis_columns.online`` runs each part)."""
     s = settings()
     if context.is_offline_mode():
-        _offline(s)
+        online.render(op, s)
+        _repoint(s)
         return
-    bind = op.get_bind()
-    resumed = bool(bind.exec_driver_sql(gis_columns.leftover_sql(s)).scalar())
-    t0 = time.perf_counter()
-    if resumed:
-        log.info("opt2: columns and trigger found from an upgrade that was stopped: resuming")
-    else:
-        clash = [r[0] for r in bind.exec_driver_sql(gis_columns.existing_columns_sql(s))]
-        if clash:
-            raise MigrationError(
-                f"{s.qualified_table} already has column(s) {', '.join(clash)}: "
-                "rename or drop them before opt2 (it will not adopt columns it did not create)"
-            )
-        _catalog(s)
-    attrs = context.config.attributes
-    left: list[str] = []  # what is left when the undo failed too
-    try:
-        with op.get_context().autocommit_block():  # commits part 1
-            held = 0.0 if resumed else time.perf_counter() - t0
-            raw = op.get_bind().connection.driver_connection  # psycopg, in autocommit
-            filler = backfill.Backfill(
-                raw,
-                s.qualified_table,
-                gis_columns.backfill_set(s),
-                gis_columns.backfill_todo(s),
-                progress=attrs.get("progress"),
-                **{
-                    k: attrs[f"backfill_{k}"]
-                    for k in ("target_s", "first_blocks", "vacuum_every", "vacuum_min_blocks")
-                    if f"backfill_{k}" in attrs
-                },
-            )
-            try:
-                _fill(raw, s, filler)
-            except BaseException as e:
-                left.extend(_undo(raw, s, e))
-                if isinstance(e, Exception):  # an interrupt stays one
-                    raise MigrationError(left[0] if left else _rolled_back(e)) from e
-                raise
-    except Exception as e:
-        # a lost connection also fails Alembic's commit on leaving the block, whose error
-        # would hide where the database stands
-        if left and not isinstance(e, MigrationError):
-            raise MigrationError(left[0]) from e
-        raise
-    for sql in optimisations.repoint_sql(s, revision):  # with the version, once every row is filled
+    step = online.Upgrade(op, s, context.config.attributes, undo=_down_sql(s))
+    step.resume_or_refuse()
+    step.add_catalog()
+    step.backfill()
+    _repoint(s)
+    step.report()
+
+
+def _repoint(s: Settings) -> None:
+    """Q1's and Q3's RPCs read the new columns: only once every row is filled."""
+    for sql in optimisations.repoint_sql(s, revision):
         op.execute(sql)
-    m = filler.metrics
-    m["readers_blocked_s"] = round(held, 4)
-    m["writers_blocked_s"] = round(max(held, m.get("backfill_longest_batch_s", 0.0)), 4)
-    metrics = attrs.get("metrics")
-    if isinstance(metrics, dict):
-        metrics.update(m)
-    log.info(
-        "opt2: ACCESS EXCLUSIVE %.3f s, %s rows filled in %s batches (longest %.3f s)",
-        held,
-        m.get("backfill_rows"),
-        m.get("backfill_batches"),
-        m.get("backfill_longest_batch_s", 0.0),
-    )
-
-
-def _fill(raw, s: Settings, filler: backfill.Backfill) -> None:
-    """Part 2: backfill, catch up, prove it, mark it, VACUUM (ANALYZE)."""
-    import psycopg
-
-    prior = raw.execute("SELECT current_setting('row_security')").fetchone()[0]
-    # row level security hiding rows from us would be an error, never a partial fill
-    raw.execute("SET row_security = off")
-    try:
-        filler.run()
-        filler.catch_up()
-        filler.check()
-        raw.execute(gis_columns.filled_sql(s))
-    finally:
-        with contextlib.suppress(psycopg.Error):
-            raw.execute("SELECT set_config('row_security', %s, false)", (prior,))
-    t0 = time.perf_counter()
-    if filler.progress:
-        filler.progress("VACUUM (ANALYZE) after the backfill", 0, 1)
-    try:  # the old row versions: blocks nobody; the step is complete without it
-        raw.execute(_vacuum_sql(s))
-        filler.metrics["vacuum_s"] = round(time.perf_counter() - t0, 3)
-    except psycopg.Error as e:
-        log.warning(
-            "opt2: VACUUM (ANALYZE) after the backfill failed (autovacuum will do it): %s",
-            str(e).strip().splitlines()[0],
-        )
-    if filler.progress:
-        filler.progress("VACUUM (ANALYZE) after the backfill", 1, 1)
-
-
-def _why(error: BaseException) -> str:
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted"
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def _rolled_back(error: BaseException) -> str:
-    return (
-        "upgrade to opt2 failed during its backfill and was rolled back (its columns and "
-        f"trigger dropped): {_why(error)}"
-    )
-
-
-def _undo(raw, s: Settings, error: BaseException) -> list[str]:
-    """The backfill stopped: drop what part 1 committed (one transaction, catalog only),
-    signals held off meanwhile. Returns the line saying what is left when that failed too
-    (a lost connection, a lock never granted), else nothing."""
-    import psycopg
-
-    try:
-        with interrupts.shielded(), raw.transaction():
-            for sql in _down_sql(s):
-                raw.execute(sql)
-    except psycopg.Error as e:
-        message = (
-            f"upgrade to opt2 stopped during its backfill ({_why(error)}) and dropping its "
-            f"columns failed ({_why(e)}): {s.qualified_table} is at opt1 with opt2's columns "
-            "and trigger; `alembic upgrade opt2` resumes the backfill"
-        )
-        log.warning("%s", message)
-        return [message]
-    return []
 
 
 def _down_sql(s: Settings) -> list[str]:
@@ -259,6 +111,6 @@ def _down_sql(s: Settings) -> list[str]:
 
 def downgrade() -> None:
     """Drop the trigger and its function, restore the wide columns' storage/compression,
-    then drop the derived columns (catalog only)."""
+    then drop the derived columns (catalog only). A stopped backfill runs the same."""
     for sql in _down_sql(settings()):
         op.execute(sql)

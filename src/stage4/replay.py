@@ -77,8 +77,9 @@ class TableDef:
         here = Path(__file__).resolve().parent
         versions = migrations._script_location() / "versions"  # the chain alembic runs
         for folder in (versions, here / "optimisations", here / "ddl"):
-            for path in sorted(folder.glob("*.py")):
-                h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+            for path in sorted(folder.rglob("*.py")):  # a unit may be a package
+                name = path.relative_to(folder).as_posix()
+                h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
         h.update(json.dumps(dataclasses.asdict(s), sort_keys=True, default=str).encode())
         fields = [self.statements, self.script, self.extensions, revision, server]
         h.update(json.dumps(fields).encode())

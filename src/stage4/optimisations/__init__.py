@@ -1,4 +1,4 @@
-"""The optimisations, one unit (module) each, and the registry that lists them in chain order.
+"""The optimisations, one unit (module or package) each, and the registry that lists them in order.
 
 A unit owns everything about one optimisation: the SQL its revision runs up and down
 (the revision file in ``alembic/versions`` imports its unit and runs that SQL), and what
