@@ -1,4 +1,4 @@
-"""opt4's nearest-features copy: Q6's rows at every revision, the copy kept by every write,
+"""opt1's nearest-features copy: Q6's rows at every revision, the copy kept by every write,
 each role reading through it only what it reads in the table."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _copy_matches(conn) -> bool:
 def test_q6_returns_the_same_rows_through_the_copy_and_without_it(seeded_url):
     at_schema = _q6(seeded_url)
     assert all(rows for rows in at_schema)
-    migrations.upgrade(seeded_url, "opt4")
+    migrations.upgrade(seeded_url, "opt1")
     with psycopg.connect(seeded_url) as conn:
         body = conn.execute(
             "SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)",
@@ -48,7 +48,9 @@ def test_q6_returns_the_same_rows_through_the_copy_and_without_it(seeded_url):
         assert _copy_matches(conn)
     assert _q6(seeded_url) == at_schema
     assert _q6(seeded_url, sql=base_sql(S)["Q6"]) == at_schema
-    migrations.downgrade(seeded_url, "opt3")
+    migrations.upgrade(seeded_url, "opt5")
+    assert _q6(seeded_url) == at_schema
+    migrations.downgrade(seeded_url, "schema")
     with psycopg.connect(seeded_url) as conn:
         assert conn.execute("SELECT to_regclass(%s)", (nearest.table(S),)).fetchone()[0] is None
         assert (
@@ -62,7 +64,7 @@ def test_q6_returns_the_same_rows_through_the_copy_and_without_it(seeded_url):
 
 @pytest.mark.slow
 def test_every_write_keeps_the_copy_in_step(seeded_url):
-    migrations.upgrade(seeded_url, "opt4")
+    migrations.upgrade(seeded_url, "opt4")  # writes into opt4's future partitions too
     t, d, g = S.qualified_table, S.time_column, S.geometry_column
     with psycopg.connect(seeded_url) as conn:
         conn.execute(
@@ -83,10 +85,10 @@ def test_every_write_keeps_the_copy_in_step(seeded_url):
 
 @pytest.mark.slow
 def test_anon_reads_through_the_copy_only_what_its_policy_shows(supabase_url):
-    """Supabase's defaults and policies: anon's Q6 is the same at schema and at opt4; read
+    """Supabase's defaults and policies: anon's Q6 is the same at schema and at opt1; read
     directly, the copy shows anon only its policy's rows, and nothing is writable."""
     at_schema = _q6(supabase_url, "anon")
-    migrations.upgrade(supabase_url, "opt4")
+    migrations.upgrade(supabase_url, "opt1")
     assert _q6(supabase_url, "anon") == at_schema
     k = nearest.table(S)
     with psycopg.connect(supabase_url) as conn:
@@ -107,7 +109,7 @@ def test_anon_reads_through_the_copy_only_what_its_policy_shows(supabase_url):
 def test_the_copy_is_granted_only_to_roles_that_read_its_columns(supabase_url):
     """authenticated reads id, date and geometry: it reads the copy. anon reads neither
     the geometry nor the date: no grant, no USAGE, and its call fails as it did before."""
-    migrations.upgrade(supabase_url, "opt4")
+    migrations.upgrade(supabase_url, "opt1")
     k = nearest.table(S)
     with psycopg.connect(supabase_url) as conn:
         can = "SELECT has_table_privilege(%s, %s, 'SELECT'), has_schema_privilege(%s, %s, 'USAGE')"
@@ -121,7 +123,7 @@ def test_the_copy_is_granted_only_to_roles_that_read_its_columns(supabase_url):
     assert _q6(supabase_url, "authenticated") == _q6(supabase_url)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         _q6(supabase_url, "anon")
-    migrations.downgrade(supabase_url, "opt3")
+    migrations.downgrade(supabase_url, "schema")
     with psycopg.connect(supabase_url) as conn:
         usage = "SELECT has_schema_privilege('authenticated', %s, 'USAGE')"
         assert conn.execute(usage, (S.own_schema,)).fetchone()[0] is False

@@ -130,11 +130,12 @@ def test_readers_of_the_views_get_usage_and_nothing_more(supabase_url: str) -> N
             f"DELETE FROM {agg.monthly(S).qualified}",
         ):
             assert _as(conn, "anon", sql) == "denied", sql
-    migrations.downgrade(supabase_url, "opt3")  # opt4's copy granted the USAGE first
+    migrations.downgrade(supabase_url, "opt4")  # opt1's copy granted the USAGE first
     with psycopg.connect(supabase_url, autocommit=True) as conn:
-        assert not conn.execute(usage, (OWN,)).fetchone()[0]
+        assert conn.execute(usage, (OWN,)).fetchone()[0]
     migrations.downgrade(supabase_url, "schema")
     with psycopg.connect(supabase_url) as conn:
+        assert not conn.execute(usage, (OWN,)).fetchone()[0]
         assert snapshot.diff(before, snapshot.take(conn)) == []
 
 

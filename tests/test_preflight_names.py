@@ -101,7 +101,7 @@ def test_what_an_earlier_step_left_is_its_own(seeded_url: str) -> None:
         found = preflight.run(conn, settings(), steps=["opt4"])
     (names,) = [c for c in found.checks if c.name == "names"]
     assert names.ok, names.detail
-    named = 1 + last - settings().last_year + 3  # the routine, its partitions, the copy's 3
+    named = 1 + last - settings().last_year  # the routine and its partitions
     assert names.detail == f"none of the {named} names opt4 create is taken"
 
 

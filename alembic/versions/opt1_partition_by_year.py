@@ -37,7 +37,11 @@ contain the partition key):
   the session instead of planning every partition on every call, and Q2's finds a box's
   rows from the GiST index instead of walking every partition's primary key
   (``partition_by_year.repoints``: same rows, same order), where their bodies are the
-  baseline's; the downgrade restores their definitions.
+  baseline's; the downgrade restores their definitions;
+* Q6 (the k nearest) reads one GiST over every row instead of one per partition:
+  ``stage4.geometrias_knn``, a narrow copy of its columns kept by a trigger in each
+  writing transaction, built from the new table before the catch-up, row level security
+  following the table's (``stage4.ddl.nearest``); the downgrade drops it.
 
 The upgrade REFUSES, before changing anything and naming them, when views,
 materialized views, SQL-body functions or foreign keys depend on the table (drop,
@@ -64,7 +68,7 @@ from alembic import context, op
 
 from stage4 import optimisations
 from stage4.config import settings
-from stage4.ddl import partitioning, privileges
+from stage4.ddl import nearest, partitioning, privileges
 from stage4.errors import MigrationError
 from stage4.optimisations import partition_by_year
 
@@ -84,6 +88,7 @@ def _rebuild(partitioned: bool) -> partitioning.Rebuild:
         s=s,
         extra_indexes=(q9,) if partitioned else (),
         left_out=() if partitioned else (q9[0],),
+        before_swap=() if partitioned else tuple(nearest.drop_sql(s)),
         bind=None if context.is_offline_mode() else op.get_bind(),
         execute=op.execute,
         partitioned=partitioned,
@@ -127,8 +132,12 @@ def upgrade() -> None:
     r.create()
     r.copy()
     r.build_indexes()
+    for sql in nearest.build_sql(r.s, r.new):  # before the catch-up: its re-copies reach it
+        op.execute(sql)
     r.catch_up()
     r.swap()
+    for sql in nearest.expose_sql(r.s):
+        op.execute(sql)
     partitioning.publications_up(r, partition_by_year.PUBLICATIONS_MEMO)
     op.execute(partition_by_year.index_comment_sql(r.s))
     op.execute(partition_by_year.serial_sql(r.s))
@@ -150,7 +159,7 @@ def downgrade() -> None:
     r.copy()
     r.build_indexes()
     r.catch_up()
-    r.swap()
+    r.swap()  # drops the nearest-features copy first (``before_swap``)
     for sql in privileges.via_root_sql(flipped, False):
         op.execute(sql)
     op.execute(partition_by_year.drop_btree_gist_sql())

@@ -4,13 +4,8 @@ Adds ``{own_schema}.stage4_ensure_partitions(years_ahead)`` (in stage4's own sch
 it is no API RPC), runs it once (partitions up to ``last_year + years_ahead``, in the own
 schema, rows of those years moved out of the default partition) and schedules it daily with pg_cron where pg_cron runs in this
 database; elsewhere it says once that the routine must be run by hand.
-Then it builds one GiST over every row for the nearest-features RPC (Q6), a narrow copy
-kept by a trigger in each writing transaction (``stage4.ddl.nearest``), and re-points Q6's
-RPC to it where the body is the baseline's. Writers wait while the copy is built
-(SHARE ROW EXCLUSIVE: readers go on).
-Downgrade restores Q6's RPC, drops the copy, its trigger and the USAGE it granted, removes
-the job and the routine (in the own schema, or in the table's where an earlier stage4
-created it) and keeps every partition and row.
+Downgrade removes the job and the routine (in the own schema, or in the table's where an
+earlier stage4 created it) and keeps every partition and row.
 
 Revision ID: opt4
 Revises: opt3
@@ -20,9 +15,8 @@ from __future__ import annotations
 
 from alembic import context, op
 
-from stage4 import optimisations
 from stage4.config import settings
-from stage4.ddl import cron, nearest
+from stage4.ddl import cron
 from stage4.errors import MigrationError
 from stage4.optimisations import future_partitions as fp
 
@@ -55,12 +49,6 @@ def upgrade() -> None:
             cron.log.info(msg, s.own_schema, name, moved)
     if progress:
         progress("future partitions", 1, 1)
-    if progress:
-        progress("nearest-features GiST", 0, 1)
-    for sql in (*nearest.create_sql(s), *optimisations.repoint_sql(s, revision)):
-        op.execute(sql)
-    if progress:
-        progress("nearest-features GiST", 1, 1)
     manual = f"run `{fp.command(s)}` at least once a year"
     op.execute(cron.schedule_sql([fp.job(s)], manual))
     if bind is not None:
@@ -73,10 +61,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Q6's RPC as it was, the copy dropped; the job and the routine removed; every
-    partition and row stays."""
+    """Remove the job and the routine; every partition and row stays."""
     s = settings()
-    for sql in (*optimisations.restore_rpcs_sql(s, revision), *nearest.drop_sql(s)):
-        op.execute(sql)
     op.execute(cron.unschedule_sql([fp.JOB]))
     op.execute(fp.drop_function_sql(s))

@@ -244,7 +244,7 @@ def _begin_step(run: RolloutRun, rev: str) -> tuple[StepRecord, StepStart]:
 
     s = run.s
     with connect(run.url) as conn:
-        taken = snapshot.take(conn, s.bench_schema)
+        taken = snapshot.take(conn, s.bench_schema, s.own_schema)
         rows = judging.rows_hash(conn, s)
         counters = livewrites.counters(conn, s)
         if run.start is None:  # what the rollout starts from
@@ -330,7 +330,7 @@ def _reject(run: RolloutRun, rec: StepRecord, before: StepStart) -> NoReturn:
     if undone:
         with connect(run.url) as conn:
             start = run.start if run.package else before.snapshot
-            now = snapshot.take(conn, run.s.bench_schema)
+            now = snapshot.take(conn, run.s.bench_schema, run.s.own_schema)
             wrote = _app_wrote(conn, run, rec)
         if wrote:
             table = run.s.qualified_table

@@ -136,13 +136,19 @@ def catalog(conn: Any, bench_schema: str = "benchmarking") -> dict[str, list[lis
     return snap
 
 
-def data(conn: Any, bench_schema: str = "benchmarking") -> dict[str, list[Any]]:
-    """Per table (not partitions: their parent covers them): row count and an order-free hash."""
+def data(
+    conn: Any, bench_schema: str = "benchmarking", own_schema: str = "stage4"
+) -> dict[str, list[Any]]:
+    """Per table (not partitions: their parent covers them): row count and an order-free hash.
+
+    Not stage4's own schema's tables: their rows are derived from the app's table (the
+    nearest-features copy) and move with its writes; the version table is not data."""
     tables = conn.execute(
         f"""SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-              AND c.relname <> 'alembic_version' AND {_scope("n", bench_schema)}
+              AND c.relname <> 'alembic_version' AND n.nspname <> '{own_schema}'
+              AND {_scope("n", bench_schema)}
               AND {_not_extension("c.oid", "pg_class")}"""
     ).fetchall()
     out: dict[str, list[Any]] = {}
@@ -156,9 +162,14 @@ def data(conn: Any, bench_schema: str = "benchmarking") -> dict[str, list[Any]]:
     return out
 
 
-def take(conn: Any, bench_schema: str = "benchmarking") -> dict[str, Any]:
+def take(
+    conn: Any, bench_schema: str = "benchmarking", own_schema: str = "stage4"
+) -> dict[str, Any]:
     """Catalog and data together: what "exactly as before" compares."""
-    return {"catalog": catalog(conn, bench_schema), "data": data(conn, bench_schema)}
+    return {
+        "catalog": catalog(conn, bench_schema),
+        "data": data(conn, bench_schema, own_schema),
+    }
 
 
 def without_app_writes(snap: dict[str, Any], table: str) -> dict[str, Any]:

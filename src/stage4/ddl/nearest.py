@@ -23,11 +23,14 @@ What the API sees:
   ``session_replication_role = replica``, and a partition dropped or detached by hand
   (its rows stay in the copy; roles under RLS never see them, the owner's Q6 would).
   ``stage4 verify`` compares the two counts and names it. Delete a year's rows through
-  the table before dropping its partition, or rebuild the copy (downgrade to opt3, then
-  upgrade to opt4).
+  the table before dropping its partition; rows left over are removed by
+  ``DELETE FROM stage4.geometrias_knn k WHERE NOT EXISTS (SELECT 1 FROM
+  public.geometrias g WHERE g.id = k.id AND g.data_referencia = k.data_referencia)``.
 
-Building it blocks writers (SHARE ROW EXCLUSIVE on the table: readers go on) while the
-rows are copied and indexed, in the step's transaction: a failure rolls everything back.
+opt1 builds it inside its rebuild, from the new partitioned table before the catch-up
+(the catch-up's re-copies reach it through the trigger), so it blocks nobody beyond
+what the rebuild does; its policy and grants follow the swap. A failure rolls it back
+with everything else. The downgrade drops it in its swap, before the partitioned table.
 """
 
 from __future__ import annotations
@@ -86,7 +89,8 @@ $fn$"""
 
 def _grants_sql(s: Settings) -> str:
     """SELECT for each role (and PUBLIC) that may read every column the copy holds, USAGE
-    on the schema where it lacks it; those granted USAGE named in the comment."""
+    on the schema where it lacks it; those granted USAGE named in the comment. Not the
+    owners of the copy and of the table, so that who runs the step changes nothing."""
     t, k = s.qualified_table, table(s)
     reads = " AND ".join(
         f"has_column_privilege(w, {literal(t)}, {literal(c)}, 'SELECT')" for c in columns(s)
@@ -99,7 +103,8 @@ BEGIN
   FOR r IN SELECT w, CASE w WHEN 'public' THEN 'PUBLIC' ELSE quote_ident(w) END AS who
            FROM (SELECT 'public'::text AS w UNION ALL
                  SELECT rolname FROM pg_roles WHERE NOT rolsuper AND rolname !~ '^pg_'
-                   AND oid <> (SELECT relowner FROM pg_class WHERE oid = {literal(k)}::regclass)) x
+                   AND oid NOT IN (SELECT relowner FROM pg_class
+                                   WHERE oid IN ({literal(k)}::regclass, {literal(t)}::regclass))) x
            WHERE {reads} ORDER BY 1
   LOOP
     EXECUTE format('GRANT SELECT ON {k} TO %s', r.who);
@@ -115,14 +120,16 @@ END
 $acl$"""
 
 
-def create_sql(s: Settings) -> list[str]:
-    """The copy (read with row level security off: an error, never a partial copy), its
-    keys, GiST, policy, trigger and grants; writers wait from the LOCK to commit."""
-    t, k, d, g = s.qualified_table, table(s), s.time_column, s.geometry_column
+def build_sql(s: Settings, source: str) -> list[str]:
+    """The copy of ``source`` (opt1's new partitioned table, before its catch-up: the
+    catch-up's re-copies then reach the copy through the trigger), its key, GiST, trigger
+    function and triggers. Read with row level security off: an error, never a partial
+    copy. Nobody else sees ``source`` yet: no lock to take."""
+    k = table(s)
     name = f"{s.table}_knn"
-    copy = f"CREATE TABLE {k} AS SELECT {', '.join(columns(s))} FROM {t}"
+    cols = ", ".join(columns(s))
+    copy = f"CREATE TABLE {k} AS SELECT {cols} FROM {source}"
     return [
-        f"LOCK TABLE {t} IN SHARE ROW EXCLUSIVE MODE",
         f"""DO $copy$
 DECLARE
   prior text := current_setting('row_security');
@@ -139,26 +146,36 @@ BEGIN
   END LOOP;
 END
 $copy$""",
-        f"ALTER TABLE {k} ADD CONSTRAINT {name}_pkey PRIMARY KEY (id, {d})",
-        f"CREATE INDEX {name}_geom ON {k} USING gist ({g})",
-        f"ALTER TABLE {k} ENABLE ROW LEVEL SECURITY",
-        f"CREATE POLICY visible_in_table ON {k} FOR SELECT USING "
-        f"(EXISTS (SELECT 1 FROM {t} x WHERE x.id = {k}.id AND x.{d} = {k}.{d}))",
+        f"ALTER TABLE {k} ADD CONSTRAINT {name}_pkey PRIMARY KEY (id, {s.time_column})",
+        f"CREATE INDEX {name}_geom ON {k} USING gist ({s.geometry_column})",
         _sync_sql(s),
         f"DO $acl$\nDECLARE r record;\nBEGIN\n  {function_owner_only_plpgsql(sync_function(s))}\n"
         "END\n$acl$",
-        f"CREATE TRIGGER {trigger(s)} AFTER INSERT OR DELETE OR UPDATE OF {', '.join(columns(s))} "
-        f"ON {t} FOR EACH ROW EXECUTE FUNCTION {sync_function(s)}",
-        f"CREATE TRIGGER {trigger(s)}_truncate AFTER TRUNCATE ON {t} "
+        f"CREATE TRIGGER {trigger(s)} AFTER INSERT OR DELETE OR UPDATE OF {cols} "
+        f"ON {source} FOR EACH ROW EXECUTE FUNCTION {sync_function(s)}",
+        f"CREATE TRIGGER {trigger(s)}_truncate AFTER TRUNCATE ON {source} "
         f"FOR EACH STATEMENT EXECUTE FUNCTION {sync_function(s)}",
+    ]
+
+
+def expose_sql(s: Settings) -> list[str]:
+    """Once the table is the app's (after opt1's swap): the policy that follows the
+    table's rows, the grants, the statistics."""
+    t, k, d = s.qualified_table, table(s), s.time_column
+    return [
+        f"ALTER TABLE {k} ENABLE ROW LEVEL SECURITY",
+        f"CREATE POLICY visible_in_table ON {k} FOR SELECT USING "
+        f"(EXISTS (SELECT 1 FROM {t} x WHERE x.id = {k}.id AND x.{d} = {k}.{d}))",
         _grants_sql(s),
         f"ANALYZE {k}",
     ]
 
 
 def drop_sql(s: Settings) -> list[str]:
-    """The USAGE it granted taken back, then triggers (the table locked first: dropping a
-    trigger locks each partition before the table), copy and function."""
+    """The USAGE it granted taken back, then its triggers, the copy and its function: run
+    by opt1's downgrade under the table's ACCESS EXCLUSIVE lock (its swap), so that no
+    write meets a trigger without its copy and the copy's policy no longer names the
+    table being dropped."""
     k, memo = table(s), literal(USAGE_MEMO)
     return [
         f"""DO $use$
@@ -174,7 +191,6 @@ BEGIN
   END LOOP;
 END
 $use$""",
-        f"LOCK TABLE {s.qualified_table} IN ACCESS EXCLUSIVE MODE",
         f"DROP TRIGGER IF EXISTS {trigger(s)} ON {s.qualified_table}",
         f"DROP TRIGGER IF EXISTS {trigger(s)}_truncate ON {s.qualified_table}",
         f"DROP TABLE IF EXISTS {k}",

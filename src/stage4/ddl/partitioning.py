@@ -136,6 +136,10 @@ class Rebuild:
     # names of the old table's indexes it does not get (what the step adds, what undoes it)
     extra_indexes: tuple[tuple[str, str], ...] = ()
     left_out: tuple[str, ...] = ()
+    # run by ``swap`` under its ACCESS EXCLUSIVE lock, before the old table is read and
+    # dropped: what depends on the old table and is not carried over (opt1's downgrade
+    # drops its nearest-features copy, whose policy names the table)
+    before_swap: tuple[str, ...] = ()
 
     @property
     def old(self) -> str:
@@ -436,6 +440,8 @@ class Rebuild:
         offline = self.bind is None
         t_readers = time.perf_counter()
         self.execute(f"LOCK TABLE {self.old} IN ACCESS EXCLUSIVE MODE")
+        for sql in self.before_swap:
+            self.execute(sql)
         seq = self.sequence()
         new_seq = f"{self.s.schema}.{self.s.table}{NEW_SUFFIX}_id_seq"
         self.execute(f"SELECT setval('{new_seq}', last_value, is_called) FROM {seq}")

@@ -29,12 +29,6 @@ parent is checked on the parent only and needs nothing.
 
 Moved rows are a DELETE then an INSERT: row triggers on the table fire for them,
 and the routine refuses to move rows of a table that foreign keys reference.
-
-The step also keeps the nearest-features read (Q6) off the partition count, which it
-raises: every partition adds one KNN descent to a read without a date. It builds one
-GiST over every row (``stage4.ddl.nearest``: a narrow copy kept by each write, row level
-security following the table's) and re-points Q6's RPC to it, where the body is the
-baseline's: same rows, same order; the downgrade restores the RPC and drops the copy.
 """
 
 from __future__ import annotations
@@ -43,7 +37,7 @@ from dataclasses import replace
 from datetime import date
 
 from stage4.config import Settings
-from stage4.ddl import cron, functions, literal, nearest, privileges
+from stage4.ddl import cron, literal, privileges
 from stage4.ddl.functions import Function
 from stage4.ddl.matviews import MatView
 from stage4.optimisations.base import (
@@ -53,9 +47,7 @@ from stage4.optimisations.base import (
     Rewrite,
     creates_function,
     creates_partition,
-    creates_relation,
 )
-from stage4.queries import base_sql
 
 REVISION = "opt4"
 # What the generic modules ask of every unit (``base.Unit``): none here.
@@ -263,17 +255,6 @@ def promises(s: Settings) -> list[Promise]:
         ),
         future_partitions_promise(s),
         Promise(
-            f"{nearest.table(s)}: one GiST over every row, kept by a trigger on each write",
-            f"SELECT to_regclass({literal(nearest.index(s))}) IS NOT NULL AND EXISTS (SELECT 1 "
-            f"FROM pg_trigger WHERE tgrelid = to_regclass({literal(s.qualified_table)}) "
-            f"AND tgname = {literal(nearest.trigger(s))} AND tgenabled <> 'D')",
-        ),
-        Promise(
-            f"{nearest.table(s)} holds as many rows as the table (no write bypassed the trigger)",
-            f"SELECT (SELECT count(*) FROM {nearest.table(s)}) = "
-            f"(SELECT count(*) FROM {s.qualified_table})",
-        ),
-        Promise(
             "scheduled with pg_cron (pg_cron is installed in this database)",
             f"SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = '{JOB}')",
             f"SELECT {cron.INSTALLED}",
@@ -306,11 +287,8 @@ def future_partitions_promise(s: Settings) -> Promise:
 
 
 def repoints(s: Settings) -> dict[str, Function]:
-    """Q6 from the copy's GiST (``nearest``) for a caller who may read it, else as before;
-    plans kept for the session as opt1 keeps them."""
-    body = functions.per_call_if(nearest.readable_sql(s), nearest.nearest_sql(s), base_sql(s)["Q6"])
-    fn = functions.read(s, "Q6", planning=functions.CACHED_PLANS)
-    return {"Q6": replace(fn, body=body)}
+    """None: no RPC changes; rows of future years find their partition."""
+    return {}
 
 
 def jobs(s: Settings) -> list[cron.Job]:
@@ -329,19 +307,16 @@ def creates(s: Settings) -> list[Creates]:
     last = max(date.today().year, s.last_year) + s.years_ahead
     return [
         creates_function(identity(s), "the partition maintenance routine"),
-        creates_relation(nearest.table(s), "the nearest-features copy (one GiST)"),
-        creates_relation(nearest.index(s), "the nearest-features GiST"),
-        creates_function(nearest.sync_function(s), "the nearest-features copy's trigger"),
         *(creates_partition(s, y) for y in range(first_future_year(s), last + 1)),
     ]
 
 
 def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
-    """Up: create the routine and run it, build the nearest-features copy (rolled back). Down: the routine built in
+    """Up: create the routine and run it (rolled back). Down: the routine built in
     ``scratch`` with a pg_cron job like its own (where pg_cron is installed), then the
     job unscheduled and the routine dropped, committed."""
     if direction == "up":
-        return Reference((create_function_sql(s), run_sql(s), *nearest.create_sql(s)))
+        return Reference((create_function_sql(s), run_sql(s)))
     r = replace(s, own_schema=scratch)
     name = f"{scratch}_ensure_partitions"
     schedule = (

@@ -40,7 +40,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from stage4.config import Settings
-from stage4.ddl import functions, literal
+from stage4.ddl import functions, literal, nearest
 from stage4.ddl.cron import Job
 from stage4.ddl.functions import Function
 from stage4.ddl.matviews import MatView
@@ -51,6 +51,7 @@ from stage4.optimisations.base import (
     Reference,
     Rewrite,
     copy_sql,
+    creates_function,
     creates_partition,
     creates_relation,
 )
@@ -191,6 +192,17 @@ def promises(s: Settings) -> list[Promise]:
             "Q9's (categoria, geometry) GiST index on the parent",
             f"SELECT to_regclass('{s.schema}.{category_index(s)[0]}') IS NOT NULL",
         ),
+        Promise(
+            f"{nearest.table(s)}: one GiST over every row, kept by a trigger on each write",
+            f"SELECT to_regclass({literal(nearest.index(s))}) IS NOT NULL AND EXISTS (SELECT 1 "
+            f"FROM pg_trigger WHERE tgrelid = to_regclass({literal(s.qualified_table)}) "
+            f"AND tgname = {literal(nearest.trigger(s))} AND tgenabled <> 'D')",
+        ),
+        Promise(
+            f"{nearest.table(s)} holds as many rows as the table (no write bypassed the trigger)",
+            f"SELECT (SELECT count(*) FROM {nearest.table(s)}) = "
+            f"(SELECT count(*) FROM {s.qualified_table})",
+        ),
     ]
 
 
@@ -296,7 +308,16 @@ def repoints(s: Settings) -> dict[str, Function]:
     if " ORDER BY id LIMIT 500" not in sql["Q2"]:
         raise ValueError("Q2's base query changed: update opt1's re-pointed body")
     sql["Q2"] = sql["Q2"].replace(" ORDER BY id LIMIT", " ORDER BY id + 0 LIMIT")
-    return {q: functions.read(s, q, sql[q], functions.CACHED_PLANS) for q in UNDATED}
+    out = {q: functions.read(s, q, sql[q], functions.CACHED_PLANS) for q in UNDATED}
+    out["Q6"] = replace(out["Q6"], body=nearest_body(s))
+    return out
+
+
+def nearest_body(s: Settings) -> str:
+    """Q6 from the nearest-features copy's one GiST (``stage4.ddl.nearest``) for a caller
+    who may read it, else the baseline query: one KNN descent instead of one per
+    partition, same rows, same order."""
+    return functions.per_call_if(nearest.readable_sql(s), nearest.nearest_sql(s), base_sql(s)["Q6"])
 
 
 def jobs(s: Settings) -> list[Job]:
@@ -318,6 +339,9 @@ def creates(s: Settings) -> list[Creates]:
         creates_partition(s, None),
         creates_relation(copy, f"the partitioned copy of {s.qualified_table}"),
         creates_relation(f"{s.schema}.{category_index(s)[0]}", "Q9's index"),
+        creates_relation(nearest.table(s), "the nearest-features copy (one GiST)"),
+        creates_relation(nearest.index(s), "the nearest-features GiST"),
+        creates_function(nearest.sync_function(s), "the nearest-features copy's trigger"),
     ]
 
 
