@@ -202,6 +202,8 @@ def promises(s: Settings) -> list[Promise]:
             f"{nearest.table(s)} holds as many rows as the table (no write bypassed the trigger)",
             f"SELECT (SELECT count(*) FROM {nearest.table(s)}) = "
             f"(SELECT count(*) FROM {s.qualified_table})",
+            # where the copy exists (the promise before names it missing)
+            f"SELECT to_regclass({literal(nearest.table(s))}) IS NOT NULL",
         ),
     ]
 
