@@ -22,7 +22,7 @@ What the API sees:
 * What bypasses row triggers does not reach the copy: writes under
   ``session_replication_role = replica``, and a partition dropped or detached by hand
   (its rows stay in the copy; roles under RLS never see them, the owner's Q6 would).
-  ``stage4 verify`` compares the two counts and names it. Delete a year's rows through
+  ``stage4 drift`` (and the gate after each step) compares the two counts and names it. Delete a year's rows through
   the table before dropping its partition; rows left over are removed by
   ``DELETE FROM stage4.geometrias_knn k WHERE NOT EXISTS (SELECT 1 FROM
   public.geometrias g WHERE g.id = k.id AND g.data_referencia = k.data_referencia)``.
@@ -88,27 +88,43 @@ $fn$"""
 
 
 def _grants_sql(s: Settings) -> str:
-    """SELECT for each role (and PUBLIC) that may read every column the copy holds, USAGE
-    on the schema where it lacks it; those granted USAGE named in the comment. Not the
-    owners of the copy and of the table, so that who runs the step changes nothing."""
-    t, k = s.qualified_table, table(s)
-    reads = " AND ".join(
-        f"has_column_privilege(w, {literal(t)}, {literal(c)}, 'SELECT')" for c in columns(s)
-    )
+    """SELECT for each role (and PUBLIC) granted SELECT on the table, or on every column the
+    copy holds (its own column grants with PUBLIC's), USAGE on the schema where it lacks
+    it; those granted USAGE named in the comment. Read from the table's ACLs, not from
+    memberships (a member of ``pg_read_all_data`` reads the copy anyway), and not for the
+    owners of the copy and of the table: the grants follow from the table's, whoever runs
+    the step, as a replay of the chain makes them."""
+    t, k = literal(s.qualified_table), table(s)
+    cols = ", ".join(literal(c) for c in columns(s))
+    who = "CASE g.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END"
     return f"""DO $acl$
 DECLARE
   r record;
   granted text[] := '{{}}';
 BEGIN
-  FOR r IN SELECT w, CASE w WHEN 'public' THEN 'PUBLIC' ELSE quote_ident(w) END AS who
-           FROM (SELECT 'public'::text AS w UNION ALL
-                 SELECT rolname FROM pg_roles WHERE NOT rolsuper AND rolname !~ '^pg_'
-                   AND oid NOT IN (SELECT relowner FROM pg_class
-                                   WHERE oid IN ({literal(k)}::regclass, {literal(t)}::regclass))) x
-           WHERE {reads} ORDER BY 1
+  FOR r IN
+    WITH whole AS (
+      SELECT a.grantee FROM pg_class c,
+             aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+      WHERE c.oid = {t}::regclass AND a.privilege_type = 'SELECT'),
+    by_column AS (
+      SELECT a.grantee, at.attname FROM pg_attribute at, aclexplode(at.attacl) a
+      WHERE at.attrelid = {t}::regclass AND at.attname IN ({cols})
+        AND a.privilege_type = 'SELECT'),
+    g AS (
+      SELECT grantee FROM whole
+      UNION
+      SELECT b.grantee FROM by_column b GROUP BY b.grantee
+      HAVING (SELECT count(DISTINCT attname) FROM by_column x
+              WHERE x.grantee IN (b.grantee, 0)) = {len(columns(s))})
+    SELECT g.grantee, {who} AS who FROM g
+    WHERE g.grantee NOT IN (SELECT relowner FROM pg_class
+                            WHERE oid IN ({literal(k)}::regclass, {t}::regclass))
+    ORDER BY 2
   LOOP
     EXECUTE format('GRANT SELECT ON {k} TO %s', r.who);
-    CONTINUE WHEN has_schema_privilege(r.w, {literal(s.own_schema)}, 'USAGE');
+    CONTINUE WHEN r.grantee <> 0 AND has_schema_privilege(r.grantee, {literal(s.own_schema)}, 'USAGE');
+    CONTINUE WHEN r.grantee = 0 AND has_schema_privilege('public', {literal(s.own_schema)}, 'USAGE');
     EXECUTE format('GRANT USAGE ON SCHEMA {s.own_schema} TO %s', r.who);
     granted := granted || r.who;
   END LOOP;
