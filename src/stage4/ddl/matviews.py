@@ -242,10 +242,17 @@ $use$"""
 def usage_revoke_sql(memo_on: MatView, schema: str) -> str:
     """Take back the USAGE on ``schema`` that ``usage_sql`` granted (named in ``memo_on``'s
     comment), before the views go; USAGE the roles had before stays."""
-    memo = literal(USAGE_MEMO)
+    return revoke_usage_sql(memo_on.qualified, USAGE_MEMO, schema)
+
+
+def revoke_usage_sql(relation: str, memo: str, schema: str) -> str:
+    """REVOKE USAGE ON ``schema`` from the roles that ``relation``'s comment names after
+    ``memo`` (what a step granted, and only that); nothing when the comment is another's.
+    One DO block, so offline ``--sql`` renders it too."""
+    memo = literal(memo)
     return f"""DO $use$
 DECLARE
-  note text := obj_description(to_regclass('{memo_on.qualified}'), 'pg_class');
+  note text := obj_description(to_regclass({literal(relation)}), 'pg_class');
   who text;
 BEGIN
   IF note IS NULL OR position({memo} IN note) <> 1 THEN

@@ -38,6 +38,7 @@ from __future__ import annotations
 from stage4 import queries
 from stage4.config import Settings
 from stage4.ddl import literal
+from stage4.ddl.matviews import revoke_usage_sql
 from stage4.ddl.privileges import function_owner_only_plpgsql
 
 USAGE_MEMO = "stage4: USAGE on this schema granted to the readers of this table: "
@@ -192,21 +193,9 @@ def drop_sql(s: Settings) -> list[str]:
     by opt1's downgrade under the table's ACCESS EXCLUSIVE lock (its swap), so that no
     write meets a trigger without its copy and the copy's policy no longer names the
     table being dropped."""
-    k, memo = table(s), literal(USAGE_MEMO)
+    k = table(s)
     return [
-        f"""DO $use$
-DECLARE
-  note text := obj_description(to_regclass({literal(k)}), 'pg_class');
-  who text;
-BEGIN
-  IF note IS NULL OR position({memo} IN note) <> 1 THEN
-    RETURN;
-  END IF;
-  FOREACH who IN ARRAY string_to_array(substr(note, length({memo}) + 1), ', ') LOOP
-    EXECUTE format('REVOKE USAGE ON SCHEMA {s.own_schema} FROM %s', who);
-  END LOOP;
-END
-$use$""",
+        revoke_usage_sql(k, USAGE_MEMO, s.own_schema),
         f"DROP TRIGGER IF EXISTS {trigger(s)} ON {s.qualified_table}",
         f"DROP TRIGGER IF EXISTS {trigger(s)}_truncate ON {s.qualified_table}",
         f"DROP TABLE IF EXISTS {k}",
