@@ -62,13 +62,12 @@ class TestCanaries:
         _repoint_q8(seeded_url, "VIEW")  # a plain view: computed from the table at each read
         assert _check(seeded_url)["Q8"].fresh
 
-    def test_opt5_serves_q8_q10_from_views_and_declares_it(self, seeded_url) -> None:
+    def test_the_chain_serves_every_read_fresh_and_declares_nothing(self, seeded_url) -> None:
         migrations.upgrade(seeded_url, "opt5")
         checked = _check(seeded_url)
-        assert sorted(q for q, r in checked.items() if not r.fresh) == ["Q10", "Q8"]
-        declared = freshness.declared(migrations.chain())
-        assert {q: rev for q, (rev, _) in declared.items()} == {"Q8": "opt5", "Q10": "opt5"}
-        assert all("15 minutes" in budget for _, budget in declared.values())
+        assert [q for q, r in checked.items() if not r.fresh] == []
+        assert "Q8" in checked and "Q10" in checked
+        assert freshness.declared(migrations.chain()) == {}
 
 
 STALE_REVISION = '''"""Test-only: contagem_mensal (Q8) reads a materialized view."""

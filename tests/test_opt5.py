@@ -1,4 +1,4 @@
-"""opt5: materialized views for Q8–Q10, re-pointed RPCs, refresh jobs and ``stage4 refresh``."""
+"""opt5: Q8 from counts kept by each write, the views for rewrites, refresh jobs, ``stage4 refresh``."""
 
 from __future__ import annotations
 
@@ -140,13 +140,17 @@ class TestUpgrade:
         assert before[("Q10", 12, 0, 0)] == b""
         migrations.upgrade(at_opt4, "opt5")
         with psycopg.connect(at_opt4) as conn:
-            assert _body(conn, functions.tile(S)) == agg.tile_body(S).strip()
+            assert _body(conn, functions.monthly_counts(S)) == agg.monthly_counts_body(S).strip()
+            assert _body(conn, functions.tile(S)) == functions.tile(S).body.strip()  # the table
             assert _answers(conn) == before
 
     @pytest.mark.slow
-    def test_after_new_rows_a_refresh_gives_the_baseline_answers_again(self, at_opt4):
+    def test_the_rpcs_answer_each_write_at_once_the_views_after_a_refresh(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
+        tile = agg.rewrites(S)["Q10"].sql
+        dense = dict(zip("zxy", TILES[4], strict=True))
         with psycopg.connect(at_opt4) as conn:
+            view_before = bytes(conn.execute(tile, dense).fetchone()[0])
             conn.execute(
                 f"INSERT INTO {S.qualified_table} (nome, categoria, {S.time_column}, "
                 f"{S.geometry_column}) SELECT 'Escola Nova ' || i, 'escola', "
@@ -154,17 +158,86 @@ class TestUpgrade:
                 "-23.55), 4326) FROM generate_series(1, 30) i"
             )
             conn.commit()
-            stale = _answers(conn)
-            done = refresh_all(at_opt4)
-            # every materialized view of the app schema: opt5's three
-            assert {name for name, _ in done} == {v.qualified for v in agg.views(S)}
-            fresh = _answers(conn)
-            assert fresh != stale
-            # The baseline bodies, run directly on the table, agree with the fresh views.
+            now = _answers(conn)
+            assert bytes(conn.execute(tile, dense).fetchone()[0]) == view_before  # stale
+            # The baseline bodies, run directly on the table, agree: nothing was refreshed.
             for fn in (functions.monthly_counts(S), functions.tile(S)):
                 conn.execute(fn.create_sql())
-            assert _answers(conn) == fresh
+            assert _answers(conn) == now
             conn.rollback()
+            done = refresh_all(at_opt4)
+            # every materialized view of the own schema: opt5's two
+            assert {name for name, _ in done} == {v.qualified for v in agg.views(S)}
+            assert bytes(conn.execute(tile, dense).fetchone()[0]) == now[("Q10", *TILES[4])]
+
+    @pytest.mark.slow
+    def test_every_write_keeps_the_counts(self, at_opt4):
+        """Inserts, deletes, a category changed, a date moved to another month and year (and
+        partition), rows without a date change category only, a TRUNCATE: the counts stay
+        what GROUP BY gives, rows of a count fallen to zero included."""
+        migrations.upgrade(at_opt4, "opt5")
+        mc, t, d = agg.monthly(S), S.qualified_table, S.time_column
+        kept = f"SELECT {mc.kept_sql()}"
+        with psycopg.connect(at_opt4) as conn:
+            assert conn.execute(kept).fetchone()[0] is True
+            conn.execute(
+                f"INSERT INTO {t} (nome, categoria, {d}, {S.geometry_column}) "
+                f"SELECT 'n' || i, 'rara', make_date(2025, 2, 1 + i), "
+                "ST_SetSRID(ST_MakePoint(-46.6, -23.5), 4326) FROM generate_series(1, 3) i"
+            )
+            assert conn.execute(kept).fetchone()[0] is True
+            rare = f"SELECT total FROM {mc.qualified} WHERE categoria = 'rara'"
+            assert conn.execute(rare).fetchall() == [(3,)]
+            conn.execute(
+                f"UPDATE {t} SET categoria = 'rara2' WHERE categoria = 'rara' AND nome = 'n1'"
+            )
+            conn.execute(f"UPDATE {t} SET {d} = date '2021-07-04' WHERE nome = 'n2'")
+            conn.execute(f"UPDATE {t} SET nome = 'n2b' WHERE nome = 'n2'")  # no count moves
+            assert conn.execute(kept).fetchone()[0] is True
+            conn.execute(f"DELETE FROM {t} WHERE categoria LIKE 'rara%'")
+            assert conn.execute(kept).fetchone()[0] is True
+            assert conn.execute(rare).fetchall() == []
+            conn.execute(f"DELETE FROM {t} WHERE id IN (SELECT id FROM {t} ORDER BY id LIMIT 50)")
+            assert conn.execute(kept).fetchone()[0] is True
+            conn.execute(f"TRUNCATE {t}")
+            assert conn.execute(f"SELECT count(*) FROM {mc.qualified}").fetchone()[0] == 0
+            conn.rollback()
+            assert conn.execute(kept).fetchone()[0] is True
+
+    @pytest.mark.slow
+    def test_the_counts_are_written_by_the_trigger_only(self, at_opt4):
+        role = f"app_writer_{os.getpid()}"
+        mc = agg.monthly(S)
+        with psycopg.connect(at_opt4, autocommit=True) as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+            conn.execute(f"CREATE ROLE {role}")
+            try:
+                conn.execute(
+                    f"GRANT SELECT, INSERT, UPDATE, DELETE ON {S.qualified_table} TO {role}"
+                )
+                migrations.upgrade(at_opt4, "opt5")
+                assert conn.execute(
+                    "SELECT has_table_privilege(%s, %s, 'SELECT'), "
+                    "has_table_privilege(%s, %s, 'INSERT, UPDATE, DELETE, TRUNCATE'), "
+                    "has_function_privilege(%s, %s, 'EXECUTE')",
+                    (role, mc.qualified, role, mc.qualified, role, mc.sync_function),
+                ).fetchone() == (True, False, False)
+                conn.execute(f"SET ROLE {role}")
+                conn.execute(
+                    f"INSERT INTO {S.qualified_table} (nome, categoria, {S.time_column}, "
+                    f"{S.geometry_column}) VALUES ('w', 'rara', date '2024-03-03', "
+                    "ST_SetSRID(ST_MakePoint(-46.6, -23.5), 4326))"
+                )
+                total = f"SELECT total FROM {mc.qualified} WHERE categoria = 'rara'"
+                assert conn.execute(total).fetchall() == [(1,)]
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(f"UPDATE {mc.qualified} SET total = 7")
+                conn.execute("RESET ROLE")
+                conn.execute(f"DELETE FROM {S.qualified_table} WHERE categoria = 'rara'")
+            finally:
+                conn.execute("RESET ROLE")
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE {role}")
 
     @pytest.mark.slow
     def test_q9_variant_returns_what_the_base_query_returns(self, at_opt4):
@@ -233,7 +306,7 @@ class TestUpgrade:
         catalogue = workload.queries(S)
         with psycopg.connect(at_opt4) as conn:
             anchors = workload.sample_anchors(conn, S)
-            assert sorted(agg.rewrites(S)) == ["Q2", "Q6", "Q7", "Q9"]
+            assert sorted(agg.rewrites(S)) == ["Q10", "Q2", "Q6", "Q7", "Q9"]
             for qid, variant in agg.rewrites(S).items():
                 assert conn.execute(f"SELECT {variant.requires}").fetchone()[0] is True
                 rows = 0
@@ -305,11 +378,11 @@ class TestRefresh:
     @pytest.mark.slow
     def test_refresh_is_concurrent_readers_are_not_blocked(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
-        view = agg.monthly(S).qualified
+        view = agg.tiles(S).qualified
         with psycopg.connect(at_opt4) as reader:
             reader.execute(f"SELECT count(*) FROM {view}")  # holds ACCESS SHARE until rollback
             url = at_opt4 + "?options=-c%20lock_timeout%3D1s"
-            assert len(refresh_all(url)) == 3  # opt5's views; a plain REFRESH would time out
+            assert len(refresh_all(url)) == 2  # opt5's views; a plain REFRESH would time out
             reader.rollback()
 
     @pytest.mark.slow
@@ -326,7 +399,7 @@ class TestRefresh:
     @pytest.mark.slow
     def test_a_failing_refresh_says_which_view(self, at_opt4):
         migrations.upgrade(at_opt4, "opt5")
-        view = agg.monthly(S).qualified
+        view = agg.points(S).qualified
         with psycopg.connect(at_opt4) as blocker:
             blocker.execute(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}")  # lock held
             url = at_opt4 + "?options=-c%20lock_timeout%3D200ms"
@@ -366,13 +439,13 @@ class TestSafety:
                 notes: list[str] = []
                 migrations.upgrade(at_opt4, "opt5", notes=notes)
                 assert notes[0] == (
-                    f"opt5: {S.qualified_table} has row level security enabled; materialized "
-                    "views ignore it, so the RPCs keep reading the table and the views are "
-                    "readable by their owner only"
+                    f"opt5: {S.qualified_table} has row level security enabled; the monthly "
+                    "counts and the materialized views ignore it, so the RPC keeps reading the "
+                    "table and they are readable by their owner only"
                 )
                 for fn in (functions.monthly_counts(S), functions.tile(S)):
                     assert _body(conn, fn) == fn.body.strip()
-                for view in agg.views(S):
+                for view in (*agg.views(S), agg.monthly(S)):
                     assert not conn.execute(
                         "SELECT has_table_privilege(%s, %s, 'SELECT')", (role, view.qualified)
                     ).fetchone()[0]
@@ -392,7 +465,7 @@ class TestSafety:
             try:
                 conn.execute(f"GRANT SELECT ON {S.qualified_table} TO {role}")
                 migrations.upgrade(at_opt4, "opt5")
-                for view in agg.views(S):
+                for view in (*agg.views(S), agg.monthly(S)):
                     assert conn.execute(
                         "SELECT has_table_privilege(%s, %s, 'SELECT')", (role, view.qualified)
                     ).fetchone()[0]
@@ -409,7 +482,7 @@ class TestSafety:
             migrations.upgrade(at_opt4, "opt5")
         assert str(refused.value) == (
             f"opt5 cannot re-point {custom.identity}: its body is not the one stage4 created "
-            "(revision schema), so the view-backed body might not return the same results; "
+            "(revision schema), so the counts-backed body might not return the same results; "
             "compare it with `stage4 plan --to schema --since base`"
         )
         assert migrations.current(at_opt4) == "opt4"
@@ -455,5 +528,6 @@ def test_offline_sql_renders_without_a_database():
     for view in agg.views(S):
         assert view.create_sql()[0] in up
         assert f"PERFORM cron.schedule('stage4_refresh_{view.name}'" in up
+    assert agg.monthly(S).build_sql()[0] in up
     down = migrations.offline_sql("downgrade", "opt5:opt4")
-    assert functions.tile(S).create_sql() in down
+    assert functions.monthly_counts(S).create_sql() in down

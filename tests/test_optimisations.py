@@ -67,7 +67,7 @@ def test_opt5_promises_exactly_its_own_refresh_jobs():
 
 def test_settle_learns_the_views_from_the_registry():
     names = [v.name.removeprefix(S.table) for v in optimisations.views(S)]
-    assert names == ["_mensal_mv", "_tile_mv", "_pontos_mv"]
+    assert names == ["_tile_mv", "_pontos_mv"]
 
 
 def _run(conn, ref: Reference) -> None:

@@ -157,7 +157,7 @@ def test_plan_names_the_cron_jobs_the_revisions_declare(cron_url: str) -> None:
     head = result.stdout.partition("-- upgrade schema -> opt5\n")[0]
     (line,) = [x for x in head.splitlines() if "cron jobs added" in x]
     jobs = optimisations.jobs(settings(), migrations.chain())
-    assert len(jobs) == 4 and all(f"{j.name} ({j.schedule}, {rev})" in line for rev, j in jobs)
+    assert len(jobs) == 3 and all(f"{j.name} ({j.schedule}, {rev})" in line for rev, j in jobs)
     assert "pg_cron cannot run in a scratch database" in line
 
 

@@ -92,8 +92,7 @@ def test_the_registry_answers_what_generic_code_asked_by_id():
     assert optimisations.rebuilder(revs[1:]) is None
     assert optimisations.staleness(migrations.chain()[0]) is None
     budgets = {rev: optimisations.staleness(rev) for rev in revs}
-    assert {q for b in budgets.values() for q in b} == {"Q8", "Q10"}
-    assert set(budgets["opt5"]) == {"Q8", "Q10"}
+    assert all(b == {} for b in budgets.values()), budgets  # nothing in the chain is stale
     claims = optimisations.claims()
     assert [rev for rev, _ in claims] == ["opt1", "opt5"]
     for _, figures in claims:

@@ -63,7 +63,8 @@ def _expected_names(rev: str) -> set[str]:
     if rev in ("opt4", "opt5"):
         names |= {f"{OWN}.{S.table}_p{y}" for y in range(S.last_year + 1, S.last_year + 4)}
     if rev == "opt5":
-        names |= {f"{OWN}.{S.table}_{v}_mv" for v in ("mensal", "tile", "pontos")}
+        names |= {f"{OWN}.{S.table}_{v}_mv" for v in ("tile", "pontos")}
+        names.add(f"{OWN}.{S.table}_mensal")
     return names
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from stage4.config import Settings, redact, settings
 from stage4.db import connect, where
-from stage4.ddl import nearest
+from stage4.ddl import counts, nearest
 from stage4.errors import ConfigError, GateError, PreflightError, Stage4Error
 
 _OTHER = "on {scratch}, not on the source's server: other hardware, other cache, other load"
@@ -169,6 +169,7 @@ def copy(url: str, scratch: str, s: Settings, sample: int | None = None) -> list
                 args += [f"--exclude-table-data={schema}.{s.table}_{p}" for p in ("p*", "default")]
             # derived from the table's rows: the sample's own fill it through its trigger
             args.append(f"--exclude-table-data={nearest.table(s)}")
+            args.append(f"--exclude-table-data={counts.of(s).qualified}")
         _tool("pg_dump", url, args)
         # every entry but the schemas the scratch database already has (public)
         with connect(scratch) as conn:
