@@ -223,10 +223,15 @@ def clone_home(cluster, dst: Path) -> None:
     cluster.start()
 
 
-def ab_compare(url: str, ab_home: Path, result: dict, pairs: int, folder=None) -> None:
+def ab_compare(
+    url: str, ab_home: Path, result: dict, pairs: int, folder=None, qps_seconds: float = 20.0
+) -> None:
     """Bench the schema clone (A) and the migrated database (B) in turn, A B A B …, and
     keep what each pair says: the machine's speed drifts by tens of per cent over
-    minutes, so ratios of runs taken a quarter of an hour apart are not evidence."""
+    minutes, so ratios of runs taken a quarter of an hour apart are not evidence.
+
+    The throughput phase runs ``qps_seconds`` (the bench's default is 5 s): at 1M features
+    one heavy Q9 call takes 2 s at schema, so in 5 s a few random picks of it decide QPS."""
     from stage4 import bench, stats
     from stage4.cluster import Cluster
 
@@ -239,10 +244,10 @@ def ab_compare(url: str, ab_home: Path, result: dict, pairs: int, folder=None) -
         runs_a, runs_b, pair_rows = [], [], []
         for i in range(pairs):
             say(f"A/B pair {i + 1}/{pairs}: schema clone")
-            a = bench.run(ab_url, label=f"AB_SCHEMA_{i + 1}", save=False,
+            a = bench.run(ab_url, label=f"AB_SCHEMA_{i + 1}", save=False, duration=qps_seconds,
                           progress=_progress(f"A{i + 1}"), workload_dir=folder)  # fmt: skip
             say(f"A/B pair {i + 1}/{pairs}: migrated database")
-            b = bench.run(url, label=f"AB_OPT5_{i + 1}", save=False,
+            b = bench.run(url, label=f"AB_OPT5_{i + 1}", save=False, duration=qps_seconds,
                           progress=_progress(f"B{i + 1}"), workload_dir=folder)  # fmt: skip
             runs_a.append(a)
             runs_b.append(b)
@@ -255,7 +260,7 @@ def ab_compare(url: str, ab_home: Path, result: dict, pairs: int, folder=None) -
             say(f"pair {i + 1}: mean {statistics.fmean(statistics.fmean(v) for v in a.executions.values()):.1f}"
                 f" -> {statistics.fmean(statistics.fmean(v) for v in b.executions.values()):.1f} ms")  # fmt: skip
         result["ab"] = {FIRST: pooled(runs_a), LAST: pooled(runs_b), "pairs": pair_rows,
-                        "order": "A B " * pairs}  # fmt: skip
+                        "order": "A B " * pairs, "qps_seconds": qps_seconds}  # fmt: skip
     finally:
         clone.stop()
 
@@ -517,7 +522,8 @@ def markdown(result: dict, command: str) -> str:
                          f"{staleness(result, LAST, q) or 'fresh'} |")  # fmt: skip
         lines.append(f"| mean Q1–Q10 | | | | {q_mean(a):.2f} | {q_mean(b):.2f} "
                      f"| ×{q_mean(a) / q_mean(b):.2f} | | | |")  # fmt: skip
-        lines.append(f"| QPS (4 clients) | {a['qps']:.1f} | {b['qps']:.1f} | "
+        lines.append(f"| QPS (4 clients, {ab.get('qps_seconds', 5):g} s a run) | "
+                     f"{a['qps']:.1f} | {b['qps']:.1f} | "
                      f"×{b['qps'] / a['qps']:.2f} | | | | | | |")  # fmt: skip
         lines.append(f"| control query (ms) | {a['control_ms']:.2f} | {b['control_ms']:.2f} "
                      "| | | | | | | |")  # fmt: skip
@@ -612,6 +618,8 @@ def main() -> None:
     ap.add_argument("--until", choices=REVISIONS, help="stop after benchmarking this revision")
     ap.add_argument("--ab-pairs", type=int, default=2,
                     help=f"A/B pairs ({FIRST} clone, {LAST}) benched in turn at the end (0: none)")  # fmt: skip
+    ap.add_argument("--qps-seconds", type=float, default=20.0,
+                    help="the A/B's throughput phase, each run (the bench's default: 5)")  # fmt: skip
     ap.add_argument("--workload", default=str(WORKLOAD.relative_to(ROOT)),
                     help="the app's own queries (pgbench scripts) benched with Q1–Q10 "
                          "('none': Q1–Q10 only)")  # fmt: skip
@@ -745,7 +753,8 @@ def _forward(url, s, result: dict, revisions: list[str], args) -> None:
                                   "compare_s": compare_s,
                                   "verdicts": {q: c.verdict for q, c in cmp.items()}}  # fmt: skip
                 if args.ab_pairs and result.get("ab_home"):
-                    ab_compare(url, Path(result["ab_home"]), result, args.ab_pairs, _folder(result))
+                    ab_compare(url, Path(result["ab_home"]), result, args.ab_pairs,
+                               _folder(result), args.qps_seconds)  # fmt: skip
             _save(result, n)
             if rev == args.until:
                 say(f"stopped after {rev} (--until); continue with --resume")

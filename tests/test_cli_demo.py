@@ -40,7 +40,7 @@ def test_demo_ends_with_where_and_what_next(seeded_url: str, tmp_path: Path) -> 
         "",
         f"Database: {redact(seeded_url)} (revision schema)",
         f"Report:   {run / 'REPORT.md'}",
-        "Next:     make status, then make upgrade TO=opt5 JUDGE=target ACCEPT_STALE=1 (the five "
+        "Next:     make status, then make upgrade TO=opt5 JUDGE=target (the five "
         "steps judged as one package)",
     ]  # nothing to roll back at schema (a NO-GO at opt1 ends there)
     migrations.upgrade(seeded_url, "opt1")

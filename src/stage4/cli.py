@@ -453,8 +453,7 @@ def upgrade(
     """Upgrade one revision at a time to --to, benchmarking each step against the baseline.
 
     GO keeps the step; NO-GO rolls it back and stops (exit code 3). A revision that pays
-    only with a later one (opt1's partitions slow the nearest-neighbour query until opt5)
-    can be judged with it: --judge target.
+    only with a later one can be judged with it: --judge target.
     Example: stage4 upgrade --to opt3
     """
     from stage4 import gate, report

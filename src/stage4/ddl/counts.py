@@ -117,7 +117,7 @@ $fn$"""
         """The table, its trigger function and triggers, then the counts, the grants and the
         statistics. ``CREATE TRIGGER`` takes SHARE ROW EXCLUSIVE on the app's table until
         the step commits: no write lands between the count and the trigger (writers wait for
-        the count, a few hundred milliseconds at 1M features). Counted with row level
+        the count, about half a second at 1M features). Counted with row level
         security off: an error, never a partial count."""
         k, d = self.qualified, self.time_column
         return [
