@@ -87,6 +87,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
   m date;
   c text;
+  n bigint;
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     TRUNCATE {k};
@@ -99,9 +100,9 @@ BEGIN
   IF TG_OP <> 'INSERT' AND OLD.{d} IS NOT NULL THEN
     m := date_trunc('month', OLD.{d})::date;
     c := OLD.categoria;
-    DELETE FROM {k} WHERE {match} AND total = 1;
-    IF NOT FOUND THEN
-      UPDATE {k} SET total = total - 1 WHERE {match};
+    UPDATE {k} SET total = total - 1 WHERE {match} RETURNING total INTO n;
+    IF n = 0 THEN
+      DELETE FROM {k} WHERE {match} AND total = 0;
     END IF;
   END IF;
   IF TG_OP <> 'DELETE' AND NEW.{d} IS NOT NULL THEN
