@@ -8,7 +8,7 @@ import json
 import psycopg
 import pytest
 
-from stage4 import plans, workload
+from stage4 import migrations, plans, workload
 from stage4.config import settings
 
 INDEX = {
@@ -121,6 +121,20 @@ class TestExplain:
         change = plans.describe_change(before, after)
         assert change is not None and change.startswith(plans.headline(before) + " → ")
         assert any("buffers hit" in line for line in plans.compact(before))
+
+    def test_an_argument_the_call_leaves_out_takes_its_default(self, seeded_url: str) -> None:
+        """Q4 calls the search without ``limite`` (DEFAULT 20): at opt3 its plan is taken
+        with 20 in place, not refused for a missing parameter."""
+        migrations.upgrade(seeded_url, "opt3")
+        s = settings()
+        with psycopg.connect(seeded_url) as conn:
+            anchors = workload.sample_anchors(conn, s)
+            params = workload.parameters("Q4", anchors, 1)[0]
+            assert "limite" not in params
+            sql = plans.sql_of(conn, workload.queries(s)["Q4"], params)
+            assert "LIMIT (20)" in sql and "%(termo)s" in sql
+            assert plans.explain(conn, sql, params)["Execution Time"] >= 0
+            assert set(plans.of_workload(seeded_url)) >= {"Q4", "Q8", "Q10"}
 
 
 class TestInTheRollout:

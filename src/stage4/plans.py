@@ -57,9 +57,10 @@ def explain(conn: Any, sql: str, params: Mapping[str, Any] | None = None) -> Pla
     return plan
 
 
-def sql_of(conn: Any, query: Any) -> str:
+def sql_of(conn: Any, query: Any, params: Mapping[str, Any] | None = None) -> str:
     """What to explain for a workload query: the live body's query of a geo read's RPC
-    (``ddl.functions.query_of``), else what the app sends."""
+    (``ddl.functions.query_of``; an argument the call leaves out of ``params`` takes its
+    default), else what the app sends."""
     from stage4.config import settings
     from stage4.ddl import functions
 
@@ -70,7 +71,8 @@ def sql_of(conn: Any, query: Any) -> str:
     row = conn.execute(
         "SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)", (fn.identity,)
     ).fetchone()
-    return (functions.query_of(row[0], fn.args) if row else None) or query.sql
+    given = None if params is None else set(params)
+    return (functions.query_of(row[0], fn.args, given) if row else None) or query.sql
 
 
 def walk(plan: Plan, depth: int = 0) -> Iterator[tuple[int, Plan]]:
@@ -167,7 +169,7 @@ def of_workload(url: str, seed: int = 42) -> dict[str, Plan]:
             return out
         for qid, query in workload.as_sent(conn, s, workload.queries(s)).items():
             params = workload.parameters(qid, anchors, 1, seed)[0]
-            out[qid] = explain(conn, sql_of(conn, query), params)
+            out[qid] = explain(conn, sql_of(conn, query, params), params)
         conn.rollback()
     return out
 

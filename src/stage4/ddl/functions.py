@@ -10,6 +10,7 @@ shadowed through the path.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from stage4.config import Settings
@@ -189,15 +190,19 @@ def per_call_if(condition: str, sql: str, otherwise: str) -> str:
     )
 
 
-def query_of(body: str, args: str) -> str | None:
+def query_of(body: str, args: str, given: Collection[str] | None = None) -> str | None:
     """The query a ``per_call`` body runs, its arguments as ``%(name)s`` placeholders again
-    (what EXPLAIN can show inside the call); None for a body of another form."""
+    (what EXPLAIN can show inside the call), those with a default that the call leaves out
+    (not in ``given``) as their default; None for a body of another form."""
     body = body.strip()
     if not (body.startswith(_HEAD) and body.endswith(_TAIL)):
         return None
     query = body[len(_HEAD) : -len(_TAIL)].replace("%", "%%")
-    for name in (a.split()[0] for a in args.split(",") if a.strip()):
-        query = re.sub(rf"(?<![\w.])(?<!%\(){name}(?!\w)", f"%({name})s", query)
+    for arg in (a.strip() for a in args.split(",") if a.strip()):
+        name, default = arg.split()[0], re.search(r"(?i)\bDEFAULT\s+(.+)$", arg)
+        left_out = given is not None and name not in given and default
+        value = f"({default.group(1)})" if left_out else f"%({name})s"
+        query = re.sub(rf"(?<![\w.])(?<!%\(){name}(?!\w)", value, query)
     return query
 
 
