@@ -19,8 +19,8 @@ it but the trigger (``SECURITY DEFINER``, executable by its owner only).
 
 What bypasses row triggers does not reach it (writes under ``session_replication_role
 = replica``, a partition dropped, detached or truncated by hand): opt5's promise compares
-it with the table's own counts, so ``stage4 drift`` and the gate name it; ``rebuild_sql``
-recounts.
+it with the table's own counts, so ``stage4 drift`` and the gate name it; stepping back to
+opt4 and up again recounts.
 """
 
 from __future__ import annotations
