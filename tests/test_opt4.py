@@ -17,7 +17,7 @@ import pytest
 from stage4 import migrations, snapshot
 from stage4.config import settings
 from stage4.db import engine
-from stage4.ddl import cron
+from stage4.ddl import cron, partitioning
 from stage4.errors import MigrationError
 from stage4.optimisations import future_partitions as fp
 
@@ -73,6 +73,19 @@ class TestUpgrade:
             ).fetchone()[0]
             assert misplaced == 0
             assert snapshot.data(conn) == data_before  # every row kept, unchanged
+            # every partition, opt1's and the routine's, keeps a smaller geometry histogram
+            targets = conn.execute(
+                "SELECT DISTINCT a.attstattarget FROM pg_inherits i JOIN pg_attribute a "
+                "ON a.attrelid = i.inhrelid AND a.attname = %s WHERE i.inhparent = %s::regclass",
+                (S.geometry_column, S.qualified_table),
+            ).fetchall()
+            assert targets == [(partitioning.GEOMETRY_STATISTICS,)]
+            parent = conn.execute(
+                "SELECT attstattarget FROM pg_attribute WHERE attrelid = %s::regclass "
+                "AND attname = %s",
+                (S.qualified_table, S.geometry_column),
+            ).fetchone()[0]
+            assert parent == -1  # the table's own is the app's
 
     def test_routine_is_idempotent(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")

@@ -37,7 +37,7 @@ from dataclasses import replace
 from datetime import date
 
 from stage4.config import Settings
-from stage4.ddl import cron, literal, privileges
+from stage4.ddl import cron, literal, partitioning, privileges
 from stage4.ddl.functions import Function
 from stage4.ddl.matviews import MatView
 from stage4.optimisations.base import (
@@ -179,6 +179,8 @@ BEGIN
     EXECUTE format('CREATE TABLE %I.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
                    {literal(schema)}, part, parent, make_date(y, 1, 1), make_date(y + 1, 1, 1));
     created := format('%I.%I', {literal(schema)}, part)::regclass;
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET STATISTICS {partitioning.GEOMETRY_STATISTICS}',
+                   created, {literal(s.geometry_column)});
     IF moved > 0 THEN
       EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM stage4_moving',
                      parent, cols, cols);
