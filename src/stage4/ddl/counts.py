@@ -28,9 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stage4.config import Settings
-from stage4.ddl import literal
+from stage4.ddl import literal, sync
 from stage4.ddl.matviews import grants_sql, lineage
-from stage4.ddl.privileges import function_owner_only_plpgsql
 
 
 @dataclass(frozen=True)
@@ -125,12 +124,7 @@ $fn$"""
             f"CREATE TABLE {k} (mes date NOT NULL, categoria text, total bigint NOT NULL, "
             f"CONSTRAINT {self.key} UNIQUE NULLS NOT DISTINCT (mes, categoria))",
             self._sync_sql(),
-            f"DO $acl$\nDECLARE r record;\nBEGIN\n  {function_owner_only_plpgsql(self.sync_function)}"
-            "\nEND\n$acl$",
-            f"CREATE TRIGGER {self.trigger} AFTER INSERT OR DELETE OR UPDATE OF {d}, categoria "
-            f"ON {self.source} FOR EACH ROW EXECUTE FUNCTION {self.sync_function}",
-            f"CREATE TRIGGER {self.trigger}_truncate AFTER TRUNCATE ON {self.source} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION {self.sync_function}",
+            *sync.triggers_sql(self.source, self.trigger, self.sync_function, f"{d}, categoria"),
             self.rebuild_sql(),
             grants_sql(self.source, k, self.reveals),
             f"ANALYZE {k}",
@@ -151,22 +145,18 @@ $count$"""
 
     def drop_sql(self) -> list[str]:
         """Its triggers, the table and its function."""
-        return [
-            f"DROP TRIGGER IF EXISTS {self.trigger} ON {self.source}",
-            f"DROP TRIGGER IF EXISTS {self.trigger}_truncate ON {self.source}",
-            f"DROP TABLE IF EXISTS {self.qualified}",
-            f"DROP FUNCTION IF EXISTS {self.sync_function}",
-        ]
+        return sync.drop_sql(self.source, self.trigger, self.qualified, self.sync_function)
 
     def kept_sql(self) -> str:
         """SQL boolean: the trigger is there and enabled, and the table holds exactly the
-        counts ``GROUP BY`` gives (read by the caller: its own rows under RLS)."""
-        t = self._grouped()
-        k = f"SELECT mes, categoria, total FROM {self.qualified}"
+        counts ``GROUP BY`` gives (read by the caller: its own rows under RLS; the table
+        aggregated once)."""
         return (
             f"EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = {literal(self.source)}::regclass "
             f"AND tgname = {literal(self.trigger)} AND tgenabled <> 'D') "
-            f"AND NOT EXISTS (({k}) EXCEPT ({t})) AND NOT EXISTS (({t}) EXCEPT ({k}))"
+            f"AND (WITH t AS MATERIALIZED ({self._grouped()}), "
+            f"k AS (SELECT mes, categoria, total FROM {self.qualified}) "
+            "SELECT NOT EXISTS (TABLE k EXCEPT TABLE t) AND NOT EXISTS (TABLE t EXCEPT TABLE k))"
         )
 
     def body(self) -> str:

@@ -205,9 +205,9 @@ USAGE_MEMO = "stage4: USAGE on this schema granted to the readers of its views: 
 def usage_sql(views: list[MatView], memo_on: MatView, also: tuple[str, ...] = ()) -> str:
     """USAGE on the views' schema for each role (or PUBLIC) that ``grants_sql`` let read one
     of them or of the relations ``also`` names (table or column grant) and that lacks it;
-    the roles granted are named in
-    ``memo_on``'s comment. Nothing else there is readable by them: every other object of
-    the schema is its owner's only. One DO block, so offline ``--sql`` renders it too."""
+    the roles granted are named in ``memo_on``'s comment. Nothing else there is readable
+    by them: every other object of the schema is its owner's only. One DO block, so
+    offline ``--sql`` renders it too."""
     schema = views[0].schema
     oids = ", ".join(f"'{name}'::regclass" for name in (*(v.qualified for v in views), *also))
     return f"""DO $use$

@@ -37,9 +37,8 @@ from __future__ import annotations
 
 from stage4 import queries
 from stage4.config import Settings
-from stage4.ddl import literal
+from stage4.ddl import literal, sync
 from stage4.ddl.matviews import revoke_usage_sql
-from stage4.ddl.privileges import function_owner_only_plpgsql
 
 USAGE_MEMO = "stage4: USAGE on this schema granted to the readers of this table: "
 
@@ -166,12 +165,7 @@ $copy$""",
         f"ALTER TABLE {k} ADD CONSTRAINT {name}_pkey PRIMARY KEY (id, {s.time_column})",
         f"CREATE INDEX {name}_geom ON {k} USING gist ({s.geometry_column})",
         _sync_sql(s),
-        f"DO $acl$\nDECLARE r record;\nBEGIN\n  {function_owner_only_plpgsql(sync_function(s))}\n"
-        "END\n$acl$",
-        f"CREATE TRIGGER {trigger(s)} AFTER INSERT OR DELETE OR UPDATE OF {cols} "
-        f"ON {source} FOR EACH ROW EXECUTE FUNCTION {sync_function(s)}",
-        f"CREATE TRIGGER {trigger(s)}_truncate AFTER TRUNCATE ON {source} "
-        f"FOR EACH STATEMENT EXECUTE FUNCTION {sync_function(s)}",
+        *sync.triggers_sql(source, trigger(s), sync_function(s), cols),
     ]
 
 
@@ -196,10 +190,7 @@ def drop_sql(s: Settings) -> list[str]:
     k = table(s)
     return [
         revoke_usage_sql(k, USAGE_MEMO, s.own_schema),
-        f"DROP TRIGGER IF EXISTS {trigger(s)} ON {s.qualified_table}",
-        f"DROP TRIGGER IF EXISTS {trigger(s)}_truncate ON {s.qualified_table}",
-        f"DROP TABLE IF EXISTS {k}",
-        f"DROP FUNCTION IF EXISTS {sync_function(s)}",
+        *sync.drop_sql(s.qualified_table, trigger(s), k, sync_function(s)),
     ]
 
 
