@@ -19,11 +19,11 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from stage4 import livewrites, version_table
 from stage4.config import check_duration, redact, settings, sqlalchemy_url
 from stage4.errors import Stage4Error
-from stage4.locks import alembic_guard
-from stage4.migrations import SETTINGS_KEY
+from stage4.plumbing import livewrites, version_table
+from stage4.plumbing.locks import alembic_guard
+from stage4.plumbing.migrations import SETTINGS_KEY
 
 config = context.config
 xargs = context.get_x_argument(as_dictionary=True)
@@ -121,7 +121,7 @@ def run_migrations_online() -> None:
         with given.connect() as connection:
             _run(connection, session)
         return
-    from stage4.db import engine, resolve_url
+    from stage4.plumbing.db import engine, resolve_url
 
     url = resolve_url(xargs.get("url"))
     eng = engine(url)
@@ -129,8 +129,8 @@ def run_migrations_online() -> None:
         try:
             connection = eng.connect()
         except Exception as e:  # the driver's error, as one redacted line
-            from stage4.db import explain
             from stage4.errors import ConnectError
+            from stage4.plumbing.db import explain
 
             raise ConnectError(explain(url, getattr(e, "orig", None) or e)) from None
         with connection:

@@ -16,9 +16,9 @@ def seeded_cluster(features: int, home: str | None = None) -> str:
     """Start (creating if needed) a cluster under /tmp and return the URL of a database
     at revision ``schema`` holding exactly ``features`` seeded rows (re-seeded if not)."""
     os.environ["STAGE4_HOME"] = home or f"/tmp/stage4-bench-{features}"
-    from stage4 import migrations
-    from stage4.cluster import Cluster
     from stage4.config import settings
+    from stage4.plumbing import migrations
+    from stage4.plumbing.cluster import Cluster
 
     s = settings()
     cluster = Cluster.from_settings(s)
@@ -35,8 +35,8 @@ def reseed(url: str, s, features: int) -> float | None:
     when it had other data); the seconds the seed took, or None when nothing had to change."""
     import time
 
-    from stage4 import seed
-    from stage4.db import connect
+    from stage4.plumbing import seed
+    from stage4.plumbing.db import connect
 
     with connect(url, autocommit=True) as conn:
         have = conn.execute(f"SELECT count(*) FROM {s.qualified_table}").fetchone()[0]
@@ -51,8 +51,8 @@ def reseed(url: str, s, features: int) -> float | None:
 
 
 def stop(home: str | None = None) -> None:
-    from stage4.cluster import Cluster
     from stage4.config import settings
+    from stage4.plumbing.cluster import Cluster
 
     if home:
         os.environ["STAGE4_HOME"] = home

@@ -30,9 +30,9 @@ def main() -> None:
     t0 = time.perf_counter()
     url = seeded_cluster(args.features)
     seeded = time.perf_counter() - t0
-    from stage4 import bench, stats, store
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.measure import bench, stats, store
+    from stage4.plumbing.db import connect
 
     s = settings()
     base = bench.run(url, label="BASELINE")

@@ -10,7 +10,7 @@ monitor, and the check that nothing the writer committed was lost.
   what, holding which strong table locks;
 * ``Live``: the three running together, and ``check``: the writer paused, the whole table
   compared row by row with its state before plus every committed write;
-* ``step``: one ``stage4.migrations`` step under an unpaced writer and reader.
+* ``step``: one ``stage4.plumbing.migrations`` step under an unpaced writer and reader.
 """
 
 from __future__ import annotations
@@ -391,9 +391,9 @@ def step(
     max_ops: int = 100_000,
     after_s: float = 0.3,
 ) -> dict:
-    """One ``stage4.migrations`` step (so a test can pass ``batch_rows``) under an unpaced
+    """One ``stage4.plumbing.migrations`` step (so a test can pass ``batch_rows``) under an unpaced
     writer and reader, the table compared with its state before plus the writer's log."""
-    from stage4 import migrations
+    from stage4.plumbing import migrations
 
     with psycopg.connect(url) as conn:
         before = table_state(conn)

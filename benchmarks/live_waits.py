@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.live_waits --features 1000000
 
 On a private embedded cluster (``--home``, default ``/tmp/stage4-waits-<N>``; or ``--url``
-SERVER_URL: a scratch database beside it) seeded with ``stage4.seed`` (seed 42) at
+SERVER_URL: a scratch database beside it) seeded with ``stage4.plumbing.seed`` (seed 42) at
 revision ``schema``, the app of ``benchmarks.live_app`` (a writer at ``--writes-per-s``, a
 reader every ``--read-every`` seconds, a lock monitor) runs over loopback while the chain
 is walked one revision at a time: upgrade opt1 … opt5, then downgrade back to ``schema``.
@@ -127,7 +127,8 @@ def verdict(steps: list[dict]) -> dict:
 def apply_step(url: str, direction: str, rev: str, target: str) -> dict:
     """The step as `stage4` runs it: {step_s, settled, and metrics and notes (upgrade)
     or checks (downgrade)}."""
-    from stage4 import gate, locks, migrations, retry
+    from stage4.plumbing import locks, migrations, retry
+    from stage4.rollout import gate
 
     if direction == "down":
         done = gate.downgrade(url, target)
@@ -200,7 +201,7 @@ def walk(
 ) -> list[dict]:
     """The whole chain up and down with the app running; a failed step ends the walk up
     (the walk down starts from where the database is)."""
-    from stage4 import migrations
+    from stage4.plumbing import migrations
 
     out: list[dict] = []
     with Live(url, writes_per_s, read_every) as live:
@@ -419,11 +420,11 @@ def write_markdown(text: str) -> None:
 def prepare(args) -> tuple[str, object]:
     """The URL of a database at ``schema`` freshly seeded with ``--features`` rows, and
     what to call when done (stop the cluster / drop the scratch database)."""
-    from stage4 import migrations, seed
     from stage4.config import settings
+    from stage4.plumbing import migrations, seed
 
     if args.url:
-        from stage4.db import resolve_url
+        from stage4.plumbing.db import resolve_url
 
         base = resolve_url(args.url)
         url = urlunsplit(urlsplit(base)._replace(path="/live_waits"))  # keeps ?passfile=
@@ -436,7 +437,7 @@ def prepare(args) -> tuple[str, object]:
                 admin.execute("DROP DATABASE IF EXISTS live_waits WITH (FORCE)")
     else:
         os.environ["STAGE4_HOME"] = args.home or f"/tmp/stage4-waits-{args.features}"
-        from stage4.cluster import Cluster
+        from stage4.plumbing.cluster import Cluster
 
         cluster = Cluster.from_settings(settings())
         cluster.ensure_started()

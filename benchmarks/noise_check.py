@@ -19,7 +19,7 @@ import json
 import time
 
 from benchmarks._cluster import RESULTS, seeded_cluster
-from stage4.gate import GateOptions
+from stage4.rollout.gate import GateOptions
 
 GATE_MIN_DELTA_MS = GateOptions().min_delta_ms
 
@@ -30,11 +30,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=20)
     args = ap.parse_args()
     url = seeded_cluster(args.features)
-    from stage4 import bench, stats
+    from stage4.measure import bench, stats
 
     t0 = time.perf_counter()
-    from stage4 import store
-    from stage4.db import connect
+    from stage4.measure import store
+    from stage4.plumbing.db import connect
 
     base = bench.run(url, label="NOISE_BASE")
     with connect(url, autocommit=True) as conn:  # as the gate does: later runs use its control

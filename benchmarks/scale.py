@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.scale --features 1000000
 
 On a private embedded cluster (``STAGE4_HOME=/tmp/perf-pg-<N>``), seeded with
-``stage4.seed`` (seed 42) at revision ``schema``:
+``stage4.plumbing.seed`` (seed 42) at revision ``schema``:
 
 1. default bench at ``schema`` (the baseline: GiST on geom, btree on date and category,
    the app's queries);
@@ -51,9 +51,10 @@ import sys
 import time
 from pathlib import Path
 
-from stage4 import migrations, optimisations
+from stage4 import optimisations
+from stage4.measure.workload import TITLES
+from stage4.plumbing import migrations
 from stage4.queries import REST, is_write
-from stage4.workload import TITLES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -94,7 +95,7 @@ SCRATCH = "scale_ref"  # the schema a reference builds its copies in
 def time_reference(url: str, s, rev: str, direction: str) -> float:
     """Seconds the bare work of ``rev``'s step takes (its unit's ``reference``): timed in a
     transaction then rolled back, or committed on copies built untimed beforehand."""
-    from stage4.db import connect
+    from stage4.plumbing.db import connect
 
     with connect(url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {SCRATCH} CASCADE")
@@ -121,7 +122,7 @@ def quiesce(url: str, limit_s: float = 300) -> None:
     From opt5 on, pg_cron refreshes a view every 5 minutes (at 1M features the tile
     view's refresh takes tens of seconds); a step timed meanwhile would measure its wait for that lock (or fail on the
     lock timeout, as `stage4` does on purpose), not its own work."""
-    from stage4.db import connect
+    from stage4.plumbing.db import connect
 
     deadline = time.monotonic() + limit_s
     with connect(url, autocommit=True) as conn:
@@ -138,11 +139,11 @@ def quiesce(url: str, limit_s: float = 300) -> None:
 
 
 def fresh(url: str, s, applied: list[str]) -> dict:
-    """The canary check of ``stage4.freshness`` on the database as the app finds it (no
+    """The canary check of ``stage4.measure.freshness`` on the database as the app finds it (no
     refresh first): per query fresh or not, and the staleness budgets ``applied``
     revisions declare."""
-    from stage4 import freshness, workload
-    from stage4.db import connect
+    from stage4.measure import freshness, workload
+    from stage4.plumbing.db import connect
 
     with connect(url, autocommit=True) as conn:
         checked = freshness.check(conn, s, workload.sample_anchors(conn, s))
@@ -207,7 +208,7 @@ def clone_home(cluster, dst: Path) -> None:
     The clone keeps the database at ``schema`` for the same-window comparison."""
     import shutil
 
-    from stage4.cluster import free_port
+    from stage4.plumbing.cluster import free_port
 
     cluster.stop()
     if dst.exists():
@@ -232,8 +233,8 @@ def ab_compare(
 
     The throughput phase runs ``qps_seconds`` (the bench's default is 5 s): at 1M features
     one heavy Q9 call takes 2 s at schema, so in 5 s a few random picks of it decide QPS."""
-    from stage4 import bench, stats
-    from stage4.cluster import Cluster
+    from stage4.measure import bench, stats
+    from stage4.plumbing.cluster import Cluster
 
     clone = Cluster(home=ab_home)
     clone.start()
@@ -271,7 +272,7 @@ def round_trip_ms(url: str, n: int = 200) -> float:
     BEGIN, version read, its two statements, version update, COMMIT; server log with
     log_statement=all), its reference 4; the rest of its gap is Alembic's Python."""
     from benchmarks._timing import median_ms
-    from stage4.db import connect
+    from stage4.plumbing.db import connect
 
     with connect(url, autocommit=True) as conn:
         return median_ms(conn, "SELECT 1", n=n)
@@ -474,7 +475,7 @@ def markdown(result: dict, command: str) -> str:
         f"(`{result.get('workload') or 'none'}`) are sent with the same text at every "
         "revision (SQL), or called with the same signature (RPC: a revision may re-point its "
         "body). Materialized views are read as the app finds them, never refreshed first, "
-        "and every query's freshness is checked with canary rows (`stage4.freshness`): a "
+        "and every query's freshness is checked with canary rows (`stage4.measure.freshness`): a "
         "read served from a view that misses a row inserted now is marked *stale*, with "
         "the revision that declares its staleness budget (the gate accepts it only with "
         "`--accept-stale`). Rewrites that would need the app to change its SQL are listed "
@@ -634,10 +635,11 @@ def main() -> None:
         write_markdown(markdown(result, command(n, result["home"])))
         return
     os.environ["STAGE4_HOME"] = args.home or f"/tmp/perf-pg-{n}"
-    from stage4 import bench, migrations
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.measure import bench
+    from stage4.plumbing import migrations
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
 
     s = settings()
     cluster = Cluster.from_settings(s)
@@ -701,9 +703,10 @@ def main() -> None:
 def _forward(url, s, result: dict, revisions: list[str], args) -> None:
     from types import SimpleNamespace
 
-    from stage4 import bench, migrations, stats
-    from stage4.db import connect
-    from stage4.gate import GateOptions
+    from stage4.measure import bench, stats
+    from stage4.plumbing import migrations
+    from stage4.plumbing.db import connect
+    from stage4.rollout.gate import GateOptions
 
     n = result["features"]
     with migrations.session(url):  # as `stage4 upgrade`: one connection for the steps
@@ -770,7 +773,7 @@ def command(n: int, home: str | None) -> str:
 
 
 def _finish(url, s, result: dict, n: int, args) -> None:
-    from stage4 import migrations
+    from stage4.plumbing import migrations
 
     with migrations.session(url):  # as `stage4 downgrade --to schema`: one connection
         for rev in reversed(REVISIONS):
@@ -806,7 +809,7 @@ REPEATS = 3
 def _time_again(url, s, rev: str, m: dict) -> None:
     """Upgrade ``rev`` again (untimed) and time its downgrade and reference until there are
     REPEATS of each; ``seconds`` and ``reference_s`` become the medians, samples kept."""
-    from stage4 import migrations
+    from stage4.plumbing import migrations
 
     steps, refs = [m["seconds"]], [m["reference_s"]]
     while len(steps) < REPEATS:

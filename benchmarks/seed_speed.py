@@ -20,10 +20,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stage4 import seed as seeding
 from stage4.config import settings
-from stage4.db import connect, engine
 from stage4.errors import Stage4Error
+from stage4.plumbing import seed as seeding
+from stage4.plumbing.db import connect, engine
 
 RESULT = Path(__file__).resolve().parent / "results" / "seed_speed.json"
 BENCH_HOME = Path("/tmp/stage4-bench")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = None
     url = args.url
     if url is None:
-        from stage4.cluster import Cluster
+        from stage4.plumbing.cluster import Cluster
 
         cluster = Cluster(BENCH_HOME, database="seedbench")
         cluster.ensure_started()

@@ -56,9 +56,11 @@ def main() -> None:
     # a kill ends the script through cpu_hogs' `finally`, so the hog never outlives it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     url = seeded_cluster(args.features, home=f"/tmp/stage4-agree-{args.features}")
-    from stage4 import bench, gate, migrations, store
-    from stage4.db import connect
     from stage4.errors import GateError
+    from stage4.measure import bench, store
+    from stage4.plumbing import migrations
+    from stage4.plumbing.db import connect
+    from stage4.rollout import gate
 
     t0 = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix=f"stage4-agree-{args.features}-"))
@@ -115,7 +117,7 @@ def main() -> None:
 
 def _install(work: Path, victim: str) -> None:
     """A copy of alembic/ holding `schema`, then `noop` and `slower2x` (test-only)."""
-    from stage4 import migrations
+    from stage4.plumbing import migrations
 
     dst = work / f"alembic-{victim}-{len(list(work.glob('alembic-*')))}"
     shutil.copytree(REAL_SCRIPTS, dst,
@@ -140,7 +142,7 @@ def _install(work: Path, victim: str) -> None:
 
 
 def _judge_rep(saved: dict, victim: str, hog: bool, load) -> dict:
-    from stage4 import report
+    from stage4.measure import report
 
     steps = {st["revision"]: st for st in saved["steps"]}
     noop, slow = steps.get("noop", {}), steps.get("slower2x", {})
@@ -193,8 +195,8 @@ def replay(features: int) -> None:
     """Each rule on the runs of the saved result: no-op GO and 2x caught, hog or not."""
     import math
 
-    from stage4 import stats, store
-    from stage4.db import connect
+    from stage4.measure import stats, store
+    from stage4.plumbing.db import connect
 
     saved = json.loads((RESULTS / f"verdict_agreement_{features}.json").read_text())
     url = seeded_cluster(features, home=f"/tmp/stage4-agree-{features}")

@@ -19,9 +19,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fixtures_supabase import SUPABASE
-from stage4 import migrations, seed, visibility
-from stage4.cluster import Cluster
+from stage4.catalog import visibility
 from stage4.config import settings
+from stage4.plumbing import migrations, seed
+from stage4.plumbing.cluster import Cluster
 
 FEATURES = 20_000
 

@@ -29,9 +29,9 @@ import psycopg
 import pytest
 
 from fixtures_supabase import SUPABASE
-from stage4 import migrations
-from stage4.cluster import PACKAGES, Cluster
 from stage4.config import settings
+from stage4.plumbing import migrations
+from stage4.plumbing.cluster import PACKAGES, Cluster
 
 TEMPLATE = "stage4_template"
 SEEDED = "stage4_seeded"
@@ -135,7 +135,7 @@ def server() -> Iterator[Server]:
     with psycopg.connect(srv.url(TEMPLATE), autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
     _create_db(srv, SEEDED, TEMPLATE)
-    from stage4 import seed
+    from stage4.plumbing import seed
 
     migrations.upgrade(srv.url(SEEDED), "schema")
     with psycopg.connect(srv.url(SEEDED)) as conn:
@@ -248,7 +248,7 @@ def alembic_config():
 @pytest.fixture
 def alembic_engine(seeded_url: str):
     """pytest-alembic: an engine on a fresh seeded database (it runs from base)."""
-    from stage4.db import engine
+    from stage4.plumbing.db import engine
 
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute("DROP TABLE stage4.alembic_version")

@@ -18,8 +18,9 @@ import pytest
 
 from conftest import ANY_SPEED
 from fixtures_supabase import POLICY
-from stage4 import gate, migrations
 from stage4.config import settings
+from stage4.plumbing import migrations
+from stage4.rollout import gate
 
 S = settings()
 FAST = ANY_SPEED

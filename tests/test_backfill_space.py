@@ -8,9 +8,9 @@ import logging
 import psycopg
 import pytest
 
-from stage4 import interrupts, migrations, seed
 from stage4.config import settings
 from stage4.ddl.backfill import Backfill
+from stage4.plumbing import interrupts, migrations, seed
 
 HEAP_BLOCKS = (
     "SELECT relid::regclass::text, pg_relation_size(relid) / 8192 "
@@ -86,6 +86,7 @@ def _backfill(conn, **kw) -> Backfill:
     return Backfill(conn, TABLE, "done = 1", "done IS NULL", target_s=0.0001, first_blocks=4, **kw)
 
 
+@pytest.mark.slow
 def test_a_vacuum_it_cannot_lock_is_skipped(filled, db_url, caplog):
     """Another session holds SHARE UPDATE EXCLUSIVE on the table (as autovacuum would):
     each VACUUM gives up after lock_timeout, is skipped and said, and the backfill fills

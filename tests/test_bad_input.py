@@ -19,9 +19,10 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from stage4 import migrations, preflight
 from stage4.cli import app
 from stage4.config import settings
+from stage4.plumbing import migrations
+from stage4.rollout import preflight
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ROLE, PASSWORD = "stage4_pw", "Pw-7d1e-correct"
@@ -182,6 +183,7 @@ class TestPreflight:
         assert not (tmp / "reports").exists(), "a refused upgrade writes no report folder"
         return reason
 
+    @pytest.mark.slow
     def test_postgis_not_installed_in_this_database(self, seeded_url: str, tmp_path: Path):
         _sql(seeded_url, "DROP EXTENSION postgis CASCADE")  # the server still has it
         assert self._refused(seeded_url, tmp_path) == REFUSED + (
@@ -189,12 +191,14 @@ class TestPreflight:
             "(CREATE EXTENSION postgis); table contract: column geom is missing"
         )
 
+    @pytest.mark.slow
     def test_missing_column(self, seeded_url: str, tmp_path: Path) -> None:
         _sql(seeded_url, "ALTER TABLE geometrias DROP COLUMN categoria")
         assert self._refused(seeded_url, tmp_path) == REFUSED + (
             "table contract: column categoria is missing"
         )
 
+    @pytest.mark.slow
     def test_wrong_column_type(self, seeded_url: str, tmp_path: Path) -> None:
         _sql(seeded_url, "ALTER TABLE geometrias ALTER COLUMN data_referencia TYPE timestamp")
         assert self._refused(seeded_url, tmp_path) == REFUSED + (

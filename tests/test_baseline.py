@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stage4 import baseline, bench
+from stage4.measure import baseline, bench
 
 FAST = {"iterations": 1, "concurrency": 1, "duration": 1.0}
 
@@ -49,9 +49,9 @@ def test_two_stored_runs_print_one_ratio_per_query(seeded_url: str) -> None:
     import psycopg
     from typer.testing import CliRunner
 
-    from stage4 import stats
     from stage4.cli import app
     from stage4.config import settings
+    from stage4.measure import stats
 
     base = bench.run(seeded_url, label="BASELINE", **{**FAST, "iterations": 3})
     baseline.choose(seeded_url, base.run_id, force=True, workload=None, measure=pytest.fail)

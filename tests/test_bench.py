@@ -11,11 +11,11 @@ import json
 import psycopg
 import pytest
 
-from stage4 import bench, stats, store, throughput, workload
 from stage4.config import settings
-from stage4.metrics import export
+from stage4.measure import bench, stats, store, throughput, workload
+from stage4.measure.metrics import export
+from stage4.measure.workload import Rewrite
 from stage4.queries import write_sql
-from stage4.workload import Rewrite
 
 QIDS = [f"Q{i}" for i in range(1, 11)]
 REST = ["R1", "R2", "R3"]  # PostgREST's table reads, prepared

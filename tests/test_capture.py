@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from stage4.cli import app
-from stage4.workload import load_dir, parse_file
+from stage4.measure.workload import load_dir, parse_file
 
 runner = CliRunner()
 

@@ -13,8 +13,10 @@ import psycopg
 import pytest
 
 from fixtures_supabase import API_ROLES, HAND_GRANTED
-from stage4 import migrations, snapshot, workload
+from stage4.catalog import snapshot
 from stage4.config import settings
+from stage4.measure import workload
+from stage4.plumbing import migrations
 
 S = settings()
 RPCS = ("buscar_geometrias", "contagem_mensal", "tile_mvt")

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from stage4 import backup
 from stage4.cli import app
 from stage4.config import settings
+from stage4.rollout import backup
 
 
 def _old_dump(folder: Path, name: str, age_s: float) -> Path:

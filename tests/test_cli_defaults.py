@@ -20,9 +20,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from stage4 import backup, cli, locks, migrations, status, store
+from stage4 import cli
 from stage4.config import settings
-from stage4.rollout import GateOptions
+from stage4.measure import store
+from stage4.plumbing import locks, migrations
+from stage4.rollout import backup, status
+from stage4.rollout.record import GateOptions
 from test_gate import FAST, scripts  # noqa: F401  (scripts: the fixture, used by name)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -300,6 +303,7 @@ def test_the_restore_command_quotes_a_path_with_a_space_and_a_substitution(
 
 
 # ------------------------------------------------------------------ status: the baseline
+@pytest.mark.slow
 def test_status_finds_the_baseline_after_many_runs(seeded_url: str) -> None:
     s = settings()
     b = s.bench_schema
@@ -432,7 +436,7 @@ def test_no_gate_says_what_the_gate_would_have_refused(
 
 @pytest.mark.slow
 def test_accepted_drift_is_said_once(seeded_url: str, tmp_path: Path) -> None:
-    from stage4 import drift
+    from stage4.catalog import drift
 
     drift.record(seeded_url)
     with psycopg.connect(seeded_url, autocommit=True) as conn:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stage4 import migrations
 from stage4.config import redact
+from stage4.plumbing import migrations
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,8 +21,8 @@ import typer
 from alembic.config import CommandLine
 from typer.testing import CliRunner
 
-from stage4 import migrations
 from stage4.cli import app
+from stage4.plumbing import migrations
 
 ROOT = Path(__file__).resolve().parents[1]
 # A hint starts after a backtick, a bracket, a comma or a lead-in, and ends at the next of these.

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from stage4 import migrations
 from stage4.cli import app
+from stage4.plumbing import migrations
 
 
 def _plan(*args: str):

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from stage4.cli import app
-from stage4.cluster import Cluster
 from stage4.errors import ClusterError
+from stage4.plumbing.cluster import Cluster
 
 
 @pytest.fixture

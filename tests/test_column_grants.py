@@ -16,11 +16,13 @@ from psycopg import errors
 
 from conftest import revision
 from fixtures_supabase import COLUMN_GRANTS
-from stage4 import gate, migrations, rpc_access, visibility
+from stage4.catalog import rpc_access, visibility
 from stage4.config import settings
 from stage4.ddl import functions, matviews
 from stage4.errors import GateError
 from stage4.optimisations import aggregates as agg
+from stage4.plumbing import migrations
+from stage4.rollout import gate
 
 S = settings()
 T = S.qualified_table
@@ -46,6 +48,7 @@ def _as(conn, role: str, sql: str):
         return str(e).strip()
 
 
+@pytest.mark.slow
 def test_every_rpc_anon_calls_at_schema_it_calls_at_opt5(supabase_url: str) -> None:
     with psycopg.connect(supabase_url, autocommit=True) as conn:
         assert not conn.execute(f"SELECT relrowsecurity FROM pg_class WHERE oid = '{T}'::regclass").fetchone()[0]  # fmt: skip

@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stage4 import migrations, seed
 from stage4.config import settings
+from stage4.plumbing import migrations, seed
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "live_app.py"
 

@@ -14,10 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ANY_SPEED
-from stage4 import cli, drift, gate, migrations
+from stage4 import cli
+from stage4.catalog import drift
 from stage4.config import settings
 from stage4.ddl import functions
 from stage4.errors import PreflightError
+from stage4.plumbing import migrations
+from stage4.rollout import gate
 
 runner = CliRunner()
 GIST_GONE = "index public.geometrias_geom_gist on public.geometrias: missing"

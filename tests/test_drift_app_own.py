@@ -10,9 +10,12 @@ from typer.testing import CliRunner
 
 from conftest import ANY_SPEED
 from fixtures_supabase import ROLES
-from stage4 import cli, drift, gate, migrations, seed
+from stage4 import cli
+from stage4.catalog import drift
 from stage4.config import settings
 from stage4.errors import PreflightError
+from stage4.plumbing import migrations, seed
+from stage4.rollout import gate
 
 runner = CliRunner()
 FAST = ANY_SPEED

@@ -9,10 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stage4 import freshness, gate, migrations, workload
 from stage4.config import settings
 from stage4.ddl import functions
 from stage4.errors import GateError
+from stage4.measure import freshness, workload
+from stage4.plumbing import migrations
+from stage4.rollout import gate
 
 S = settings()
 MONTHLY = (
@@ -62,6 +64,7 @@ class TestCanaries:
         _repoint_q8(seeded_url, "VIEW")  # a plain view: computed from the table at each read
         assert _check(seeded_url)["Q8"].fresh
 
+    @pytest.mark.slow
     def test_the_chain_serves_every_read_fresh_and_declares_nothing(self, seeded_url) -> None:
         migrations.upgrade(seeded_url, "opt5")
         checked = _check(seeded_url)

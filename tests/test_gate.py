@@ -17,9 +17,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stage4 import gate, migrations, queries, snapshot, workload
+from stage4 import queries
+from stage4.catalog import snapshot
 from stage4.config import settings
 from stage4.errors import ConfigError, GateError
+from stage4.measure import workload
+from stage4.plumbing import migrations
+from stage4.rollout import gate
 
 FAST = {"iterations": 6, "concurrency": 2, "duration": 1.0}
 
@@ -364,7 +368,7 @@ class TestStatusOfAnUnfinishedRollout:
         import subprocess
         import sys
 
-        from stage4 import status
+        from stage4.rollout import status
 
         done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)  # fmt: skip
@@ -376,13 +380,13 @@ class TestStatusOfAnUnfinishedRollout:
         import os
         import socket
 
-        from stage4 import status
+        from stage4.rollout import status
 
         reports = self._write(tmp_path, pid=os.getpid(), host=socket.gethostname())
         assert status.last_rollout(reports)["outcome"] == "running"
 
     def test_a_rollout_without_its_process_is_not_called_running(self, tmp_path: Path) -> None:
-        from stage4 import status
+        from stage4.rollout import status
 
         reports = self._write(tmp_path)  # as written before rollouts recorded their pid
         assert status.last_rollout(reports)["outcome"] == (
@@ -390,7 +394,7 @@ class TestStatusOfAnUnfinishedRollout:
         )
 
     def test_only_this_databases_rollouts_count(self, tmp_path: Path) -> None:
-        from stage4 import status
+        from stage4.rollout import status
 
         reports = self._write(tmp_path, database="postgres@127.0.0.1:5432/app")
         newer = reports / "20260102-000000"

@@ -21,7 +21,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stage4 import migrations, snapshot
+from stage4.catalog import snapshot
+from stage4.plumbing import migrations
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CHILD = """
@@ -454,8 +455,8 @@ def test_an_interrupt_swallowed_where_it_arrived_still_stops_the_next_phase():
     """Python prints "Exception ignored in ..." and goes on when a signal's KeyboardInterrupt
     is raised inside a finaliser or a callback; the rollout must still stop at its next phase
     instead of finishing as if nothing had happened."""
-    from stage4 import interrupts
-    from stage4.rollout import Said
+    from stage4.plumbing import interrupts
+    from stage4.rollout.record import Said
 
     say = Said("pre-flight", "starting")
     with interrupts.sigterm_as_interrupt():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from stage4 import livewrites
 from stage4.config import settings
-from stage4.db import engine
 from stage4.errors import MigrationError
+from stage4.plumbing import livewrites
+from stage4.plumbing.db import engine
 
 COLS = ["id", "nome", "geom"]
 

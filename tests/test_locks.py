@@ -14,9 +14,10 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from stage4 import locks, migrations, snapshot
+from stage4.catalog import snapshot
 from stage4.cli import app
 from stage4.errors import MigrationError
+from stage4.plumbing import locks, migrations
 
 INSERT = (
     "INSERT INTO geometrias (nome, categoria, data_referencia, geom) "
@@ -129,7 +130,7 @@ class TestUpgradeBlocked:
 
     def test_blocker_already_gone_says_retry(self, seeded_url: str) -> None:
         """A lock timeout whose holder has finished by the time we look: say so, no pid."""
-        from stage4 import locks
+        from stage4.plumbing import locks
 
         assert locks.explain_timeout(seeded_url, "1s", "LOCK TABLE public.geometrias") == (
             "lock timeout (1s) waiting for a lock on public.geometrias; the session that held "
@@ -139,7 +140,7 @@ class TestUpgradeBlocked:
     @pytest.mark.slow
     def test_active_holder_shows_its_state(self, seeded_url: str) -> None:
         """A blocker running a long statement (not idle) is reported as active."""
-        from stage4 import locks
+        from stage4.plumbing import locks
 
         conn = psycopg.connect(seeded_url, application_name="blocking-app", autocommit=True)
         try:
@@ -333,6 +334,7 @@ class TestOneRolloutAtATime:
         migrations.downgrade(seeded_url, "schema")
         assert migrations.current(seeded_url) == "schema"
 
+    @pytest.mark.slow
     def test_an_alembic_command_holds_the_lock_while_it_runs(
         self, seeded_url: str, tmp_path: Path
     ) -> None:

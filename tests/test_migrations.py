@@ -10,7 +10,7 @@ from pytest_alembic.tests import (  # noqa: F401 - collected as tests
     test_upgrade,
 )
 
-from stage4 import migrations
+from stage4.plumbing import migrations
 
 
 def test_chain_is_linear_with_the_mission_ids() -> None:
@@ -76,7 +76,7 @@ def test_stage4_downgrade_checks_rows_and_promises(seeded_url: str) -> None:
 
 def _alembic_backends(url: str) -> list[tuple]:
     """(pid, state, holds a snapshot or xid) of stage4's Alembic connections to ``url``."""
-    from stage4.db import connect
+    from stage4.plumbing.db import connect
 
     with connect(url) as conn:
         return conn.execute(
@@ -89,7 +89,7 @@ def _alembic_backends(url: str) -> list[tuple]:
 def test_a_session_runs_every_step_on_one_idle_connection(seeded_url: str) -> None:
     """One connection for a multi-step rollout/rollback, holding no transaction between steps;
     the VACUUM after a step runs on it too, in autocommit, and leaves it transactional."""
-    from stage4.db import connect
+    from stage4.plumbing.db import connect
 
     with migrations.session(seeded_url):
         assert list(migrations.upgrade(seeded_url, "opt1")) == ["geometrias"]  # vacuumed
@@ -114,7 +114,7 @@ def test_a_session_runs_every_step_on_one_idle_connection(seeded_url: str) -> No
 def test_a_session_reconnects_when_the_server_dropped_its_connection(seeded_url: str) -> None:
     """An idle connection killed between steps (idle_session_timeout, a failover, a DBA)
     does not fail the next step: the session pings it and connects again."""
-    from stage4.db import connect
+    from stage4.plumbing.db import connect
 
     with migrations.session(seeded_url):
         migrations.upgrade(seeded_url, "opt1")
@@ -176,8 +176,8 @@ class TestDowngradeReach:
 
 
 def _content(url: str) -> str:
-    from stage4 import judging
     from stage4.config import settings
+    from stage4.rollout import judging
 
     with psycopg.connect(url) as conn:
         return judging.rows_hash(conn, settings())

@@ -7,9 +7,9 @@ import psycopg
 import pytest
 
 from fixtures_supabase import ANON_COLUMNS, DEFAULTS, POLICY, T
-from stage4 import migrations
 from stage4.config import settings
 from stage4.ddl import functions, nearest
+from stage4.plumbing import migrations
 from stage4.queries import base_sql
 
 S = settings()

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stage4 import gate, report, stats
-from stage4.metrics import BenchRun
+from stage4.measure import report, stats
+from stage4.measure.metrics import BenchRun
+from stage4.rollout import gate
 
 QUERIES = [f"Q{i}" for i in range(1, 11)]
 MEDIANS = dict(zip(QUERIES, [0.8, 3.0, 8.0, 4.8, 19.0, 0.5, 2.5, 12.0, 40.0, 25.0], strict=True))

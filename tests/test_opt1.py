@@ -9,10 +9,11 @@ import psycopg
 import pytest
 
 from fixtures_supabase import TO_CARRY_OVER
-from stage4 import migrations, snapshot
+from stage4.catalog import snapshot
 from stage4.config import settings
 from stage4.errors import MigrationError
 from stage4.optimisations import partition_by_year
+from stage4.plumbing import migrations
 
 T = "public.geometrias"
 YEARS = range(2020, 2029)

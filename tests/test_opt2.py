@@ -13,11 +13,12 @@ import psycopg
 import pytest
 
 from fixtures_supabase import ROLES
-from stage4 import migrations, snapshot
+from stage4.catalog import snapshot
 from stage4.config import settings
 from stage4.ddl import functions
 from stage4.errors import MigrationError
 from stage4.optimisations import gis_columns
+from stage4.plumbing import migrations
 from stage4.queries import base_sql
 
 S = settings()
@@ -340,6 +341,7 @@ class TestOnline:
                         conn.execute(base[q], p).fetchall(), conn.execute(call, p).fetchall()
                     ), (q, p)
 
+    @pytest.mark.slow
     def test_a_failed_backfill_drops_what_it_added(self, seeded_url):
         """An app's row trigger that refuses updates of one row (the backfill is an UPDATE
         of every row) fails the backfill: the step fails with one line, and the database
@@ -493,6 +495,7 @@ class TestOnline:
         assert snapshot.diff(before, _snap(seeded_url)) == []
         assert _rows(seeded_url) == rows
 
+    @pytest.mark.slow
     def test_a_lost_connection_says_what_is_left_and_is_resumed(self, seeded_url):
         """The migration's session terminated mid-backfill: the columns cannot be dropped
         on it, so the error says where the database stands (one line), and the next

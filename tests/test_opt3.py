@@ -5,10 +5,12 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from stage4 import gate, migrations, snapshot, verify
+from stage4.catalog import snapshot, verify
 from stage4.config import settings
 from stage4.errors import Stage4Error
 from stage4.optimisations import search_matview
+from stage4.plumbing import migrations
+from stage4.rollout import gate
 
 S = settings()
 CALL = "SELECT * FROM buscar_geometrias(%s, %s, %s, %s, %s)"
@@ -104,6 +106,7 @@ def test_round_trip_same_results_and_the_index_on_every_partition(seeded_url):
     assert migrations.current(seeded_url) == "opt3"
 
 
+@pytest.mark.slow
 def test_the_search_plans_use_the_index(seeded_url):
     migrations.upgrade(seeded_url, "opt3")
     with psycopg.connect(seeded_url) as conn:
@@ -118,6 +121,7 @@ def test_the_search_plans_use_the_index(seeded_url):
     assert any(INDEX.name.removeprefix(S.table) in p for p in plans), plans
 
 
+@pytest.mark.slow
 def test_a_row_written_is_found_by_the_next_search(seeded_url):
     migrations.upgrade(seeded_url, "opt3")
     args = ("zebulon", *BOXES[0])
@@ -174,6 +178,7 @@ def test_nothing_new_in_public_and_rls_applies_as_before(seeded_url):
         assert conn.execute(relations).fetchall() == listed
 
 
+@pytest.mark.slow
 def test_the_apps_own_search_body_is_kept_and_said(seeded_url):
     migrations.upgrade(seeded_url, "opt2")
     fn = search_matview.functions.search(S)
@@ -194,6 +199,7 @@ def test_the_apps_own_search_body_is_kept_and_said(seeded_url):
     assert _function(seeded_url) == kept
 
 
+@pytest.mark.slow
 def test_an_index_of_the_same_name_is_refused(seeded_url):
     migrations.upgrade(seeded_url, "opt2")
     with psycopg.connect(seeded_url) as conn:

@@ -14,12 +14,13 @@ from datetime import date
 import psycopg
 import pytest
 
-from stage4 import migrations, snapshot
+from stage4.catalog import snapshot
 from stage4.config import settings
-from stage4.db import engine
 from stage4.ddl import cron, partitioning
 from stage4.errors import MigrationError
 from stage4.optimisations import future_partitions as fp
+from stage4.plumbing import migrations
+from stage4.plumbing.db import engine
 
 S = settings()
 HORIZON = max(date.today().year, S.last_year) + S.years_ahead
@@ -54,6 +55,7 @@ def _function_exists(conn: psycopg.Connection) -> bool:
 
 
 class TestUpgrade:
+    @pytest.mark.slow
     def test_creates_future_partitions_and_moves_their_rows(self, seeded_url):
         migrations.upgrade(seeded_url, "opt3")
         with psycopg.connect(seeded_url) as conn:
@@ -87,6 +89,7 @@ class TestUpgrade:
             ).fetchone()[0]
             assert parent == -1  # the table's own is the app's
 
+    @pytest.mark.slow
     def test_routine_is_idempotent(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")
         with psycopg.connect(seeded_url) as conn:
@@ -94,6 +97,7 @@ class TestUpgrade:
             assert conn.execute(fp.run_sql(S)).fetchall() == []
             assert snapshot.diff(before, snapshot.take(conn)) == []
 
+    @pytest.mark.slow
     def test_a_row_dated_2031_lands_in_its_own_partition(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")
         with psycopg.connect(seeded_url) as conn:
@@ -104,6 +108,7 @@ class TestUpgrade:
             ).fetchone()[0]
         assert where == f"{S.own_schema}.{S.table}_p2031"
 
+    @pytest.mark.slow
     def test_one_more_year_moves_that_years_rows(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")
         year = HORIZON + 1
@@ -116,6 +121,7 @@ class TestUpgrade:
             # its short attempts' lock_timeout is not left behind
             assert conn.execute("SHOW lock_timeout").fetchone()[0] == "3s"
 
+    @pytest.mark.slow
     def test_new_partition_is_its_owners_only(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")
         reader, stranger = f"reader_{os.getpid()}", f"stranger_{os.getpid()}"
@@ -146,6 +152,7 @@ class TestUpgrade:
                     conn.execute(f"DROP OWNED BY {role}")
                     conn.execute(f"DROP ROLE {role}")
 
+    @pytest.mark.slow
     def test_without_pg_cron_it_applies_and_says_the_routine_is_manual(self, seeded_url):
         notes: list[str] = []
         migrations.upgrade(seeded_url, "opt4", notes=notes)
@@ -176,6 +183,7 @@ class TestRefusals:
         finally:
             eng.dispose()
 
+    @pytest.mark.slow
     def test_negative_years_ahead_is_refused(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")
         with (

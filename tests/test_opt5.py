@@ -9,14 +9,15 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from stage4 import migrations, snapshot
+from stage4.catalog import snapshot
 from stage4.cli import app
 from stage4.config import settings
 from stage4.ddl import cron, functions
 from stage4.errors import MigrationError, Stage4Error
+from stage4.measure.workload import base_sql
 from stage4.optimisations import aggregates as agg
-from stage4.refresh import refresh_all
-from stage4.workload import base_sql
+from stage4.plumbing import migrations
+from stage4.plumbing.refresh import refresh_all
 
 S = settings()
 YEARS = [2016, 2020, 2024, 2028, 2030, 2040]
@@ -83,7 +84,7 @@ class TestUpgrade:
                     (view.qualified,),
                 ).fetchone()
                 assert (populated, unique) == (True, True), view.name
-            # vacuumed and analyzed once the step committed (stage4.migrations.settle):
+            # vacuumed and analyzed once the step committed (stage4.plumbing.migrations.settle):
             # statistics for the planner and a visibility map, before the gate's bench
             settled = conn.execute(
                 "SELECT relname FROM pg_stat_all_tables WHERE relid = ANY (%s::regclass[]) "
@@ -305,7 +306,7 @@ class TestUpgrade:
 
     @pytest.mark.slow
     def test_every_view_variant_returns_what_the_base_query_returns(self, at_opt4):
-        from stage4 import workload
+        from stage4.measure import workload
 
         migrations.upgrade(at_opt4, "opt5")
         catalogue = workload.queries(S)

@@ -8,11 +8,13 @@ from dataclasses import replace
 import psycopg
 import pytest
 
-from stage4 import migrations, optimisations, workload
+from stage4 import optimisations
 from stage4.config import settings
-from stage4.db import connect
 from stage4.ddl import functions
+from stage4.measure import workload
 from stage4.optimisations import Promise, Reference, Rewrite
+from stage4.plumbing import migrations
+from stage4.plumbing.db import connect
 
 S = settings()
 

@@ -17,13 +17,15 @@ from psycopg import errors
 from typer.testing import CliRunner
 
 from fixtures_supabase import POLICY, ROLES
-from stage4 import migrations, snapshot, status
+from stage4.catalog import snapshot
 from stage4.cli import app
 from stage4.config import settings
 from stage4.ddl import functions, nearest
 from stage4.optimisations import aggregates as agg
 from stage4.optimisations import future_partitions as fp
 from stage4.optimisations import gis_columns
+from stage4.plumbing import migrations
+from stage4.rollout import status
 
 S = settings()
 OWN = S.own_schema

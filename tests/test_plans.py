@@ -8,8 +8,9 @@ import json
 import psycopg
 import pytest
 
-from stage4 import migrations, plans, workload
 from stage4.config import settings
+from stage4.measure import plans, workload
+from stage4.plumbing import migrations
 
 INDEX = {
     "Node Type": "Index Scan",
@@ -140,8 +141,8 @@ class TestExplain:
 class TestInTheRollout:
     @pytest.mark.slow
     def test_every_step_reports_a_plan_for_every_query(self, seeded_url: str, tmp_path) -> None:
-        from stage4 import gate
         from stage4.errors import GateError
+        from stage4.rollout import gate
 
         opts = gate.GateOptions(
             backup=False, reports_dir=tmp_path, iterations=2, concurrency=1, duration=1.0
@@ -169,7 +170,8 @@ class TestInTheRollout:
 
     @pytest.mark.slow
     def test_a_slower_query_s_reason_cites_its_plan_change(self, seeded_url: str) -> None:
-        from stage4 import gate, judging, migrations
+        from stage4.plumbing import migrations
+        from stage4.rollout import gate, judging
 
         before = plans.of_workload(seeded_url)
         migrations.upgrade(seeded_url, "opt1")

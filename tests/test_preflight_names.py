@@ -11,9 +11,10 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from stage4 import migrations, preflight
 from stage4.cli import app
 from stage4.config import settings
+from stage4.plumbing import migrations
+from stage4.rollout import preflight
 
 REFUSED = "pre-flight refused (nothing was changed): "
 
@@ -120,6 +121,7 @@ def test_a_partition_with_other_bounds_is_not_the_steps(seeded_url: str) -> None
     )
 
 
+@pytest.mark.slow
 def test_a_dropped_or_retyped_column_of_the_contract_is_named(
     seeded_url: str, tmp_path: Path
 ) -> None:

@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from stage4 import gate, migrations
 from stage4.errors import GateError
+from stage4.plumbing import migrations
+from stage4.rollout import gate
 from test_gate import _opts, scripts  # noqa: F401  (scripts: the fixture, used by name)
 
 WIDE = {"threshold": 1.0, "min_delta_ms": 25}  # at 2,000 rows only a real change clears it

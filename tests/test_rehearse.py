@@ -9,9 +9,12 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from stage4 import bench, cli, migrations, seed, snapshot, store
+from stage4 import cli
+from stage4.catalog import snapshot
 from stage4.config import settings
 from stage4.errors import ConfigError
+from stage4.measure import bench, store
+from stage4.plumbing import migrations, seed
 
 runner = CliRunner()
 FAST = ["--iterations", "3", "--concurrency", "1", "--duration", "1"]
@@ -103,13 +106,13 @@ class TestRehearse:
 
 class TestRefusals:
     def test_the_source_is_not_a_scratch(self, seeded_url: str) -> None:
-        from stage4 import rehearse
+        from stage4.rollout import rehearse
 
         with pytest.raises(ConfigError, match=r"the scratch database is the source \("):
             rehearse.run(seeded_url, "opt1", scratch_url=seeded_url)
 
     def test_a_scratch_holding_the_app_is_refused(self, seeded_url: str, server) -> None:
-        from stage4 import rehearse
+        from stage4.rollout import rehearse
 
         other = server.url("stage4_seeded")
         with pytest.raises(ConfigError) as e:
@@ -132,7 +135,7 @@ class TestCopy:
     def test_a_sample_of_a_partitioned_table_with_generated_columns(
         self, seeded_url: str, db_url: str
     ) -> None:
-        from stage4 import rehearse
+        from stage4.rollout import rehearse
 
         migrations.upgrade(seeded_url, "opt2")  # partitions (opt1) and generated columns
         before = _state(seeded_url)

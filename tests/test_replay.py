@@ -14,9 +14,11 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from stage4 import cli, drift, migrations, optimisations
+from stage4 import cli, optimisations
+from stage4.catalog import drift
 from stage4.config import settings
 from stage4.optimisations import search_matview
+from stage4.plumbing import migrations
 
 runner = CliRunner()
 ROOT = Path(migrations.__file__).resolve().parents[2]
@@ -299,12 +301,13 @@ def test_a_chain_run_by_a_role_that_is_not_a_superuser_is_no_drift(db_url: str) 
     assert _scratch_left(db_url) == []
 
 
+@pytest.mark.slow
 def test_a_scratch_database_a_killed_replay_left_is_dropped(seeded_url: str) -> None:
     """One of a process of this host that is gone is dropped by the next replay; a running
     process's, and another host's, stay."""
     import os
 
-    from stage4 import replay
+    from stage4.catalog import replay
 
     done = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -326,6 +329,7 @@ def test_a_scratch_database_a_killed_replay_left_is_dropped(seeded_url: str) -> 
         _sql(seeded_url, *(f'DROP DATABASE IF EXISTS "{n}"' for n in left.values()))
 
 
+@pytest.mark.slow
 def test_status_reads_the_cached_replay_and_creates_nothing(seeded_url: str, _own_cache, tmp_path):
     """`stage4 status` is read-only: without a cached replay it compares with the record and
     says how to build one; after `stage4 drift`, it reads the replay that one cached."""

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stage4 import gate, report, stats
-from stage4.metrics import BenchRun, round_samples
+from stage4.measure import report, stats
+from stage4.measure.metrics import BenchRun, round_samples
+from stage4.rollout import gate
 
 QUERIES = [f"Q{i}" for i in range(1, 11)]
 ROUNDS, SETS = 12, 4

@@ -15,10 +15,12 @@ import psycopg
 import pytest
 
 from conftest import revision
-from stage4 import fingerprints, freshness, gate, migrations, workload
 from stage4.config import settings
 from stage4.ddl import functions
 from stage4.errors import GateError
+from stage4.measure import fingerprints, freshness, workload
+from stage4.plumbing import migrations
+from stage4.rollout import gate
 
 REPOINT = ("s = settings(); op.execute(functions.monthly_counts(s, source=functions."
            "monthly_counts(s).body.replace({old!r}, {new!r})).create_sql())")  # fmt: skip

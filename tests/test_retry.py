@@ -12,9 +12,10 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from stage4 import gate, migrations, retry
 from stage4.cli import app
 from stage4.errors import ConfigError
+from stage4.plumbing import migrations, retry
+from stage4.rollout import gate
 
 INSERT = (
     "INSERT INTO geometrias (nome, categoria, data_referencia, geom) "

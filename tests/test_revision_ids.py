@@ -59,7 +59,7 @@ def hits(source: str, filename: str) -> list[str]:
 
 def test_the_scan_covers_the_generic_modules_and_the_benchmarks():
     names = {p.relative_to(ROOT).as_posix() for p in scanned()}
-    assert {"src/stage4/report.py", "benchmarks/scale.py", "alembic/env.py"} <= names
+    assert {"src/stage4/measure/report.py", "benchmarks/scale.py", "alembic/env.py"} <= names
     assert not any(n.startswith(EXEMPT) for n in names)
 
 
@@ -83,8 +83,10 @@ def test_no_module_names_an_optimisation_revision(path):
 
 def test_the_registry_answers_what_generic_code_asked_by_id():
     """What report, freshness, pre-flight and the benchmarks ask instead of naming ids."""
-    from stage4 import migrations, optimisations, report
-    from stage4.workload import TITLES
+    from stage4 import optimisations
+    from stage4.measure import report
+    from stage4.measure.workload import TITLES
+    from stage4.plumbing import migrations
 
     revs = optimisations.revisions()
     assert migrations.chain()[1:] == revs
@@ -110,7 +112,8 @@ def test_a_revision_with_a_unit_leaves_its_staleness_to_the_unit(path):
 
 def test_the_first_revision_is_created_not_gated_under_its_own_name(db_url, tmp_path):
     """The gate knows the first revision from the chain, not by its id."""
-    from stage4 import gate, migrations
+    from stage4.plumbing import migrations
+    from stage4.rollout import gate
 
     opts = gate.GateOptions(backup=False, reports_dir=tmp_path / "reports")
     rollout = gate.upgrade(db_url, "schema", opts)

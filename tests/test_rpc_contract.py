@@ -8,10 +8,11 @@ import psycopg
 import pytest
 from psycopg.rows import tuple_row
 
-from stage4 import migrations, workload
 from stage4.config import settings
 from stage4.ddl import functions
 from stage4.errors import MigrationError
+from stage4.measure import workload
+from stage4.plumbing import migrations
 
 S = settings()
 
@@ -55,6 +56,7 @@ def test_each_rpc_returns_what_the_apps_query_returns(seeded_url: str) -> None:
                    for p in workload.parameters("Q9", anchors, 3, stream="fp"))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_opt2_repoints_q1_and_q3_with_the_same_rows_and_its_downgrade_restores_them(
     seeded_url: str,
 ) -> None:
@@ -157,10 +159,11 @@ def test_opt1_repoints_q2_with_the_same_rows_and_its_downgrade_restores_it(seede
     assert _definition(seeded_url, q2) == before
 
 
+@pytest.mark.slow
 def test_a_database_without_a_geo_reads_rpc_is_measured_on_the_apps_sql(seeded_url) -> None:
     """A database set up before ``schema`` created these RPCs (or an app without one):
     its Q1 is the SQL the app sends, measured unchanged, and the run says so."""
-    from stage4 import bench
+    from stage4.measure import bench
 
     with psycopg.connect(seeded_url, autocommit=True) as conn:
         conn.execute(functions.read(S, "Q1").drop_sql())

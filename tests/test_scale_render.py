@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from benchmarks import scale
 
-from stage4.workload import TITLES
+from stage4.measure.workload import TITLES
 
 
 def _summary(ms: dict[str, float], qps: float, rewrites: dict | None = None) -> dict:

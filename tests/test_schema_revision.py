@@ -5,8 +5,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from stage4 import migrations, snapshot
+from stage4.catalog import snapshot
 from stage4.errors import MigrationError
+from stage4.plumbing import migrations
 
 EXISTING = """
 CREATE TABLE public.geometrias (

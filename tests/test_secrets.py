@@ -20,10 +20,11 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from stage4 import backup, migrations
 from stage4.cli import app
 from stage4.config import settings
 from stage4.errors import MigrationError, Stage4Error
+from stage4.plumbing import migrations
+from stage4.rollout import backup
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ROLE = "stage4_secret"
@@ -68,6 +69,7 @@ def _cli(args: list[str], **env: str):
     return result
 
 
+@pytest.mark.slow
 def test_cli_commands_never_print_the_password(secret_url: str, tmp_path: Path) -> None:
     base = ["--database-url", secret_url]
     assert _cli([*base, "status"]).exit_code == 0

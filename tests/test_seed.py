@@ -6,10 +6,10 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from stage4 import migrations, seed
 from stage4.cli import app
 from stage4.config import settings
 from stage4.errors import Stage4Error
+from stage4.plumbing import migrations, seed
 
 S = settings()
 

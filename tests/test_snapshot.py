@@ -13,7 +13,7 @@ import json
 import psycopg
 import pytest
 
-from stage4 import snapshot
+from stage4.catalog import snapshot
 from stage4.config import settings
 
 S = settings()

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import revision
-from stage4 import gate, migrations
 from stage4.config import settings
 from stage4.errors import GateError
+from stage4.plumbing import migrations
+from stage4.rollout import gate
 
 S = settings()
 MONTHLY = (
@@ -112,7 +113,7 @@ class TestCarried:
     again. (A package judged GO at its target is judged: the next upgrade carries nothing.)"""
 
     def _package_then_down(self, url: str, tmp_path: Path) -> None:
-        from stage4 import interrupts
+        from stage4.plumbing import interrupts
 
         def phase(step: str, text: str) -> None:
             if (step, text) == ("upper", "benchmarking"):
@@ -182,7 +183,7 @@ class TestCarried:
 
     @pytest.mark.slow
     def test_an_interrupt_keeps_the_carried_steps(self, seeded_url, chain, tmp_path) -> None:
-        from stage4 import interrupts
+        from stage4.plumbing import interrupts
 
         chain(**FLOOR)
         self._package_then_down(seeded_url, tmp_path)

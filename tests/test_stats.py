@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stage4.errors import ConfigError
-from stage4.stats import (
+from stage4.measure.stats import (
     FASTER,
     MAX_WIDENING,
     NO_CHANGE,

@@ -7,10 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import SEED_FEATURES
-from stage4 import migrations, status
 from stage4.cli import app
 from stage4.config import settings
-from stage4.db import where
+from stage4.plumbing import migrations
+from stage4.plumbing.db import where
+from stage4.rollout import status
 
 
 def test_summary_of_a_seeded_database(seeded_url: str) -> None:
@@ -52,8 +53,8 @@ def test_status_starts_with_the_same_lines(seeded_url: str) -> None:
 
 
 def test_the_steps_of_a_package_judged_go_at_its_target_are_judged():
-    from stage4 import status
-    from stage4.rollout import UNJUDGED
+    from stage4.rollout import status
+    from stage4.rollout.record import UNJUDGED
 
     steps = [{"revision": r, "verdict": "measured (judged at opt5)"} for r in
              ("opt1", "opt2", "opt3", "opt4")]  # fmt: skip

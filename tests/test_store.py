@@ -5,10 +5,11 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from stage4 import migrations, store
 from stage4.config import settings
 from stage4.errors import ConfigError
-from stage4.metrics import BenchRun
+from stage4.measure import store
+from stage4.measure.metrics import BenchRun
+from stage4.plumbing import migrations
 
 
 def _run(label: str = "T", scale: float = 1.0) -> BenchRun:

@@ -19,7 +19,9 @@ import psycopg
 import pytest
 
 from conftest import revision
-from stage4 import bench, gate, migrations, stats, store
+from stage4.measure import bench, stats, store
+from stage4.plumbing import migrations
+from stage4.rollout import gate
 
 # The search RPC computes a sum of N integers once per call (an InitPlan) before its
 # query: CPU work that slows with the machine as the query does (a fixed sleep would be
@@ -117,7 +119,7 @@ class TestSameWindow:
         (step,) = rollout.steps
         assert step.verdict == "GO", step.reasons
         # the margin is printed with a GO too: in the report and on the command line
-        from stage4 import report
+        from stage4.measure import report
 
         line = report.margins(step)
         # the margin and the ratio judged, then any query that moved (each after a "; ")

@@ -13,9 +13,10 @@ from datetime import date
 import psycopg
 import pytest
 
-from stage4 import migrations, verify
+from stage4.catalog import verify
 from stage4.config import settings
 from stage4.optimisations import future_partitions as fp
+from stage4.plumbing import migrations
 
 S = settings()
 CRON_PROMISES = {
@@ -109,6 +110,7 @@ class TestFuturePartitions:
             years = f"{first}–{last}" if last > first else f"{first}"
             assert text == f"partitions {years} exist (years_ahead = {n})"
 
+    @pytest.mark.slow
     @pytest.mark.parametrize("n", [1, 3, 5])
     def test_kept_exactly_when_the_routine_ran_that_far(self, seeded_url, n):
         migrations.upgrade(seeded_url, "opt4")  # the configured horizon: years_ahead = 3
@@ -120,6 +122,7 @@ class TestFuturePartitions:
             conn.execute(f"SELECT * FROM {S.own_schema}.{fp.FUNCTION}({n})").fetchall()
         assert verify.revision(seeded_url, wider, "opt4")[1] == []
 
+    @pytest.mark.slow
     def test_a_missing_year_inside_the_horizon_is_named(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")
         last = _horizon(S.years_ahead)
@@ -130,6 +133,7 @@ class TestFuturePartitions:
             f"partitions {S.last_year + 1}–{last} exist (years_ahead = {S.years_ahead})"
         ]
 
+    @pytest.mark.slow
     def test_nothing_due_yet_holds(self, seeded_url):
         migrations.upgrade(seeded_url, "opt4")
         none_ahead = replace(S, years_ahead=0, last_year=max(date.today().year, S.last_year))

@@ -14,8 +14,8 @@ import pytest
 from psycopg import errors
 
 from fixtures_supabase import DEFAULTS, ROLES
-from stage4 import migrations, version_table
 from stage4.config import settings
+from stage4.plumbing import migrations, version_table
 
 S = settings()
 
@@ -89,6 +89,7 @@ def test_own_schema_may_not_be_a_schema_the_api_shows():
         Settings(own_schema="public")
 
 
+@pytest.mark.slow
 def test_status_names_a_version_table_left_in_public(seeded_url):
     from typer.testing import CliRunner
 

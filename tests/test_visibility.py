@@ -21,10 +21,12 @@ from psycopg import errors
 
 from conftest import revision
 from fixtures_supabase import DEFAULTS, POLICY
-from stage4 import gate, migrations, snapshot, visibility
+from stage4.catalog import snapshot, visibility
 from stage4.config import settings
 from stage4.errors import GateError
 from stage4.optimisations import future_partitions as fp
+from stage4.plumbing import migrations
+from stage4.rollout import gate
 
 S = settings()
 API = ("anon", "authenticated")
@@ -184,6 +186,7 @@ def test_each_role_reads_what_the_policy_gives_at_every_revision_and_back(supaba
         assert visibility.wider(reach, visibility.take(conn, S, since=reach)) == []
 
 
+@pytest.mark.slow
 @pytest.mark.supabase(DEFAULTS)
 def test_identity_sequence_acl_survives_the_round_trip(supabase_url) -> None:
     """The sequence had no ACL of its own (created before the default privileges): the
@@ -213,6 +216,7 @@ def test_identity_sequence_acl_survives_the_round_trip(supabase_url) -> None:
             ).fetchone()[0]
 
 
+@pytest.mark.slow
 def test_identity_sequence_acl_is_exact_after_the_round_trip(supabase_url) -> None:
     seq = f"{S.schema}.{S.table}_id_seq"
     with psycopg.connect(supabase_url, autocommit=True) as conn:

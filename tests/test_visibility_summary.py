@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stage4.visibility import Reach, Read
+from stage4.catalog.visibility import Reach, Read
 
 
 def test_no_api_role_says_there_was_nothing_to_check() -> None:

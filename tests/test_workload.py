@@ -5,10 +5,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from stage4 import workload
 from stage4.config import settings
 from stage4.ddl import functions
-from stage4.workload import Rewrite
+from stage4.measure import workload
+from stage4.measure.workload import Rewrite
 
 QIDS = [f"Q{i}" for i in range(1, 11)]
 REST = ["R1", "R2", "R3"]
@@ -183,7 +183,7 @@ class TestWorkloadFiles:
 
 def test_require_measured_names_the_file_not_measured_or_failed(tmp_path) -> None:
     from stage4.errors import ConfigError
-    from stage4.metrics import BenchRun
+    from stage4.measure.metrics import BenchRun
 
     (tmp_path / "recent.sql").write_text("SELECT 1;\n")
     source = tmp_path / "recent.sql"

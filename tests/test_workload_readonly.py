@@ -10,8 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stage4 import bench, cli, sqltext, throughput, workload
+from stage4 import cli
 from stage4.errors import ConfigError, Stage4Error
+from stage4.measure import bench, sqltext, throughput, workload
 
 FAST = {"iterations": 1, "concurrency": 1, "duration": 1}
 INSERT = "INSERT INTO geometrias (nome, categoria, data_referencia, geom) VALUES " \
@@ -177,7 +178,7 @@ class TestReadOnlySessions:
 def test_upgrade_refuses_a_writing_file_at_pre_flight(seeded_url: str, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from stage4 import migrations
+    from stage4.plumbing import migrations
 
     folder = tmp_path / "w"
     folder.mkdir()

@@ -19,11 +19,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stage4 import bench, gate, migrations, snapshot, stats, store, workload, writes
+from stage4.catalog import snapshot
 from stage4.config import settings
 from stage4.errors import ConfigError, GateError
-from stage4.metrics import export
-from stage4.seed import content_hash
+from stage4.measure import bench, stats, store, workload, writes
+from stage4.measure.metrics import export
+from stage4.plumbing import migrations
+from stage4.plumbing.seed import content_hash
+from stage4.rollout import gate
 
 S = settings()
 WRITES = ["W1", "W2", "W3"]

@@ -6,7 +6,7 @@ given: every partition's geometry column set to it and the table re-analyzed, th
 read ordered by id and a radius read (the shapes of ``benchmarks/workload``'s
 ``app_bbox`` and ``app_radius``) explained 60 times on 30 random points: the median
 planning and execution ms. Then the access path of each of Q1–Q10's plans
-(``stage4.plans.headline``), and which of them changed against the first target. The
+(``stage4.measure.plans.headline``), and which of them changed against the first target. The
 partitions are left at ``GEOMETRY_STATISTICS`` and re-analyzed.
 
     STAGE4_HOME=/tmp/scale-1m-c .venv/bin/python -m benchmarks.probes.geometry_statistics \\
@@ -42,11 +42,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", default="100,50", help="comma-separated statistics targets")
     args = ap.parse_args()
-    from stage4 import plans
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
     from stage4.ddl.partitioning import GEOMETRY_STATISTICS
+    from stage4.measure import plans
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
 
     s = settings()
     url = Cluster.from_settings(s).url()

@@ -41,10 +41,11 @@ def one_pass(s) -> str:
 
 
 def main() -> None:
-    from stage4 import migrations, workload
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.measure import workload
+    from stage4.plumbing import migrations
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
     from stage4.queries import base_sql
 
     s = settings()

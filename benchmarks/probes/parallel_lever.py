@@ -92,10 +92,10 @@ def main() -> None:
     args = ap.parse_args()
     from urllib.parse import urlsplit, urlunsplit
 
-    from stage4 import workload
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.measure import workload
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
 
     s = settings()
     url = Cluster.from_settings(s).url()

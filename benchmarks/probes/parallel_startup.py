@@ -16,10 +16,12 @@ from benchmarks._timing import median_ms
 
 
 def main() -> None:
-    from stage4 import migrations, preflight, workload
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.measure import workload
+    from stage4.plumbing import migrations
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
+    from stage4.rollout import preflight
 
     s = settings()
     url = Cluster.from_settings(s).url()

@@ -25,10 +25,10 @@ def main() -> None:
     ap.add_argument("queries", nargs="?", default="Q1,Q2,Q5,Q6,Q7,Q9")
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
-    from stage4 import workload
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.measure import workload
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
 
     s = settings()
     with connect(Cluster.from_settings(s).url(), autocommit=True, prepare_threshold=None) as conn:

@@ -23,11 +23,12 @@ def main() -> None:
     ap.add_argument("queries", help="comma-separated geo reads, e.g. Q1,Q2,Q6,Q7")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    from stage4 import migrations, workload
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
     from stage4.ddl import functions
+    from stage4.measure import workload
+    from stage4.plumbing import migrations
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
 
     s = settings()
     url = Cluster.from_settings(s).url()

@@ -35,10 +35,11 @@ def main() -> None:
     ap.add_argument("--workload", help="folder of the workload files named")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    from stage4 import version_table, workload
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.measure import workload
+    from stage4.plumbing import version_table
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
 
     s = settings()
     catalogue = workload.queries(s)

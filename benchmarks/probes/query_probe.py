@@ -21,10 +21,10 @@ def main() -> None:
     ap.add_argument("--explain", action="store_true")
     ap.add_argument("--set", action="append", default=[], help="a session statement to run first")
     args = ap.parse_args()
-    from stage4 import workload
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.measure import workload
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
 
     s = settings()
     with connect(Cluster.from_settings(s).url(), autocommit=True, prepare_threshold=None) as conn:

@@ -25,10 +25,10 @@ SETTINGS = {"log_min_duration_statement": "0", "log_line_prefix": "'%m [%p] '"}
 
 
 def main() -> None:
-    from stage4 import migrations
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.plumbing import migrations
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
 
     cluster = Cluster.from_settings(settings())
     url = cluster.url()

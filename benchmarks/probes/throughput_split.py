@@ -31,10 +31,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--workload", default="benchmarks/workload")
     args = ap.parse_args()
-    from stage4 import bench, migrations, throughput, workload
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.measure import bench, throughput, workload
+    from stage4.plumbing import migrations
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
 
     s = settings()
     url = Cluster.from_settings(s).url()

@@ -33,10 +33,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="timed writes per kind")
     args = ap.parse_args()
-    from stage4 import migrations
-    from stage4.cluster import Cluster
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.plumbing import migrations
+    from stage4.plumbing.cluster import Cluster
+    from stage4.plumbing.db import connect
 
     s = settings()
     url = Cluster.from_settings(s).url()

@@ -20,8 +20,8 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from stage4.errors import Stage4Error
+from stage4.plumbing.retry import DEFAULT_RETRIES
 from stage4.progress import Live, bench_bars
-from stage4.retry import DEFAULT_RETRIES
 
 
 class _Stage4Group(TyperGroup):
@@ -144,7 +144,7 @@ WorkloadOpt = Annotated[
 
 def _duration(value: str | None) -> str | None:
     """--lock-timeout's value, checked as a PostgreSQL duration before anything runs."""
-    from stage4.migrations import check_timeout
+    from stage4.plumbing.migrations import check_timeout
 
     return None if value is None else check_timeout(value)
 
@@ -187,7 +187,7 @@ def main_callback(
 
 
 def _url() -> str:
-    from stage4.db import resolve_url
+    from stage4.plumbing.db import resolve_url
 
     url = resolve_url(_state["url"])  # type: ignore[arg-type]
     _check_passfile(url)
@@ -213,8 +213,8 @@ def db_start() -> None:
 
     Example: stage4 db start
     """
-    from stage4.cluster import Cluster
     from stage4.config import settings
+    from stage4.plumbing.cluster import Cluster
 
     c = Cluster.from_settings(settings())
     c.ensure_started()
@@ -224,8 +224,8 @@ def db_start() -> None:
 @db_app.command("stop")
 def db_stop() -> None:
     """Stop the embedded cluster (its data stays in .stage4/)."""
-    from stage4.cluster import Cluster
     from stage4.config import settings
+    from stage4.plumbing.cluster import Cluster
 
     Cluster.from_settings(settings()).stop()
     err.print("embedded cluster stopped")
@@ -234,8 +234,8 @@ def db_stop() -> None:
 @db_app.command("status")
 def db_status() -> None:
     """Say whether the embedded cluster exists and runs, and where."""
-    from stage4.cluster import Cluster
     from stage4.config import settings
+    from stage4.plumbing.cluster import Cluster
 
     for key, value in Cluster.from_settings(settings()).status().items():
         out.print(f"{key}: {value}")
@@ -253,8 +253,8 @@ def db_url(
     password: psql and libpq read it from there.
     Example: psql "$(stage4 db url)"
     """
-    from stage4.cluster import Cluster
     from stage4.config import explicit_url, redact, settings
+    from stage4.plumbing.cluster import Cluster
 
     url = _url()
     if show_password and not explicit_url(_state["url"]):
@@ -283,9 +283,9 @@ def seed(
     """
     from rich.progress import Progress
 
-    from stage4 import seed as seeding
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.plumbing import seed as seeding
+    from stage4.plumbing.db import connect
 
     url = _url()
     if if_empty and not append:
@@ -430,7 +430,7 @@ def _gate_options(ctx: typer.Context, **given):
     ``given`` (options whose name or type differ)."""
     from dataclasses import fields
 
-    from stage4.rollout import GateOptions
+    from stage4.rollout.record import GateOptions
 
     names = {f.name for f in fields(GateOptions)}
     chosen = {k: v.value if isinstance(v, Enum) else v for k, v in ctx.params.items()}
@@ -456,7 +456,8 @@ def upgrade(
     only with a later one can be judged with it: --judge target.
     Example: stage4 upgrade --to opt3
     """
-    from stage4 import gate, report
+    from stage4.measure import report
+    from stage4.rollout import gate
 
     opts = _gate_options(ctx, gate=gate_)
     url, began = _url(), time.time()
@@ -494,8 +495,8 @@ def _backup_lines(url: str, folder: Path, keep: int, since: float, console: Cons
     """Where this run's backup is and how to restore it; then the retention: once this run
     wrote its own dump (under the rollout lock), the older ones beyond ``keep`` go, whatever
     the outcome. A run that wrote none (refused: another rollout runs) deletes nothing."""
-    from stage4 import backup
     from stage4.config import settings
+    from stage4.rollout import backup
 
     taken, gone = backup.retain(folder, keep, since)
     if taken is not None:
@@ -521,8 +522,9 @@ def downgrade(
 
     Example: stage4 downgrade -1
     """
-    from stage4 import gate, migrations
     from stage4.errors import ConfigError
+    from stage4.plumbing import migrations
+    from stage4.rollout import gate
 
     n = None if to is not None or relative in (None, "-1") else _relative(relative)
     if to is not None and relative is not None:
@@ -563,7 +565,7 @@ def rehearse(
     nothing to do, exit code 0.
     Example: stage4 rehearse --to opt3 --sample 100000
     """
-    from stage4 import rehearse as rehearsal
+    from stage4.rollout import rehearse as rehearsal
 
     opts = _gate_options(ctx)
     with Live(err) as (phase, progress):
@@ -624,8 +626,8 @@ def status(
     Read-only.
     Example: stage4 status
     """
-    from stage4 import status as state
     from stage4.config import settings
+    from stage4.rollout import status as state
 
     info = state.collect(_url(), settings(), reports_dir)
     _print_where(info)
@@ -680,7 +682,7 @@ def _status_lines(info: dict):
 
 def _version_table_line(found: str | None):
     """Where the revision is kept, when an earlier stage4 left it in the API's sight."""
-    from stage4 import version_table
+    from stage4.plumbing import version_table
 
     if found == version_table.legacy():
         yield (
@@ -738,7 +740,7 @@ def drift(scratch_url: ReplayScratchOpt = None) -> None:
     1. The database is only read.
     Example: stage4 drift
     """
-    from stage4 import drift as drifting
+    from stage4.catalog import drift as drifting
 
     found = drifting.check(_url(), scratch_url=scratch_url)
     _print_drift(found)
@@ -757,7 +759,7 @@ def report(
 
     Example: stage4 report reports/20261125-212541
     """
-    from stage4 import report as reporting
+    from stage4.measure import report as reporting
 
     out.print(str(reporting.write(reporting.run_folder(folder, reports_dir))))
 
@@ -781,7 +783,7 @@ def plan(
     functions, cron jobs and settings added, changed or removed.
     Example: stage4 plan --to opt1 --since schema
     """
-    from stage4 import migrations
+    from stage4.plumbing import migrations
 
     target = migrations.check_target(to)
     start = migrations.check_target(since) if since is not None else None
@@ -812,7 +814,7 @@ def plan(
 def _print_catalog_diff(url: str, start: str, target: str, scratch_url: str | None) -> None:
     """``plan``'s first part: the replayed catalog of ``start`` against ``target``'s; a
     warning instead when the chain cannot be replayed."""
-    from stage4 import replay
+    from stage4.catalog import replay
 
     try:
         lines = replay.diff(url, start, target, scratch_url=scratch_url)
@@ -830,7 +832,7 @@ def refresh() -> None:
     What pg_cron does on a schedule after opt3/opt5; run it by hand where pg_cron is absent.
     Example: stage4 refresh
     """
-    from stage4.refresh import refresh_all
+    from stage4.plumbing.refresh import refresh_all
 
     done = refresh_all(_url())
     if not done:
@@ -852,9 +854,9 @@ def workload_capture(
     Give each a range or a value, then: stage4 bench --workload DIR.
     Example: stage4 workload capture --top 5 --out workload
     """
-    from stage4 import capture
     from stage4.config import settings
-    from stage4.db import connect
+    from stage4.measure import capture
+    from stage4.plumbing.db import connect
 
     with connect(_url(), autocommit=True) as conn:
         rows = capture.top_statements(conn, top, settings().bench_schema)
@@ -867,11 +869,11 @@ def workload_capture(
 
 
 # ------------------------------------------------------------------ benchmark
-# bench / baseline / compare: thin wrappers over stage4.bench, stage4.store, stage4.stats.
+# bench / baseline / compare: thin wrappers over stage4.measure.bench, stage4.measure.store, stage4.measure.stats.
 def _measure(
     label: str, iterations: int, concurrency: int, duration: float, workload: Path | None = None
 ):
-    from stage4 import bench
+    from stage4.measure import bench
 
     url = _url()  # a bad URL fails before the progress display opens
     with bench_bars(err) as bar:
@@ -896,8 +898,8 @@ def _measure(
 def _run_table(run) -> None:
     from rich.table import Table
 
+    from stage4.measure.workload import CONTRACT, title
     from stage4.queries import WRITES
-    from stage4.workload import CONTRACT, title
 
     table = Table(title=f"run {run.run_id} {run.label} at {run.revision or '(no revision)'}")
     for col in ("query", "app sends", "p50 ms", "mean ms", "p95 ms", "p99 ms", "fingerprint"):
@@ -949,7 +951,7 @@ def bench(
     throughput phase, cache-hit ratio.
     Example: stage4 bench --label opt1 --json-dir reports
     """
-    from stage4.metrics import export
+    from stage4.measure.metrics import export
 
     _note_rollout("its load skews these timings")
     run = _measure(label, iterations, concurrency, duration, workload)
@@ -977,7 +979,7 @@ def baseline(
     Refuses to replace an existing baseline unless --force (old ones stay in history).
     Example: stage4 baseline --force
     """
-    from stage4 import baseline as baselines
+    from stage4.measure import baseline as baselines
 
     def measure():
         err.print("no run stored yet: measuring one now")
@@ -1003,8 +1005,8 @@ def compare(
 
     Example: stage4 compare 7
     """
-    from stage4 import baseline as baselines
-    from stage4.stats import margin_line
+    from stage4.measure import baseline as baselines
+    from stage4.measure.stats import margin_line
 
     _note_rollout("a run measured meanwhile saw its load")
     c = baselines.compare(
@@ -1028,7 +1030,7 @@ def compare(
 
 def _brief(c) -> list[str]:
     """The comparison in three lines: faster, slower (each with its medians), unchanged."""
-    from stage4.stats import FASTER, SLOWER
+    from stage4.measure.stats import FASTER, SLOWER
 
     def moved(verdict: str) -> str:
         found = [f"{q} x{x.ratio:.2f} ({x.baseline_median:.2f} -> {x.candidate_median:.2f} ms)"
@@ -1072,7 +1074,7 @@ def _comparison_table(c, confidence: float):
 
 def _note_rollout(why: str) -> None:
     """bench and compare only read: they run beside a rollout, and say so."""
-    from stage4 import locks
+    from stage4.plumbing import locks
 
     holder = locks.running(_url())
     if holder:
@@ -1080,8 +1082,8 @@ def _note_rollout(why: str) -> None:
 
 
 def _summary(url: str) -> None:
-    from stage4 import status as state
     from stage4.config import settings
+    from stage4.rollout import status as state
 
     _print_where(state.summary(url, settings()))
 

@@ -1,6 +1,6 @@
 """The app's queries Q1–Q10 and its writes W1–W3 as it sends them: one text per statement.
 
-The workload (``stage4.workload``) replays them, and an optimisation unit's ``rewrites``
+The workload (``stage4.measure.workload``) replays them, and an optimisation unit's ``rewrites``
 are built from them where only the relation changes, so a unit can name a query's text
 without importing the workload that measures it.
 """
@@ -97,7 +97,7 @@ def rest_sql(s: Settings) -> dict[str, str]:
 
 
 # The app's writes, as PostgREST sends them for POST, PATCH and DELETE on the table's
-# endpoint: measured in transactions that roll back (``stage4.writes``), judged by their own
+# endpoint: measured in transactions that roll back (``stage4.measure.writes``), judged by their own
 # margin and floor (``stats.rule``). Their names are reserved, like Q1–Q10's.
 WRITES = {"W1": "insert", "W2": "geometry update", "W3": "delete"}
 
@@ -109,7 +109,7 @@ def is_write(qid: str) -> bool:
 
 def write_sql(s: Settings) -> dict[str, str]:
     """W1–W3 as the app sends them. W1 fills the columns the app fills (the rest keep their
-    defaults) and names its id: see ``stage4.writes`` for why."""
+    defaults) and names its id: see ``stage4.measure.writes`` for why."""
     t, g, d = s.qualified_table, s.geometry_column, s.time_column
     geom = "ST_GeomFromText(%(wkt)s, 4326)"
     geom = geom if s.srid == 4326 else f"ST_Transform({geom}, {s.srid})"

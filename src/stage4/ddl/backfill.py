@@ -51,8 +51,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stage4 import interrupts
 from stage4.errors import MigrationError
+from stage4.plumbing import interrupts
 
 log = logging.getLogger(__name__)
 # Between batches: frees the heap space of the rows updated (see the module's docstring);

@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stage4 import livewrites
 from stage4.config import Settings
 from stage4.ddl import privileges
 from stage4.errors import MigrationError
+from stage4.plumbing import livewrites
 
 NEW_SUFFIX = "__stage4_new"
 Progress = Callable[[str, int, int], None]

@@ -8,16 +8,16 @@ them in every unit (``tests/test_optimisations.py`` checks it):
 ``REVISION``, ``REBUILDS_TABLE``, ``STALENESS``, ``CLAIMS``
     its Alembic revision; whether its step rebuilds the app's table (pre-flight checks what
     would stop it); qid -> staleness budget of a read it serves from a view
-    (``stage4.freshness``); figure -> what MISSION.md claims after it (``stage4.report``);
+    (``stage4.measure.freshness``); figure -> what MISSION.md claims after it (``stage4.measure.report``);
 ``promises(s)``, ``views(s)``, ``creates(s)``
-    what holds once applied (``stage4.verify``); the materialized views to settle after the
-    step (``stage4.migrations.settle``); the names it creates (pre-flight refuses collisions);
+    what holds once applied (``stage4.catalog.verify``); the materialized views to settle after the
+    step (``stage4.plumbing.migrations.settle``); the names it creates (pre-flight refuses collisions);
 ``jobs(s)``
     the pg_cron jobs its step schedules (``stage4.ddl.cron``);
 ``repoints(s)``, ``rewrites(s)``
     the app's RPCs its revision re-points (same signature, same rows; only a body that is
     the baseline's), and SQL the app could adopt for a query it does not re-point
-    (``stage4.workload``: measured beside the app's query, never judged);
+    (``stage4.measure.workload``: measured beside the app's query, never judged);
 ``reference(conn, s, direction, scratch)``
     the bare work of its step, for the scale benchmark to time beside it.
 

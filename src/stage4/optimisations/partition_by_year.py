@@ -61,7 +61,7 @@ REVISION = "opt1"
 # Pre-flight checks what stops a rebuild (dependent views, foreign keys…) and what a
 # parallel worker costs here, before a chain that includes this step.
 REBUILDS_TABLE = True
-# MISSION.md's figure after this step (claimed, never measured): ``stage4.report`` shows it
+# MISSION.md's figure after this step (claimed, never measured): ``stage4.measure.report`` shows it
 # beside the measured one.
 CLAIMS = {"Q5": 27.3}
 STALENESS: dict[str, str] = {}  # fresh: every read reads the table

@@ -27,11 +27,11 @@ from typing import Any
 
 import psycopg
 
-from stage4 import interrupts
 from stage4.config import Settings
 from stage4.ddl import backfill
 from stage4.errors import MigrationError
 from stage4.optimisations import gis_columns
+from stage4.plumbing import interrupts
 
 log = logging.getLogger("alembic.runtime.migration")
 # config.attributes keys that size the backfill's batches and space its VACUUMs
