@@ -302,7 +302,7 @@ def test_plain_alembic_downgrade_from_opt4_is_not_drift_and_opt4_upgrades_again(
     from pathlib import Path
 
     _up_with_records(seeded_url, "opt4")
-    root = Path(migrations.__file__).resolve().parents[2]
+    root = migrations.ROOT
     done = subprocess.run(
         [
             str(Path(sys.executable).parent / "alembic"),

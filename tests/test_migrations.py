@@ -181,3 +181,14 @@ def _content(url: str) -> str:
 
     with psycopg.connect(url) as conn:
         return judging.rows_hash(conn, settings())
+
+
+def test_the_alembic_folder_is_found_from_the_package_not_the_working_directory(
+    tmp_path, monkeypatch
+):
+    migrations._script_location.cache_clear()
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert (migrations._script_location() / "env.py").is_file()
+    finally:
+        migrations._script_location.cache_clear()

@@ -21,7 +21,7 @@ from stage4.optimisations import search_matview
 from stage4.plumbing import migrations
 
 runner = CliRunner()
-ROOT = Path(migrations.__file__).resolve().parents[2]
+ROOT = migrations.ROOT
 GIST_GONE = "index public.geometrias_geom_gist on public.geometrias: missing"
 SEARCH = (
     "function public.buscar_geometrias(termo text, min_lon double precision, min_lat double "
@@ -365,3 +365,12 @@ def test_an_added_object_under_a_name_no_revision_creates_is_the_apps_in_any_sch
         ("table stage4.notas: not in the replay (added)", True),
         ("function stage4.minha(x integer): not in the replay (added)", True),
     ]
+
+
+def test_the_cache_key_reads_the_revisions_the_units_and_the_ddl_helpers():
+    """A changed unit or helper must miss the cached replay: the digest reads their files."""
+    from stage4.catalog.replay import chain_sources
+
+    names = {name for name, _ in chain_sources()}
+    assert {"opt5_aggregate_matviews.py", "aggregates.py", "base.py", "counts.py"} <= names
+    assert "gis_columns/online.py" in names  # a unit that is a package

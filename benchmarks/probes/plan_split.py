@@ -5,8 +5,10 @@ For each query (Q1–Q10 by id, or a workload file's name with ``--workload``), 
 bench's four latency parameter sets (seed 42): after one warm-up, ``--rounds`` rounds
 alternating the two clusters (A B, then B A) of ``EXPLAIN (ANALYZE, SUMMARY, FORMAT
 JSON)``, and of the query itself timed by the client. Prints per query and cluster the
-medians over rounds of the per-set means: planning ms, execution ms, the client's ms, and
-how many relations (tables, partitions, views) the plan reads. Read-only.
+medians over rounds of the per-set means: planning ms, execution ms, the client's ms, how
+many relations (tables, partitions, views) the plan reads, and the relation locks one
+execution takes: in the backend's fast-path slots (16 in PostgreSQL 15) or in the shared
+lock table (slower: a partition of it locked for each). Read-only.
 
     .venv/bin/python -m benchmarks.probes.plan_split /tmp/scale-1m-app-ab /tmp/scale-1m-app \\
         Q6,Q7,Q9,app_by_id --workload benchmarks/workload
@@ -25,6 +27,21 @@ def _relations(node: dict) -> set[str]:
     for child in node.get("Plans", []):
         found |= _relations(child)
     return found
+
+
+LOCKS = """SELECT count(*) FILTER (WHERE fastpath), count(*) FILTER (WHERE NOT fastpath)
+FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation'
+  AND relation <> 'pg_locks'::regclass"""
+
+
+def _locks(conn, sql: str, params) -> tuple[int, int]:
+    """(fast-path, shared-table) relation locks one execution of ``sql`` holds."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute(sql, params).fetchall()
+        return conn.execute(LOCKS).fetchone()
+    finally:
+        conn.execute("ROLLBACK")
 
 
 def main() -> None:
@@ -52,7 +69,8 @@ def main() -> None:
         conns[k] = connect(c.url(), autocommit=True, prepare_threshold=None)
     try:
         anchors = workload.sample_anchors(conns["A"], s, 42)
-        print("query | cluster | revision | planning ms | execution ms | client ms | relations")
+        print("query | cluster | revision | planning ms | execution ms | client ms | relations "
+              "| locks fast-path / shared")  # fmt: skip
         for qid in args.queries.split(","):
             q = catalogue[qid]
             params = workload.parameters(qid, anchors, 4, 42, gen=q.params)
@@ -81,8 +99,9 @@ def main() -> None:
             for k, conn in conns.items():
                 rev = version_table.revision(conn)
                 m = {name: statistics.median(v) for name, v in got[k].items()}
+                fast, shared = _locks(conn, q.sql, params[0])
                 print(f"{qid} | {k} | {rev} | {m['plan']:.2f} | {m['exec']:.2f} | "
-                      f"{m['client']:.2f} | {rels[k]}")  # fmt: skip
+                      f"{m['client']:.2f} | {rels[k]} | {fast} / {shared}")  # fmt: skip
     finally:
         for conn in conns.values():
             conn.close()

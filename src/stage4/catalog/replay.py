@@ -72,20 +72,29 @@ class TableDef:
     script: str = ""  # the app's other relations, as pg_dump --schema-only gives them
 
     def digest(self, revision: str, s: Settings, server: str) -> str:
-        from stage4.plumbing import migrations
-
         h = hashlib.sha256()
-        here = Path(__file__).resolve().parent
-        versions = migrations._script_location() / "versions"  # the chain alembic runs
-        for folder in (versions, here / "optimisations", here / "ddl"):
-            for path in sorted(folder.rglob("*.py")):  # a unit may be a package
-                name = path.relative_to(folder).as_posix()
-                h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+        for name, path in chain_sources():
+            h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
         h.update(json.dumps(dataclasses.asdict(s), sort_keys=True, default=str).encode())
         fields = [self.statements, self.script, self.extensions, revision, server]
         h.update(json.dumps(fields).encode())
         h.update(str(date.today().year).encode())
         return h.hexdigest()[:20]
+
+
+def chain_sources() -> list[tuple[str, Path]]:
+    """(name, path) of every file whose change changes what the chain builds: the revision
+    files alembic runs, the units and the DDL helpers (a unit may be a package)."""
+    from stage4 import ddl, optimisations
+    from stage4.plumbing import migrations
+
+    versions = migrations._script_location() / "versions"
+    units, helpers = (Path(m.__file__).resolve().parent for m in (optimisations, ddl))
+    return [
+        (path.relative_to(folder).as_posix(), path)
+        for folder in (versions, units, helpers)
+        for path in sorted(folder.rglob("*.py"))
+    ]
 
 
 def desired(

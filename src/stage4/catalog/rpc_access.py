@@ -12,9 +12,14 @@ step and cannot after it is a broken promise naming both.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from stage4.catalog.visibility import roles
 from stage4.config import Settings
 from stage4.ddl import functions
+
+if TYPE_CHECKING:
+    from stage4.plumbing.db import Session
 
 # Arguments that find next to no rows: an empty box, year 1, a zoom-20 tile at the corner,
 # one nearest feature, a radius of 1 m.
@@ -71,11 +76,11 @@ def take(conn, s: Settings) -> Calls:
     return out
 
 
-def at(url: str, s: Settings) -> Calls:
-    """``take`` on a connection of its own."""
-    from stage4.plumbing.db import connect
+def at(db: str | Session, s: Settings) -> Calls:
+    """``take`` on a connection of its own (``db``: a URL), or the session's."""
+    from stage4.plumbing.db import lend
 
-    with connect(url, autocommit=True) as conn:
+    with lend(db, autocommit=True) as conn:
         return take(conn, s)
 
 
@@ -98,8 +103,8 @@ def summary(calls: Calls) -> str:
     return f"RPCs callable as before: {'; '.join(each) or 'no API role to check'}"
 
 
-def check(url: str, s: Settings, before: Calls) -> tuple[list[str], list[str]]:
+def check(db: str | Session, s: Settings, before: Calls) -> tuple[list[str], list[str]]:
     """After a step: (the line saying what was checked; the RPCs a role lost)."""
-    now = at(url, s)
+    now = at(db, s)
     gone = lost(before, now)
     return ([] if gone else [summary(now)]), gone

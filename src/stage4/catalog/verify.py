@@ -11,7 +11,7 @@ from stage4 import optimisations
 from stage4.config import Settings
 from stage4.optimisations import Promise
 from stage4.plumbing import migrations
-from stage4.plumbing.db import connect
+from stage4.plumbing.db import Session, lend
 
 
 def promises(s: Settings, rev: str) -> list[Promise]:
@@ -22,11 +22,11 @@ def promises(s: Settings, rev: str) -> list[Promise]:
     return optimisations.promises(s, rev)
 
 
-def revision(url: str, s: Settings, rev: str) -> tuple[list[str], list[str]]:
-    """(kept promises, broken promises) of ``rev`` on the database at ``url``; a promise
+def revision(db: str | Session, s: Settings, rev: str) -> tuple[list[str], list[str]]:
+    """(kept promises, broken promises) of ``rev`` on the database ``db`` (a URL or a session); a promise
     with a condition is checked only where the condition holds."""
     kept, broken = [], []
-    with connect(url) as conn:
+    with lend(db) as conn:
         for p in promises(s, rev):
             if p.condition and not conn.execute(p.condition).fetchone()[0]:
                 continue

@@ -38,8 +38,12 @@ may read it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from stage4.config import Settings
+
+if TYPE_CHECKING:
+    from stage4.plumbing.db import Session
 
 ROLES = ("anon", "authenticated", "service_role")
 _KINDS = ("r", "p", "v", "m", "f")
@@ -411,11 +415,11 @@ def _table_wider(before: Reach, after: Reach, role: str) -> list[str]:
     ]
 
 
-def at(url: str, s: Settings, since: Reach | None = None) -> Reach:
-    """``take`` on a connection of its own."""
-    from stage4.plumbing.db import connect
+def at(db: str | Session, s: Settings, since: Reach | None = None) -> Reach:
+    """``take`` on a connection of its own (``db``: a URL), or the session's."""
+    from stage4.plumbing.db import lend
 
-    with connect(url, autocommit=True) as conn:
+    with lend(db, autocommit=True) as conn:
         return take(conn, s, since)
 
 
@@ -430,9 +434,9 @@ def already_open(reach: Reach) -> list[str]:
     ]
 
 
-def check(url: str, s: Settings, before: Reach) -> tuple[list[str], list[str]]:
+def check(db: str | Session, s: Settings, before: Reach) -> tuple[list[str], list[str]]:
     """After a step: (the line saying what was checked, or what was open already; what widened)."""
-    now = at(url, s, since=before)
+    now = at(db, s, since=before)
     widened = wider(before, now)
     if widened:
         return [], widened

@@ -426,7 +426,7 @@ def _ratio(before: tuple[int, int], after: tuple[int, int]) -> float | None:
 
 
 def _git_sha() -> str | None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]  # the checkout
     try:
         done = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5

@@ -28,7 +28,7 @@ import psycopg
 from stage4.config import Settings
 from stage4.ddl import functions
 from stage4.measure import workload
-from stage4.plumbing.db import connect
+from stage4.plumbing.db import Session, lend
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def base_rpcs(s: Settings, qids: Iterable[str]) -> dict[str, functions.Function]
 
 
 def compare_rpcs(
-    url: str, s: Settings, qids: Iterable[str], seed: int = 42
+    db: str | Session, s: Settings, qids: Iterable[str], seed: int = 42
 ) -> dict[str, SnapshotCheck]:
     """For each RPC query of ``qids``: does the app's call return what its base SQL returns,
     both run in one snapshot on the fingerprint pass's parameter sets?"""
@@ -62,7 +62,7 @@ def compare_rpcs(
         return {}
     catalogue = workload.queries(s)
     out: dict[str, SnapshotCheck] = {}
-    with connect(url, autocommit=True, prepare_threshold=None) as conn:
+    with lend(db, autocommit=True, prepare_threshold=None) as conn:
         try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             anchors = workload.sample_anchors(conn, s, seed)  # takes the snapshot

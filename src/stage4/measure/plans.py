@@ -20,7 +20,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stage4.plumbing.db import Session
 
 Plan = dict[str, Any]
 # nodes that only pass rows on: a headline looks through them to the access path
@@ -154,16 +157,16 @@ def buffers(plan: Plan) -> int:
     return int(plan.get("Shared Hit Blocks") or 0) + int(plan.get("Shared Read Blocks") or 0)
 
 
-def of_workload(url: str, seed: int = 42) -> dict[str, Plan]:
+def of_workload(db: str | Session, seed: int = 42) -> dict[str, Plan]:
     """One plan per workload query, for the first parameter set the bench times it with;
     in a transaction rolled back after."""
     from stage4.config import settings
     from stage4.measure import workload
-    from stage4.plumbing.db import connect
+    from stage4.plumbing.db import lend
 
     s = settings()
     out: dict[str, Plan] = {}
-    with connect(url) as conn:
+    with lend(db) as conn:
         anchors = workload.sample_anchors(conn, s, seed)
         if not anchors.features:
             return out

@@ -1,9 +1,12 @@
 """Connections: which database to work on (the given URL, ``DATABASE_URL`` or the embedded
-cluster), and one place that opens them and turns driver errors into one clear line."""
+cluster), one place that opens them and turns driver errors into one clear line, and the
+session a judgement lends to each of its checks."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -54,6 +57,69 @@ def connect(url: str, *, autocommit: bool = False, **kw) -> psycopg.Connection:
         return psycopg.connect(url, autocommit=autocommit, **kw)
     except psycopg.OperationalError as e:
         raise ConnectError(explain(url, e)) from None
+
+
+class Session:
+    """One connection lent in turn to each check of a judgement (its promises, who sees
+    what, freshness, plans), instead of a URL that each check reconnects with.
+
+    Each loan sets the connection as the check expects (autocommit or not, prepared
+    statements or not) and ends as ``with connect(...)`` would: committed, or rolled back
+    when the check raised; the connection stays open for the next one."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.Connection | None = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def lend(
+        self, *, autocommit: bool = False, prepare_threshold: int | None = 5
+    ) -> Iterator[psycopg.Connection]:
+        from psycopg.pq import TransactionStatus
+
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.url, autocommit=True)
+        conn = self._conn
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.rollback()  # a loan that ended inside a transaction it opened itself
+        conn.autocommit = autocommit
+        conn.prepare_threshold = prepare_threshold
+        try:
+            yield conn
+        except BaseException:
+            if not conn.closed:
+                conn.rollback()
+            raise
+        if not autocommit:
+            conn.commit()
+
+
+@contextmanager
+def lend(db: str | Session, *, autocommit: bool = False, **kw) -> Iterator[psycopg.Connection]:
+    """A connection for one piece of work: the session's when given one (a judgement's),
+    else a new one on the URL, closed after."""
+    if isinstance(db, Session):
+        with db.lend(autocommit=autocommit, **kw) as conn:
+            yield conn
+    else:
+        with connect(db, autocommit=autocommit, **kw) as conn:
+            yield conn
+
+
+def url_of(db: str | Session) -> str:
+    """The URL behind ``db``: what a program of its own (pgbench, Alembic) connects with."""
+    return db.url if isinstance(db, Session) else db
 
 
 def engine(url: str, **kw) -> Engine:

@@ -13,10 +13,14 @@ import time
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stage4.errors import ConfigError, MigrationError
 
-ROOT = Path(__file__).resolve().parents[2]
+if TYPE_CHECKING:
+    from stage4.plumbing.db import Session
+
+ROOT = Path(__file__).resolve().parents[3]  # the checkout (src/stage4/plumbing/ is below it)
 
 
 @cache
@@ -74,12 +78,13 @@ def alembic_chain() -> list[str]:
     return [r.revision for r in reversed(list(script().walk_revisions()))]
 
 
-def current(url: str) -> str | None:
-    """The database's revision, or None when Alembic has never run there."""
+def current(db: str | Session) -> str | None:
+    """The database's revision, or None when Alembic has never run there (``db``: a URL or
+    a session)."""
     from stage4.plumbing import version_table
-    from stage4.plumbing.db import connect
+    from stage4.plumbing.db import lend
 
-    with connect(url) as conn:
+    with lend(db) as conn:
         return version_table.revision(conn)
 
 

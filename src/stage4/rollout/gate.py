@@ -32,7 +32,7 @@ from stage4.catalog import rpc_access, visibility
 from stage4.config import settings
 from stage4.errors import ConfigError, GateError, MigrationError, PreflightError, Stage4Error
 from stage4.plumbing import interrupts, livewrites, migrations
-from stage4.plumbing.db import connect, where
+from stage4.plumbing.db import Session, connect, lend, where
 from stage4.plumbing.retry import DEFAULT_RETRIES
 from stage4.rollout import judging
 from stage4.rollout.record import (
@@ -245,14 +245,15 @@ def _begin_step(run: RolloutRun, rev: str) -> tuple[StepRecord, StepStart]:
     from stage4.catalog import snapshot
 
     s = run.s
-    with connect(run.url) as conn:
-        taken = snapshot.take(conn, s.bench_schema, s.own_schema)
-        rows = judging.rows_hash(conn, s)
-        counters = livewrites.counters(conn, s)
+    with Session(run.url) as db:  # one connection, lent to each part in turn
+        with lend(db) as conn:
+            taken = snapshot.take(conn, s.bench_schema, s.own_schema)
+            rows = judging.rows_hash(conn, s)
+            counters = livewrites.counters(conn, s)
         if run.start is None:  # what the rollout starts from
             run.start = taken
-            run.start_plans = judging.workload_plans(run.url, run.rollout.preflight)
-    before = StepStart(taken, rows, visibility.at(run.url, s), rpc_access.at(run.url, s))
+            run.start_plans = judging.workload_plans(db, run.rollout.preflight)
+        before = StepStart(taken, rows, visibility.at(db, s), rpc_access.at(db, s))
     rec = StepRecord(rev)
     rec.counters = {
         "before": counters,

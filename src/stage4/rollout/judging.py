@@ -10,7 +10,7 @@ from typing import Any
 from stage4.catalog import rpc_access, visibility
 from stage4.errors import Stage4Error
 from stage4.plumbing import livewrites, migrations
-from stage4.plumbing.db import connect
+from stage4.plumbing.db import Session, lend
 from stage4.rollout.record import GateOptions, RolloutRun, StepRecord, StepStart
 
 
@@ -22,15 +22,23 @@ def judge(
     Returns (promises kept, workload pays). ``gated_at``: the workload of this step is
     only recorded, the package is judged at that revision (its reasons say so). A broken
     promise or a refused stale read is found first and, under the gate, ends the judgement
-    there: the bench is skipped and ``rec.blamed`` names the revision at fault."""
+    there: the bench is skipped and ``rec.blamed`` names the revision at fault.
+
+    Every check opens nothing of its own: one session is lent to each in turn."""
+    with Session(rollout_run.url) as db:
+        return _judge(rollout_run, rec, before, gated_at, db)
+
+
+def _judge(
+    r: RolloutRun, rec: StepRecord, before: StepStart, gated_at: str | None, db: Session
+) -> tuple[bool, bool]:
     from stage4.measure import bench, report, stats
 
-    r = rollout_run
     url, s, opts, say, folder = r.url, r.s, r.opts, r.say, r.folder
     base, previous, progress = r.base, r.previous, r.progress
-    broken = _promises(r, rec, before)
+    broken = _promises(r, rec, before, db)
     say(rec.revision, "checking results are fresh (canary rows, rolled back)")
-    stale, stale_by = _freshness(url, s, rec, opts)
+    stale, stale_by = _freshness(db, s, rec, opts)
     if (broken or stale) and opts.gate:  # NO-GO already: the bench would not change it
         rec.reasons = [f"promise broken: {b}" for b in broken] + stale
         rec.blamed = blame(rec, bool(broken), stale_by)
@@ -50,7 +58,7 @@ def judge(
     vs_prev = stats.compare_bench(_without(previous, failed), run, **kw)
     same = {q: run.fingerprints.get(q) == fp for q, fp in base.fingerprints.items()
             if q not in failed}  # fmt: skip
-    same, changed = _moved_with_app_writes(same, run, rec, url, s)
+    same, changed = _moved_with_app_writes(same, run, rec, db, s)
     results = stats.gate_verdict({}, same)  # the app's answers: gated at every step
     decision = stats.gate_verdict(vs_base)
     rec.comparisons = {q: c.to_dict() for q, c in vs_base.items()}
@@ -77,21 +85,21 @@ def judge(
     return not broken and not failed and results.go and not changed and not stale, pays
 
 
-def _promises(run: RolloutRun, rec: StepRecord, before: StepStart) -> list[str]:
+def _promises(run: RolloutRun, rec: StepRecord, before: StepStart, db: Session) -> list[str]:
     """The step's promises (verify.py), who can see what (no API role reads or writes more
     than before the step) and every row kept; returns what is broken."""
     from stage4.catalog import verify
 
     run.say(rec.revision, "verifying")
-    rec.verified, broken = verify.revision(run.url, run.s, rec.revision)
-    checked, widened = visibility.check(run.url, run.s, before.reach)
+    rec.verified, broken = verify.revision(db, run.s, rec.revision)
+    checked, widened = visibility.check(db, run.s, before.reach)
     rec.verified += checked
     broken += widened
     if before.calls is not None:  # no API role can no longer call an RPC it called
-        checked, lost = rpc_access.check(run.url, run.s, before.calls)
+        checked, lost = rpc_access.check(db, run.s, before.calls)
         rec.verified += checked
         broken += lost
-    with connect(run.url) as conn:
+    with lend(db) as conn:
         content = rows_hash(conn, run.s)
         broken += rows_kept(conn, run.s, rec, content != before.rows)
     return broken
@@ -113,7 +121,7 @@ def _without(run, qids):
                            control=getattr(run, "control", []))  # fmt: skip
 
 
-def _freshness(url: str, s, rec: StepRecord, opts: GateOptions) -> tuple[list[str], list[str]]:
+def _freshness(db: Session, s, rec: StepRecord, opts: GateOptions) -> tuple[list[str], list[str]]:
     """The canary check of every query (``stage4.measure.freshness``), in ``rec.freshness``.
 
     A stale read is judged against the budget of the revision that declares it among all
@@ -122,12 +130,12 @@ def _freshness(url: str, s, rec: StepRecord, opts: GateOptions) -> tuple[list[st
     reasons (a stale read without a budget, or one not accepted) and whom each blames."""
     from stage4.measure import freshness, workload
 
-    with connect(url) as conn:
+    with lend(db) as conn:
         anchors = workload.sample_anchors(conn, s, freshness.CANARY_SEED)
         conn.commit()
         checked = freshness.check(conn, s, anchors)
     rec.own_rows += sum(r.rows for r in checked.values())
-    budgets = freshness.declared(freshness.applied(migrations.current(url)))
+    budgets = freshness.declared(freshness.applied(migrations.current(db)))
     reasons, blamed = [], []
     for qid, r in checked.items():
         entry = r.to_dict()
@@ -197,7 +205,7 @@ def rows_kept(conn, s, rec: StepRecord, hash_moved: bool) -> list[str]:
 
 
 def _moved_with_app_writes(
-    same: dict[str, bool], run, rec: StepRecord, url: str, s
+    same: dict[str, bool], run, rec: StepRecord, db: Session, s
 ) -> tuple[dict[str, bool], list[str]]:
     """Results that differ from the baseline's while the app wrote rows between the two runs:
     compared where the rows cannot move (``stage4.measure.fingerprints``). An RPC is run beside its
@@ -218,7 +226,7 @@ def _moved_with_app_writes(
     if not wrote:
         return same, []
     out, reasons = dict(same), []
-    checked = fingerprints.compare_rpcs(url, s, differ)
+    checked = fingerprints.compare_rpcs(db, s, differ)
     moved = [q for q in differ if q not in checked]
     out.update(dict.fromkeys(moved, True))
     for qid, c in checked.items():
@@ -279,14 +287,14 @@ def rebench(url: str, rec: StepRecord, reference, opts: GateOptions, say, progre
     }
 
 
-def workload_plans(url: str, notes: list[str]) -> dict[str, Any]:
+def workload_plans(db: str | Session, notes: list[str]) -> dict[str, Any]:
     """Each query's plan now (plans.py); informative only: a failure is a note."""
     import psycopg
 
     from stage4.measure import plans
 
     try:
-        return plans.of_workload(url)
+        return plans.of_workload(db)
     except (psycopg.Error, Stage4Error) as e:
         notes.append(f"query plans not taken: {str(e).strip().splitlines()[0]}")
         return {}
