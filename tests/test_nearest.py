@@ -1,5 +1,6 @@
-"""opt1's nearest-features copy: Q6's rows at every revision, the copy kept by every write,
-each role reading through it only what it reads in the table."""
+"""opt1's nearest-features copy: the rows of the reads it serves (Q6, Q7) the same at every
+revision, the copy kept by every write, each role reading through it only what it reads in
+the table."""
 
 from __future__ import annotations
 
@@ -13,20 +14,31 @@ from stage4.plumbing import migrations
 from stage4.queries import base_sql
 
 S = settings()
-Q6 = functions.call_sql(functions.read(S, "Q6"))
-POINTS = [
-    {"lon": -46.63, "lat": -23.55, "k": 10},
-    {"lon": -46.9, "lat": -23.8, "k": 3},
-    {"lon": -45.0, "lat": -22.0, "k": 25},
-]
+CALLS = {q: functions.call_sql(functions.read(S, q)) for q in nearest.SERVES}
+PARAMS = {
+    "Q6": [
+        {"lon": -46.63, "lat": -23.55, "k": 10},
+        {"lon": -46.9, "lat": -23.8, "k": 3},
+        {"lon": -45.0, "lat": -22.0, "k": 25},
+    ],
+    "Q7": [
+        {"lon": -46.63, "lat": -23.55, "radius_m": 2000.0},
+        {"lon": -46.6, "lat": -23.58, "radius_m": 800.0},
+    ],
+}
 COPY_ROWS = f"SELECT id, {S.time_column}, md5({S.geometry_column}::text) FROM {{}} ORDER BY 1, 2"
 
 
-def _q6(url: str, role: str | None = None, sql: str = Q6) -> list[list[tuple]]:
+def _read(url: str, role: str | None = None, sql: str | None = None, qid: str = "Q6"):
+    """The rows of each parameter set of ``qid``: the app's call, or ``sql``."""
     with psycopg.connect(url) as conn:
         if role:
             conn.execute(f"SET ROLE {role}")
-        return [conn.execute(sql, p).fetchall() for p in POINTS]
+        return [conn.execute(sql or CALLS[qid], p).fetchall() for p in PARAMS[qid]]
+
+
+def _q6(url: str, role: str | None = None, sql: str | None = None) -> list[list[tuple]]:
+    return _read(url, role, sql, "Q6")
 
 
 def _copy_matches(conn) -> bool:
@@ -35,21 +47,23 @@ def _copy_matches(conn) -> bool:
 
 
 @pytest.mark.slow
-def test_q6_returns_the_same_rows_through_the_copy_and_without_it(seeded_url):
-    at_schema = _q6(seeded_url)
-    assert all(rows for rows in at_schema)
+def test_the_reads_it_serves_return_the_same_rows_through_the_copy_and_without_it(seeded_url):
+    at_schema = {q: _read(seeded_url, qid=q) for q in nearest.SERVES}
+    assert all(any(at_schema[q]) for q in nearest.SERVES)  # rows to compare
     migrations.upgrade(seeded_url, "opt1")
     with psycopg.connect(seeded_url) as conn:
-        body = conn.execute(
-            "SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)",
-            (functions.read(S, "Q6").identity,),
-        ).fetchone()[0]
-        assert nearest.table(S) in body  # re-pointed
+        for q in nearest.SERVES:
+            body = conn.execute(
+                "SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%s)",
+                (functions.read(S, q).identity,),
+            ).fetchone()[0]
+            assert nearest.table(S) in body, q  # re-pointed
         assert _copy_matches(conn)
-    assert _q6(seeded_url) == at_schema
-    assert _q6(seeded_url, sql=base_sql(S)["Q6"]) == at_schema
+    for q in nearest.SERVES:
+        assert _read(seeded_url, qid=q) == at_schema[q]
+        assert _read(seeded_url, sql=base_sql(S)[q], qid=q) == at_schema[q]
     migrations.upgrade(seeded_url, "opt5")
-    assert _q6(seeded_url) == at_schema
+    assert all(_read(seeded_url, qid=q) == at_schema[q] for q in nearest.SERVES)
     migrations.downgrade(seeded_url, "schema")
     with psycopg.connect(seeded_url) as conn:
         assert conn.execute("SELECT to_regclass(%s)", (nearest.table(S),)).fetchone()[0] is None
@@ -59,7 +73,7 @@ def test_q6_returns_the_same_rows_through_the_copy_and_without_it(seeded_url):
             ).fetchone()[0]
             == 0
         )
-    assert _q6(seeded_url) == at_schema
+    assert all(_read(seeded_url, qid=q) == at_schema[q] for q in nearest.SERVES)
 
 
 @pytest.mark.slow
@@ -85,11 +99,11 @@ def test_every_write_keeps_the_copy_in_step(seeded_url):
 
 @pytest.mark.slow
 def test_anon_reads_through_the_copy_only_what_its_policy_shows(supabase_url):
-    """Supabase's defaults and policies: anon's Q6 is the same at schema and at opt1; read
-    directly, the copy shows anon only its policy's rows, and nothing is writable."""
-    at_schema = _q6(supabase_url, "anon")
+    """Supabase's defaults and policies: anon's Q6 and Q7 are the same at schema and at opt1;
+    read directly, the copy shows anon only its policy's rows, and nothing is writable."""
+    at_schema = {q: _read(supabase_url, "anon", qid=q) for q in nearest.SERVES}
     migrations.upgrade(supabase_url, "opt1")
-    assert _q6(supabase_url, "anon") == at_schema
+    assert {q: _read(supabase_url, "anon", qid=q) for q in nearest.SERVES} == at_schema
     k = nearest.table(S)
     with psycopg.connect(supabase_url) as conn:
         visible = conn.execute(f"SELECT count(*) FROM {T} WHERE {POLICY['anon']}").fetchone()[0]

@@ -125,6 +125,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
+# The global options (--database-url, --debug), as the callback received them.
 options: dict[str, object] = {"url": None, "debug": False}
 
 

@@ -1,4 +1,4 @@
-"""One GiST over every partition for the nearest-features read (Q6), kept by each write.
+"""One GiST over every partition for the reads by distance (Q6, Q7), kept by each write.
 
 A partitioned table has no global index: ``ORDER BY geom <-> point LIMIT k`` merges one
 KNN descent per partition, and a read without a date filter pays for every partition
@@ -16,7 +16,7 @@ What the API sees:
 * SELECT is granted only to roles that may read each of those columns of the table
   (table or column grants), with USAGE on the schema where they lack it (named in the
   table's comment, taken back on downgrade): the copy reveals nothing they could not read.
-* The RPC reads the copy alone: no join back to the partitions, which would cost a probe
+* The RPCs read the copy alone: no join back to the partitions, which would cost a probe
   of every partition's key per row. A role that may not read the copy is served the
   baseline query.
 * What bypasses row triggers does not reach the copy: writes under
@@ -194,10 +194,20 @@ def drop_sql(s: Settings) -> list[str]:
     ]
 
 
-def nearest_sql(s: Settings) -> str:
-    """Q6 as ``queries.base_sql`` has it (same rows, same order) on the copy: one GiST
-    instead of one per partition. Its policy makes the rows the caller sees the table's."""
-    return queries.base_sql(s)["Q6"].replace(f" FROM {s.qualified_table}", f" FROM {table(s)}")
+# The reads the copy serves: every column they read is in it, and they read the table
+# without a date (every partition): the k nearest (Q6) and the features within a radius
+# (Q7), each one GiST descent instead of one per partition.
+SERVES = ("Q6", "Q7")
+
+
+def served_sql(s: Settings, qid: str) -> str:
+    """``qid`` as ``queries.base_sql`` has it (same rows, same order) on the copy. Its
+    policy makes the rows the caller sees the table's."""
+    base = queries.base_sql(s)[qid]
+    sql = base.replace(f" FROM {s.qualified_table}", f" FROM {table(s)}")
+    if sql == base or s.qualified_table in sql:
+        raise ValueError(f"{qid} does not read {s.qualified_table} once: cannot serve it")
+    return sql
 
 
 def readable_sql(s: Settings) -> str:

@@ -311,15 +311,17 @@ def repoints(s: Settings) -> dict[str, Function]:
         raise ValueError("Q2's base query changed: update opt1's re-pointed body")
     sql["Q2"] = sql["Q2"].replace(" ORDER BY id LIMIT", " ORDER BY id + 0 LIMIT")
     out = {q: functions.read(s, q, sql[q], functions.CACHED_PLANS) for q in UNDATED}
-    out["Q6"] = replace(out["Q6"], body=nearest_body(s))
+    for q in nearest.SERVES:
+        out[q] = replace(out[q], body=copy_body(s, q))
     return out
 
 
-def nearest_body(s: Settings) -> str:
-    """Q6 from the nearest-features copy's one GiST (``stage4.ddl.nearest``) for a caller
-    who may read it, else the baseline query: one KNN descent instead of one per
+def copy_body(s: Settings, qid: str) -> str:
+    """``qid`` from the nearest-features copy's one GiST (``stage4.ddl.nearest``) for a
+    caller who may read it, else the baseline query: one descent instead of one per
     partition, same rows, same order."""
-    return functions.per_call_if(nearest.readable_sql(s), nearest.nearest_sql(s), base_sql(s)["Q6"])
+    copy, base = nearest.served_sql(s, qid), base_sql(s)[qid]
+    return functions.per_call_if(nearest.readable_sql(s), copy, base)
 
 
 def jobs(s: Settings) -> list[Job]:
