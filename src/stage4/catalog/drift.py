@@ -279,13 +279,15 @@ def refusal(found: Drift) -> str:
 def _promises(url: str, revision: str, s: Settings) -> Drift:
     from stage4.catalog import verify
     from stage4.plumbing import migrations
+    from stage4.plumbing.db import Session
 
     chain = migrations.chain()
     revs = chain[: chain.index(revision) + 1] if revision in chain else [revision]
     lines = []
-    for rev in revs:
-        _kept, broken = verify.revision(url, s, rev)
-        lines += [f"{rev} promises {text}: broken" for text in broken]
+    with Session(url) as db:  # one connection for every revision's promises
+        for rev in revs:
+            _kept, broken = verify.revision(db, s, rev)
+            lines += [f"{rev} promises {text}: broken" for text in broken]
     return Drift(
         revision,
         f"the promises of {', '.join(revs)} (no record of {revision} kept on the way up)",
