@@ -1,4 +1,4 @@
-"""opt1's nearest-features copy: the rows of the reads it serves (Q6, Q7) the same at every
+"""opt1's nearest-features copy: the rows of the reads it serves (Q6, Q7, Q9) the same at every
 revision, the copy kept by every write, each role reading through it only what it reads in
 the table."""
 
@@ -24,6 +24,11 @@ PARAMS = {
     "Q7": [
         {"lon": -46.63, "lat": -23.55, "radius_m": 2000.0},
         {"lon": -46.6, "lat": -23.58, "radius_m": 800.0},
+    ],
+    "Q9": [
+        {"cat_point": c, "cat_poly": p, "min_lon": -47.0, "min_lat": -24.0}
+        | {"max_lon": -46.0, "max_lat": -23.0}
+        for c, p in (("escola", "bairro"), ("biblioteca", "parque"), ("hospital", "lote"))
     ],
 }
 COPY_ROWS = f"SELECT id, {S.time_column}, md5({S.geometry_column}::text) FROM {{}} ORDER BY 1, 2"
@@ -99,7 +104,7 @@ def test_every_write_keeps_the_copy_in_step(seeded_url):
 
 @pytest.mark.slow
 def test_anon_reads_through_the_copy_only_what_its_policy_shows(supabase_url):
-    """Supabase's defaults and policies: anon's Q6 and Q7 are the same at schema and at opt1;
+    """Supabase's defaults and policies: anon's reads through it are the same at schema and opt1;
     read directly, the copy shows anon only its policy's rows, and nothing is writable."""
     at_schema = {q: _read(supabase_url, "anon", qid=q) for q in nearest.SERVES}
     migrations.upgrade(supabase_url, "opt1")

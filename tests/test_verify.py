@@ -79,7 +79,7 @@ class TestBroken:
             f"{S.qualified_table} is partitioned by range",
             "GiST index on the geometry of the parent",
             "Q9's (categoria, geometry) GiST index on the parent",
-            f"{S.own_schema}.{S.table}_knn: one GiST over every row, kept by a trigger on each "
+            f"{S.own_schema}.{S.table}_knn: its two GiSTs over every row, kept by a trigger on each "
             "write",
         ]
 

@@ -1,4 +1,5 @@
-"""One GiST over every partition for the reads by distance (Q6, Q7), kept by each write.
+"""One table over every partition for the geo reads without a date (Q6, Q7, Q9), kept by
+each write.
 
 A partitioned table has no global index: ``ORDER BY geom <-> point LIMIT k`` merges one
 KNN descent per partition, and a read without a date filter pays for every partition
@@ -54,6 +55,21 @@ def table(s: Settings) -> str:
 
 def index(s: Settings) -> str:
     return f"{s.own_schema}.{s.table}_knn_geom"
+
+
+def category_index(s: Settings) -> str:
+    return f"{s.own_schema}.{s.table}_knn_categoria_{s.geometry_column}"
+
+
+def category_index_sql(s: Settings) -> str:
+    """Q9's GiST on (categoria, geom) (btree_gist, which opt1 installs first): a point's
+    polygons of one category in one descent. Partial on ``categoria IS NOT NULL``, as on
+    the partitions, so that a read by geometry alone (Q6, Q7) keeps the plain GiST."""
+    g, name = s.geometry_column, category_index(s).split(".")[-1]
+    return (
+        f"CREATE INDEX {name} ON {table(s)} "
+        f"USING gist (categoria, {g}) WHERE (categoria IS NOT NULL)"
+    )
 
 
 def sync_function(s: Settings) -> str:
@@ -164,6 +180,7 @@ END
 $copy$""",
         f"ALTER TABLE {k} ADD CONSTRAINT {name}_pkey PRIMARY KEY (id, {s.time_column})",
         f"CREATE INDEX {name}_geom ON {k} USING gist ({s.geometry_column})",
+        category_index_sql(s),
         _sync_sql(s),
         *sync.triggers_sql(source, trigger(s), sync_function(s), cols),
     ]
@@ -195,18 +212,19 @@ def drop_sql(s: Settings) -> list[str]:
 
 
 # The reads the copy serves: every column they read is in it, and they read the table
-# without a date (every partition): the k nearest (Q6) and the features within a radius
-# (Q7), each one GiST descent instead of one per partition.
-SERVES = ("Q6", "Q7")
+# without a date (every partition): the k nearest (Q6), the features within a radius (Q7)
+# and the points of a category inside polygons of another (Q9, both sides of its join),
+# each one GiST descent instead of one per partition.
+SERVES = ("Q6", "Q7", "Q9")
 
 
 def served_sql(s: Settings, qid: str) -> str:
-    """``qid`` as ``queries.base_sql`` has it (same rows, same order) on the copy. Its
-    policy makes the rows the caller sees the table's."""
+    """``qid`` as ``queries.base_sql`` has it (same rows, same order), every read of the
+    table made on the copy. Its policy makes the rows the caller sees the table's."""
     base = queries.base_sql(s)[qid]
-    sql = base.replace(f" FROM {s.qualified_table}", f" FROM {table(s)}")
+    sql = base.replace(f" {s.qualified_table} ", f" {table(s)} ")
     if sql == base or s.qualified_table in sql:
-        raise ValueError(f"{qid} does not read {s.qualified_table} once: cannot serve it")
+        raise ValueError(f"{qid} does not read {s.qualified_table} as a relation: cannot serve it")
     return sql
 
 
