@@ -28,7 +28,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 CHILD = """
 import sys, time
 from pathlib import Path
-from stage4 import migrations
+from stage4.plumbing import migrations
 from stage4.errors import Stage4Error
 
 url, verb, target, phase, marker = sys.argv[1:]

@@ -444,7 +444,7 @@ class TestOnline:
         go = tmp_path / "locked"
         script = (
             "import pathlib, sys, time\n"
-            "from stage4 import migrations\n"
+            "from stage4.plumbing import migrations\n"
             "def progress(phase, done, total):\n"
             "    go = pathlib.Path(sys.argv[2])\n"
             "    while phase == 'backfill' and done == 0 and not go.exists():\n"
