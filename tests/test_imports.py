@@ -171,7 +171,7 @@ def test_the_graph_is_read_from_the_source():
     # A few edges that exist, so an empty graph (a parsing slip) cannot pass the checks below.
     assert "stage4.errors" in edges["stage4.config"]
     assert "stage4.ddl.privileges" in edges["stage4.ddl.partitioning"]
-    assert "stage4.rollout.gate" in edges["stage4.cli"]
+    assert "stage4.rollout.gate" in edges["stage4.cli.rollout"]
     assert (
         REGISTRY in edges["stage4.catalog.verify"] and REGISTRY in edges["stage4.measure.workload"]
     )
