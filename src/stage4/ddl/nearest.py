@@ -61,15 +61,16 @@ def category_index(s: Settings) -> str:
     return f"{s.own_schema}.{s.table}_knn_categoria_{s.geometry_column}"
 
 
-def category_index_sql(s: Settings) -> str:
-    """Q9's GiST on (categoria, geom) (btree_gist, which opt1 installs first): a point's
-    polygons of one category in one descent. Partial on ``categoria IS NOT NULL``, as on
-    the partitions, so that a read by geometry alone (Q6, Q7) keeps the plain GiST."""
-    g, name = s.geometry_column, category_index(s).split(".")[-1]
-    return (
-        f"CREATE INDEX {name} ON {table(s)} "
-        f"USING gist (categoria, {g}) WHERE (categoria IS NOT NULL)"
-    )
+def indexes(s: Settings) -> list[tuple[str, str]]:
+    """(name, ``USING`` tail) of the copy's GiSTs: on the geometry (Q6, Q7), and Q9's on
+    (categoria, geom) (btree_gist, which opt1 installs first), a point's polygons of one
+    category in one descent. Partial on ``categoria IS NOT NULL``, as on the partitions,
+    so that a read by geometry alone keeps the plain GiST."""
+    g = s.geometry_column
+    return [
+        (index(s), f"USING gist ({g})"),
+        (category_index(s), f"USING gist (categoria, {g}) WHERE (categoria IS NOT NULL)"),
+    ]
 
 
 def sync_function(s: Settings) -> str:
@@ -179,8 +180,7 @@ BEGIN
 END
 $copy$""",
         f"ALTER TABLE {k} ADD CONSTRAINT {name}_pkey PRIMARY KEY (id, {s.time_column})",
-        f"CREATE INDEX {name}_geom ON {k} USING gist ({s.geometry_column})",
-        category_index_sql(s),
+        *(f"CREATE INDEX {n.split('.')[-1]} ON {k} {using}" for n, using in indexes(s)),
         _sync_sql(s),
         *sync.triggers_sql(source, trigger(s), sync_function(s), cols),
     ]

@@ -377,10 +377,9 @@ def reference(conn, s: Settings, direction: str, scratch: str) -> Reference:
 def _copy_reference(s: Settings, ref: str, scratch: str) -> list[str]:
     """The nearest-features copy built the plain way: its rows from the new table, its key
     and its two GiSTs (``ddl.nearest``)."""
-    k, g, d = f"{scratch}.{s.table}_knn_ref", s.geometry_column, s.time_column
+    k = f"{scratch}.{s.table}_knn_ref"
     return [
         f"CREATE TABLE {k} AS SELECT {', '.join(nearest.columns(s))} FROM {ref}",
-        f"ALTER TABLE {k} ADD PRIMARY KEY (id, {d})",
-        f"CREATE INDEX ON {k} USING gist ({g})",
-        f"CREATE INDEX ON {k} USING gist (categoria, {g}) WHERE (categoria IS NOT NULL)",
+        f"ALTER TABLE {k} ADD PRIMARY KEY (id, {s.time_column})",
+        *(f"CREATE INDEX ON {k} {using}" for _, using in nearest.indexes(s)),
     ]

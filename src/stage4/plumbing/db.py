@@ -117,11 +117,6 @@ def lend(db: str | Session, *, autocommit: bool = False, **kw) -> Iterator[psyco
             yield conn
 
 
-def url_of(db: str | Session) -> str:
-    """The URL behind ``db``: what a program of its own (pgbench, Alembic) connects with."""
-    return db.url if isinstance(db, Session) else db
-
-
 def engine(url: str, **kw) -> Engine:
     """A SQLAlchemy engine on psycopg 3 (used by Alembic)."""
     from sqlalchemy import create_engine
